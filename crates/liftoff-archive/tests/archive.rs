@@ -1,0 +1,93 @@
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use liftoff_archive::{ArchiveError, ArchiveLimits, pack_dir, sha256_digest, unpack, verify};
+use std::fs;
+
+fn raw_tar(build: impl FnOnce(&mut tar::Builder<GzEncoder<Vec<u8>>>)) -> Vec<u8> {
+    let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    build(&mut b);
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// Writes a header with a raw name, bypassing the tar crate's own path checks.
+fn entry_with_raw_name(b: &mut tar::Builder<GzEncoder<Vec<u8>>>, name: &str, kind: tar::EntryType, link: Option<&str>) {
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_entry_type(kind);
+    h.set_size(if link.is_none() && kind == tar::EntryType::Regular { 2 } else { 0 });
+    h.set_mode(0o644);
+    if let Some(l) = link {
+        h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
+    }
+    h.set_cksum();
+    let data: &[u8] = if h.size().unwrap() == 2 { b"hi" } else { b"" };
+    b.append(&h, data).unwrap();
+}
+
+#[test]
+fn pack_is_deterministic_honours_gitignore_and_skips_git() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("main.py"), "print('hi')\n").unwrap();
+    fs::write(d.path().join(".gitignore"), "*.log\nbuild/\n").unwrap();
+    fs::write(d.path().join("debug.log"), "noise").unwrap();
+    fs::create_dir_all(d.path().join("build")).unwrap();
+    fs::write(d.path().join("build/out.bin"), "x").unwrap();
+    fs::create_dir_all(d.path().join(".git")).unwrap();
+    fs::write(d.path().join(".git/HEAD"), "ref").unwrap();
+    fs::create_dir_all(d.path().join("pkg")).unwrap();
+    fs::write(d.path().join("pkg/util.py"), "X = 1\n").unwrap();
+
+    let a = pack_dir(d.path()).unwrap();
+    let b = pack_dir(d.path()).unwrap();
+    assert_eq!(sha256_digest(&a), sha256_digest(&b), "same tree, same digest");
+
+    let out = tempfile::tempdir().unwrap();
+    let summary = unpack(&a, out.path(), ArchiveLimits::default()).unwrap();
+    assert_eq!(fs::read_to_string(out.path().join("main.py")).unwrap(), "print('hi')\n");
+    assert_eq!(fs::read_to_string(out.path().join("pkg/util.py")).unwrap(), "X = 1\n");
+    assert!(!out.path().join("debug.log").exists());
+    assert!(!out.path().join("build").exists());
+    assert!(!out.path().join(".git").exists());
+    assert!(out.path().join(".gitignore").exists());
+    assert_eq!(summary.entries, 4, "main.py, .gitignore, pkg, pkg/util.py");
+}
+
+#[test]
+fn refuses_parent_paths_absolute_paths_and_escaping_links_before_writing() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("parent", raw_tar(|b| entry_with_raw_name(b, "../evil.txt", tar::EntryType::Regular, None))),
+        ("absolute", raw_tar(|b| entry_with_raw_name(b, "/tmp/evil.txt", tar::EntryType::Regular, None))),
+        ("symlink", raw_tar(|b| {
+            entry_with_raw_name(b, "ok.txt", tar::EntryType::Regular, None);
+            entry_with_raw_name(b, "link", tar::EntryType::Symlink, Some("../../etc/passwd"));
+        })),
+        ("hardlink", raw_tar(|b| entry_with_raw_name(b, "hard", tar::EntryType::Link, Some("/etc/passwd")))),
+    ];
+    for (name, gz) in cases {
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("dest");
+        let err = unpack(&gz, &dest, ArchiveLimits::default()).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::UnsafePath { .. } | ArchiveError::RefusedEntry { .. }),
+            "{name}: {err}"
+        );
+        assert!(!dest.exists(), "{name}: something was written");
+    }
+}
+
+#[test]
+fn inner_symlink_is_kept_and_limits_hold() {
+    let gz = raw_tar(|b| {
+        entry_with_raw_name(b, "a.txt", tar::EntryType::Regular, None);
+        entry_with_raw_name(b, "b.txt", tar::EntryType::Symlink, Some("a.txt"));
+    });
+    let out = tempfile::tempdir().unwrap();
+    unpack(&gz, out.path(), ArchiveLimits::default()).unwrap();
+    assert_eq!(fs::read_to_string(out.path().join("b.txt")).unwrap(), "hi");
+
+    let small = ArchiveLimits { max_entries: 1, max_unpacked_bytes: 1 << 20 };
+    assert!(matches!(verify(&gz, small), Err(ArchiveError::TooLarge { what: "entries", .. })));
+    let tiny = ArchiveLimits { max_entries: 10, max_unpacked_bytes: 1 };
+    assert!(matches!(verify(&gz, tiny), Err(ArchiveError::TooLarge { what: "unpacked bytes", .. })));
+    assert!(matches!(verify(b"not gzip", ArchiveLimits::default()), Err(ArchiveError::Malformed(_))));
+}

@@ -1,0 +1,268 @@
+//! Request and response bodies of the REST API (`/api/v1`), shared by the
+//! server and the client so that both sides agree by construction.
+
+use crate::item::ItemState;
+use crate::job::{JobSource, JobSourceSpec};
+use crate::priority::Priority;
+use crate::queue::TemplateVariable;
+use crate::resource::ResourceType;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Every error response: a stable machine code, a sentence, and the request field at fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQueue {
+    pub name: String,
+    pub resource: ResourceType,
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    #[serde(default)]
+    pub template_variables: Vec<TemplateVariable>,
+    #[serde(default)]
+    pub prioritization: bool,
+}
+
+pub fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    #[serde(default = "default_project")]
+    pub project: String,
+    pub name: String,
+    pub source: JobSourceSpec,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Python version the job expects, e.g. "3.11".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+pub fn default_project() -> String {
+    "default".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub entity: String,
+    pub project: String,
+    pub name: String,
+    pub version: i64,
+    /// Always includes `vN`; `latest` on the newest version.
+    pub aliases: Vec<String>,
+    pub source: JobSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    pub created_at_ms: i64,
+}
+
+impl JobView {
+    pub fn full_name(&self) -> String {
+        format!("{}/{}/{}:v{}", self.entity, self.project, self.name, self.version)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchRequest {
+    /// `[[entity/]project/]name[:alias]`.
+    pub job: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default = "empty_object")]
+    pub run_config: serde_json::Value,
+    #[serde(default)]
+    pub template_variables: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchResponse {
+    pub item_id: String,
+    pub run_id: String,
+}
+
+/// What an agent needs to run an item, frozen at launch time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    pub job: String,
+    pub project: String,
+    pub source: JobSource,
+    pub entrypoint: Vec<String>,
+    pub args: Vec<String>,
+    pub run_config: serde_json::Value,
+    pub resource: ResourceType,
+    /// The queue's template after variable substitution.
+    pub resource_config: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+/// A run-queue item and the run it became.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemView {
+    pub id: String,
+    pub run_id: String,
+    pub entity: String,
+    pub queue: String,
+    pub state: ItemState,
+    pub priority: Priority,
+    pub attempts: u32,
+    pub fence: i64,
+    pub spec: LaunchSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgent {
+    pub queues: Vec<String>,
+    #[serde(default)]
+    pub hostname: String,
+    /// -1 means unlimited.
+    pub max_jobs: i64,
+    #[serde(default)]
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    Polling,
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub id: String,
+    pub entity: String,
+    pub queues: Vec<String>,
+    pub hostname: String,
+    pub max_jobs: i64,
+    pub status: AgentStatus,
+    pub stop_polling: bool,
+    pub heartbeat_at_ms: i64,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentHeartbeat {
+    pub status: AgentStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentHeartbeatResponse {
+    pub stop_polling: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    pub agent_id: String,
+    /// Tried in this order; the agent rotates it for round robin.
+    pub queues: Vec<String>,
+    /// Long-poll bound; 0 returns at once. Capped by the server.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claim {
+    pub item: ItemView,
+    /// Fencing token: send it with every write about this item.
+    pub fence: i64,
+    pub lease_ttl_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FencedHeartbeat {
+    pub fence: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemHeartbeatResponse {
+    pub state: ItemState,
+    pub stop_requested: bool,
+    pub lease_expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FencedEvent {
+    pub fence: i64,
+    #[serde(flatten)]
+    pub event: crate::item::ItemEvent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Messages from the agent itself about the run.
+    Agent,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendLog {
+    pub fence: i64,
+    /// Must equal the item's next sequence number; a repeat of an earlier
+    /// sequence number is accepted and ignored, so retries are safe.
+    pub seq: i64,
+    pub stream: LogStream,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub seq: i64,
+    pub stream: LogStream,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogPage {
+    pub chunks: Vec<LogChunk>,
+    /// Ask for `after=next_seq` to continue.
+    pub next_seq: i64,
+    /// True when the item is terminal and every chunk has been returned.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub digest: String,
+    pub size: u64,
+}

@@ -1,0 +1,17 @@
+//! Liftoff's domain model: queues and their templates, jobs and their sources,
+//! run-queue items and the one state machine that moves them. Pure data and
+//! rules; this crate does no I/O and knows nothing of HTTP or SQL.
+
+pub mod api;
+pub mod item;
+pub mod job;
+pub mod priority;
+pub mod queue;
+pub mod resource;
+pub mod template;
+
+pub use item::{Item, ItemEvent, ItemState, TransitionError};
+pub use job::{JobRef, JobSource, JobSourceSpec};
+pub use priority::Priority;
+pub use queue::{Queue, TemplateVariable, VarKind};
+pub use resource::ResourceType;
