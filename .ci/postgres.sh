@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs (if needed) and starts a throwaway PostgreSQL on 127.0.0.1:$PGPORT,
+# owned by the postgres user, and prints the URL tests should use.
+# Usage: source .ci/postgres.sh   (exports LIFTOFF_TEST_POSTGRES_URL)
+set -euo pipefail
+PGPORT="${PGPORT:-55432}"
+PGROOT="${PGROOT:-/tmp/liftoff-ci-pg}"
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  echo "ci: installing postgresql" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >&2
+fi
+PGBIN="$(dirname "$(ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -1)")"
+if ! "$PGBIN/pg_isready" -h 127.0.0.1 -p "$PGPORT" -q; then
+  rm -rf "$PGROOT"; mkdir -p "$PGROOT"; chown postgres:postgres "$PGROOT"
+  su postgres -s /bin/sh -c "'$PGBIN/initdb' -D '$PGROOT/data' -A trust -U postgres" >/dev/null
+  su postgres -s /bin/sh -c "'$PGBIN/pg_ctl' -D '$PGROOT/data' -l '$PGROOT/log' -w \
+     -o \"-c listen_addresses=127.0.0.1 -p $PGPORT -k '$PGROOT' -c fsync=off -c max_connections=200\" start" >/dev/null
+fi
+"$PGBIN/pg_isready" -h 127.0.0.1 -p "$PGPORT"
+export LIFTOFF_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"

@@ -1,0 +1,29 @@
+use liftoff_core::TransitionError;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named thing does not exist (in the caller's entity).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The thing already exists, or the write conflicts with another.
+    #[error("{0}")]
+    Conflict(String),
+    /// The write carried fencing token `sent`, but the item is now at `current`:
+    /// another claim superseded the writer. Nothing was changed.
+    #[error("stale fencing token {sent} for item {item}: the item is now held with token {current}")]
+    StaleFence { item: String, sent: i64, current: i64 },
+    /// The event does not apply in the item's current state.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// A request value the store refuses, naming the field.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    /// Stored data could not be decoded (a bug or a hand-edited database).
+    #[error("corrupt stored {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("blob store error: {0}")]
+    Blob(#[from] object_store::Error),
+}

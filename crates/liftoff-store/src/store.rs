@@ -1,0 +1,91 @@
+use crate::{ApiKeyRecord, NewItem, StoreError};
+use async_trait::async_trait;
+use liftoff_core::api::{AgentStatus, AgentView, ItemView, JobView, LogChunk, LogStream, RegisterAgent};
+use liftoff_core::{ItemEvent, JobSource, Queue};
+
+/// Everything the control plane persists. Every item state change goes
+/// through [`liftoff_core::Item::apply`] inside the implementation, guarded by
+/// compare-and-set on the row's state and fencing token.
+///
+/// Methods are scoped by entity: asking for another entity's thing is `NotFound`.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Creates the entity if missing; `true` when it was created now.
+    async fn ensure_entity(&self, entity: &str, now_ms: i64) -> Result<bool, StoreError>;
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    async fn create_queue(&self, queue: &Queue) -> Result<(), StoreError>;
+    async fn get_queue(&self, entity: &str, name: &str) -> Result<Option<Queue>, StoreError>;
+    async fn list_queues(&self, entity: &str) -> Result<Vec<Queue>, StoreError>;
+
+    /// Records that `entity` uploaded the blob `digest`.
+    async fn add_blob(&self, entity: &str, digest: &str, size: u64, now_ms: i64) -> Result<(), StoreError>;
+    async fn has_blob(&self, entity: &str, digest: &str) -> Result<bool, StoreError>;
+
+    /// Adds version N+1 of the job; it takes `latest`, `vN+1` and `aliases`
+    /// (moving them from older versions).
+    async fn create_job_version(
+        &self,
+        entity: &str,
+        project: &str,
+        name: &str,
+        source: &JobSource,
+        runtime: Option<&str>,
+        aliases: &[String],
+        now_ms: i64,
+    ) -> Result<JobView, StoreError>;
+    /// `alias` is `latest`, `vN` or a user alias.
+    async fn get_job(&self, entity: &str, project: &str, name: &str, alias: &str) -> Result<Option<JobView>, StoreError>;
+    async fn list_jobs(&self, entity: &str) -> Result<Vec<JobView>, StoreError>;
+
+    async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError>;
+    /// By item id or by run id.
+    async fn get_item(&self, entity: &str, id: &str) -> Result<Option<ItemView>, StoreError>;
+    async fn list_items(&self, entity: &str, queue: Option<&str>, limit: i64) -> Result<Vec<ItemView>, StoreError>;
+
+    /// Atomically claims the first pending item of the first queue (in the
+    /// given order) that has one: priority order, then FIFO. Each item is
+    /// claimed by exactly one caller; the claim bumps its fencing token.
+    async fn claim(
+        &self,
+        entity: &str,
+        queues: &[String],
+        agent_id: &str,
+        now_ms: i64,
+        lease_ttl_ms: i64,
+    ) -> Result<Option<ItemView>, StoreError>;
+    /// Extends the lease held with `fence`.
+    async fn renew_lease(&self, entity: &str, id: &str, fence: i64, now_ms: i64, lease_ttl_ms: i64) -> Result<ItemView, StoreError>;
+    /// Applies `event`; when `fence` is given it must be the current token.
+    async fn apply_event(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: Option<i64>,
+        event: &ItemEvent,
+        now_ms: i64,
+    ) -> Result<ItemView, StoreError>;
+    /// Applies `LeaseExpired` to every leased item whose lease ran out; returns their ids.
+    async fn expire_leases(&self, now_ms: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Appends chunk `seq`; a repeat of an already stored `seq` is ignored.
+    async fn append_log(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: i64,
+        seq: i64,
+        stream: LogStream,
+        data: &str,
+    ) -> Result<(), StoreError>;
+    /// The sequence number the item's next log chunk must carry.
+    async fn next_log_seq(&self, entity: &str, id: &str) -> Result<i64, StoreError>;
+    /// Chunks with `seq >= after`, in order, at most `limit`.
+    async fn read_log(&self, entity: &str, id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>, StoreError>;
+
+    async fn register_agent(&self, entity: &str, id: &str, req: &RegisterAgent, now_ms: i64) -> Result<AgentView, StoreError>;
+    async fn agent_heartbeat(&self, entity: &str, id: &str, status: AgentStatus, now_ms: i64) -> Result<AgentView, StoreError>;
+    async fn list_agents(&self, entity: &str) -> Result<Vec<AgentView>, StoreError>;
+    async fn set_agent_stop_polling(&self, entity: &str, id: &str) -> Result<AgentView, StoreError>;
+}

@@ -1,0 +1,280 @@
+//! The store contract: every case runs against SQLite and against a real
+//! PostgreSQL (`LIFTOFF_TEST_POSTGRES_URL`; under `CI` a missing server fails).
+
+use liftoff_core::api::{AgentStatus, LaunchSpec, LogStream, RegisterAgent};
+use liftoff_core::job::{ImageSource, JobSource};
+use liftoff_core::{ItemEvent, ItemState, Priority, Queue, ResourceType};
+use liftoff_store::{ApiKeyRecord, KeyRole, NewItem, SqlStore, Store, StoreError};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+const TTL: i64 = 10_000;
+
+async fn sqlite() -> (SqlStore, Option<tempfile::TempDir>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    (SqlStore::connect(&url, 3).await.unwrap(), Some(dir))
+}
+
+async fn postgres() -> Option<(SqlStore, Option<tempfile::TempDir>)> {
+    let Ok(admin) = std::env::var("LIFTOFF_TEST_POSTGRES_URL") else {
+        assert!(std::env::var_os("CI").is_none(), "CI is set but LIFTOFF_TEST_POSTGRES_URL is not: PostgreSQL is missing");
+        eprintln!("skipping: LIFTOFF_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("liftoff_test_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::AnyPool::connect(&admin).await.expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await.unwrap();
+    pool.close().await;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+    Some((SqlStore::connect(&format!("{base}/{name}"), 3).await.unwrap(), None))
+}
+
+fn queue(name: &str, prioritization: bool) -> Queue {
+    Queue {
+        entity: "acme".into(),
+        name: name.into(),
+        resource: ResourceType::LocalProcess,
+        config: serde_json::json!({}),
+        template_variables: vec![],
+        prioritization,
+        created_at_ms: 1,
+    }
+}
+
+fn item(id: &str, queue: &str, priority: Priority, prioritized: bool) -> NewItem {
+    NewItem {
+        id: id.into(),
+        run_id: format!("run-{id}"),
+        entity: "acme".into(),
+        queue: queue.into(),
+        priority,
+        prioritized,
+        spec: LaunchSpec {
+            job: "acme/p/j:v1".into(),
+            project: "p".into(),
+            source: JobSource::Image(ImageSource { image: "busybox".into(), args: vec![] }),
+            entrypoint: vec![],
+            args: vec![],
+            run_config: serde_json::json!({}),
+            resource: ResourceType::LocalProcess,
+            resource_config: serde_json::json!({}),
+            runtime: None,
+        },
+        now_ms: 1,
+    }
+}
+
+async fn claim_one(s: &SqlStore, q: &str, now: i64) -> Option<liftoff_core::api::ItemView> {
+    s.claim("acme", &[q.to_string()], "agent-1", now, TTL).await.unwrap()
+}
+
+async fn entities_keys_and_queues(s: SqlStore) {
+    assert!(s.ensure_entity("acme", 1).await.unwrap());
+    assert!(!s.ensure_entity("acme", 2).await.unwrap(), "second ensure creates nothing");
+    let key = ApiKeyRecord {
+        id: "k1".into(),
+        hash: "h1".into(),
+        entity: "acme".into(),
+        role: KeyRole::Run { item_id: "i1".into() },
+        created_at_ms: 1,
+        expires_at_ms: Some(99),
+    };
+    s.insert_api_key(&key).await.unwrap();
+    assert_eq!(s.find_api_key("h1").await.unwrap(), Some(key));
+    assert_eq!(s.find_api_key("nope").await.unwrap(), None);
+
+    s.create_queue(&queue("gpu", true)).await.unwrap();
+    assert!(matches!(s.create_queue(&queue("gpu", true)).await, Err(StoreError::Conflict(_))));
+    assert_eq!(s.get_queue("acme", "gpu").await.unwrap().unwrap().name, "gpu");
+    assert_eq!(s.get_queue("other", "gpu").await.unwrap(), None, "queues are entity-scoped");
+    assert_eq!(s.list_queues("acme").await.unwrap().len(), 1);
+}
+
+async fn job_versions_and_aliases(s: SqlStore) {
+    let src = JobSource::Image(ImageSource { image: "busybox:1".into(), args: vec![] });
+    let v1 = s.create_job_version("acme", "p", "train", &src, None, &["prod".into()], 1).await.unwrap();
+    assert_eq!(v1.version, 1);
+    assert_eq!(v1.aliases, vec!["latest", "prod", "v1"]);
+    let v2 = s.create_job_version("acme", "p", "train", &src, Some("3.11"), &[], 2).await.unwrap();
+    assert_eq!(v2.aliases, vec!["latest", "v2"]);
+    assert_eq!(s.get_job("acme", "p", "train", "latest").await.unwrap().unwrap().version, 2);
+    let v1_again = s.get_job("acme", "p", "train", "v1").await.unwrap().unwrap();
+    assert_eq!(v1_again.aliases, vec!["prod", "v1"], "latest moved to v2");
+    assert_eq!(s.get_job("acme", "p", "train", "prod").await.unwrap().unwrap().version, 1);
+    assert!(s.get_job("other", "p", "train", "latest").await.unwrap().is_none());
+    assert_eq!(s.list_jobs("acme").await.unwrap().len(), 2);
+}
+
+async fn claims_follow_priority_then_fifo(s: SqlStore) {
+    s.create_queue(&queue("prio", true)).await.unwrap();
+    s.create_queue(&queue("fifo", false)).await.unwrap();
+    for (id, p) in [("a", Priority::Low), ("b", Priority::High), ("c", Priority::High), ("d", Priority::Critical)] {
+        s.enqueue(&item(id, "prio", p, true)).await.unwrap();
+        s.enqueue(&item(&format!("f{id}"), "fifo", p, false)).await.unwrap();
+    }
+    let mut order = vec![];
+    while let Some(i) = claim_one(&s, "prio", 5).await {
+        assert_eq!(i.state, ItemState::Claimed);
+        assert_eq!(i.agent_id.as_deref(), Some("agent-1"));
+        order.push(i.id);
+    }
+    assert_eq!(order, vec!["d", "b", "c", "a"]);
+    let mut fifo = vec![];
+    while let Some(i) = claim_one(&s, "fifo", 5).await {
+        fifo.push(i.id);
+    }
+    assert_eq!(fifo, vec!["fa", "fb", "fc", "fd"], "prioritization off: FIFO");
+    // round robin is the caller's order of queues
+    s.enqueue(&item("x", "prio", Priority::Low, true)).await.unwrap();
+    s.enqueue(&item("y", "fifo", Priority::Low, false)).await.unwrap();
+    let got = s.claim("acme", &["fifo".into(), "prio".into()], "a", 5, TTL).await.unwrap().unwrap();
+    assert_eq!(got.id, "y");
+    assert!(matches!(
+        s.enqueue(&item("z", "fifo", Priority::Low, false)).await.and(s.enqueue(&NewItem { id: "z2".into(), ..item("z", "fifo", Priority::Low, false) }).await),
+        Err(StoreError::Invalid { field, .. }) if field == "run_id"
+    ));
+}
+
+async fn stale_fences_are_refused_and_change_nothing(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    s.enqueue(&item("i", "q", Priority::Medium, false)).await.unwrap();
+    let first = claim_one(&s, "q", 0).await.unwrap();
+    assert_eq!(first.fence, 1);
+    // lease runs out, item goes back, another agent claims: fence 2
+    assert_eq!(s.expire_leases(TTL + 1).await.unwrap(), vec!["i".to_string()]);
+    let pending = s.get_item("acme", "i").await.unwrap().unwrap();
+    assert_eq!((pending.state, pending.attempts, pending.agent_id), (ItemState::Pending, 1, None));
+    let second = claim_one(&s, "q", TTL + 2).await.unwrap();
+    assert_eq!(second.fence, 2);
+
+    let stale = |r: Result<_, StoreError>| matches!(r, Err(StoreError::StaleFence { sent: 1, current: 2, .. }));
+    assert!(stale(s.renew_lease("acme", "i", 1, TTL + 3, TTL).await.map(|_| ())));
+    assert!(stale(s.apply_event("acme", "i", Some(1), &ItemEvent::Start, TTL + 3).await.map(|_| ())));
+    assert!(stale(s.append_log("acme", "i", 1, 0, LogStream::Stdout, "x").await));
+    let after = s.get_item("acme", "i").await.unwrap().unwrap();
+    assert_eq!(after, second, "refused writes changed nothing");
+    assert!(s.read_log("acme", "i", 0, 10).await.unwrap().is_empty());
+
+    let running = s.apply_event("acme", "i", Some(2), &ItemEvent::Start, TTL + 4).await.unwrap();
+    assert_eq!(running.state, ItemState::Running);
+    assert!(running.started_at_ms.is_some());
+    let done = s.apply_event("acme", "i", Some(2), &ItemEvent::Finish, TTL + 5).await.unwrap();
+    assert_eq!((done.state, done.exit_code, done.ended_at_ms), (ItemState::Finished, Some(0), Some(TTL + 5)));
+    let again = s.apply_event("acme", "i", Some(2), &ItemEvent::Fail { reason: "x".into(), exit_code: None }, TTL + 6).await;
+    assert!(matches!(again, Err(StoreError::Transition(_))), "terminal states are never left");
+}
+
+async fn lease_expiry_requeues_until_the_limit(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    s.enqueue(&item("i", "q", Priority::Medium, false)).await.unwrap();
+    let mut now = 0;
+    for attempt in 1..=3u32 {
+        let c = claim_one(&s, "q", now).await.expect("claimable again");
+        // renewing keeps it alive past the original deadline
+        s.renew_lease("acme", "i", c.fence, now + TTL - 1, TTL).await.unwrap();
+        assert!(s.expire_leases(now + TTL + 1).await.unwrap().is_empty(), "renewed lease must not expire");
+        now += 3 * TTL;
+        assert_eq!(s.expire_leases(now).await.unwrap().len(), 1);
+        let v = s.get_item("acme", "i").await.unwrap().unwrap();
+        assert_eq!(v.attempts, attempt);
+    }
+    let v = s.get_item("acme", "i").await.unwrap().unwrap();
+    assert_eq!(v.state, ItemState::Failed);
+    assert!(v.reason.unwrap().contains("lease expired 3 times"));
+    assert!(claim_one(&s, "q", now).await.is_none());
+}
+
+async fn stop_requests(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    s.enqueue(&item("p", "q", Priority::Medium, false)).await.unwrap();
+    let v = s.apply_event("acme", "p", None, &ItemEvent::RequestStop, 1).await.unwrap();
+    assert_eq!(v.state, ItemState::Stopped, "a pending item stops at once");
+    s.enqueue(&item("r", "q", Priority::Medium, false)).await.unwrap();
+    let c = claim_one(&s, "q", 1).await.unwrap();
+    s.apply_event("acme", "r", Some(c.fence), &ItemEvent::Start, 2).await.unwrap();
+    let v = s.apply_event("acme", "run-r", None, &ItemEvent::RequestStop, 3).await.unwrap();
+    assert_eq!(v.state, ItemState::Stopping, "lookup by run id works too");
+    let v = s.apply_event("acme", "r", Some(c.fence), &ItemEvent::Stopped { exit_code: Some(143) }, 4).await.unwrap();
+    assert_eq!((v.state, v.exit_code), (ItemState::Stopped, Some(143)));
+}
+
+async fn log_chunks_in_order_idempotent(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    s.enqueue(&item("i", "q", Priority::Medium, false)).await.unwrap();
+    let c = claim_one(&s, "q", 1).await.unwrap();
+    assert_eq!(s.next_log_seq("acme", "i").await.unwrap(), 0);
+    s.append_log("acme", "i", c.fence, 0, LogStream::Stdout, "a\n").await.unwrap();
+    s.append_log("acme", "i", c.fence, 1, LogStream::Stderr, "b\n").await.unwrap();
+    s.append_log("acme", "i", c.fence, 1, LogStream::Stderr, "b\n").await.unwrap(); // retry: ignored
+    let gap = s.append_log("acme", "i", c.fence, 5, LogStream::Stdout, "z").await;
+    assert!(matches!(gap, Err(StoreError::Invalid { field, .. }) if field == "seq"));
+    let chunks = s.read_log("acme", "i", 0, 100).await.unwrap();
+    let text: Vec<_> = chunks.iter().map(|c| (c.seq, c.stream, c.data.as_str())).collect();
+    assert_eq!(text, vec![(0, LogStream::Stdout, "a\n"), (1, LogStream::Stderr, "b\n")]);
+    assert_eq!(s.read_log("acme", "i", 1, 100).await.unwrap().len(), 1);
+    assert!(matches!(s.read_log("other", "i", 0, 1).await, Err(StoreError::NotFound(_))));
+}
+
+async fn concurrent_claims_take_each_item_once(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    for i in 0..300 {
+        s.enqueue(&item(&format!("i{i:04}"), "q", Priority::Medium, false)).await.unwrap();
+    }
+    let s = Arc::new(s);
+    let mut tasks = vec![];
+    for a in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = vec![];
+            while let Some(i) = s.claim("acme", &["q".into()], &format!("agent-{a}"), 1, TTL).await.unwrap() {
+                got.push(i.id);
+            }
+            got
+        }));
+    }
+    let mut all = vec![];
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 300, "every item claimed");
+    assert_eq!(unique.len(), 300, "no item claimed twice");
+}
+
+async fn agents(s: SqlStore) {
+    let req = RegisterAgent { queues: vec!["q".into()], hostname: "h".into(), max_jobs: -1, version: "0".into() };
+    let a = s.register_agent("acme", "ag1", &req, 1).await.unwrap();
+    assert_eq!((a.status, a.stop_polling, a.max_jobs), (AgentStatus::Polling, false, -1));
+    let a = s.agent_heartbeat("acme", "ag1", AgentStatus::Running, 5).await.unwrap();
+    assert_eq!((a.status, a.heartbeat_at_ms), (AgentStatus::Running, 5));
+    assert!(s.set_agent_stop_polling("acme", "ag1").await.unwrap().stop_polling);
+    assert!(matches!(s.agent_heartbeat("other", "ag1", AgentStatus::Running, 6).await, Err(StoreError::NotFound(_))));
+    assert_eq!(s.list_agents("acme").await.unwrap().len(), 1);
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { let (s, _dir) = super::sqlite().await; super::$case(s).await }
+        )* }
+        mod on_postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { if let Some((s, _)) = super::postgres().await { super::$case(s).await } }
+        )* }
+    };
+}
+
+contract!(
+    entities_keys_and_queues,
+    job_versions_and_aliases,
+    claims_follow_priority_then_fifo,
+    stale_fences_are_refused_and_change_nothing,
+    lease_expiry_requeues_until_the_limit,
+    stop_requests,
+    log_chunks_in_order_idempotent,
+    concurrent_claims_take_each_item_once,
+    agents,
+);
