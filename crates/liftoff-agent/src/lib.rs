@@ -1,1 +1,13 @@
+//! The Liftoff agent: registers with the server, long-polls its queues in
+//! round robin, runs claimed items with a runner, ships their logs and
+//! reports their outcome under a lease.
 
+mod agent;
+mod config;
+mod job_task;
+mod log_shipper;
+mod materialize;
+mod process_runner;
+
+pub use agent::{AgentOptions, run_agent};
+pub use config::{ConfigError, LaunchConfig};

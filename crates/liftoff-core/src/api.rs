@@ -202,6 +202,9 @@ pub struct Claim {
     /// Fencing token: send it with every write about this item.
     pub fence: i64,
     pub lease_ttl_ms: i64,
+    /// Sequence number the first log chunk of this claim must carry
+    /// (an earlier attempt may have shipped some already).
+    pub log_seq_start: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

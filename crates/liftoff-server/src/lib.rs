@@ -1,1 +1,15 @@
+//! The Liftoff control plane: REST API under `/api/v1`, API-key auth,
+//! long-poll dispatch of leased claims, and the lease reaper.
 
+mod app;
+mod auth;
+mod config;
+mod dispatch;
+mod error;
+mod extract;
+mod metrics;
+mod routes;
+mod server;
+
+pub use config::ServerConfig;
+pub use server::{RunningServer, start};

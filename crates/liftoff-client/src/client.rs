@@ -1,0 +1,198 @@
+use crate::ClientError;
+use bytes::Bytes;
+use liftoff_core::ItemEvent;
+use liftoff_core::api::*;
+use liftoff_core::{Queue, api::ErrorBody};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// A connection to one server as one entity, with one API key.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+    entity: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never print the key
+        f.debug_struct("Client").field("base", &self.base).field("entity", &self.entity).finish_non_exhaustive()
+    }
+}
+
+/// Largest response body read into memory (a log page or a code archive).
+const MAX_RESPONSE: usize = 512 << 20;
+
+impl Client {
+    pub fn new(base_url: &str, api_key: &str, entity: &str) -> Result<Self, ClientError> {
+        let base = base_url.trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(32)
+            .build()
+            .map_err(|source| ClientError::Http { url: base.clone(), source })?;
+        Ok(Self { http, base, key: api_key.to_string(), entity: entity.to_string() })
+    }
+
+    pub fn entity(&self) -> &str {
+        &self.entity
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1/entities/{}{path}", self.base, self.entity)
+    }
+
+    fn req(&self, method: Method, path: &str) -> (String, RequestBuilder) {
+        let url = self.url(path);
+        let rb = self.http.request(method, &url).bearer_auth(&self.key).timeout(Duration::from_secs(120));
+        (url, rb)
+    }
+
+    async fn send(url: &str, rb: RequestBuilder) -> Result<(StatusCode, Bytes), ClientError> {
+        let resp = rb.send().await.map_err(|source| ClientError::Http { url: url.to_string(), source })?;
+        let status = resp.status();
+        if resp.content_length().is_some_and(|n| n as usize > MAX_RESPONSE) {
+            return Err(ClientError::Decode { url: url.to_string(), detail: "response too large".into() });
+        }
+        let body = resp.bytes().await.map_err(|source| ClientError::Http { url: url.to_string(), source })?;
+        if !status.is_success() {
+            let body = serde_json::from_slice::<ErrorBody>(&body).unwrap_or_else(|_| ErrorBody {
+                code: "http".into(),
+                message: String::from_utf8_lossy(&body[..body.len().min(500)]).trim().to_string(),
+                field: None,
+            });
+            return Err(ClientError::Api { status: status.as_u16(), body });
+        }
+        Ok((status, body))
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T, ClientError> {
+        let (url, mut rb) = self.req(method, path);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let (_, bytes) = Self::send(&url, rb).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, detail: e.to_string() })
+    }
+
+    async fn call_empty(&self, method: Method, path: &str, body: &impl Serialize) -> Result<(), ClientError> {
+        let (url, rb) = self.req(method, path);
+        Self::send(&url, rb.json(body)).await.map(|_| ())
+    }
+
+    pub async fn create_queue(&self, req: &CreateQueue) -> Result<Queue, ClientError> {
+        self.call(Method::POST, "/queues", Some(req)).await
+    }
+
+    pub async fn list_queues(&self) -> Result<Vec<Queue>, ClientError> {
+        self.call(Method::GET, "/queues", None::<&()>).await
+    }
+
+    pub async fn get_queue(&self, name: &str) -> Result<Queue, ClientError> {
+        self.call(Method::GET, &format!("/queues/{}", enc(name)), None::<&()>).await
+    }
+
+    pub async fn upload_blob(&self, digest: &str, bytes: Vec<u8>) -> Result<BlobRef, ClientError> {
+        let (url, rb) = self.req(Method::PUT, &format!("/blobs/{digest}"));
+        let (_, body) = Self::send(&url, rb.header("content-type", "application/gzip").body(bytes)).await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode { url, detail: e.to_string() })
+    }
+
+    pub async fn download_blob(&self, digest: &str) -> Result<Bytes, ClientError> {
+        let (url, rb) = self.req(Method::GET, &format!("/blobs/{digest}"));
+        Ok(Self::send(&url, rb).await?.1)
+    }
+
+    pub async fn create_job(&self, req: &CreateJob) -> Result<JobView, ClientError> {
+        self.call(Method::POST, "/jobs", Some(req)).await
+    }
+
+    pub async fn list_jobs(&self) -> Result<Vec<JobView>, ClientError> {
+        self.call(Method::GET, "/jobs", None::<&()>).await
+    }
+
+    pub async fn get_job(&self, project: &str, name: &str, alias: &str) -> Result<JobView, ClientError> {
+        self.call(Method::GET, &format!("/jobs/{}/{}?alias={}", enc(project), enc(name), enc(alias)), None::<&()>).await
+    }
+
+    pub async fn launch(&self, queue: &str, req: &LaunchRequest) -> Result<LaunchResponse, ClientError> {
+        self.call(Method::POST, &format!("/queues/{}/items", enc(queue)), Some(req)).await
+    }
+
+    pub async fn list_items(&self, queue: Option<&str>, limit: i64) -> Result<Vec<ItemView>, ClientError> {
+        let q = queue.map(|q| format!("&queue={}", enc(q))).unwrap_or_default();
+        self.call(Method::GET, &format!("/items?limit={limit}{q}"), None::<&()>).await
+    }
+
+    pub async fn get_item(&self, id: &str) -> Result<ItemView, ClientError> {
+        self.call(Method::GET, &format!("/items/{}", enc(id)), None::<&()>).await
+    }
+
+    pub async fn stop_item(&self, id: &str) -> Result<ItemView, ClientError> {
+        self.call(Method::POST, &format!("/items/{}/stop", enc(id)), None::<&()>).await
+    }
+
+    pub async fn read_logs(&self, id: &str, after: i64) -> Result<LogPage, ClientError> {
+        self.call(Method::GET, &format!("/items/{}/logs?after={after}", enc(id)), None::<&()>).await
+    }
+
+    pub async fn register_agent(&self, req: &RegisterAgent) -> Result<AgentView, ClientError> {
+        self.call(Method::POST, "/agents", Some(req)).await
+    }
+
+    pub async fn list_agents(&self) -> Result<Vec<AgentView>, ClientError> {
+        self.call(Method::GET, "/agents", None::<&()>).await
+    }
+
+    pub async fn agent_heartbeat(&self, id: &str, status: AgentStatus) -> Result<AgentHeartbeatResponse, ClientError> {
+        self.call(Method::POST, &format!("/agents/{}/heartbeat", enc(id)), Some(&AgentHeartbeat { status })).await
+    }
+
+    pub async fn stop_agent_polling(&self, id: &str) -> Result<AgentView, ClientError> {
+        self.call(Method::POST, &format!("/agents/{}/stop-polling", enc(id)), None::<&()>).await
+    }
+
+    /// Long-polls for up to `wait`; `None` when nothing came.
+    pub async fn claim(&self, agent_id: &str, queues: &[String], wait: Duration) -> Result<Option<Claim>, ClientError> {
+        let body = ClaimRequest { agent_id: agent_id.to_string(), queues: queues.to_vec(), wait_ms: wait.as_millis() as u64 };
+        let (url, rb) = self.req(Method::POST, "/claims");
+        let (status, bytes) = Self::send(&url, rb.json(&body).timeout(wait + Duration::from_secs(30))).await?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| ClientError::Decode { url, detail: e.to_string() })
+    }
+
+    pub async fn renew_lease(&self, id: &str, fence: i64) -> Result<ItemHeartbeatResponse, ClientError> {
+        self.call(Method::POST, &format!("/items/{}/lease", enc(id)), Some(&FencedHeartbeat { fence })).await
+    }
+
+    pub async fn report(&self, id: &str, fence: i64, event: ItemEvent) -> Result<ItemView, ClientError> {
+        self.call(Method::POST, &format!("/items/{}/events", enc(id)), Some(&FencedEvent { fence, event })).await
+    }
+
+    pub async fn append_log(&self, id: &str, chunk: &AppendLog) -> Result<(), ClientError> {
+        self.call_empty(Method::POST, &format!("/items/{}/logs", enc(id)), chunk).await
+    }
+}
+
+/// Percent-encodes a path segment or query value (only unreserved characters pass).
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,54 @@
+use crate::config::ServerConfig;
+use crate::dispatch::Dispatch;
+use crate::metrics::Metrics;
+use crate::routes;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use liftoff_store::{BlobStore, Store};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub blobs: BlobStore,
+    pub dispatch: Dispatch,
+    pub config: Arc<ServerConfig>,
+    pub metrics: Arc<Metrics>,
+    /// Agent ids already checked to exist, so claims skip that lookup.
+    pub known_agents: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let json_limit = state.config.max_json_body;
+    let blob_limit = state.config.max_blob_body;
+    let api = Router::new()
+        .route("/entities/{entity}/queues", post(routes::queues::create).get(routes::queues::list))
+        .route("/entities/{entity}/queues/{queue}", get(routes::queues::show))
+        .route("/entities/{entity}/queues/{queue}/items", post(routes::items::launch))
+        .route(
+            "/entities/{entity}/blobs/{digest}",
+            put(routes::blobs::upload).get(routes::blobs::download).layer(DefaultBodyLimit::max(blob_limit)),
+        )
+        .route("/entities/{entity}/jobs", post(routes::jobs::create).get(routes::jobs::list))
+        .route("/entities/{entity}/jobs/{project}/{name}", get(routes::jobs::show))
+        .route("/entities/{entity}/items", get(routes::items::list))
+        .route("/entities/{entity}/items/{id}", get(routes::items::show))
+        .route("/entities/{entity}/items/{id}/stop", post(routes::items::stop))
+        .route("/entities/{entity}/items/{id}/lease", post(routes::leases::renew))
+        .route("/entities/{entity}/items/{id}/events", post(routes::leases::event))
+        .route("/entities/{entity}/items/{id}/logs", post(routes::logs::append).get(routes::logs::read))
+        .route("/entities/{entity}/agents", post(routes::agents::register).get(routes::agents::list))
+        .route("/entities/{entity}/agents/{id}/heartbeat", post(routes::agents::heartbeat))
+        .route("/entities/{entity}/agents/{id}/stop-polling", post(routes::agents::stop_polling))
+        .route("/entities/{entity}/claims", post(routes::agents::claim))
+        .route("/openapi.json", get(routes::meta::openapi));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(routes::meta::health))
+        .route("/metrics", get(routes::meta::metrics))
+        .layer(DefaultBodyLimit::max(json_limit))
+        .with_state(state)
+}

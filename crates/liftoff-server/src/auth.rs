@@ -1,0 +1,91 @@
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use liftoff_store::{ApiKeyRecord, KeyRole};
+use sha2::{Digest, Sha256};
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub entity: String,
+    pub role: KeyRole,
+}
+
+impl Caller {
+    /// Refuses callers of another entity with 404, as if the entity did not
+    /// exist, so that keys learn nothing about entities they cannot use.
+    pub fn entity(&self, path_entity: &str) -> Result<(), ApiError> {
+        if self.entity != path_entity {
+            return Err(ApiError::not_found("entity", format!("entity '{path_entity}' not found")));
+        }
+        Ok(())
+    }
+
+    /// Entity check plus: the key must be an admin key.
+    pub fn admin(&self, path_entity: &str) -> Result<(), ApiError> {
+        self.entity(path_entity)?;
+        match self.role {
+            KeyRole::Admin => Ok(()),
+            KeyRole::Run { .. } => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a run key may only read its own run")),
+        }
+    }
+
+    /// Entity check plus: an admin key, or the run key of this very item.
+    pub fn reader_of(&self, path_entity: &str, item_id: &str) -> Result<(), ApiError> {
+        self.entity(path_entity)?;
+        match &self.role {
+            KeyRole::Admin => Ok(()),
+            KeyRole::Run { item_id: own } if own == item_id => Ok(()),
+            KeyRole::Run { .. } => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a run key may only read its own run")),
+        }
+    }
+}
+
+/// Hex SHA-256 of a key's secret; only this is stored.
+pub fn hash_key(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A new random key secret: `lft_` and 61 hex digits of randomness (two UUIDv4s).
+pub fn new_key_secret() -> String {
+    format!("lft_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+pub fn new_admin_key(entity: &str, now_ms: i64) -> (String, ApiKeyRecord) {
+    let secret = new_key_secret();
+    let rec = ApiKeyRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        hash: hash_key(&secret),
+        entity: entity.to_string(),
+        role: KeyRole::Admin,
+        created_at_ms: now_ms,
+        expires_at_ms: None,
+    };
+    (secret, rec)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing 'Authorization: Bearer <api key>' header"))?;
+        let secret = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <api key>'"))?;
+        let key = state.store.find_api_key(&hash_key(secret)).await?.ok_or_else(|| unauthorized("unknown API key"))?;
+        if key.expires_at_ms.is_some_and(|t| t <= liftoff_store::now_ms()) {
+            return Err(unauthorized("API key has expired"));
+        }
+        Ok(Caller { entity: key.entity, role: key.role })
+    }
+}

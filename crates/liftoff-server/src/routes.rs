@@ -1,0 +1,10 @@
+//! One file per resource of the API.
+
+pub mod agents;
+pub mod blobs;
+pub mod items;
+pub mod jobs;
+pub mod leases;
+pub mod logs;
+pub mod meta;
+pub mod queues;

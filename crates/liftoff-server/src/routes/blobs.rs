@@ -1,0 +1,54 @@
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::bytes_rejection;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use liftoff_archive::{ArchiveLimits, sha256_digest, verify};
+use liftoff_core::api::BlobRef;
+use liftoff_core::job::is_sha256_digest;
+
+/// `PUT /blobs/{digest}`: stores a code archive after checking that its bytes
+/// hash to `digest` and that every entry is safe. Refused archives leave no trace.
+pub async fn upload(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, digest)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<BlobRef>)> {
+    caller.admin(&entity)?;
+    let body = body.map_err(bytes_rejection)?;
+    if !is_sha256_digest(&digest) {
+        return Err(ApiError::bad_request("digest", format!("'{digest}' is not a sha256:<64 hex> digest")));
+    }
+    let actual = sha256_digest(&body);
+    if actual != digest {
+        return Err(ApiError::bad_request("digest", format!("body hashes to {actual}, not {digest}")));
+    }
+    let checked = body.clone();
+    tokio::task::spawn_blocking(move || verify(&checked, ArchiveLimits::default()))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::bad_request("archive", e.to_string()))?;
+    let size = body.len() as u64;
+    let created = st.blobs.put(&digest, body).await?;
+    st.store.add_blob(&entity, &digest, size, liftoff_store::now_ms()).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(BlobRef { digest, size })))
+}
+
+pub async fn download(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, digest)): Path<(String, String)>,
+) -> ApiResult<Bytes> {
+    caller.admin(&entity)?;
+    let missing = || ApiError::not_found("digest", format!("blob '{digest}' not found"));
+    if !st.store.has_blob(&entity, &digest).await? {
+        return Err(missing());
+    }
+    st.blobs.get(&digest).await?.ok_or_else(missing)
+}

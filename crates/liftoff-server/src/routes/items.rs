@@ -1,0 +1,135 @@
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::metrics::Metrics;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use liftoff_core::api::{ItemView, LaunchRequest, LaunchResponse, LaunchSpec};
+use liftoff_core::queue::validate_name;
+use liftoff_core::template::render;
+use liftoff_core::{ItemEvent, JobRef, JobSource, ResourceType};
+use liftoff_store::NewItem;
+use serde::Deserialize;
+
+/// Short run ids as the reference makes them: 8 chars of `[a-z0-9]`.
+fn new_run_id() -> String {
+    let raw = uuid::Uuid::new_v4().as_u128();
+    (0..8)
+        .map(|i| {
+            let d = ((raw >> (i * 6)) % 36) as u32;
+            char::from_digit(d, 36).unwrap_or('0')
+        })
+        .collect()
+}
+
+/// `POST /queues/{queue}/items`: resolves the job, fills the queue's template
+/// and enqueues an item. Every check happens before anything is written.
+pub async fn launch(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, queue_name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<LaunchRequest>,
+) -> ApiResult<(StatusCode, Json<LaunchResponse>)> {
+    caller.admin(&entity)?;
+    let queue = st
+        .store
+        .get_queue(&entity, &queue_name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("queue", format!("queue '{queue_name}' not found")))?;
+    let job_ref = JobRef::parse(&req.job).map_err(|m| ApiError::bad_request("job", m))?;
+    let not_found = || ApiError::not_found("job", format!("job '{}' not found", req.job));
+    if job_ref.entity.as_deref().is_some_and(|e| e != entity) {
+        return Err(not_found());
+    }
+    let project = job_ref.project.clone().unwrap_or_else(liftoff_core::api::default_project);
+    let job = st.store.get_job(&entity, &project, &job_ref.name, &job_ref.alias).await?.ok_or_else(not_found)?;
+    if !req.run_config.is_object() {
+        return Err(ApiError::bad_request("run_config", "run_config must be a JSON object"));
+    }
+    if let Some(id) = &req.run_id {
+        validate_name("run id", id).map_err(|m| ApiError::bad_request("run_id", m))?;
+    }
+    if queue.resource == ResourceType::LocalProcess && matches!(job.source, JobSource::Image(_)) {
+        return Err(ApiError::bad_request(
+            "job",
+            format!("job '{}' is an image job; queue '{queue_name}' runs local-process, which cannot run images", job.full_name()),
+        ));
+    }
+    let resource_config = render(&queue.config, &queue.template_variables, &req.template_variables, &queue.name)
+        .map_err(|e| ApiError::bad_request(format!("template_variables.{}", e.variable), e.message))?;
+    let entrypoint = match req.entrypoint {
+        Some(ep) if ep.is_empty() => return Err(ApiError::bad_request("entrypoint", "entrypoint must not be empty")),
+        Some(ep) => ep,
+        None => job.source.entrypoint().to_vec(),
+    };
+    let spec = LaunchSpec {
+        job: job.full_name(),
+        project,
+        source: job.source.clone(),
+        entrypoint,
+        args: req.args,
+        run_config: req.run_config,
+        resource: queue.resource,
+        resource_config,
+        runtime: job.runtime.clone(),
+    };
+    let item = NewItem {
+        id: uuid::Uuid::new_v4().to_string(),
+        run_id: req.run_id.unwrap_or_else(new_run_id),
+        entity,
+        queue: queue.name,
+        priority: req.priority.unwrap_or_default(),
+        prioritized: queue.prioritization,
+        spec,
+        now_ms: liftoff_store::now_ms(),
+    };
+    let view = st.store.enqueue(&item).await?;
+    Metrics::inc(&st.metrics.items_enqueued);
+    st.dispatch.notify();
+    Ok((StatusCode::CREATED, Json(LaunchResponse { item_id: view.id, run_id: view.run_id })))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    queue: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(entity): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<ItemView>>> {
+    caller.admin(&entity)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(st.store.list_items(&entity, q.queue.as_deref(), limit).await?))
+}
+
+pub async fn show(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, id)): Path<(String, String)>,
+) -> ApiResult<Json<ItemView>> {
+    caller.entity(&entity)?;
+    let item = st
+        .store
+        .get_item(&entity, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("id", format!("run '{id}' not found")))?;
+    caller.reader_of(&entity, &item.id)?;
+    Ok(Json(item))
+}
+
+/// `POST /items/{id}/stop`: a pending item stops at once; a held one becomes
+/// `stopping` and its agent learns of it at its next lease renewal.
+pub async fn stop(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, id)): Path<(String, String)>,
+) -> ApiResult<Json<ItemView>> {
+    caller.admin(&entity)?;
+    Ok(Json(st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?))
+}

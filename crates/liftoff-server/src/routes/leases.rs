@@ -1,0 +1,57 @@
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::metrics::Metrics;
+use axum::Json;
+use axum::extract::{Path, State};
+use liftoff_core::api::{FencedEvent, FencedHeartbeat, ItemHeartbeatResponse, ItemView};
+use liftoff_core::{ItemEvent, ItemState};
+use liftoff_store::StoreError;
+
+/// Counts refused stale writes on the way out.
+pub fn observe<T>(st: &AppState, r: Result<T, StoreError>) -> Result<T, ApiError> {
+    if matches!(r, Err(StoreError::StaleFence { .. })) {
+        Metrics::inc(&st.metrics.stale_writes);
+    }
+    Ok(r?)
+}
+
+/// `POST /items/{id}/lease`: the holder's heartbeat. Extends the lease and
+/// tells the agent whether a stop was requested.
+pub async fn renew(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<FencedHeartbeat>,
+) -> ApiResult<Json<ItemHeartbeatResponse>> {
+    caller.admin(&entity)?;
+    let ttl = st.config.lease_ttl.as_millis() as i64;
+    let item = observe(&st, st.store.renew_lease(&entity, &id, req.fence, liftoff_store::now_ms(), ttl).await)?;
+    Ok(Json(ItemHeartbeatResponse {
+        state: item.state,
+        stop_requested: item.state == ItemState::Stopping,
+        lease_expires_at_ms: item.lease_expires_at_ms.unwrap_or_default(),
+    }))
+}
+
+/// `POST /items/{id}/events`: the holder reports progress or an outcome.
+pub async fn event(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<FencedEvent>,
+) -> ApiResult<Json<ItemView>> {
+    caller.admin(&entity)?;
+    match req.event {
+        ItemEvent::Claim | ItemEvent::LeaseExpired | ItemEvent::RequestStop => {
+            return Err(ApiError::bad_request(
+                "event",
+                format!("'{}' is not an event an agent may report (use start, finish, fail, stopped or preempt)", req.event.name()),
+            ));
+        }
+        _ => {}
+    }
+    let item = observe(&st, st.store.apply_event(&entity, &id, Some(req.fence), &req.event, liftoff_store::now_ms()).await)?;
+    Ok(Json(item))
+}

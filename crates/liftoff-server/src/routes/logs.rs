@@ -1,0 +1,60 @@
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::metrics::Metrics;
+use crate::routes::leases::observe;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use liftoff_core::api::{AppendLog, LogPage};
+use serde::Deserialize;
+
+/// Largest log chunk accepted, in bytes.
+pub const MAX_CHUNK: usize = 256 * 1024;
+
+pub async fn append(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<AppendLog>,
+) -> ApiResult<StatusCode> {
+    caller.admin(&entity)?;
+    if req.data.len() > MAX_CHUNK {
+        return Err(ApiError::bad_request("data", format!("log chunk is {} bytes; the limit is {MAX_CHUNK}", req.data.len())));
+    }
+    if req.seq < 0 {
+        return Err(ApiError::bad_request("seq", "seq must be >= 0"));
+    }
+    observe(&st, st.store.append_log(&entity, &id, req.fence, req.seq, req.stream, &req.data).await)?;
+    Metrics::inc(&st.metrics.log_chunks);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct ReadQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /items/{id}/logs?after=N`: chunks from sequence number N on.
+pub async fn read(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, id)): Path<(String, String)>,
+    Query(q): Query<ReadQuery>,
+) -> ApiResult<Json<LogPage>> {
+    caller.entity(&entity)?;
+    let item = st
+        .store
+        .get_item(&entity, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("id", format!("run '{id}' not found")))?;
+    caller.reader_of(&entity, &item.id)?;
+    let after = q.after.unwrap_or(0).max(0);
+    let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
+    let chunks = st.store.read_log(&entity, &item.id, after, limit).await?;
+    let next_seq = chunks.last().map_or(after, |c| c.seq + 1);
+    let complete = item.state.is_terminal() && (chunks.len() as i64) < limit;
+    Ok(Json(LogPage { chunks, next_seq, complete }))
+}

@@ -1,0 +1,121 @@
+use crate::app::{AppState, router};
+use crate::auth::new_admin_key;
+use crate::config::ServerConfig;
+use crate::dispatch::Dispatch;
+use crate::metrics::Metrics;
+use anyhow::Context;
+use liftoff_store::{BlobStore, SqlStore, Store, now_ms};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::task::JoinHandle;
+
+/// The entity every fresh server starts with.
+pub const DEFAULT_ENTITY: &str = "default";
+
+/// A server accepting requests in the background.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    /// The admin key of entity `default`, when this start created it.
+    pub admin_key: Option<String>,
+    pub task: JoinHandle<()>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl RunningServer {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting requests and waits for in-flight ones.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the store, creates entity `default` and its admin key on first
+/// start, binds `config.listen` and serves until shut down.
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("failed to create data directory {}", config.data_dir.display()))?;
+    let url = match &config.db_url {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}", config.data_dir.join("liftoff.db").display()),
+    };
+    let store = SqlStore::connect(&url, config.max_attempts).await.context("failed to open the database")?;
+    let blobs = BlobStore::local(&config.data_dir.join("blobs"))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+
+    let now = now_ms();
+    let mut admin_key = None;
+    if store.ensure_entity(DEFAULT_ENTITY, now).await? {
+        let (secret, rec) = new_admin_key(DEFAULT_ENTITY, now);
+        store.insert_api_key(&rec).await?;
+        let path = config.data_dir.join("admin.key");
+        write_secret_file(&path, &secret).with_context(|| format!("failed to write {}", path.display()))?;
+        if config.print_admin_key {
+            println!("Created entity '{DEFAULT_ENTITY}'. Its admin API key (shown once, also in {}):\n  {secret}", path.display());
+        }
+        admin_key = Some(secret);
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        store: store.clone(),
+        blobs,
+        dispatch: Dispatch::new(),
+        config: Arc::new(config),
+        metrics: Arc::new(Metrics::default()),
+        known_agents: Default::default(),
+    };
+    let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    let reaper = tokio::spawn(reap_leases(state.clone(), shutdown.subscribe()));
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "server stopped");
+        }
+        reaper.abort();
+    });
+    tracing::info!(%addr, "liftoff server listening");
+    Ok(RunningServer { addr, admin_key, task, shutdown })
+}
+
+/// Puts items whose lease ran out back in their queue (or fails them), and
+/// wakes waiting claims. Runs four times per lease TTL, at least once a second.
+async fn reap_leases(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let period = (state.config.lease_ttl / 4).clamp(std::time::Duration::from_millis(20), std::time::Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match state.store.expire_leases(now_ms()).await {
+            Ok(ids) if !ids.is_empty() => {
+                state.metrics.leases_expired.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                tracing::warn!(count = ids.len(), items = ?ids, "leases expired");
+                state.dispatch.notify();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "lease reaper failed"),
+        }
+    }
+}
+
+fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(secret.as_bytes())?;
+    f.write_all(b"\n")
+}
