@@ -73,7 +73,7 @@ impl JobView {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchRequest {
     /// `[[entity/]project/]name[:alias]`.
@@ -90,6 +90,20 @@ pub struct LaunchRequest {
     pub priority: Option<Priority>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+}
+
+impl Default for LaunchRequest {
+    fn default() -> Self {
+        Self {
+            job: String::new(),
+            entrypoint: None,
+            args: Vec::new(),
+            run_config: empty_object(),
+            template_variables: BTreeMap::new(),
+            priority: None,
+            run_id: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,7 +238,7 @@ pub struct ItemHeartbeatResponse {
 #[serde(deny_unknown_fields)]
 pub struct FencedEvent {
     pub fence: i64,
-    #[serde(flatten)]
+    /// `{"event": "start"}`, `{"event": "fail", "reason": "...", "exit_code": 1}`, ...
     pub event: crate::item::ItemEvent,
 }
 

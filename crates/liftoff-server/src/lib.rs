@@ -12,4 +12,5 @@ mod routes;
 mod server;
 
 pub use config::ServerConfig;
-pub use server::{RunningServer, start};
+pub use auth::hash_key;
+pub use server::{DEFAULT_ENTITY, RunningServer, start};

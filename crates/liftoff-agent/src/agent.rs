@@ -1,0 +1,138 @@
+//! The agent's loop: one place that owns the claim in flight, the running
+//! jobs and the shutdown state, fed by `tokio::select!`.
+
+use crate::job_task::{JobOutcome, run_job};
+use liftoff_client::Client;
+use liftoff_core::api::{AgentStatus, Claim, RegisterAgent};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Polled in round robin: the queue that yields an item moves to the back.
+    pub queues: Vec<String>,
+    /// Concurrent jobs; -1 = unlimited.
+    pub max_jobs: i64,
+    /// Per-run directories are made under it.
+    pub work_dir: PathBuf,
+    /// On shutdown, how long running jobs may go on before they are stopped;
+    /// also the SIGTERM-to-SIGKILL grace of a requested stop.
+    pub grace: Duration,
+    /// Long-poll bound of one claim request.
+    pub claim_wait: Duration,
+    /// Agent status and lease renewal period (renewal is also capped at TTL/3).
+    pub heartbeat: Duration,
+    pub hostname: String,
+}
+
+type ClaimFuture = Pin<Box<dyn Future<Output = Result<Option<Claim>, liftoff_client::ClientError>> + Send>>;
+
+/// Registers, then claims and runs items until `shutdown` resolves or the
+/// server asks the agent to stop polling. Then stops claiming, gives running
+/// jobs `grace` to end, stops the rest, and reports each outcome.
+pub async fn run_agent(client: Client, opts: AgentOptions, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.work_dir)?;
+    let registered = client
+        .register_agent(&RegisterAgent {
+            queues: opts.queues.clone(),
+            hostname: opts.hostname.clone(),
+            max_jobs: opts.max_jobs,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("could not start the agent: {e}"))?;
+    let agent_id = registered.id;
+    let max = opts.max_jobs;
+    eprintln!(
+        "liftoff agent {agent_id} polling on queues {}, running at most {} jobs",
+        opts.queues.join(","),
+        if max < 0 { "unlimited".to_string() } else { max.to_string() }
+    );
+
+    let (stop_jobs_tx, stop_jobs_rx) = watch::channel(false);
+    let mut jobs: JoinSet<JobOutcome> = JoinSet::new();
+    let mut queues = opts.queues.clone();
+    let mut in_flight: Option<ClaimFuture> = None;
+    let mut heartbeat = tokio::time::interval(opts.heartbeat);
+    let mut backoff = Duration::from_millis(100);
+    let mut paused_until = tokio::time::Instant::now();
+    tokio::pin!(shutdown);
+
+    loop {
+        let has_room = max < 0 || (jobs.len() as i64) < max;
+        if has_room && in_flight.is_none() && tokio::time::Instant::now() >= paused_until {
+            let (c, id, qs, wait) = (client.clone(), agent_id.clone(), queues.clone(), opts.claim_wait);
+            in_flight = Some(Box::pin(async move { c.claim(&id, &qs, wait).await }));
+        }
+        tokio::select! {
+            _ = &mut shutdown => {
+                eprintln!("liftoff agent: shutting down; {} running job(s)", jobs.len());
+                break;
+            }
+            Some(done) = jobs.join_next(), if !jobs.is_empty() => log_outcome(done),
+            claimed = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                in_flight = None;
+                match claimed {
+                    Ok(Some(claim)) => {
+                        backoff = Duration::from_millis(100);
+                        // round robin: the queue that yielded goes to the back
+                        if let Some(pos) = queues.iter().position(|q| *q == claim.item.queue) {
+                            let q = queues.remove(pos);
+                            queues.push(q);
+                        }
+                        tracing::info!(item = %claim.item.id, run = %claim.item.run_id, queue = %claim.item.queue, "claimed");
+                        jobs.spawn(run_job(client.clone(), claim, opts.clone(), stop_jobs_rx.clone()));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claim failed; backing off {backoff:?}");
+                        paused_until = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(paused_until), if in_flight.is_none() && has_room => {}
+            _ = heartbeat.tick() => {
+                let status = if jobs.is_empty() { AgentStatus::Polling } else { AgentStatus::Running };
+                match client.agent_heartbeat(&agent_id, status).await {
+                    Ok(r) if r.stop_polling => {
+                        eprintln!("liftoff agent: the server asked this agent to stop polling; shutting down");
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "agent heartbeat failed"),
+                }
+            }
+        }
+    }
+    // A claim still in flight is dropped; if the server had just granted it,
+    // its lease runs out and the reaper puts it back in the queue.
+    drop(in_flight);
+    let deadline = tokio::time::Instant::now() + opts.grace;
+    while !jobs.is_empty() {
+        tokio::select! {
+            Some(done) = jobs.join_next() => log_outcome(done),
+            _ = tokio::time::sleep_until(deadline) => {
+                eprintln!("liftoff agent: grace period over; stopping {} job(s)", jobs.len());
+                let _ = stop_jobs_tx.send(true);
+                while let Some(done) = jobs.join_next().await {
+                    log_outcome(done);
+                }
+            }
+        }
+    }
+    let _ = client.agent_heartbeat(&agent_id, AgentStatus::Stopped).await;
+    Ok(())
+}
+
+fn log_outcome(done: Result<JobOutcome, tokio::task::JoinError>) {
+    match done {
+        Ok(o) => tracing::info!(item = %o.item_id, outcome = ?o.event, "job ended"),
+        Err(e) => tracing::error!(error = %e, "job task panicked"),
+    }
+}

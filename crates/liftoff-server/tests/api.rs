@@ -1,0 +1,436 @@
+//! The API over real HTTP: a server on a loopback port, driven through the
+//! real client (and raw reqwest where the client would refuse to send).
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use liftoff_client::{Client, ClientError};
+use liftoff_core::api::*;
+use liftoff_core::job::{CodeSource, ImageSource, JobSourceSpec};
+use liftoff_core::{ItemEvent, ItemState, Priority, ResourceType, TemplateVariable, VarKind};
+use liftoff_server::{RunningServer, ServerConfig, start};
+use liftoff_store::{ApiKeyRecord, KeyRole, SqlStore, Store};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+struct TestServer {
+    server: RunningServer,
+    client: Client,
+    dir: tempfile::TempDir,
+}
+
+async fn serve(lease_ttl: Duration) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(dir.path().to_path_buf());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.print_admin_key = false;
+    cfg.lease_ttl = lease_ttl;
+    cfg.max_json_body = 64 * 1024;
+    if let Ok(url) = std::env::var("LIFTOFF_TEST_SERVER_DB") {
+        cfg.db_url = Some(url);
+    }
+    let server = start(cfg).await.unwrap();
+    let key = server.admin_key.clone().expect("fresh data dir creates the admin key");
+    let client = Client::new(&server.base_url(), &key, "default").unwrap();
+    TestServer { server, client, dir }
+}
+
+fn api_err(r: Result<impl std::fmt::Debug, ClientError>) -> (u16, ErrorBody) {
+    match r {
+        Err(ClientError::Api { status, body }) => (status, body),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+async fn queue(c: &Client, name: &str, resource: ResourceType) {
+    c.create_queue(&CreateQueue {
+        name: name.into(),
+        resource,
+        config: serde_json::json!({"gpus": "{{gpus}}"}),
+        template_variables: vec![TemplateVariable {
+            name: "gpus".into(),
+            kind: VarKind::Integer,
+            min: Some(0.0),
+            max: Some(4.0),
+            allowed: None,
+            default: Some(serde_json::json!(1)),
+            description: None,
+        }],
+        prioritization: true,
+    })
+    .await
+    .unwrap();
+}
+
+async fn image_job(c: &Client, name: &str) -> JobView {
+    c.create_job(&CreateJob {
+        project: "default".into(),
+        name: name.into(),
+        source: JobSourceSpec { image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }), ..Default::default() },
+        aliases: vec![],
+        runtime: None,
+    })
+    .await
+    .unwrap()
+}
+
+fn launch(job: &str) -> LaunchRequest {
+    LaunchRequest { job: job.into(), ..Default::default() }
+}
+
+async fn agent(c: &Client, queues: &[&str]) -> String {
+    let req = RegisterAgent { queues: queues.iter().map(|q| q.to_string()).collect(), hostname: "t".into(), max_jobs: -1, version: "t".into() };
+    c.register_agent(&req).await.unwrap().id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_key_is_written_0600_and_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = serve(Duration::from_secs(30)).await;
+    let path = t.dir.path().join("admin.key");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let key = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(key.trim(), t.server.admin_key.as_deref().unwrap());
+    let wrong = Client::new(&t.server.base_url(), "lft_wrong", "default").unwrap();
+    let (status, body) = api_err(wrong.list_queues().await);
+    assert_eq!((status, body.code.as_str()), (401, "unauthorized"));
+    assert!(t.client.list_queues().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_claim_run_and_report_end_to_end() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    queue(c, "gpu", ResourceType::LocalContainer).await;
+    let job = image_job(c, "train").await;
+    assert_eq!(job.full_name(), "default/default/train:v1");
+    let mut req = launch("train");
+    req.template_variables = BTreeMap::from([("gpus".into(), serde_json::json!("3"))]);
+    req.run_config = serde_json::json!({"lr": 0.1});
+    let launched = c.launch("gpu", &req).await.unwrap();
+    let agent_id = agent(c, &["gpu"]).await;
+    let claim = c.claim(&agent_id, &["gpu".into()], Duration::ZERO).await.unwrap().expect("an item");
+    assert_eq!(claim.item.id, launched.item_id);
+    assert_eq!(claim.item.spec.resource_config, serde_json::json!({"gpus": 3}), "template filled with a typed value");
+    assert_eq!(claim.item.spec.run_config, serde_json::json!({"lr": 0.1}));
+    assert_eq!((claim.fence, claim.log_seq_start), (1, 0));
+    c.report(&claim.item.id, claim.fence, ItemEvent::Start).await.unwrap();
+    for (seq, line) in ["one\n", "two\n"].iter().enumerate() {
+        let chunk = AppendLog { fence: claim.fence, seq: seq as i64, stream: LogStream::Stdout, data: line.to_string() };
+        c.append_log(&claim.item.id, &chunk).await.unwrap();
+    }
+    let hb = c.renew_lease(&claim.item.id, claim.fence).await.unwrap();
+    assert!(!hb.stop_requested);
+    let done = c.report(&claim.item.id, claim.fence, ItemEvent::Finish).await.unwrap();
+    assert_eq!((done.state, done.exit_code), (ItemState::Finished, Some(0)));
+    let page = c.read_logs(&launched.run_id, 0).await.unwrap();
+    assert!(page.complete);
+    assert_eq!(page.chunks.iter().map(|c| c.data.as_str()).collect::<String>(), "one\ntwo\n");
+    let shown = c.get_item(&launched.run_id).await.unwrap();
+    assert_eq!(shown.id, launched.item_id, "runs can be looked up by run id");
+    // nothing left
+    assert!(c.claim(&agent_id, &["gpu".into()], Duration::ZERO).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_claim_wakes_on_enqueue() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = t.client.clone();
+    queue(&c, "q", ResourceType::LocalContainer).await;
+    image_job(&c, "j").await;
+    let agent_id = agent(&c, &["q"]).await;
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let got = c.claim(&agent_id, &["q".into()], Duration::from_secs(20)).await.unwrap();
+            (got, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.launch("q", &launch("j")).await.unwrap();
+    let (got, waited) = waiter.await.unwrap();
+    assert!(got.is_some(), "the waiting claim got the new item");
+    assert!(waited < Duration::from_secs(10), "woken by the enqueue, not by the 20 s bound ({waited:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_lease_requeues_and_stale_token_is_refused() {
+    let t = serve(Duration::from_millis(300)).await;
+    let c = &t.client;
+    queue(c, "q", ResourceType::LocalContainer).await;
+    image_job(c, "j").await;
+    let launched = c.launch("q", &launch("j")).await.unwrap();
+    let a = agent(c, &["q"]).await;
+    let first = c.claim(&a, &["q".into()], Duration::ZERO).await.unwrap().unwrap();
+    c.report(&first.item.id, first.fence, ItemEvent::Start).await.unwrap();
+    // no heartbeat: the reaper puts it back
+    let mut item = c.get_item(&launched.item_id).await.unwrap();
+    for _ in 0..100 {
+        if item.state == ItemState::Pending {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        item = c.get_item(&launched.item_id).await.unwrap();
+    }
+    assert_eq!((item.state, item.attempts), (ItemState::Pending, 1));
+    let second = c.claim(&a, &["q".into()], Duration::from_secs(2)).await.unwrap().unwrap();
+    assert_eq!(second.fence, first.fence + 1);
+    let before = c.get_item(&launched.item_id).await.unwrap();
+    for r in [
+        c.report(&first.item.id, first.fence, ItemEvent::Finish).await.map(|_| ()),
+        c.renew_lease(&first.item.id, first.fence).await.map(|_| ()),
+        c.append_log(&first.item.id, &AppendLog { fence: first.fence, seq: 0, stream: LogStream::Stdout, data: "x".into() }).await,
+    ] {
+        let (status, body) = api_err(r);
+        assert_eq!((status, body.code.as_str(), body.field.as_deref()), (409, "stale_fence", Some("fence")));
+    }
+    let after = c.get_item(&launched.item_id).await.unwrap();
+    assert_eq!(before.state, after.state);
+    assert_eq!(before.fence, after.fence);
+    assert!(c.read_logs(&launched.item_id, 0).await.unwrap().chunks.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_race_runs_each_item_exactly_once() {
+    const ITEMS: usize = 2000;
+    const AGENTS: usize = 16;
+    let t = serve(Duration::from_secs(60)).await;
+    let c = t.client.clone();
+    queue(&c, "race", ResourceType::LocalContainer).await;
+    image_job(&c, "j").await;
+    let mut ids = HashSet::new();
+    for chunk in 0..ITEMS / 100 {
+        let launches = (0..100).map(|i| {
+            let c = c.clone();
+            let mut req = launch("j");
+            req.priority = Some(Priority::ALL[(chunk + i) % 4]);
+            async move { c.launch("race", &req).await.unwrap().item_id }
+        });
+        ids.extend(futures::future::join_all(launches).await);
+    }
+    assert_eq!(ids.len(), ITEMS);
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = vec![];
+    for _ in 0..AGENTS {
+        let (c, ran) = (c.clone(), ran.clone());
+        let id = agent(&c, &["race"]).await;
+        tasks.push(tokio::spawn(async move {
+            while let Some(claim) = c.claim(&id, &["race".into()], Duration::from_millis(200)).await.unwrap() {
+                c.report(&claim.item.id, claim.fence, ItemEvent::Start).await.unwrap();
+                c.report(&claim.item.id, claim.fence, ItemEvent::Finish).await.unwrap();
+                ran.lock().unwrap().push(claim.item.id);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let ran = ran.lock().unwrap().clone();
+    let unique: HashSet<_> = ran.iter().cloned().collect();
+    assert_eq!(ran.len(), ITEMS, "runs in total");
+    assert_eq!(unique, ids, "every item ran, none twice");
+    let items = c.list_items(Some("race"), 1000).await.unwrap();
+    assert!(items.iter().all(|i| i.state == ItemState::Finished && i.fence == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    let base = t.server.base_url();
+    let key = t.server.admin_key.clone().unwrap();
+    let http = reqwest::Client::new();
+    queue(c, "q", ResourceType::LocalContainer).await;
+    image_job(c, "j").await;
+
+    // malformed JSON
+    let r = http
+        .post(format!("{base}/api/v1/entities/default/queues"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: ErrorBody = r.json().await.unwrap();
+    assert_eq!(body.code, "invalid_json");
+    // a wrong type names the field
+    let r = http
+        .post(format!("{base}/api/v1/entities/default/queues"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"name": "x", "resource": "local-process", "prioritization": "yes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: ErrorBody = r.json().await.unwrap();
+    assert_eq!(body.field.as_deref(), Some("prioritization"), "{body:?}");
+    // oversized body
+    let r = http
+        .post(format!("{base}/api/v1/entities/default/queues/q/items"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(format!("{{\"job\": \"j\", \"args\": [\"{}\"]}}", "a".repeat(100 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: ErrorBody = r.json().await.unwrap();
+    assert_eq!(body.code, "too_large");
+
+    // unknown queue / job, naming them
+    let (s, b) = api_err(c.launch("nope", &launch("j")).await);
+    assert_eq!((s, b.field.as_deref()), (404, Some("queue")));
+    assert!(b.message.contains("'nope'"));
+    let (s, b) = api_err(c.launch("q", &launch("missing")).await);
+    assert_eq!((s, b.field.as_deref()), (404, Some("job")));
+    assert!(b.message.contains("missing"));
+
+    // template variables: wrong type, out of range, unknown
+    for (value, needle) in [(serde_json::json!("two"), "integer"), (serde_json::json!(9), "maximum")] {
+        let mut req = launch("j");
+        req.template_variables = BTreeMap::from([("gpus".into(), value)]);
+        let (s, b) = api_err(c.launch("q", &req).await);
+        assert_eq!((s, b.field.as_deref()), (400, Some("template_variables.gpus")));
+        assert!(b.message.contains(needle), "{}", b.message);
+    }
+    let mut req = launch("j");
+    req.template_variables = BTreeMap::from([("cpus".into(), serde_json::json!(1))]);
+    let (s, b) = api_err(c.launch("q", &req).await);
+    assert_eq!((s, b.field.as_deref()), (400, Some("template_variables.cpus")));
+
+    // a job naming both an image and a code source
+    let both = CreateJob {
+        project: "default".into(),
+        name: "both".into(),
+        source: JobSourceSpec {
+            image: Some(ImageSource { image: "busybox".into(), args: vec![] }),
+            code: Some(CodeSource {
+                digest: format!("sha256:{}", "0".repeat(64)),
+                entrypoint: vec!["python".into()],
+                build_context: None,
+                dockerfile: None,
+                base_image: None,
+            }),
+            git: None,
+        },
+        aliases: vec![],
+        runtime: None,
+    };
+    let (s, b) = api_err(c.create_job(&both).await);
+    assert_eq!((s, b.field.as_deref()), (400, Some("source")));
+
+    // archives with ../, absolute paths or escaping links: refused, nothing stored
+    for (name, link) in [("../evil", None), ("/abs", None), ("link", Some("../../etc/passwd"))] {
+        let gz = evil_archive(name, link);
+        let digest = liftoff_archive::sha256_digest(&gz);
+        let (s, b) = api_err(c.upload_blob(&digest, gz).await);
+        assert_eq!((s, b.field.as_deref()), (400, Some("archive")), "{name}: {}", b.message);
+        let (s, _) = api_err(c.download_blob(&digest).await);
+        assert_eq!(s, 404);
+    }
+    let blob_files = walk(&t.dir.path().join("blobs"));
+    assert!(blob_files.is_empty(), "refused archives left files: {blob_files:?}");
+    // digest mismatch
+    let good = liftoff_archive::pack_dir(t.dir.path().join("blobs").as_path()).unwrap();
+    let (s, b) = api_err(c.upload_blob(&format!("sha256:{}", "1".repeat(64)), good).await);
+    assert_eq!((s, b.field.as_deref()), (400, Some("digest")));
+
+    // another entity's key sees nothing
+    let store = SqlStore::connect(&format!("sqlite://{}", t.dir.path().join("liftoff.db").display()), 3).await.unwrap();
+    store.ensure_entity("other", 1).await.unwrap();
+    store
+        .insert_api_key(&ApiKeyRecord {
+            id: "o".into(),
+            hash: liftoff_server::hash_key("lft_other"),
+            entity: "other".into(),
+            role: KeyRole::Admin,
+            created_at_ms: 1,
+            expires_at_ms: None,
+        })
+        .await
+        .unwrap();
+    let intruder = Client::new(&base, "lft_other", "default").unwrap();
+    let (s, b) = api_err(intruder.list_queues().await);
+    assert_eq!(s, 404);
+    assert!(!b.message.contains("\"q\""));
+    let (s, _) = api_err(intruder.launch("q", &launch("j")).await);
+    assert_eq!(s, 404);
+    let own = Client::new(&base, "lft_other", "other").unwrap();
+    assert!(own.list_queues().await.unwrap().is_empty(), "entities are isolated");
+    let (s, _) = api_err(own.get_item(&c.launch("q", &launch("j")).await.unwrap().item_id).await);
+    assert_eq!(s, 404, "another entity's item is not found");
+
+    // nothing above enqueued anything but the one good launch
+    assert_eq!(c.list_items(None, 100).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_covers_the_routes() {
+    let t = serve(Duration::from_secs(30)).await;
+    let doc: serde_json::Value = reqwest::get(format!("{}/api/v1/openapi.json", t.server.base_url())).await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/entities/{entity}/queues",
+        "/entities/{entity}/queues/{queue}",
+        "/entities/{entity}/queues/{queue}/items",
+        "/entities/{entity}/blobs/{digest}",
+        "/entities/{entity}/jobs",
+        "/entities/{entity}/jobs/{project}/{name}",
+        "/entities/{entity}/items",
+        "/entities/{entity}/items/{id}",
+        "/entities/{entity}/items/{id}/stop",
+        "/entities/{entity}/items/{id}/lease",
+        "/entities/{entity}/items/{id}/events",
+        "/entities/{entity}/items/{id}/logs",
+        "/entities/{entity}/agents",
+        "/entities/{entity}/agents/{id}/heartbeat",
+        "/entities/{entity}/agents/{id}/stop-polling",
+        "/entities/{entity}/claims",
+    ] {
+        assert!(paths.contains_key(p), "openapi.json lacks {p}");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", t.server.base_url())).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("liftoff_items_claimed_total 0"));
+}
+
+fn evil_archive(name: &str, link: Option<&str>) -> Vec<u8> {
+    let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_mode(0o644);
+    match link {
+        Some(l) => {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
+            h.set_size(0);
+            h.set_cksum();
+            b.append(&h, &b""[..]).unwrap();
+        }
+        None => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(2);
+            h.set_cksum();
+            b.append(&h, &b"hi"[..]).unwrap();
+        }
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
