@@ -1,0 +1,248 @@
+//! The agent against a real server on loopback, running real processes.
+
+use liftoff_agent::{AgentOptions, run_agent};
+use liftoff_client::Client;
+use liftoff_core::api::{CreateJob, CreateQueue, ItemView, LaunchRequest, LogStream};
+use liftoff_core::job::{CodeSource, JobSourceSpec};
+use liftoff_core::{ItemState, ResourceType};
+use liftoff_server::{RunningServer, ServerConfig, start};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Rig {
+    _server: RunningServer,
+    client: Client,
+    _dir: tempfile::TempDir,
+    work: std::path::PathBuf,
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(dir.path().join("server"));
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.print_admin_key = false;
+    cfg.lease_ttl = Duration::from_secs(3);
+    let server = start(cfg).await.unwrap();
+    let client = Client::new(&server.base_url(), server.admin_key.as_deref().unwrap(), "default").unwrap();
+    client
+        .create_queue(&CreateQueue {
+            name: "local".into(),
+            resource: ResourceType::LocalProcess,
+            config: serde_json::json!({}),
+            template_variables: vec![],
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+    let work = dir.path().join("work");
+    Rig { _server: server, client, _dir: dir, work }
+}
+
+impl Rig {
+    /// A code job whose `run.sh` is `script`.
+    async fn job(&self, name: &str, script: &str) {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("run.sh"), script).unwrap();
+        let gz = liftoff_archive::pack_dir(src.path()).unwrap();
+        let digest = liftoff_archive::sha256_digest(&gz);
+        self.client.upload_blob(&digest, gz).await.unwrap();
+        let source = JobSourceSpec {
+            code: Some(CodeSource {
+                digest,
+                entrypoint: vec!["sh".into(), "run.sh".into()],
+                build_context: None,
+                dockerfile: None,
+                base_image: None,
+            }),
+            ..Default::default()
+        };
+        let req = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime: None };
+        self.client.create_job(&req).await.unwrap();
+    }
+
+    async fn launch(&self, job: &str) -> String {
+        let req = LaunchRequest { job: job.into(), run_config: serde_json::json!({"lr": 0.5}), ..Default::default() };
+        self.client.launch("local", &req).await.unwrap().item_id
+    }
+
+    fn agent(&self, max_jobs: i64, grace: Duration) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+        let opts = AgentOptions {
+            queues: vec!["local".into()],
+            max_jobs,
+            work_dir: self.work.clone(),
+            grace,
+            claim_wait: Duration::from_secs(5),
+            heartbeat: Duration::from_millis(300),
+            hostname: "test".into(),
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let client = self.client.clone();
+        let task = tokio::spawn(run_agent(client, opts, async move {
+            let _ = rx.await;
+        }));
+        (tx, task)
+    }
+
+    async fn wait_for(&self, id: &str, pred: impl Fn(&ItemView) -> bool, within: Duration) -> ItemView {
+        let until = Instant::now() + within;
+        loop {
+            let item = self.client.get_item(id).await.unwrap();
+            if pred(&item) {
+                return item;
+            }
+            assert!(Instant::now() < until, "timed out waiting; item is {:?} ({:?})", item.state, item.reason);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn logs(&self, id: &str, stream: LogStream) -> String {
+        let mut out = String::new();
+        let mut after = 0;
+        loop {
+            let page = self.client.read_logs(id, after).await.unwrap();
+            for c in &page.chunks {
+                assert_eq!(c.seq, after, "chunks come back in sequence without gaps");
+                after += 1;
+                if c.stream == stream {
+                    out.push_str(&c.data);
+                }
+            }
+            if page.chunks.is_empty() {
+                return out;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_arrive_complete_and_in_order_with_the_run_environment() {
+    let r = rig().await;
+    r.job(
+        "count",
+        "i=0; while [ $i -lt 5000 ]; do echo \"line $i\"; i=$((i+1)); done\n\
+         echo oops >&2\n\
+         echo \"env run=$LIFTOFF_RUN_ID queue=$LIFTOFF_QUEUE project=$LIFTOFF_PROJECT config=$LIFTOFF_CONFIG\"\n",
+    )
+    .await;
+    let id = r.launch("count").await;
+    let (stop, agent) = r.agent(1, Duration::from_secs(5));
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(60)).await;
+    assert_eq!((item.state, item.exit_code), (ItemState::Finished, Some(0)), "{:?}", item.reason);
+    let stdout = r.logs(&id, LogStream::Stdout).await;
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5001);
+    for (n, line) in lines[..5000].iter().enumerate() {
+        assert_eq!(*line, format!("line {n}"), "no line lost, duplicated or reordered");
+    }
+    assert_eq!(lines[5000], format!("env run={} queue=local project=default config={{\"lr\":0.5}}", item.run_id));
+    assert_eq!(r.logs(&id, LogStream::Stderr).await, "oops\n", "stderr kept apart");
+    assert!(r.logs(&id, LogStream::Agent).await.contains("starting sh run.sh"));
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_carry_the_exit_code_and_never_kill_the_agent() {
+    let r = rig().await;
+    r.job("three", "echo about to fail; exit 3\n").await;
+    r.job("ok", "echo fine\n").await;
+    let (stop, agent) = r.agent(1, Duration::from_secs(5));
+    let failed = r.launch("three").await;
+    let item = r.wait_for(&failed, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+    assert_eq!((item.state, item.exit_code), (ItemState::Failed, Some(3)));
+    assert!(item.reason.unwrap().contains("exited with code 3"));
+    // an entrypoint that cannot start fails the item, not the agent
+    let req = LaunchRequest { job: "ok".into(), entrypoint: Some(vec!["/nonexistent/binary".into()]), ..Default::default() };
+    let bad = r.client.launch("local", &req).await.unwrap().item_id;
+    let item = r.wait_for(&bad, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+    assert_eq!(item.state, ItemState::Failed);
+    assert!(item.reason.as_deref().unwrap().contains("failed to start"), "{:?}", item.reason);
+    let good = r.launch("ok").await;
+    let item = r.wait_for(&good, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+    assert_eq!(item.state, ItemState::Finished, "the agent is still serving");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_request_stops_the_whole_process_group() {
+    let r = rig().await;
+    // the child sleep must die too: the group is signalled
+    r.job("sleepy", "echo started; sleep 60 & wait\n").await;
+    let (stop, agent) = r.agent(1, Duration::from_secs(5));
+    let id = r.launch("sleepy").await;
+    r.wait_for(&id, |i| i.state == ItemState::Running, Duration::from_secs(30)).await;
+    let asked = Instant::now();
+    r.client.stop_item(&id).await.unwrap();
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
+    assert_eq!(item.state, ItemState::Stopped);
+    assert!(asked.elapsed() < Duration::from_secs(10), "stopped within the grace period ({:?})", asked.elapsed());
+    assert_eq!(item.exit_code, Some(143), "SIGTERM");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_the_grace_period_then_stops_what_is_left() {
+    let r = rig().await;
+    r.job("short", "sleep 1; echo done\n").await;
+    r.job("long", "sleep 60 & wait\n").await;
+    let (stop, agent) = r.agent(2, Duration::from_secs(4));
+    let short = r.launch("short").await;
+    let long = r.launch("long").await;
+    for id in [&short, &long] {
+        r.wait_for(id, |i| i.state == ItemState::Running, Duration::from_secs(30)).await;
+    }
+    let t = Instant::now();
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(15), "bounded shutdown ({:?})", t.elapsed());
+    assert_eq!(r.client.get_item(&short).await.unwrap().state, ItemState::Finished, "finished within the grace period");
+    assert_eq!(r.client.get_item(&long).await.unwrap().state, ItemState::Stopped, "stopped after the grace period");
+    let agents = r.client.list_agents().await.unwrap();
+    assert_eq!(agents[0].status, liftoff_core::api::AgentStatus::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_jobs_bounds_concurrency() {
+    let r = rig().await;
+    r.job("nap", "sleep 0.7\n").await;
+    let mut ids = vec![];
+    for _ in 0..5 {
+        ids.push(r.launch("nap").await);
+    }
+    let (stop, agent) = r.agent(2, Duration::from_secs(5));
+    let mut peak = 0;
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let items = r.client.list_items(Some("local"), 100).await.unwrap();
+        let held = items.iter().filter(|i| i.state.is_leased()).count();
+        peak = peak.max(held);
+        if items.iter().all(|i| i.state.is_terminal()) {
+            assert!(items.iter().all(|i| i.state == ItemState::Finished));
+            break;
+        }
+        assert!(Instant::now() < until, "jobs did not finish");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert_eq!(peak, 2, "at most max_jobs at once, and the agent used them");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_on_a_missing_queue() {
+    let r = rig().await;
+    let opts = AgentOptions {
+        queues: vec!["local".into(), "nope".into()],
+        max_jobs: 1,
+        work_dir: r.work.clone(),
+        grace: Duration::from_secs(1),
+        claim_wait: Duration::from_secs(1),
+        heartbeat: Duration::from_secs(1),
+        hostname: "t".into(),
+    };
+    let err = run_agent(r.client.clone(), opts, std::future::pending()).await.unwrap_err().to_string();
+    assert!(err.contains("missing nope") && err.contains("available queues in entity 'default': local"), "{err}");
+}
