@@ -35,7 +35,11 @@ type ClaimFuture = Pin<Box<dyn Future<Output = Result<Option<Claim>, liftoff_cli
 /// Registers, then claims and runs items until `shutdown` resolves or the
 /// server asks the agent to stop polling. Then stops claiming, gives running
 /// jobs `grace` to end, stops the rest, and reports each outcome.
-pub async fn run_agent(client: Client, opts: AgentOptions, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn run_agent(
+    client: Client,
+    opts: AgentOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.work_dir)?;
     let registered = client
         .register_agent(&RegisterAgent {

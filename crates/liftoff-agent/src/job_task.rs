@@ -33,7 +33,12 @@ pub struct JobOutcome {
 
 /// Runs one claimed item to the end. Never panics on bad input: every
 /// failure becomes a `fail` report with the stage in the reason.
-pub async fn run_job(client: Client, claim: Claim, opts: AgentOptions, mut shutdown: watch::Receiver<bool>) -> JobOutcome {
+pub async fn run_job(
+    client: Client,
+    claim: Claim,
+    opts: AgentOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> JobOutcome {
     let item = claim.item;
     let fence = claim.fence;
     let (stop_tx, mut stop_rx) = watch::channel(StopCause::None);
@@ -166,7 +171,11 @@ async fn drive(
         ("LIFTOFF_CONFIG".to_string(), spec.run_config.to_string()),
         ("LIFTOFF_BASE_URL".to_string(), client.base_url().to_string()),
     ]);
-    agent_line(&logs, format!("liftoff agent: starting {}", shlex::try_join(command.iter().map(String::as_str)).unwrap_or_default())).await;
+    agent_line(
+        &logs,
+        format!("liftoff agent: starting {}", shlex::try_join(command.iter().map(String::as_str)).unwrap_or_default()),
+    )
+    .await;
     let mut proc = match process_runner::spawn(&command, &dir, &env, logs.clone()) {
         Ok(p) => p,
         Err(e) => {

@@ -16,7 +16,11 @@ pub async fn materialize(client: &Client, source: &JobSource, dir: &Path) -> any
                 .await
                 .map_err(|e| anyhow::anyhow!("failed to download code archive {}: {e}", code.digest))?;
             let actual = sha256_digest(&bytes);
-            anyhow::ensure!(actual == code.digest, "code archive digest mismatch: expected {}, got {actual}", code.digest);
+            anyhow::ensure!(
+                actual == code.digest,
+                "code archive digest mismatch: expected {}, got {actual}",
+                code.digest
+            );
             let dir = dir.to_path_buf();
             tokio::task::spawn_blocking(move || unpack(&bytes, &dir, ArchiveLimits::default()))
                 .await?
@@ -28,7 +32,11 @@ pub async fn materialize(client: &Client, source: &JobSource, dir: &Path) -> any
             std::fs::create_dir_all(dir)?;
             git(dir, &["init", "--quiet"]).await?;
             git(dir, &["remote", "add", "origin", "--", &src.remote]).await?;
-            git(dir, &["-c", "protocol.file.allow=never", "-c", "protocol.ext.allow=never", "fetch", "--quiet", "origin"]).await?;
+            git(
+                dir,
+                &["-c", "protocol.file.allow=never", "-c", "protocol.ext.allow=never", "fetch", "--quiet", "origin"],
+            )
+            .await?;
             git(dir, &["-c", "advice.detachedHead=false", "checkout", "--quiet", &src.commit]).await?;
             Ok(())
         }
@@ -41,13 +49,18 @@ pub async fn materialize(client: &Client, source: &JobSource, dir: &Path) -> any
 pub fn check_git_remote(remote: &str) -> anyhow::Result<()> {
     let allow_http = std::env::var("LIFTOFF_AGENT_ALLOW_HTTP_GIT").is_ok_and(|v| v == "1");
     let scp_like = !remote.contains("://")
-        && remote.split_once(':').is_some_and(|(host, path)| host.contains('@') && !host.contains('/') && !path.is_empty());
+        && remote
+            .split_once(':')
+            .is_some_and(|(host, path)| host.contains('@') && !host.contains('/') && !path.is_empty());
     let ok = !remote.starts_with('-')
         && (remote.starts_with("https://")
             || remote.starts_with("ssh://")
             || scp_like
             || (allow_http && remote.starts_with("http://")));
-    anyhow::ensure!(ok, "refusing to fetch git remote '{remote}': only https://, ssh:// and user@host:path remotes are allowed");
+    anyhow::ensure!(
+        ok,
+        "refusing to fetch git remote '{remote}': only https://, ssh:// and user@host:path remotes are allowed"
+    );
     Ok(())
 }
 

@@ -39,7 +39,8 @@ pub fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("failed to start '{program}' in {}: {e}", dir.display()))?;
+    let mut child =
+        cmd.spawn().map_err(|e| anyhow::anyhow!("failed to start '{program}' in {}: {e}", dir.display()))?;
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         readers.push(tokio::spawn(pump(out, LogStream::Stdout, logs.clone())));

@@ -153,7 +153,8 @@ async fn failures_carry_the_exit_code_and_never_kill_the_agent() {
     assert_eq!((item.state, item.exit_code), (ItemState::Failed, Some(3)));
     assert!(item.reason.unwrap().contains("exited with code 3"));
     // an entrypoint that cannot start fails the item, not the agent
-    let req = LaunchRequest { job: "ok".into(), entrypoint: Some(vec!["/nonexistent/binary".into()]), ..Default::default() };
+    let req =
+        LaunchRequest { job: "ok".into(), entrypoint: Some(vec!["/nonexistent/binary".into()]), ..Default::default() };
     let bad = r.client.launch("local", &req).await.unwrap().item_id;
     let item = r.wait_for(&bad, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
     assert_eq!(item.state, ItemState::Failed);

@@ -68,10 +68,7 @@ pub fn pack_dir(dir: &Path) -> Result<Vec<u8>, ArchiveError> {
         }
         .map_err(io(format!("failed to add {} to the archive", rel.display())))?;
     }
-    let gz = builder
-        .into_inner()
-        .and_then(|enc| enc.finish())
-        .map_err(io("failed to finish the archive".into()))?;
+    let gz = builder.into_inner().and_then(|enc| enc.finish()).map_err(io("failed to finish the archive".into()))?;
     // Refuse here what the server would refuse, with the same message.
     verify(&gz, ArchiveLimits::default())?;
     Ok(gz)

@@ -10,15 +10,14 @@ pub fn unpack(gz: &[u8], dest: &Path, limits: ArchiveLimits) -> Result<ArchiveSu
     std::fs::create_dir_all(dest).map_err(io(format!("failed to create {}", dest.display())))?;
     for_each_entry(gz, limits, |entry, _| {
         let path = entry.path().map_err(ArchiveError::Malformed)?.into_owned();
-        let rel = safe_relative(&path).map_err(|why| ArchiveError::UnsafePath { path: path.display().to_string(), why })?;
+        let rel =
+            safe_relative(&path).map_err(|why| ArchiveError::UnsafePath { path: path.display().to_string(), why })?;
         if let Some(parent) = dest.join(&rel).parent() {
             std::fs::create_dir_all(parent).map_err(io(format!("failed to create {}", parent.display())))?;
         }
         // unpack_in re-checks for '..' and refuses to write through symlinks
         // that leave `dest`.
-        entry
-            .unpack_in(dest)
-            .map_err(io(format!("failed to unpack '{}' into {}", rel.display(), dest.display())))?;
+        entry.unpack_in(dest).map_err(io(format!("failed to unpack '{}' into {}", rel.display(), dest.display())))?;
         Ok(())
     })?;
     Ok(summary)

@@ -51,10 +51,9 @@ pub(crate) fn for_each_entry(
         match entry.header().entry_type() {
             EntryType::Regular | EntryType::Continuous | EntryType::Directory => {}
             EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(ArchiveError::Malformed)?
-                    .ok_or_else(|| ArchiveError::RefusedEntry { path: shown.clone(), why: "symlink without a target".into() })?;
+                let target = entry.link_name().map_err(ArchiveError::Malformed)?.ok_or_else(|| {
+                    ArchiveError::RefusedEntry { path: shown.clone(), why: "symlink without a target".into() }
+                })?;
                 if !link_stays_inside(&rel, &target) {
                     return Err(ArchiveError::RefusedEntry {
                         path: shown,
@@ -65,7 +64,9 @@ pub(crate) fn for_each_entry(
             other => {
                 return Err(ArchiveError::RefusedEntry {
                     path: shown,
-                    why: format!("entries of type {other:?} are not allowed (only files, directories and inner symlinks)"),
+                    why: format!(
+                        "entries of type {other:?} are not allowed (only files, directories and inner symlinks)"
+                    ),
                 });
             }
         }

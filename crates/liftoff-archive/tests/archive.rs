@@ -57,20 +57,20 @@ fn refuses_parent_paths_absolute_paths_and_escaping_links_before_writing() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("parent", raw_tar(|b| entry_with_raw_name(b, "../evil.txt", tar::EntryType::Regular, None))),
         ("absolute", raw_tar(|b| entry_with_raw_name(b, "/tmp/evil.txt", tar::EntryType::Regular, None))),
-        ("symlink", raw_tar(|b| {
-            entry_with_raw_name(b, "ok.txt", tar::EntryType::Regular, None);
-            entry_with_raw_name(b, "link", tar::EntryType::Symlink, Some("../../etc/passwd"));
-        })),
+        (
+            "symlink",
+            raw_tar(|b| {
+                entry_with_raw_name(b, "ok.txt", tar::EntryType::Regular, None);
+                entry_with_raw_name(b, "link", tar::EntryType::Symlink, Some("../../etc/passwd"));
+            }),
+        ),
         ("hardlink", raw_tar(|b| entry_with_raw_name(b, "hard", tar::EntryType::Link, Some("/etc/passwd")))),
     ];
     for (name, gz) in cases {
         let out = tempfile::tempdir().unwrap();
         let dest = out.path().join("dest");
         let err = unpack(&gz, &dest, ArchiveLimits::default()).unwrap_err();
-        assert!(
-            matches!(err, ArchiveError::UnsafePath { .. } | ArchiveError::RefusedEntry { .. }),
-            "{name}: {err}"
-        );
+        assert!(matches!(err, ArchiveError::UnsafePath { .. } | ArchiveError::RefusedEntry { .. }), "{name}: {err}");
         assert!(!dest.exists(), "{name}: something was written");
     }
 }

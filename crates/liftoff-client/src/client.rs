@@ -74,7 +74,12 @@ impl Client {
         Ok((status, body))
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Result<T, ClientError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
         let (url, mut rb) = self.req(method, path);
         if let Some(b) = body {
             rb = rb.json(b);
@@ -162,7 +167,8 @@ impl Client {
 
     /// Long-polls for up to `wait`; `None` when nothing came.
     pub async fn claim(&self, agent_id: &str, queues: &[String], wait: Duration) -> Result<Option<Claim>, ClientError> {
-        let body = ClaimRequest { agent_id: agent_id.to_string(), queues: queues.to_vec(), wait_ms: wait.as_millis() as u64 };
+        let body =
+            ClaimRequest { agent_id: agent_id.to_string(), queues: queues.to_vec(), wait_ms: wait.as_millis() as u64 };
         let (url, rb) = self.req(Method::POST, "/claims");
         let (status, bytes) = Self::send(&url, rb.json(&body).timeout(wait + Duration::from_secs(30))).await?;
         if status == StatusCode::NO_CONTENT {

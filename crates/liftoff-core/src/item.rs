@@ -66,10 +66,7 @@ impl fmt::Display for ItemState {
 impl FromStr for ItemState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown item state '{s}'"))
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown item state '{s}'"))
     }
 }
 

@@ -14,13 +14,8 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 5] = [
-        Self::LocalProcess,
-        Self::LocalContainer,
-        Self::Kubernetes,
-        Self::Sagemaker,
-        Self::Vertex,
-    ];
+    pub const ALL: [ResourceType; 5] =
+        [Self::LocalProcess, Self::LocalContainer, Self::Kubernetes, Self::Sagemaker, Self::Vertex];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -28,7 +28,9 @@ impl Caller {
         self.entity(path_entity)?;
         match self.role {
             KeyRole::Admin => Ok(()),
-            KeyRole::Run { .. } => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a run key may only read its own run")),
+            KeyRole::Run { .. } => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a run key may only read its own run"))
+            }
         }
     }
 
@@ -38,7 +40,9 @@ impl Caller {
         match &self.role {
             KeyRole::Admin => Ok(()),
             KeyRole::Run { item_id: own } if own == item_id => Ok(()),
-            KeyRole::Run { .. } => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a run key may only read its own run")),
+            KeyRole::Run { .. } => {
+                Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a run key may only read its own run"))
+            }
         }
     }
 }
@@ -82,10 +86,37 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|s| !s.is_empty() && s.len() <= 256)
             .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <api key>'"))?;
-        let key = state.store.find_api_key(&hash_key(secret)).await?.ok_or_else(|| unauthorized("unknown API key"))?;
+        let key = lookup_key(state, &hash_key(secret)).await?.ok_or_else(|| unauthorized("unknown API key"))?;
         if key.expires_at_ms.is_some_and(|t| t <= liftoff_store::now_ms()) {
             return Err(unauthorized("API key has expired"));
         }
         Ok(Caller { entity: key.entity, role: key.role })
     }
+}
+
+/// How long a verified key is trusted without asking the store again.
+const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Bound on cached keys; the cache is cleared when it is full.
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// Finds a key by hash, through a small cache of keys that exist (misses are
+/// never cached, so random keys cannot grow it).
+async fn lookup_key(state: &AppState, hash: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
+    {
+        let cache = state.key_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((rec, at)) = cache.get(hash)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(Some(rec.clone()));
+        }
+    }
+    let found = state.store.find_api_key(hash).await?;
+    if let Some(rec) = &found {
+        let mut cache = state.key_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= KEY_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(hash.to_string(), (rec.clone(), std::time::Instant::now()));
+    }
+    Ok(found)
 }

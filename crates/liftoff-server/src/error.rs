@@ -37,7 +37,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
-            e @ StoreError::StaleFence { .. } => Self::new(StatusCode::CONFLICT, "stale_fence", e.to_string()).field("fence"),
+            e @ StoreError::StaleFence { .. } => {
+                Self::new(StatusCode::CONFLICT, "stale_fence", e.to_string()).field("fence")
+            }
             StoreError::Transition(t) => Self::new(StatusCode::CONFLICT, "invalid_transition", t.to_string()),
             StoreError::Invalid { field, message } => Self::bad_request(field, message),
             other => {

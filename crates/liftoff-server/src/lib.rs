@@ -11,6 +11,6 @@ mod metrics;
 mod routes;
 mod server;
 
-pub use config::ServerConfig;
 pub use auth::hash_key;
+pub use config::ServerConfig;
 pub use server::{DEFAULT_ENTITY, RunningServer, start};

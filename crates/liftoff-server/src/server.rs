@@ -55,7 +55,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         let path = config.data_dir.join("admin.key");
         write_secret_file(&path, &secret).with_context(|| format!("failed to write {}", path.display()))?;
         if config.print_admin_key {
-            println!("Created entity '{DEFAULT_ENTITY}'. Its admin API key (shown once, also in {}):\n  {secret}", path.display());
+            println!(
+                "Created entity '{DEFAULT_ENTITY}'. Its admin API key (shown once, also in {}):\n  {secret}",
+                path.display()
+            );
         }
         admin_key = Some(secret);
     }
@@ -70,6 +73,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         dispatch: Dispatch::new(),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::default()),
+        key_cache: Default::default(),
         known_agents: Default::default(),
     };
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
@@ -93,7 +97,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 /// Puts items whose lease ran out back in their queue (or fails them), and
 /// wakes waiting claims. Runs four times per lease TTL, at least once a second.
 async fn reap_leases(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let period = (state.config.lease_ttl / 4).clamp(std::time::Duration::from_millis(20), std::time::Duration::from_secs(1));
+    let period =
+        (state.config.lease_ttl / 4).clamp(std::time::Duration::from_millis(20), std::time::Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {

@@ -66,7 +66,10 @@ async fn image_job(c: &Client, name: &str) -> JobView {
     c.create_job(&CreateJob {
         project: "default".into(),
         name: name.into(),
-        source: JobSourceSpec { image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }), ..Default::default() },
+        source: JobSourceSpec {
+            image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }),
+            ..Default::default()
+        },
         aliases: vec![],
         runtime: None,
     })
@@ -79,7 +82,12 @@ fn launch(job: &str) -> LaunchRequest {
 }
 
 async fn agent(c: &Client, queues: &[&str]) -> String {
-    let req = RegisterAgent { queues: queues.iter().map(|q| q.to_string()).collect(), hostname: "t".into(), max_jobs: -1, version: "t".into() };
+    let req = RegisterAgent {
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        hostname: "t".into(),
+        max_jobs: -1,
+        version: "t".into(),
+    };
     c.register_agent(&req).await.unwrap().id
 }
 
@@ -117,7 +125,8 @@ async fn launch_claim_run_and_report_end_to_end() {
     assert_eq!((claim.fence, claim.log_seq_start), (1, 0));
     c.report(&claim.item.id, claim.fence, ItemEvent::Start).await.unwrap();
     for (seq, line) in ["one\n", "two\n"].iter().enumerate() {
-        let chunk = AppendLog { fence: claim.fence, seq: seq as i64, stream: LogStream::Stdout, data: line.to_string() };
+        let chunk =
+            AppendLog { fence: claim.fence, seq: seq as i64, stream: LogStream::Stdout, data: line.to_string() };
         c.append_log(&claim.item.id, &chunk).await.unwrap();
     }
     let hb = c.renew_lease(&claim.item.id, claim.fence).await.unwrap();
@@ -181,7 +190,11 @@ async fn expired_lease_requeues_and_stale_token_is_refused() {
     for r in [
         c.report(&first.item.id, first.fence, ItemEvent::Finish).await.map(|_| ()),
         c.renew_lease(&first.item.id, first.fence).await.map(|_| ()),
-        c.append_log(&first.item.id, &AppendLog { fence: first.fence, seq: 0, stream: LogStream::Stdout, data: "x".into() }).await,
+        c.append_log(
+            &first.item.id,
+            &AppendLog { fence: first.fence, seq: 0, stream: LogStream::Stdout, data: "x".into() },
+        )
+        .await,
     ] {
         let (status, body) = api_err(r);
         assert_eq!((status, body.code.as_str(), body.field.as_deref()), (409, "stale_fence", Some("fence")));
@@ -371,7 +384,8 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_covers_the_routes() {
     let t = serve(Duration::from_secs(30)).await;
-    let doc: serde_json::Value = reqwest::get(format!("{}/api/v1/openapi.json", t.server.base_url())).await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value =
+        reqwest::get(format!("{}/api/v1/openapi.json", t.server.base_url())).await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     for p in [

@@ -11,14 +11,11 @@ mod store;
 
 pub use blobs::BlobStore;
 pub use error::StoreError;
-pub use records::{ApiKeyRecord, KeyRole, NewItem};
+pub use records::{ApiKeyRecord, Claimed, KeyRole, NewItem, NewJobVersion};
 pub use sql_store::{Dialect, SqlStore};
 pub use store::Store;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -1,5 +1,5 @@
-use liftoff_core::Priority;
-use liftoff_core::api::LaunchSpec;
+use liftoff_core::api::{ItemView, LaunchSpec};
+use liftoff_core::{JobSource, Priority};
 
 /// What an API key may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,4 +33,23 @@ pub struct NewItem {
     pub prioritized: bool,
     pub spec: LaunchSpec,
     pub now_ms: i64,
+}
+
+/// A new version of a job (`entity/project/name`), with the aliases it takes.
+#[derive(Debug, Clone)]
+pub struct NewJobVersion<'a> {
+    pub entity: &'a str,
+    pub project: &'a str,
+    pub name: &'a str,
+    pub source: &'a JobSource,
+    pub runtime: Option<&'a str>,
+    pub aliases: &'a [String],
+    pub now_ms: i64,
+}
+
+/// A claimed item and the sequence number its next log chunk must carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub item: ItemView,
+    pub log_seq_start: i64,
 }

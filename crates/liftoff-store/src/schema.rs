@@ -1,8 +1,7 @@
 //! Table definitions, one list per dialect. They differ only where the
 //! dialects do: the auto-incrementing FIFO sequence column.
 
-pub(crate) const SQLITE: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS items (
+pub(crate) const SQLITE: &[&str] = &["CREATE TABLE IF NOT EXISTS items (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,
         run_id TEXT NOT NULL,
@@ -22,11 +21,9 @@ pub(crate) const SQLITE: &[&str] = &[
         started_at BIGINT,
         ended_at BIGINT,
         UNIQUE (entity, run_id)
-    )",
-];
+    )"];
 
-pub(crate) const POSTGRES: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS items (
+pub(crate) const POSTGRES: &[&str] = &["CREATE TABLE IF NOT EXISTS items (
         seq BIGSERIAL PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         run_id TEXT NOT NULL,
@@ -46,8 +43,7 @@ pub(crate) const POSTGRES: &[&str] = &[
         started_at BIGINT,
         ended_at BIGINT,
         UNIQUE (entity, run_id)
-    )",
-];
+    )"];
 
 /// Tables whose definitions read the same in both dialects.
 pub(crate) const COMMON: &[&str] = &[

@@ -1,9 +1,9 @@
-use crate::{ApiKeyRecord, KeyRole, NewItem, Store, StoreError, schema};
+use crate::{ApiKeyRecord, Claimed, KeyRole, NewItem, NewJobVersion, Store, StoreError, schema};
 use async_trait::async_trait;
 use liftoff_core::api::{AgentStatus, AgentView, ItemView, JobView, LaunchSpec, LogChunk, LogStream, RegisterAgent};
-use liftoff_core::{Item, ItemEvent, ItemState, JobSource, Priority, Queue, ResourceType};
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use liftoff_core::{Item, ItemEvent, ItemState, Priority, Queue, ResourceType};
 use sqlx::AnyConnection;
+use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use std::str::FromStr;
 
@@ -108,7 +108,13 @@ impl SqlStore {
         }
     }
 
-    async fn load_item(&self, conn: &mut AnyConnection, entity: &str, id: &str, lock: bool) -> Result<ItemView, StoreError> {
+    async fn load_item(
+        &self,
+        conn: &mut AnyConnection,
+        entity: &str,
+        id: &str,
+        lock: bool,
+    ) -> Result<ItemView, StoreError> {
         let sql = format!(
             "SELECT {ITEM_COLS} FROM items WHERE entity = $1 AND (id = $2 OR run_id = $2){}",
             if lock { self.for_update(false) } else { "" }
@@ -119,6 +125,7 @@ impl SqlStore {
 
     /// The one place item rows change state: apply the event through the core
     /// state machine, then write it back only if nobody changed the row meanwhile.
+    #[expect(clippy::too_many_arguments, reason = "each argument is a distinct part of one guarded write")]
     async fn transition(
         &self,
         conn: &mut AnyConnection,
@@ -129,7 +136,20 @@ impl SqlStore {
         now_ms: i64,
         claim: Option<(&str, i64)>,
     ) -> Result<ItemView, StoreError> {
-        let mut view = self.load_item(conn, entity, id, true).await?;
+        let view = self.load_item(conn, entity, id, true).await?;
+        self.transition_loaded(conn, view, fence, event, now_ms, claim).await
+    }
+
+    /// [`Self::transition`] for a row the caller has just loaded (and locked).
+    async fn transition_loaded(
+        &self,
+        conn: &mut AnyConnection,
+        mut view: ItemView,
+        fence: Option<i64>,
+        event: &ItemEvent,
+        now_ms: i64,
+        claim: Option<(&str, i64)>,
+    ) -> Result<ItemView, StoreError> {
         if let Some(sent) = fence
             && sent != view.fence
         {
@@ -316,16 +336,19 @@ impl Store for SqlStore {
     }
 
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query("SELECT id, hash, entity, role, item_id, created_at, expires_at FROM api_keys WHERE hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, hash, entity, role, item_id, created_at, expires_at FROM api_keys WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(r) = row else { return Ok(None) };
         let role: String = r.try_get("role")?;
         let role = match role.as_str() {
             "admin" => KeyRole::Admin,
             "run" => KeyRole::Run {
-                item_id: r.try_get::<Option<String>, _>("item_id")?.ok_or_else(|| corrupt("api key", "run key without item"))?,
+                item_id: r
+                    .try_get::<Option<String>, _>("item_id")?
+                    .ok_or_else(|| corrupt("api key", "run key without item"))?,
             },
             other => return Err(corrupt("api key role", other)),
         };
@@ -355,7 +378,9 @@ impl Store for SqlStore {
         .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!("queue '{}' already exists", q.name))),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Conflict(format!("queue '{}' already exists", q.name)))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -399,16 +424,8 @@ impl Store for SqlStore {
         Ok(row.is_some())
     }
 
-    async fn create_job_version(
-        &self,
-        entity: &str,
-        project: &str,
-        name: &str,
-        source: &JobSource,
-        runtime: Option<&str>,
-        aliases: &[String],
-        now_ms: i64,
-    ) -> Result<JobView, StoreError> {
+    async fn create_job_version(&self, job: &NewJobVersion<'_>) -> Result<JobView, StoreError> {
+        let NewJobVersion { entity, project, name, source, runtime, aliases, now_ms } = *job;
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "SELECT version FROM jobs WHERE entity = $1 AND project = $2 AND name = $3 ORDER BY version DESC LIMIT 1{}",
@@ -471,7 +488,13 @@ impl Store for SqlStore {
             .ok_or_else(|| corrupt("job", "version vanished after insert"))
     }
 
-    async fn get_job(&self, entity: &str, project: &str, name: &str, alias: &str) -> Result<Option<JobView>, StoreError> {
+    async fn get_job(
+        &self,
+        entity: &str,
+        project: &str,
+        name: &str,
+        alias: &str,
+    ) -> Result<Option<JobView>, StoreError> {
         let row = sqlx::query(
             "SELECT j.entity, j.project, j.name, j.version, j.source, j.runtime, j.created_at FROM jobs j \
              JOIN job_aliases a ON a.entity = j.entity AND a.project = j.project AND a.name = j.name AND a.version = j.version \
@@ -562,37 +585,46 @@ impl Store for SqlStore {
         agent_id: &str,
         now_ms: i64,
         lease_ttl_ms: i64,
-    ) -> Result<Option<ItemView>, StoreError> {
+    ) -> Result<Option<Claimed>, StoreError> {
         let pick = format!(
-            "SELECT id FROM items WHERE entity = $1 AND queue = $2 AND state = 'pending' ORDER BY sort_prio, seq LIMIT 1{}",
+            "SELECT {ITEM_COLS} FROM items WHERE entity = $1 AND queue = $2 AND state = 'pending' \
+             ORDER BY sort_prio, seq LIMIT 1{}",
             self.for_update(true)
         );
         for queue in queues {
             let mut tx = self.pool.begin().await?;
-            let row = sqlx::query(AssertSqlSafe(pick.clone()))
-                .bind(entity)
-                .bind(queue)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row =
+                sqlx::query(AssertSqlSafe(pick.clone())).bind(entity).bind(queue).fetch_optional(&mut *tx).await?;
             let Some(row) = row else { continue };
-            let id: String = row.try_get("id")?;
-            let view = self
-                .transition(&mut tx, entity, &id, None, &ItemEvent::Claim, now_ms, Some((agent_id, lease_ttl_ms)))
+            let view = decode_item(&row)?;
+            let item = self
+                .transition_loaded(&mut tx, view, None, &ItemEvent::Claim, now_ms, Some((agent_id, lease_ttl_ms)))
                 .await?;
+            let log_seq_start = next_seq(&mut tx, &item.id).await?;
             tx.commit().await?;
-            return Ok(Some(view));
+            return Ok(Some(Claimed { item, log_seq_start }));
         }
         Ok(None)
     }
 
-    async fn renew_lease(&self, entity: &str, id: &str, fence: i64, now_ms: i64, lease_ttl_ms: i64) -> Result<ItemView, StoreError> {
+    async fn renew_lease(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: i64,
+        now_ms: i64,
+        lease_ttl_ms: i64,
+    ) -> Result<ItemView, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut view = self.load_item(&mut tx, entity, id, true).await?;
         if view.fence != fence {
             return Err(StoreError::StaleFence { item: view.id, sent: fence, current: view.fence });
         }
         if !view.state.is_leased() {
-            return Err(StoreError::Conflict(format!("item '{}' is {}; it holds no lease to renew", view.id, view.state)));
+            return Err(StoreError::Conflict(format!(
+                "item '{}' is {}; it holds no lease to renew",
+                view.id, view.state
+            )));
         }
         let until = now_ms + lease_ttl_ms;
         sqlx::query("UPDATE items SET lease_expires_at = $1 WHERE id = $2 AND fence = $3")
@@ -686,34 +718,37 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn next_log_seq(&self, entity: &str, id: &str) -> Result<i64, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let view = self.load_item(&mut conn, entity, id, false).await?;
-        next_seq(&mut conn, &view.id).await
-    }
-
     async fn read_log(&self, entity: &str, id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let view = self.load_item(&mut conn, entity, id, false).await?;
-        let rows = sqlx::query("SELECT seq, stream, data FROM log_chunks WHERE item_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3")
-            .bind(&view.id)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, stream, data FROM log_chunks WHERE item_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(&view.id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
         rows.iter()
             .map(|r| {
                 let stream: String = r.try_get("stream")?;
                 Ok(LogChunk {
                     seq: r.try_get("seq")?,
-                    stream: serde_json::from_value(serde_json::Value::String(stream)).map_err(|e| corrupt("log stream", e))?,
+                    stream: serde_json::from_value(serde_json::Value::String(stream))
+                        .map_err(|e| corrupt("log stream", e))?,
                     data: r.try_get("data")?,
                 })
             })
             .collect()
     }
 
-    async fn register_agent(&self, entity: &str, id: &str, req: &RegisterAgent, now_ms: i64) -> Result<AgentView, StoreError> {
+    async fn register_agent(
+        &self,
+        entity: &str,
+        id: &str,
+        req: &RegisterAgent,
+        now_ms: i64,
+    ) -> Result<AgentView, StoreError> {
         sqlx::query(
             "INSERT INTO agents (id, entity, queues, hostname, max_jobs, status, stop_polling, heartbeat_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, 'polling', 0, $6, $6)",
@@ -729,7 +764,13 @@ impl Store for SqlStore {
         self.agent(entity, id).await
     }
 
-    async fn agent_heartbeat(&self, entity: &str, id: &str, status: AgentStatus, now_ms: i64) -> Result<AgentView, StoreError> {
+    async fn agent_heartbeat(
+        &self,
+        entity: &str,
+        id: &str,
+        status: AgentStatus,
+        now_ms: i64,
+    ) -> Result<AgentView, StoreError> {
         let r = sqlx::query("UPDATE agents SET status = $1, heartbeat_at = $2 WHERE entity = $3 AND id = $4")
             .bind(status_str(status))
             .bind(now_ms)
@@ -783,7 +824,8 @@ impl SqlStore {
     }
 
     async fn job_view(&self, r: &AnyRow) -> Result<JobView, StoreError> {
-        let (entity, project, name): (String, String, String) = (r.try_get("entity")?, r.try_get("project")?, r.try_get("name")?);
+        let (entity, project, name): (String, String, String) =
+            (r.try_get("entity")?, r.try_get("project")?, r.try_get("name")?);
         let version: i64 = r.try_get("version")?;
         let source: String = r.try_get("source")?;
         let aliases = sqlx::query(

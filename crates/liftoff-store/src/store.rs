@@ -1,7 +1,7 @@
-use crate::{ApiKeyRecord, NewItem, StoreError};
+use crate::{ApiKeyRecord, Claimed, NewItem, NewJobVersion, StoreError};
 use async_trait::async_trait;
 use liftoff_core::api::{AgentStatus, AgentView, ItemView, JobView, LogChunk, LogStream, RegisterAgent};
-use liftoff_core::{ItemEvent, JobSource, Queue};
+use liftoff_core::{ItemEvent, Queue};
 
 /// Everything the control plane persists. Every item state change goes
 /// through [`liftoff_core::Item::apply`] inside the implementation, guarded by
@@ -25,18 +25,15 @@ pub trait Store: Send + Sync {
 
     /// Adds version N+1 of the job; it takes `latest`, `vN+1` and `aliases`
     /// (moving them from older versions).
-    async fn create_job_version(
+    async fn create_job_version(&self, job: &NewJobVersion<'_>) -> Result<JobView, StoreError>;
+    /// `alias` is `latest`, `vN` or a user alias.
+    async fn get_job(
         &self,
         entity: &str,
         project: &str,
         name: &str,
-        source: &JobSource,
-        runtime: Option<&str>,
-        aliases: &[String],
-        now_ms: i64,
-    ) -> Result<JobView, StoreError>;
-    /// `alias` is `latest`, `vN` or a user alias.
-    async fn get_job(&self, entity: &str, project: &str, name: &str, alias: &str) -> Result<Option<JobView>, StoreError>;
+        alias: &str,
+    ) -> Result<Option<JobView>, StoreError>;
     async fn list_jobs(&self, entity: &str) -> Result<Vec<JobView>, StoreError>;
 
     async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError>;
@@ -54,9 +51,16 @@ pub trait Store: Send + Sync {
         agent_id: &str,
         now_ms: i64,
         lease_ttl_ms: i64,
-    ) -> Result<Option<ItemView>, StoreError>;
+    ) -> Result<Option<Claimed>, StoreError>;
     /// Extends the lease held with `fence`.
-    async fn renew_lease(&self, entity: &str, id: &str, fence: i64, now_ms: i64, lease_ttl_ms: i64) -> Result<ItemView, StoreError>;
+    async fn renew_lease(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: i64,
+        now_ms: i64,
+        lease_ttl_ms: i64,
+    ) -> Result<ItemView, StoreError>;
     /// Applies `event`; when `fence` is given it must be the current token.
     async fn apply_event(
         &self,
@@ -79,13 +83,23 @@ pub trait Store: Send + Sync {
         stream: LogStream,
         data: &str,
     ) -> Result<(), StoreError>;
-    /// The sequence number the item's next log chunk must carry.
-    async fn next_log_seq(&self, entity: &str, id: &str) -> Result<i64, StoreError>;
     /// Chunks with `seq >= after`, in order, at most `limit`.
     async fn read_log(&self, entity: &str, id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>, StoreError>;
 
-    async fn register_agent(&self, entity: &str, id: &str, req: &RegisterAgent, now_ms: i64) -> Result<AgentView, StoreError>;
-    async fn agent_heartbeat(&self, entity: &str, id: &str, status: AgentStatus, now_ms: i64) -> Result<AgentView, StoreError>;
+    async fn register_agent(
+        &self,
+        entity: &str,
+        id: &str,
+        req: &RegisterAgent,
+        now_ms: i64,
+    ) -> Result<AgentView, StoreError>;
+    async fn agent_heartbeat(
+        &self,
+        entity: &str,
+        id: &str,
+        status: AgentStatus,
+        now_ms: i64,
+    ) -> Result<AgentView, StoreError>;
     async fn list_agents(&self, entity: &str) -> Result<Vec<AgentView>, StoreError>;
     async fn set_agent_stop_polling(&self, entity: &str, id: &str) -> Result<AgentView, StoreError>;
 }

@@ -4,7 +4,7 @@
 use liftoff_core::api::{AgentStatus, LaunchSpec, LogStream, RegisterAgent};
 use liftoff_core::job::{ImageSource, JobSource};
 use liftoff_core::{ItemEvent, ItemState, Priority, Queue, ResourceType};
-use liftoff_store::{ApiKeyRecord, KeyRole, NewItem, SqlStore, Store, StoreError};
+use liftoff_store::{ApiKeyRecord, KeyRole, NewItem, NewJobVersion, SqlStore, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -18,7 +18,10 @@ async fn sqlite() -> (SqlStore, Option<tempfile::TempDir>) {
 
 async fn postgres() -> Option<(SqlStore, Option<tempfile::TempDir>)> {
     let Ok(admin) = std::env::var("LIFTOFF_TEST_POSTGRES_URL") else {
-        assert!(std::env::var_os("CI").is_none(), "CI is set but LIFTOFF_TEST_POSTGRES_URL is not: PostgreSQL is missing");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but LIFTOFF_TEST_POSTGRES_URL is not: PostgreSQL is missing"
+        );
         eprintln!("skipping: LIFTOFF_TEST_POSTGRES_URL is not set");
         return None;
     };
@@ -67,7 +70,7 @@ fn item(id: &str, queue: &str, priority: Priority, prioritized: bool) -> NewItem
 }
 
 async fn claim_one(s: &SqlStore, q: &str, now: i64) -> Option<liftoff_core::api::ItemView> {
-    s.claim("acme", &[q.to_string()], "agent-1", now, TTL).await.unwrap()
+    s.claim("acme", &[q.to_string()], "agent-1", now, TTL).await.unwrap().map(|c| c.item)
 }
 
 async fn entities_keys_and_queues(s: SqlStore) {
@@ -94,10 +97,20 @@ async fn entities_keys_and_queues(s: SqlStore) {
 
 async fn job_versions_and_aliases(s: SqlStore) {
     let src = JobSource::Image(ImageSource { image: "busybox:1".into(), args: vec![] });
-    let v1 = s.create_job_version("acme", "p", "train", &src, None, &["prod".into()], 1).await.unwrap();
+    let prod = vec!["prod".to_string()];
+    let new = |runtime, aliases, now_ms| NewJobVersion {
+        entity: "acme",
+        project: "p",
+        name: "train",
+        source: &src,
+        runtime,
+        aliases,
+        now_ms,
+    };
+    let v1 = s.create_job_version(&new(None, &prod, 1)).await.unwrap();
     assert_eq!(v1.version, 1);
     assert_eq!(v1.aliases, vec!["latest", "prod", "v1"]);
-    let v2 = s.create_job_version("acme", "p", "train", &src, Some("3.11"), &[], 2).await.unwrap();
+    let v2 = s.create_job_version(&new(Some("3.11"), &[], 2)).await.unwrap();
     assert_eq!(v2.aliases, vec!["latest", "v2"]);
     assert_eq!(s.get_job("acme", "p", "train", "latest").await.unwrap().unwrap().version, 2);
     let v1_again = s.get_job("acme", "p", "train", "v1").await.unwrap().unwrap();
@@ -130,7 +143,7 @@ async fn claims_follow_priority_then_fifo(s: SqlStore) {
     s.enqueue(&item("x", "prio", Priority::Low, true)).await.unwrap();
     s.enqueue(&item("y", "fifo", Priority::Low, false)).await.unwrap();
     let got = s.claim("acme", &["fifo".into(), "prio".into()], "a", 5, TTL).await.unwrap().unwrap();
-    assert_eq!(got.id, "y");
+    assert_eq!((got.item.id.as_str(), got.log_seq_start), ("y", 0));
     assert!(matches!(
         s.enqueue(&item("z", "fifo", Priority::Low, false)).await.and(s.enqueue(&NewItem { id: "z2".into(), ..item("z", "fifo", Priority::Low, false) }).await),
         Err(StoreError::Invalid { field, .. }) if field == "run_id"
@@ -162,7 +175,8 @@ async fn stale_fences_are_refused_and_change_nothing(s: SqlStore) {
     assert!(running.started_at_ms.is_some());
     let done = s.apply_event("acme", "i", Some(2), &ItemEvent::Finish, TTL + 5).await.unwrap();
     assert_eq!((done.state, done.exit_code, done.ended_at_ms), (ItemState::Finished, Some(0), Some(TTL + 5)));
-    let again = s.apply_event("acme", "i", Some(2), &ItemEvent::Fail { reason: "x".into(), exit_code: None }, TTL + 6).await;
+    let again =
+        s.apply_event("acme", "i", Some(2), &ItemEvent::Fail { reason: "x".into(), exit_code: None }, TTL + 6).await;
     assert!(matches!(again, Err(StoreError::Transition(_))), "terminal states are never left");
 }
 
@@ -204,7 +218,6 @@ async fn log_chunks_in_order_idempotent(s: SqlStore) {
     s.create_queue(&queue("q", false)).await.unwrap();
     s.enqueue(&item("i", "q", Priority::Medium, false)).await.unwrap();
     let c = claim_one(&s, "q", 1).await.unwrap();
-    assert_eq!(s.next_log_seq("acme", "i").await.unwrap(), 0);
     s.append_log("acme", "i", c.fence, 0, LogStream::Stdout, "a\n").await.unwrap();
     s.append_log("acme", "i", c.fence, 1, LogStream::Stderr, "b\n").await.unwrap();
     s.append_log("acme", "i", c.fence, 1, LogStream::Stderr, "b\n").await.unwrap(); // retry: ignored
@@ -215,6 +228,10 @@ async fn log_chunks_in_order_idempotent(s: SqlStore) {
     assert_eq!(text, vec![(0, LogStream::Stdout, "a\n"), (1, LogStream::Stderr, "b\n")]);
     assert_eq!(s.read_log("acme", "i", 1, 100).await.unwrap().len(), 1);
     assert!(matches!(s.read_log("other", "i", 0, 1).await, Err(StoreError::NotFound(_))));
+    // a re-claim after a lost lease continues the sequence
+    s.expire_leases(TTL + 10).await.unwrap();
+    let again = s.claim("acme", &["q".into()], "agent-2", TTL + 11, TTL).await.unwrap().unwrap();
+    assert_eq!((again.item.fence, again.log_seq_start), (c.fence + 1, 2));
 }
 
 async fn concurrent_claims_take_each_item_once(s: SqlStore) {
@@ -229,7 +246,7 @@ async fn concurrent_claims_take_each_item_once(s: SqlStore) {
         tasks.push(tokio::spawn(async move {
             let mut got = vec![];
             while let Some(i) = s.claim("acme", &["q".into()], &format!("agent-{a}"), 1, TTL).await.unwrap() {
-                got.push(i.id);
+                got.push(i.item.id);
             }
             got
         }));

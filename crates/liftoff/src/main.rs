@@ -1,1 +1,98 @@
-fn main() {}
+//! `liftoff`: the server, the agent and the command-line client in one binary.
+
+mod cmd;
+mod connect;
+mod input;
+mod output;
+mod signal;
+
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// Launch jobs on queues and run them with agents.
+#[derive(Parser)]
+#[command(name = "liftoff", version, about, propagate_version = true)]
+struct Cli {
+    /// Server URL [default: http://127.0.0.1:7434].
+    #[arg(long, env = "LIFTOFF_BASE_URL", global = true, value_name = "URL")]
+    base_url: Option<String>,
+
+    /// API key; falls back to ./liftoff-data/admin.key when that file exists.
+    #[arg(long, env = "LIFTOFF_API_KEY", hide_env_values = true, global = true, value_name = "KEY")]
+    api_key: Option<String>,
+
+    /// Entity whose queues, jobs and runs to use [default: default].
+    #[arg(short, long, env = "LIFTOFF_ENTITY", global = true, value_name = "ENTITY")]
+    entity: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Liftoff server.
+    Server(cmd::server::ServerArgs),
+    /// Create and inspect queues.
+    #[command(subcommand)]
+    Queue(cmd::queue::QueueCmd),
+    /// Create and inspect jobs.
+    #[command(subcommand)]
+    Job(cmd::job::JobCmd),
+    /// Put a job on a queue; prints the run-queue item id.
+    Launch(cmd::launch::LaunchArgs),
+    /// Inspect, follow and stop runs.
+    #[command(subcommand)]
+    Run(cmd::run::RunCmd),
+    /// Run an agent that claims and runs items from queues.
+    Agent(cmd::agent::AgentArgs),
+    /// Start a throwaway server and agent and run the hello example end to end.
+    Quickstart(cmd::quickstart::QuickstartArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(match cli.command {
+        Command::Server(_) | Command::Agent(_) => "info",
+        _ => "warn",
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr so stdout stays clean for scripts; `RUST_LOG` overrides the level.
+fn init_tracing(default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let globals = connect::Globals { base_url: cli.base_url, api_key: cli.api_key, entity: cli.entity };
+    match cli.command {
+        Command::Server(args) => cmd::server::run(args).await,
+        Command::Queue(c) => cmd::queue::run(&globals, c).await,
+        Command::Job(c) => cmd::job::run(&globals, c).await,
+        Command::Launch(args) => cmd::launch::run(&globals, args).await,
+        Command::Run(c) => cmd::run::run(&globals, c).await,
+        Command::Agent(args) => cmd::agent::run(&globals, args).await,
+        Command::Quickstart(args) => cmd::quickstart::run(args).await,
+    }
+}

@@ -18,7 +18,10 @@ pub async fn register(
 ) -> ApiResult<(StatusCode, Json<AgentView>)> {
     caller.admin(&entity)?;
     if req.max_jobs < -1 || req.max_jobs == 0 {
-        return Err(ApiError::bad_request("max_jobs", format!("max_jobs must be -1 (unlimited) or at least 1, got {}", req.max_jobs)));
+        return Err(ApiError::bad_request(
+            "max_jobs",
+            format!("max_jobs must be -1 (unlimited) or at least 1, got {}", req.max_jobs),
+        ));
     }
     if req.queues.is_empty() {
         return Err(ApiError::bad_request("queues", "an agent needs at least one queue"));
@@ -57,7 +60,11 @@ pub async fn heartbeat(
     Ok(Json(AgentHeartbeatResponse { stop_polling: agent.stop_polling }))
 }
 
-pub async fn list(State(st): State<AppState>, caller: Caller, Path(entity): Path<String>) -> ApiResult<Json<Vec<AgentView>>> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(entity): Path<String>,
+) -> ApiResult<Json<Vec<AgentView>>> {
     caller.admin(&entity)?;
     Ok(Json(st.store.list_agents(&entity).await?))
 }
@@ -100,11 +107,11 @@ pub async fn claim(
     loop {
         wake.borrow_and_update();
         let now = liftoff_store::now_ms();
-        if let Some(item) = st.store.claim(&entity, &req.queues, &req.agent_id, now, ttl).await? {
+        if let Some(claimed) = st.store.claim(&entity, &req.queues, &req.agent_id, now, ttl).await? {
             Metrics::inc(&st.metrics.items_claimed);
-            let log_seq_start = st.store.next_log_seq(&entity, &item.id).await?;
-            let fence = item.fence;
-            return Ok(Json(Claim { item, fence, lease_ttl_ms: ttl, log_seq_start }).into_response());
+            let fence = claimed.item.fence;
+            let claim = Claim { item: claimed.item, fence, lease_ttl_ms: ttl, log_seq_start: claimed.log_seq_start };
+            return Ok(Json(claim).into_response());
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {

@@ -54,7 +54,10 @@ pub async fn launch(
     if queue.resource == ResourceType::LocalProcess && matches!(job.source, JobSource::Image(_)) {
         return Err(ApiError::bad_request(
             "job",
-            format!("job '{}' is an image job; queue '{queue_name}' runs local-process, which cannot run images", job.full_name()),
+            format!(
+                "job '{}' is an image job; queue '{queue_name}' runs local-process, which cannot run images",
+                job.full_name()
+            ),
         ));
     }
     let resource_config = render(&queue.config, &queue.template_variables, &req.template_variables, &queue.name)

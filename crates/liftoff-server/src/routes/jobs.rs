@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use liftoff_core::JobSource;
 use liftoff_core::api::{CreateJob, JobView};
 use liftoff_core::queue::validate_name;
+use liftoff_store::NewJobVersion;
 use serde::Deserialize;
 
 pub async fn create(
@@ -22,7 +23,10 @@ pub async fn create(
     for (i, a) in req.aliases.iter().enumerate() {
         validate_name("alias", a).map_err(|m| ApiError::bad_request(format!("aliases[{i}]"), m))?;
         if a.strip_prefix('v').is_some_and(|n| n.parse::<u64>().is_ok()) {
-            return Err(ApiError::bad_request(format!("aliases[{i}]"), format!("alias '{a}' is reserved for versions")));
+            return Err(ApiError::bad_request(
+                format!("aliases[{i}]"),
+                format!("alias '{a}' is reserved for versions"),
+            ));
         }
     }
     let source = req.source.resolve().map_err(|(f, m)| ApiError::bad_request(f, m))?;
@@ -36,12 +40,24 @@ pub async fn create(
     }
     let job = st
         .store
-        .create_job_version(&entity, &req.project, &req.name, &source, req.runtime.as_deref(), &req.aliases, liftoff_store::now_ms())
+        .create_job_version(&NewJobVersion {
+            entity: &entity,
+            project: &req.project,
+            name: &req.name,
+            source: &source,
+            runtime: req.runtime.as_deref(),
+            aliases: &req.aliases,
+            now_ms: liftoff_store::now_ms(),
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(job)))
 }
 
-pub async fn list(State(st): State<AppState>, caller: Caller, Path(entity): Path<String>) -> ApiResult<Json<Vec<JobView>>> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(entity): Path<String>,
+) -> ApiResult<Json<Vec<JobView>>> {
     caller.admin(&entity)?;
     Ok(Json(st.store.list_jobs(&entity).await?))
 }

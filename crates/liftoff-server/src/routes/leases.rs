@@ -47,11 +47,15 @@ pub async fn event(
         ItemEvent::Claim | ItemEvent::LeaseExpired | ItemEvent::RequestStop => {
             return Err(ApiError::bad_request(
                 "event",
-                format!("'{}' is not an event an agent may report (use start, finish, fail, stopped or preempt)", req.event.name()),
+                format!(
+                    "'{}' is not an event an agent may report (use start, finish, fail, stopped or preempt)",
+                    req.event.name()
+                ),
             ));
         }
         _ => {}
     }
-    let item = observe(&st, st.store.apply_event(&entity, &id, Some(req.fence), &req.event, liftoff_store::now_ms()).await)?;
+    let item =
+        observe(&st, st.store.apply_event(&entity, &id, Some(req.fence), &req.event, liftoff_store::now_ms()).await)?;
     Ok(Json(item))
 }

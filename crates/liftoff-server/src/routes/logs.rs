@@ -21,7 +21,10 @@ pub async fn append(
 ) -> ApiResult<StatusCode> {
     caller.admin(&entity)?;
     if req.data.len() > MAX_CHUNK {
-        return Err(ApiError::bad_request("data", format!("log chunk is {} bytes; the limit is {MAX_CHUNK}", req.data.len())));
+        return Err(ApiError::bad_request(
+            "data",
+            format!("log chunk is {} bytes; the limit is {MAX_CHUNK}", req.data.len()),
+        ));
     }
     if req.seq < 0 {
         return Err(ApiError::bad_request("seq", "seq must be >= 0"));

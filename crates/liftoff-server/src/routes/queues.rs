@@ -36,7 +36,11 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(queue)))
 }
 
-pub async fn list(State(st): State<AppState>, caller: Caller, Path(entity): Path<String>) -> ApiResult<Json<Vec<Queue>>> {
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(entity): Path<String>,
+) -> ApiResult<Json<Vec<Queue>>> {
     caller.admin(&entity)?;
     Ok(Json(st.store.list_queues(&entity).await?))
 }

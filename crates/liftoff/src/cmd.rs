@@ -1,0 +1,9 @@
+//! One module per subcommand.
+
+pub mod agent;
+pub mod job;
+pub mod launch;
+pub mod queue;
+pub mod quickstart;
+pub mod run;
+pub mod server;

@@ -1,0 +1,135 @@
+//! `liftoff run`: list, show, follow the logs of, and stop runs (run-queue items).
+
+use crate::connect::Globals;
+use crate::output::{self, FormatArg, Table};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use liftoff_client::Client;
+use liftoff_core::api::{ItemView, LogStream};
+use std::io::Write;
+use std::time::Duration;
+
+/// How often `logs -f` asks for new output when there was none.
+const FOLLOW_POLL: Duration = Duration::from_millis(300);
+
+#[derive(Debug, Subcommand)]
+pub enum RunCmd {
+    /// List runs, newest first.
+    List(ListArgs),
+    /// Show one run.
+    Show {
+        /// Run-queue item id.
+        id: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Print a run's output.
+    Logs {
+        /// Run-queue item id.
+        id: String,
+        /// Keep printing until the run ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Ask a run to stop.
+    Stop {
+        /// Run-queue item id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only runs of this queue.
+    #[arg(short, long, value_name = "QUEUE")]
+    queue: Option<String>,
+    /// Most runs to list.
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+    #[command(flatten)]
+    format: FormatArg,
+}
+
+pub async fn run(globals: &Globals, cmd: RunCmd) -> anyhow::Result<()> {
+    let client = globals.client()?;
+    match cmd {
+        RunCmd::List(a) => {
+            let items = client.list_items(a.queue.as_deref(), a.limit).await.context("failed to list runs")?;
+            output::emit(a.format.format, &items, |is| list_table(is))
+        }
+        RunCmd::Show { id, format } => {
+            let item = client.get_item(&id).await.with_context(|| format!("failed to get run '{id}'"))?;
+            output::emit(format.format, &item, show_table)
+        }
+        RunCmd::Logs { id, follow } => print_logs(&client, &id, follow).await,
+        RunCmd::Stop { id } => {
+            let item = client.stop_item(&id).await.with_context(|| format!("failed to stop run '{id}'"))?;
+            println!("{}", item.state);
+            Ok(())
+        }
+    }
+}
+
+/// Prints the run's log chunks (stderr chunks to stderr, the rest to stdout).
+/// With `follow`, polls until the server says the log is complete.
+pub async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
+    let mut after = 0;
+    loop {
+        let page =
+            client.read_logs(id, after).await.with_context(|| format!("failed to read the logs of run '{id}'"))?;
+        let got_chunks = !page.chunks.is_empty();
+        {
+            let mut out = std::io::stdout().lock();
+            let mut err = std::io::stderr().lock();
+            for chunk in &page.chunks {
+                match chunk.stream {
+                    LogStream::Stderr => err.write_all(chunk.data.as_bytes())?,
+                    LogStream::Stdout | LogStream::Agent => out.write_all(chunk.data.as_bytes())?,
+                }
+            }
+            out.flush()?;
+            err.flush()?;
+        }
+        after = page.next_seq;
+        if page.complete || (!follow && !got_chunks) {
+            return Ok(());
+        }
+        if !got_chunks {
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+}
+
+fn list_table(items: &[ItemView]) -> Table {
+    let mut t = Table::with_header(["ITEM", "RUN", "QUEUE", "STATE", "PRIORITY", "ATTEMPTS", "EXIT", "REASON"]);
+    for i in items {
+        t.row([
+            i.id.clone(),
+            i.run_id.clone(),
+            i.queue.clone(),
+            i.state.to_string(),
+            i.priority.to_string(),
+            i.attempts.to_string(),
+            output::opt(i.exit_code),
+            i.reason.as_deref().map(|r| output::truncate(r, 40)).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t
+}
+
+fn show_table(i: &ItemView) -> Table {
+    let mut t = Table::key_values();
+    t.row(["item:", &i.id]).row(["run:", &i.run_id]).row(["queue:", &i.queue]);
+    t.row(["state:", i.state.as_str()]).row(["priority:", i.priority.as_str()]);
+    t.row(["job:", &i.spec.job]);
+    let ep = i.spec.entrypoint.iter().chain(&i.spec.args).map(String::as_str);
+    t.row(["command:".to_string(), shlex::try_join(ep).unwrap_or_default()]);
+    t.row(["attempts:".to_string(), i.attempts.to_string()]);
+    t.row(["agent:".to_string(), output::opt(i.agent_id.as_deref())]);
+    t.row(["exit code:".to_string(), output::opt(i.exit_code)]);
+    t.row(["reason:".to_string(), output::opt(i.reason.as_deref())]);
+    t.row(["created:".to_string(), output::time_ms(i.created_at_ms)]);
+    t.row(["started:".to_string(), output::opt(i.started_at_ms.map(output::time_ms))]);
+    t.row(["ended:".to_string(), output::opt(i.ended_at_ms.map(output::time_ms))]);
+    t
+}

@@ -1,0 +1,159 @@
+//! End-to-end tests of the `liftoff` binary against an in-process server.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The binary with a clean environment: no inherited LIFTOFF_* settings and a
+/// working directory without a `liftoff-data/admin.key` to fall back on.
+fn liftoff(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LIFTOFF_BASE_URL")
+        .env_remove("LIFTOFF_API_KEY")
+        .env_remove("LIFTOFF_ENTITY")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("failed to run liftoff")
+}
+
+/// Runs the binary off the async runtime's worker threads.
+async fn liftoff_async(cwd: &Path, args: &[&str]) -> Output {
+    let cwd = cwd.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        liftoff(&cwd, &refs)
+    })
+    .await
+    .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// A server on an ephemeral port with its data in `dir`; returns it with its
+/// base URL and admin key.
+async fn start_server(dir: &Path) -> (liftoff_server::RunningServer, String, String) {
+    let mut cfg = liftoff_server::ServerConfig::new(dir.join("data"));
+    cfg.listen = ([127, 0, 0, 1], 0).into();
+    cfg.print_admin_key = false;
+    let server = liftoff_server::start(cfg).await.expect("server starts");
+    let url = server.base_url();
+    let key = server.admin_key.clone().expect("fresh server has an admin key");
+    (server, url, key)
+}
+
+#[test]
+fn malformed_set_var_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = liftoff(
+        dir.path(),
+        &["--base-url", "http://127.0.0.1:9", "--api-key", "k", "launch", "-q", "q", "-j", "j", "--set-var", "foo"],
+    );
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(r#"--set-var value must be in the format "--set-var key1=value1", instead got: foo"#),
+        "stderr: {err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn missing_api_key_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = liftoff(dir.path(), &["--base-url", "http://127.0.0.1:9", "queue", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no API key: set LIFTOFF_API_KEY or pass --api-key"), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_create_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key) = start_server(dir.path()).await;
+    let g = ["--base-url", url.as_str(), "--api-key", key.as_str()];
+
+    let config = dir.path().join("queue.yaml");
+    std::fs::write(&config, "config:\n  env:\n    MODE: \"{{mode}}\"\ntemplate_variables:\n  - name: mode\n    type: string\n    default: fast\n").unwrap();
+    let cfg_arg = config.to_str().unwrap();
+    let out = liftoff_async(
+        dir.path(),
+        &[&g[..], &["queue", "create", "gpu", "--resource", "local-process", "--config", cfg_arg, "--priority"]]
+            .concat(),
+    )
+    .await;
+    assert_ok(&out);
+
+    let out = liftoff_async(dir.path(), &[&g[..], &["queue", "list", "--format", "json"]].concat()).await;
+    assert_ok(&out);
+    let queues: serde_json::Value = serde_json::from_slice(&out.stdout).expect("queue list prints JSON");
+    let q = queues.as_array().unwrap().iter().find(|q| q["name"] == "gpu").expect("the queue is listed");
+    assert_eq!(q["resource"], "local-process");
+    assert_eq!(q["prioritization"], true);
+    assert_eq!(q["config"]["env"]["MODE"], "{{mode}}");
+    assert_eq!(q["template_variables"][0]["name"], "mode");
+
+    let out = liftoff_async(dir.path(), &[&g[..], &["queue", "show", "gpu"]].concat()).await;
+    assert_ok(&out);
+    assert!(text(&out.stdout).contains("local-process"));
+
+    let out = liftoff_async(dir.path(), &[&g[..], &["queue", "create", "other", "--resource", "nomad"]].concat()).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("nomad"), "stderr: {}", text(&out.stderr));
+
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_create_code_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key) = start_server(dir.path()).await;
+    let g = ["--base-url", url.as_str(), "--api-key", key.as_str()];
+
+    let code = dir.path().join("my job");
+    std::fs::create_dir(&code).unwrap();
+    std::fs::write(code.join("main.py"), "print('hi')\n").unwrap();
+    let code_arg = code.to_str().unwrap();
+    let out =
+        liftoff_async(dir.path(), &[&g[..], &["job", "create", "code", code_arg, "-E", "python main.py"]].concat())
+            .await;
+    assert_ok(&out);
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().next(), Some("default/default/my-job:v1"), "stdout: {stdout}");
+    assert!(stdout.contains("digest: sha256:"), "stdout: {stdout}");
+
+    let out =
+        liftoff_async(dir.path(), &[&g[..], &["job", "create", "code", code_arg, "-E", "python 'main.py"]].concat())
+            .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("-E"), "stderr: {}", text(&out.stderr));
+
+    let out = liftoff_async(dir.path(), &[&g[..], &["job", "list", "--format", "json"]].concat()).await;
+    assert_ok(&out);
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("job list prints JSON");
+    let job = jobs.as_array().unwrap().iter().find(|j| j["name"] == "my-job").expect("the job is listed");
+    assert_eq!(job["version"], 1);
+    let aliases: Vec<&str> = job["aliases"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+    assert!(aliases.contains(&"latest"), "aliases: {aliases:?}");
+    assert_eq!(job["source"]["entrypoint"], serde_json::json!(["python", "main.py"]));
+
+    let out =
+        liftoff_async(dir.path(), &[&g[..], &["job", "show", "default/my-job:v1", "--format", "json"]].concat()).await;
+    assert_ok(&out);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["version"], 1);
+
+    server.shutdown().await;
+}

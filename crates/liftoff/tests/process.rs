@@ -1,0 +1,117 @@
+//! The binary as users run it: the README's quickstart, and an agent process
+//! receiving SIGTERM while it runs a job.
+
+use liftoff_client::Client;
+use liftoff_core::ItemState;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+#[test]
+fn quickstart_runs_the_hello_job_to_finished() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(["quickstart", "--data-dir"])
+        .arg(data.path())
+        .current_dir(repo_root())
+        .env_remove("LIFTOFF_API_KEY")
+        .env_remove("LIFTOFF_BASE_URL")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "quickstart failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("hello from liftoff"), "the run config reached the job:\n{stdout}");
+    assert!(stderr.contains("finished"), "final state printed:\n{stderr}");
+    assert!(stderr.contains("http://127.0.0.1:"), "server URL printed:\n{stderr}");
+    assert!(data.path().join("admin.key").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_claiming_then_stops_running_jobs_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = liftoff_server::ServerConfig::new(dir.path().join("data"));
+    cfg.listen = ([127, 0, 0, 1], 0).into();
+    cfg.print_admin_key = false;
+    let server = liftoff_server::start(cfg).await.unwrap();
+    let (url, key) = (server.base_url(), server.admin_key.clone().unwrap());
+    let client = Client::new(&url, &key, "default").unwrap();
+    let code = dir.path().join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("run.sh"), "echo started; sleep 60 & wait\n").unwrap();
+    let cli = |args: Vec<String>| {
+        let (url, key) = (url.clone(), key.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                Command::new(env!("CARGO_BIN_EXE_liftoff"))
+                    .args(&args)
+                    .env("LIFTOFF_BASE_URL", url)
+                    .env("LIFTOFF_API_KEY", key)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert!(cli(s(&["queue", "create", "q", "--resource", "local-process"])).await.status.success());
+    let job = cli(vec![
+        "job".into(),
+        "create".into(),
+        "code".into(),
+        code.display().to_string(),
+        "-E".into(),
+        "sh run.sh".into(),
+        "-n".into(),
+        "sleepy".into(),
+    ])
+    .await;
+    assert!(job.status.success(), "{}", String::from_utf8_lossy(&job.stderr));
+    let launched = cli(s(&["launch", "-q", "q", "-j", "sleepy"])).await;
+    assert!(launched.status.success(), "{}", String::from_utf8_lossy(&launched.stderr));
+    let item_id = String::from_utf8_lossy(&launched.stdout).trim().to_string();
+
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(["agent", "-q", "q", "--grace", "2", "--work-dir"])
+        .arg(dir.path().join("work"))
+        .env("LIFTOFF_BASE_URL", &url)
+        .env("LIFTOFF_API_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while client.get_item(&item_id).await.unwrap().state != ItemState::Running {
+        assert!(Instant::now() < until, "the job never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // a second item must not be claimed once SIGTERM arrives
+    let second = client
+        .launch("q", &liftoff_core::api::LaunchRequest { job: "sleepy".into(), ..Default::default() })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = agent.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "agent did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "agent exit status {status:?}");
+    assert!(t.elapsed() >= Duration::from_secs(2), "the running job got its grace period ({:?})", t.elapsed());
+    let item = client.get_item(&item_id).await.unwrap();
+    assert_eq!(item.state, ItemState::Stopped, "{:?}", item.reason);
+    assert_eq!(client.get_item(&second.item_id).await.unwrap().state, ItemState::Pending, "max_jobs 1: never claimed");
+    let agents = client.list_agents().await.unwrap();
+    assert_eq!(agents[0].status, liftoff_core::api::AgentStatus::Stopped);
+    server.shutdown().await;
+}
