@@ -153,6 +153,10 @@ pub struct ItemView {
     pub started_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at_ms: Option<i64>,
+    /// The run ended and its log moved from the database to the blob store;
+    /// no more chunks are accepted.
+    #[serde(default)]
+    pub log_archived: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

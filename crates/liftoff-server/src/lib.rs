@@ -7,6 +7,7 @@ mod config;
 mod dispatch;
 mod error;
 mod extract;
+mod log_archive;
 mod metrics;
 mod routes;
 mod server;

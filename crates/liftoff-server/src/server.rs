@@ -95,7 +95,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 }
 
 /// Puts items whose lease ran out back in their queue (or fails them), and
-/// wakes waiting claims. Runs four times per lease TTL, at least once a second.
+/// wakes waiting claims; then moves the logs of ended runs to the blob store.
+/// Runs four times per lease TTL, at least once a second.
 async fn reap_leases(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let period =
         (state.config.lease_ttl / 4).clamp(std::time::Duration::from_millis(20), std::time::Duration::from_secs(1));
@@ -113,6 +114,9 @@ async fn reap_leases(state: AppState, mut stop: tokio::sync::watch::Receiver<boo
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "lease reaper failed"),
+        }
+        if let Err(e) = crate::log_archive::archive_ended(&state, 100).await {
+            tracing::error!(error = %e, "log archiving failed");
         }
     }
 }

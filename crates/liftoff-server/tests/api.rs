@@ -138,6 +138,24 @@ async fn launch_claim_run_and_report_end_to_end() {
     assert_eq!(page.chunks.iter().map(|c| c.data.as_str()).collect::<String>(), "one\ntwo\n");
     let shown = c.get_item(&launched.run_id).await.unwrap();
     assert_eq!(shown.id, launched.item_id, "runs can be looked up by run id");
+    // the reaper moves the ended run's log to the blob store; reads are unchanged
+    let mut archived = shown;
+    for _ in 0..100 {
+        if archived.log_archived {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        archived = c.get_item(&launched.item_id).await.unwrap();
+    }
+    assert!(archived.log_archived, "log archived within 5 s");
+    let object = t.dir.path().join(format!("blobs/logs/default/{}.jsonl", launched.item_id));
+    assert_eq!(std::fs::read_to_string(&object).unwrap().lines().count(), 2);
+    let again = c.read_logs(&launched.item_id, 0).await.unwrap();
+    assert_eq!(again.chunks, page.chunks);
+    assert!(again.complete);
+    assert_eq!(c.read_logs(&launched.item_id, 1).await.unwrap().chunks, page.chunks[1..].to_vec());
+    let late = AppendLog { fence: claim.fence, seq: 2, stream: LogStream::Stdout, data: "late\n".into() };
+    assert_eq!(api_err(c.append_log(&claim.item.id, &late).await).0, 409);
     // nothing left
     assert!(c.claim(&agent_id, &["gpu".into()], Duration::ZERO).await.unwrap().is_none());
 }

@@ -42,6 +42,24 @@ impl BlobStore {
         Ok(true)
     }
 
+    fn log_path(entity: &str, item_id: &str) -> Path {
+        Path::from(format!("logs/{entity}/{item_id}.jsonl"))
+    }
+
+    /// Stores an ended run's whole log (JSON lines of chunks), replacing any earlier copy.
+    pub async fn put_log(&self, entity: &str, item_id: &str, jsonl: Bytes) -> Result<(), StoreError> {
+        self.inner.put(&Self::log_path(entity, item_id), PutPayload::from_bytes(jsonl)).await?;
+        Ok(())
+    }
+
+    pub async fn get_log(&self, entity: &str, item_id: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.inner.get(&Self::log_path(entity, item_id)).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn get(&self, digest: &str) -> Result<Option<Bytes>, StoreError> {
         match self.inner.get(&Self::path(digest)).await {
             Ok(r) => Ok(Some(r.bytes().await?)),

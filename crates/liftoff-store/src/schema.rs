@@ -20,6 +20,7 @@ pub(crate) const SQLITE: &[&str] = &["CREATE TABLE IF NOT EXISTS items (
         lease_expires_at BIGINT,
         started_at BIGINT,
         ended_at BIGINT,
+        log_archived BIGINT NOT NULL DEFAULT 0,
         UNIQUE (entity, run_id)
     )"];
 
@@ -42,6 +43,7 @@ pub(crate) const POSTGRES: &[&str] = &["CREATE TABLE IF NOT EXISTS items (
         lease_expires_at BIGINT,
         started_at BIGINT,
         ended_at BIGINT,
+        log_archived BIGINT NOT NULL DEFAULT 0,
         UNIQUE (entity, run_id)
     )"];
 
@@ -49,6 +51,7 @@ pub(crate) const POSTGRES: &[&str] = &["CREATE TABLE IF NOT EXISTS items (
 pub(crate) const COMMON: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS items_pending ON items (entity, queue, state, sort_prio, seq)",
     "CREATE INDEX IF NOT EXISTS items_leases ON items (state, lease_expires_at)",
+    "CREATE INDEX IF NOT EXISTS items_log_open ON items (log_archived, state)",
     "CREATE TABLE IF NOT EXISTS entities (name TEXT PRIMARY KEY, created_at BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS api_keys (
         id TEXT PRIMARY KEY,

@@ -29,7 +29,7 @@ pub struct SqlStore {
 }
 
 const ITEM_COLS: &str = "id, run_id, entity, queue, state, priority, attempts, fence, spec, agent_id, exit_code, reason, \
-     created_at, lease_expires_at, started_at, ended_at";
+     created_at, lease_expires_at, started_at, ended_at, log_archived";
 
 impl SqlStore {
     /// Opens (creating if needed) the database at `url`: `sqlite://PATH` or `postgres://...`.
@@ -250,6 +250,7 @@ fn decode_item(r: &AnyRow) -> Result<ItemView, StoreError> {
         lease_expires_at_ms: r.try_get("lease_expires_at")?,
         started_at_ms: r.try_get("started_at")?,
         ended_at_ms: r.try_get("ended_at")?,
+        log_archived: r.try_get::<i64, _>("log_archived")? != 0,
     })
 }
 
@@ -697,6 +698,9 @@ impl Store for SqlStore {
         if view.state == ItemState::Pending {
             return Err(StoreError::Conflict(format!("item '{}' is pending; its lease was lost", view.id)));
         }
+        if view.log_archived {
+            return Err(StoreError::Conflict(format!("run '{}' has ended and its log is closed", view.run_id)));
+        }
         let next = next_seq(&mut tx, &view.id).await?;
         if seq < next {
             return Ok(()); // a retry of a chunk we already hold
@@ -740,6 +744,32 @@ impl Store for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn logs_to_archive(&self, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT entity, id FROM items WHERE log_archived = 0 \
+             AND state IN ('finished', 'failed', 'stopped', 'preempted') ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("entity")?, r.try_get("id")?))).collect()
+    }
+
+    async fn mark_log_archived(&self, entity: &str, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let view = self.load_item(&mut tx, entity, id, true).await?;
+        if !view.state.is_terminal() {
+            return Err(StoreError::Conflict(format!(
+                "run '{}' is {}; its log is still open",
+                view.run_id, view.state
+            )));
+        }
+        sqlx::query("UPDATE items SET log_archived = 1 WHERE id = $1").bind(&view.id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM log_chunks WHERE item_id = $1").bind(&view.id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn register_agent(

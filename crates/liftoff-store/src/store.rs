@@ -86,6 +86,12 @@ pub trait Store: Send + Sync {
     /// Chunks with `seq >= after`, in order, at most `limit`.
     async fn read_log(&self, entity: &str, id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>, StoreError>;
 
+    /// `(entity, id)` of ended items whose log chunks are still in the database.
+    async fn logs_to_archive(&self, limit: i64) -> Result<Vec<(String, String)>, StoreError>;
+    /// Marks an ended item's log archived and drops its chunks from the
+    /// database (after the caller stored them elsewhere). Appends are then refused.
+    async fn mark_log_archived(&self, entity: &str, id: &str) -> Result<(), StoreError>;
+
     async fn register_agent(
         &self,
         entity: &str,

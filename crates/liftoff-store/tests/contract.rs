@@ -232,6 +232,19 @@ async fn log_chunks_in_order_idempotent(s: SqlStore) {
     s.expire_leases(TTL + 10).await.unwrap();
     let again = s.claim("acme", &["q".into()], "agent-2", TTL + 11, TTL).await.unwrap().unwrap();
     assert_eq!((again.item.fence, again.log_seq_start), (c.fence + 1, 2));
+
+    // ended runs are offered for archiving; archiving drops the rows and closes the log
+    assert!(s.logs_to_archive(10).await.unwrap().is_empty(), "a running item's log stays open");
+    assert!(matches!(s.mark_log_archived("acme", "i").await, Err(StoreError::Conflict(_))));
+    s.apply_event("acme", "i", Some(again.item.fence), &ItemEvent::Start, TTL + 12).await.unwrap();
+    s.apply_event("acme", "i", Some(again.item.fence), &ItemEvent::Finish, TTL + 13).await.unwrap();
+    assert_eq!(s.logs_to_archive(10).await.unwrap(), vec![("acme".to_string(), "i".to_string())]);
+    s.mark_log_archived("acme", "i").await.unwrap();
+    assert!(s.logs_to_archive(10).await.unwrap().is_empty());
+    assert!(s.get_item("acme", "i").await.unwrap().unwrap().log_archived);
+    assert!(s.read_log("acme", "i", 0, 100).await.unwrap().is_empty(), "rows dropped");
+    let late = s.append_log("acme", "i", again.item.fence, 2, LogStream::Stdout, "late").await;
+    assert!(matches!(late, Err(StoreError::Conflict(_))), "closed log refuses chunks");
 }
 
 async fn concurrent_claims_take_each_item_once(s: SqlStore) {

@@ -2,6 +2,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
+use crate::log_archive::read_archived;
 use crate::metrics::Metrics;
 use crate::routes::leases::observe;
 use axum::Json;
@@ -56,7 +57,18 @@ pub async fn read(
     caller.reader_of(&entity, &item.id)?;
     let after = q.after.unwrap_or(0).max(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
-    let chunks = st.store.read_log(&entity, &item.id, after, limit).await?;
+    let mut chunks = if item.log_archived {
+        read_archived(&st, &entity, &item.id, after, limit).await?
+    } else {
+        st.store.read_log(&entity, &item.id, after, limit).await?
+    };
+    if !item.log_archived && item.state.is_terminal() && (chunks.len() as i64) < limit {
+        // The archiver may have moved the rows between our two reads.
+        let now = st.store.get_item(&entity, &item.id).await?;
+        if now.is_some_and(|i| i.log_archived) {
+            chunks = read_archived(&st, &entity, &item.id, after, limit).await?;
+        }
+    }
     let next_seq = chunks.last().map_or(after, |c| c.seq + 1);
     let complete = item.state.is_terminal() && (chunks.len() as i64) < limit;
     Ok(Json(LogPage { chunks, next_seq, complete }))

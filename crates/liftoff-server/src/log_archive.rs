@@ -1,0 +1,63 @@
+//! Moves an ended run's log from the database (where chunks are sequenced
+//! under the fencing check) to the blob store (where logs live at scale).
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use bytes::Bytes;
+use liftoff_core::api::LogChunk;
+use liftoff_store::StoreError;
+
+/// Chunks read from the database per query while archiving.
+const PAGE: i64 = 5000;
+
+/// Archives the logs of up to `limit` ended items. Safe to repeat after a
+/// crash: the object is rewritten whole before the rows are dropped.
+pub async fn archive_ended(st: &AppState, limit: i64) -> Result<usize, StoreError> {
+    let todo = st.store.logs_to_archive(limit).await?;
+    for (entity, id) in &todo {
+        let mut jsonl = Vec::new();
+        let mut after = 0;
+        loop {
+            let chunks = st.store.read_log(entity, id, after, PAGE).await?;
+            for c in &chunks {
+                serde_json::to_writer(&mut jsonl, c)
+                    .map_err(|e| StoreError::Corrupt { what: "log chunk", detail: e.to_string() })?;
+                jsonl.push(b'\n');
+            }
+            match chunks.last() {
+                Some(last) if chunks.len() as i64 == PAGE => after = last.seq + 1,
+                _ => break,
+            }
+        }
+        st.blobs.put_log(entity, id, Bytes::from(jsonl)).await?;
+        st.store.mark_log_archived(entity, id).await?;
+    }
+    Ok(todo.len())
+}
+
+/// Chunks `seq >= after` of an archived log, at most `limit`.
+pub async fn read_archived(
+    st: &AppState,
+    entity: &str,
+    id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<LogChunk>, ApiError> {
+    let Some(bytes) = st.blobs.get_log(entity, id).await? else {
+        return Err(
+            StoreError::Corrupt { what: "log archive", detail: format!("object for item {id} is missing") }.into()
+        );
+    };
+    let mut out = Vec::new();
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let chunk: LogChunk = serde_json::from_slice(line)
+            .map_err(|e| ApiError::from(StoreError::Corrupt { what: "log archive", detail: e.to_string() }))?;
+        if chunk.seq >= after {
+            out.push(chunk);
+            if out.len() as i64 >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
