@@ -1,8 +1,11 @@
-//! Table definitions, one list per dialect. They differ only where the
-//! dialects do: the auto-incrementing FIFO sequence column.
+//! Table definitions. The dialects differ only in the auto-incrementing
+//! FIFO sequence column of `items`.
 
-pub(crate) const SQLITE: &[&str] = &["CREATE TABLE IF NOT EXISTS items (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+/// The `items` table; only its FIFO sequence column differs by dialect.
+pub(crate) fn items_table(seq_column: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS items (
+        {seq_column},
         id TEXT NOT NULL UNIQUE,
         run_id TEXT NOT NULL,
         entity TEXT NOT NULL,
@@ -22,30 +25,12 @@ pub(crate) const SQLITE: &[&str] = &["CREATE TABLE IF NOT EXISTS items (
         ended_at BIGINT,
         log_archived BIGINT NOT NULL DEFAULT 0,
         UNIQUE (entity, run_id)
-    )"];
+    )"
+    )
+}
 
-pub(crate) const POSTGRES: &[&str] = &["CREATE TABLE IF NOT EXISTS items (
-        seq BIGSERIAL PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        run_id TEXT NOT NULL,
-        entity TEXT NOT NULL,
-        queue TEXT NOT NULL,
-        state TEXT NOT NULL,
-        priority BIGINT NOT NULL,
-        sort_prio BIGINT NOT NULL,
-        attempts BIGINT NOT NULL DEFAULT 0,
-        fence BIGINT NOT NULL DEFAULT 0,
-        spec TEXT NOT NULL,
-        agent_id TEXT,
-        exit_code BIGINT,
-        reason TEXT,
-        created_at BIGINT NOT NULL,
-        lease_expires_at BIGINT,
-        started_at BIGINT,
-        ended_at BIGINT,
-        log_archived BIGINT NOT NULL DEFAULT 0,
-        UNIQUE (entity, run_id)
-    )"];
+pub(crate) const SQLITE_SEQ: &str = "seq INTEGER PRIMARY KEY AUTOINCREMENT";
+pub(crate) const POSTGRES_SEQ: &str = "seq BIGSERIAL PRIMARY KEY";
 
 /// Tables whose definitions read the same in both dialects.
 pub(crate) const COMMON: &[&str] = &[

@@ -77,18 +77,18 @@ impl SqlStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let own = match self.dialect {
-            Dialect::Sqlite => schema::SQLITE,
-            Dialect::Postgres => schema::POSTGRES,
-        };
+        let items = schema::items_table(match self.dialect {
+            Dialect::Sqlite => schema::SQLITE_SEQ,
+            Dialect::Postgres => schema::POSTGRES_SEQ,
+        });
         let mut conn = self.pool.acquire().await?;
         if self.dialect == Dialect::Postgres {
             // Serialise concurrent first starts of several servers.
             sqlx::query("SELECT pg_advisory_lock(7434001)").execute(&mut *conn).await?;
         }
         let mut result = Ok(());
-        for ddl in own.iter().chain(schema::COMMON) {
-            if let Err(e) = sqlx::query(AssertSqlSafe(*ddl)).execute(&mut *conn).await {
+        for ddl in std::iter::once(items.as_str()).chain(schema::COMMON.iter().copied()) {
+            if let Err(e) = sqlx::query(AssertSqlSafe(ddl)).execute(&mut *conn).await {
                 result = Err(e.into());
                 break;
             }

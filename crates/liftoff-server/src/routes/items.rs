@@ -116,14 +116,21 @@ pub async fn show(
     caller: Caller,
     Path((entity, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ItemView>> {
-    caller.entity(&entity)?;
+    let item = readable_item(&st, &caller, &entity, &id).await?;
+    Ok(Json(item))
+}
+
+/// The item `id` (an item id or a run id) if the caller may read it: an
+/// admin key of its entity, or the item's own run key.
+pub async fn readable_item(st: &AppState, caller: &Caller, entity: &str, id: &str) -> ApiResult<ItemView> {
+    caller.entity(entity)?;
     let item = st
         .store
-        .get_item(&entity, &id)
+        .get_item(entity, id)
         .await?
         .ok_or_else(|| ApiError::not_found("id", format!("run '{id}' not found")))?;
-    caller.reader_of(&entity, &item.id)?;
-    Ok(Json(item))
+    caller.reader_of(entity, &item.id)?;
+    Ok(item)
 }
 
 /// `POST /items/{id}/stop`: a pending item stops at once; a held one becomes

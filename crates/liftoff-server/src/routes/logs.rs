@@ -4,6 +4,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::log_archive::read_archived;
 use crate::metrics::Metrics;
+use crate::routes::items::readable_item;
 use crate::routes::leases::observe;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -48,13 +49,7 @@ pub async fn read(
     Path((entity, id)): Path<(String, String)>,
     Query(q): Query<ReadQuery>,
 ) -> ApiResult<Json<LogPage>> {
-    caller.entity(&entity)?;
-    let item = st
-        .store
-        .get_item(&entity, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("id", format!("run '{id}' not found")))?;
-    caller.reader_of(&entity, &item.id)?;
+    let item = readable_item(&st, &caller, &entity, &id).await?;
     let after = q.after.unwrap_or(0).max(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
     let mut chunks = if item.log_archived {
