@@ -20,15 +20,35 @@ struct TestServer {
 }
 
 async fn serve(lease_ttl: Duration) -> TestServer {
+    serve_on(lease_ttl, None).await
+}
+
+/// A fresh database on the test PostgreSQL; `None` (skip) only outside CI.
+async fn fresh_postgres() -> Option<String> {
+    let Ok(admin) = std::env::var("LIFTOFF_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but LIFTOFF_TEST_POSTGRES_URL is not: PostgreSQL is missing"
+        );
+        eprintln!("skipping: LIFTOFF_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("liftoff_api_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::AnyPool::connect(&admin).await.expect("connect to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await.unwrap();
+    pool.close().await;
+    Some(format!("{}/{name}", admin.rsplit_once('/').unwrap().0))
+}
+
+async fn serve_on(lease_ttl: Duration, db_url: Option<String>) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServerConfig::new(dir.path().to_path_buf());
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.print_admin_key = false;
     cfg.lease_ttl = lease_ttl;
     cfg.max_json_body = 64 * 1024;
-    if let Ok(url) = std::env::var("LIFTOFF_TEST_SERVER_DB") {
-        cfg.db_url = Some(url);
-    }
+    cfg.db_url = db_url;
     let server = start(cfg).await.unwrap();
     let key = server.admin_key.clone().expect("fresh data dir creates the admin key");
     let client = Client::new(&server.base_url(), &key, "default").unwrap();
@@ -225,9 +245,20 @@ async fn expired_lease_requeues_and_stale_token_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_race_runs_each_item_exactly_once() {
+    claim_race(serve(Duration::from_secs(60)).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_race_runs_each_item_exactly_once_on_postgres() {
+    if let Some(url) = fresh_postgres().await {
+        claim_race(serve_on(Duration::from_secs(60), Some(url)).await).await;
+    }
+}
+
+/// 16 agents race over 2,000 items of mixed priority through the API.
+async fn claim_race(t: TestServer) {
     const ITEMS: usize = 2000;
     const AGENTS: usize = 16;
-    let t = serve(Duration::from_secs(60)).await;
     let c = t.client.clone();
     queue(&c, "race", ResourceType::LocalContainer).await;
     image_job(&c, "j").await;
