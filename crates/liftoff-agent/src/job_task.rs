@@ -4,7 +4,7 @@ use crate::agent::AgentOptions;
 use crate::log_shipper::{LogShipper, ShipOutcome};
 use crate::materialize::materialize;
 use crate::process_runner::{self, exit_code};
-use liftoff_client::Client;
+use liftoff_client::{Client, ClientError};
 use liftoff_core::ItemEvent;
 use liftoff_core::api::{Claim, LogStream};
 use std::collections::BTreeMap;
@@ -157,8 +157,15 @@ async fn drive(
     if let Err(e) = client.report(&item.id, fence, ItemEvent::Start).await {
         tracing::warn!(item = %item.id, error = %e, "could not report start");
         let _ = std::fs::remove_dir_all(&dir);
-        // 409: we lost the item or it was stopped meanwhile; nothing more to say.
-        return if e.is_conflict() { None } else { Some(fail(format!("[agent] could not report start: {e}"))) };
+        return match &e {
+            // Another claim superseded ours: the item is not ours to report on.
+            ClientError::Api { body, .. } if body.code == "stale_fence" => None,
+            // A stop arrived while we prepared (the item is `stopping`): it never ran.
+            ClientError::Api { body, .. } if body.code == "invalid_transition" => {
+                Some(ItemEvent::Stopped { exit_code: None })
+            }
+            _ => Some(fail(format!("[agent] could not report start: {e}"))),
+        };
     }
     let command: Vec<String> = spec.entrypoint.iter().chain(spec.args.iter()).cloned().collect();
     let env = BTreeMap::from([
