@@ -23,24 +23,6 @@ async fn serve(lease_ttl: Duration) -> TestServer {
     serve_on(lease_ttl, None).await
 }
 
-/// A fresh database on the test PostgreSQL; `None` (skip) only outside CI.
-async fn fresh_postgres() -> Option<String> {
-    let Ok(admin) = std::env::var("LIFTOFF_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but LIFTOFF_TEST_POSTGRES_URL is not: PostgreSQL is missing"
-        );
-        eprintln!("skipping: LIFTOFF_TEST_POSTGRES_URL is not set");
-        return None;
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("liftoff_api_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::AnyPool::connect(&admin).await.expect("connect to PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await.unwrap();
-    pool.close().await;
-    Some(format!("{}/{name}", admin.rsplit_once('/').unwrap().0))
-}
-
 async fn serve_on(lease_ttl: Duration, db_url: Option<String>) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServerConfig::new(dir.path().to_path_buf());
@@ -250,7 +232,7 @@ async fn claim_race_runs_each_item_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_race_runs_each_item_exactly_once_on_postgres() {
-    if let Some(url) = fresh_postgres().await {
+    if let Some(url) = liftoff_store::testing::fresh_postgres_database("liftoff_api").await {
         claim_race(serve_on(Duration::from_secs(60), Some(url)).await).await;
     }
 }

@@ -17,21 +17,8 @@ async fn sqlite() -> (SqlStore, Option<tempfile::TempDir>) {
 }
 
 async fn postgres() -> Option<(SqlStore, Option<tempfile::TempDir>)> {
-    let Ok(admin) = std::env::var("LIFTOFF_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but LIFTOFF_TEST_POSTGRES_URL is not: PostgreSQL is missing"
-        );
-        eprintln!("skipping: LIFTOFF_TEST_POSTGRES_URL is not set");
-        return None;
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!("liftoff_test_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::AnyPool::connect(&admin).await.expect("connect to PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&pool).await.unwrap();
-    pool.close().await;
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
-    Some((SqlStore::connect(&format!("{base}/{name}"), 3).await.unwrap(), None))
+    let url = liftoff_store::testing::fresh_postgres_database("liftoff_test").await?;
+    Some((SqlStore::connect(&url, 3).await.unwrap(), None))
 }
 
 fn queue(name: &str, prioritization: bool) -> Queue {
