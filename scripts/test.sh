@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: starts the PostgreSQL the store tests need
-# (installing Debian's postgresql if missing), then every test of the workspace.
+# (installing Debian's postgresql if missing) and the S3 and Azure Blob
+# emulators (moto and azurite, from PyPI and npm), then every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=/dev/null
 source .ci/postgres.sh
 export LIFTOFF_TEST_POSTGRES_URL
+# shellcheck source=/dev/null
+source .ci/emulators.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// How a server runs. [`ServerConfig::new`] gives the embedded defaults.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Holds the SQLite database, blobs and `admin.key`.
@@ -12,6 +12,10 @@ pub struct ServerConfig {
     pub db_url: Option<String>,
     /// How long a claim stays valid without a heartbeat.
     pub lease_ttl: Duration,
+    /// Blob store URL (see `liftoff_store::BlobStore::open`); `<data_dir>/blobs` when `None`.
+    pub blob_store: Option<String>,
+    /// object_store options for `blob_store` (endpoint, credentials...). Never logged.
+    pub blob_options: Vec<(String, String)>,
     /// Lease expiries before an item fails.
     pub max_attempts: u32,
     /// Upper bound on a claim's long-poll wait.
@@ -30,6 +34,8 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7434)),
             data_dir,
             db_url: None,
+            blob_store: None,
+            blob_options: Vec::new(),
             lease_ttl: Duration::from_secs(30),
             max_attempts: 3,
             max_claim_wait: Duration::from_secs(30),
@@ -37,5 +43,18 @@ impl ServerConfig {
             max_blob_body: 256 << 20,
             print_admin_key: true,
         }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Database URLs and blob options may hold passwords and keys.
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("db_url", &self.db_url.as_ref().map(|_| "<set>"))
+            .field("blob_store", &self.blob_store)
+            .field("blob_options", &self.blob_options.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }

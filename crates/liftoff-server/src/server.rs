@@ -44,7 +44,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         None => format!("sqlite://{}", config.data_dir.join("liftoff.db").display()),
     };
     let store = SqlStore::connect(&url, config.max_attempts).await.context("failed to open the database")?;
-    let blobs = BlobStore::local(&config.data_dir.join("blobs"))?;
+    let blobs = match &config.blob_store {
+        Some(url) => BlobStore::open(url, &config.blob_options).context("failed to open the blob store")?,
+        None => BlobStore::local(&config.data_dir.join("blobs"))?,
+    };
     let store: Arc<dyn Store> = Arc::new(store);
 
     let now = now_ms();

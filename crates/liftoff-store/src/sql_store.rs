@@ -403,8 +403,8 @@ impl Store for SqlStore {
         rows.iter().map(decode_queue).collect()
     }
 
-    async fn add_blob(&self, entity: &str, digest: &str, size: u64, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
+    async fn add_blob(&self, entity: &str, digest: &str, size: u64, now_ms: i64) -> Result<bool, StoreError> {
+        let r = sqlx::query(
             "INSERT INTO blobs (entity, digest, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (entity, digest) DO NOTHING",
         )
         .bind(entity)
@@ -413,7 +413,7 @@ impl Store for SqlStore {
         .bind(now_ms)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     async fn has_blob(&self, entity: &str, digest: &str) -> Result<bool, StoreError> {

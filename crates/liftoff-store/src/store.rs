@@ -19,8 +19,8 @@ pub trait Store: Send + Sync {
     async fn get_queue(&self, entity: &str, name: &str) -> Result<Option<Queue>, StoreError>;
     async fn list_queues(&self, entity: &str) -> Result<Vec<Queue>, StoreError>;
 
-    /// Records that `entity` uploaded the blob `digest`.
-    async fn add_blob(&self, entity: &str, digest: &str, size: u64, now_ms: i64) -> Result<(), StoreError>;
+    /// Records that `entity` uploaded the blob `digest`; `false` when it already had.
+    async fn add_blob(&self, entity: &str, digest: &str, size: u64, now_ms: i64) -> Result<bool, StoreError>;
     async fn has_blob(&self, entity: &str, digest: &str) -> Result<bool, StoreError>;
 
     /// Adds version N+1 of the job; it takes `latest`, `vN+1` and `aliases`

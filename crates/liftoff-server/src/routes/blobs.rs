@@ -34,8 +34,9 @@ pub async fn upload(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(|e| ApiError::bad_request("archive", e.to_string()))?;
     let size = body.len() as u64;
-    let created = st.blobs.put(&digest, body).await?;
-    st.store.add_blob(&entity, &digest, size, liftoff_store::now_ms()).await?;
+    // The blob first: a recorded digest must always be downloadable.
+    st.blobs.put(&digest, body).await?;
+    let created = st.store.add_blob(&entity, &digest, size, liftoff_store::now_ms()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(BlobRef { digest, size })))
 }
