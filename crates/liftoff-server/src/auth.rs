@@ -57,6 +57,17 @@ pub fn new_key_secret() -> String {
     format!("lft_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
+/// Creates and stores a new admin key of `entity`; returns its secret, which
+/// exists nowhere else afterwards.
+pub async fn mint_admin_key(
+    store: &dyn liftoff_store::Store,
+    entity: &str,
+) -> Result<String, liftoff_store::StoreError> {
+    let (secret, rec) = new_admin_key(entity, liftoff_store::now_ms());
+    store.insert_api_key(&rec).await?;
+    Ok(secret)
+}
+
 pub fn new_admin_key(entity: &str, now_ms: i64) -> (String, ApiKeyRecord) {
     let secret = new_key_secret();
     let rec = ApiKeyRecord {

@@ -12,6 +12,6 @@ mod metrics;
 mod routes;
 mod server;
 
-pub use auth::hash_key;
+pub use auth::{hash_key, mint_admin_key};
 pub use config::ServerConfig;
 pub use server::{DEFAULT_ENTITY, RunningServer, start};

@@ -1,5 +1,5 @@
 use crate::app::{AppState, router};
-use crate::auth::new_admin_key;
+use crate::auth::mint_admin_key;
 use crate::config::ServerConfig;
 use crate::dispatch::Dispatch;
 use crate::metrics::Metrics;
@@ -53,8 +53,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let now = now_ms();
     let mut admin_key = None;
     if store.ensure_entity(DEFAULT_ENTITY, now).await? {
-        let (secret, rec) = new_admin_key(DEFAULT_ENTITY, now);
-        store.insert_api_key(&rec).await?;
+        let secret = mint_admin_key(store.as_ref(), DEFAULT_ENTITY).await?;
         let path = config.data_dir.join("admin.key");
         write_secret_file(&path, &secret).with_context(|| format!("failed to write {}", path.display()))?;
         if config.print_admin_key {

@@ -316,6 +316,12 @@ impl Store for SqlStore {
         Ok(r.rows_affected() == 1)
     }
 
+    async fn entity_exists(&self, entity: &str) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT name FROM entities WHERE name = $1").bind(entity).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
+    }
+
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         let (role, item) = match &key.role {
             KeyRole::Admin => ("admin", None),

@@ -12,6 +12,7 @@ use liftoff_core::{ItemEvent, Queue};
 pub trait Store: Send + Sync {
     /// Creates the entity if missing; `true` when it was created now.
     async fn ensure_entity(&self, entity: &str, now_ms: i64) -> Result<bool, StoreError>;
+    async fn entity_exists(&self, entity: &str) -> Result<bool, StoreError>;
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
 

@@ -63,6 +63,8 @@ async fn claim_one(s: &SqlStore, q: &str, now: i64) -> Option<liftoff_core::api:
 async fn entities_keys_and_queues(s: SqlStore) {
     assert!(s.ensure_entity("acme", 1).await.unwrap());
     assert!(!s.ensure_entity("acme", 2).await.unwrap(), "second ensure creates nothing");
+    assert!(s.entity_exists("acme").await.unwrap());
+    assert!(!s.entity_exists("nobody").await.unwrap());
     let key = ApiKeyRecord {
         id: "k1".into(),
         hash: "h1".into(),

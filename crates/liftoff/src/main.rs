@@ -50,6 +50,9 @@ enum Command {
     Agent(cmd::agent::AgentArgs),
     /// Start a throwaway server and agent and run the hello example end to end.
     Quickstart(cmd::quickstart::QuickstartArgs),
+    /// Create entities and their admin keys (on the server's database).
+    #[command(subcommand)]
+    Entity(cmd::entity::EntityCmd),
 }
 
 fn main() -> ExitCode {
@@ -94,5 +97,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(c) => cmd::run::run(&globals, c).await,
         Command::Agent(args) => cmd::agent::run(&globals, args).await,
         Command::Quickstart(args) => cmd::quickstart::run(args).await,
+        Command::Entity(c) => cmd::entity::run(c).await,
     }
 }

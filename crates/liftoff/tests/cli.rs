@@ -157,3 +157,47 @@ async fn job_create_code_and_list() {
 
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entity_create_gives_an_isolated_entity_and_a_working_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, default_key) = start_server(dir.path()).await;
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+
+    let out = liftoff_async(dir.path(), &["entity", "create", "acme", "--data-dir", data_arg]).await;
+    assert_ok(&out);
+    let key = text(&out.stdout).trim().to_string();
+    assert!(key.starts_with("lft_"), "stdout is the key alone: {key}");
+
+    let acme = ["--base-url", url.as_str(), "--api-key", key.as_str(), "-e", "acme"];
+    let out =
+        liftoff_async(dir.path(), &[&acme[..], &["queue", "create", "q", "--resource", "local-process"]].concat())
+            .await;
+    assert_ok(&out);
+    let out = liftoff_async(dir.path(), &[&acme[..], &["queue", "list", "--format", "json"]].concat()).await;
+    assert_ok(&out);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().len(), 1);
+
+    // acme's key sees nothing of `default`, and `default` sees nothing of acme
+    let out =
+        liftoff_async(dir.path(), &["--base-url", url.as_str(), "--api-key", key.as_str(), "queue", "list"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+    let g = ["--base-url", url.as_str(), "--api-key", default_key.as_str()];
+    let out = liftoff_async(dir.path(), &[&g[..], &["queue", "list", "--format", "json"]].concat()).await;
+    assert_ok(&out);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), serde_json::json!([]));
+
+    let again = liftoff_async(dir.path(), &["entity", "create", "acme", "--data-dir", data_arg]).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("already exists"), "{}", text(&again.stderr));
+    let second = liftoff_async(dir.path(), &["entity", "key", "acme", "--data-dir", data_arg]).await;
+    assert_ok(&second);
+    assert_ne!(text(&second.stdout).trim(), key, "a new key each time");
+    let nobody = liftoff_async(dir.path(), &["entity", "key", "nobody", "--data-dir", data_arg]).await;
+    assert!(text(&nobody.stderr).contains("does not exist"), "{}", text(&nobody.stderr));
+    let bad = liftoff_async(dir.path(), &["entity", "create", "../x", "--data-dir", data_arg]).await;
+    assert!(text(&bad.stderr).contains("entity name"), "{}", text(&bad.stderr));
+    server.shutdown().await;
+}
