@@ -807,17 +807,8 @@ impl Store for SqlStore {
         status: AgentStatus,
         now_ms: i64,
     ) -> Result<AgentView, StoreError> {
-        let r = sqlx::query("UPDATE agents SET status = $1, heartbeat_at = $2 WHERE entity = $3 AND id = $4")
-            .bind(status_str(status))
-            .bind(now_ms)
-            .bind(entity)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("agent '{id}'")));
-        }
-        self.agent(entity, id).await
+        let q = sqlx::query("UPDATE agents SET status = $3, heartbeat_at = $4 WHERE entity = $1 AND id = $2");
+        self.update_agent(entity, id, q.bind(entity).bind(id).bind(status_str(status)).bind(now_ms)).await
     }
 
     async fn list_agents(&self, entity: &str) -> Result<Vec<AgentView>, StoreError> {
@@ -829,15 +820,8 @@ impl Store for SqlStore {
     }
 
     async fn set_agent_stop_polling(&self, entity: &str, id: &str) -> Result<AgentView, StoreError> {
-        let r = sqlx::query("UPDATE agents SET stop_polling = 1 WHERE entity = $1 AND id = $2")
-            .bind(entity)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("agent '{id}'")));
-        }
-        self.agent(entity, id).await
+        let q = sqlx::query("UPDATE agents SET stop_polling = 1 WHERE entity = $1 AND id = $2");
+        self.update_agent(entity, id, q.bind(entity).bind(id)).await
     }
 }
 
@@ -850,6 +834,19 @@ async fn next_seq(conn: &mut AnyConnection, item_id: &str) -> Result<i64, StoreE
 }
 
 impl SqlStore {
+    /// Runs an `UPDATE agents ... WHERE entity = $1 AND id = $2` and returns the agent.
+    async fn update_agent(
+        &self,
+        entity: &str,
+        id: &str,
+        update: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<AgentView, StoreError> {
+        if update.execute(&self.pool).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("agent '{id}'")));
+        }
+        self.agent(entity, id).await
+    }
+
     async fn agent(&self, entity: &str, id: &str) -> Result<AgentView, StoreError> {
         let row = sqlx::query("SELECT * FROM agents WHERE entity = $1 AND id = $2")
             .bind(entity)
