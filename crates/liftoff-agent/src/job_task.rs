@@ -145,7 +145,7 @@ async fn drive(
     let prepared = tokio::select! {
         r = materialize(client, &spec.source, &dir) => r,
         cause = stop_cause(stop) => {
-            return stopped_before_start(cause, None);
+            return stop_outcome(cause, None);
         }
     };
     if let Err(e) = prepared {
@@ -207,7 +207,7 @@ async fn drive(
             let grace = if cause == StopCause::Requested { opts.grace } else { Duration::from_secs(5) };
             agent_line(&logs, format!("liftoff agent: stopping the run ({cause:?}); SIGTERM, then SIGKILL after {grace:?}")).await;
             let code = proc.stop(grace).await.ok().map(exit_code);
-            stopped_before_start(cause, code)
+            stop_outcome(cause, code)
         }
     };
     drop(logs);
@@ -215,7 +215,8 @@ async fn drive(
     outcome
 }
 
-fn stopped_before_start(cause: StopCause, exit_code: Option<i32>) -> Option<ItemEvent> {
+/// The event for a run ended by `cause`: none when the lease was lost.
+fn stop_outcome(cause: StopCause, exit_code: Option<i32>) -> Option<ItemEvent> {
     match cause {
         StopCause::LeaseLost => None,
         _ => Some(ItemEvent::Stopped { exit_code }),

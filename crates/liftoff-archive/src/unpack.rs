@@ -1,4 +1,4 @@
-use crate::verify::{for_each_entry, safe_relative};
+use crate::verify::for_each_entry;
 use crate::{ArchiveError, ArchiveLimits, ArchiveSummary, verify};
 use std::path::Path;
 
@@ -8,11 +8,8 @@ pub fn unpack(gz: &[u8], dest: &Path, limits: ArchiveLimits) -> Result<ArchiveSu
     let summary = verify(gz, limits)?;
     let io = |context: String| move |source| ArchiveError::Io { context, source };
     std::fs::create_dir_all(dest).map_err(io(format!("failed to create {}", dest.display())))?;
-    for_each_entry(gz, limits, |entry, _| {
-        let path = entry.path().map_err(ArchiveError::Malformed)?.into_owned();
-        let rel =
-            safe_relative(&path).map_err(|why| ArchiveError::UnsafePath { path: path.display().to_string(), why })?;
-        if let Some(parent) = dest.join(&rel).parent() {
+    for_each_entry(gz, limits, |entry, rel, _| {
+        if let Some(parent) = dest.join(rel).parent() {
             std::fs::create_dir_all(parent).map_err(io(format!("failed to create {}", parent.display())))?;
         }
         // unpack_in re-checks for '..' and refuses to write through symlinks

@@ -14,11 +14,8 @@ pub struct ArchiveSummary {
 /// Reads the whole archive and refuses it if any entry is unsafe or a limit is passed.
 pub fn verify(gz: &[u8], limits: ArchiveLimits) -> Result<ArchiveSummary, ArchiveError> {
     let mut summary = ArchiveSummary { entries: 0, unpacked_bytes: 0 };
-    for_each_entry(gz, limits, |_, _| {
+    for_each_entry(gz, limits, |_, _, size| {
         summary.entries += 1;
-        Ok(())
-    })?;
-    for_each_entry(gz, limits, |_, size| {
         summary.unpacked_bytes += size;
         Ok(())
     })?;
@@ -28,11 +25,11 @@ pub fn verify(gz: &[u8], limits: ArchiveLimits) -> Result<ArchiveSummary, Archiv
 /// The decompressed, bounded stream a [`tar::Archive`] reads from.
 pub(crate) type Tarred<'a> = std::io::Take<GzDecoder<&'a [u8]>>;
 
-/// Walks the entries, checking each; `f` gets the safe relative path and size.
+/// Walks the entries, checking each; `f` gets the entry, its safe relative path and its size.
 pub(crate) fn for_each_entry(
     gz: &[u8],
     limits: ArchiveLimits,
-    mut f: impl FnMut(&mut tar::Entry<'_, Tarred<'_>>, u64) -> Result<(), ArchiveError>,
+    mut f: impl FnMut(&mut tar::Entry<'_, Tarred<'_>>, &Path, u64) -> Result<(), ArchiveError>,
 ) -> Result<(), ArchiveError> {
     // Bound the decompressed stream too: header blocks count, and a gzip bomb
     // of padding must not run forever.
@@ -75,7 +72,7 @@ pub(crate) fn for_each_entry(
         if bytes > limits.max_unpacked_bytes {
             return Err(ArchiveError::TooLarge { what: "unpacked bytes", limit: limits.max_unpacked_bytes });
         }
-        f(&mut entry, size)?;
+        f(&mut entry, &rel, size)?;
     }
     Ok(())
 }

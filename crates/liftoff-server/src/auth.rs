@@ -68,7 +68,7 @@ pub async fn mint_admin_key(
     Ok(secret)
 }
 
-pub fn new_admin_key(entity: &str, now_ms: i64) -> (String, ApiKeyRecord) {
+fn new_admin_key(entity: &str, now_ms: i64) -> (String, ApiKeyRecord) {
     let secret = new_key_secret();
     let rec = ApiKeyRecord {
         id: uuid::Uuid::new_v4().to_string(),

@@ -811,6 +811,14 @@ impl Store for SqlStore {
         self.update_agent(entity, id, q.bind(entity).bind(id).bind(status_str(status)).bind(now_ms)).await
     }
 
+    async fn get_agent(&self, entity: &str, id: &str) -> Result<Option<AgentView>, StoreError> {
+        match self.agent(entity, id).await {
+            Ok(a) => Ok(Some(a)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn list_agents(&self, entity: &str) -> Result<Vec<AgentView>, StoreError> {
         let rows = sqlx::query("SELECT * FROM agents WHERE entity = $1 ORDER BY created_at")
             .bind(entity)

@@ -107,6 +107,7 @@ pub trait Store: Send + Sync {
         status: AgentStatus,
         now_ms: i64,
     ) -> Result<AgentView, StoreError>;
+    async fn get_agent(&self, entity: &str, id: &str) -> Result<Option<AgentView>, StoreError>;
     async fn list_agents(&self, entity: &str) -> Result<Vec<AgentView>, StoreError>;
     async fn set_agent_stop_polling(&self, entity: &str, id: &str) -> Result<AgentView, StoreError>;
 }

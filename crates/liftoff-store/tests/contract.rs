@@ -271,6 +271,8 @@ async fn agents(s: SqlStore) {
     assert!(s.set_agent_stop_polling("acme", "ag1").await.unwrap().stop_polling);
     assert!(matches!(s.agent_heartbeat("other", "ag1", AgentStatus::Running, 6).await, Err(StoreError::NotFound(_))));
     assert_eq!(s.list_agents("acme").await.unwrap().len(), 1);
+    assert_eq!(s.get_agent("acme", "ag1").await.unwrap().map(|a| a.id), Some("ag1".to_string()));
+    assert_eq!(s.get_agent("other", "ag1").await.unwrap(), None, "agents are entity-scoped");
 }
 
 macro_rules! contract {

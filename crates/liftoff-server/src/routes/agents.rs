@@ -94,8 +94,7 @@ pub async fn claim(
     let key = (entity.clone(), req.agent_id.clone());
     let known = st.known_agents.lock().unwrap_or_else(|p| p.into_inner()).contains(&key);
     if !known {
-        let agents = st.store.list_agents(&entity).await?;
-        if !agents.iter().any(|a| a.id == req.agent_id) {
+        if st.store.get_agent(&entity, &req.agent_id).await?.is_none() {
             return Err(ApiError::not_found("agent_id", format!("agent '{}' is not registered", req.agent_id)));
         }
         st.known_agents.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
