@@ -3,10 +3,10 @@
 use crate::agent::AgentOptions;
 use crate::log_shipper::{LogShipper, ShipOutcome};
 use crate::materialize::materialize;
-use crate::process_runner::{self, exit_code};
 use liftoff_client::{Client, ClientError};
 use liftoff_core::ItemEvent;
 use liftoff_core::api::{Claim, LogStream};
+use liftoff_run::process::{self as process_runner, exit_code};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};

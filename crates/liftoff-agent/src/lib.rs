@@ -7,7 +7,6 @@ mod config;
 mod job_task;
 mod log_shipper;
 mod materialize;
-mod process_runner;
 
 pub use agent::{AgentOptions, run_agent};
 pub use config::{ConfigError, LaunchConfig};

@@ -1,7 +1,7 @@
 //! The `local-process` runner: the entrypoint as a child process in its own
 //! process group, so that stopping it stops everything it started.
 
-use crate::log_shipper::LineSplitter;
+use crate::lines::LineSplitter;
 use liftoff_core::api::LogStream;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -51,7 +51,7 @@ pub fn spawn(
     Ok(RunningProcess { child, readers })
 }
 
-async fn pump(mut from: impl AsyncRead + Unpin, stream: LogStream, to: mpsc::Sender<(LogStream, String)>) {
+pub(crate) async fn pump(mut from: impl AsyncRead + Unpin, stream: LogStream, to: mpsc::Sender<(LogStream, String)>) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut lines = LineSplitter::default();
     loop {

@@ -1,0 +1,10 @@
+//! Runners: where a claimed run actually executes. `process` runs the
+//! entrypoint as a local process group; `container` runs it in a container
+//! through the Docker Engine API.
+
+pub mod lines;
+pub mod process;
+
+pub use lines::LineSplitter;
+/// A line of a run's output, tagged with the stream it came from.
+pub type LogLine = (liftoff_core::api::LogStream, String);

@@ -1,0 +1,61 @@
+//! Splitting a byte stream into lines for the log shipper.
+
+/// Longest line handed on, in bytes; longer lines are cut (the log
+/// shipper's chunk size).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Splits a byte stream into lines for the shipper. Over-long lines are cut
+/// at a UTF-8 boundary so no character is split across chunks.
+#[derive(Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=pos).collect();
+            out.push(String::from_utf8_lossy(&line).into_owned());
+        }
+        while self.pending.len() >= MAX_LINE_BYTES {
+            let cut = match std::str::from_utf8(&self.pending[..MAX_LINE_BYTES]) {
+                Ok(_) => MAX_LINE_BYTES,
+                Err(e) if e.valid_up_to() > 0 => e.valid_up_to(),
+                Err(_) => MAX_LINE_BYTES,
+            };
+            let part: Vec<u8> = self.pending.drain(..cut).collect();
+            out.push(String::from_utf8_lossy(&part).into_owned());
+        }
+        out
+    }
+
+    /// Whatever is left at end of stream.
+    pub fn finish(&mut self) -> Option<String> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let rest = std::mem::take(&mut self.pending);
+        Some(String::from_utf8_lossy(&rest).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_lines_across_reads_and_keeps_characters_whole() {
+        let mut s = LineSplitter::default();
+        assert!(s.push(b"ab").is_empty());
+        assert_eq!(s.push(b"c\nd\ne"), vec!["abc\n", "d\n"]);
+        assert_eq!(s.finish().as_deref(), Some("e"));
+        let mut long = vec![b'x'; MAX_LINE_BYTES - 1];
+        long.extend_from_slice("é".as_bytes());
+        let parts = s.push(&long);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].len(), MAX_LINE_BYTES - 1, "cut before the 2-byte character");
+        assert_eq!(s.finish().as_deref(), Some("é"));
+    }
+}
