@@ -265,6 +265,7 @@ async fn a_stop_during_preparation_ends_the_item_stopped_without_starting_it() {
             remote: format!("https://127.0.0.1:{port}/repo.git"),
             commit: "0123456789abcdef0123456789abcdef01234567".into(),
             entrypoint: vec!["sh".into(), "run.sh".into()],
+            diff_patch: None,
             build_context: None,
             dockerfile: None,
             base_image: None,

@@ -37,6 +37,10 @@ pub struct GitSource {
     pub remote: String,
     pub commit: String,
     pub entrypoint: Vec<String>,
+    /// `sha256:<hex>` of a blob holding a `git diff` applied after checkout
+    /// (uncommitted changes captured when the job was created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_patch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_context: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -135,6 +135,7 @@ async fn create(globals: &Globals, cmd: CreateCmd) -> anyhow::Result<()> {
                 remote: a.url,
                 commit: a.commit,
                 entrypoint,
+                diff_patch: None,
                 build_context: None,
                 dockerfile: None,
                 base_image: None,
