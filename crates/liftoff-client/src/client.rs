@@ -178,7 +178,28 @@ impl Client {
     }
 
     pub async fn renew_lease(&self, id: &str, fence: i64) -> Result<ItemHeartbeatResponse, ClientError> {
-        self.call(Method::POST, &format!("/items/{}/lease", enc(id)), Some(&FencedHeartbeat { fence })).await
+        let body = FencedHeartbeat { fence, resume: false };
+        self.call(Method::POST, &format!("/items/{}/lease", enc(id)), Some(&body)).await
+    }
+
+    /// A lease renewal by an agent taking a run back after a restart: the
+    /// answer also carries the next log sequence number and a new run key.
+    pub async fn resume_lease(&self, id: &str, fence: i64) -> Result<ItemHeartbeatResponse, ClientError> {
+        let body = FencedHeartbeat { fence, resume: true };
+        self.call(Method::POST, &format!("/items/{}/lease", enc(id)), Some(&body)).await
+    }
+
+    /// Records a warning on an item; `fence` is required with an admin key
+    /// and omitted with the run's own key.
+    pub async fn add_warning(
+        &self,
+        id: &str,
+        fence: Option<i64>,
+        stage: liftoff_core::Stage,
+        message: &str,
+    ) -> Result<(), ClientError> {
+        let body = AddWarning { fence, stage, message: message.to_string() };
+        self.call_empty(Method::POST, &format!("/items/{}/warnings", enc(id)), &body).await
     }
 
     pub async fn report(&self, id: &str, fence: i64, event: ItemEvent) -> Result<ItemView, ClientError> {

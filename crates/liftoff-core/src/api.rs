@@ -90,6 +90,10 @@ pub struct LaunchRequest {
     pub priority: Option<Priority>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// `{relative path of a .json/.yaml/.yml config file: partial document}`,
+    /// handed to the run (`LIFTOFF_FILE_OVERRIDES`) to merge into its files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub file_overrides: BTreeMap<String, serde_json::Value>,
 }
 
 impl Default for LaunchRequest {
@@ -102,6 +106,7 @@ impl Default for LaunchRequest {
             template_variables: BTreeMap::new(),
             priority: None,
             run_id: None,
+            file_overrides: BTreeMap::new(),
         }
     }
 }
@@ -126,9 +131,32 @@ pub struct LaunchSpec {
     pub resource_config: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// The launch replaced the job's entrypoint (refused by agents in secure mode).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub entrypoint_overridden: bool,
+    /// See [`LaunchRequest::file_overrides`]; `{}` when none.
+    #[serde(default = "empty_object")]
+    pub file_overrides: serde_json::Value,
 }
 
-/// A run-queue item and the run it became.
+/// Checks one `file_overrides` entry as the reference does: a relative path
+/// without `..`, ending in `.json`, `.yaml` or `.yml`, and an object value.
+pub fn check_file_override(path: &str, value: &serde_json::Value) -> Result<(), String> {
+    let p = std::path::Path::new(path);
+    if path.is_empty() || p.is_absolute() || path.starts_with('/') || path.contains('\\') {
+        return Err(format!("file override path '{path}' must be relative"));
+    }
+    if p.components().any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir)) {
+        return Err(format!("file override path '{path}' must stay inside the run's directory (no '..')"));
+    }
+    if ![".json", ".yaml", ".yml"].iter().any(|ext| path.ends_with(ext)) {
+        return Err(format!("file override path '{path}' must end in .json, .yaml or .yml"));
+    }
+    if !value.is_object() {
+        return Err(format!("file override for '{path}' must be an object (a partial document to merge)"));
+    }
+    Ok(())
+}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemView {
     pub id: String,
@@ -157,6 +185,35 @@ pub struct ItemView {
     /// no more chunks are accepted.
     #[serde(default)]
     pub log_archived: bool,
+    /// Where the run failed (`agent`, `build` or `run`), when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<crate::Stage>,
+    /// How many times the run was preempted and re-queued to resume.
+    #[serde(default)]
+    pub resumes: u32,
+    /// Warnings the agent or the run reported, oldest first (only filled
+    /// when a single item is read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<ItemWarning>,
+}
+
+/// A problem worth a user's attention that did not end the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemWarning {
+    pub stage: crate::Stage,
+    pub message: String,
+    pub created_at_ms: i64,
+}
+
+/// `POST /items/{id}/warnings`: by the item's agent (with its fence) or by the
+/// run itself (with its run key, no fence). The same message twice is kept once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddWarning {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<i64>,
+    pub stage: crate::Stage,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -223,12 +280,20 @@ pub struct Claim {
     /// Sequence number the first log chunk of this claim must carry
     /// (an earlier attempt may have shipped some already).
     pub log_seq_start: i64,
+    /// A key only this run may use, to read its own item and logs and to
+    /// report warnings; it stops working when the item ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FencedHeartbeat {
     pub fence: i64,
+    /// Set by an agent taking a run back after a restart: the response then
+    /// carries the sequence number of the item's next log chunk.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,6 +301,13 @@ pub struct ItemHeartbeatResponse {
     pub state: ItemState,
     pub stop_requested: bool,
     pub lease_expires_at_ms: i64,
+    /// Only when the heartbeat asked with `resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_log_seq: Option<i64>,
+    /// The run's own API key, minted anew for an agent taking the run back
+    /// after a restart (only with `resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -85,6 +85,9 @@ pub enum ItemEvent {
         reason: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exit_code: Option<i32>,
+        /// Where it failed; `agent` when not given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<Stage>,
     },
     /// A user asked for the item to be stopped.
     RequestStop,
@@ -114,6 +117,47 @@ impl ItemEvent {
     }
 }
 
+/// Where in its life a run failed or warned, as the reference reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Claiming, preparing the source, checking the spec, talking to the server.
+    Agent,
+    /// Pulling or building the image.
+    Build,
+    /// The run itself: starting it, or its exit.
+    Run,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Build => "build",
+            Self::Run => "run",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Agent, Self::Build, Self::Run]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown stage '{s}': expected agent, build or run"))
+    }
+}
+
+/// A preempted run is re-queued (same item, same run id) at most this many times.
+pub const MAX_RESUMES: u32 = 5;
+
 /// Returned when an event does not apply to the item's current state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot apply '{event}' to an item in state '{state}'")]
@@ -132,17 +176,30 @@ pub struct Item {
     pub fence: i64,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
+    /// Where the run failed, when it did.
+    pub stage: Option<Stage>,
+    /// How many times the run was preempted and re-queued (at most [`MAX_RESUMES`]).
+    pub resumes: u32,
 }
 
 impl Item {
     pub fn new() -> Self {
-        Self { state: ItemState::Pending, attempts: 0, fence: 0, exit_code: None, reason: None }
+        Self {
+            state: ItemState::Pending,
+            attempts: 0,
+            fence: 0,
+            exit_code: None,
+            reason: None,
+            stage: None,
+            resumes: 0,
+        }
     }
 
     /// Applies `event`. On error the item is unchanged.
     ///
     /// `max_attempts` bounds lease expiries: the expiry that reaches it fails
-    /// the item instead of re-queueing it.
+    /// the item instead of re-queueing it. A preemption re-queues the item
+    /// (its run resumes) until it has been re-queued [`MAX_RESUMES`] times.
     pub fn apply(&mut self, event: &ItemEvent, max_attempts: u32) -> Result<(), TransitionError> {
         use ItemState::*;
         let refuse = || TransitionError { state: self.state, event: event.name() };
@@ -156,10 +213,11 @@ impl Item {
                 self.state = Finished;
                 self.exit_code = Some(0);
             }
-            (Claimed | Running | Stopping, ItemEvent::Fail { reason, exit_code }) => {
+            (Claimed | Running | Stopping, ItemEvent::Fail { reason, exit_code, stage }) => {
                 self.state = Failed;
                 self.reason = Some(reason.clone());
                 self.exit_code = *exit_code;
+                self.stage = Some(stage.unwrap_or(Stage::Agent));
             }
             (Pending, ItemEvent::RequestStop) => {
                 self.state = Stopped;
@@ -171,7 +229,18 @@ impl Item {
                 self.state = Stopped;
                 self.exit_code = *exit_code;
             }
-            (Claimed | Running | Stopping, ItemEvent::Preempt) => self.state = Preempted,
+            // A user's stop wins over a resume.
+            (Stopping, ItemEvent::Preempt) => self.state = Stopped,
+            (Claimed | Running, ItemEvent::Preempt) if self.resumes < MAX_RESUMES => {
+                self.resumes += 1;
+                self.state = Pending;
+                self.reason =
+                    Some(format!("preempted; re-queued to resume (resume {} of {MAX_RESUMES})", self.resumes));
+            }
+            (Claimed | Running, ItemEvent::Preempt) => {
+                self.state = Preempted;
+                self.reason = Some(format!("preempted after {MAX_RESUMES} resumes; not re-queued again"));
+            }
             (Stopping, ItemEvent::LeaseExpired) => {
                 self.state = Stopped;
                 self.reason = Some("the agent's lease expired while the item was stopping".into());
@@ -180,6 +249,7 @@ impl Item {
                 self.attempts += 1;
                 if self.attempts >= max_attempts {
                     self.state = Failed;
+                    self.stage = Some(Stage::Agent);
                     self.reason = Some(format!(
                         "lease expired {} times without a heartbeat from the agent; giving up",
                         self.attempts
@@ -210,7 +280,7 @@ mod tests {
             Just(ItemEvent::Claim),
             Just(ItemEvent::Start),
             Just(ItemEvent::Finish),
-            Just(ItemEvent::Fail { reason: "x".into(), exit_code: Some(1) }),
+            Just(ItemEvent::Fail { reason: "x".into(), exit_code: Some(1), stage: Some(Stage::Run) }),
             Just(ItemEvent::RequestStop),
             Just(ItemEvent::Stopped { exit_code: None }),
             Just(ItemEvent::Preempt),
@@ -245,6 +315,8 @@ mod tests {
                 prop_assert!(item.fence >= last_fence, "fence went backwards");
                 last_fence = item.fence;
                 prop_assert!(item.attempts <= max);
+                prop_assert!(item.resumes <= MAX_RESUMES);
+                prop_assert_eq!(item.stage.is_some(), item.state == ItemState::Failed);
             }
         }
     }
@@ -286,5 +358,42 @@ mod tests {
         j.apply(&ItemEvent::Stopped { exit_code: Some(143) }, 3).unwrap();
         assert_eq!(j.state, ItemState::Stopped);
         assert!(j.apply(&ItemEvent::Finish, 3).is_err());
+    }
+}
+
+#[cfg(test)]
+mod preemption_tests {
+    use super::*;
+
+    #[test]
+    fn preemption_requeues_five_times_then_ends_preempted() {
+        let mut i = Item::new();
+        for resume in 1..=MAX_RESUMES {
+            i.apply(&ItemEvent::Claim, 3).unwrap();
+            i.apply(&ItemEvent::Start, 3).unwrap();
+            i.apply(&ItemEvent::Preempt, 3).unwrap();
+            assert_eq!((i.state, i.resumes), (ItemState::Pending, resume));
+        }
+        i.apply(&ItemEvent::Claim, 3).unwrap();
+        i.apply(&ItemEvent::Preempt, 3).unwrap();
+        assert_eq!((i.state, i.resumes), (ItemState::Preempted, MAX_RESUMES));
+        assert_eq!(i.attempts, 0, "a preemption is not a failed attempt");
+    }
+
+    #[test]
+    fn stop_wins_over_preemption_and_failures_carry_a_stage() {
+        let mut i = Item::new();
+        i.apply(&ItemEvent::Claim, 3).unwrap();
+        i.apply(&ItemEvent::RequestStop, 3).unwrap();
+        i.apply(&ItemEvent::Preempt, 3).unwrap();
+        assert_eq!(i.state, ItemState::Stopped);
+        let mut j = Item::new();
+        j.apply(&ItemEvent::Claim, 3).unwrap();
+        j.apply(&ItemEvent::Fail { reason: "pull".into(), exit_code: None, stage: Some(Stage::Build) }, 3).unwrap();
+        assert_eq!(j.stage, Some(Stage::Build));
+        let mut k = Item::new();
+        k.apply(&ItemEvent::Claim, 3).unwrap();
+        k.apply(&ItemEvent::Fail { reason: "x".into(), exit_code: None, stage: None }, 3).unwrap();
+        assert_eq!(k.stage, Some(Stage::Agent));
     }
 }

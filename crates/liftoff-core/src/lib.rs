@@ -5,12 +5,14 @@
 pub mod api;
 pub mod item;
 pub mod job;
+pub mod macros;
 pub mod priority;
 pub mod queue;
 pub mod resource;
+pub mod run_env;
 pub mod template;
 
-pub use item::{Item, ItemEvent, ItemState, TransitionError};
+pub use item::{Item, ItemEvent, ItemState, MAX_RESUMES, Stage, TransitionError};
 pub use job::{JobRef, JobSource, JobSourceSpec};
 pub use priority::Priority;
 pub use queue::{Queue, TemplateVariable, VarKind};

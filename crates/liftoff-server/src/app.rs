@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/entities/{entity}/items/{id}/stop", post(routes::items::stop))
         .route("/entities/{entity}/items/{id}/lease", post(routes::leases::renew))
         .route("/entities/{entity}/items/{id}/events", post(routes::leases::event))
+        .route("/entities/{entity}/items/{id}/warnings", post(routes::items::add_warning))
         .route("/entities/{entity}/items/{id}/logs", post(routes::logs::append).get(routes::logs::read))
         .route("/entities/{entity}/agents", post(routes::agents::register).get(routes::agents::list))
         .route("/entities/{entity}/agents/{id}/heartbeat", post(routes::agents::heartbeat))

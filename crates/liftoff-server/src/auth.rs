@@ -68,6 +68,29 @@ pub async fn mint_admin_key(
     Ok(secret)
 }
 
+/// Longest a run key lives; it also stops working as soon as its run ends.
+pub const RUN_KEY_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Creates and stores a key that only the run of `item_id` may use.
+pub async fn mint_run_key(
+    store: &dyn liftoff_store::Store,
+    entity: &str,
+    item_id: &str,
+    now_ms: i64,
+) -> Result<String, liftoff_store::StoreError> {
+    let secret = new_key_secret();
+    let rec = ApiKeyRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        hash: hash_key(&secret),
+        entity: entity.to_string(),
+        role: KeyRole::Run { item_id: item_id.to_string() },
+        created_at_ms: now_ms,
+        expires_at_ms: Some(now_ms + RUN_KEY_TTL_MS),
+    };
+    store.insert_api_key(&rec).await?;
+    Ok(secret)
+}
+
 fn new_admin_key(entity: &str, now_ms: i64) -> (String, ApiKeyRecord) {
     let secret = new_key_secret();
     let rec = ApiKeyRecord {

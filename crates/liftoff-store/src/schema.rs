@@ -24,6 +24,8 @@ pub(crate) fn items_table(seq_column: &str) -> String {
         started_at BIGINT,
         ended_at BIGINT,
         log_archived BIGINT NOT NULL DEFAULT 0,
+        stage TEXT,
+        resumes BIGINT NOT NULL DEFAULT 0,
         UNIQUE (entity, run_id)
     )"
     )
@@ -89,6 +91,13 @@ pub(crate) const COMMON: &[&str] = &[
         data TEXT NOT NULL,
         PRIMARY KEY (item_id, seq)
     )",
+    "CREATE TABLE IF NOT EXISTS item_warnings (
+        item_id TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (item_id, stage, message)
+    )",
     "CREATE TABLE IF NOT EXISTS agents (
         id TEXT PRIMARY KEY,
         entity TEXT NOT NULL,
@@ -101,3 +110,8 @@ pub(crate) const COMMON: &[&str] = &[
         created_at BIGINT NOT NULL
     )",
 ];
+
+/// Columns added to `items` after its first release: `(name, definition)`.
+/// Added on start to databases created before them.
+pub(crate) const ITEMS_ADDED_COLUMNS: &[(&str, &str)] =
+    &[("stage", "stage TEXT"), ("resumes", "resumes BIGINT NOT NULL DEFAULT 0")];

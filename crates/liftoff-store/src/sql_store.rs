@@ -1,7 +1,9 @@
 use crate::{ApiKeyRecord, Claimed, KeyRole, NewItem, NewJobVersion, Store, StoreError, schema};
 use async_trait::async_trait;
-use liftoff_core::api::{AgentStatus, AgentView, ItemView, JobView, LaunchSpec, LogChunk, LogStream, RegisterAgent};
-use liftoff_core::{Item, ItemEvent, ItemState, Priority, Queue, ResourceType};
+use liftoff_core::api::{
+    AgentStatus, AgentView, ItemView, ItemWarning, JobView, LaunchSpec, LogChunk, LogStream, RegisterAgent,
+};
+use liftoff_core::{Item, ItemEvent, ItemState, Priority, Queue, ResourceType, Stage};
 use sqlx::AnyConnection;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
@@ -29,7 +31,7 @@ pub struct SqlStore {
 }
 
 const ITEM_COLS: &str = "id, run_id, entity, queue, state, priority, attempts, fence, spec, agent_id, exit_code, reason, \
-     created_at, lease_expires_at, started_at, ended_at, log_archived";
+     created_at, lease_expires_at, started_at, ended_at, log_archived, stage, resumes";
 
 impl SqlStore {
     /// Opens (creating if needed) the database at `url`: `sqlite://PATH` or `postgres://...`.
@@ -93,10 +95,38 @@ impl SqlStore {
                 break;
             }
         }
+        if result.is_ok() {
+            result = self.add_missing_item_columns(&mut conn).await;
+        }
         if self.dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_unlock(7434001)").execute(&mut *conn).await?;
         }
         result
+    }
+
+    /// Brings an `items` table made by an older version up to date.
+    async fn add_missing_item_columns(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        let present: Vec<String> = match self.dialect {
+            Dialect::Sqlite => sqlx::query("SELECT name FROM pragma_table_info('items')").fetch_all(&mut *conn).await?,
+            Dialect::Postgres => {
+                sqlx::query(
+                    "SELECT CAST(column_name AS TEXT) AS name FROM information_schema.columns \
+                     WHERE table_name = 'items' AND table_schema = current_schema()",
+                )
+                .fetch_all(&mut *conn)
+                .await?
+            }
+        }
+        .iter()
+        .map(|r| r.try_get::<String, _>("name"))
+        .collect::<Result<_, _>>()?;
+        for (name, definition) in schema::ITEMS_ADDED_COLUMNS {
+            if !present.iter().any(|p| p == name) {
+                let ddl = format!("ALTER TABLE items ADD COLUMN {definition}");
+                sqlx::query(AssertSqlSafe(ddl)).execute(&mut *conn).await?;
+            }
+        }
+        Ok(())
     }
 
     /// ` FOR UPDATE` on PostgreSQL; SQLite locks the whole database instead.
@@ -162,6 +192,8 @@ impl SqlStore {
             fence: view.fence,
             exit_code: view.exit_code,
             reason: view.reason.clone(),
+            stage: view.stage,
+            resumes: view.resumes,
         };
         item.apply(event, self.max_attempts)?;
         view.state = item.state;
@@ -169,6 +201,8 @@ impl SqlStore {
         view.fence = item.fence;
         view.exit_code = item.exit_code;
         view.reason = item.reason;
+        view.stage = item.stage;
+        view.resumes = item.resumes;
         match item.state {
             ItemState::Claimed => {
                 let (agent, ttl) = claim.unwrap_or(("", 0));
@@ -188,7 +222,8 @@ impl SqlStore {
         }
         let done = sqlx::query(
             "UPDATE items SET state = $1, attempts = $2, fence = $3, exit_code = $4, reason = $5, agent_id = $6, \
-             lease_expires_at = $7, started_at = $8, ended_at = $9 WHERE id = $10 AND state = $11 AND fence = $12",
+             lease_expires_at = $7, started_at = $8, ended_at = $9, stage = $10, resumes = $11 \
+             WHERE id = $12 AND state = $13 AND fence = $14",
         )
         .bind(view.state.as_str())
         .bind(i64::from(view.attempts))
@@ -199,6 +234,8 @@ impl SqlStore {
         .bind(view.lease_expires_at_ms)
         .bind(view.started_at_ms)
         .bind(view.ended_at_ms)
+        .bind(view.stage.map(|s| s.as_str()))
+        .bind(i64::from(view.resumes))
         .bind(&view.id)
         .bind(old_state.as_str())
         .bind(old_fence)
@@ -251,6 +288,12 @@ fn decode_item(r: &AnyRow) -> Result<ItemView, StoreError> {
         started_at_ms: r.try_get("started_at")?,
         ended_at_ms: r.try_get("ended_at")?,
         log_archived: r.try_get::<i64, _>("log_archived")? != 0,
+        stage: r
+            .try_get::<Option<String>, _>("stage")?
+            .map(|s| Stage::from_str(&s).map_err(|e| corrupt("item stage", e)))
+            .transpose()?,
+        resumes: u32::try_from(r.try_get::<i64, _>("resumes")?).map_err(|e| corrupt("item resumes", e))?,
+        warnings: Vec::new(),
     })
 }
 
@@ -825,6 +868,63 @@ impl Store for SqlStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(decode_agent).collect()
+    }
+
+    async fn add_warning(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: Option<i64>,
+        stage: Stage,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let view = self.load_item(&mut tx, entity, id, true).await?;
+        if let Some(sent) = fence
+            && sent != view.fence
+        {
+            return Err(StoreError::StaleFence { item: view.id, sent, current: view.fence });
+        }
+        let done = sqlx::query(
+            "INSERT INTO item_warnings (item_id, stage, message, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (item_id, stage, message) DO NOTHING",
+        )
+        .bind(&view.id)
+        .bind(stage.as_str())
+        .bind(message)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_warnings(&self, entity: &str, id: &str) -> Result<Vec<ItemWarning>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let view = self.load_item(&mut conn, entity, id, false).await?;
+        let rows = sqlx::query(
+            "SELECT stage, message, created_at FROM item_warnings WHERE item_id = $1 ORDER BY created_at, message",
+        )
+        .bind(&view.id)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let stage: String = r.try_get("stage")?;
+                Ok(ItemWarning {
+                    stage: Stage::from_str(&stage).map_err(|e| corrupt("warning stage", e))?,
+                    message: r.try_get("message")?,
+                    created_at_ms: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_log_seq(&self, entity: &str, id: &str) -> Result<i64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let view = self.load_item(&mut conn, entity, id, false).await?;
+        next_seq(&mut conn, &view.id).await
     }
 
     async fn set_agent_stop_polling(&self, entity: &str, id: &str) -> Result<AgentView, StoreError> {

@@ -1,7 +1,7 @@
 use crate::{ApiKeyRecord, Claimed, NewItem, NewJobVersion, StoreError};
 use async_trait::async_trait;
-use liftoff_core::api::{AgentStatus, AgentView, ItemView, JobView, LogChunk, LogStream, RegisterAgent};
-use liftoff_core::{ItemEvent, Queue};
+use liftoff_core::api::{AgentStatus, AgentView, ItemView, ItemWarning, JobView, LogChunk, LogStream, RegisterAgent};
+use liftoff_core::{ItemEvent, Queue, Stage};
 
 /// Everything the control plane persists. Every item state change goes
 /// through [`liftoff_core::Item::apply`] inside the implementation, guarded by
@@ -110,4 +110,19 @@ pub trait Store: Send + Sync {
     async fn get_agent(&self, entity: &str, id: &str) -> Result<Option<AgentView>, StoreError>;
     async fn list_agents(&self, entity: &str) -> Result<Vec<AgentView>, StoreError>;
     async fn set_agent_stop_polling(&self, entity: &str, id: &str) -> Result<AgentView, StoreError>;
+
+    /// Records a warning on an item (checked against `fence` when given);
+    /// `false` when the same stage and message were already recorded.
+    async fn add_warning(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: Option<i64>,
+        stage: Stage,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    async fn list_warnings(&self, entity: &str, id: &str) -> Result<Vec<ItemWarning>, StoreError>;
+    /// The sequence number the item's next log chunk must carry.
+    async fn next_log_seq(&self, entity: &str, id: &str) -> Result<i64, StoreError>;
 }

@@ -51,6 +51,8 @@ fn item(id: &str, queue: &str, priority: Priority, prioritized: bool) -> NewItem
             resource: ResourceType::LocalProcess,
             resource_config: serde_json::json!({}),
             runtime: None,
+            entrypoint_overridden: false,
+            file_overrides: serde_json::json!({}),
         },
         now_ms: 1,
     }
@@ -164,8 +166,15 @@ async fn stale_fences_are_refused_and_change_nothing(s: SqlStore) {
     assert!(running.started_at_ms.is_some());
     let done = s.apply_event("acme", "i", Some(2), &ItemEvent::Finish, TTL + 5).await.unwrap();
     assert_eq!((done.state, done.exit_code, done.ended_at_ms), (ItemState::Finished, Some(0), Some(TTL + 5)));
-    let again =
-        s.apply_event("acme", "i", Some(2), &ItemEvent::Fail { reason: "x".into(), exit_code: None }, TTL + 6).await;
+    let again = s
+        .apply_event(
+            "acme",
+            "i",
+            Some(2),
+            &ItemEvent::Fail { reason: "x".into(), exit_code: None, stage: None },
+            TTL + 6,
+        )
+        .await;
     assert!(matches!(again, Err(StoreError::Transition(_))), "terminal states are never left");
 }
 

@@ -109,7 +109,14 @@ pub async fn claim(
         if let Some(claimed) = st.store.claim(&entity, &req.queues, &req.agent_id, now, ttl).await? {
             Metrics::inc(&st.metrics.items_claimed);
             let fence = claimed.item.fence;
-            let claim = Claim { item: claimed.item, fence, lease_ttl_ms: ttl, log_seq_start: claimed.log_seq_start };
+            let run_api_key = crate::auth::mint_run_key(st.store.as_ref(), &entity, &claimed.item.id, now).await?;
+            let claim = Claim {
+                item: claimed.item,
+                fence,
+                lease_ttl_ms: ttl,
+                log_seq_start: claimed.log_seq_start,
+                run_api_key: Some(run_api_key),
+            };
             return Ok(Json(claim).into_response());
         }
         let now = tokio::time::Instant::now();

@@ -6,10 +6,11 @@ use crate::metrics::Metrics;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use liftoff_core::api::{ItemView, LaunchRequest, LaunchResponse, LaunchSpec};
+use liftoff_core::api::{AddWarning, ItemView, LaunchRequest, LaunchResponse, LaunchSpec};
 use liftoff_core::queue::validate_name;
 use liftoff_core::template::render;
 use liftoff_core::{ItemEvent, JobRef, JobSource, ResourceType};
+use liftoff_store::KeyRole;
 use liftoff_store::NewItem;
 use serde::Deserialize;
 
@@ -62,6 +63,11 @@ pub async fn launch(
     }
     let resource_config = render(&queue.config, &queue.template_variables, &req.template_variables, &queue.name)
         .map_err(|e| ApiError::bad_request(format!("template_variables.{}", e.variable), e.message))?;
+    for (path, value) in &req.file_overrides {
+        liftoff_core::api::check_file_override(path, value)
+            .map_err(|m| ApiError::bad_request(format!("file_overrides.{path}"), m))?;
+    }
+    let entrypoint_overridden = req.entrypoint.is_some();
     let entrypoint = match req.entrypoint {
         Some(ep) if ep.is_empty() => return Err(ApiError::bad_request("entrypoint", "entrypoint must not be empty")),
         Some(ep) => ep,
@@ -77,6 +83,8 @@ pub async fn launch(
         resource: queue.resource,
         resource_config,
         runtime: job.runtime.clone(),
+        entrypoint_overridden,
+        file_overrides: serde_json::to_value(&req.file_overrides).unwrap_or_else(|_| liftoff_core::api::empty_object()),
     };
     let item = NewItem {
         id: uuid::Uuid::new_v4().to_string(),
@@ -116,7 +124,8 @@ pub async fn show(
     caller: Caller,
     Path((entity, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ItemView>> {
-    let item = readable_item(&st, &caller, &entity, &id).await?;
+    let mut item = readable_item(&st, &caller, &entity, &id).await?;
+    item.warnings = st.store.list_warnings(&entity, &item.id).await?;
     Ok(Json(item))
 }
 
@@ -130,7 +139,40 @@ pub async fn readable_item(st: &AppState, caller: &Caller, entity: &str, id: &st
         .await?
         .ok_or_else(|| ApiError::not_found("id", format!("run '{id}' not found")))?;
     caller.reader_of(entity, &item.id)?;
+    if matches!(caller.role, KeyRole::Run { .. }) && item.state.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("this run key expired when run '{}' ended", item.run_id),
+        ));
+    }
     Ok(item)
+}
+
+/// `POST /items/{id}/warnings`: the item's agent (admin key and fence) or the
+/// run itself (its run key) records a warning. Repeats are kept once.
+pub async fn add_warning(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<AddWarning>,
+) -> ApiResult<StatusCode> {
+    let item = readable_item(&st, &caller, &entity, &id).await?;
+    let message = req.message.trim();
+    if message.is_empty() || message.len() > 4096 {
+        return Err(ApiError::bad_request("message", "a warning needs a message of 1 to 4096 bytes"));
+    }
+    let fence = match caller.role {
+        KeyRole::Admin => {
+            Some(req.fence.ok_or_else(|| ApiError::bad_request("fence", "an agent must send its fencing token"))?)
+        }
+        KeyRole::Run { .. } => None,
+    };
+    let added = super::leases::observe(
+        &st,
+        st.store.add_warning(&entity, &item.id, fence, req.stage, message, liftoff_store::now_ms()).await,
+    )?;
+    Ok(if added { StatusCode::CREATED } else { StatusCode::OK })
 }
 
 /// `POST /items/{id}/stop`: a pending item stops at once; a held one becomes

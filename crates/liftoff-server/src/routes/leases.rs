@@ -27,11 +27,20 @@ pub async fn renew(
 ) -> ApiResult<Json<ItemHeartbeatResponse>> {
     caller.admin(&entity)?;
     let ttl = st.config.lease_ttl.as_millis() as i64;
-    let item = observe(&st, st.store.renew_lease(&entity, &id, req.fence, liftoff_store::now_ms(), ttl).await)?;
+    let now = liftoff_store::now_ms();
+    let item = observe(&st, st.store.renew_lease(&entity, &id, req.fence, now, ttl).await)?;
+    let (next_log_seq, run_api_key) = if req.resume {
+        let seq = st.store.next_log_seq(&entity, &item.id).await?;
+        (Some(seq), Some(crate::auth::mint_run_key(st.store.as_ref(), &entity, &item.id, now).await?))
+    } else {
+        (None, None)
+    };
     Ok(Json(ItemHeartbeatResponse {
         state: item.state,
         stop_requested: item.state == ItemState::Stopping,
         lease_expires_at_ms: item.lease_expires_at_ms.unwrap_or_default(),
+        next_log_seq,
+        run_api_key,
     }))
 }
 
@@ -57,5 +66,9 @@ pub async fn event(
     }
     let item =
         observe(&st, st.store.apply_event(&entity, &id, Some(req.fence), &req.event, liftoff_store::now_ms()).await)?;
+    if item.state == ItemState::Pending {
+        // a preempted run went back on its queue: wake waiting agents
+        st.dispatch.notify();
+    }
     Ok(Json(item))
 }

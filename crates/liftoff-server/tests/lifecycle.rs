@@ -1,0 +1,165 @@
+//! Run lifecycle over real HTTP: preemption re-queues the same run with a
+//! resume count (at most five times), failures keep their stage, warnings are
+//! recorded once, run keys are scoped to their run and die with it, and an
+//! agent taking a run back after a restart learns where its log continues.
+
+use liftoff_client::{Client, ClientError};
+use liftoff_core::api::*;
+use liftoff_core::job::{ImageSource, JobSourceSpec};
+use liftoff_core::{ItemEvent, ItemState, MAX_RESUMES, ResourceType, Stage};
+use liftoff_server::{RunningServer, ServerConfig, start};
+use std::time::Duration;
+
+struct T {
+    server: RunningServer,
+    client: Client,
+    agent: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(dir.path().to_path_buf());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.print_admin_key = false;
+    let server = start(cfg).await.unwrap();
+    let client = Client::new(&server.base_url(), server.admin_key.as_deref().unwrap(), "default").unwrap();
+    client
+        .create_queue(&CreateQueue {
+            name: "q".into(),
+            resource: ResourceType::LocalContainer,
+            config: empty_object(),
+            template_variables: vec![],
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+    client
+        .create_job(&CreateJob {
+            project: "default".into(),
+            name: "img".into(),
+            source: JobSourceSpec {
+                image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }),
+                ..Default::default()
+            },
+            aliases: vec![],
+            runtime: None,
+        })
+        .await
+        .unwrap();
+    let agent = client
+        .register_agent(&RegisterAgent {
+            queues: vec!["q".into()],
+            hostname: "t".into(),
+            max_jobs: -1,
+            version: "t".into(),
+        })
+        .await
+        .unwrap()
+        .id;
+    T { server, client, agent, _dir: dir }
+}
+
+impl T {
+    async fn claim(&self) -> Claim {
+        self.client.claim(&self.agent, &["q".to_string()], Duration::from_millis(500)).await.unwrap().expect("an item")
+    }
+}
+
+fn status(r: Result<impl std::fmt::Debug, ClientError>) -> (u16, String) {
+    match r {
+        Err(ClientError::Api { status, body }) => (status, body.code),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_requeues_the_same_run_five_times_then_ends_preempted() {
+    let t = setup().await;
+    let launched = t.client.launch("q", &LaunchRequest { job: "img".into(), ..Default::default() }).await.unwrap();
+    for resume in 1..=MAX_RESUMES {
+        let c = t.claim().await;
+        assert_eq!((c.item.run_id.as_str(), c.item.resumes), (launched.run_id.as_str(), resume - 1));
+        t.client.report(&c.item.id, c.fence, ItemEvent::Start).await.unwrap();
+        let v = t.client.report(&c.item.id, c.fence, ItemEvent::Preempt).await.unwrap();
+        assert_eq!((v.state, v.resumes), (ItemState::Pending, resume));
+        // the old claim's token is dead: a late write from it is refused
+        let (code, _) = status(t.client.report(&c.item.id, c.fence, ItemEvent::Finish).await);
+        assert_eq!(code, 409);
+    }
+    let c = t.claim().await;
+    assert_eq!(c.item.resumes, MAX_RESUMES);
+    let v = t.client.report(&c.item.id, c.fence, ItemEvent::Preempt).await.unwrap();
+    assert_eq!(v.state, ItemState::Preempted);
+    assert!(v.reason.unwrap().contains("not re-queued"));
+    assert!(t.client.claim(&t.agent, &["q".to_string()], Duration::ZERO).await.unwrap().is_none());
+    assert_eq!(t.client.get_item(&launched.run_id).await.unwrap().attempts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_keep_their_stage_and_warnings_are_recorded_once() {
+    let t = setup().await;
+    t.client.launch("q", &LaunchRequest { job: "img".into(), ..Default::default() }).await.unwrap();
+    let c = t.claim().await;
+    for _ in 0..2 {
+        t.client
+            .add_warning(&c.item.id, Some(c.fence), Stage::Build, "pull failed; using the local image")
+            .await
+            .unwrap();
+    }
+    t.client.add_warning(&c.item.id, Some(c.fence), Stage::Agent, "another").await.unwrap();
+    let (code, _) = status(t.client.add_warning(&c.item.id, Some(c.fence + 1), Stage::Run, "stale").await);
+    assert_eq!(code, 409);
+    let (code, field) = match t.client.add_warning(&c.item.id, None, Stage::Run, "no fence").await {
+        Err(ClientError::Api { status, body }) => (status, body.field),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((code, field.as_deref()), (400, Some("fence")));
+    let fail = ItemEvent::Fail { reason: "image not found".into(), exit_code: None, stage: Some(Stage::Build) };
+    t.client.report(&c.item.id, c.fence, fail).await.unwrap();
+    let v = t.client.get_item(&c.item.id).await.unwrap();
+    assert_eq!((v.state, v.stage), (ItemState::Failed, Some(Stage::Build)));
+    let warnings: Vec<(Stage, &str)> = v.warnings.iter().map(|w| (w.stage, w.message.as_str())).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.contains(&(Stage::Build, "pull failed; using the local image")));
+    // lists stay light: warnings only come with a single item
+    assert!(t.client.list_items(None, 10).await.unwrap().iter().all(|i| i.warnings.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_keys_see_only_their_run_and_die_with_it() {
+    let t = setup().await;
+    for _ in 0..2 {
+        t.client.launch("q", &LaunchRequest { job: "img".into(), ..Default::default() }).await.unwrap();
+    }
+    let (a, b) = (t.claim().await, t.claim().await);
+    let key = a.run_api_key.clone().expect("a claim carries a run key");
+    let as_run = Client::new(&t.server.base_url(), &key, "default").unwrap();
+    assert_eq!(as_run.get_item(&a.item.id).await.unwrap().id, a.item.id);
+    as_run.add_warning(&a.item.id, None, Stage::Run, "from the run itself").await.unwrap();
+    assert_eq!(status(as_run.get_item(&b.item.id).await).0, 403);
+    assert_eq!(status(as_run.list_queues().await).0, 403);
+    assert_eq!(status(as_run.launch("q", &LaunchRequest { job: "img".into(), ..Default::default() }).await).0, 403);
+    t.client.report(&a.item.id, a.fence, ItemEvent::Start).await.unwrap();
+    t.client.report(&a.item.id, a.fence, ItemEvent::Finish).await.unwrap();
+    assert_eq!(status(as_run.get_item(&a.item.id).await), (401, "unauthorized".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_lease_gives_the_next_log_sequence_and_a_fresh_run_key() {
+    let t = setup().await;
+    t.client.launch("q", &LaunchRequest { job: "img".into(), ..Default::default() }).await.unwrap();
+    let c = t.claim().await;
+    for seq in 0..3 {
+        let chunk = AppendLog { fence: c.fence, seq, stream: LogStream::Stdout, data: format!("line {seq}\n") };
+        t.client.append_log(&c.item.id, &chunk).await.unwrap();
+    }
+    let plain = t.client.renew_lease(&c.item.id, c.fence).await.unwrap();
+    assert_eq!((plain.next_log_seq, plain.run_api_key.is_some()), (None, false));
+    let resumed = t.client.resume_lease(&c.item.id, c.fence).await.unwrap();
+    assert_eq!(resumed.next_log_seq, Some(3));
+    let key = resumed.run_api_key.expect("a new run key");
+    let as_run = Client::new(&t.server.base_url(), &key, "default").unwrap();
+    assert_eq!(as_run.get_item(&c.item.id).await.unwrap().id, c.item.id);
+    assert_eq!(status(t.client.resume_lease(&c.item.id, c.fence + 1).await).0, 409);
+}

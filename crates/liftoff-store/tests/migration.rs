@@ -1,0 +1,38 @@
+//! A database made by an older version gains the columns added since, and
+//! keeps its rows.
+
+use liftoff_store::{SqlStore, Store};
+
+#[tokio::test]
+async fn an_older_items_table_gains_the_new_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let url = format!("sqlite://{}", path.display());
+    {
+        // the items table as the first release made it, with one finished row
+        let store = SqlStore::connect(&url, 3).await.unwrap();
+        drop(store);
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("ALTER TABLE items DROP COLUMN stage").execute(&pool).await.unwrap();
+        sqlx::query("ALTER TABLE items DROP COLUMN resumes").execute(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO items (id, run_id, entity, queue, state, priority, sort_prio, spec, created_at) \
+             VALUES ('i1', 'r1', 'acme', 'q', 'finished', 2, 2, $1, 1)",
+        )
+        .bind(
+            serde_json::json!({
+                "job": "acme/p/j:v1", "project": "p", "source": {"type": "image", "image": "busybox"},
+                "entrypoint": [], "args": [], "run_config": {}, "resource": "local-process", "resource_config": {}
+            })
+            .to_string(),
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let store = SqlStore::connect(&url, 3).await.unwrap();
+    let item = store.get_item("acme", "r1").await.unwrap().expect("the old row is still there");
+    assert_eq!((item.resumes, item.stage), (0, None));
+    assert_eq!(item.spec.file_overrides, serde_json::json!({}), "old specs read with the new defaults");
+}
