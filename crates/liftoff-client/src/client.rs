@@ -42,6 +42,19 @@ impl Client {
         &self.entity
     }
 
+    /// The same client for another entity.
+    pub fn with_entity(&self, entity: &str) -> Self {
+        Self { entity: entity.to_string(), ..self.clone() }
+    }
+
+    /// The entity and role of this client's key (needs no entity).
+    pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
+        let url = format!("{}/api/v1/whoami", self.base);
+        let rb = self.http.get(&url).bearer_auth(&self.key).timeout(Duration::from_secs(30));
+        let (_, bytes) = Self::send(&url, rb).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, detail: e.to_string() })
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base
     }

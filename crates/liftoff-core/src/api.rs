@@ -354,6 +354,14 @@ pub struct LogPage {
     pub complete: bool,
 }
 
+/// `GET /whoami`: what the caller's key is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub entity: String,
+    /// `admin` or `run`.
+    pub role: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlobRef {
     pub digest: String,

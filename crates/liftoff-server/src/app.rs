@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/entities/{entity}/agents/{id}/heartbeat", post(routes::agents::heartbeat))
         .route("/entities/{entity}/agents/{id}/stop-polling", post(routes::agents::stop_polling))
         .route("/entities/{entity}/claims", post(routes::agents::claim))
+        .route("/whoami", get(routes::meta::whoami))
         .route("/openapi.json", get(routes::meta::openapi));
     Router::new()
         .nest("/api/v1", api)

@@ -163,3 +163,13 @@ async fn resuming_a_lease_gives_the_next_log_sequence_and_a_fresh_run_key() {
     assert_eq!(as_run.get_item(&c.item.id).await.unwrap().id, c.item.id);
     assert_eq!(status(t.client.resume_lease(&c.item.id, c.fence + 1).await).0, 409);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_names_the_entity_of_a_key() {
+    let t = setup().await;
+    let elsewhere = t.client.with_entity("not-this-one");
+    let me = elsewhere.whoami().await.unwrap();
+    assert_eq!((me.entity.as_str(), me.role.as_str()), ("default", "admin"));
+    let bad = Client::new(&t.server.base_url(), "lft_nope", "default").unwrap();
+    assert_eq!(status(bad.whoami().await).0, 401);
+}
