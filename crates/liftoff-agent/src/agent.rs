@@ -4,6 +4,7 @@
 use crate::job_task::{JobOutcome, run_job};
 use liftoff_client::Client;
 use liftoff_core::api::{AgentStatus, Claim, RegisterAgent};
+use liftoff_core::{ItemEvent, Stage};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -20,14 +21,61 @@ pub struct AgentOptions {
     pub max_jobs: i64,
     /// Per-run directories are made under it.
     pub work_dir: PathBuf,
-    /// On shutdown, how long running jobs may go on before they are stopped;
-    /// also the SIGTERM-to-SIGKILL grace of a requested stop.
+    /// On shutdown, how long running jobs may go on before they are stopped.
     pub grace: Duration,
+    /// `stopped_run_timeout`: after a user's stop request, how long a run may
+    /// take to exit after SIGTERM before it is killed.
+    pub stop_timeout: Duration,
+    /// A run that has not started (source fetched, image pulled, process or
+    /// container started) this long after its claim is cancelled and failed.
+    pub start_timeout: Duration,
+    /// Refuse launches that override the entrypoint or the container command.
+    pub secure_mode: bool,
+    /// Allow plain `http://` git remotes (loopback test servers, trusted LANs).
+    pub allow_http_git: bool,
+    /// Labels this agent's containers, so that the agent started again after a
+    /// crash finds and re-adopts them. Stable across restarts; one agent per
+    /// key and host. Empty: `HOSTNAME/ENTITY/QUEUES`.
+    pub agent_key: String,
+    /// Where the per-key lock file lives.
+    pub lock_dir: PathBuf,
+    /// The Docker engine for local-container runs: `unix://...` or
+    /// `tcp://...`; `None` means `DOCKER_HOST`, else the default socket.
+    pub docker_host: Option<String>,
+    /// The Docker client config dir whose `config.json` holds registry
+    /// credentials; `None` means `DOCKER_CONFIG`, else `~/.docker`.
+    pub docker_config: Option<PathBuf>,
+    /// Filled in by [`run_agent`] once the server has registered the agent.
+    pub agent_id: String,
     /// Long-poll bound of one claim request.
     pub claim_wait: Duration,
     /// Agent status and lease renewal period (renewal is also capped at TTL/3).
     pub heartbeat: Duration,
     pub hostname: String,
+}
+
+impl Default for AgentOptions {
+    /// The reference's defaults: one job, 60 s to honour a stop, 1,800 s to start.
+    fn default() -> Self {
+        Self {
+            queues: Vec::new(),
+            max_jobs: 1,
+            work_dir: std::env::temp_dir().join("liftoff-agent"),
+            grace: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(1800),
+            secure_mode: false,
+            allow_http_git: false,
+            agent_key: String::new(),
+            lock_dir: std::env::temp_dir(),
+            docker_host: None,
+            docker_config: None,
+            agent_id: String::new(),
+            claim_wait: Duration::from_secs(20),
+            heartbeat: Duration::from_secs(5),
+            hostname: String::new(),
+        }
+    }
 }
 
 type ClaimFuture = Pin<Box<dyn Future<Output = Result<Option<Claim>, liftoff_client::ClientError>> + Send>>;
@@ -37,10 +85,16 @@ type ClaimFuture = Pin<Box<dyn Future<Output = Result<Option<Claim>, liftoff_cli
 /// jobs `grace` to end, stops the rest, and reports each outcome.
 pub async fn run_agent(
     client: Client,
-    opts: AgentOptions,
+    mut opts: AgentOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.work_dir)?;
+    if opts.agent_key.is_empty() {
+        let mut queues = opts.queues.clone();
+        queues.sort();
+        opts.agent_key = format!("{}/{}/{}", opts.hostname, client.entity(), queues.join(","));
+    }
+    let _lock = crate::agent_lock::AgentLock::acquire(&opts.lock_dir, &opts.agent_key)?;
     let registered = client
         .register_agent(&RegisterAgent {
             queues: opts.queues.clone(),
@@ -51,6 +105,7 @@ pub async fn run_agent(
         .await
         .map_err(|e| anyhow::anyhow!("could not start the agent: {e}"))?;
     let agent_id = registered.id;
+    opts.agent_id = agent_id.clone();
     let max = opts.max_jobs;
     eprintln!(
         "liftoff agent {agent_id} polling on queues {}, running at most {} jobs",
@@ -60,6 +115,10 @@ pub async fn run_agent(
 
     let (stop_jobs_tx, stop_jobs_rx) = watch::channel(false);
     let mut jobs: JoinSet<JobOutcome> = JoinSet::new();
+    let adopted = crate::adopt::adopt_containers(&client, &opts, &mut jobs, &stop_jobs_rx).await;
+    if adopted > 0 {
+        eprintln!("liftoff agent: re-adopted {adopted} running container(s)");
+    }
     let mut queues = opts.queues.clone();
     let mut in_flight: Option<ClaimFuture> = None;
     let mut heartbeat = tokio::time::interval(opts.heartbeat);
@@ -90,7 +149,9 @@ pub async fn run_agent(
                             queues.push(q);
                         }
                         tracing::info!(item = %claim.item.id, run = %claim.item.run_id, queue = %claim.item.queue, "claimed");
-                        jobs.spawn(run_job(client.clone(), claim, opts.clone(), stop_jobs_rx.clone()));
+                        let (id, fence) = (claim.item.id.clone(), claim.fence);
+                        let job = run_job(client.clone(), claim, opts.clone(), stop_jobs_rx.clone());
+                        jobs.spawn(contain_panic(client.clone(), id, fence, job));
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -132,6 +193,34 @@ pub async fn run_agent(
     }
     let _ = client.agent_heartbeat(&agent_id, AgentStatus::Stopped).await;
     Ok(())
+}
+
+/// A bug in one job's handling must not take the agent or the item down
+/// silently: a panic becomes a failure of that item, stage `agent`.
+async fn contain_panic(
+    client: Client,
+    item_id: String,
+    fence: i64,
+    job: impl Future<Output = JobOutcome> + Send,
+) -> JobOutcome {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(job).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            let event = ItemEvent::Fail {
+                reason: format!("internal error in the agent while handling this run: {what}"),
+                exit_code: None,
+                stage: Some(Stage::Agent),
+            };
+            let reported = client.report(&item_id, fence, event.clone()).await.is_ok();
+            JobOutcome { item_id, event: reported.then_some(event) }
+        }
+    }
 }
 
 fn log_outcome(done: Result<JobOutcome, tokio::task::JoinError>) {

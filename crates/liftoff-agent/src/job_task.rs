@@ -1,13 +1,15 @@
-//! One claimed item, from materialising its source to reporting its outcome.
+//! One claimed item, from checking its spec to reporting its outcome, under
+//! a lease kept alive by a side task. Also the re-adoption of a container
+//! left running by an agent that died.
 
 use crate::agent::AgentOptions;
 use crate::log_shipper::{LogShipper, ShipOutcome};
 use crate::materialize::materialize;
+use crate::runners::{self, Prepared, RunHandle};
 use liftoff_client::{Client, ClientError};
-use liftoff_core::ItemEvent;
-use liftoff_core::api::{Claim, LogStream};
-use liftoff_run::process::{self as process_runner, exit_code};
-use std::collections::BTreeMap;
+use liftoff_core::api::{Claim, ItemView, LogStream};
+use liftoff_core::{ItemEvent, Stage};
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -31,22 +33,56 @@ pub struct JobOutcome {
     pub event: Option<ItemEvent>,
 }
 
+/// What one job's body gets: where to write its log, how to learn it must stop.
+pub struct JobIo {
+    pub logs: mpsc::Sender<(LogStream, String)>,
+    pub stop: watch::Receiver<StopCause>,
+}
+
+/// The lease an agent holds on an item.
+pub struct Lease {
+    pub item_id: String,
+    pub fence: i64,
+    pub ttl_ms: i64,
+    pub log_seq_start: i64,
+}
+
 /// Runs one claimed item to the end. Never panics on bad input: every
-/// failure becomes a `fail` report with the stage in the reason.
-pub async fn run_job(
+/// failure becomes a `fail` report with its stage.
+pub async fn run_job(client: Client, claim: Claim, opts: AgentOptions, shutdown: watch::Receiver<bool>) -> JobOutcome {
+    let lease = Lease {
+        item_id: claim.item.id.clone(),
+        fence: claim.fence,
+        ttl_ms: claim.lease_ttl_ms,
+        log_seq_start: claim.log_seq_start,
+    };
+    let item = claim.item;
+    let run_key = claim.run_api_key;
+    let c = client.clone();
+    under_lease(client, lease, opts.clone(), shutdown, move |io| async move {
+        drive(&c, &item, run_key.as_deref(), &opts, io).await
+    })
+    .await
+}
+
+/// Holds the lease while `body` runs: renews it, turns stop requests and
+/// agent shutdown into a [`StopCause`], ships the log, then reports the event
+/// `body` returns (unless the lease was lost).
+pub async fn under_lease<F, Fut>(
     client: Client,
-    claim: Claim,
+    lease: Lease,
     opts: AgentOptions,
     mut shutdown: watch::Receiver<bool>,
-) -> JobOutcome {
-    let item = claim.item;
-    let fence = claim.fence;
-    let (stop_tx, mut stop_rx) = watch::channel(StopCause::None);
-
-    // Lease keeper: renews well within the TTL; learns of stop requests.
-    let renew_every = Duration::from_millis((claim.lease_ttl_ms / 3).max(50) as u64).min(opts.heartbeat);
+    body: F,
+) -> JobOutcome
+where
+    F: FnOnce(JobIo) -> Fut,
+    Fut: Future<Output = Option<ItemEvent>>,
+{
+    let (stop_tx, stop_rx) = watch::channel(StopCause::None);
+    let renew_every = Duration::from_millis((lease.ttl_ms / 3).max(50) as u64).min(opts.heartbeat);
     let keeper = {
-        let (client, id, stop_tx) = (client.clone(), item.id.clone(), stop_tx.clone());
+        let (client, id, fence, stop_tx) = (client.clone(), lease.item_id.clone(), lease.fence, stop_tx.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(renew_every);
             loop {
@@ -76,23 +112,23 @@ pub async fn run_job(
         })
     };
 
-    let shipper = LogShipper::start(client.clone(), item.id.clone(), fence, claim.log_seq_start);
-    let logs = shipper.sender();
-    let event = drive(&client, &item, fence, &opts, logs, &mut stop_rx).await;
+    let shipper = LogShipper::start(client.clone(), lease.item_id.clone(), lease.fence, lease.log_seq_start);
+    let lost_rx = stop_rx.clone();
+    let event = body(JobIo { logs: shipper.sender(), stop: stop_rx }).await;
     keeper.abort();
     shutdown_watch.abort();
     // Every line before the outcome: flush logs first.
     let shipped = shipper.finish().await;
-    let lost = *stop_rx.borrow() == StopCause::LeaseLost || shipped == ShipOutcome::LeaseLost;
+    let lost = *lost_rx.borrow() == StopCause::LeaseLost || shipped == ShipOutcome::LeaseLost;
     let event = match event {
-        Some(ev) if !lost => report(&client, &item.id, fence, ev).await,
+        Some(ev) if !lost => report(&client, &lease.item_id, lease.fence, ev).await,
         _ => None,
     };
-    JobOutcome { item_id: item.id, event }
+    JobOutcome { item_id: lease.item_id, event }
 }
 
 /// Waits for a stop cause; the watch guard is released before returning.
-async fn stop_cause(stop: &mut watch::Receiver<StopCause>) -> StopCause {
+pub async fn stop_cause(stop: &mut watch::Receiver<StopCause>) -> StopCause {
     stop.wait_for(|c| *c != StopCause::None).await.map(|c| *c).unwrap_or(StopCause::Shutdown)
 }
 
@@ -125,36 +161,80 @@ async fn report(client: &Client, id: &str, fence: i64, event: ItemEvent) -> Opti
     None
 }
 
-async fn agent_line(logs: &mpsc::Sender<(LogStream, String)>, line: String) {
-    let _ = logs.send((LogStream::Agent, format!("{line}\n"))).await;
+/// A line on the run's `agent` stream.
+pub async fn agent_line(logs: &mpsc::Sender<(LogStream, String)>, line: impl Into<String>) {
+    let _ = logs.send((LogStream::Agent, format!("{}\n", line.into()))).await;
+}
+
+/// A failure at `stage`: written to the run's log (the error log users read
+/// with `liftoff run logs`), then reported.
+async fn fail(logs: &mpsc::Sender<(LogStream, String)>, stage: Stage, reason: String) -> Option<ItemEvent> {
+    agent_line(logs, format!("liftoff agent: {stage} failed: {reason}")).await;
+    Some(ItemEvent::Fail { reason, exit_code: None, stage: Some(stage) })
 }
 
 async fn drive(
     client: &Client,
-    item: &liftoff_core::api::ItemView,
-    fence: i64,
+    item: &ItemView,
+    run_key: Option<&str>,
     opts: &AgentOptions,
-    logs: mpsc::Sender<(LogStream, String)>,
-    stop: &mut watch::Receiver<StopCause>,
+    io: JobIo,
 ) -> Option<ItemEvent> {
+    let JobIo { logs, mut stop } = io;
     let spec = &item.spec;
-    let fail = |reason: String| ItemEvent::Fail { reason, exit_code: None };
-    let dir = opts.work_dir.join(format!("{}-{fence}", item.run_id));
+    let dir = opts.work_dir.join(format!("{}-{}", item.run_id, item.fence));
     let _ = std::fs::remove_dir_all(&dir);
-    agent_line(&logs, format!("liftoff agent: preparing {} ({} source)", spec.job, spec.source.kind())).await;
-    let prepared = tokio::select! {
-        r = materialize(client, &spec.source, &dir) => r,
-        cause = stop_cause(stop) => {
+    agent_line(
+        &logs,
+        format!(
+            "liftoff agent: preparing {} ({} source) on {}{}",
+            spec.job,
+            spec.source.kind(),
+            spec.resource,
+            if item.resumes > 0 { format!(", resume {} after preemption", item.resumes) } else { String::new() }
+        ),
+    )
+    .await;
+
+    // Everything up to a started run must finish within the start timeout.
+    let start_timeout = opts.start_timeout;
+    let prepare = async {
+        let plan = runners::plan(item, &dir, run_key, client.base_url(), opts).map_err(|e| (Stage::Agent, e))?;
+        for w in &plan.warnings {
+            warn(client, item, &logs, Stage::Agent, w).await;
+        }
+        if plan.needs_source {
+            materialize(client, &spec.source, &dir, opts.allow_http_git)
+                .await
+                .map_err(|e| (Stage::Agent, format!("failed to prepare the source: {e:#}")))?;
+        }
+        runners::prepare(plan, opts, &logs).await.map_err(|(stage, e)| (stage, format!("{e:#}")))
+    };
+    let prepared: Prepared = tokio::select! {
+        r = tokio::time::timeout(start_timeout, prepare) => match r {
+            Ok(Ok(p)) => p,
+            Ok(Err((stage, reason))) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return fail(&logs, stage, reason).await;
+            }
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return fail(&logs, Stage::Run, format!(
+                    "run failed to start within {} seconds; to wait longer, raise start_timeout in \
+                     launch-config.yaml or set LIFTOFF_LAUNCH_START_TIMEOUT",
+                    start_timeout.as_secs()
+                )).await;
+            }
+        },
+        cause = stop_cause(&mut stop) => {
+            let _ = std::fs::remove_dir_all(&dir);
             return stop_outcome(cause, None);
         }
     };
-    if let Err(e) = prepared {
-        let reason = format!("[agent] failed to prepare the source: {e:#}");
-        agent_line(&logs, reason.clone()).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        return Some(fail(reason));
+    for w in &prepared.warnings {
+        warn(client, item, &logs, Stage::Build, w).await;
     }
-    if let Err(e) = client.report(&item.id, fence, ItemEvent::Start).await {
+    if let Err(e) = client.report(&item.id, item.fence, ItemEvent::Start).await {
         tracing::warn!(item = %item.id, error = %e, "could not report start");
         let _ = std::fs::remove_dir_all(&dir);
         return match &e {
@@ -164,59 +244,66 @@ async fn drive(
             ClientError::Api { body, .. } if body.code == "invalid_transition" => {
                 Some(ItemEvent::Stopped { exit_code: None })
             }
-            _ => Some(fail(format!("[agent] could not report start: {e}"))),
+            _ => fail(&logs, Stage::Agent, format!("could not report start: {e}")).await,
         };
     }
-    let command: Vec<String> = spec.entrypoint.iter().chain(spec.args.iter()).cloned().collect();
-    let env = BTreeMap::from([
-        ("LIFTOFF_RUN_ID".to_string(), item.run_id.clone()),
-        ("LIFTOFF_ITEM_ID".to_string(), item.id.clone()),
-        ("LIFTOFF_ENTITY".to_string(), item.entity.clone()),
-        ("LIFTOFF_PROJECT".to_string(), spec.project.clone()),
-        ("LIFTOFF_QUEUE".to_string(), item.queue.clone()),
-        ("LIFTOFF_JOB".to_string(), spec.job.clone()),
-        ("LIFTOFF_CONFIG".to_string(), spec.run_config.to_string()),
-        ("LIFTOFF_BASE_URL".to_string(), client.base_url().to_string()),
-    ]);
-    agent_line(
-        &logs,
-        format!("liftoff agent: starting {}", shlex::try_join(command.iter().map(String::as_str)).unwrap_or_default()),
-    )
-    .await;
-    let mut proc = match process_runner::spawn(&command, &dir, &env, logs.clone()) {
-        Ok(p) => p,
+    agent_line(&logs, format!("liftoff agent: starting {}", prepared.describe())).await;
+    let mut run = match prepared.start(&dir, &logs).await {
+        Ok(r) => r,
         Err(e) => {
-            let reason = format!("[run] {e:#}");
-            agent_line(&logs, reason.clone()).await;
             let _ = std::fs::remove_dir_all(&dir);
-            return Some(fail(reason));
+            return fail(&logs, Stage::Run, format!("{e:#}")).await;
         }
     };
-    let outcome = tokio::select! {
-        status = proc.wait() => match status {
-            Ok(s) if s.success() => Some(ItemEvent::Finish),
-            Ok(s) => {
-                let code = exit_code(s);
-                Some(ItemEvent::Fail { reason: format!("[run] process exited with code {code}"), exit_code: Some(code) })
-            }
-            Err(e) => Some(fail(format!("[run] failed to wait for the process: {e}"))),
-        },
-        cause = stop_cause(stop) => {
-            // A requested stop gets the full grace; at shutdown the agent has
-            // already waited its grace period for the job to end by itself.
-            let grace = if cause == StopCause::Requested { opts.grace } else { Duration::from_secs(5) };
-            agent_line(&logs, format!("liftoff agent: stopping the run ({cause:?}); SIGTERM, then SIGKILL after {grace:?}")).await;
-            let code = proc.stop(grace).await.ok().map(exit_code);
-            stop_outcome(cause, code)
-        }
-    };
+    let outcome = watch_run(&mut run, &mut stop, opts, &logs).await;
+    run.cleanup().await;
     drop(logs);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }
 
+/// Waits for the run to end or for a stop cause, whichever comes first.
+pub async fn watch_run(
+    run: &mut RunHandle,
+    stop: &mut watch::Receiver<StopCause>,
+    opts: &AgentOptions,
+    logs: &mpsc::Sender<(LogStream, String)>,
+) -> Option<ItemEvent> {
+    tokio::select! {
+        status = run.wait() => match status {
+            Ok(0) => Some(ItemEvent::Finish),
+            Ok(code) => Some(ItemEvent::Fail {
+                reason: format!("the run exited with code {code}"),
+                exit_code: Some(code),
+                stage: Some(Stage::Run),
+            }),
+            Err(e) => fail(logs, Stage::Run, format!("failed to wait for the run: {e:#}")).await,
+        },
+        cause = stop_cause(stop) => {
+            // A requested stop gets `stopped_run_timeout` before the kill; at
+            // shutdown the agent has already waited its grace period.
+            let grace = match cause {
+                StopCause::Requested => opts.stop_timeout,
+                _ => Duration::from_secs(5),
+            };
+            agent_line(logs, format!("liftoff agent: stopping the run ({cause:?}); SIGTERM, then SIGKILL after {grace:?}")).await;
+            let code = run.stop(grace).await.ok();
+            stop_outcome(cause, code)
+        }
+    }
+}
+
+/// Records a warning on the item and in its log; a failure to record it is
+/// only logged, never fatal.
+async fn warn(client: &Client, item: &ItemView, logs: &mpsc::Sender<(LogStream, String)>, stage: Stage, msg: &str) {
+    agent_line(logs, format!("liftoff agent: warning ({stage}): {msg}")).await;
+    if let Err(e) = client.add_warning(&item.id, Some(item.fence), stage, msg).await {
+        tracing::warn!(item = %item.id, error = %e, "could not record a warning");
+    }
+}
+
 /// The event for a run ended by `cause`: none when the lease was lost.
-fn stop_outcome(cause: StopCause, exit_code: Option<i32>) -> Option<ItemEvent> {
+pub fn stop_outcome(cause: StopCause, exit_code: Option<i32>) -> Option<ItemEvent> {
     match cause {
         StopCause::LeaseLost => None,
         _ => Some(ItemEvent::Stopped { exit_code }),

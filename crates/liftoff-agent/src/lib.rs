@@ -2,11 +2,15 @@
 //! round robin, runs claimed items with a runner, ships their logs and
 //! reports their outcome under a lease.
 
+mod adopt;
 mod agent;
+mod agent_lock;
 mod config;
 mod job_task;
 mod log_shipper;
 mod materialize;
+mod registry_auth;
+mod runners;
 
 pub use agent::{AgentOptions, run_agent};
 pub use config::{ConfigError, LaunchConfig};

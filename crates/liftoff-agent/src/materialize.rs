@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::process::Command;
 
 /// Fills `dir` with the job's code. Image jobs have nothing to fetch.
-pub async fn materialize(client: &Client, source: &JobSource, dir: &Path) -> anyhow::Result<()> {
+pub async fn materialize(client: &Client, source: &JobSource, dir: &Path, allow_http_git: bool) -> anyhow::Result<()> {
     match source {
         JobSource::Code(code) => {
             let bytes = client

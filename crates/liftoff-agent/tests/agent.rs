@@ -1,119 +1,13 @@
 //! The agent against a real server on loopback, running real processes.
 
+mod support;
+
 use liftoff_agent::{AgentOptions, run_agent};
-use liftoff_client::Client;
-use liftoff_core::api::{CreateJob, CreateQueue, ItemView, LaunchRequest, LogStream};
-use liftoff_core::job::{CodeSource, JobSourceSpec};
-use liftoff_core::{ItemState, ResourceType};
-use liftoff_server::{RunningServer, ServerConfig, start};
+use liftoff_core::ItemState;
+use liftoff_core::api::{CreateJob, LaunchRequest, LogStream};
+use liftoff_core::job::JobSourceSpec;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-struct Rig {
-    _server: RunningServer,
-    client: Client,
-    _dir: tempfile::TempDir,
-    work: std::path::PathBuf,
-}
-
-async fn rig() -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = ServerConfig::new(dir.path().join("server"));
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.print_admin_key = false;
-    cfg.lease_ttl = Duration::from_secs(3);
-    let server = start(cfg).await.unwrap();
-    let client = Client::new(&server.base_url(), server.admin_key.as_deref().unwrap(), "default").unwrap();
-    client
-        .create_queue(&CreateQueue {
-            name: "local".into(),
-            resource: ResourceType::LocalProcess,
-            config: serde_json::json!({}),
-            template_variables: vec![],
-            prioritization: false,
-        })
-        .await
-        .unwrap();
-    let work = dir.path().join("work");
-    Rig { _server: server, client, _dir: dir, work }
-}
-
-impl Rig {
-    /// A code job whose `run.sh` is `script`.
-    async fn job(&self, name: &str, script: &str) {
-        let src = tempfile::tempdir().unwrap();
-        std::fs::write(src.path().join("run.sh"), script).unwrap();
-        let gz = liftoff_archive::pack_dir(src.path()).unwrap();
-        let digest = liftoff_archive::sha256_digest(&gz);
-        self.client.upload_blob(&digest, gz).await.unwrap();
-        let source = JobSourceSpec {
-            code: Some(CodeSource {
-                digest,
-                entrypoint: vec!["sh".into(), "run.sh".into()],
-                build_context: None,
-                dockerfile: None,
-                base_image: None,
-            }),
-            ..Default::default()
-        };
-        let req = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime: None };
-        self.client.create_job(&req).await.unwrap();
-    }
-
-    async fn launch(&self, job: &str) -> String {
-        let req = LaunchRequest { job: job.into(), run_config: serde_json::json!({"lr": 0.5}), ..Default::default() };
-        self.client.launch("local", &req).await.unwrap().item_id
-    }
-
-    fn agent(&self, max_jobs: i64, grace: Duration) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
-        let opts = AgentOptions {
-            queues: vec!["local".into()],
-            max_jobs,
-            work_dir: self.work.clone(),
-            grace,
-            claim_wait: Duration::from_secs(5),
-            heartbeat: Duration::from_millis(300),
-            hostname: "test".into(),
-        };
-        let (tx, rx) = oneshot::channel::<()>();
-        let client = self.client.clone();
-        let task = tokio::spawn(run_agent(client, opts, async move {
-            let _ = rx.await;
-        }));
-        (tx, task)
-    }
-
-    async fn wait_for(&self, id: &str, pred: impl Fn(&ItemView) -> bool, within: Duration) -> ItemView {
-        let until = Instant::now() + within;
-        loop {
-            let item = self.client.get_item(id).await.unwrap();
-            if pred(&item) {
-                return item;
-            }
-            assert!(Instant::now() < until, "timed out waiting; item is {:?} ({:?})", item.state, item.reason);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn logs(&self, id: &str, stream: LogStream) -> String {
-        let mut out = String::new();
-        let mut after = 0;
-        loop {
-            let page = self.client.read_logs(id, after).await.unwrap();
-            for c in &page.chunks {
-                assert_eq!(c.seq, after, "chunks come back in sequence without gaps");
-                after += 1;
-                if c.stream == stream {
-                    out.push_str(&c.data);
-                }
-            }
-            if page.chunks.is_empty() {
-                return out;
-            }
-        }
-    }
-}
+use support::rig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_arrive_complete_and_in_order_with_the_run_environment() {
@@ -235,15 +129,7 @@ async fn max_jobs_bounds_concurrency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_to_start_on_a_missing_queue() {
     let r = rig().await;
-    let opts = AgentOptions {
-        queues: vec!["local".into(), "nope".into()],
-        max_jobs: 1,
-        work_dir: r.work.clone(),
-        grace: Duration::from_secs(1),
-        claim_wait: Duration::from_secs(1),
-        heartbeat: Duration::from_secs(1),
-        hostname: "t".into(),
-    };
+    let opts = AgentOptions { queues: vec!["local".into(), "nope".into()], ..r.options(1, Duration::from_secs(1)) };
     let err = run_agent(r.client.clone(), opts, std::future::pending()).await.unwrap_err().to_string();
     assert!(err.contains("missing nope") && err.contains("available queues in entity 'default': local"), "{err}");
 }

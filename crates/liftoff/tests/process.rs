@@ -115,3 +115,125 @@ async fn sigterm_stops_claiming_then_stops_running_jobs_after_the_grace_period()
     assert_eq!(agents[0].status, liftoff_core::api::AgentStatus::Stopped);
     server.shutdown().await;
 }
+
+/// The Docker engine of scripts/test.sh, or `None` (skip) outside CI.
+fn docker_env() -> Option<(String, String)> {
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (get("LIFTOFF_TEST_DOCKER_HOST"), get("LIFTOFF_TEST_DOCKER_IMAGE")) {
+        (Some(h), Some(i)) => Some((h, i)),
+        _ if std::env::var_os("CI").is_some() => panic!("LIFTOFF_TEST_DOCKER_HOST is not set; run scripts/test.sh"),
+        _ => {
+            eprintln!("skipping: no Docker engine (scripts/test.sh starts one)");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_with_sigkill_is_restarted_and_reports_its_containers_true_outcome() {
+    let Some((docker_host, image)) = docker_env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = liftoff_server::ServerConfig::new(dir.path().join("data"));
+    cfg.listen = ([127, 0, 0, 1], 0).into();
+    cfg.print_admin_key = false;
+    let server = liftoff_server::start(cfg).await.unwrap();
+    let (url, key) = (server.base_url(), server.admin_key.clone().unwrap());
+    let client = Client::new(&url, &key, "default").unwrap();
+    client
+        .create_queue(&liftoff_core::api::CreateQueue {
+            name: "boxes".into(),
+            resource: liftoff_core::ResourceType::LocalContainer,
+            config: serde_json::json!({}),
+            template_variables: vec![],
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+    let script = "echo started; sleep 4; echo finishing; exit 5";
+    client
+        .create_job(&liftoff_core::api::CreateJob {
+            project: "default".into(),
+            name: "slow".into(),
+            source: liftoff_core::JobSourceSpec {
+                image: Some(liftoff_core::job::ImageSource {
+                    image: image.clone(),
+                    args: vec!["sh".into(), "-c".into(), script.into()],
+                }),
+                ..Default::default()
+            },
+            aliases: vec![],
+            runtime: None,
+        })
+        .await
+        .unwrap();
+    let item_id = client
+        .launch("boxes", &liftoff_core::api::LaunchRequest { job: "slow".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .item_id;
+    let agent = || {
+        Command::new(env!("CARGO_BIN_EXE_liftoff"))
+            .args(["agent", "-q", "boxes", "--agent-key", "sigkill-test", "--work-dir"])
+            .arg(dir.path().join("work"))
+            .env("LIFTOFF_BASE_URL", &url)
+            .env("LIFTOFF_API_KEY", &key)
+            .env("DOCKER_HOST", &docker_host)
+            .env("TMPDIR", dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = agent();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = client.read_logs(&item_id, 0).await.unwrap();
+        if page.chunks.iter().any(|c| c.data.contains("started")) {
+            break;
+        }
+        assert!(Instant::now() < until, "the container never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill(Pid::from_raw(first.id() as i32), Signal::SIGKILL).unwrap();
+    first.wait().unwrap();
+    assert_eq!(client.get_item(&item_id).await.unwrap().state, ItemState::Running, "the kill reported nothing");
+    let mut second = agent();
+    let until = Instant::now() + Duration::from_secs(60);
+    let item = loop {
+        let item = client.get_item(&item_id).await.unwrap();
+        if item.state.is_terminal() {
+            break item;
+        }
+        assert!(Instant::now() < until, "the re-adopted run never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((item.state, item.exit_code), (ItemState::Failed, Some(5)), "the container's own exit code: {:?}", item.reason);
+    assert_eq!(item.attempts, 0, "taken back under the same lease, not re-run");
+    let mut log = String::new();
+    let mut after = 0;
+    loop {
+        let page = client.read_logs(&item_id, after).await.unwrap();
+        if page.chunks.is_empty() {
+            break;
+        }
+        for c in &page.chunks {
+            log.push_str(&c.data);
+        }
+        after = page.next_seq;
+    }
+    assert!(log.contains("re-adopted"), "{log}");
+    assert!(log.contains("finishing"), "output after the restart is shipped: {log}");
+    // `liftoff agent list` shows both agents: the killed one never said stopped
+    let out = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(["agent", "list", "--format", "json"])
+        .env("LIFTOFF_BASE_URL", &url)
+        .env("LIFTOFF_API_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let agents: Vec<liftoff_core::api::AgentView> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(agents.len(), 2);
+    kill(Pid::from_raw(second.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(second.wait().unwrap().success());
+    server.shutdown().await;
+}

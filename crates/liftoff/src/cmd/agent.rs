@@ -1,15 +1,23 @@
-//! `liftoff agent`: claims items from queues and runs them until ctrl-c or SIGTERM.
+//! `liftoff agent`: claims items from queues and runs them until ctrl-c or
+//! SIGTERM; `liftoff agent list` shows the entity's agents.
 
-use crate::connect::{DEFAULT_BASE_URL, DEFAULT_ENTITY, Globals};
+use crate::connect::{DEFAULT_BASE_URL, Globals};
+use crate::output::{self, FormatArg, Table};
 use anyhow::{Context, bail};
-use clap::Args;
-use liftoff_agent::{AgentOptions, LaunchConfig};
+use clap::{Args, Subcommand};
+use liftoff_agent::AgentOptions;
+use liftoff_core::api::AgentView;
+use liftoff_core::launch_config::{self, Overrides};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AgentArgs {
-    /// launch-config.yaml (entity, queues, max_jobs, base_url).
+    #[command(subcommand)]
+    action: Option<AgentCmd>,
+    /// launch-config.yaml, as the reference agent reads it (see `liftoff config schema`).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Queue to serve (repeatable); replaces the config file's queues.
@@ -18,31 +26,84 @@ pub struct AgentArgs {
     /// Concurrent jobs, -1 for unlimited [default: 1].
     #[arg(short = 'j', long, value_name = "MAX_JOBS", allow_negative_numbers = true)]
     max_jobs: Option<i64>,
+    /// More output (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Where jobs are unpacked and run [default: a new temporary directory].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
-    /// Seconds a stopped job gets to exit before it is killed.
+    /// Seconds running jobs may go on after SIGTERM before they are stopped.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     grace: u64,
+    /// Names this agent's containers so that, started again after a crash,
+    /// it re-adopts the ones still running; one agent per key and host
+    /// [default: HOSTNAME/ENTITY/QUEUES].
+    #[arg(long, value_name = "KEY")]
+    agent_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCmd {
+    /// List the entity's agents and what they are doing.
+    List(FormatArg),
+    /// Ask an agent to stop polling and shut down.
+    StopPolling {
+        /// Agent id (from `liftoff agent list`).
+        id: String,
+    },
 }
 
 pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
-    // defaults < file < environment < flags (clap has already merged the last two)
-    let file = match &args.config {
-        Some(path) => LaunchConfig::from_file(path)?,
-        None => LaunchConfig::default(),
+    match args.action {
+        Some(AgentCmd::List(format)) => {
+            let agents = globals.client()?.list_agents().await.context("failed to list agents")?;
+            return output::emit(format.format, &agents, |a| list_table(a));
+        }
+        Some(AgentCmd::StopPolling { id }) => {
+            let a = globals.client()?.stop_agent_polling(&id).await.with_context(|| format!("failed to stop agent '{id}'"))?;
+            println!("agent {} will stop polling at its next heartbeat", a.id);
+            return Ok(());
+        }
+        None => {}
+    }
+    // defaults < file < environment < flags
+    let text = match &args.config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("could not read the launch config {}", path.display()))?,
+        ),
+        None => None,
     };
-    let queues = if args.queues.is_empty() { file.queues } else { args.queues };
-    if queues.is_empty() {
-        bail!("no queues: pass -q or set queues in the config");
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let flags = Overrides {
+        entity: globals.entity.clone(),
+        queues: args.queues.clone(),
+        max_jobs: args.max_jobs,
+        verbosity: (args.verbose > 0).then_some(args.verbose),
+        base_url: globals.base_url.clone(),
+    };
+    let resolved = match launch_config::resolve(text.as_deref(), &env, &flags) {
+        Ok(r) => r,
+        Err(issues) => {
+            let shown = args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the agent".into());
+            for i in &issues {
+                eprintln!("error: {i}");
+            }
+            bail!("invalid launch agent config in {shown}: {} error(s)", issues.len());
+        }
+    };
+    for w in &resolved.warnings {
+        eprintln!("warning: {w}");
     }
-    let max_jobs = args.max_jobs.or(file.max_jobs).unwrap_or(1);
-    if max_jobs == 0 || max_jobs < -1 {
-        bail!("max jobs must be -1 (unlimited) or at least 1, got {max_jobs}");
-    }
-    let entity = globals.entity.clone().or(file.entity).unwrap_or_else(|| DEFAULT_ENTITY.to_string());
-    let base_url = globals.base_url.clone().or(file.base_url).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-    let client = globals.client_for(&base_url, &entity)?;
+    let cfg = resolved.config;
+    let base_url = cfg.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+    let client = globals.client_for(&base_url, "-")?;
+    let entity = match cfg.entity.clone() {
+        Some(e) => e,
+        // the reference falls back to the key's default entity
+        None => client.whoami().await.with_context(|| format!("could not connect to {base_url} with this API key"))?.entity,
+    };
+    let client = client.with_entity(&entity);
 
     // held until the agent returns, so a temporary work dir outlives every job
     let (_temp, work_dir) = match args.work_dir {
@@ -59,17 +120,38 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
             (Some(t), p)
         }
     };
-    tracing::info!(%entity, %base_url, ?queues, max_jobs, work_dir = %work_dir.display(), "starting agent");
+    let hostname = hostname();
     let opts = AgentOptions {
-        queues,
-        max_jobs,
+        queues: cfg.queues.clone(),
+        max_jobs: cfg.max_jobs.map_or(-1, i64::from),
         work_dir,
         grace: Duration::from_secs(args.grace),
-        claim_wait: Duration::from_secs(20),
-        heartbeat: Duration::from_secs(5),
-        hostname: hostname(),
+        stop_timeout: cfg.stopped_run_timeout,
+        start_timeout: cfg.start_timeout,
+        secure_mode: cfg.secure_mode,
+        allow_http_git: cfg.allow_http_git,
+        agent_key: args.agent_key.unwrap_or_default(),
+        hostname,
+        ..AgentOptions::default()
     };
+    tracing::info!(%entity, %base_url, queues = ?opts.queues, max_jobs = opts.max_jobs, work_dir = %opts.work_dir.display(), "starting agent");
     liftoff_agent::run_agent(client, opts, crate::signal::shutdown_requested()).await
+}
+
+fn list_table(agents: &[AgentView]) -> Table {
+    let mut t = Table::with_header(["AGENT", "HOST", "STATUS", "QUEUES", "MAX JOBS", "HEARTBEAT", "STOP POLLING"]);
+    for a in agents {
+        t.row([
+            a.id.clone(),
+            a.hostname.clone(),
+            format!("{:?}", a.status).to_lowercase(),
+            a.queues.join(","),
+            if a.max_jobs < 0 { "unlimited".to_string() } else { a.max_jobs.to_string() },
+            output::time_ms(a.heartbeat_at_ms),
+            if a.stop_polling { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    t
 }
 
 /// This machine's name, for the server's agent list.

@@ -128,6 +128,15 @@ fn show_table(i: &ItemView) -> Table {
     t.row(["agent:".to_string(), output::opt(i.agent_id.as_deref())]);
     t.row(["exit code:".to_string(), output::opt(i.exit_code)]);
     t.row(["reason:".to_string(), output::opt(i.reason.as_deref())]);
+    if let Some(stage) = i.stage {
+        t.row(["failed at:".to_string(), format!("{stage} (the error log is in `liftoff run logs {}`)", i.run_id)]);
+    }
+    if i.resumes > 0 {
+        t.row(["resumes:".to_string(), format!("{} (preempted and re-queued)", i.resumes)]);
+    }
+    for w in &i.warnings {
+        t.row(["warning:".to_string(), format!("[{}] {}", w.stage, w.message)]);
+    }
     t.row(["created:".to_string(), output::time_ms(i.created_at_ms)]);
     t.row(["started:".to_string(), output::opt(i.started_at_ms.map(output::time_ms))]);
     t.row(["ended:".to_string(), output::opt(i.ended_at_ms.map(output::time_ms))]);

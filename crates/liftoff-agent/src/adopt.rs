@@ -1,0 +1,101 @@
+//! Re-adoption: an agent that died (SIGKILL, OOM, a host reboot of the agent
+//! only) leaves its containers running. Started again with the same agent
+//! key, it finds them by label, takes their leases back with the fencing
+//! token written on each, and watches them to the end as if it had never
+//! left. A container whose lease is gone (the item was re-queued or ended
+//! meanwhile) is an orphan: it is stopped and removed, since another claim
+//! owns the run now.
+
+use crate::agent::AgentOptions;
+use crate::job_task::{JobIo, JobOutcome, Lease, agent_line, under_lease, watch_run};
+use crate::runners::{RunHandle, labels};
+use liftoff_client::Client;
+use liftoff_run::container::{ContainerRunner, FoundContainer};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Finds this agent key's containers and adopts or removes each. Returns how
+/// many were adopted (they run in `jobs`). Without a container engine there
+/// is nothing to adopt. The caller holds the key's [`crate::agent_lock::AgentLock`],
+/// so no live agent owns these containers.
+pub async fn adopt_containers(
+    client: &Client,
+    opts: &AgentOptions,
+    jobs: &mut JoinSet<JobOutcome>,
+    shutdown: &watch::Receiver<bool>,
+) -> usize {
+    let Ok(runner) = crate::runners::connect(opts).await else { return 0 };
+    let found = match runner.list_labelled(labels::AGENT_KEY, &opts.agent_key).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list containers to re-adopt");
+            return 0;
+        }
+    };
+    let mut adopted = 0;
+    for c in found {
+        let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
+        let (item_id, fence) = (label(labels::ITEM), label(labels::FENCE).parse::<i64>().unwrap_or(-1));
+        match client.resume_lease(&item_id, fence).await {
+            Ok(resp) => {
+                eprintln!("liftoff agent: re-adopting container {} of run {}", short(&c.id), label(labels::RUN));
+                let lease =
+                    Lease { item_id, fence, ttl_ms: 3 * opts.heartbeat.as_millis() as i64, log_seq_start: resp.next_log_seq.unwrap_or(0) };
+                jobs.spawn(adopt(client.clone(), runner.clone(), c, lease, opts.clone(), shutdown.clone()));
+                adopted += 1;
+            }
+            Err(e) => {
+                eprintln!(
+                    "liftoff agent: removing orphaned container {} of run {}: its lease is gone ({e})",
+                    short(&c.id),
+                    label(labels::RUN)
+                );
+                let orphan = runner.handle(&c.id);
+                if c.running {
+                    let _ = orphan.stop(Duration::from_secs(5)).await;
+                }
+                let _ = orphan.remove().await;
+            }
+        }
+    }
+    adopted
+}
+
+async fn adopt(
+    client: Client,
+    runner: ContainerRunner,
+    found: FoundContainer,
+    lease: Lease,
+    opts: AgentOptions,
+    shutdown: watch::Receiver<bool>,
+) -> JobOutcome {
+    let o = opts.clone();
+    under_lease(client, lease, opts, shutdown, move |io: JobIo| async move {
+        let JobIo { logs, mut stop } = io;
+        let since = if found.running { unix_now_ms() / 1000 } else { 0 };
+        agent_line(
+            &logs,
+            if found.running {
+                "liftoff agent: re-adopted this run's container after an agent restart; output written while no \
+                 agent was watching may be missing from this log"
+            } else {
+                "liftoff agent: the container ended while no agent was watching; reporting its exit code"
+            },
+        )
+        .await;
+        let mut run = RunHandle::container(runner.handle(&found.id), if found.running { since } else { i64::MAX }, logs.clone());
+        let outcome = watch_run(&mut run, &mut stop, &o, &logs).await;
+        run.cleanup().await;
+        outcome
+    })
+    .await
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

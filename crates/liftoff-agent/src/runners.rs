@@ -1,0 +1,357 @@
+//! From a launch spec to a running run: the checks every job passes
+//! (`plan`), the slow preparation (`prepare`: pulling an image), and the
+//! start, on the `local-process` or `local-container` runner.
+
+use crate::agent::AgentOptions;
+use liftoff_core::api::{ItemView, LogStream};
+use liftoff_core::docker_options::{self, ContainerOptions};
+use liftoff_core::macros;
+use liftoff_core::run_env::{MAX_ENV_VALUE, RunFacts, run_env};
+use liftoff_core::{JobSource, ResourceType, Stage};
+use liftoff_run::container::{ContainerRunner, ContainerSpec, RunningContainer};
+use liftoff_run::process::{self, RunningProcess};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Where a base-image job's code is mounted in its container.
+pub const CODE_MOUNT: &str = "/mnt/liftoff";
+
+/// Container labels: how a restarted agent finds the runs it left behind.
+pub mod labels {
+    /// Stable per agent installation (`--agent-key`, default: host and entity).
+    pub const AGENT_KEY: &str = "liftoff.agent-key";
+    /// The id of the agent process that started the container.
+    pub const AGENT_ID: &str = "liftoff.agent-id";
+    pub const ITEM: &str = "liftoff.item";
+    pub const FENCE: &str = "liftoff.fence";
+    pub const RUN: &str = "liftoff.run";
+}
+
+/// A checked job, ready to prepare.
+pub struct Plan {
+    /// The job's code must be fetched into the run directory first.
+    pub needs_source: bool,
+    /// Worth telling the user, not worth failing for.
+    pub warnings: Vec<String>,
+    kind: Kind,
+}
+
+enum Kind {
+    Process { command: Vec<String>, env: BTreeMap<String, String> },
+    Container(Box<ContainerSpec>),
+}
+
+/// Checks the spec against the agent's rules and builds what to run. Every
+/// problem found is reported at once.
+pub fn plan(
+    item: &ItemView,
+    dir: &Path,
+    run_key: Option<&str>,
+    base_url: &str,
+    opts: &AgentOptions,
+) -> Result<Plan, String> {
+    let spec = &item.spec;
+    let mut problems = Vec::new();
+    if opts.secure_mode && spec.entrypoint_overridden {
+        problems.push(
+            "this agent is configured to lock the \"entrypoint\" override, but the launch overrides it".to_string(),
+        );
+    }
+    let image = match &spec.source {
+        JobSource::Image(i) => Some(i.image.clone()),
+        JobSource::Git(g) => g.base_image.clone(),
+        JobSource::Code(c) => c.base_image.clone(),
+    };
+    // `${image_uri}` and friends, then the agent's environment variables.
+    let facts = BTreeMap::from([
+        ("run_id", item.run_id.clone()),
+        ("run_name", item.run_id.clone()),
+        ("project_name", spec.project.clone()),
+        ("entity_name", item.entity.clone()),
+        ("queue_name", item.queue.clone()),
+        ("image_uri", image.clone().unwrap_or_default()),
+    ]);
+    let agent_env = |name: &str| std::env::var(name).ok().filter(|_| name != "LIFTOFF_API_KEY");
+    let resource_args = macros::expand(&spec.resource_config, &macros::run_lookup(&facts, &agent_env));
+    let env = run_env(
+        &RunFacts {
+            run_id: &item.run_id,
+            item_id: &item.id,
+            entity: &item.entity,
+            project: &spec.project,
+            queue: &item.queue,
+            job: &spec.job,
+            base_url,
+            api_key: run_key,
+            run_config: &spec.run_config,
+            file_overrides: &spec.file_overrides,
+            resumes: item.resumes,
+            image: image.as_deref(),
+        },
+        MAX_ENV_VALUE,
+    );
+    let mut warnings = Vec::new();
+    let kind = match spec.resource {
+        ResourceType::LocalProcess => {
+            if let JobSource::Image(i) = &spec.source {
+                problems.push(format!("cannot run image '{}' with the local-process runner", i.image));
+            }
+            if resource_args.as_object().is_some_and(|o| !o.is_empty()) {
+                warnings.push("the local-process runner takes no resource_args; they are ignored".to_string());
+            }
+            let command: Vec<String> = spec.entrypoint.iter().chain(spec.args.iter()).cloned().collect();
+            if command.is_empty() {
+                problems.push("the job has no entrypoint to run".to_string());
+            }
+            Kind::Process { command, env }
+        }
+        ResourceType::LocalContainer => {
+            let options = match docker_options::parse(&resource_args) {
+                Ok(o) => o,
+                Err(errors) => {
+                    problems.extend(errors.iter().map(ToString::to_string));
+                    ContainerOptions::default()
+                }
+            };
+            if opts.secure_mode && options.command.is_some() {
+                problems.push(
+                    "this agent is configured to lock \"command\" in the container spec, but the job's \
+                     resource_args set it"
+                        .to_string(),
+                );
+            }
+            match image {
+                Some(image) => {
+                    Kind::Container(Box::new(container_spec(item, dir, image, env, options, base_url, opts)))
+                }
+                None => {
+                    problems.push(format!(
+                        "job '{}' has no image: the local-container runner runs image jobs, or code and git jobs \
+                         with a base_image (mounted at {CODE_MOUNT}); this agent has no builder to build one",
+                        spec.job
+                    ));
+                    Kind::Process { command: vec![], env: BTreeMap::new() }
+                }
+            }
+        }
+        other => {
+            problems.push(format!("this agent cannot run resource '{other}' yet (local-process and local-container only)"));
+            Kind::Process { command: vec![], env: BTreeMap::new() }
+        }
+    };
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    let needs_source = !matches!(spec.source, JobSource::Image(_));
+    Ok(Plan { needs_source, warnings, kind })
+}
+
+fn container_spec(
+    item: &ItemView,
+    dir: &Path,
+    image: String,
+    mut env: BTreeMap<String, String>,
+    mut options: ContainerOptions,
+    base_url: &str,
+    opts: &AgentOptions,
+) -> ContainerSpec {
+    let spec = &item.spec;
+    for (k, v) in &options.env {
+        env.insert(k.clone(), v.clone());
+    }
+    let is_image_job = matches!(spec.source, JobSource::Image(_));
+    let cmd = match &spec.source {
+        JobSource::Image(i) if spec.args.is_empty() => i.args.clone(),
+        _ => spec.args.clone(),
+    };
+    let entrypoint = (!spec.entrypoint.is_empty()).then(|| spec.entrypoint.clone());
+    // A base-image job runs its code from the mount, as the reference does.
+    let code_mount = (!is_image_job).then(|| dir.to_path_buf());
+    if code_mount.is_some() {
+        options.workdir.get_or_insert_with(|| CODE_MOUNT.to_string());
+    }
+    let labels = BTreeMap::from([
+        (labels::AGENT_KEY.to_string(), opts.agent_key.clone()),
+        (labels::AGENT_ID.to_string(), opts.agent_id.clone()),
+        (labels::ITEM.to_string(), item.id.clone()),
+        (labels::FENCE.to_string(), item.fence.to_string()),
+        (labels::RUN.to_string(), item.run_id.clone()),
+    ]);
+    ContainerSpec {
+        name: options.name.clone().unwrap_or_else(|| format!("liftoff-{}-{}", item.run_id, item.fence)),
+        image,
+        entrypoint,
+        cmd,
+        env,
+        options,
+        code_mount,
+        host_network: is_loopback_url(base_url),
+        labels,
+    }
+}
+
+/// A server on loopback is reachable from a container only on the host's network.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = if host.starts_with('[') { host.split(']').next().unwrap_or("").trim_start_matches('[') } else {
+        host.split(':').next().unwrap_or("")
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A plan whose slow parts (pulling an image) are done.
+pub struct Prepared {
+    pub warnings: Vec<String>,
+    kind: Ready,
+}
+
+enum Ready {
+    Process { command: Vec<String>, env: BTreeMap<String, String> },
+    Container { runner: ContainerRunner, spec: Box<ContainerSpec> },
+}
+
+/// Pulls the image a container run needs. Failures carry their stage.
+pub async fn prepare(
+    plan: Plan,
+    opts: &AgentOptions,
+    logs: &mpsc::Sender<(LogStream, String)>,
+) -> Result<Prepared, (Stage, anyhow::Error)> {
+    let kind = match plan.kind {
+        Kind::Process { command, env } => Ready::Process { command, env },
+        Kind::Container(spec) => {
+            let runner = connect(opts).await.map_err(|e| (Stage::Run, e))?;
+            let auth = match opts.docker_config.clone().or_else(crate::registry_auth::default_config_dir) {
+                Some(dir) => crate::registry_auth::registry_auth(&spec.image, &dir).map_err(|e| (Stage::Build, e))?,
+                None => None,
+            };
+            crate::job_task::agent_line(
+                logs,
+                format!(
+                    "liftoff agent: pulling {}{}",
+                    spec.image,
+                    auth.as_ref().map(|a| format!(" as {}", a.username)).unwrap_or_default()
+                ),
+            )
+            .await;
+            runner.ensure_image(&spec.image, auth, logs).await.map_err(|e| (Stage::Build, e))?;
+            Ready::Container { runner, spec }
+        }
+    };
+    Ok(Prepared { warnings: Vec::new(), kind })
+}
+
+/// The engine `opts` names, else the environment's.
+pub async fn connect(opts: &AgentOptions) -> anyhow::Result<ContainerRunner> {
+    match &opts.docker_host {
+        Some(host) => ContainerRunner::connect_to(host).await,
+        None => ContainerRunner::connect().await,
+    }
+}
+
+impl Prepared {
+    /// What is about to start, for the run's log.
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Ready::Process { command, .. } => {
+                shlex::try_join(command.iter().map(String::as_str)).unwrap_or_else(|_| command.join(" "))
+            }
+            Ready::Container { spec, .. } => {
+                let cmd: Vec<&str> =
+                    spec.entrypoint.iter().flatten().chain(spec.cmd.iter()).map(String::as_str).collect();
+                format!("container {} from {} ({})", spec.name, spec.image, cmd.join(" "))
+            }
+        }
+    }
+
+    pub async fn start(self, dir: &Path, logs: &mpsc::Sender<(LogStream, String)>) -> anyhow::Result<RunHandle> {
+        match self.kind {
+            Ready::Process { command, env } => {
+                Ok(RunHandle::Process(process::spawn(&command, dir, &env, logs.clone())?))
+            }
+            Ready::Container { runner, spec } => {
+                let container = runner.start(&spec).await?;
+                Ok(RunHandle::container(container, 0, logs.clone()))
+            }
+        }
+    }
+}
+
+/// A started run on either runner.
+pub enum RunHandle {
+    Process(RunningProcess),
+    Container { container: RunningContainer, log_task: Option<JoinHandle<()>> },
+}
+
+impl RunHandle {
+    /// Follows a container's output from `since` (unix seconds; 0 = all).
+    pub fn container(container: RunningContainer, since: i64, logs: mpsc::Sender<(LogStream, String)>) -> Self {
+        let follower = container.clone();
+        let log_task = tokio::spawn(async move {
+            if let Err(e) = follower.stream_logs(since, logs.clone()).await {
+                crate::job_task::agent_line(&logs, format!("liftoff agent: lost the container's output: {e:#}")).await;
+            }
+        });
+        Self::Container { container, log_task: Some(log_task) }
+    }
+
+    /// The exit code once the run ends, after all its output was read.
+    pub async fn wait(&mut self) -> anyhow::Result<i32> {
+        match self {
+            Self::Process(p) => Ok(process::exit_code(p.wait().await?)),
+            Self::Container { container, log_task } => {
+                let code = container.wait().await?;
+                if let Some(t) = log_task.take() {
+                    // the log stream ends with the container; don't hang on a stuck one
+                    let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+                }
+                Ok(code as i32)
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; the exit code.
+    pub async fn stop(&mut self, grace: Duration) -> anyhow::Result<i32> {
+        match self {
+            Self::Process(p) => Ok(process::exit_code(p.stop(grace).await?)),
+            Self::Container { container, log_task } => {
+                let code = container.stop(grace).await?;
+                if let Some(t) = log_task.take() {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+                }
+                Ok(code as i32)
+            }
+        }
+    }
+
+    /// Removes what the run left (a container); a process is already gone.
+    pub async fn cleanup(self) {
+        if let Self::Container { container, log_task } = self {
+            if let Some(t) = log_task {
+                t.abort();
+            }
+            if let Err(e) = container.remove().await {
+                tracing::warn!(container = %container.id(), error = %e, "could not remove the container");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls() {
+        for u in ["http://127.0.0.1:7434", "http://localhost:1/x", "https://[::1]:8/", "http://u:p@127.0.0.2"] {
+            assert!(is_loopback_url(u), "{u}");
+        }
+        for u in ["http://10.0.0.1:7434", "https://liftoff.example.com", "http://[2001:db8::1]:1"] {
+            assert!(!is_loopback_url(u), "{u}");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The run lifecycle on the local-process runner with a real server: start
+//! timeout, secure mode, stopped_run_timeout, spec checks that fail only
+//! their item (with a stage), the run environment (run key, split config,
+//! file overrides, resume count).
+
+mod support;
+
+use liftoff_agent::AgentOptions;
+use liftoff_core::api::{LaunchRequest, LogStream, RegisterAgent};
+use liftoff_core::job::{GitSource, JobSourceSpec};
+use liftoff_core::{ItemEvent, ItemState, ResourceType, Stage};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::rig;
+
+/// A TCP listener that accepts and never answers: a git fetch from it hangs.
+async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((sock, _)) = silent.accept().await {
+            held.push(sock);
+        }
+    });
+    (port, hold)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_does_not_start_in_time_is_cancelled_and_failed() {
+    let r = rig().await;
+    let (port, hold) = silent_listener().await;
+    let source = JobSourceSpec {
+        git: Some(GitSource {
+            remote: format!("https://127.0.0.1:{port}/repo.git"),
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            entrypoint: vec!["sh".into(), "run.sh".into()],
+            diff_patch: None,
+            build_context: None,
+            dockerfile: None,
+            base_image: None,
+        }),
+        ..Default::default()
+    };
+    r.create_job("hangs", source).await;
+    let opts = AgentOptions { start_timeout: Duration::from_secs(1), ..r.options(1, Duration::from_secs(5)) };
+    let (stop, agent) = r.agent_with(opts);
+    let id = r.launch("hangs").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
+    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Run)));
+    assert!(item.reason.as_deref().unwrap().contains("run failed to start within 1 seconds"), "{:?}", item.reason);
+    assert_eq!(item.started_at_ms, None);
+    assert!(r.logs(&id, LogStream::Agent).await.contains("failed to start within"), "the error is in the run's log");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+    hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_mode_refuses_an_entrypoint_override_and_runs_the_rest() {
+    let r = rig().await;
+    r.job("ok", "echo fine\n").await;
+    let opts = AgentOptions { secure_mode: true, ..r.options(1, Duration::from_secs(5)) };
+    let (stop, agent) = r.agent_with(opts);
+    let req = LaunchRequest { job: "ok".into(), entrypoint: Some(vec!["sh".into(), "-c".into(), "id".into()]), ..Default::default() };
+    let overridden = r.client.launch("local", &req).await.unwrap().item_id;
+    let item = r.wait_for(&overridden, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
+    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Agent)));
+    assert!(item.reason.as_deref().unwrap().contains("lock the \"entrypoint\" override"), "{:?}", item.reason);
+    assert_eq!(item.started_at_ms, None, "nothing ran");
+    let plain = r.launch("ok").await;
+    let item = r.wait_for(&plain, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignored_stop_request_becomes_a_kill_after_stopped_run_timeout() {
+    let r = rig().await;
+    // the whole group ignores SIGTERM (an ignored signal stays ignored across exec)
+    r.job("stubborn", "trap '' TERM; echo started; sleep 60 & wait\n").await;
+    let opts = AgentOptions { stop_timeout: Duration::from_millis(1500), ..r.options(1, Duration::from_secs(30)) };
+    let (stop, agent) = r.agent_with(opts);
+    let id = r.launch("stubborn").await;
+    r.wait_for(&id, |i| i.state == ItemState::Running, Duration::from_secs(20)).await;
+    while !r.logs(&id, LogStream::Stdout).await.contains("started") {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked = Instant::now();
+    r.client.stop_item(&id).await.unwrap();
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
+    let took = asked.elapsed();
+    assert_eq!((item.state, item.exit_code), (ItemState::Stopped, Some(137)), "killed: {:?}", item.reason);
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(8), "killed after the timeout ({took:?})");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_docker_options_fail_only_their_item_naming_each_option() {
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({"privileged": true, "cap-add": "SYS_ADMIN", "memory": "64m"}))
+        .await;
+    r.image_job("img", "liftoff-test/busybox:1", &["true"]).await;
+    r.job("ok", "echo fine\n").await;
+    let opts = AgentOptions { queues: vec!["boxes".into(), "local".into()], ..r.options(1, Duration::from_secs(5)) };
+    let (stop, agent) = r.agent_with(opts);
+    let bad = r.launch_on("boxes", "img").await;
+    let item = r.wait_for(&bad, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
+    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Agent)));
+    let reason = item.reason.unwrap();
+    assert!(reason.contains("'privileged'") && reason.contains("'cap-add'"), "{reason}");
+    assert!(!reason.contains("memory"), "allowed options are not blamed: {reason}");
+    let good = r.launch("ok").await;
+    assert_eq!(r.wait_for(&good, |i| i.state.is_terminal(), Duration::from_secs(20)).await.state, ItemState::Finished);
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_gets_its_own_key_its_config_split_and_its_resume_count() {
+    let r = rig().await;
+    // the run calls the server with its own key, and rebuilds its config
+    let script = r#"python3 - <<'PY'
+import json, os, urllib.request
+key = os.environ["LIFTOFF_API_KEY"]
+req = urllib.request.Request(os.environ["LIFTOFF_BASE_URL"] + "/api/v1/whoami", headers={"Authorization": "Bearer " + key})
+print("role=" + json.load(urllib.request.urlopen(req))["role"])
+parts = sorted((k for k in os.environ if k.startswith("LIFTOFF_CONFIG_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+config = json.loads("".join(os.environ[k] for k in parts))
+print("parts=%d size=%d" % (len(parts), len(config["blob"])))
+print("plain=" + str("LIFTOFF_CONFIG" in os.environ))
+print("files=" + os.environ["LIFTOFF_FILE_OVERRIDES"])
+print("resume=%s/%s" % (os.environ.get("LIFTOFF_RESUME"), os.environ.get("LIFTOFF_RESUME_COUNT")))
+print("admin=" + str(key == "ADMIN_KEY"))
+PY
+"#;
+    r.job("env", &script.replace("ADMIN_KEY", r.server.admin_key.as_deref().unwrap())).await;
+    let req = LaunchRequest {
+        job: "env".into(),
+        run_config: serde_json::json!({"blob": "x".repeat(70_000)}),
+        file_overrides: BTreeMap::from([("conf/train.yaml".to_string(), serde_json::json!({"lr": 0.1}))]),
+        ..Default::default()
+    };
+    let id = r.client.launch("local", &req).await.unwrap().item_id;
+    // a first holder is preempted: the item comes back with resume count 1
+    let fake = r
+        .client
+        .register_agent(&RegisterAgent { queues: vec!["local".into()], hostname: "f".into(), max_jobs: 1, version: "t".into() })
+        .await
+        .unwrap();
+    let c = r.client.claim(&fake.id, &["local".into()], Duration::from_secs(1)).await.unwrap().unwrap();
+    r.client.report(&c.item.id, c.fence, ItemEvent::Start).await.unwrap();
+    r.client.report(&c.item.id, c.fence, ItemEvent::Preempt).await.unwrap();
+    let (stop, agent) = r.agent(1, Duration::from_secs(5));
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+    let out = r.logs(&id, LogStream::Stdout).await;
+    assert_eq!(item.state, ItemState::Finished, "{out}\n{}", r.logs(&id, LogStream::Stderr).await);
+    assert!(out.contains("role=run\n"), "{out}");
+    assert!(out.contains("parts=3 size=70000\n") && out.contains("plain=False\n"), "{out}");
+    assert!(out.contains(r#"files={"conf/train.yaml":{"lr":0.1}}"#), "{out}");
+    assert!(out.contains("resume=allow/1\n"), "{out}");
+    assert!(out.contains("admin=False\n"), "the agent's key never reaches the run: {out}");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}

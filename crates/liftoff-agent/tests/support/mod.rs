@@ -1,0 +1,169 @@
+//! A real server on loopback, a client, and helpers to make jobs, launch
+//! them, run agents and read what happened. Shared by the agent's tests.
+#![allow(dead_code, reason = "each test binary uses part of it")]
+
+use liftoff_agent::{AgentOptions, run_agent};
+use liftoff_client::Client;
+use liftoff_core::ResourceType;
+use liftoff_core::api::{CreateJob, CreateQueue, ItemView, LaunchRequest, LogStream};
+use liftoff_core::job::{CodeSource, ImageSource, JobSourceSpec};
+use liftoff_server::{RunningServer, ServerConfig, start};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct Rig {
+    pub server: RunningServer,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub work: std::path::PathBuf,
+}
+
+/// A server with one `local-process` queue named `local`.
+pub async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(dir.path().join("server"));
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.print_admin_key = false;
+    cfg.lease_ttl = Duration::from_secs(3);
+    let server = start(cfg).await.unwrap();
+    let client = Client::new(&server.base_url(), server.admin_key.as_deref().unwrap(), "default").unwrap();
+    let work = dir.path().join("work");
+    let r = Rig { server, client, dir, work };
+    r.queue("local", ResourceType::LocalProcess, serde_json::json!({})).await;
+    r
+}
+
+impl Rig {
+    pub async fn queue(&self, name: &str, resource: ResourceType, config: serde_json::Value) {
+        self.client
+            .create_queue(&CreateQueue {
+                name: name.into(),
+                resource,
+                config,
+                template_variables: vec![],
+                prioritization: false,
+            })
+            .await
+            .unwrap();
+    }
+
+    /// A code job whose `run.sh` is `script`, run as `sh run.sh`.
+    pub async fn job(&self, name: &str, script: &str) {
+        self.code_job(name, script, None).await;
+    }
+
+    /// A code job, optionally on a base image (for local-container queues).
+    pub async fn code_job(&self, name: &str, script: &str, base_image: Option<&str>) {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("run.sh"), script).unwrap();
+        let gz = liftoff_archive::pack_dir(src.path()).unwrap();
+        let digest = liftoff_archive::sha256_digest(&gz);
+        self.client.upload_blob(&digest, gz).await.unwrap();
+        let source = JobSourceSpec {
+            code: Some(CodeSource {
+                digest,
+                entrypoint: vec!["sh".into(), "run.sh".into()],
+                build_context: None,
+                dockerfile: None,
+                base_image: base_image.map(str::to_string),
+            }),
+            ..Default::default()
+        };
+        self.create_job(name, source).await;
+    }
+
+    pub async fn image_job(&self, name: &str, image: &str, args: &[&str]) {
+        let source = JobSourceSpec {
+            image: Some(ImageSource { image: image.into(), args: args.iter().map(|a| a.to_string()).collect() }),
+            ..Default::default()
+        };
+        self.create_job(name, source).await;
+    }
+
+    pub async fn create_job(&self, name: &str, source: JobSourceSpec) {
+        let req = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime: None };
+        self.client.create_job(&req).await.unwrap();
+    }
+
+    pub async fn launch(&self, job: &str) -> String {
+        self.launch_on("local", job).await
+    }
+
+    pub async fn launch_on(&self, queue: &str, job: &str) -> String {
+        let req = LaunchRequest { job: job.into(), run_config: serde_json::json!({"lr": 0.5}), ..Default::default() };
+        self.client.launch(queue, &req).await.unwrap().item_id
+    }
+
+    /// Options for an agent on the `local` queue, with short timers.
+    pub fn options(&self, max_jobs: i64, grace: Duration) -> AgentOptions {
+        AgentOptions {
+            queues: vec!["local".into()],
+            max_jobs,
+            work_dir: self.work.clone(),
+            grace,
+            stop_timeout: grace,
+            claim_wait: Duration::from_secs(5),
+            heartbeat: Duration::from_millis(300),
+            hostname: "test".into(),
+            lock_dir: self.dir.path().to_path_buf(),
+            ..AgentOptions::default()
+        }
+    }
+
+    pub fn agent(&self, max_jobs: i64, grace: Duration) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+        self.agent_with(self.options(max_jobs, grace))
+    }
+
+    pub fn agent_with(&self, opts: AgentOptions) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let client = self.client.clone();
+        let task = tokio::spawn(run_agent(client, opts, async move {
+            let _ = rx.await;
+        }));
+        (tx, task)
+    }
+
+    pub async fn wait_for(&self, id: &str, pred: impl Fn(&ItemView) -> bool, within: Duration) -> ItemView {
+        let until = Instant::now() + within;
+        loop {
+            let item = self.client.get_item(id).await.unwrap();
+            if pred(&item) {
+                return item;
+            }
+            assert!(Instant::now() < until, "timed out waiting; item is {:?} ({:?})", item.state, item.reason);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn logs(&self, id: &str, stream: LogStream) -> String {
+        let mut out = String::new();
+        let mut after = 0;
+        loop {
+            let page = self.client.read_logs(id, after).await.unwrap();
+            for c in &page.chunks {
+                assert_eq!(c.seq, after, "chunks come back in sequence without gaps");
+                after += 1;
+                if c.stream == stream {
+                    out.push_str(&c.data);
+                }
+            }
+            if page.chunks.is_empty() {
+                return out;
+            }
+        }
+    }
+}
+
+/// The value of `var`, or `None` (skip) outside CI; under CI a missing
+/// component fails the test.
+pub fn required_env(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("CI").is_some() => panic!("{var} is not set; run the tests through scripts/test.sh"),
+        _ => {
+            eprintln!("skipping: {var} is not set (scripts/test.sh starts the component)");
+            None
+        }
+    }
+}
