@@ -5,6 +5,7 @@
 pub mod api;
 pub mod item;
 pub mod job;
+pub mod launch_config;
 pub mod priority;
 pub mod queue;
 pub mod resource;
