@@ -141,8 +141,10 @@ impl ContainerRunner {
     /// Connects to one engine: `unix:///path`, an absolute socket path, or
     /// plain `tcp://`/`http://` on loopback only (no TLS is built in, and the
     /// Engine API is root on its host, so it is never sent over a network
-    /// in the clear). Agrees an API version with the engine (1.41, dockerd
-    /// 20.10, and later).
+    /// in the clear). Works with dockerd 20.10 (API 1.41) and later: bollard
+    /// 0.21 sends paths without a `/v1.xx` prefix, so the engine answers at
+    /// its own version, and `negotiate_version` lowers bollard's recorded
+    /// version to the engine's should a prefix ever be sent.
     pub async fn connect_to(host: &str) -> anyhow::Result<Self> {
         let docker = open(host)?;
         docker.ping().await.map_err(|e| anyhow!("cannot reach the docker engine at '{host}': {e}; {HOW_TO_START}"))?;

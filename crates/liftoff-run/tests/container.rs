@@ -282,6 +282,24 @@ async fn a_restarted_agent_finds_its_container_by_label_and_adopts_it() {
 }
 
 #[tokio::test]
+async fn logs_resume_from_a_given_second() {
+    let r = engine!();
+    let c = r.start(&shell("since", "echo early; sleep 2; echo late >&2; echo later")).await.unwrap();
+    let (mut rx, task) = follow(&c);
+    until_line(&mut rx, "early").await;
+    // after "early" was written, and at least a second before "late"
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 1;
+    drain(rx, task).await;
+    assert_eq!(c.wait().await.unwrap(), 0);
+    let (tx, rx) = mpsc::channel(16);
+    let resumed = r.handle(c.id());
+    let task = tokio::spawn(async move { resumed.stream_logs(since, tx).await });
+    let (out, err) = drain(rx, task).await;
+    assert_eq!((out, err), (vec!["later\n".to_string()], vec!["late\n".to_string()]));
+    c.remove().await.unwrap();
+}
+
+#[tokio::test]
 async fn pulls_from_a_registry_with_credentials() {
     let r = engine!();
     let Some(registry) = required_env("LIFTOFF_TEST_REGISTRY") else { return };
