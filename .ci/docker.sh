@@ -6,7 +6,8 @@
 # Usage: source .ci/docker.sh   (exports, for crates/liftoff-run/tests/container.rs:
 #   LIFTOFF_TEST_DOCKER_HOST    unix://$DKROOT/docker.sock
 #   LIFTOFF_TEST_DOCKER_IMAGE   liftoff-test/busybox:1 (local only: no registry has it)
-#   LIFTOFF_TEST_REGISTRY       127.0.0.1:<port>, holding liftoff-test/busybox:1
+#   LIFTOFF_TEST_REGISTRY       127.0.0.1:<port>, holding liftoff-test/busybox:1 and liftoff-test/data:1
+#                               (one 3 MB layer, no command: only for pulls)
 #   LIFTOFF_TEST_REGISTRY_USER / LIFTOFF_TEST_REGISTRY_PASSWORD)
 # An engine or registry left running by an earlier run is reused.
 # dockerd runs with --bridge=none and no iptables: containers get only the
@@ -100,15 +101,23 @@ EOF
   echo "$DK_REG_PORT" >"$DKROOT/registry.port"
 fi
 DK_REG="127.0.0.1:$DK_REG_PORT"
-if ! curl -sf -o /dev/null -u "$DK_REG_USER:$DK_REG_PASSWORD" \
-  -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "http://$DK_REG/v2/liftoff-test/busybox/manifests/1"; then
-  echo "ci: pushing $DK_IMAGE to $DK_REG" >&2
+dk_publish() { # $1: local image, $2: name:tag in the registry; leaves no registry-named copy in the engine
+  curl -sf -o /dev/null -u "$DK_REG_USER:$DK_REG_PASSWORD" -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$DK_REG/v2/${2%:*}/manifests/${2##*:}" && return 0
+  echo "ci: pushing $2 to $DK_REG" >&2
   echo "$DK_REG_PASSWORD" | dk login -u "$DK_REG_USER" --password-stdin "$DK_REG" >/dev/null 2>&1
-  dk tag "$DK_IMAGE" "$DK_REG/$DK_IMAGE"
-  dk push "$DK_REG/$DK_IMAGE" >/dev/null
-  # untagged again so the tests really pull it
-  dk rmi "$DK_REG/$DK_IMAGE" >/dev/null
+  dk tag "$1" "$DK_REG/$2"
+  dk push "$DK_REG/$2" >/dev/null
+  dk rmi "$DK_REG/$2" >/dev/null   # so the tests really pull it
   dk logout "$DK_REG" >/dev/null
+}
+dk_publish "$DK_IMAGE" liftoff-test/busybox:1
+# an image whose only layer the engine does not have, so pulling it downloads and extracts
+if ! curl -sf -o /dev/null -u "$DK_REG_USER:$DK_REG_PASSWORD" "http://$DK_REG/v2/liftoff-test/data/tags/list"; then
+  mkdir -p "$DKROOT/data" && head -c 3000000 /dev/urandom >"$DKROOT/data/blob"
+  tar -C "$DKROOT/data" -c blob | dk import - liftoff-test/data:1 >/dev/null
+  dk_publish liftoff-test/data:1 liftoff-test/data:1
+  dk rmi liftoff-test/data:1 >/dev/null
 fi
 
 export LIFTOFF_TEST_DOCKER_HOST="unix://$DK_SOCK"

@@ -117,7 +117,8 @@ pub struct FoundContainer {
     /// The name without the engine's leading `/`.
     pub name: String,
     pub labels: BTreeMap<String, String>,
-    /// Running (or paused/restarting): not yet exited.
+    /// Running (or paused/restarting). Neither running nor an exit code:
+    /// created but never started (the agent died in between).
     pub running: bool,
     /// Set once the container has exited.
     pub exit_code: Option<i64>,
@@ -330,20 +331,15 @@ impl ContainerRunner {
                 Err(e) => bail!("failed to inspect container {id}: {}", engine_message(&e)),
             };
             let state = inspected.state.unwrap_or_default();
-            let running = !matches!(
-                state.status,
-                Some(
-                    ContainerStateStatusEnum::EXITED
-                        | ContainerStateStatusEnum::DEAD
-                        | ContainerStateStatusEnum::CREATED
-                )
-            );
+            let exited =
+                matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD));
+            let running = !exited && state.status != Some(ContainerStateStatusEnum::CREATED);
             found.push(FoundContainer {
                 id,
                 name: inspected.name.unwrap_or_default().trim_start_matches('/').to_string(),
                 labels: summary.labels.unwrap_or_default().into_iter().collect(),
                 running,
-                exit_code: if running { None } else { state.exit_code },
+                exit_code: if exited { state.exit_code } else { None },
             });
         }
         Ok(found)

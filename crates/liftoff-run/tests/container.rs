@@ -346,6 +346,20 @@ async fn pulls_from_a_registry_with_credentials() {
     }
     assert!(said.iter().any(|l| l.contains("pull failed") && l.contains("using the local image sha256:")), "{said:?}");
 
+    // a layer the engine lacks: real download progress, reported once per status change
+    let data = format!("{registry}/liftoff-test/data:1");
+    let _ = docker.remove_image(&data, None::<RemoveImageOptions>, None).await;
+    r.ensure_image(&data, Some(auth.clone()), &tx).await.unwrap();
+    let mut lines = Vec::new();
+    while let Ok((_, line)) = rx.try_recv() {
+        lines.push(line);
+    }
+    for status in ["Pulling fs layer", "Downloading", "Extracting", "Pull complete"] {
+        let n = lines.iter().filter(|l| l.ends_with(&format!(": {status}\n"))).count();
+        assert_eq!(n, 1, "one '{status}' line for the one layer: {lines:?}");
+    }
+    assert!(lines.len() < 12, "{lines:?}");
+
     let missing = format!("{registry}/liftoff-test/absent:1");
     let e = r.ensure_image(&missing, Some(auth), &tx).await.expect_err("missing image").to_string();
     assert!(e.contains(&format!("failed to pull image '{missing}'")) && e.contains("not found"), "{e}");
