@@ -9,6 +9,8 @@ source .ci/postgres.sh
 export LIFTOFF_TEST_POSTGRES_URL
 # shellcheck source=/dev/null
 source .ci/emulators.sh
+# shellcheck source=/dev/null
+source .ci/docker.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

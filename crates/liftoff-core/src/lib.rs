@@ -3,8 +3,10 @@
 //! rules; this crate does no I/O and knows nothing of HTTP or SQL.
 
 pub mod api;
+pub mod docker_options;
 pub mod item;
 pub mod job;
+pub mod launch_config;
 pub mod macros;
 pub mod priority;
 pub mod queue;

@@ -2,6 +2,7 @@
 //! entrypoint as a local process group; `container` runs it in a container
 //! through the Docker Engine API.
 
+pub mod container;
 pub mod lines;
 pub mod process;
 
