@@ -40,8 +40,12 @@ pub async fn adopt_containers(
         match client.resume_lease(&item_id, fence).await {
             Ok(resp) => {
                 eprintln!("liftoff agent: re-adopting container {} of run {}", short(&c.id), label(labels::RUN));
-                let lease =
-                    Lease { item_id, fence, ttl_ms: 3 * opts.heartbeat.as_millis() as i64, log_seq_start: resp.next_log_seq.unwrap_or(0) };
+                let lease = Lease {
+                    item_id,
+                    fence,
+                    ttl_ms: 3 * opts.heartbeat.as_millis() as i64,
+                    log_seq_start: resp.next_log_seq.unwrap_or(0),
+                };
                 jobs.spawn(adopt(client.clone(), runner.clone(), c, lease, opts.clone(), shutdown.clone()));
                 adopted += 1;
             }
@@ -84,7 +88,8 @@ async fn adopt(
             },
         )
         .await;
-        let mut run = RunHandle::container(runner.handle(&found.id), if found.running { since } else { i64::MAX }, logs.clone());
+        let mut run =
+            RunHandle::container(runner.handle(&found.id), if found.running { since } else { i64::MAX }, logs.clone());
         let outcome = watch_run(&mut run, &mut stop, &o, &logs).await;
         run.cleanup().await;
         outcome

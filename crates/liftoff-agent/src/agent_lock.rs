@@ -4,13 +4,11 @@
 //! kernel drops the lock when its holder dies, SIGKILL included.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::PathBuf;
 
 /// Held for the agent's lifetime; released on drop or process death.
 #[derive(Debug)]
 pub struct AgentLock {
     _file: File,
-    pub path: PathBuf,
 }
 
 impl AgentLock {
@@ -31,7 +29,7 @@ impl AgentLock {
                 // for the operator who finds the file: who holds it
                 let _ = file.set_len(0);
                 let _ = std::io::Write::write_all(&mut &file, format!("{}\n{key}\n", std::process::id()).as_bytes());
-                Ok(Self { _file: file, path })
+                Ok(Self { _file: file })
             }
             Err(TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();

@@ -33,8 +33,8 @@ pub fn registry_auth(image: &str, dir: &Path) -> anyhow::Result<Option<RegistryA
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => anyhow::bail!("failed to read {}: {e}", path.display()),
     };
-    let config: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
     let host = registry_host(image);
     let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else { return Ok(None) };
     let entry = auths.iter().find(|(k, _)| normalise(k) == normalise(host)).map(|(_, v)| v);
@@ -88,7 +88,10 @@ mod tests {
         )
         .unwrap();
         let a = registry_auth("127.0.0.1:5000/team/img:1", dir.path()).unwrap().unwrap();
-        assert_eq!((a.username.as_str(), a.password.as_str(), a.serveraddress.as_str()), ("ada", "s3cret", "127.0.0.1:5000"));
+        assert_eq!(
+            (a.username.as_str(), a.password.as_str(), a.serveraddress.as_str()),
+            ("ada", "s3cret", "127.0.0.1:5000")
+        );
         let hub = registry_auth("library/busybox", dir.path()).unwrap().unwrap();
         assert_eq!(hub.username, "hub");
         assert!(registry_auth("ghcr.io/x/y", dir.path()).unwrap().is_none());
@@ -102,6 +105,9 @@ mod tests {
         assert_eq!(registry_host("busybox"), "docker.io");
         assert_eq!(registry_host("library/busybox:1"), "docker.io");
         assert_eq!(registry_host("localhost/x"), "localhost");
-        assert_eq!(registry_host("123.dkr.ecr.us-east-1.amazonaws.com/repo:tag"), "123.dkr.ecr.us-east-1.amazonaws.com");
+        assert_eq!(
+            registry_host("123.dkr.ecr.us-east-1.amazonaws.com/repo:tag"),
+            "123.dkr.ecr.us-east-1.amazonaws.com"
+        );
     }
 }

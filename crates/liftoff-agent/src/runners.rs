@@ -16,8 +16,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Where a base-image job's code is mounted in its container.
-pub const CODE_MOUNT: &str = "/mnt/liftoff";
+use liftoff_run::container::CODE_MOUNT;
 
 /// Container labels: how a restarted agent finds the runs it left behind.
 pub mod labels {
@@ -138,7 +137,8 @@ pub fn plan(
             }
         }
         other => {
-            problems.push(format!("this agent cannot run resource '{other}' yet (local-process and local-container only)"));
+            problems
+                .push(format!("this agent cannot run resource '{other}' yet (local-process and local-container only)"));
             Kind::Process { command: vec![], env: BTreeMap::new() }
         }
     };
@@ -154,11 +154,12 @@ fn container_spec(
     dir: &Path,
     image: String,
     mut env: BTreeMap<String, String>,
-    mut options: ContainerOptions,
+    options: ContainerOptions,
     base_url: &str,
     opts: &AgentOptions,
 ) -> ContainerSpec {
     let spec = &item.spec;
+    // `options.env` wins over the run's env, as `docker run -e` does
     for (k, v) in &options.env {
         env.insert(k.clone(), v.clone());
     }
@@ -168,11 +169,9 @@ fn container_spec(
         _ => spec.args.clone(),
     };
     let entrypoint = (!spec.entrypoint.is_empty()).then(|| spec.entrypoint.clone());
-    // A base-image job runs its code from the mount, as the reference does.
+    // A base-image job runs its code from the mount (and, unless told
+    // otherwise, in it), as the reference does: see `CODE_MOUNT`.
     let code_mount = (!is_image_job).then(|| dir.to_path_buf());
-    if code_mount.is_some() {
-        options.workdir.get_or_insert_with(|| CODE_MOUNT.to_string());
-    }
     let labels = BTreeMap::from([
         (labels::AGENT_KEY.to_string(), opts.agent_key.clone()),
         (labels::AGENT_ID.to_string(), opts.agent_id.clone()),
@@ -188,6 +187,7 @@ fn container_spec(
         env,
         options,
         code_mount,
+        workdir: None,
         host_network: is_loopback_url(base_url),
         labels,
     }
@@ -198,7 +198,9 @@ fn is_loopback_url(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let host = rest.split(['/', '?']).next().unwrap_or("");
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-    let host = if host.starts_with('[') { host.split(']').next().unwrap_or("").trim_start_matches('[') } else {
+    let host = if host.starts_with('[') {
+        host.split(']').next().unwrap_or("").trim_start_matches('[')
+    } else {
         host.split(':').next().unwrap_or("")
     };
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -221,6 +223,7 @@ pub async fn prepare(
     opts: &AgentOptions,
     logs: &mpsc::Sender<(LogStream, String)>,
 ) -> Result<Prepared, (Stage, anyhow::Error)> {
+    let mut warnings = Vec::new();
     let kind = match plan.kind {
         Kind::Process { command, env } => Ready::Process { command, env },
         Kind::Container(spec) => {
@@ -238,11 +241,13 @@ pub async fn prepare(
                 ),
             )
             .await;
-            runner.ensure_image(&spec.image, auth, logs).await.map_err(|e| (Stage::Build, e))?;
+            if let Some(w) = runner.ensure_image(&spec.image, auth, logs).await.map_err(|e| (Stage::Build, e))? {
+                warnings.push(w);
+            }
             Ready::Container { runner, spec }
         }
     };
-    Ok(Prepared { warnings: Vec::new(), kind })
+    Ok(Prepared { warnings, kind })
 }
 
 /// The engine `opts` names, else the environment's.

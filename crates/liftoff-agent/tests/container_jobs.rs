@@ -16,10 +16,7 @@ struct Docker {
 }
 
 fn docker() -> Option<Docker> {
-    Some(Docker {
-        host: required_env("LIFTOFF_TEST_DOCKER_HOST")?,
-        image: required_env("LIFTOFF_TEST_DOCKER_IMAGE")?,
-    })
+    Some(Docker { host: required_env("LIFTOFF_TEST_DOCKER_HOST")?, image: required_env("LIFTOFF_TEST_DOCKER_IMAGE")? })
 }
 
 async fn container_rig(config: serde_json::Value) -> Rig {
@@ -44,13 +41,22 @@ async fn an_image_job_keeps_its_streams_apart_and_its_exact_exit_code() {
     r.image_job(
         "img",
         &d.image,
-        &["sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done; echo run=$MY_RUN; exit 3"],
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 2000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done; echo run=$MY_RUN; exit 3",
+        ],
     )
     .await;
     let (stop, agent) = r.agent_with(options(&r, &d));
     let id = r.launch_on("boxes", "img").await;
     let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(60)).await;
-    assert_eq!((item.state, item.exit_code, item.stage), (ItemState::Failed, Some(3), Some(Stage::Run)), "{:?}", item.reason);
+    assert_eq!(
+        (item.state, item.exit_code, item.stage),
+        (ItemState::Failed, Some(3), Some(Stage::Run)),
+        "{:?}",
+        item.reason
+    );
     let out = r.logs(&id, LogStream::Stdout).await;
     let err = r.logs(&id, LogStream::Stderr).await;
     let out_lines: Vec<&str> = out.lines().collect();
@@ -92,8 +98,12 @@ async fn a_code_job_on_a_base_image_sees_its_code_and_reaches_the_server_with_it
 async fn a_stop_request_stops_a_running_container_within_the_grace_period() {
     let Some(d) = docker() else { return };
     let r = container_rig(serde_json::json!({})).await;
-    r.image_job("polite", &d.image, &["sh", "-c", "trap 'echo bye; exit 7' TERM; echo up; while true; do sleep 0.1; done"])
-        .await;
+    r.image_job(
+        "polite",
+        &d.image,
+        &["sh", "-c", "trap 'echo bye; exit 7' TERM; echo up; while true; do sleep 0.1; done"],
+    )
+    .await;
     r.image_job("stubborn", &d.image, &["sh", "-c", "trap '' TERM; echo up; while true; do sleep 0.1; done"]).await;
     let opts = AgentOptions { stop_timeout: Duration::from_secs(2), ..options(&r, &d) };
     let (stop, agent) = r.agent_with(opts);
@@ -128,6 +138,15 @@ async fn images_are_pulled_with_the_registry_credentials_of_the_docker_config() 
     let image = format!("{reg}/{}", d.image);
     r.image_job("remote", &image, &["sh", "-c", "echo pulled"]).await;
     // no credentials: the pull is refused, the item fails at build, naming the image
+    // (after removing any copy an earlier run left in the engine)
+    let rmi = std::process::Command::new("docker")
+        .args(["rmi", "--force", &image])
+        .env("DOCKER_HOST", &d.host)
+        .env("DOCKER_CONFIG", r.dir.path())
+        .output()
+        .expect("the docker CLI of docker.io");
+    let err = String::from_utf8_lossy(&rmi.stderr);
+    assert!(rmi.status.success() || err.contains("No such image"), "docker rmi: {err}");
     let empty = r.dir.path().join("no-creds");
     std::fs::create_dir_all(&empty).unwrap();
     let (stop, agent) = r.agent_with(AgentOptions { docker_config: Some(empty), ..options(&r, &d) });
@@ -149,6 +168,18 @@ async fn images_are_pulled_with_the_registry_credentials_of_the_docker_config() 
     assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
     assert_eq!(r.logs(&id, LogStream::Stdout).await, "pulled\n");
     assert!(!r.logs(&id, LogStream::Agent).await.contains(&pass), "the password is never logged");
+    // now the image is local: without credentials the pull fails again, the
+    // local copy is used, and that is a warning on the item, not silence
+    let empty = r.dir.path().join("no-creds");
+    let (stop2, agent2) = (stop, agent);
+    stop2.send(()).unwrap();
+    agent2.await.unwrap().unwrap();
+    let (stop, agent) = r.agent_with(AgentOptions { docker_config: Some(empty), ..options(&r, &d) });
+    let id = r.launch_on("boxes", "remote").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(60)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+    let warnings: Vec<_> = item.warnings.iter().map(|w| (w.stage, w.message.as_str())).collect();
+    assert!(warnings.iter().any(|(s, m)| *s == Stage::Build && m.contains("using the local image")), "{warnings:?}");
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }

@@ -163,14 +163,15 @@ impl ContainerRunner {
 
     /// Pulls `image`, reporting one progress line per layer status change to
     /// `progress`. If the pull fails but the image exists locally, the local
-    /// copy is used and a progress line says so; otherwise the error names
-    /// the image and carries the engine's message.
+    /// copy is used, a progress line says so, and the same words come back as
+    /// `Ok(Some(warning))`; otherwise the error names the image and carries
+    /// the engine's message.
     pub async fn ensure_image(
         &self,
         image: &str,
         auth: Option<RegistryAuth>,
         progress: &mpsc::Sender<LogLine>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<String>> {
         let (name, tag) = split_reference(image);
         let options = CreateImageOptions { from_image: Some(name), tag: Some(tag), ..Default::default() };
         let credentials = auth.map(|a| DockerCredentials {
@@ -197,12 +198,13 @@ impl ContainerRunner {
                 }
             }
         }
-        let Some(message) = failure else { return Ok(()) };
+        let Some(message) = failure else { return Ok(None) };
         match self.docker.inspect_image(image).await {
             Ok(local) => {
                 let id = local.id.unwrap_or_default();
+                let warning = format!("pull of {image} failed ({message}); using the local image {id}");
                 let _ = say(format!("pull failed ({message}); using the local image {id}")).await;
-                Ok(())
+                Ok(Some(warning))
             }
             Err(_) => bail!("failed to pull image '{image}': {message}"),
         }

@@ -207,7 +207,12 @@ async fn an_agent_killed_with_sigkill_is_restarted_and_reports_its_containers_tr
         assert!(Instant::now() < until, "the re-adopted run never ended");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!((item.state, item.exit_code), (ItemState::Failed, Some(5)), "the container's own exit code: {:?}", item.reason);
+    assert_eq!(
+        (item.state, item.exit_code),
+        (ItemState::Failed, Some(5)),
+        "the container's own exit code: {:?}",
+        item.reason
+    );
     assert_eq!(item.attempts, 0, "taken back under the same lease, not re-run");
     let mut log = String::new();
     let mut after = 0;

@@ -125,14 +125,24 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             r.client
-                .create_job(&CreateJob { project: "default".into(), name: "tiny".into(), source, aliases: vec![], runtime: None })
+                .create_job(&CreateJob {
+                    project: "default".into(),
+                    name: "tiny".into(),
+                    source,
+                    aliases: vec![],
+                    runtime: None,
+                })
                 .await?;
             let mut agent = r.agent(&liftoff, "boxes", "1")?;
             tokio::time::sleep(Duration::from_secs(2)).await; // registered and long-polling
             let (mut to_running, mut to_output) = (vec![], vec![]);
             for _ in 0..samples {
                 let t = Instant::now();
-                let id = r.client.launch("boxes", &LaunchRequest { job: "tiny".into(), ..Default::default() }).await?.item_id;
+                let id = r
+                    .client
+                    .launch("boxes", &LaunchRequest { job: "tiny".into(), ..Default::default() })
+                    .await?
+                    .item_id;
                 r.wait(&id, |i| i.state == ItemState::Running || i.state.is_terminal()).await?;
                 to_running.push(t.elapsed());
                 loop {
@@ -181,14 +191,22 @@ async fn main() -> anyhow::Result<()> {
                 ..Default::default()
             };
             r.client
-                .create_job(&CreateJob { project: "default".into(), name: "nap".into(), source, aliases: vec![], runtime: None })
+                .create_job(&CreateJob {
+                    project: "default".into(),
+                    name: "nap".into(),
+                    source,
+                    aliases: vec![],
+                    runtime: None,
+                })
                 .await?;
             let mut agent = r.agent(&liftoff, "local", "-1")?;
             tokio::time::sleep(Duration::from_secs(5)).await;
             let idle = rss_kib(agent.id())?;
             let mut ids = vec![];
             for _ in 0..jobs {
-                ids.push(r.client.launch("local", &LaunchRequest { job: "nap".into(), ..Default::default() }).await?.item_id);
+                ids.push(
+                    r.client.launch("local", &LaunchRequest { job: "nap".into(), ..Default::default() }).await?.item_id,
+                );
             }
             for id in &ids {
                 r.wait(id, |i| i.state == ItemState::Running).await?;
@@ -204,7 +222,10 @@ async fn main() -> anyhow::Result<()> {
             agent.kill()?;
             println!("agent resident memory (VmRSS):");
             println!("  idle, polling one queue:           {:.1} MiB", idle as f64 / 1024.0);
-            println!("  running {jobs} local-process jobs: {:.1} MiB (highest of 20 samples over 5 s)", peak as f64 / 1024.0);
+            println!(
+                "  running {jobs} local-process jobs: {:.1} MiB (highest of 20 samples over 5 s)",
+                peak as f64 / 1024.0
+            );
         }
     }
     Ok(())

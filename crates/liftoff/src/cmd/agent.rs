@@ -60,7 +60,11 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
             return output::emit(format.format, &agents, |a| list_table(a));
         }
         Some(AgentCmd::StopPolling { id }) => {
-            let a = globals.client()?.stop_agent_polling(&id).await.with_context(|| format!("failed to stop agent '{id}'"))?;
+            let a = globals
+                .client()?
+                .stop_agent_polling(&id)
+                .await
+                .with_context(|| format!("failed to stop agent '{id}'"))?;
             println!("agent {} will stop polling at its next heartbeat", a.id);
             return Ok(());
         }
@@ -101,7 +105,9 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
     let entity = match cfg.entity.clone() {
         Some(e) => e,
         // the reference falls back to the key's default entity
-        None => client.whoami().await.with_context(|| format!("could not connect to {base_url} with this API key"))?.entity,
+        None => {
+            client.whoami().await.with_context(|| format!("could not connect to {base_url} with this API key"))?.entity
+        }
     };
     let client = client.with_entity(&entity);
 

@@ -34,6 +34,10 @@ pub struct LaunchArgs {
     /// Run id to use instead of a generated one.
     #[arg(long, value_name = "ID")]
     run_id: Option<String>,
+    /// `PATH=FILE`: merge the object in FILE (JSON, or YAML by extension) into
+    /// the run's config file PATH (relative, .json/.yaml/.yml); repeatable.
+    #[arg(long = "file-override", value_name = "PATH=FILE")]
+    file_overrides: Vec<String>,
 }
 
 pub async fn run(globals: &Globals, args: LaunchArgs) -> anyhow::Result<()> {
@@ -51,6 +55,7 @@ pub async fn run(globals: &Globals, args: LaunchArgs) -> anyhow::Result<()> {
         template_variables,
         priority: args.priority,
         run_id: args.run_id,
+        file_overrides: parse_file_overrides(&args.file_overrides)?,
     };
     let client = globals.client()?;
     let resp = client
@@ -60,6 +65,18 @@ pub async fn run(globals: &Globals, args: LaunchArgs) -> anyhow::Result<()> {
     println!("{}", resp.item_id);
     eprintln!("run id: {}", resp.run_id);
     Ok(())
+}
+
+fn parse_file_overrides(pairs: &[String]) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+    let mut out = BTreeMap::new();
+    for pair in pairs {
+        let Some((path, file)) = pair.split_once('=').filter(|(p, f)| !p.is_empty() && !f.is_empty()) else {
+            bail!("--file-override must look like PATH=FILE, got: {pair}");
+        };
+        let doc = crate::input::read_object_file(std::path::Path::new(file))?;
+        out.insert(path.to_string(), serde_json::Value::Object(doc));
+    }
+    Ok(out)
 }
 
 /// `k=v` pairs; values go as JSON strings and the server casts them to the variable's type.

@@ -93,6 +93,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         claim_wait: Duration::from_secs(20),
         heartbeat: Duration::from_secs(5),
         hostname: super::agent::hostname(),
+        lock_dir: data_dir.clone(),
+        ..AgentOptions::default()
     };
     let mut agent = tokio::spawn(liftoff_agent::run_agent(client.clone(), opts, async move {
         let _ = stopped.await;
