@@ -4,9 +4,11 @@
 
 mod agent;
 mod config;
+mod git_source;
 mod job_task;
 mod log_shipper;
 mod materialize;
 
 pub use agent::{AgentOptions, run_agent};
 pub use config::{ConfigError, LaunchConfig};
+pub use git_source::{ALLOW_HTTP_GIT_ENV, CheckedOut, GitError, GitPolicy, check_git_remote, fetch_git};
