@@ -506,6 +506,25 @@ fn builder_rules() {
 const KANIKO: &str = "environment: {type: aws, region: us-east-1}\nbuilder:\n  type: kaniko\n  destination: 1.dkr.ecr.us-east-1.amazonaws.com/r\n  build-context-store: s3://bucket/ctx\n";
 
 #[test]
+fn an_invalid_destination_is_one_error() {
+    // not also "kaniko needs a destination"
+    one_error(
+        "environment: {type: aws, region: us-east-1}\nbuilder:\n  type: kaniko\n  build-context-store: s3://bucket/ctx\n  destination: 1.dkr.ecr.us-east-1.amazonaws.com/r:tag\n",
+        "builder.destination",
+        "no tag",
+    );
+    // an ignored registry gets no unknown-host warning, but is still checked
+    let r = check("queues: [q]\nbuilder: {type: docker, destination: x.azurecr.io/r}\nregistry: {url: test}\n");
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert!(r.warnings[0].message.contains("replaces the registry"));
+    one_error(
+        "builder: {type: docker, destination: x.azurecr.io/r}\nregistry: {url: 'test:v1'}\n",
+        "registry.url",
+        "no tag",
+    );
+}
+
+#[test]
 fn secret_name_and_key_go_together() {
     one_error(&format!("{KANIKO}  secret-name: creds\n"), "builder.secret-key", "go together");
     one_error(&format!("{KANIKO}  secret-key: creds\n"), "builder.secret-name", "go together");
@@ -972,4 +991,44 @@ fn config_serializes_for_the_cli() {
     assert_eq!(j["builder"]["type"], "docker");
     assert_eq!(j["environment"]["type"], "azure");
     assert_eq!(j["stopped_run_timeout"], 60);
+}
+
+proptest::proptest! {
+    /// Any text gets an answer, never a panic.
+    #[test]
+    fn arbitrary_text_never_panics(s in "[a-z_:\\-\\[\\]{}, \\n'\"#&*!|>0-9.@/~?%]{0,300}") {
+        let _ = check_file_text(&s);
+    }
+
+    /// Plausible files built from real keys and odd values get an answer, never a panic.
+    #[test]
+    fn plausible_files_never_panic(
+        entries in proptest::collection::vec(
+            (
+                proptest::sample::select(vec![
+                    "entity", "queues", "queue", "max_jobs", "secure_mode", "base_url", "builder.type",
+                    "builder.destination", "builder.build-context-store", "builder.build-job-name",
+                    "builder.secret-name", "builder.kaniko-image", "builder.accelerator", "environment.type",
+                    "environment.region", "environment.project", "registry.type", "registry.uri", "registry.url",
+                    "registry.repository",
+                ]),
+                proptest::sample::select(vec![
+                    "", "~", "x", "-1", "'8'", "[a, b]", "{a: 1}", "kaniko", "aws", "gcp", "ecr", "gcr",
+                    "s3://bucket/x", "gs://b", "1.dkr.ecr.us-east-1.amazonaws.com/r", "x.azurecr.io/r:t",
+                    "us-central1-docker.pkg.dev/p/r", "host:5000", "https://", "@sha256:", "A//B", "yes",
+                ]),
+            ),
+            0..8,
+        )
+    ) {
+        let mut file = String::new();
+        for (key, value) in entries {
+            match key.split_once('.') {
+                Some((block, k)) => file.push_str(&format!("{block}: {{{k}: {value}}}\n")),
+                None => file.push_str(&format!("{key}: {value}\n")),
+            }
+        }
+        let _ = check_file_text(&file);
+        let _ = resolve(Some(&file), &BTreeMap::new(), &Overrides::default());
+    }
 }

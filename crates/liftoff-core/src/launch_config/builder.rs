@@ -24,6 +24,17 @@ pub enum BuilderType {
     Noop,
 }
 
+impl BuilderType {
+    /// The name used in the file: `docker`, `kaniko` or `noop`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Kaniko => "kaniko",
+            Self::Noop => "noop",
+        }
+    }
+}
+
 /// The platform images are built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Platform {

@@ -15,6 +15,9 @@ pub enum EnvironmentConfig {
     /// AWS; `profile` picks a profile of the shared credentials file.
     Aws { region: String, profile: Option<String> },
     /// GCP; region and project are both required, as the setup document says.
+    /// The region is not taken from `GOOGLE_CLOUD_REGION`: the reference's
+    /// validator requires it in the file too, and an Artifact Registry URI is
+    /// checked against it.
     Gcp { region: String, project: String },
     /// Azure; the region is optional (the reference wrongly required it).
     Azure { region: Option<String> },

@@ -51,7 +51,7 @@ impl Issues {
         self.errors.push(issue);
     }
 
-    /// Whether the file has a field at `path`.
+    /// Whether the file gives a (non-null) value at `path`, valid or not.
     pub fn has_spot(&self, path: &str) -> bool {
         self.spots.contains_key(path)
     }
@@ -96,7 +96,9 @@ pub(crate) fn known_entries<'a>(
     let mut out = Vec::new();
     for e in entries {
         let p = join(path, &e.key);
-        is.remember(&p, &e.value);
+        if !is_null(&e.value) {
+            is.remember(&p, &e.value);
+        }
         let Some(k) = keys.iter().find(|k| k.name == e.key) else {
             let hint = match closest(&e.key, keys.iter().map(|k| k.name)) {
                 Some(s) => format!("unknown key, did you mean '{s}'?"),
