@@ -124,6 +124,17 @@ impl JobSourceSpec {
                     ),
                 ));
             }
+            if let Some(digest) = &g.diff_patch
+                && !is_sha256_digest(digest)
+            {
+                return Err((
+                    "source.git.diff_patch".into(),
+                    format!(
+                        "diff.patch digest '{}' must look like sha256:<64 lowercase hex>",
+                        shown(digest, MAX_SHOWN)
+                    ),
+                ));
+            }
             JobSource::Git(g)
         } else if let Some(c) = self.code {
             if !is_sha256_digest(&c.digest) {
@@ -576,5 +587,10 @@ mod tests {
         assert_eq!(field, "source.git.commit");
         assert!(msg.contains("'--output=/etc/x'") && msg.contains("starts with '-'"), "{msg}");
         assert_eq!(git_spec("https://example.com/a.git", "main~1").resolve().unwrap_err().0, "source.git.commit");
+        let mut spec = git_spec("https://example.com/a.git", "main");
+        spec.git.as_mut().unwrap().diff_patch = Some("sha256:abc".into());
+        assert_eq!(spec.clone().resolve().unwrap_err().0, "source.git.diff_patch");
+        spec.git.as_mut().unwrap().diff_patch = Some(format!("sha256:{}", "ab".repeat(32)));
+        assert!(spec.resolve().is_ok());
     }
 }
