@@ -556,6 +556,14 @@ fn kaniko_keys_on_other_builders_warn() {
         "{:?}",
         r.warnings
     );
+    assert_eq!(r.config.builder.unwrap().build_context_store, None, "ignored keys are not kept");
+    // but their values are still checked
+    one_error("builder: {type: docker, kaniko-config: [a]}\n", "builder.kaniko-config", "expected a mapping");
+    one_error(
+        "builder: {type: noop, build-context-store: 'ftp://x'}\n",
+        "builder.build-context-store",
+        "must be s3://",
+    );
 }
 
 #[test]

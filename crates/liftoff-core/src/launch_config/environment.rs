@@ -1,6 +1,6 @@
 //! The `environment` block: the cloud whose credentials the agent uses.
 
-use super::keys::ENVIRONMENT_KEYS;
+use super::keys::{ENVIRONMENT_KEYS, key_named};
 use super::reader::{Issues, article, is_null, join, known_entries, mapping, shaped_choice, word};
 use super::yaml::Node;
 use serde::Serialize;
@@ -38,7 +38,7 @@ impl EnvironmentConfig {
 pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<EnvironmentConfig> {
     let entries = mapping(is, path, node)?;
     let ty = match entries.iter().find(|e| e.key == "type" && !is_null(&e.value)) {
-        Some(e) => shaped_choice(is, &join(path, "type"), &e.value, &ENVIRONMENT_KEYS[0]),
+        Some(e) => shaped_choice(is, &join(path, "type"), &e.value, key_named(ENVIRONMENT_KEYS, "type")),
         None => {
             is.missing(&join(path, "type"), node, "an environment block needs a type: local, aws, gcp or azure");
             None

@@ -83,8 +83,9 @@ pub(crate) fn mapping<'a>(is: &mut Issues, path: &str, node: &'a Node) -> Option
 }
 
 /// The entries of a block whose keys come from `keys`: unknown keys are errors
-/// with a suggestion; keys another block type uses are errors (or warnings when
-/// `unused_is_warning`); null values are dropped. `ty` is the block's type, when known.
+/// with a suggestion; keys another block type uses are errors, or, when
+/// `unused_is_warning`, warnings (and still returned, so their values are
+/// checked all the same); null values are dropped. `ty` is the block's type, when known.
 pub(crate) fn known_entries<'a>(
     is: &mut Issues,
     path: &str,
@@ -124,8 +125,8 @@ pub(crate) fn known_entries<'a>(
                 );
             } else {
                 is.error_at(&p, &e.value, msg);
+                continue;
             }
-            continue;
         }
         out.push((k, e));
     }
