@@ -105,13 +105,34 @@ impl JobSourceSpec {
             ));
         }
         let src = if let Some(g) = self.git {
-            if g.remote.trim().is_empty() {
-                return Err(("source.git.remote".into(), "git remote must not be empty".into()));
+            // http:// passes here: only the agent knows whether it may use it, and it checks again.
+            if let Err(why) = classify_git_remote(&g.remote) {
+                return Err((
+                    "source.git.remote".into(),
+                    format!(
+                        "git remote '{}' must be https://, http://, ssh:// or user@host:path ({why})",
+                        redact_git_remote(&g.remote)
+                    ),
+                ));
             }
-            if !(7..=64).contains(&g.commit.len()) || !g.commit.chars().all(|c| c.is_ascii_hexdigit()) {
+            if let Err(why) = check_git_rev(&g.commit) {
                 return Err((
                     "source.git.commit".into(),
-                    format!("git commit '{}' must be a 7-64 character hex SHA", g.commit),
+                    format!(
+                        "git commit '{}' must be a hex SHA or a branch or tag name ({why})",
+                        shown(&g.commit, MAX_SHOWN)
+                    ),
+                ));
+            }
+            if let Some(digest) = &g.diff_patch
+                && !is_sha256_digest(digest)
+            {
+                return Err((
+                    "source.git.diff_patch".into(),
+                    format!(
+                        "diff.patch digest '{}' must look like sha256:<64 lowercase hex>",
+                        shown(digest, MAX_SHOWN)
+                    ),
                 ));
             }
             JobSource::Git(g)
@@ -147,6 +168,202 @@ impl JobSourceSpec {
 pub fn is_sha256_digest(s: &str) -> bool {
     s.strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+}
+
+/// Longest git remote accepted, in bytes.
+pub const MAX_GIT_REMOTE_LEN: usize = 4096;
+/// Longest branch or tag name accepted as `source.git.commit`, in bytes.
+pub const MAX_GIT_REV_LEN: usize = 255;
+/// Longest input echoed back in an error message, in characters.
+const MAX_SHOWN: usize = 200;
+
+/// The form of a git remote, judged from its text alone (no I/O, no git).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitRemoteKind {
+    /// `https://host/path`.
+    Https,
+    /// `http://host/path`: unencrypted, so agents fetch it only when their config allows it.
+    Http,
+    /// `ssh://[user@]host[:port]/path`.
+    Ssh,
+    /// `user@host:path`, git's scp-like form of ssh.
+    ScpLike,
+}
+
+/// Why a git remote is refused; reads well inside parentheses after the remote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GitRemoteRefusal {
+    #[error("it is empty")]
+    Empty,
+    #[error("it is longer than {MAX_GIT_REMOTE_LEN} bytes")]
+    TooLong,
+    /// git would read it as an option.
+    #[error("it starts with '-'")]
+    LeadingDash,
+    #[error("it contains whitespace or control characters")]
+    WhitespaceOrControl,
+    /// `<transport>::<address>` runs `git-remote-<transport>`, e.g. `ext::` runs a shell command.
+    #[error("it names the remote helper '{0}::'")]
+    RemoteHelper(String),
+    #[error("file:// reads the agent's own disk")]
+    File,
+    #[error("git:// is neither authenticated nor encrypted")]
+    GitProtocol,
+    #[error("the scheme '{0}://' is not supported")]
+    Scheme(String),
+    #[error("it has no host")]
+    NoHost,
+    /// ssh would read such a user or host as an option.
+    #[error("its user, host or path starts with '-'")]
+    DashInAuthority,
+    #[error("scp-like remotes need a user and a path: user@host:path")]
+    IncompleteScpLike,
+    /// git reads anything that is not a URL or `host:path` as a path on the agent's disk.
+    #[error("it is a local path")]
+    LocalPath,
+}
+
+/// Classifies a git remote without running git: `https://`, `http://`, `ssh://` and
+/// `user@host:path` pass; options, remote helpers (`ext::`, `fd::`, ...), `file://`,
+/// `git://` and local paths are refused. Callers decide whether [`GitRemoteKind::Http`] is allowed.
+pub fn classify_git_remote(remote: &str) -> Result<GitRemoteKind, GitRemoteRefusal> {
+    use GitRemoteRefusal as R;
+    if remote.is_empty() {
+        return Err(R::Empty);
+    }
+    if remote.len() > MAX_GIT_REMOTE_LEN {
+        return Err(R::TooLong);
+    }
+    if remote.trim_start().starts_with('-') {
+        return Err(R::LeadingDash);
+    }
+    if remote.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(R::WhitespaceOrControl);
+    }
+    // git's transport.c: URL-scheme characters followed by "::" select `git-remote-<scheme>`.
+    let scheme_len = remote
+        .char_indices()
+        .take_while(|&(i, c)| c.is_ascii_alphabetic() || (i > 0 && (c.is_ascii_digit() || "+-.".contains(c))))
+        .count();
+    if scheme_len > 0 && remote[scheme_len..].starts_with("::") {
+        return Err(R::RemoteHelper(remote[..scheme_len].to_string()));
+    }
+    if let Some((scheme, rest)) = remote.split_once("://")
+        && scheme.len() == scheme_len
+    {
+        let kind = match scheme {
+            "https" => GitRemoteKind::Https,
+            "http" => GitRemoteKind::Http,
+            "ssh" => GitRemoteKind::Ssh,
+            "file" => return Err(R::File),
+            "git" => return Err(R::GitProtocol),
+            other => return Err(R::Scheme(other.to_string())),
+        };
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        let (user, host) = match authority.rsplit_once('@') {
+            Some((user, host)) => (user, host),
+            None => ("", authority),
+        };
+        if host.is_empty() || host.starts_with(':') {
+            return Err(R::NoHost);
+        }
+        if host.starts_with('-') || user.starts_with('-') {
+            return Err(R::DashInAuthority);
+        }
+        return Ok(kind);
+    }
+    let drive = remote.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) && remote[1..].starts_with(':');
+    if remote.starts_with(['/', '.', '~', '\\']) || drive || remote.contains("://") {
+        return Err(R::LocalPath);
+    }
+    // git reads a colon before any slash as ssh's `[user@]host:path`; we also require the user.
+    match remote.split_once(':') {
+        Some((prefix, path)) if !prefix.contains('/') => {
+            let Some((user, host)) = prefix.split_once('@') else {
+                return Err(R::IncompleteScpLike);
+            };
+            if user.is_empty() || host.is_empty() || host.contains('@') || path.is_empty() || path.starts_with(':') {
+                return Err(R::IncompleteScpLike);
+            }
+            if user.starts_with('-') || host.starts_with('-') || path.starts_with('-') {
+                return Err(R::DashInAuthority);
+            }
+            Ok(GitRemoteKind::ScpLike)
+        }
+        _ => Err(R::LocalPath),
+    }
+}
+
+/// The password in `scheme://user:password@host/...`, if there is one.
+pub fn git_remote_password(remote: &str) -> Option<&str> {
+    password_range(remote).map(|r| &remote[r])
+}
+
+/// The remote as it may appear in messages and logs: a password replaced by `<redacted>`,
+/// control characters escaped, and cut to a readable length.
+pub fn redact_git_remote(remote: &str) -> String {
+    match password_range(remote) {
+        Some(r) => shown(&format!("{}<redacted>{}", &remote[..r.start], &remote[r.end..]), MAX_SHOWN),
+        None => shown(remote, MAX_SHOWN),
+    }
+}
+
+fn password_range(remote: &str) -> Option<std::ops::Range<usize>> {
+    let start = remote.find("://")? + 3;
+    let rest = &remote[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':')?;
+    Some(start + colon + 1..start + at).filter(|r| !r.is_empty())
+}
+
+/// Checks `source.git.commit`: a hex SHA, or a branch or tag name that `git check-ref-format`
+/// accepts and that git cannot read as an option or as revision syntax (`~`, `^`, `:`, `@{`, ...).
+pub fn check_git_rev(rev: &str) -> Result<(), &'static str> {
+    if rev.is_empty() {
+        return Err("it is empty");
+    }
+    if rev.len() > MAX_GIT_REV_LEN {
+        return Err("it is longer than 255 bytes");
+    }
+    if rev.starts_with('-') {
+        return Err("it starts with '-'");
+    }
+    if rev.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it contains whitespace or control characters");
+    }
+    if rev.contains(['~', '^', ':', '?', '*', '[', '\\']) {
+        return Err("it contains one of ~ ^ : ? * [ \\");
+    }
+    if rev.contains("..") {
+        return Err("it contains '..'");
+    }
+    if rev.contains("@{") || rev == "@" {
+        return Err("it contains '@{' or is '@'");
+    }
+    if rev.split('/').any(|part| part.is_empty() || part.starts_with('.') || part.ends_with(".lock"))
+        || rev.ends_with('.')
+    {
+        return Err("a '/'-separated part is empty, starts with '.' or ends with '.lock', or it ends with '.'");
+    }
+    Ok(())
+}
+
+/// `s` with control characters escaped, cut to `max` characters.
+fn shown(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A reference to a job: `[[entity/]project/]name[:alias|:vN]`.
@@ -236,5 +453,144 @@ mod tests {
         assert!(is_sha256_digest(&format!("sha256:{}", "0f".repeat(32))));
         assert!(!is_sha256_digest(&format!("sha256:{}", "0F".repeat(32))));
         assert!(!is_sha256_digest("sha256:abc"));
+    }
+
+    fn git_spec(remote: &str, commit: &str) -> JobSourceSpec {
+        JobSourceSpec {
+            git: Some(GitSource {
+                remote: remote.into(),
+                commit: commit.into(),
+                entrypoint: vec!["python".into(), "train.py".into()],
+                diff_patch: None,
+                build_context: None,
+                dockerfile: None,
+                base_image: None,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn git_remote_forms() {
+        use GitRemoteKind::*;
+        for (remote, kind) in [
+            ("https://github.com/acme/repo.git", Https),
+            ("https://user:token@example.com:8443/a/b", Https),
+            ("http://127.0.0.1:9418/repo.git", Http),
+            ("ssh://git@example.com:2222/acme/repo.git", Ssh),
+            ("ssh://[::1]/repo", Ssh),
+            ("git@github.com:acme/repo.git", ScpLike),
+            ("deploy@10.0.0.1:/srv/git/repo", ScpLike),
+        ] {
+            assert_eq!(classify_git_remote(remote), Ok(kind), "{remote}");
+        }
+        use GitRemoteRefusal as R;
+        for (remote, why) in [
+            ("", R::Empty),
+            ("-uhttps://x", R::LeadingDash),
+            (" \t--upload-pack=touch /tmp/x", R::LeadingDash),
+            ("--upload-pack=x", R::LeadingDash),
+            ("https://example.com/a b", R::WhitespaceOrControl),
+            ("https://example.com/a\nb", R::WhitespaceOrControl),
+            ("https://example.com/a\u{7f}", R::WhitespaceOrControl),
+            ("ext::sh -c touch% /tmp/pwned", R::WhitespaceOrControl),
+            ("ext::sh", R::RemoteHelper("ext".into())),
+            ("EXT::sh", R::RemoteHelper("EXT".into())),
+            ("fd::3", R::RemoteHelper("fd".into())),
+            ("https::example.com/x", R::RemoteHelper("https".into())),
+            ("file:///etc/passwd", R::File),
+            ("git://example.com/repo", R::GitProtocol),
+            ("HTTPS://example.com/repo", R::Scheme("HTTPS".into())),
+            ("ftp://example.com/repo", R::Scheme("ftp".into())),
+            ("https:///path", R::NoHost),
+            ("ssh://-oProxyCommand=x/repo", R::DashInAuthority),
+            ("ssh://-oProxyCommand=x@host/repo", R::DashInAuthority),
+            ("git@-oProxyCommand=x:repo", R::DashInAuthority),
+            ("git@host:-x", R::DashInAuthority),
+            ("github.com:acme/repo", R::IncompleteScpLike),
+            ("git@host:", R::IncompleteScpLike),
+            ("git@host::repo", R::IncompleteScpLike),
+            ("@host:repo", R::IncompleteScpLike),
+            ("/srv/git/repo.git", R::LocalPath),
+            ("./repo", R::LocalPath),
+            ("../repo", R::LocalPath),
+            ("repo", R::LocalPath),
+            ("~/repo", R::LocalPath),
+            ("C:\\repo", R::LocalPath),
+            ("C:/repo", R::LocalPath),
+            ("dir/x:y", R::LocalPath),
+            ("a@b://c", R::LocalPath),
+        ] {
+            assert_eq!(classify_git_remote(remote), Err(why), "{remote:?}");
+        }
+        assert_eq!(classify_git_remote(&format!("https://h/{}", "a".repeat(5000))), Err(R::TooLong));
+    }
+
+    #[test]
+    fn git_remote_passwords_are_redacted() {
+        assert_eq!(redact_git_remote("https://alice:s3cret@host/a.git"), "https://alice:<redacted>@host/a.git");
+        assert_eq!(git_remote_password("ssh://a:b:c@host/x"), Some("b:c"));
+        assert_eq!(redact_git_remote("https://token@host/a@b"), "https://token@host/a@b");
+        assert_eq!(redact_git_remote("https://host/a:b@c"), "https://host/a:b@c");
+        assert_eq!(git_remote_password("https://alice:@host/"), None);
+        assert_eq!(redact_git_remote("ext::x\ny"), "ext::x\\ny");
+        assert!(redact_git_remote(&"x".repeat(500)).ends_with('…'));
+    }
+
+    #[test]
+    fn git_revs() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        for ok in [sha, "abc1234", "main", "feature/x-1", "v1.2.3", "release/2024.01", "@x", &"a".repeat(255)] {
+            assert_eq!(check_git_rev(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "-x",
+            "--upload-pack=x",
+            "a b",
+            "a\tb",
+            "a..b",
+            "HEAD~1",
+            "HEAD^",
+            ":/msg",
+            "main@{upstream}",
+            "@",
+            "a?",
+            "a*",
+            "a[",
+            "a\\b",
+            "a/",
+            "/a",
+            "a//b",
+            ".hidden",
+            "a/.b",
+            "x.lock",
+            "x.lock/y",
+            "a.",
+            &"a".repeat(256),
+        ] {
+            assert!(check_git_rev(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn git_sources_are_checked_at_creation() {
+        assert!(git_spec("https://example.com/a.git", "main").resolve().is_ok());
+        assert!(git_spec("http://127.0.0.1:8080/a.git", "0123abc").resolve().is_ok(), "the agent decides about http");
+        let (field, msg) = git_spec("ext::sh -c id", "main").resolve().unwrap_err();
+        assert_eq!(field, "source.git.remote");
+        assert!(msg.contains("'ext::sh -c id'") && msg.contains("whitespace"), "{msg}");
+        let (field, msg) = git_spec("file://alice:pw@host/x", "main").resolve().unwrap_err();
+        assert_eq!(field, "source.git.remote");
+        assert!(msg.contains("file://alice:<redacted>@host/x") && !msg.contains("pw@"), "{msg}");
+        let (field, msg) = git_spec("https://example.com/a.git", "--output=/etc/x").resolve().unwrap_err();
+        assert_eq!(field, "source.git.commit");
+        assert!(msg.contains("'--output=/etc/x'") && msg.contains("starts with '-'"), "{msg}");
+        assert_eq!(git_spec("https://example.com/a.git", "main~1").resolve().unwrap_err().0, "source.git.commit");
+        let mut spec = git_spec("https://example.com/a.git", "main");
+        spec.git.as_mut().unwrap().diff_patch = Some("sha256:abc".into());
+        assert_eq!(spec.clone().resolve().unwrap_err().0, "source.git.diff_patch");
+        spec.git.as_mut().unwrap().diff_patch = Some(format!("sha256:{}", "ab".repeat(32)));
+        assert!(spec.resolve().is_ok());
     }
 }

@@ -502,8 +502,30 @@ fn builder_rules() {
     );
 }
 
+/// The rest of a kaniko setup, after a `kaniko-config` block.
+const KANIKO_REST: &str = "  destination: 1.dkr.ecr.us-east-1.amazonaws.com/r\n  build-context-store: s3://bucket/ctx\nenvironment: {type: aws, region: us-east-1}\n";
+
 /// A complete kaniko setup on AWS, to which one line is added under `builder`.
 const KANIKO: &str = "environment: {type: aws, region: us-east-1}\nbuilder:\n  type: kaniko\n  destination: 1.dkr.ecr.us-east-1.amazonaws.com/r\n  build-context-store: s3://bucket/ctx\n";
+
+#[test]
+fn an_invalid_destination_is_one_error() {
+    // not also "kaniko needs a destination"
+    one_error(
+        "environment: {type: aws, region: us-east-1}\nbuilder:\n  type: kaniko\n  build-context-store: s3://bucket/ctx\n  destination: 1.dkr.ecr.us-east-1.amazonaws.com/r:tag\n",
+        "builder.destination",
+        "no tag",
+    );
+    // an ignored registry gets no unknown-host warning, but is still checked
+    let r = check("queues: [q]\nbuilder: {type: docker, destination: x.azurecr.io/r}\nregistry: {url: test}\n");
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert!(r.warnings[0].message.contains("replaces the registry"));
+    one_error(
+        "builder: {type: docker, destination: x.azurecr.io/r}\nregistry: {url: 'test:v1'}\n",
+        "registry.url",
+        "no tag",
+    );
+}
 
 #[test]
 fn secret_name_and_key_go_together() {
@@ -536,6 +558,14 @@ fn kaniko_keys_on_other_builders_warn() {
         r.warnings.iter().any(|w| w.path == "builder.build-context-store" && w.message.contains("only by kaniko")),
         "{:?}",
         r.warnings
+    );
+    assert_eq!(r.config.builder.unwrap().build_context_store, None, "ignored keys are not kept");
+    // but their values are still checked
+    one_error("builder: {type: docker, kaniko-config: [a]}\n", "builder.kaniko-config", "expected a mapping");
+    one_error(
+        "builder: {type: noop, build-context-store: 'ftp://x'}\n",
+        "builder.build-context-store",
+        "must be s3://",
     );
 }
 
@@ -821,12 +851,16 @@ fn files_over_one_mib_are_refused() {
 fn deep_nesting_and_aliases_are_refused_quickly() {
     let deep = format!("builder:\n  type: docker\n  kaniko-config: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
     let e = errors(&deep);
-    assert!(e[0].message.contains("invalid yaml"), "{}", render(&e));
+    assert!(e[0].message.contains("at most 64 levels of nesting"), "{}", render(&e));
     let deep_block: String = (0..500).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
-    errors(&format!(
+    let e = errors(&format!(
         "builder:\n  type: docker\n  kaniko-config:\n{}",
         deep_block.lines().map(|l| format!("    {l}\n")).collect::<String>()
     ));
+    assert!(e[0].message.contains("at most 64 levels of nesting"), "{}", render(&e));
+    // 60 levels are fine
+    let ok_block: String = (0..60).map(|i| format!("    {}k{i}:\n", " ".repeat(i))).collect();
+    cfg(&format!("builder:\n  type: kaniko\n  kaniko-config:\n{ok_block}{KANIKO_REST}"));
     // the classic billion-laughs document: refused at the first alias, nothing expanded
     let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n";
     let e = errors(bomb);
@@ -972,4 +1006,44 @@ fn config_serializes_for_the_cli() {
     assert_eq!(j["builder"]["type"], "docker");
     assert_eq!(j["environment"]["type"], "azure");
     assert_eq!(j["stopped_run_timeout"], 60);
+}
+
+proptest::proptest! {
+    /// Any text gets an answer, never a panic.
+    #[test]
+    fn arbitrary_text_never_panics(s in "[a-z_:\\-\\[\\]{}, \\n'\"#&*!|>0-9.@/~?%]{0,300}") {
+        let _ = check_file_text(&s);
+    }
+
+    /// Plausible files built from real keys and odd values get an answer, never a panic.
+    #[test]
+    fn plausible_files_never_panic(
+        entries in proptest::collection::vec(
+            (
+                proptest::sample::select(vec![
+                    "entity", "queues", "queue", "max_jobs", "secure_mode", "base_url", "builder.type",
+                    "builder.destination", "builder.build-context-store", "builder.build-job-name",
+                    "builder.secret-name", "builder.kaniko-image", "builder.accelerator", "environment.type",
+                    "environment.region", "environment.project", "registry.type", "registry.uri", "registry.url",
+                    "registry.repository",
+                ]),
+                proptest::sample::select(vec![
+                    "", "~", "x", "-1", "'8'", "[a, b]", "{a: 1}", "kaniko", "aws", "gcp", "ecr", "gcr",
+                    "s3://bucket/x", "gs://b", "1.dkr.ecr.us-east-1.amazonaws.com/r", "x.azurecr.io/r:t",
+                    "us-central1-docker.pkg.dev/p/r", "host:5000", "https://", "@sha256:", "A//B", "yes",
+                ]),
+            ),
+            0..8,
+        )
+    ) {
+        let mut file = String::new();
+        for (key, value) in entries {
+            match key.split_once('.') {
+                Some((block, k)) => file.push_str(&format!("{block}: {{{k}: {value}}}\n")),
+                None => file.push_str(&format!("{key}: {value}\n")),
+            }
+        }
+        let _ = check_file_text(&file);
+        let _ = resolve(Some(&file), &BTreeMap::new(), &Overrides::default());
+    }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod config;
 pub mod entity;
 pub mod job;
 pub mod launch;

@@ -1,7 +1,7 @@
 //! The `builder` block: how images are built and where they go.
 
 use super::image::{ImageDestination, ImageRef};
-use super::keys::{BASE_IMAGE_KEYS, BUILDER_KEYS};
+use super::keys::{BASE_IMAGE_KEYS, BUILDER_KEYS, key_named};
 use super::reader::{Issues, is_null, join, known_entries, mapping, shaped_choice, word};
 use super::store::BuildContextStore;
 use super::yaml::{Entry, Node};
@@ -22,6 +22,17 @@ pub enum BuilderType {
     Kaniko,
     /// No builds: prebuilt images only.
     Noop,
+}
+
+impl BuilderType {
+    /// The name used in the file: `docker`, `kaniko` or `noop`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Kaniko => "kaniko",
+            Self::Noop => "noop",
+        }
+    }
 }
 
 /// The platform images are built for.
@@ -62,7 +73,7 @@ pub struct BuilderConfig {
 
 pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<BuilderConfig> {
     let entries = mapping(is, path, node)?;
-    let type_key = &BUILDER_KEYS[0];
+    let type_key = key_named(BUILDER_KEYS, "type");
     let ty = match entries.iter().find(|e| e.key == "type" && !is_null(&e.value)) {
         Some(e) => shaped_choice(is, &join(path, "type"), &e.value, type_key),
         None => {
@@ -158,6 +169,14 @@ pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<BuilderCo
     }
     if let (Some(name), Some(key)) = (secret_name, secret_key) {
         cfg.secret = Some(KanikoSecret { name, key });
+    }
+    // kaniko's keys on another builder were checked and warned about; they are not kept
+    if builder_type != Some(BuilderType::Kaniko) {
+        cfg.build_context_store = None;
+        cfg.build_job_name = DEFAULT_BUILD_JOB_NAME.to_string();
+        cfg.secret = None;
+        cfg.kaniko_image = DEFAULT_KANIKO_IMAGE.to_string();
+        cfg.kaniko_config = None;
     }
     if builder_type == Some(BuilderType::Kaniko) && !present("build-context-store") {
         is.missing(

@@ -15,14 +15,16 @@ pub(crate) fn check(
     registry: Option<&RegistryConfig>,
 ) {
     if let Some(d) = builder.and_then(|b| b.destination.as_ref()) {
-        destination_matches(is, "builder.destination", d, environment);
+        destination_matches(is, "builder.destination", d, environment, true);
     }
+    let has_destination = is.has_spot("builder.destination");
     if let Some(r) = registry {
         let uri_path = if r.uri.is_some() && is.has_spot("registry.url") { "registry.url" } else { "registry.uri" };
         if let Some(d) = &r.uri {
-            destination_matches(is, uri_path, d, environment);
+            // an ignored registry still has to be right, but its host needs no warning
+            destination_matches(is, uri_path, d, environment, !has_destination);
         }
-        if builder.is_some_and(|b| b.destination.is_some()) {
+        if has_destination {
             is.warn("registry", None, "ignored: builder.destination replaces the registry block");
         } else {
             is.warn(
@@ -63,19 +65,26 @@ pub(crate) fn check(
                 ),
             }
         }
-        let registry_target = registry.is_some_and(|r| r.uri.is_some() || r.repository.is_some());
-        if b.destination.is_none() && !registry_target {
+        let registry_target = ["registry.uri", "registry.url", "registry.repository"].iter().any(|p| is.has_spot(p));
+        if !has_destination && !registry_target {
             is.error("builder.destination", None, "the kaniko builder pushes what it builds: set builder.destination");
         }
     }
 }
 
-fn destination_matches(is: &mut Issues, path: &str, d: &ImageDestination, environment: Option<&EnvironmentConfig>) {
+fn destination_matches(
+    is: &mut Issues,
+    path: &str,
+    d: &ImageDestination,
+    environment: Option<&EnvironmentConfig>,
+    warn_unknown_host: bool,
+) {
     let shown = d.uri();
     let cloud = match d {
         ImageDestination::Ecr { .. } => "aws",
         ImageDestination::Gar { .. } => "gcp",
         ImageDestination::Acr { .. } => "azure",
+        ImageDestination::Oci { .. } if !warn_unknown_host => return,
         ImageDestination::Oci { host, .. } => {
             is.warn(
                 path,

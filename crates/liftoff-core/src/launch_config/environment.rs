@@ -1,6 +1,6 @@
 //! The `environment` block: the cloud whose credentials the agent uses.
 
-use super::keys::ENVIRONMENT_KEYS;
+use super::keys::{ENVIRONMENT_KEYS, key_named};
 use super::reader::{Issues, article, is_null, join, known_entries, mapping, shaped_choice, word};
 use super::yaml::Node;
 use serde::Serialize;
@@ -15,6 +15,9 @@ pub enum EnvironmentConfig {
     /// AWS; `profile` picks a profile of the shared credentials file.
     Aws { region: String, profile: Option<String> },
     /// GCP; region and project are both required, as the setup document says.
+    /// The region is not taken from `GOOGLE_CLOUD_REGION`: the reference's
+    /// validator requires it in the file too, and an Artifact Registry URI is
+    /// checked against it.
     Gcp { region: String, project: String },
     /// Azure; the region is optional (the reference wrongly required it).
     Azure { region: Option<String> },
@@ -35,7 +38,7 @@ impl EnvironmentConfig {
 pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<EnvironmentConfig> {
     let entries = mapping(is, path, node)?;
     let ty = match entries.iter().find(|e| e.key == "type" && !is_null(&e.value)) {
-        Some(e) => shaped_choice(is, &join(path, "type"), &e.value, &ENVIRONMENT_KEYS[0]),
+        Some(e) => shaped_choice(is, &join(path, "type"), &e.value, key_named(ENVIRONMENT_KEYS, "type")),
         None => {
             is.missing(&join(path, "type"), node, "an environment block needs a type: local, aws, gcp or azure");
             None

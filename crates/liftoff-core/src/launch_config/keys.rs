@@ -57,6 +57,11 @@ impl Key {
     }
 }
 
+/// The key called `name` in `table`; the tables are constants, so a miss is a bug.
+pub(crate) fn key_named(table: &'static [Key], name: &str) -> &'static Key {
+    table.iter().find(|k| k.name == name).unwrap_or_else(|| panic!("no key '{name}' in the table"))
+}
+
 /// The largest count `max_jobs` and `max_schedulers` accept.
 pub(crate) const MAX_COUNT: i64 = u32::MAX as i64;
 

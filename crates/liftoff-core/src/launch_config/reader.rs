@@ -51,7 +51,7 @@ impl Issues {
         self.errors.push(issue);
     }
 
-    /// Whether the file has a field at `path`.
+    /// Whether the file gives a (non-null) value at `path`, valid or not.
     pub fn has_spot(&self, path: &str) -> bool {
         self.spots.contains_key(path)
     }
@@ -83,8 +83,9 @@ pub(crate) fn mapping<'a>(is: &mut Issues, path: &str, node: &'a Node) -> Option
 }
 
 /// The entries of a block whose keys come from `keys`: unknown keys are errors
-/// with a suggestion; keys another block type uses are errors (or warnings when
-/// `unused_is_warning`); null values are dropped. `ty` is the block's type, when known.
+/// with a suggestion; keys another block type uses are errors, or, when
+/// `unused_is_warning`, warnings (and still returned, so their values are
+/// checked all the same); null values are dropped. `ty` is the block's type, when known.
 pub(crate) fn known_entries<'a>(
     is: &mut Issues,
     path: &str,
@@ -96,7 +97,9 @@ pub(crate) fn known_entries<'a>(
     let mut out = Vec::new();
     for e in entries {
         let p = join(path, &e.key);
-        is.remember(&p, &e.value);
+        if !is_null(&e.value) {
+            is.remember(&p, &e.value);
+        }
         let Some(k) = keys.iter().find(|k| k.name == e.key) else {
             let hint = match closest(&e.key, keys.iter().map(|k| k.name)) {
                 Some(s) => format!("unknown key, did you mean '{s}'?"),
@@ -122,8 +125,8 @@ pub(crate) fn known_entries<'a>(
                 );
             } else {
                 is.error_at(&p, &e.value, msg);
+                continue;
             }
-            continue;
         }
         out.push((k, e));
     }

@@ -2,7 +2,7 @@
 //! `builder.destination` is not set.
 
 use super::image::{ImageDestination, check_repository};
-use super::keys::REGISTRY_KEYS;
+use super::keys::{REGISTRY_KEYS, key_named};
 use super::reader::{Issues, article, is_null, join, known_entries, mapping, shaped_choice, word};
 use super::yaml::Node;
 use serde::Serialize;
@@ -33,7 +33,8 @@ pub struct RegistryConfig {
 pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<RegistryConfig> {
     let entries = mapping(is, path, node)?;
     let given = |name: &str| entries.iter().find(|e| e.key == name && !is_null(&e.value));
-    let ty = given("type").and_then(|e| shaped_choice(is, &join(path, "type"), &e.value, &REGISTRY_KEYS[0]));
+    let ty =
+        given("type").and_then(|e| shaped_choice(is, &join(path, "type"), &e.value, key_named(REGISTRY_KEYS, "type")));
     let type_ok = given("type").is_none() || ty.is_some();
     let mut cfg = RegistryConfig {
         registry_type: ty.map(|t| match t {

@@ -15,6 +15,7 @@ pub enum BuildContextStore {
 }
 
 impl BuildContextStore {
+    /// Parses the three forms the reference accepts; anything else (`s3a://`, another host) is refused.
     pub fn parse(uri: &str) -> Result<Self, String> {
         const FORMS: &str =
             "must be s3://<bucket>/..., gs://<bucket>/... or https://<account>.blob.core.windows.net/<container>/...";

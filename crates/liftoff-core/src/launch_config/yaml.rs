@@ -222,8 +222,11 @@ pub(crate) fn parse(text: &str, issues: &mut Vec<ConfigIssue>) -> Option<Node> {
             Ok(e) => e,
             Err(e) => {
                 let m = e.marker();
-                issues
-                    .push(ConfigIssue::new("", None, format!("invalid yaml: {}", e.info())).at(m.line(), m.col() + 1));
+                let mut message = format!("invalid yaml: {}", e.info());
+                if message.contains("recursion limit") {
+                    message.push_str(&format!(" (at most {MAX_NESTING} levels of nesting)"));
+                }
+                issues.push(ConfigIssue::new("", None, message).at(m.line(), m.col() + 1));
                 failed = true;
                 break;
             }
