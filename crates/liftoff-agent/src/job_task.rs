@@ -204,9 +204,10 @@ async fn drive(
             warn(client, item, &logs, Stage::Agent, w).await;
         }
         if plan.needs_source {
-            materialize(client, &spec.source, &dir, opts.allow_http_git)
+            let fetched = materialize(client, &spec.source, &dir, opts.allow_http_git)
                 .await
                 .map_err(|e| (Stage::Agent, format!("failed to prepare the source: {e:#}")))?;
+            agent_line(&logs, format!("liftoff agent: {fetched}")).await;
         }
         runners::prepare(plan, opts, &logs).await.map_err(|(stage, e)| (stage, format!("{e:#}")))
     };

@@ -5,7 +5,6 @@
 mod adopt;
 mod agent;
 mod agent_lock;
-mod config;
 mod git_source;
 mod job_task;
 mod log_shipper;
@@ -14,5 +13,4 @@ mod registry_auth;
 mod runners;
 
 pub use agent::{AgentOptions, run_agent};
-pub use config::{ConfigError, LaunchConfig};
 pub use git_source::{ALLOW_HTTP_GIT_ENV, CheckedOut, GitError, GitPolicy, check_git_remote, fetch_git};

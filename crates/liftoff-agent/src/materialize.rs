@@ -7,7 +7,13 @@ use liftoff_core::JobSource;
 use std::path::Path;
 
 /// Fills `dir` with the job's code. Image jobs have nothing to fetch.
-pub async fn materialize(client: &Client, source: &JobSource, dir: &Path, allow_http_git: bool) -> anyhow::Result<()> {
+/// Returns a line for the run's log saying what was fetched.
+pub async fn materialize(
+    client: &Client,
+    source: &JobSource,
+    dir: &Path,
+    allow_http_git: bool,
+) -> anyhow::Result<String> {
     match source {
         JobSource::Code(code) => {
             let bytes = client
@@ -24,7 +30,7 @@ pub async fn materialize(client: &Client, source: &JobSource, dir: &Path, allow_
             tokio::task::spawn_blocking(move || unpack(&bytes, &dir, ArchiveLimits::default()))
                 .await?
                 .map_err(|e| anyhow::anyhow!("failed to unpack code archive: {e}"))?;
-            Ok(())
+            Ok(format!("unpacked code archive {}", code.digest))
         }
         JobSource::Git(src) => {
             let patch = match &src.diff_patch {
@@ -39,15 +45,16 @@ pub async fn materialize(client: &Client, source: &JobSource, dir: &Path, allow_
                 }
                 None => None,
             };
-            // The agent owner wires `allow_http_git` from the launch config in here.
-            let policy = GitPolicy::from_config(false);
+            let policy = GitPolicy::from_config(allow_http_git);
             let out = fetch_git(src, dir, patch.as_deref(), &policy).await?;
-            if out.fallback {
-                let (rev, commit) = (&out.rev, &src.commit);
-                tracing::warn!(%rev, sha = %out.sha, %commit, "git commit not found; checked out a fallback branch");
-            }
-            Ok(())
+            let remote = liftoff_core::job::redact_git_remote(&src.remote);
+            let patched = if patch.is_some() { ", with diff.patch applied" } else { "" };
+            Ok(if out.fallback {
+                format!("fetched {remote}: '{}' not found, checked out {} ({}){patched}", src.commit, out.rev, out.sha)
+            } else {
+                format!("fetched {remote}: checked out {} ({}){patched}", out.rev, out.sha)
+            })
         }
-        JobSource::Image(i) => anyhow::bail!("image job '{}' cannot run on the local-process runner", i.image),
+        JobSource::Image(_) => Ok("image job: nothing to fetch".to_string()),
     }
 }
