@@ -47,6 +47,7 @@ impl Issues {
         self.errors.push(ConfigIssue::new(path, None, message).at(node.line, node.column));
     }
 
+    /// An error made elsewhere (the YAML reader's, or one with its own position).
     pub fn push(&mut self, issue: ConfigIssue) {
         self.errors.push(issue);
     }

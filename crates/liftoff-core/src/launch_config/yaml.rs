@@ -57,6 +57,7 @@ pub(crate) enum Core {
 }
 
 impl Scalar {
+    /// The scalar's meaning under the core schema ([`Core::Str`] when not plain).
     pub fn core(&self) -> Core {
         if !self.plain {
             return Core::Str;

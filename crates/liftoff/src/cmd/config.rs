@@ -9,6 +9,7 @@ use serde::Serialize;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+/// `liftoff config check FILE` and `liftoff config schema`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCmd {
     /// Check a launch-config.yaml: every error, with its field, value, line and column.
@@ -31,6 +32,7 @@ struct Report<'a> {
     config: Option<&'a AgentConfig>,
 }
 
+/// Runs a `config` subcommand; an invalid file is an error (exit 1) after its report is printed.
 pub fn run(cmd: ConfigCmd) -> anyhow::Result<()> {
     match cmd {
         ConfigCmd::Check { file, format } => check(&file, format.format),
