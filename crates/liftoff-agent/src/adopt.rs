@@ -25,7 +25,17 @@ pub async fn adopt_containers(
     jobs: &mut JoinSet<JobOutcome>,
     shutdown: &watch::Receiver<bool>,
 ) -> usize {
-    let Ok(runner) = crate::runners::connect(opts).await else { return 0 };
+    let runner = match crate::runners::connect(opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            // An agent without an engine has no containers to take back; one
+            // told where its engine is must say why it could not look.
+            if opts.docker_host.is_some() || std::env::var_os("DOCKER_HOST").is_some() {
+                eprintln!("liftoff agent: warning: could not look for containers to re-adopt: {e:#}");
+            }
+            return 0;
+        }
+    };
     let found = match runner.list_labelled(labels::AGENT_KEY, &opts.agent_key).await {
         Ok(f) => f,
         Err(e) => {

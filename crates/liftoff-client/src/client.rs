@@ -196,7 +196,7 @@ impl Client {
     }
 
     /// A lease renewal by an agent taking a run back after a restart: the
-    /// answer also carries the next log sequence number and a new run key.
+    /// answer also carries the next log sequence number.
     pub async fn resume_lease(&self, id: &str, fence: i64) -> Result<ItemHeartbeatResponse, ClientError> {
         let body = FencedHeartbeat { fence, resume: true };
         self.call(Method::POST, &format!("/items/{}/lease", enc(id)), Some(&body)).await

@@ -291,7 +291,8 @@ pub struct Claim {
 pub struct FencedHeartbeat {
     pub fence: i64,
     /// Set by an agent taking a run back after a restart: the response then
-    /// carries the sequence number of the item's next log chunk.
+    /// carries the sequence number of the item's next log chunk. (The run
+    /// keeps the key it was started with.)
     #[serde(default)]
     pub resume: bool,
 }
@@ -304,10 +305,6 @@ pub struct ItemHeartbeatResponse {
     /// Only when the heartbeat asked with `resume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_log_seq: Option<i64>,
-    /// The run's own API key, minted anew for an agent taking the run back
-    /// after a restart (only with `resume`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

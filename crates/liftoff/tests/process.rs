@@ -171,7 +171,8 @@ async fn an_agent_killed_with_sigkill_is_restarted_and_reports_its_containers_tr
         .await
         .unwrap()
         .item_id;
-    let agent = || {
+    let agent = |n: u32| {
+        let log = std::fs::File::create(dir.path().join(format!("agent-{n}.log"))).unwrap();
         Command::new(env!("CARGO_BIN_EXE_liftoff"))
             .args(["agent", "-q", "boxes", "--agent-key", "sigkill-test", "--work-dir"])
             .arg(dir.path().join("work"))
@@ -180,15 +181,23 @@ async fn an_agent_killed_with_sigkill_is_restarted_and_reports_its_containers_tr
             .env("DOCKER_HOST", &docker_host)
             .env("TMPDIR", dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap()
     };
-    let mut first = agent();
+    let agent_logs = || {
+        (1..=2)
+            .map(|n| std::fs::read_to_string(dir.path().join(format!("agent-{n}.log"))).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let mut first = agent(1);
     let until = Instant::now() + Duration::from_secs(60);
     loop {
         let page = client.read_logs(&item_id, 0).await.unwrap();
-        if page.chunks.iter().any(|c| c.data.contains("started")) {
+        // the container's own output, not the agent's line quoting the command
+        let out = liftoff_core::api::LogStream::Stdout;
+        if page.chunks.iter().any(|c| c.stream == out && c.data.contains("started")) {
             break;
         }
         assert!(Instant::now() < until, "the container never started");
@@ -197,7 +206,7 @@ async fn an_agent_killed_with_sigkill_is_restarted_and_reports_its_containers_tr
     kill(Pid::from_raw(first.id() as i32), Signal::SIGKILL).unwrap();
     first.wait().unwrap();
     assert_eq!(client.get_item(&item_id).await.unwrap().state, ItemState::Running, "the kill reported nothing");
-    let mut second = agent();
+    let mut second = agent(2);
     let until = Instant::now() + Duration::from_secs(60);
     let item = loop {
         let item = client.get_item(&item_id).await.unwrap();
@@ -213,7 +222,7 @@ async fn an_agent_killed_with_sigkill_is_restarted_and_reports_its_containers_tr
         "the container's own exit code: {:?}",
         item.reason
     );
-    assert_eq!(item.attempts, 0, "taken back under the same lease, not re-run");
+    assert_eq!(item.attempts, 0, "taken back under the same lease, not re-run; agents said:\n{}", agent_logs());
     let mut log = String::new();
     let mut after = 0;
     loop {

@@ -11,7 +11,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use liftoff_client::Client;
-use liftoff_core::api::{CreateJob, CreateQueue, ItemView, LaunchRequest};
+use liftoff_core::api::{CreateJob, CreateQueue, ItemView, LaunchRequest, LogStream};
 use liftoff_core::job::{CodeSource, ImageSource, JobSourceSpec};
 use liftoff_core::{ItemState, ResourceType};
 use liftoff_server::{ServerConfig, start};
@@ -147,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
                 to_running.push(t.elapsed());
                 loop {
                     let page = r.client.read_logs(&id, 0).await?;
-                    if page.chunks.iter().any(|c| c.data.contains("up")) {
+                    if page.chunks.iter().any(|c| c.stream == LogStream::Stdout && c.data.contains("up")) {
                         break;
                     }
                     anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "no output from the container");
