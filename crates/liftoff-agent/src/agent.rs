@@ -143,11 +143,7 @@ pub async fn run_agent(
                 match claimed {
                     Ok(Some(claim)) => {
                         backoff = Duration::from_millis(100);
-                        // round robin: the queue that yielded goes to the back
-                        if let Some(pos) = queues.iter().position(|q| *q == claim.item.queue) {
-                            let q = queues.remove(pos);
-                            queues.push(q);
-                        }
+                        rotate_after(&mut queues, &claim.item.queue);
                         tracing::info!(item = %claim.item.id, run = %claim.item.run_id, queue = %claim.item.queue, "claimed");
                         let (id, fence) = (claim.item.id.clone(), claim.fence);
                         let job = run_job(client.clone(), claim, opts.clone(), stop_jobs_rx.clone());
@@ -227,5 +223,30 @@ fn log_outcome(done: Result<JobOutcome, tokio::task::JoinError>) {
     match done {
         Ok(o) => tracing::info!(item = %o.item_id, outcome = ?o.event, "job ended"),
         Err(e) => tracing::error!(error = %e, "job task panicked"),
+    }
+}
+
+/// Round robin, as the reference does it: the queue that yielded an item
+/// moves to the back, so the others are asked first next time.
+fn rotate_after(queues: &mut Vec<String>, yielded: &str) {
+    if let Some(pos) = queues.iter().position(|q| q == yielded) {
+        let q = queues.remove(pos);
+        queues.push(q);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_that_yielded_goes_to_the_back() {
+        let mut qs: Vec<String> = ["q1", "q2", "q3"].map(String::from).to_vec();
+        rotate_after(&mut qs, "q1");
+        assert_eq!(qs, ["q2", "q3", "q1"]);
+        rotate_after(&mut qs, "q3");
+        assert_eq!(qs, ["q2", "q1", "q3"]);
+        rotate_after(&mut qs, "gone");
+        assert_eq!(qs, ["q2", "q1", "q3"], "an unknown queue changes nothing");
     }
 }

@@ -137,6 +137,11 @@ pub fn plan(
             }
         }
         other => {
+            if other == ResourceType::Kubernetes
+                && let Err(errors) = liftoff_core::kube_args::check(&resource_args, opts.secure_mode)
+            {
+                problems.extend(errors);
+            }
             problems
                 .push(format!("this agent cannot run resource '{other}' yet (local-process and local-container only)"));
             Kind::Process { command: vec![], env: BTreeMap::new() }

@@ -181,3 +181,45 @@ PY
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arguments_reach_the_process_as_they_are_without_a_shell() {
+    let r = rig().await;
+    r.job("args", "echo \"argc=$#\"; for a in \"$@\"; do echo \"arg=$a\"; done; echo \"pwd=$(pwd)\"\n").await;
+    let (stop, agent) = r.agent(1, Duration::from_secs(5));
+    let req = LaunchRequest {
+        job: "args".into(),
+        args: vec!["--epochs".into(), "10".into(), "; echo HACKED".into(), "$(id)".into()],
+        ..Default::default()
+    };
+    let id = r.client.launch("local", &req).await.unwrap().item_id;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
+    assert_eq!(item.state, ItemState::Finished);
+    let out = r.logs(&id, LogStream::Stdout).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..5], ["argc=4", "arg=--epochs", "arg=10", "arg=; echo HACKED", "arg=$(id)"], "{out}");
+    assert!(lines[5].starts_with("pwd=") && lines[5].ends_with(&format!("{}-{}", item.run_id, item.fence)), "{out}");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_kubernetes_args_are_named_before_anything_runs() {
+    let r = rig().await;
+    let manifest = serde_json::json!({"spec": {"template": {"spec": {
+        "hostNetwork": true,
+        "containers": [{"name": "c", "securityContext": {"privileged": true}}]
+    }}}});
+    r.queue("k8s", ResourceType::Kubernetes, manifest).await;
+    r.image_job("img", "busybox:1", &[]).await;
+    let opts = AgentOptions { queues: vec!["k8s".into()], ..r.options(1, Duration::from_secs(5)) };
+    let (stop, agent) = r.agent_with(opts);
+    let id = r.launch_on("k8s", "img").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
+    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Agent)));
+    let reason = item.reason.unwrap();
+    assert!(reason.contains("unsafe resource_args.kubernetes option 'securityContext'"), "{reason}");
+    assert!(reason.contains("option 'hostNetwork'"), "{reason}");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}

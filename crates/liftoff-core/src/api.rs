@@ -271,7 +271,7 @@ pub struct ClaimRequest {
     pub wait_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Claim {
     pub item: ItemView,
     /// Fencing token: send it with every write about this item.
@@ -284,6 +284,19 @@ pub struct Claim {
     /// report warnings; it stops working when the item ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_api_key: Option<String>,
+}
+
+/// The run key is a secret: shown as `<redacted>`, as the reference logs `_wandb_api_key`.
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("item", &self.item)
+            .field("fence", &self.fence)
+            .field("lease_ttl_ms", &self.lease_ttl_ms)
+            .field("log_seq_start", &self.log_seq_start)
+            .field("run_api_key", &self.run_api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ pub mod api;
 pub mod docker_options;
 pub mod item;
 pub mod job;
+pub mod kube_args;
 pub mod launch_config;
 pub mod macros;
 pub mod priority;

@@ -170,3 +170,13 @@ async fn whoami_names_the_entity_of_a_key() {
     let bad = Client::new(&t.server.base_url(), "lft_nope", "default").unwrap();
     assert_eq!(status(bad.whoami().await).0, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_never_shows_its_run_key_in_debug_output() {
+    let t = setup().await;
+    t.client.launch("q", &LaunchRequest { job: "img".into(), ..Default::default() }).await.unwrap();
+    let c = t.claim().await;
+    let key = c.run_api_key.clone().unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains(&key) && shown.contains("<redacted>"), "{shown}");
+}
