@@ -4,8 +4,7 @@ mod support;
 
 use liftoff_agent::{AgentOptions, run_agent};
 use liftoff_core::ItemState;
-use liftoff_core::api::{CreateJob, LaunchRequest, LogStream};
-use liftoff_core::job::JobSourceSpec;
+use liftoff_core::api::{LaunchRequest, LogStream};
 use std::time::{Duration, Instant};
 use support::rig;
 
@@ -137,37 +136,7 @@ async fn refuses_to_start_on_a_missing_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_preparation_ends_the_item_stopped_without_starting_it() {
     let r = rig().await;
-    // A git remote that accepts connections and never answers: the fetch hangs.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let hold = tokio::spawn(async move {
-        let mut held = vec![];
-        while let Ok((sock, _)) = silent.accept().await {
-            held.push(sock);
-        }
-    });
-    let source = JobSourceSpec {
-        git: Some(liftoff_core::job::GitSource {
-            remote: format!("https://127.0.0.1:{port}/repo.git"),
-            commit: "0123456789abcdef0123456789abcdef01234567".into(),
-            entrypoint: vec!["sh".into(), "run.sh".into()],
-            diff_patch: None,
-            build_context: None,
-            dockerfile: None,
-            base_image: None,
-        }),
-        ..Default::default()
-    };
-    r.client
-        .create_job(&CreateJob {
-            project: "default".into(),
-            name: "hangs".into(),
-            source,
-            aliases: vec![],
-            runtime: None,
-        })
-        .await
-        .unwrap();
+    let hold = r.hanging_git_job("hangs").await;
     let (stop, agent) = r.agent(1, Duration::from_secs(5));
     let id = r.launch("hangs").await;
     r.wait_for(&id, |i| i.state == ItemState::Claimed, Duration::from_secs(30)).await;

@@ -7,42 +7,15 @@ mod support;
 
 use liftoff_agent::AgentOptions;
 use liftoff_core::api::{LaunchRequest, LogStream, RegisterAgent};
-use liftoff_core::job::{GitSource, JobSourceSpec};
 use liftoff_core::{ItemEvent, ItemState, ResourceType, Stage};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use support::rig;
 
-/// A TCP listener that accepts and never answers: a git fetch from it hangs.
-async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let hold = tokio::spawn(async move {
-        let mut held = vec![];
-        while let Ok((sock, _)) = silent.accept().await {
-            held.push(sock);
-        }
-    });
-    (port, hold)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_does_not_start_in_time_is_cancelled_and_failed() {
     let r = rig().await;
-    let (port, hold) = silent_listener().await;
-    let source = JobSourceSpec {
-        git: Some(GitSource {
-            remote: format!("https://127.0.0.1:{port}/repo.git"),
-            commit: "0123456789abcdef0123456789abcdef01234567".into(),
-            entrypoint: vec!["sh".into(), "run.sh".into()],
-            diff_patch: None,
-            build_context: None,
-            dockerfile: None,
-            base_image: None,
-        }),
-        ..Default::default()
-    };
-    r.create_job("hangs", source).await;
+    let hold = r.hanging_git_job("hangs").await;
     let opts = AgentOptions { start_timeout: Duration::from_secs(1), ..r.options(1, Duration::from_secs(5)) };
     let (stop, agent) = r.agent_with(opts);
     let id = r.launch("hangs").await;

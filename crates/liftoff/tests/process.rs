@@ -13,6 +13,18 @@ fn repo_root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
+/// A server on a loopback port with its data in `dir/data`: the server, its
+/// URL, its admin key and a client.
+async fn server_in(dir: &Path) -> (liftoff_server::RunningServer, String, String, Client) {
+    let mut cfg = liftoff_server::ServerConfig::new(dir.join("data"));
+    cfg.listen = ([127, 0, 0, 1], 0).into();
+    cfg.print_admin_key = false;
+    let server = liftoff_server::start(cfg).await.unwrap();
+    let (url, key) = (server.base_url(), server.admin_key.clone().unwrap());
+    let client = Client::new(&url, &key, "default").unwrap();
+    (server, url, key, client)
+}
+
 #[test]
 fn quickstart_runs_the_hello_job_to_finished() {
     let data = tempfile::tempdir().unwrap();
@@ -35,12 +47,7 @@ fn quickstart_runs_the_hello_job_to_finished() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_claiming_then_stops_running_jobs_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = liftoff_server::ServerConfig::new(dir.path().join("data"));
-    cfg.listen = ([127, 0, 0, 1], 0).into();
-    cfg.print_admin_key = false;
-    let server = liftoff_server::start(cfg).await.unwrap();
-    let (url, key) = (server.base_url(), server.admin_key.clone().unwrap());
-    let client = Client::new(&url, &key, "default").unwrap();
+    let (server, url, key, client) = server_in(dir.path()).await;
     let code = dir.path().join("code");
     std::fs::create_dir_all(&code).unwrap();
     std::fs::write(code.join("run.sh"), "echo started; sleep 60 & wait\n").unwrap();
@@ -133,12 +140,7 @@ fn docker_env() -> Option<(String, String)> {
 async fn an_agent_killed_with_sigkill_is_restarted_and_reports_its_containers_true_outcome() {
     let Some((docker_host, image)) = docker_env() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = liftoff_server::ServerConfig::new(dir.path().join("data"));
-    cfg.listen = ([127, 0, 0, 1], 0).into();
-    cfg.print_admin_key = false;
-    let server = liftoff_server::start(cfg).await.unwrap();
-    let (url, key) = (server.base_url(), server.admin_key.clone().unwrap());
-    let client = Client::new(&url, &key, "default").unwrap();
+    let (server, url, key, client) = server_in(dir.path()).await;
     client
         .create_queue(&liftoff_core::api::CreateQueue {
             name: "boxes".into(),

@@ -6,7 +6,7 @@ use liftoff_agent::{AgentOptions, run_agent};
 use liftoff_client::Client;
 use liftoff_core::ResourceType;
 use liftoff_core::api::{CreateJob, CreateQueue, ItemView, LaunchRequest, LogStream};
-use liftoff_core::job::{CodeSource, ImageSource, JobSourceSpec};
+use liftoff_core::job::{CodeSource, GitSource, ImageSource, JobSourceSpec};
 use liftoff_server::{RunningServer, ServerConfig, start};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -79,6 +79,33 @@ impl Rig {
             ..Default::default()
         };
         self.create_job(name, source).await;
+    }
+
+    /// A git job whose remote accepts connections and never answers, so its
+    /// fetch hangs until cancelled. Drop (abort) the handle to close the listener.
+    pub async fn hanging_git_job(&self, name: &str) -> JoinHandle<()> {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = vec![];
+            while let Ok((sock, _)) = silent.accept().await {
+                held.push(sock);
+            }
+        });
+        let source = JobSourceSpec {
+            git: Some(GitSource {
+                remote: format!("https://127.0.0.1:{port}/repo.git"),
+                commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                entrypoint: vec!["sh".into(), "run.sh".into()],
+                diff_patch: None,
+                build_context: None,
+                dockerfile: None,
+                base_image: None,
+            }),
+            ..Default::default()
+        };
+        self.create_job(name, source).await;
+        hold
     }
 
     pub async fn create_job(&self, name: &str, source: JobSourceSpec) {
