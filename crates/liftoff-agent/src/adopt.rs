@@ -59,7 +59,9 @@ pub async fn adopt_containers(
                 jobs.spawn(adopt(client.clone(), runner.clone(), c, lease, opts.clone(), shutdown.clone()));
                 adopted += 1;
             }
-            Err(e) => {
+            // The server knows the item and says our claim is over (it was
+            // re-queued, re-claimed or ended): the container is an orphan.
+            Err(e) if e.is_conflict() => {
                 eprintln!(
                     "liftoff agent: removing orphaned container {} of run {}: its lease is gone ({e})",
                     short(&c.id),
@@ -71,6 +73,13 @@ pub async fn adopt_containers(
                 }
                 let _ = orphan.remove().await;
             }
+            // Unknown here (another server or entity using the same agent
+            // key?) or unreachable: not ours to remove.
+            Err(e) => eprintln!(
+                "liftoff agent: warning: leaving container {} of run {} alone: {e}",
+                short(&c.id),
+                label(labels::RUN)
+            ),
         }
     }
     adopted
@@ -87,7 +96,9 @@ async fn adopt(
     let o = opts.clone();
     under_lease(client, lease, opts, shutdown, move |io: JobIo| async move {
         let JobIo { logs, mut stop } = io;
-        let since = if found.running { unix_now_ms() / 1000 } else { 0 };
+        // Output from before the restart is not sent again (the server may
+        // hold it already); an exited container's output is not read at all.
+        let since = unix_now_ms() / 1000;
         agent_line(
             &logs,
             if found.running {
@@ -98,8 +109,7 @@ async fn adopt(
             },
         )
         .await;
-        let mut run =
-            RunHandle::container(runner.handle(&found.id), if found.running { since } else { i64::MAX }, logs.clone());
+        let mut run = RunHandle::container(runner.handle(&found.id), since, logs.clone());
         let outcome = watch_run(&mut run, &mut stop, &o, &logs).await;
         run.cleanup().await;
         outcome

@@ -138,6 +138,17 @@ fn docker_env() -> Option<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_with_sigkill_is_restarted_and_reports_its_containers_true_outcome() {
+    sigkill_then_restart(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_ended_while_its_agent_was_dead_is_reported_by_the_restarted_agent() {
+    sigkill_then_restart(true).await;
+}
+
+/// Kills the agent while its container runs, then starts it again with the
+/// same agent key; with `exit_first`, only after the container has exited.
+async fn sigkill_then_restart(exit_first: bool) {
     let Some((docker_host, image)) = docker_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (server, url, key, client) = server_in(dir.path()).await;
@@ -173,10 +184,12 @@ async fn an_agent_killed_with_sigkill_is_restarted_and_reports_its_containers_tr
         .await
         .unwrap()
         .item_id;
+    // unique: the other test of this pair shares the engine
+    let agent_key = format!("sigkill-{}-{exit_first}", std::process::id());
     let agent = |n: u32| {
         let log = std::fs::File::create(dir.path().join(format!("agent-{n}.log"))).unwrap();
         Command::new(env!("CARGO_BIN_EXE_liftoff"))
-            .args(["agent", "-q", "boxes", "--agent-key", "sigkill-test", "--work-dir"])
+            .args(["agent", "-q", "boxes", "--agent-key", &agent_key, "--work-dir"])
             .arg(dir.path().join("work"))
             .env("LIFTOFF_BASE_URL", &url)
             .env("LIFTOFF_API_KEY", &key)
@@ -208,6 +221,10 @@ async fn an_agent_killed_with_sigkill_is_restarted_and_reports_its_containers_tr
     kill(Pid::from_raw(first.id() as i32), Signal::SIGKILL).unwrap();
     first.wait().unwrap();
     assert_eq!(client.get_item(&item_id).await.unwrap().state, ItemState::Running, "the kill reported nothing");
+    if exit_first {
+        // the job sleeps 4 s after its first line; the lease (30 s) outlives the wait
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
     let mut second = agent(2);
     let until = Instant::now() + Duration::from_secs(60);
     let item = loop {
@@ -237,8 +254,12 @@ async fn an_agent_killed_with_sigkill_is_restarted_and_reports_its_containers_tr
         }
         after = page.next_seq;
     }
-    assert!(log.contains("re-adopted"), "{log}");
-    assert!(log.contains("finishing"), "output after the restart is shipped: {log}");
+    if exit_first {
+        assert!(log.contains("the container ended while no agent was watching"), "{log}");
+    } else {
+        assert!(log.contains("re-adopted"), "{log}");
+        assert!(log.contains("finishing"), "output after the restart is shipped: {log}");
+    }
     // `liftoff agent list` shows both agents: the killed one never said stopped
     let out = Command::new(env!("CARGO_BIN_EXE_liftoff"))
         .args(["agent", "list", "--format", "json"])
