@@ -51,6 +51,9 @@ pub struct AgentOptions {
     pub claim_wait: Duration,
     /// Agent status and lease renewal period (renewal is also capped at TTL/3).
     pub heartbeat: Duration,
+    /// How often the agent prints its status line (the reference: 300 s, or
+    /// 20 s with `verbosity` ≥ 1).
+    pub status_every: Duration,
     pub hostname: String,
 }
 
@@ -73,6 +76,7 @@ impl Default for AgentOptions {
             agent_id: String::new(),
             claim_wait: Duration::from_secs(20),
             heartbeat: Duration::from_secs(5),
+            status_every: Duration::from_secs(300),
             hostname: String::new(),
         }
     }
@@ -122,6 +126,7 @@ pub async fn run_agent(
     let mut queues = opts.queues.clone();
     let mut in_flight: Option<ClaimFuture> = None;
     let mut heartbeat = tokio::time::interval(opts.heartbeat);
+    let mut status_line = tokio::time::interval_at(tokio::time::Instant::now() + opts.status_every, opts.status_every);
     let mut backoff = Duration::from_millis(100);
     let mut paused_until = tokio::time::Instant::now();
     tokio::pin!(shutdown);
@@ -158,6 +163,12 @@ pub async fn run_agent(
                 }
             }
             _ = tokio::time::sleep_until(paused_until), if in_flight.is_none() && has_room => {}
+            _ = status_line.tick() => eprintln!(
+                "liftoff agent {agent_id} polling on queues {}, running {} out of a maximum of {} jobs",
+                queues.join(","),
+                jobs.len(),
+                if max < 0 { "unlimited".to_string() } else { max.to_string() }
+            ),
             _ = heartbeat.tick() => {
                 let status = if jobs.is_empty() { AgentStatus::Polling } else { AgentStatus::Running };
                 match client.agent_heartbeat(&agent_id, status).await {

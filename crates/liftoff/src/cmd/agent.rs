@@ -137,6 +137,7 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
         secure_mode: cfg.secure_mode,
         allow_http_git: cfg.allow_http_git,
         agent_key: args.agent_key.unwrap_or_default(),
+        status_every: Duration::from_secs(if cfg.verbosity >= 1 { 20 } else { 300 }),
         hostname,
         ..AgentOptions::default()
     };
