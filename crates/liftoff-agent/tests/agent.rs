@@ -149,3 +149,25 @@ async fn a_stop_during_preparation_ends_the_item_stopped_without_starting_it() {
     agent.await.unwrap().unwrap();
     hold.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_can_ask_an_agent_to_stop_polling() {
+    let r = rig().await;
+    r.job("sleepy", "echo started; sleep 60 & wait\n").await;
+    let (_stop, agent) = r.agent(1, Duration::from_secs(1));
+    let id = r.launch("sleepy").await;
+    r.wait_for(&id, |i| i.state == ItemState::Running, Duration::from_secs(30)).await;
+    let agent_id = r.client.list_agents().await.unwrap()[0].id.clone();
+    let asked = Instant::now();
+    r.client.stop_agent_polling(&agent_id).await.unwrap();
+    // the agent learns it at its next heartbeat (300 ms here), gives the job its 1 s grace, stops it, exits
+    tokio::time::timeout(Duration::from_secs(20), agent).await.expect("the agent exits").unwrap().unwrap();
+    assert!(asked.elapsed() >= Duration::from_secs(1), "the running job got its grace ({:?})", asked.elapsed());
+    assert_eq!(r.client.get_item(&id).await.unwrap().state, ItemState::Stopped);
+    let a = &r.client.list_agents().await.unwrap()[0];
+    assert_eq!((a.status, a.stop_polling), (liftoff_core::api::AgentStatus::Stopped, true));
+    // and it claims nothing more: a new item stays pending
+    let later = r.launch("sleepy").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(r.client.get_item(&later).await.unwrap().state, ItemState::Pending);
+}
