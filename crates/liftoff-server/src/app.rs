@@ -21,6 +21,8 @@ pub struct AppState {
     pub key_cache: Arc<Mutex<std::collections::HashMap<String, (liftoff_store::ApiKeyRecord, std::time::Instant)>>>,
     /// Agent ids already checked to exist, so claims skip that lookup.
     pub known_agents: Arc<Mutex<HashSet<(String, String)>>>,
+    /// Signs run keys (see `auth::RunKeys`).
+    pub run_keys: crate::auth::RunKeys,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -11,6 +11,52 @@ use sha2::{Digest, Sha256};
 pub struct Caller {
     pub entity: String,
     pub role: KeyRole,
+    /// For a run key: the claim (fencing token) it was minted for.
+    pub run_fence: Option<i64>,
+}
+
+/// Run keys are not stored: a key is `lft_run.<hex entity>.<item>.<fence>.<mac>`,
+/// the MAC an HMAC-SHA256 of the rest under a secret every server on the
+/// database shares. Minting one costs a claim no write, and a key dies by
+/// itself when its item ends or is claimed again (the fence moves on).
+#[derive(Clone)]
+pub struct RunKeys {
+    secret: std::sync::Arc<Vec<u8>>,
+}
+
+const RUN_KEY_PREFIX: &str = "lft_run.";
+
+impl RunKeys {
+    /// Reads the shared secret, creating it on first start.
+    pub async fn load(store: &dyn liftoff_store::Store) -> Result<Self, liftoff_store::StoreError> {
+        let secret = store.server_secret("run-keys", &new_key_secret()).await?;
+        Ok(Self { secret: std::sync::Arc::new(secret.into_bytes()) })
+    }
+
+    fn mac(&self, body: &str) -> hmac::Hmac<Sha256> {
+        use hmac::KeyInit;
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        hmac::Mac::update(&mut mac, body.as_bytes());
+        mac
+    }
+
+    /// The key for the run of `item_id` under claim `fence`.
+    pub fn mint(&self, entity: &str, item_id: &str, fence: i64) -> String {
+        let body = format!("{RUN_KEY_PREFIX}{}.{item_id}.{fence}", hex::encode(entity));
+        let tag = hex::encode(hmac::Mac::finalize(self.mac(&body)).into_bytes());
+        format!("{body}.{tag}")
+    }
+
+    /// `(entity, item id, fence)` of a genuine run key; `None` for anything else.
+    pub fn verify(&self, key: &str) -> Option<(String, String, i64)> {
+        let (body, tag) = key.rsplit_once('.')?;
+        let tag = hex::decode(tag).ok()?;
+        hmac::Mac::verify_slice(self.mac(body), &tag).ok()?;
+        let mut parts = body.strip_prefix(RUN_KEY_PREFIX)?.split('.');
+        let entity = String::from_utf8(hex::decode(parts.next()?).ok()?).ok()?;
+        let (item, fence) = (parts.next()?.to_string(), parts.next()?.parse().ok()?);
+        parts.next().is_none().then_some((entity, item, fence))
+    }
 }
 
 impl Caller {
@@ -68,29 +114,6 @@ pub async fn mint_admin_key(
     Ok(secret)
 }
 
-/// Longest a run key lives; it also stops working as soon as its run ends.
-pub const RUN_KEY_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
-
-/// Creates and stores a key that only the run of `item_id` may use.
-pub async fn mint_run_key(
-    store: &dyn liftoff_store::Store,
-    entity: &str,
-    item_id: &str,
-    now_ms: i64,
-) -> Result<String, liftoff_store::StoreError> {
-    let secret = new_key_secret();
-    let rec = ApiKeyRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        hash: hash_key(&secret),
-        entity: entity.to_string(),
-        role: KeyRole::Run { item_id: item_id.to_string() },
-        created_at_ms: now_ms,
-        expires_at_ms: Some(now_ms + RUN_KEY_TTL_MS),
-    };
-    store.insert_api_key(&rec).await?;
-    Ok(secret)
-}
-
 fn new_admin_key(entity: &str, now_ms: i64) -> (String, ApiKeyRecord) {
     let secret = new_key_secret();
     let rec = ApiKeyRecord {
@@ -118,13 +141,18 @@ impl FromRequestParts<AppState> for Caller {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
-            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .filter(|s| !s.is_empty() && s.len() <= 512)
             .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <api key>'"))?;
+        if secret.starts_with(RUN_KEY_PREFIX) {
+            let (entity, item_id, fence) =
+                state.run_keys.verify(secret).ok_or_else(|| unauthorized("unknown API key"))?;
+            return Ok(Caller { entity, role: KeyRole::Run { item_id }, run_fence: Some(fence) });
+        }
         let key = lookup_key(state, &hash_key(secret)).await?.ok_or_else(|| unauthorized("unknown API key"))?;
         if key.expires_at_ms.is_some_and(|t| t <= liftoff_store::now_ms()) {
             return Err(unauthorized("API key has expired"));
         }
-        Ok(Caller { entity: key.entity, role: key.role })
+        Ok(Caller { entity: key.entity, role: key.role, run_fence: None })
     }
 }
 
@@ -153,4 +181,22 @@ async fn lookup_key(state: &AppState, hash: &str) -> Result<Option<ApiKeyRecord>
         cache.insert(hash.to_string(), (rec.clone(), std::time::Instant::now()));
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_keys_verify_only_as_minted() {
+        let keys = RunKeys { secret: std::sync::Arc::new(b"secret".to_vec()) };
+        let key = keys.mint("acme.co", "item-1", 3);
+        assert_eq!(keys.verify(&key), Some(("acme.co".to_string(), "item-1".to_string(), 3)));
+        let other = RunKeys { secret: std::sync::Arc::new(b"other".to_vec()) };
+        assert_eq!(other.verify(&key), None, "another installation's key");
+        assert_eq!(keys.verify(&key.replace(".3.", ".4.")), None, "another claim");
+        assert_eq!(keys.verify(&key.replace("item-1", "item-2")), None, "another item");
+        assert_eq!(keys.verify("lft_run.x.y.z"), None);
+        assert_eq!(keys.verify(""), None);
+    }
 }

@@ -140,9 +140,27 @@ async fn run_keys_see_only_their_run_and_die_with_it() {
     assert_eq!(status(as_run.get_item(&b.item.id).await).0, 403);
     assert_eq!(status(as_run.list_queues().await).0, 403);
     assert_eq!(status(as_run.launch("q", &LaunchRequest { job: "img".into(), ..Default::default() }).await).0, 403);
+    // a forged key: b's item under a's signature, or a's key with one character changed
+    let forged = key.replace(&a.item.id, &b.item.id);
+    let forged = Client::new(&t.server.base_url(), &forged, "default").unwrap();
+    assert_eq!(status(forged.get_item(&b.item.id).await).0, 401);
+    let mut tampered = key.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
+    let tampered = Client::new(&t.server.base_url(), std::str::from_utf8(&tampered).unwrap(), "default").unwrap();
+    assert_eq!(status(tampered.get_item(&a.item.id).await).0, 401);
     t.client.report(&a.item.id, a.fence, ItemEvent::Start).await.unwrap();
     t.client.report(&a.item.id, a.fence, ItemEvent::Finish).await.unwrap();
     assert_eq!(status(as_run.get_item(&a.item.id).await), (401, "unauthorized".to_string()));
+    // b is preempted and claimed again: the first claim's key dies, the new one works
+    let b_key = Client::new(&t.server.base_url(), b.run_api_key.as_deref().unwrap(), "default").unwrap();
+    t.client.report(&b.item.id, b.fence, ItemEvent::Start).await.unwrap();
+    t.client.report(&b.item.id, b.fence, ItemEvent::Preempt).await.unwrap();
+    let again = t.claim().await;
+    assert_eq!(again.item.id, b.item.id);
+    assert_eq!(status(b_key.get_item(&b.item.id).await).0, 401, "the old claim's key");
+    let new_key = Client::new(&t.server.base_url(), again.run_api_key.as_deref().unwrap(), "default").unwrap();
+    assert_eq!(new_key.get_item(&b.item.id).await.unwrap().resumes, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

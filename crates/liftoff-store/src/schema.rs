@@ -91,6 +91,7 @@ pub(crate) const COMMON: &[&str] = &[
         data TEXT NOT NULL,
         PRIMARY KEY (item_id, seq)
     )",
+    "CREATE TABLE IF NOT EXISTS server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS item_warnings (
         item_id TEXT NOT NULL,
         stage TEXT NOT NULL,

@@ -921,6 +921,19 @@ impl Store for SqlStore {
             .collect()
     }
 
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(candidate)
+            .execute(&mut *tx)
+            .await?;
+        let row =
+            sqlx::query("SELECT value FROM server_secrets WHERE name = $1").bind(name).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(row.try_get("value")?)
+    }
+
     async fn next_log_seq(&self, entity: &str, id: &str) -> Result<i64, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let view = self.load_item(&mut conn, entity, id, false).await?;

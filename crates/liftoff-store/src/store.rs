@@ -123,6 +123,9 @@ pub trait Store: Send + Sync {
         now_ms: i64,
     ) -> Result<bool, StoreError>;
     async fn list_warnings(&self, entity: &str, id: &str) -> Result<Vec<ItemWarning>, StoreError>;
+    /// The secret named `name`, shared by every server on this database:
+    /// `candidate` is stored if none exists yet, and the stored one returned.
+    async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError>;
     /// The sequence number the item's next log chunk must carry.
     async fn next_log_seq(&self, entity: &str, id: &str) -> Result<i64, StoreError>;
 }

@@ -109,7 +109,7 @@ pub async fn claim(
         if let Some(claimed) = st.store.claim(&entity, &req.queues, &req.agent_id, now, ttl).await? {
             Metrics::inc(&st.metrics.items_claimed);
             let fence = claimed.item.fence;
-            let run_api_key = crate::auth::mint_run_key(st.store.as_ref(), &entity, &claimed.item.id, now).await?;
+            let run_api_key = st.run_keys.mint(&entity, &claimed.item.id, fence);
             let claim = Claim {
                 item: claimed.item,
                 fence,

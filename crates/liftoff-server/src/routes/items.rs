@@ -139,11 +139,12 @@ pub async fn readable_item(st: &AppState, caller: &Caller, entity: &str, id: &st
         .await?
         .ok_or_else(|| ApiError::not_found("id", format!("run '{id}' not found")))?;
     caller.reader_of(entity, &item.id)?;
-    if matches!(caller.role, KeyRole::Run { .. }) && item.state.is_terminal() {
+    if matches!(caller.role, KeyRole::Run { .. }) && (item.state.is_terminal() || caller.run_fence != Some(item.fence))
+    {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            format!("this run key expired when run '{}' ended", item.run_id),
+            format!("this run key expired when its claim of run '{}' ended", item.run_id),
         ));
     }
     Ok(item)
