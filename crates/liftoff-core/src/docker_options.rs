@@ -275,56 +275,10 @@ fn parse_command(raw: &str) -> Result<Vec<String>, String> {
     }
 }
 
-/// POSIX shell word splitting without expansion (what `shlex::split` does,
-/// minus `#` comments). Hand-written because this crate keeps its dependency
-/// list to serde and error types. `None` on an unclosed quote or a trailing
-/// backslash.
+/// POSIX shell word splitting without expansion or execution (`shlex`):
+/// `None` on an unclosed quote or a trailing backslash. `#` starts a comment.
 pub fn split_words(line: &str) -> Option<Vec<String>> {
-    let mut words = Vec::new();
-    let mut word: Option<String> = None;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' | '\n' => {
-                if let Some(w) = word.take() {
-                    words.push(w);
-                }
-            }
-            '\'' => {
-                let w = word.get_or_insert_with(String::new);
-                loop {
-                    match chars.next()? {
-                        '\'' => break,
-                        c => w.push(c),
-                    }
-                }
-            }
-            '"' => {
-                let w = word.get_or_insert_with(String::new);
-                loop {
-                    match chars.next()? {
-                        '"' => break,
-                        '\\' => match chars.next()? {
-                            '\n' => {}
-                            c @ ('$' | '`' | '"' | '\\') => w.push(c),
-                            c => {
-                                w.push('\\');
-                                w.push(c);
-                            }
-                        },
-                        c => w.push(c),
-                    }
-                }
-            }
-            '\\' => match chars.next()? {
-                '\n' => {}
-                c => word.get_or_insert_with(String::new).push(c),
-            },
-            c => word.get_or_insert_with(String::new).push(c),
-        }
-    }
-    words.extend(word);
-    Some(words)
+    shlex::split(line)
 }
 
 /// Docker's `--cpus`: a decimal number of CPUs, at most nine decimal places.
@@ -597,6 +551,7 @@ mod tests {
         assert_eq!(w("\"open"), None);
         assert_eq!(w("trailing\\"), None);
         assert_eq!(w("   "), Some(vec![]));
+        assert_eq!(w("python x.py # a note"), Some(vec!["python".into(), "x.py".into()]));
     }
 
     #[test]
