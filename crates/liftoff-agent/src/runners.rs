@@ -73,7 +73,7 @@ pub fn plan(
         ("queue_name", item.queue.clone()),
         ("image_uri", image.clone().unwrap_or_default()),
     ]);
-    let agent_env = |name: &str| std::env::var(name).ok().filter(|_| name != "LIFTOFF_API_KEY");
+    let agent_env = |name: &str| std::env::var(name).ok().filter(|_| !looks_secret(name));
     let resource_args = macros::expand(&spec.resource_config, &macros::run_lookup(&facts, &agent_env));
     let env = run_env(
         &RunFacts {
@@ -196,6 +196,14 @@ fn container_spec(
         host_network: is_loopback_url(base_url),
         labels,
     }
+}
+
+/// Agent variables that `${NAME}` never expands: a launcher can put a macro
+/// in a template variable's value, and must not read the agent's secrets
+/// through its run's environment. (The reference expands any variable.)
+fn looks_secret(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    ["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH"].iter().any(|w| n.contains(w))
 }
 
 /// A server on loopback is reachable from a container only on the host's network.
@@ -354,6 +362,16 @@ impl RunHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_looking_agent_variables_are_not_expanded() {
+        for name in ["LIFTOFF_API_KEY", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "DB_PASSWORD", "AZURE_STORAGE_KEY"] {
+            assert!(looks_secret(name), "{name}");
+        }
+        for name in ["CUDA_VISIBLE_DEVICES", "HOME", "AWS_REGION", "HOSTNAME"] {
+            assert!(!looks_secret(name), "{name}");
+        }
+    }
 
     #[test]
     fn loopback_urls() {
