@@ -1,21 +1,10 @@
 //! End-to-end tests of the `liftoff` binary against an in-process server.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod support;
 
-/// The binary with a clean environment: no inherited LIFTOFF_* settings and a
-/// working directory without a `liftoff-data/admin.key` to fall back on.
-fn liftoff(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_liftoff"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("LIFTOFF_BASE_URL")
-        .env_remove("LIFTOFF_API_KEY")
-        .env_remove("LIFTOFF_ENTITY")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("failed to run liftoff")
-}
+use std::path::Path;
+use std::process::Output;
+use support::liftoff;
 
 /// Runs the binary off the async runtime's worker threads.
 async fn liftoff_async(cwd: &Path, args: &[&str]) -> Output {

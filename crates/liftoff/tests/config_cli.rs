@@ -1,19 +1,10 @@
 //! `liftoff config check|schema` through the built binary: exit codes, text and JSON output.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod support;
 
-fn liftoff(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_liftoff"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("LIFTOFF_BASE_URL")
-        .env_remove("LIFTOFF_API_KEY")
-        .env_remove("LIFTOFF_ENTITY")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("failed to run liftoff")
-}
+use std::path::Path;
+use std::process::Output;
+use support::liftoff;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
