@@ -323,10 +323,7 @@ impl RunHandle {
             Self::Process(p) => Ok(process::exit_code(p.wait().await?)),
             Self::Container { container, log_task } => {
                 let code = container.wait().await?;
-                if let Some(t) = log_task.take() {
-                    // the log stream ends with the container; don't hang on a stuck one
-                    let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-                }
+                drain(log_task).await;
                 Ok(code as i32)
             }
         }
@@ -338,9 +335,7 @@ impl RunHandle {
             Self::Process(p) => Ok(process::exit_code(p.stop(grace).await?)),
             Self::Container { container, log_task } => {
                 let code = container.stop(grace).await?;
-                if let Some(t) = log_task.take() {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-                }
+                drain(log_task).await;
                 Ok(code as i32)
             }
         }
@@ -356,6 +351,14 @@ impl RunHandle {
                 tracing::warn!(container = %container.id(), error = %e, "could not remove the container");
             }
         }
+    }
+}
+
+/// Waits for the container's log follower to pass on the last lines: the
+/// stream ends with the container, but a stuck one must not hang the job.
+async fn drain(log_task: &mut Option<JoinHandle<()>>) {
+    if let Some(t) = log_task.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
 }
 
