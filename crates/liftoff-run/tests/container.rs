@@ -3,7 +3,7 @@
 //! Without `LIFTOFF_TEST_DOCKER_HOST` the engine tests skip, unless `CI` is
 //! set: then they fail.
 
-use bollard::query_parameters::{InspectContainerOptions, RemoveImageOptions};
+use bollard::query_parameters::{InspectContainerOptions, ListImagesOptions, RemoveImageOptions};
 use liftoff_core::api::LogStream;
 use liftoff_core::docker_options;
 use liftoff_run::LogLine;
@@ -348,7 +348,14 @@ async fn pulls_from_a_registry_with_credentials() {
 
     // a layer the engine lacks: real download progress, reported once per status change
     let data = format!("{registry}/liftoff-test/data:1");
-    let _ = docker.remove_image(&data, None::<RemoveImageOptions>, None).await;
+    // An engine kept from an earlier run may hold this image under another
+    // registry port (the registry moves to a free port when restarted): the
+    // engine would then find the image's config and download no layer.
+    let images = docker.list_images(None::<ListImagesOptions>).await.unwrap();
+    for stale in images.iter().filter(|i| i.repo_tags.iter().any(|t| t.ends_with("/liftoff-test/data:1"))) {
+        let force = RemoveImageOptions { force: true, ..Default::default() };
+        docker.remove_image(&stale.id, Some(force), None).await.unwrap();
+    }
     r.ensure_image(&data, Some(auth.clone()), &tx).await.unwrap();
     let mut lines = Vec::new();
     while let Ok((_, line)) = rx.try_recv() {
