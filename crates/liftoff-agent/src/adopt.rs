@@ -54,7 +54,7 @@ pub async fn adopt_containers(
                     item_id,
                     fence,
                     ttl_ms: 3 * opts.heartbeat.as_millis() as i64,
-                    log_seq_start: resp.next_log_seq.unwrap_or(0),
+                    log_seq_start: resp.log_position.unwrap_or_default().next_seq,
                 };
                 jobs.spawn(adopt(client.clone(), runner.clone(), c, lease, opts.clone(), shutdown.clone()));
                 adopted += 1;

@@ -304,7 +304,7 @@ impl std::fmt::Debug for Claim {
 pub struct FencedHeartbeat {
     pub fence: i64,
     /// Set by an agent taking a run back after a restart: the response then
-    /// carries the sequence number of the item's next log chunk. (The run
+    /// carries the item's [`LogPosition`] for this claim. (The run
     /// keeps the key it was started with.)
     #[serde(default)]
     pub resume: bool,
@@ -317,7 +317,19 @@ pub struct ItemHeartbeatResponse {
     pub lease_expires_at_ms: i64,
     /// Only when the heartbeat asked with `resume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_log_seq: Option<i64>,
+    pub log_position: Option<LogPosition>,
+}
+
+/// Where a run's log stands for one claim, so that an agent taking the run
+/// back after a restart neither repeats nor loses output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPosition {
+    /// The sequence number the next chunk must carry.
+    pub next_seq: i64,
+    /// Bytes of stdout and stderr stored under this claim's fence, counted
+    /// as sent.
+    pub stdout_bytes: i64,
+    pub stderr_bytes: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -164,18 +164,34 @@ async fn run_keys_see_only_their_run_and_die_with_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resuming_a_lease_gives_the_next_log_sequence() {
+async fn resuming_a_lease_gives_the_log_position_of_that_claim() {
     let t = setup().await;
     t.client.launch("q", &LaunchRequest { job: "img".into(), ..Default::default() }).await.unwrap();
+    // a first claim writes some output and is preempted: its output is not this claim's
+    let first = t.claim().await;
+    let chunk = |fence, seq, stream, data: &str| AppendLog { fence, seq, stream, data: data.to_string() };
+    t.client.append_log(&first.item.id, &chunk(first.fence, 0, LogStream::Stdout, "first claim\n")).await.unwrap();
+    t.client.report(&first.item.id, first.fence, ItemEvent::Start).await.unwrap();
+    t.client.report(&first.item.id, first.fence, ItemEvent::Preempt).await.unwrap();
     let c = t.claim().await;
-    for seq in 0..3 {
-        let chunk = AppendLog { fence: c.fence, seq, stream: LogStream::Stdout, data: format!("line {seq}\n") };
-        t.client.append_log(&c.item.id, &chunk).await.unwrap();
+    assert_eq!(c.item.id, first.item.id);
+    let chunks = [
+        (LogStream::Stdout, "one\n"),
+        (LogStream::Agent, "liftoff agent: not output\n"),
+        (LogStream::Stderr, "é\n"),
+        (LogStream::Stdout, "a\0b\n"),
+    ];
+    for (i, (stream, data)) in chunks.into_iter().enumerate() {
+        t.client.append_log(&c.item.id, &chunk(c.fence, i as i64 + 1, stream, data)).await.unwrap();
     }
     let plain = t.client.renew_lease(&c.item.id, c.fence).await.unwrap();
-    assert_eq!(plain.next_log_seq, None);
+    assert_eq!(plain.log_position, None);
     let resumed = t.client.resume_lease(&c.item.id, c.fence).await.unwrap();
-    assert_eq!(resumed.next_log_seq, Some(3));
+    let expected = LogPosition { next_seq: 5, stdout_bytes: 4 + 4, stderr_bytes: 3 };
+    assert_eq!(resumed.log_position, Some(expected), "bytes as sent, this claim's only");
+    // a NUL cannot be stored by PostgreSQL, so no store keeps one
+    let log = t.client.read_logs(&c.item.id, 0).await.unwrap();
+    assert_eq!(log.chunks.last().unwrap().data, "a\u{FFFD}b\n");
     assert_eq!(status(t.client.resume_lease(&c.item.id, c.fence + 1).await).0, 409);
 }
 

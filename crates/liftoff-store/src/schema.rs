@@ -89,6 +89,8 @@ pub(crate) const COMMON: &[&str] = &[
         seq BIGINT NOT NULL,
         stream TEXT NOT NULL,
         data TEXT NOT NULL,
+        fence BIGINT NOT NULL DEFAULT 0,
+        bytes BIGINT NOT NULL DEFAULT 0,
         PRIMARY KEY (item_id, seq)
     )",
     "CREATE TABLE IF NOT EXISTS server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -112,7 +114,12 @@ pub(crate) const COMMON: &[&str] = &[
     )",
 ];
 
-/// Columns added to `items` after its first release: `(name, definition)`.
+/// Columns added after a table's first release: `(table, name, definition)`.
 /// Added on start to databases created before them.
-pub(crate) const ITEMS_ADDED_COLUMNS: &[(&str, &str)] =
-    &[("stage", "stage TEXT"), ("resumes", "resumes BIGINT NOT NULL DEFAULT 0")];
+pub(crate) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("items", "stage", "stage TEXT"),
+    ("items", "resumes", "resumes BIGINT NOT NULL DEFAULT 0"),
+    // the claim (fence) a chunk was written under, and its size as sent
+    ("log_chunks", "fence", "fence BIGINT NOT NULL DEFAULT 0"),
+    ("log_chunks", "bytes", "bytes BIGINT NOT NULL DEFAULT 0"),
+];

@@ -1,7 +1,8 @@
 use crate::{ApiKeyRecord, Claimed, KeyRole, NewItem, NewJobVersion, Store, StoreError, schema};
 use async_trait::async_trait;
 use liftoff_core::api::{
-    AgentStatus, AgentView, ItemView, ItemWarning, JobView, LaunchSpec, LogChunk, LogStream, RegisterAgent,
+    AgentStatus, AgentView, ItemView, ItemWarning, JobView, LaunchSpec, LogChunk, LogPosition, LogStream,
+    RegisterAgent,
 };
 use liftoff_core::{Item, ItemEvent, ItemState, Priority, Queue, ResourceType, Stage};
 use sqlx::AnyConnection;
@@ -96,7 +97,7 @@ impl SqlStore {
             }
         }
         if result.is_ok() {
-            result = self.add_missing_item_columns(&mut conn).await;
+            result = self.add_missing_columns(&mut conn).await;
         }
         if self.dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_unlock(7434001)").execute(&mut *conn).await?;
@@ -104,25 +105,19 @@ impl SqlStore {
         result
     }
 
-    /// Brings an `items` table made by an older version up to date.
-    async fn add_missing_item_columns(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
-        let present: Vec<String> = match self.dialect {
-            Dialect::Sqlite => sqlx::query("SELECT name FROM pragma_table_info('items')").fetch_all(&mut *conn).await?,
-            Dialect::Postgres => {
-                sqlx::query(
-                    "SELECT CAST(column_name AS TEXT) AS name FROM information_schema.columns \
-                     WHERE table_name = 'items' AND table_schema = current_schema()",
-                )
-                .fetch_all(&mut *conn)
-                .await?
-            }
-        }
-        .iter()
-        .map(|r| r.try_get::<String, _>("name"))
-        .collect::<Result<_, _>>()?;
-        for (name, definition) in schema::ITEMS_ADDED_COLUMNS {
-            if !present.iter().any(|p| p == name) {
-                let ddl = format!("ALTER TABLE items ADD COLUMN {definition}");
+    /// Brings tables made by an older version up to date.
+    async fn add_missing_columns(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        for (table, name, definition) in schema::ADDED_COLUMNS {
+            let sql = match self.dialect {
+                Dialect::Sqlite => "SELECT COUNT(*) AS n FROM pragma_table_info($1) WHERE name = $2",
+                Dialect::Postgres => {
+                    "SELECT COUNT(*) AS n FROM information_schema.columns \
+                     WHERE table_name = $1 AND CAST(column_name AS TEXT) = $2 AND table_schema = current_schema()"
+                }
+            };
+            let row = sqlx::query(sql).bind(*table).bind(*name).fetch_one(&mut *conn).await?;
+            if row.try_get::<i64, _>("n")? == 0 {
+                let ddl = format!("ALTER TABLE {table} ADD COLUMN {definition}");
                 sqlx::query(AssertSqlSafe(ddl)).execute(&mut *conn).await?;
             }
         }
@@ -760,11 +755,18 @@ impl Store for SqlStore {
                 message: format!("log chunk {seq} arrived before chunk {next}; send chunks in order"),
             });
         }
-        sqlx::query("INSERT INTO log_chunks (item_id, seq, stream, data) VALUES ($1, $2, $3, $4)")
-            .bind(&view.id)
-            .bind(seq)
-            .bind(stream_str(stream))
-            .bind(data)
+        // PostgreSQL's text cannot hold NUL, so neither store keeps it; `bytes`
+        // is the size as sent, which an agent taking the run back counts on.
+        let stored = data.replace('\0', "\u{FFFD}");
+        sqlx::query(
+            "INSERT INTO log_chunks (item_id, seq, stream, data, fence, bytes) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&view.id)
+        .bind(seq)
+        .bind(stream_str(stream))
+        .bind(stored)
+        .bind(fence)
+        .bind(data.len() as i64)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -934,10 +936,28 @@ impl Store for SqlStore {
         Ok(row.try_get("value")?)
     }
 
-    async fn next_log_seq(&self, entity: &str, id: &str) -> Result<i64, StoreError> {
+    async fn log_position(&self, entity: &str, id: &str, fence: i64) -> Result<LogPosition, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let view = self.load_item(&mut conn, entity, id, false).await?;
-        next_seq(&mut conn, &view.id).await
+        let next_seq = next_seq(&mut conn, &view.id).await?;
+        let rows = sqlx::query(
+            "SELECT stream, CAST(SUM(bytes) AS BIGINT) AS n FROM log_chunks \
+             WHERE item_id = $1 AND fence = $2 GROUP BY stream",
+        )
+        .bind(&view.id)
+        .bind(fence)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut position = LogPosition { next_seq, ..Default::default() };
+        for row in rows {
+            let n: i64 = row.try_get("n")?;
+            match row.try_get::<String, _>("stream")?.as_str() {
+                "stdout" => position.stdout_bytes = n,
+                "stderr" => position.stderr_bytes = n,
+                _ => {}
+            }
+        }
+        Ok(position)
     }
 
     async fn set_agent_stop_polling(&self, entity: &str, id: &str) -> Result<AgentView, StoreError> {

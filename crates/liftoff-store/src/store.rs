@@ -1,6 +1,8 @@
 use crate::{ApiKeyRecord, Claimed, NewItem, NewJobVersion, StoreError};
 use async_trait::async_trait;
-use liftoff_core::api::{AgentStatus, AgentView, ItemView, ItemWarning, JobView, LogChunk, LogStream, RegisterAgent};
+use liftoff_core::api::{
+    AgentStatus, AgentView, ItemView, ItemWarning, JobView, LogChunk, LogPosition, LogStream, RegisterAgent,
+};
 use liftoff_core::{ItemEvent, Queue, Stage};
 
 /// Everything the control plane persists. Every item state change goes
@@ -126,6 +128,8 @@ pub trait Store: Send + Sync {
     /// The secret named `name`, shared by every server on this database:
     /// `candidate` is stored if none exists yet, and the stored one returned.
     async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError>;
-    /// The sequence number the item's next log chunk must carry.
-    async fn next_log_seq(&self, entity: &str, id: &str) -> Result<i64, StoreError>;
+    /// Where the item's log stands for the claim `fence`: the sequence number
+    /// its next chunk must carry, and how many bytes of output that claim
+    /// has stored per stream.
+    async fn log_position(&self, entity: &str, id: &str, fence: i64) -> Result<LogPosition, StoreError>;
 }

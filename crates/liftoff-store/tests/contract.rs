@@ -230,6 +230,14 @@ async fn log_chunks_in_order_idempotent(s: SqlStore) {
     s.expire_leases(TTL + 10).await.unwrap();
     let again = s.claim("acme", &["q".into()], "agent-2", TTL + 11, TTL).await.unwrap().unwrap();
     assert_eq!((again.item.fence, again.log_seq_start), (c.fence + 1, 2));
+    // each claim's output is counted apart, in bytes as sent; a NUL is not stored
+    s.append_log("acme", "i", again.item.fence, 2, LogStream::Stdout, "x\0é\n").await.unwrap();
+    s.append_log("acme", "i", again.item.fence, 3, LogStream::Agent, "said\n").await.unwrap();
+    let old = s.log_position("acme", "i", c.fence).await.unwrap();
+    assert_eq!((old.next_seq, old.stdout_bytes, old.stderr_bytes), (4, 2, 2));
+    let now = s.log_position("acme", "i", again.item.fence).await.unwrap();
+    assert_eq!((now.next_seq, now.stdout_bytes, now.stderr_bytes), (4, 5, 0));
+    assert_eq!(s.read_log("acme", "i", 2, 1).await.unwrap()[0].data, "x\u{FFFD}é\n");
 
     // ended runs are offered for archiving; archiving drops the rows and closes the log
     assert!(s.logs_to_archive(10).await.unwrap().is_empty(), "a running item's log stays open");
@@ -241,7 +249,7 @@ async fn log_chunks_in_order_idempotent(s: SqlStore) {
     assert!(s.logs_to_archive(10).await.unwrap().is_empty());
     assert!(s.get_item("acme", "i").await.unwrap().unwrap().log_archived);
     assert!(s.read_log("acme", "i", 0, 100).await.unwrap().is_empty(), "rows dropped");
-    let late = s.append_log("acme", "i", again.item.fence, 2, LogStream::Stdout, "late").await;
+    let late = s.append_log("acme", "i", again.item.fence, 4, LogStream::Stdout, "late").await;
     assert!(matches!(late, Err(StoreError::Conflict(_))), "closed log refuses chunks");
 }
 

@@ -4,7 +4,7 @@
 use liftoff_store::{SqlStore, Store};
 
 #[tokio::test]
-async fn an_older_items_table_gains_the_new_columns() {
+async fn older_tables_gain_the_new_columns() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     let url = format!("sqlite://{}", path.display());
@@ -15,6 +15,12 @@ async fn an_older_items_table_gains_the_new_columns() {
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
         sqlx::query("ALTER TABLE items DROP COLUMN stage").execute(&pool).await.unwrap();
         sqlx::query("ALTER TABLE items DROP COLUMN resumes").execute(&pool).await.unwrap();
+        sqlx::query("ALTER TABLE log_chunks DROP COLUMN fence").execute(&pool).await.unwrap();
+        sqlx::query("ALTER TABLE log_chunks DROP COLUMN bytes").execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO log_chunks (item_id, seq, stream, data) VALUES ('i1', 0, 'stdout', 'old\n')")
+            .execute(&pool)
+            .await
+            .unwrap();
         sqlx::query(
             "INSERT INTO items (id, run_id, entity, queue, state, priority, sort_prio, spec, created_at) \
              VALUES ('i1', 'r1', 'acme', 'q', 'finished', 2, 2, $1, 1)",
@@ -35,4 +41,8 @@ async fn an_older_items_table_gains_the_new_columns() {
     let item = store.get_item("acme", "r1").await.unwrap().expect("the old row is still there");
     assert_eq!((item.resumes, item.stage), (0, None));
     assert_eq!(item.spec.file_overrides, serde_json::json!({}), "old specs read with the new defaults");
+    let log = store.read_log("acme", "i1", 0, 10).await.unwrap();
+    assert_eq!(log.iter().map(|c| c.data.as_str()).collect::<Vec<_>>(), ["old\n"]);
+    let position = store.log_position("acme", "i1", 0).await.unwrap();
+    assert_eq!((position.next_seq, position.stdout_bytes), (1, 0), "old chunks have no recorded size");
 }

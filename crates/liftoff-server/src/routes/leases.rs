@@ -29,12 +29,13 @@ pub async fn renew(
     let ttl = st.config.lease_ttl.as_millis() as i64;
     let now = liftoff_store::now_ms();
     let item = observe(&st, st.store.renew_lease(&entity, &id, req.fence, now, ttl).await)?;
-    let next_log_seq = if req.resume { Some(st.store.next_log_seq(&entity, &item.id).await?) } else { None };
+    let log_position =
+        if req.resume { Some(st.store.log_position(&entity, &item.id, req.fence).await?) } else { None };
     Ok(Json(ItemHeartbeatResponse {
         state: item.state,
         stop_requested: item.state == ItemState::Stopping,
         lease_expires_at_ms: item.lease_expires_at_ms.unwrap_or_default(),
-        next_log_seq,
+        log_position,
     }))
 }
 
