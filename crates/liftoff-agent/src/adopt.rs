@@ -8,7 +8,7 @@
 
 use crate::agent::AgentOptions;
 use crate::job_task::{JobIo, JobOutcome, Lease, agent_line, under_lease, watch_run};
-use crate::runners::{RunHandle, labels};
+use crate::runners::{RunHandle, StoredOutput, labels};
 use liftoff_client::Client;
 use liftoff_run::container::{ContainerRunner, FoundContainer};
 use std::time::Duration;
@@ -50,13 +50,18 @@ pub async fn adopt_containers(
         match client.resume_lease(&item_id, fence).await {
             Ok(resp) => {
                 eprintln!("liftoff agent: re-adopting container {} of run {}", short(&c.id), label(labels::RUN));
+                let position = resp.log_position.unwrap_or_default();
                 let lease = Lease {
                     item_id,
                     fence,
                     ttl_ms: 3 * opts.heartbeat.as_millis() as i64,
-                    log_seq_start: resp.log_position.unwrap_or_default().next_seq,
+                    log_seq_start: position.next_seq,
                 };
-                jobs.spawn(adopt(client.clone(), runner.clone(), c, lease, opts.clone(), shutdown.clone()));
+                let stored = StoredOutput {
+                    stdout: position.stdout_bytes.max(0) as u64,
+                    stderr: position.stderr_bytes.max(0) as u64,
+                };
+                jobs.spawn(adopt(client.clone(), runner.clone(), c, lease, stored, opts.clone(), shutdown.clone()));
                 adopted += 1;
             }
             // The server knows the item and says our claim is over (it was
@@ -90,26 +95,26 @@ async fn adopt(
     runner: ContainerRunner,
     found: FoundContainer,
     lease: Lease,
+    stored: StoredOutput,
     opts: AgentOptions,
     shutdown: watch::Receiver<bool>,
 ) -> JobOutcome {
     let o = opts.clone();
     under_lease(client, lease, opts, shutdown, move |io: JobIo| async move {
         let JobIo { logs, mut stop } = io;
-        // Output from before the restart is not sent again (the server may
-        // hold it already); an exited container's output is not read at all.
-        let since = unix_now_ms() / 1000;
         agent_line(
             &logs,
             if found.running {
-                "liftoff agent: re-adopted this run's container after an agent restart; output written while no \
-                 agent was watching may be missing from this log"
+                "liftoff agent: re-adopted this run's container after an agent restart; its output continues from \
+                 where this log stopped"
             } else {
-                "liftoff agent: the container ended while no agent was watching; reporting its exit code"
+                "liftoff agent: the container ended while no agent was watching; shipping the rest of its output and \
+                 its exit code"
             },
         )
         .await;
-        let mut run = RunHandle::container(runner.handle(&found.id), since, logs.clone());
+        // The container's whole output is read again; what the server holds already is skipped.
+        let mut run = RunHandle::container(runner.handle(&found.id), stored, logs.clone());
         let outcome = watch_run(&mut run, &mut stop, &o, &logs).await;
         run.cleanup().await;
         outcome
@@ -119,8 +124,4 @@ async fn adopt(
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
-}
-
-fn unix_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

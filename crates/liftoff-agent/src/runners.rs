@@ -293,9 +293,44 @@ impl Prepared {
             }
             Ready::Container { runner, spec } => {
                 let container = runner.start(&spec).await?;
-                Ok(RunHandle::container(container, 0, logs.clone()))
+                Ok(RunHandle::container(container, StoredOutput::default(), logs.clone()))
             }
         }
+    }
+}
+
+/// How many bytes of a run's stdout and stderr the server holds already.
+/// Reading a container's output again from its start gives the same bytes
+/// in the same order, so skipping that many per stream continues the log
+/// exactly where it stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredOutput {
+    pub stdout: u64,
+    pub stderr: u64,
+}
+
+impl StoredOutput {
+    /// `line` less whatever of it is already stored; `None` if all of it is.
+    pub fn pass(&mut self, stream: LogStream, line: String) -> Option<String> {
+        let left = match stream {
+            LogStream::Stdout => &mut self.stdout,
+            LogStream::Stderr => &mut self.stderr,
+            LogStream::Agent => return Some(line),
+        };
+        if *left == 0 {
+            return Some(line);
+        }
+        if line.len() as u64 <= *left {
+            *left -= line.len() as u64;
+            return None;
+        }
+        let mut cut = *left as usize;
+        // stored counts end between characters; stay on one if they do not
+        while !line.is_char_boundary(cut) {
+            cut += 1;
+        }
+        *left = 0;
+        Some(line[cut..].to_string())
     }
 }
 
@@ -306,11 +341,32 @@ pub enum RunHandle {
 }
 
 impl RunHandle {
-    /// Follows a container's output from `since` (unix seconds; 0 = all).
-    pub fn container(container: RunningContainer, since: i64, logs: mpsc::Sender<(LogStream, String)>) -> Self {
+    /// Follows a container's output from its start, skipping what `stored`
+    /// says was shipped already (by an agent before a restart).
+    pub fn container(
+        container: RunningContainer,
+        stored: StoredOutput,
+        logs: mpsc::Sender<(LogStream, String)>,
+    ) -> Self {
         let follower = container.clone();
         let log_task = tokio::spawn(async move {
-            if let Err(e) = follower.stream_logs(since, logs.clone()).await {
+            let result = if stored == StoredOutput::default() {
+                follower.stream_logs(0, logs.clone()).await
+            } else {
+                let (tx, mut rx) = mpsc::channel(256);
+                let forward = async {
+                    let mut stored = stored;
+                    while let Some((stream, line)) = rx.recv().await {
+                        if let Some(line) = stored.pass(stream, line)
+                            && logs.send((stream, line)).await.is_err()
+                        {
+                            break; // dropping `rx` ends the follower too
+                        }
+                    }
+                };
+                tokio::join!(follower.stream_logs(0, tx), forward).0
+            };
+            if let Err(e) = result {
                 crate::job_task::agent_line(&logs, format!("liftoff agent: lost the container's output: {e:#}")).await;
             }
         });
@@ -365,6 +421,22 @@ async fn drain(log_task: &mut Option<JoinHandle<()>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_output_is_skipped_per_stream_and_exactly() {
+        let mut stored = StoredOutput { stdout: 8, stderr: 2 };
+        let mut pass = |stream, line: &str| stored.pass(stream, line.to_string());
+        assert_eq!(pass(LogStream::Stdout, "one\n"), None);
+        assert_eq!(pass(LogStream::Agent, "agent\n").as_deref(), Some("agent\n"), "not the run's output");
+        assert_eq!(pass(LogStream::Stderr, "é\n").as_deref(), Some("\n"), "two of é's bytes were stored");
+        assert_eq!(pass(LogStream::Stdout, "two\n"), None);
+        assert_eq!(pass(LogStream::Stdout, "three\n").as_deref(), Some("three\n"));
+        assert_eq!(pass(LogStream::Stderr, "x\n").as_deref(), Some("x\n"));
+        let mut split = StoredOutput { stdout: 3, stderr: 0 };
+        assert_eq!(split.pass(LogStream::Stdout, "abcdef".into()).as_deref(), Some("def"), "a line stored in part");
+        let mut mid = StoredOutput { stdout: 1, stderr: 0 };
+        assert_eq!(mid.pass(LogStream::Stdout, "éa".into()).as_deref(), Some("a"), "never cut inside a character");
+    }
 
     #[test]
     fn secret_looking_agent_variables_are_not_expanded() {

@@ -1,8 +1,7 @@
 use crate::{ApiKeyRecord, Claimed, KeyRole, NewItem, NewJobVersion, Store, StoreError, schema};
 use async_trait::async_trait;
 use liftoff_core::api::{
-    AgentStatus, AgentView, ItemView, ItemWarning, JobView, LaunchSpec, LogChunk, LogPosition, LogStream,
-    RegisterAgent,
+    AgentStatus, AgentView, ItemView, ItemWarning, JobView, LaunchSpec, LogChunk, LogPosition, LogStream, RegisterAgent,
 };
 use liftoff_core::{Item, ItemEvent, ItemState, Priority, Queue, ResourceType, Stage};
 use sqlx::AnyConnection;
@@ -767,8 +766,8 @@ impl Store for SqlStore {
         .bind(stored)
         .bind(fence)
         .bind(data.len() as i64)
-            .execute(&mut *tx)
-            .await?;
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

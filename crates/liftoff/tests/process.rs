@@ -162,7 +162,10 @@ async fn sigkill_then_restart(exit_first: bool) {
         })
         .await
         .unwrap();
-    let script = "echo started; sleep 4; echo finishing; exit 5";
+    // output before the kill, while no agent runs, and after the restart;
+    // the last line has no newline
+    let script = "echo started; echo err-start >&2; sleep 2; echo while-dead; echo err-while-dead >&2; sleep 4; \
+                  echo finishing; printf 'no newline'; exit 5";
     client
         .create_job(&liftoff_core::api::CreateJob {
             project: "default".into(),
@@ -221,10 +224,8 @@ async fn sigkill_then_restart(exit_first: bool) {
     kill(Pid::from_raw(first.id() as i32), Signal::SIGKILL).unwrap();
     first.wait().unwrap();
     assert_eq!(client.get_item(&item_id).await.unwrap().state, ItemState::Running, "the kill reported nothing");
-    if exit_first {
-        // the job sleeps 4 s after its first line; the lease (30 s) outlives the wait
-        tokio::time::sleep(Duration::from_secs(6)).await;
-    }
+    // the job ends 6 s after its first line; the lease (30 s) outlives either wait
+    tokio::time::sleep(Duration::from_secs(if exit_first { 8 } else { 3 })).await;
     let mut second = agent(2);
     let until = Instant::now() + Duration::from_secs(60);
     let item = loop {
@@ -242,7 +243,7 @@ async fn sigkill_then_restart(exit_first: bool) {
         item.reason
     );
     assert_eq!(item.attempts, 0, "taken back under the same lease, not re-run; agents said:\n{}", agent_logs());
-    let mut log = String::new();
+    let (mut log, mut out, mut err) = (String::new(), String::new(), String::new());
     let mut after = 0;
     loop {
         let page = client.read_logs(&item_id, after).await.unwrap();
@@ -251,6 +252,11 @@ async fn sigkill_then_restart(exit_first: bool) {
         }
         for c in &page.chunks {
             log.push_str(&c.data);
+            match c.stream {
+                liftoff_core::api::LogStream::Stdout => out.push_str(&c.data),
+                liftoff_core::api::LogStream::Stderr => err.push_str(&c.data),
+                liftoff_core::api::LogStream::Agent => {}
+            }
         }
         after = page.next_seq;
     }
@@ -258,8 +264,11 @@ async fn sigkill_then_restart(exit_first: bool) {
         assert!(log.contains("the container ended while no agent was watching"), "{log}");
     } else {
         assert!(log.contains("re-adopted"), "{log}");
-        assert!(log.contains("finishing"), "output after the restart is shipped: {log}");
     }
+    // every byte once: what was stored before the kill is not repeated, what
+    // was written while no agent ran is not lost
+    assert_eq!(out, "started\nwhile-dead\nfinishing\nno newline", "stdout; whole log:\n{log}");
+    assert_eq!(err, "err-start\nerr-while-dead\n", "stderr; whole log:\n{log}");
     // `liftoff agent list` shows both agents: the killed one never said stopped
     let out = Command::new(env!("CARGO_BIN_EXE_liftoff"))
         .args(["agent", "list", "--format", "json"])
