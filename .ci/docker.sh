@@ -6,7 +6,8 @@
 # Usage: source .ci/docker.sh   (exports, for crates/liftoff-run/tests/container.rs:
 #   LIFTOFF_TEST_DOCKER_HOST    unix://$DKROOT/docker.sock
 #   LIFTOFF_TEST_DOCKER_IMAGE   liftoff-test/busybox:1 (local only: no registry has it)
-#   LIFTOFF_TEST_REGISTRY       127.0.0.1:<port>, holding liftoff-test/busybox:1 and liftoff-test/data:1
+#   LIFTOFF_TEST_REGISTRY       127.0.0.1:<port>, holding liftoff-test/busybox:1 (also as agent-pull:1 and
+#                               helper-pull:1) and liftoff-test/data:1
 #                               (one 3 MB layer, no command: only for pulls)
 #   LIFTOFF_TEST_REGISTRY_USER / LIFTOFF_TEST_REGISTRY_PASSWORD)
 # An engine or registry left running by an earlier run is reused.
@@ -112,6 +113,10 @@ dk_publish() { # $1: local image, $2: name:tag in the registry; leaves no regist
   dk logout "$DK_REG" >/dev/null
 }
 dk_publish "$DK_IMAGE" liftoff-test/busybox:1
+# the same image under a name per test that removes and pulls it, so that
+# tests running at once do not pull or remove each other's copy
+dk_publish "$DK_IMAGE" liftoff-test/agent-pull:1
+dk_publish "$DK_IMAGE" liftoff-test/helper-pull:1
 # an image whose only layer the engine does not have, so pulling it downloads and extracts
 if ! curl -sf -o /dev/null -u "$DK_REG_USER:$DK_REG_PASSWORD" "http://$DK_REG/v2/liftoff-test/data/tags/list"; then
   mkdir -p "$DKROOT/data" && head -c 3000000 /dev/urandom >"$DKROOT/data/blob"

@@ -242,7 +242,9 @@ pub async fn prepare(
         Kind::Container(spec) => {
             let runner = connect(opts).await.map_err(|e| (Stage::Run, e))?;
             let auth = match opts.docker_config.clone().or_else(crate::registry_auth::default_config_dir) {
-                Some(dir) => crate::registry_auth::registry_auth(&spec.image, &dir).map_err(|e| (Stage::Build, e))?,
+                Some(dir) => {
+                    crate::registry_auth::registry_auth(&spec.image, &dir).await.map_err(|e| (Stage::Build, e))?
+                }
                 None => None,
             };
             crate::job_task::agent_line(
@@ -250,7 +252,11 @@ pub async fn prepare(
                 format!(
                     "liftoff agent: pulling {}{}",
                     spec.image,
-                    auth.as_ref().map(|a| format!(" as {}", a.username)).unwrap_or_default()
+                    match auth.as_ref().map(|a| a.username.as_str()) {
+                        None => String::new(),
+                        Some(liftoff_run::container::IDENTITY_TOKEN_USER) => " with an identity token".to_string(),
+                        Some(user) => format!(" as {user}"),
+                    }
                 ),
             )
             .await;

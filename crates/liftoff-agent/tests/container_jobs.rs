@@ -135,7 +135,8 @@ async fn images_are_pulled_with_the_registry_credentials_of_the_docker_config() 
         return;
     };
     let r = container_rig(serde_json::json!({})).await;
-    let image = format!("{reg}/{}", d.image);
+    // a name of its own in the registry (see .ci/docker.sh)
+    let image = format!("{reg}/liftoff-test/agent-pull:1");
     r.image_job("remote", &image, &["sh", "-c", "echo pulled"]).await;
     // no credentials: the pull is refused, the item fails at build, naming the image
     // (after removing any copy an earlier run left in the engine)

@@ -61,9 +61,13 @@ pub struct ContainerRunner {
     host: String,
 }
 
+/// The [`RegistryAuth::username`] that makes the password an identity token.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
 /// Registry credentials for a pull, as the engine's `X-Registry-Auth` wants them.
 #[derive(Clone)]
 pub struct RegistryAuth {
+    /// [`IDENTITY_TOKEN_USER`] when `password` is an identity token.
     pub username: String,
     pub password: String,
     /// The registry host, e.g. `registry.example.com` or `127.0.0.1:5000`.
@@ -174,11 +178,20 @@ impl ContainerRunner {
     ) -> anyhow::Result<Option<String>> {
         let (name, tag) = split_reference(image);
         let options = CreateImageOptions { from_image: Some(name), tag: Some(tag), ..Default::default() };
-        let credentials = auth.map(|a| DockerCredentials {
-            username: Some(a.username),
-            password: Some(a.password),
-            serveraddress: Some(a.serveraddress),
-            ..Default::default()
+        let credentials = auth.map(|a| match a.username.as_str() {
+            // Docker's convention (credential helpers, `docker login` with a
+            // token): this user name means the secret is an identity token.
+            IDENTITY_TOKEN_USER => DockerCredentials {
+                identitytoken: Some(a.password),
+                serveraddress: Some(a.serveraddress),
+                ..Default::default()
+            },
+            _ => DockerCredentials {
+                username: Some(a.username),
+                password: Some(a.password),
+                serveraddress: Some(a.serveraddress),
+                ..Default::default()
+            },
         });
         let say = |line: String| progress.send((LogStream::Agent, format!("pull {image}: {line}\n")));
         let mut pull = self.docker.create_image(Some(options), None, credentials);

@@ -1,5 +1,6 @@
-//! The binary as users run it: the README's quickstart, and an agent process
-//! receiving SIGTERM while it runs a job.
+//! The binary as users run it: the README's quickstart, an agent process
+//! receiving SIGTERM or SIGKILL while it runs a job, and an agent using a
+//! Docker credential helper.
 
 use liftoff_client::Client;
 use liftoff_core::ItemState;
@@ -134,6 +135,106 @@ fn docker_env() -> Option<(String, String)> {
             None
         }
     }
+}
+
+/// The agent process finds registry credentials the way the Docker CLI
+/// does: `credsStore` in `$DOCKER_CONFIG/config.json` names a helper on
+/// `PATH`, which is asked for the registry's host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_pulls_with_the_credential_helper_of_its_docker_config() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((docker_host, _)) = docker_env() else { return };
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set; run scripts/test.sh"));
+    let (reg, user, password) =
+        (env("LIFTOFF_TEST_REGISTRY"), env("LIFTOFF_TEST_REGISTRY_USER"), env("LIFTOFF_TEST_REGISTRY_PASSWORD"));
+    // a name of its own in the registry, so that no other test's pull or removal interferes
+    let image = format!("{reg}/liftoff-test/helper-pull:1");
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, config) = (dir.path().join("bin"), dir.path().join("docker-config"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&config).unwrap();
+    let helper = bin.join("docker-credential-liftoff-test");
+    let asked = dir.path().join("asked");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread -r server\necho \"$1 $server\" >> '{}'\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$server\"\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(config.join("config.json"), r#"{"auths": {}, "credsStore": "liftoff-test"}"#).unwrap();
+    let rmi =
+        Command::new("docker").args(["rmi", "--force", &image]).env("DOCKER_HOST", &docker_host).output().unwrap();
+    let err = String::from_utf8_lossy(&rmi.stderr);
+    assert!(rmi.status.success() || err.contains("No such image"), "docker rmi: {err}");
+
+    let (_server, url, key, client) = server_in(dir.path()).await;
+    client
+        .create_queue(&liftoff_core::api::CreateQueue {
+            name: "boxes".into(),
+            resource: liftoff_core::ResourceType::LocalContainer,
+            config: serde_json::json!({}),
+            template_variables: vec![],
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+    client
+        .create_job(&liftoff_core::api::CreateJob {
+            project: "default".into(),
+            name: "remote".into(),
+            source: liftoff_core::JobSourceSpec {
+                image: Some(liftoff_core::job::ImageSource {
+                    image: image.clone(),
+                    args: vec!["sh".into(), "-c".into(), "echo pulled".into()],
+                }),
+                ..Default::default()
+            },
+            aliases: vec![],
+            runtime: None,
+        })
+        .await
+        .unwrap();
+    let launch = liftoff_core::api::LaunchRequest { job: "remote".into(), ..Default::default() };
+    let item_id = client.launch("boxes", &launch).await.unwrap().item_id;
+    let mut path = bin.into_os_string();
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(["agent", "-q", "boxes", "--agent-key", &format!("helper-{}", std::process::id()), "--work-dir"])
+        .arg(dir.path().join("work"))
+        .env("LIFTOFF_BASE_URL", &url)
+        .env("LIFTOFF_API_KEY", &key)
+        .env("DOCKER_HOST", &docker_host)
+        .env("DOCKER_CONFIG", &config)
+        .env("PATH", path)
+        .env("TMPDIR", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    let item = loop {
+        let item = client.get_item(&item_id).await.unwrap();
+        if item.state.is_terminal() {
+            break item;
+        }
+        assert!(Instant::now() < until, "the run never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(agent.wait().unwrap().success());
+    let page = client.read_logs(&item_id, 0).await.unwrap();
+    let text = |stream| page.chunks.iter().filter(|c| c.stream == stream).map(|c| c.data.as_str()).collect::<String>();
+    let agent_said = text(liftoff_core::api::LogStream::Agent);
+    assert_eq!(item.state, ItemState::Finished, "{:?}\n{agent_said}", item.reason);
+    assert_eq!(text(liftoff_core::api::LogStream::Stdout), "pulled\n");
+    assert!(agent_said.contains(&format!("pulling {image} as {user}")), "{agent_said}");
+    assert!(!agent_said.contains(&password), "the secret is never logged: {agent_said}");
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), format!("get {reg}\n"), "asked once, for the registry host");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
