@@ -180,8 +180,8 @@ fn normalise(key: &str) -> String {
 mod tests {
     use super::*;
 
-    /// A credential helper speaking Docker's protocol, as a shell script in
-    /// its own directory: answers for `known`, says "not found" otherwise.
+    /// Writes `docker-credential-<name>`, a shell script running `body`, into
+    /// `dir/bin`; returns a search path with that directory first.
     fn helper(dir: &Path, name: &str, body: &str) -> OsString {
         use std::os::unix::fs::PermissionsExt;
         let bin = dir.join("bin");
