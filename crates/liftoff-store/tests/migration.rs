@@ -46,3 +46,36 @@ async fn older_tables_gain_the_new_columns() {
     let position = store.log_position("acme", "i1", 0).await.unwrap();
     assert_eq!((position.next_seq, position.stdout_bytes), (1, 0), "old chunks have no recorded size");
 }
+
+/// The same on PostgreSQL, where the present columns are read from
+/// `information_schema` rather than `pragma_table_info`.
+#[tokio::test]
+async fn older_postgres_tables_gain_the_new_columns() {
+    let Some(url) = liftoff_store::testing::fresh_postgres_database("liftoff_migration").await else { return };
+    let store = SqlStore::connect(&url, 3).await.unwrap();
+    drop(store);
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    for ddl in [
+        "ALTER TABLE items DROP COLUMN stage",
+        "ALTER TABLE items DROP COLUMN resumes",
+        "ALTER TABLE log_chunks DROP COLUMN fence",
+        "ALTER TABLE log_chunks DROP COLUMN bytes",
+    ] {
+        sqlx::query(ddl).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let store = SqlStore::connect(&url, 3).await.unwrap();
+    // the columns are back: a query naming them works
+    let position = store.log_position("acme", "none", 0).await;
+    assert!(matches!(position, Err(liftoff_store::StoreError::NotFound(_))), "{position:?}");
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() \
+         AND CAST(table_name AS TEXT) IN ('items', 'log_chunks') \
+         AND CAST(column_name AS TEXT) IN ('stage', 'resumes', 'fence', 'bytes')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(n, 5, "items: stage, resumes, fence (never dropped); log_chunks: fence, bytes");
+}
