@@ -137,6 +137,52 @@ fn docker_env() -> Option<(String, String)> {
     }
 }
 
+/// Creates the local-container queue `boxes` and a job running `sh -c
+/// script` in `image`, and launches it there; the item id.
+async fn launch_in_a_container_queue(client: &Client, image: &str, script: &str) -> String {
+    client
+        .create_queue(&liftoff_core::api::CreateQueue {
+            name: "boxes".into(),
+            resource: liftoff_core::ResourceType::LocalContainer,
+            config: serde_json::json!({}),
+            template_variables: vec![],
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+    client
+        .create_job(&liftoff_core::api::CreateJob {
+            project: "default".into(),
+            name: "boxed".into(),
+            source: liftoff_core::JobSourceSpec {
+                image: Some(liftoff_core::job::ImageSource {
+                    image: image.to_string(),
+                    args: vec!["sh".into(), "-c".into(), script.into()],
+                }),
+                ..Default::default()
+            },
+            aliases: vec![],
+            runtime: None,
+        })
+        .await
+        .unwrap();
+    let launch = liftoff_core::api::LaunchRequest { job: "boxed".into(), ..Default::default() };
+    client.launch("boxes", &launch).await.unwrap().item_id
+}
+
+/// Polls the item until it is terminal (60 s at most); `what` names it in the failure.
+async fn wait_until_ended(client: &Client, item_id: &str, what: &str) -> liftoff_core::api::ItemView {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let item = client.get_item(item_id).await.unwrap();
+        if item.state.is_terminal() {
+            return item;
+        }
+        assert!(Instant::now() < until, "{what} never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The agent process finds registry credentials the way the Docker CLI
 /// does: `credsStore` in `$DOCKER_CONFIG/config.json` names a helper on
 /// `PATH`, which is asked for the registry's host.
@@ -172,34 +218,7 @@ async fn an_agent_pulls_with_the_credential_helper_of_its_docker_config() {
     assert!(rmi.status.success() || err.contains("No such image"), "docker rmi: {err}");
 
     let (_server, url, key, client) = server_in(dir.path()).await;
-    client
-        .create_queue(&liftoff_core::api::CreateQueue {
-            name: "boxes".into(),
-            resource: liftoff_core::ResourceType::LocalContainer,
-            config: serde_json::json!({}),
-            template_variables: vec![],
-            prioritization: false,
-        })
-        .await
-        .unwrap();
-    client
-        .create_job(&liftoff_core::api::CreateJob {
-            project: "default".into(),
-            name: "remote".into(),
-            source: liftoff_core::JobSourceSpec {
-                image: Some(liftoff_core::job::ImageSource {
-                    image: image.clone(),
-                    args: vec!["sh".into(), "-c".into(), "echo pulled".into()],
-                }),
-                ..Default::default()
-            },
-            aliases: vec![],
-            runtime: None,
-        })
-        .await
-        .unwrap();
-    let launch = liftoff_core::api::LaunchRequest { job: "remote".into(), ..Default::default() };
-    let item_id = client.launch("boxes", &launch).await.unwrap().item_id;
+    let item_id = launch_in_a_container_queue(&client, &image, "echo pulled").await;
     let mut path = bin.into_os_string();
     path.push(":");
     path.push(std::env::var_os("PATH").unwrap_or_default());
@@ -216,15 +235,7 @@ async fn an_agent_pulls_with_the_credential_helper_of_its_docker_config() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    let item = loop {
-        let item = client.get_item(&item_id).await.unwrap();
-        if item.state.is_terminal() {
-            break item;
-        }
-        assert!(Instant::now() < until, "the run never ended");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let item = wait_until_ended(&client, &item_id, "the run").await;
     kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
     assert!(agent.wait().unwrap().success());
     let page = client.read_logs(&item_id, 0).await.unwrap();
@@ -253,41 +264,11 @@ async fn sigkill_then_restart(exit_first: bool) {
     let Some((docker_host, image)) = docker_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (server, url, key, client) = server_in(dir.path()).await;
-    client
-        .create_queue(&liftoff_core::api::CreateQueue {
-            name: "boxes".into(),
-            resource: liftoff_core::ResourceType::LocalContainer,
-            config: serde_json::json!({}),
-            template_variables: vec![],
-            prioritization: false,
-        })
-        .await
-        .unwrap();
     // output before the kill, while no agent runs, and after the restart;
     // the last line has no newline
     let script = "echo started; echo err-start >&2; sleep 2; echo while-dead; echo err-while-dead >&2; sleep 4; \
                   echo finishing; printf 'no newline'; exit 5";
-    client
-        .create_job(&liftoff_core::api::CreateJob {
-            project: "default".into(),
-            name: "slow".into(),
-            source: liftoff_core::JobSourceSpec {
-                image: Some(liftoff_core::job::ImageSource {
-                    image: image.clone(),
-                    args: vec!["sh".into(), "-c".into(), script.into()],
-                }),
-                ..Default::default()
-            },
-            aliases: vec![],
-            runtime: None,
-        })
-        .await
-        .unwrap();
-    let item_id = client
-        .launch("boxes", &liftoff_core::api::LaunchRequest { job: "slow".into(), ..Default::default() })
-        .await
-        .unwrap()
-        .item_id;
+    let item_id = launch_in_a_container_queue(&client, &image, script).await;
     // unique: the other test of this pair shares the engine
     let agent_key = format!("sigkill-{}-{exit_first}", std::process::id());
     let agent = |n: u32| {
@@ -328,15 +309,7 @@ async fn sigkill_then_restart(exit_first: bool) {
     // the job ends 6 s after its first line; the lease (30 s) outlives either wait
     tokio::time::sleep(Duration::from_secs(if exit_first { 8 } else { 3 })).await;
     let mut second = agent(2);
-    let until = Instant::now() + Duration::from_secs(60);
-    let item = loop {
-        let item = client.get_item(&item_id).await.unwrap();
-        if item.state.is_terminal() {
-            break item;
-        }
-        assert!(Instant::now() < until, "the re-adopted run never ended");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let item = wait_until_ended(&client, &item_id, "the re-adopted run").await;
     assert_eq!(
         (item.state, item.exit_code),
         (ItemState::Failed, Some(5)),
