@@ -65,14 +65,22 @@ pub async fn run_job(client: Client, claim: Claim, opts: AgentOptions, shutdown:
     .await
 }
 
-/// Holds the lease while `body` runs: renews it, turns stop requests and
-/// agent shutdown into a [`StopCause`], ships the log, then reports the event
-/// `body` returns (unless the lease was lost).
+/// Once the agent is shutting down (after its grace period), how long a job
+/// may still spend flushing its log and reporting its outcome to a server
+/// that does not answer. Past it the agent gives up: the lease runs out on
+/// the server and the item is run again (the run itself is already stopped).
+pub const FINAL_REPORT_BOUND: Duration = Duration::from_secs(10);
+
+/// Holds the lease while `body` runs and until its outcome is reported:
+/// renews it, turns stop requests and agent shutdown into a [`StopCause`],
+/// ships the log, then reports the event `body` returns (unless the lease
+/// was lost). Renewal runs in its own task, so it never waits on log
+/// shipping or on the report.
 pub async fn under_lease<F, Fut>(
     client: Client,
     lease: Lease,
     opts: AgentOptions,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     body: F,
 ) -> JobOutcome
 where
@@ -80,31 +88,10 @@ where
     Fut: Future<Output = Option<ItemEvent>>,
 {
     let (stop_tx, stop_rx) = watch::channel(StopCause::None);
-    let renew_every = Duration::from_millis((lease.ttl_ms / 3).max(50) as u64).min(opts.heartbeat);
-    let keeper = {
-        let (client, id, fence, stop_tx) = (client.clone(), lease.item_id.clone(), lease.fence, stop_tx.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(renew_every);
-            loop {
-                tick.tick().await;
-                match client.renew_lease(&id, fence).await {
-                    Ok(r) if r.stop_requested => {
-                        stop_tx.send_if_modified(|c| replace_if_none(c, StopCause::Requested));
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.is_conflict() || e.status() == Some(404) => {
-                        tracing::warn!(item = %id, error = %e, "lease lost");
-                        stop_tx.send_replace(StopCause::LeaseLost);
-                        return;
-                    }
-                    Err(e) => tracing::warn!(item = %id, error = %e, "lease renewal failed; will retry"),
-                }
-            }
-        })
-    };
+    let keeper = tokio::spawn(keep_lease(client.clone(), &lease, opts.heartbeat, stop_tx.clone()));
     // Shutdown of the agent becomes a stop of this job.
     let shutdown_watch = {
-        let stop_tx = stop_tx.clone();
+        let (stop_tx, mut shutdown) = (stop_tx.clone(), shutdown.clone());
         tokio::spawn(async move {
             if shutdown.wait_for(|s| *s).await.is_ok() {
                 stop_tx.send_if_modified(|c| replace_if_none(c, StopCause::Shutdown));
@@ -113,18 +100,68 @@ where
     };
 
     let shipper = LogShipper::start(client.clone(), lease.item_id.clone(), lease.fence, lease.log_seq_start);
-    let lost_rx = stop_rx.clone();
-    let event = body(JobIo { logs: shipper.sender(), stop: stop_rx }).await;
-    keeper.abort();
+    let mut lost_rx = stop_rx.clone();
+    let event = body(JobIo { logs: shipper.sender(), stop: stop_rx.clone() }).await;
     shutdown_watch.abort();
-    // Every line before the outcome: flush logs first.
-    let shipped = shipper.finish().await;
-    let lost = *lost_rx.borrow() == StopCause::LeaseLost || shipped == ShipOutcome::LeaseLost;
-    let event = match event {
-        Some(ev) if !lost => report(&client, &lease.item_id, lease.fence, ev).await,
-        _ => None,
+    // Every line before the outcome, and both while the lease is renewed.
+    let finishing = async {
+        if shipper.finish().await == ShipOutcome::LeaseLost {
+            return None;
+        }
+        match event {
+            Some(ev) => report(&client, &lease.item_id, lease.fence, ev, &stop_rx).await,
+            None => None,
+        }
     };
+    let mut shutdown = shutdown;
+    let event = tokio::select! {
+        reported = finishing => reported,
+        _ = lost_rx.wait_for(|c| *c == StopCause::LeaseLost) => None,
+        _ = async {
+            let _ = shutdown.wait_for(|s| *s).await;
+            tokio::time::sleep(FINAL_REPORT_BOUND).await;
+        } => {
+            tracing::error!(item = %lease.item_id, "the agent is stopping and the server did not take this run's \
+                outcome within {FINAL_REPORT_BOUND:?}; giving up (its lease will run out on the server)");
+            None
+        }
+    };
+    keeper.abort();
     JobOutcome { item_id: lease.item_id, event }
+}
+
+/// Renews the lease every TTL/3 (at most every `heartbeat`) until aborted
+/// or until the server says the lease is gone. Each renewal is bounded by
+/// half the TTL, so a hung connection cannot outlast the lease.
+fn keep_lease(
+    client: Client,
+    lease: &Lease,
+    heartbeat: Duration,
+    stop_tx: watch::Sender<StopCause>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let renew_every = Duration::from_millis((lease.ttl_ms / 3).max(50) as u64).min(heartbeat);
+    let bound = Duration::from_millis((lease.ttl_ms / 2).max(100) as u64);
+    let (id, fence) = (lease.item_id.clone(), lease.fence);
+    async move {
+        let mut tick = tokio::time::interval(renew_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match tokio::time::timeout(bound, client.renew_lease(&id, fence)).await {
+                Ok(Ok(r)) if r.stop_requested => {
+                    stop_tx.send_if_modified(|c| replace_if_none(c, StopCause::Requested));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.is_conflict() || e.status() == Some(404) => {
+                    tracing::warn!(item = %id, error = %e, "lease lost");
+                    stop_tx.send_replace(StopCause::LeaseLost);
+                    return;
+                }
+                Ok(Err(e)) => tracing::warn!(item = %id, error = %e, "lease renewal failed; will retry"),
+                Err(_) => tracing::warn!(item = %id, "lease renewal took longer than {bound:?}; will retry"),
+            }
+        }
+    }
 }
 
 /// Waits for a stop cause; the watch guard is released before returning.
@@ -141,29 +178,95 @@ fn replace_if_none(c: &mut StopCause, with: StopCause) -> bool {
     }
 }
 
-/// Sends the final event, retrying transient failures for a while.
-async fn report(client: &Client, id: &str, fence: i64, event: ItemEvent) -> Option<ItemEvent> {
-    let mut backoff = Duration::from_millis(200);
-    for _ in 0..20 {
-        match client.report(id, fence, event.clone()).await {
-            Ok(_) => return Some(event),
-            Err(e) if e.is_transient() => {
-                tracing::warn!(item = %id, error = %e, "could not report outcome; retrying");
+/// Sends the final event. Transient failures (no connection, 5xx) are
+/// retried for as long as the lease holds (the caller bounds it at
+/// shutdown); a refusal is final. A 409 after a retry may mean that an
+/// earlier attempt was stored and its answer lost (the outcome bumped the
+/// fence): the item's state tells.
+async fn report(
+    client: &Client,
+    id: &str,
+    fence: i64,
+    event: ItemEvent,
+    stop: &watch::Receiver<StopCause>,
+) -> Option<ItemEvent> {
+    let mut tries = 0u32;
+    match retry_transient(id, "report the outcome", stop, || {
+        tries += 1;
+        client.report(id, fence, event.clone())
+    })
+    .await
+    {
+        Ok(_) => Some(event),
+        Err(e) if e.is_conflict() && tries > 1 => match client.get_item(id).await {
+            Ok(item) if Some(item.state) == event_end_state(&event) => Some(event),
+            _ => {
+                tracing::error!(item = %id, error = %e, "server refused the outcome");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::error!(item = %id, error = %e, "server refused the outcome");
+            None
+        }
+    }
+}
+
+/// The state an outcome event leaves an item in, when it is fixed.
+fn event_end_state(event: &ItemEvent) -> Option<liftoff_core::ItemState> {
+    use liftoff_core::ItemState;
+    match event {
+        ItemEvent::Finish => Some(ItemState::Finished),
+        ItemEvent::Fail { .. } => Some(ItemState::Failed),
+        ItemEvent::Stopped { .. } => Some(ItemState::Stopped),
+        _ => None,
+    }
+}
+
+/// Calls `f` until it succeeds, fails for good (any answer but a 5xx or
+/// 429), or the lease is lost; waits between tries, doubling up to 5 s.
+async fn retry_transient<T, Fut>(
+    id: &str,
+    what: &str,
+    stop: &watch::Receiver<StopCause>,
+    mut f: impl FnMut() -> Fut,
+) -> Result<T, ClientError>
+where
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Err(e) if e.is_transient() && *stop.borrow() != StopCause::LeaseLost => {
+                tracing::warn!(item = %id, error = %e, "could not {what}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
-            Err(e) => {
-                tracing::error!(item = %id, error = %e, "server refused the outcome");
-                return None;
-            }
+            other => return other,
         }
     }
-    None
 }
+
+/// Longest line the agent itself writes into a run's log; the rest is cut
+/// with a marker (a command line can carry hundreds of KB of arguments).
+pub const MAX_AGENT_LINE_BYTES: usize = 8 * 1024;
 
 /// A line on the run's `agent` stream.
 pub async fn agent_line(logs: &mpsc::Sender<(LogStream, String)>, line: impl Into<String>) {
-    let _ = logs.send((LogStream::Agent, format!("{}\n", line.into()))).await;
+    let _ = logs.send((LogStream::Agent, cut_line(line.into(), MAX_AGENT_LINE_BYTES))).await;
+}
+
+/// `line` and a newline, cut to at most `max` bytes of text with a marker
+/// saying how much was left out.
+fn cut_line(mut line: String, max: usize) -> String {
+    if line.len() > max {
+        let total = line.len();
+        let cut = (0..=max).rev().find(|i| line.is_char_boundary(*i)).unwrap_or(0);
+        line.truncate(cut);
+        line.push_str(&format!(" ... [{} more bytes cut by the agent]", total - cut));
+    }
+    line.push('\n');
+    line
 }
 
 /// A failure at `stage`: written to the run's log (the error log users read
@@ -235,7 +338,17 @@ async fn drive(
     for w in &prepared.warnings {
         warn(client, item, &logs, Stage::Build, w).await;
     }
-    if let Err(e) = client.report(&item.id, item.fence, ItemEvent::Start).await {
+    // A transient failure (a 500, a dropped connection) is retried: the
+    // lease keeper keeps the claim alive meanwhile.
+    let lease_watch = stop.clone();
+    let started = tokio::select! {
+        r = retry_transient(&item.id, "report start", &lease_watch, || client.report(&item.id, item.fence, ItemEvent::Start)) => r,
+        cause = stop_cause(&mut stop) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return stop_outcome(cause, None);
+        }
+    };
+    if let Err(e) = started {
         tracing::warn!(item = %item.id, error = %e, "could not report start");
         let _ = std::fs::remove_dir_all(&dir);
         return match &e {
@@ -308,5 +421,17 @@ pub fn stop_outcome(cause: StopCause, exit_code: Option<i32>) -> Option<ItemEven
     match cause {
         StopCause::LeaseLost => None,
         _ => Some(ItemEvent::Stopped { exit_code }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_line;
+
+    #[test]
+    fn long_agent_lines_are_cut_with_a_marker() {
+        assert_eq!(cut_line("short".into(), 8), "short\n");
+        let cut = cut_line("é".repeat(10), 5);
+        assert_eq!(cut, "éé ... [16 more bytes cut by the agent]\n");
     }
 }

@@ -26,6 +26,9 @@ pub enum ShipOutcome {
     Complete,
     /// The server refused our fencing token: someone else holds the item now.
     LeaseLost,
+    /// The server refused a chunk for good, and then the marker that stood
+    /// for it: the rest of the log was not sent.
+    Refused,
 }
 
 impl LogShipper {
@@ -64,18 +67,26 @@ async fn ship(
                 None => return ShipOutcome::Complete,
             },
         };
-        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-        while data.len() < CHUNK_BYTES {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((s, d))) if s == stream && data.len() + d.len() <= CHUNK_BYTES => data.push_str(&d),
-                Ok(Some(other)) => {
-                    held = Some(other);
-                    break;
+        if data.len() > CHUNK_BYTES {
+            // One message larger than a chunk (the agent's own lines can be:
+            // a command line with 300 KB of arguments): send it in pieces.
+            let cut = floor_char_boundary(&data, CHUNK_BYTES);
+            let rest = data.split_off(cut);
+            held = Some((stream, rest));
+        } else {
+            let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+            while data.len() < CHUNK_BYTES {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some((s, d))) if s == stream && data.len() + d.len() <= CHUNK_BYTES => data.push_str(&d),
+                    Ok(Some(other)) => {
+                        held = Some(other);
+                        break;
+                    }
+                    Ok(None) | Err(_) => break,
                 }
-                Ok(None) | Err(_) => break,
             }
         }
-        let chunk = AppendLog { fence, seq, stream, data };
+        let mut chunk = AppendLog { fence, seq, stream, data };
         let mut backoff = Duration::from_millis(100);
         loop {
             match client.append_log(&item_id, &chunk).await {
@@ -84,14 +95,56 @@ async fn ship(
                     tracing::warn!(item = %item_id, error = %e, "log shipping stopped: lease lost");
                     return ShipOutcome::LeaseLost;
                 }
-                Err(e) => {
+                Err(e) if e.is_transient() => {
                     // Keep the chunk and retry: losing log lines is worse than waiting.
                     tracing::warn!(item = %item_id, seq, error = %e, "log chunk not stored; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+                Err(e) if !chunk.data.starts_with(REFUSED_MARKER) => {
+                    // A refusal is final: retrying the same chunk would never
+                    // end. Its sequence number carries a marker instead, so
+                    // the log says what is missing and goes on.
+                    tracing::error!(item = %item_id, seq, error = %e, "the server refused a log chunk; replacing it with a marker");
+                    chunk.data =
+                        format!("{REFUSED_MARKER} {} bytes were refused by the server: {e}\n", chunk.data.len());
+                    chunk.data.truncate(floor_char_boundary(&chunk.data, 4096));
+                    chunk.stream = LogStream::Agent;
+                }
+                Err(e) => {
+                    tracing::error!(item = %item_id, seq, error = %e, "the server refused even the marker chunk; log shipping stopped");
+                    // Keep reading, so that the run never blocks on a full pipe.
+                    while rx.recv().await.is_some() {}
+                    return ShipOutcome::Refused;
+                }
             }
         }
         seq += 1;
+    }
+}
+
+/// Starts the line that replaces a chunk the server refused.
+pub const REFUSED_MARKER: &str = "liftoff agent: [log chunk refused]";
+
+/// The largest index `<= at` that is a character boundary of `s`.
+fn floor_char_boundary(s: &str, at: usize) -> usize {
+    if at >= s.len() {
+        return s.len();
+    }
+    (0..=at).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::floor_char_boundary;
+
+    #[test]
+    fn cuts_fall_on_character_boundaries() {
+        let s = "aé€";
+        assert_eq!(floor_char_boundary(s, 0), 0);
+        assert_eq!(floor_char_boundary(s, 2), 1, "inside the 2-byte é");
+        assert_eq!(floor_char_boundary(s, 3), 3);
+        assert_eq!(floor_char_boundary(s, 5), 3, "inside the 3-byte euro sign");
+        assert_eq!(floor_char_boundary(s, 99), s.len());
     }
 }

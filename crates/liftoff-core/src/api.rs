@@ -157,6 +157,60 @@ pub fn check_file_override(path: &str, value: &serde_json::Value) -> Result<(), 
     }
     Ok(())
 }
+
+/// Longest single argument (or entrypoint word) a launch may carry: Linux
+/// refuses to exec a program with one longer than this (`MAX_ARG_STRLEN`,
+/// 32 pages, less the terminating NUL).
+pub const MAX_LAUNCH_ARG_BYTES: usize = 128 * 1024 - 1;
+/// Bound on the entrypoint and arguments of a launch together, well under
+/// the 2 MiB a process gets for its arguments and environment.
+pub const MAX_LAUNCH_ARGS_TOTAL_BYTES: usize = 768 * 1024;
+
+/// Checks the bounds of a launch's command line; the error names the field
+/// (`entrypoint[2]`, `args[0]`, `args`) and its size.
+pub fn check_launch_bounds(req: &LaunchRequest) -> Result<(), (String, String)> {
+    let mut total = 0usize;
+    let words = req.entrypoint.iter().flatten().enumerate().map(|(i, w)| (format!("entrypoint[{i}]"), w));
+    for (field, word) in words.chain(req.args.iter().enumerate().map(|(i, a)| (format!("args[{i}]"), a))) {
+        if word.len() > MAX_LAUNCH_ARG_BYTES {
+            return Err((
+                field,
+                format!("is {} bytes; one argument may hold at most {MAX_LAUNCH_ARG_BYTES} bytes", word.len()),
+            ));
+        }
+        total += word.len() + 1;
+    }
+    if total > MAX_LAUNCH_ARGS_TOTAL_BYTES {
+        return Err((
+            "args".into(),
+            format!(
+                "the entrypoint and arguments total {total} bytes; a launch may carry at most \
+                 {MAX_LAUNCH_ARGS_TOTAL_BYTES} bytes of them"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod launch_bounds_tests {
+    use super::*;
+
+    #[test]
+    fn bounds_name_the_field() {
+        let mut req = LaunchRequest { args: vec!["a".repeat(100_000); 3], ..Default::default() };
+        assert_eq!(check_launch_bounds(&req), Ok(()), "300 KB of arguments fit");
+        req.args.push("b".repeat(MAX_LAUNCH_ARG_BYTES + 1));
+        let (field, msg) = check_launch_bounds(&req).unwrap_err();
+        assert_eq!(field, "args[3]");
+        assert!(msg.contains("131072 bytes"), "{msg}");
+        req.args = vec!["c".repeat(100_000); 8];
+        assert_eq!(check_launch_bounds(&req).unwrap_err().0, "args");
+        let req = LaunchRequest { entrypoint: Some(vec!["x".repeat(200_000)]), ..Default::default() };
+        assert_eq!(check_launch_bounds(&req).unwrap_err().0, "entrypoint[0]");
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemView {
     pub id: String,

@@ -200,7 +200,21 @@ impl Item {
     /// `max_attempts` bounds lease expiries: the expiry that reaches it fails
     /// the item instead of re-queueing it. A preemption re-queues the item
     /// (its run resumes) until it has been re-queued [`MAX_RESUMES`] times.
+    ///
+    /// Every transition out of a held state (an outcome, a lease expiry, a
+    /// preemption, a stop) bumps the fencing token, so that whatever the old
+    /// holder still sends (a late log chunk, a retried event, its run key) is
+    /// refused as stale, whether or not the item is claimed again.
     pub fn apply(&mut self, event: &ItemEvent, max_attempts: u32) -> Result<(), TransitionError> {
+        let held_before = self.state.is_leased();
+        self.apply_state(event, max_attempts)?;
+        if held_before && !self.state.is_leased() {
+            self.fence += 1;
+        }
+        Ok(())
+    }
+
+    fn apply_state(&mut self, event: &ItemEvent, max_attempts: u32) -> Result<(), TransitionError> {
         use ItemState::*;
         let refuse = || TransitionError { state: self.state, event: event.name() };
         match (self.state, event) {
@@ -313,6 +327,9 @@ mod tests {
                     }
                 }
                 prop_assert!(item.fence >= last_fence, "fence went backwards");
+                if before.state.is_leased() && !item.state.is_leased() {
+                    prop_assert!(item.fence > before.fence, "left held state {:?} on {:?} without a new fence", before.state, ev);
+                }
                 last_fence = item.fence;
                 prop_assert!(item.attempts <= max);
                 prop_assert!(item.resumes <= MAX_RESUMES);
@@ -329,7 +346,7 @@ mod tests {
         }
         assert_eq!(i.state, ItemState::Finished);
         assert_eq!(i.exit_code, Some(0));
-        assert_eq!(i.fence, 1);
+        assert_eq!(i.fence, 2, "the claim and the outcome each take a new fence");
     }
 
     #[test]
@@ -337,8 +354,9 @@ mod tests {
         let mut i = Item::new();
         for round in 1..=3 {
             i.apply(&ItemEvent::Claim, 3).unwrap();
-            assert_eq!(i.fence, round);
+            assert_eq!(i.fence, 2 * round - 1);
             i.apply(&ItemEvent::LeaseExpired, 3).unwrap();
+            assert_eq!(i.fence, 2 * round, "an expiry fences the old holder out");
         }
         assert_eq!(i.state, ItemState::Failed);
         assert_eq!(i.attempts, 3);

@@ -81,11 +81,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let reaper = tokio::spawn(reap_leases(state.clone(), shutdown.subscribe()));
+    let dispatch = state.dispatch.clone();
     let app = router(state);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|s| *s).await;
+                dispatch.close();
             })
             .await;
         if let Err(e) = served {
@@ -100,27 +102,79 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 /// Puts items whose lease ran out back in their queue (or fails them), and
 /// wakes waiting claims; then moves the logs of ended runs to the blob store.
 /// Runs four times per lease TTL, at least once a second.
+///
+/// Expiry waits one TTL after the server starts, and again after a spell in
+/// which the reaper could not run (the database unreachable, the process
+/// paused): agents that could not reach this server meanwhile get one TTL
+/// to renew before any lease of theirs is expired, so a restart or a
+/// network blip shorter than that costs no run.
 async fn reap_leases(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let period =
-        (state.config.lease_ttl / 4).clamp(std::time::Duration::from_millis(20), std::time::Duration::from_secs(1));
+    use std::time::Duration;
+    use tokio::time::Instant;
+    let ttl = state.config.lease_ttl;
+    let period = (ttl / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut grace = LeaseGrace::new(Instant::now(), ttl, period);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match state.store.expire_leases(now_ms()).await {
-            Ok(ids) if !ids.is_empty() => {
-                state.metrics.leases_expired.fetch_add(ids.len() as u64, Ordering::Relaxed);
-                tracing::warn!(count = ids.len(), items = ?ids, "leases expired");
-                state.dispatch.notify();
+        let now = Instant::now();
+        if grace.may_expire(now) {
+            match state.store.expire_leases(now_ms()).await {
+                Ok(ids) => {
+                    grace.reached_store(Instant::now());
+                    if !ids.is_empty() {
+                        state.metrics.leases_expired.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                        tracing::warn!(count = ids.len(), items = ?ids, "leases expired");
+                        state.dispatch.notify();
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "lease reaper failed"),
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "lease reaper failed"),
         }
         if let Err(e) = crate::log_archive::archive_ended(&state, 100).await {
             tracing::error!(error = %e, "log archiving failed");
         }
+    }
+}
+
+/// When the reaper may expire leases: not before one TTL has passed since
+/// the server started, nor within one TTL of a gap (longer than half a TTL)
+/// since it last reached the store.
+struct LeaseGrace {
+    ttl: std::time::Duration,
+    period: std::time::Duration,
+    not_before: tokio::time::Instant,
+    last_ok: tokio::time::Instant,
+}
+
+impl LeaseGrace {
+    fn new(started: tokio::time::Instant, ttl: std::time::Duration, period: std::time::Duration) -> Self {
+        Self { ttl, period, not_before: started + ttl, last_ok: started }
+    }
+
+    fn may_expire(&mut self, now: tokio::time::Instant) -> bool {
+        let gap = now.saturating_duration_since(self.last_ok);
+        if gap > (self.ttl / 2).max(self.period * 2) && now >= self.not_before {
+            tracing::warn!(
+                ?gap,
+                "the lease reaper has not reached the database for a while; waiting one lease TTL before expiring leases"
+            );
+            self.not_before = now + self.ttl;
+        }
+        if now < self.not_before {
+            // Still in grace: count it as reached, so the gap does not re-arm.
+            self.last_ok = now;
+            return false;
+        }
+        true
+    }
+
+    fn reached_store(&mut self, now: tokio::time::Instant) {
+        self.last_ok = now;
     }
 }
 
@@ -130,4 +184,29 @@ fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(secret.as_bytes())?;
     f.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeaseGrace;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[test]
+    fn no_expiry_within_one_ttl_of_start_or_of_a_gap() {
+        let ttl = Duration::from_secs(30);
+        let t0 = Instant::now();
+        let mut g = LeaseGrace::new(t0, ttl, Duration::from_secs(1));
+        assert!(!g.may_expire(t0 + Duration::from_secs(1)));
+        assert!(!g.may_expire(t0 + Duration::from_secs(29)));
+        assert!(g.may_expire(t0 + Duration::from_secs(30)));
+        g.reached_store(t0 + Duration::from_secs(30));
+        assert!(g.may_expire(t0 + Duration::from_secs(31)));
+        g.reached_store(t0 + Duration::from_secs(31));
+        // the store was unreachable (or the process paused) for 20 s
+        let back = t0 + Duration::from_secs(51);
+        assert!(!g.may_expire(back), "a gap over half a TTL re-arms the grace");
+        assert!(!g.may_expire(back + Duration::from_secs(29)));
+        assert!(g.may_expire(back + Duration::from_secs(30)));
+    }
 }

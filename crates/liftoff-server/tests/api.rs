@@ -205,7 +205,7 @@ async fn expired_lease_requeues_and_stale_token_is_refused() {
     }
     assert_eq!((item.state, item.attempts), (ItemState::Pending, 1));
     let second = c.claim(&a, &["q".into()], Duration::from_secs(2)).await.unwrap().unwrap();
-    assert_eq!(second.fence, first.fence + 1);
+    assert_eq!(second.fence, first.fence + 2, "the expiry and the new claim each took a fence");
     let before = c.get_item(&launched.item_id).await.unwrap();
     for r in [
         c.report(&first.item.id, first.fence, ItemEvent::Finish).await.map(|_| ()),
@@ -223,6 +223,79 @@ async fn expired_lease_requeues_and_stale_token_is_refused() {
     assert_eq!(before.state, after.state);
     assert_eq!(before.fence, after.fence);
     assert!(c.read_logs(&launched.item_id, 0).await.unwrap().chunks.is_empty());
+}
+
+/// After every way a holder loses an item (a preemption that re-queues it,
+/// a stop it reported, a stop that ended by lease expiry, its own outcome),
+/// each of its writes (event, lease, log chunk, warning) is refused and
+/// changes nothing, even before anyone claims the item again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_holder_changes_nothing_after_preemption_stop_or_outcome() {
+    let t = serve(Duration::from_millis(400)).await;
+    let c = &t.client;
+    queue(c, "q", ResourceType::LocalContainer).await;
+    image_job(c, "j").await;
+    let a = agent(c, &["q"]).await;
+    type Ending = fn(&Client, String, i64) -> futures::future::BoxFuture<'_, ()>;
+    let endings: [(&str, Ending); 4] = [
+        ("preempted", |c, id, fence| {
+            Box::pin(async move {
+                let v = c.report(&id, fence, ItemEvent::Preempt).await.unwrap();
+                assert_eq!(v.state, ItemState::Pending);
+            })
+        }),
+        ("stopped", |c, id, fence| {
+            Box::pin(async move {
+                c.stop_item(&id).await.unwrap();
+                c.report(&id, fence, ItemEvent::Stopped { exit_code: Some(143) }).await.unwrap();
+            })
+        }),
+        ("stop, then the lease ran out", |c, id, _| {
+            Box::pin(async move {
+                c.stop_item(&id).await.unwrap();
+                for _ in 0..100 {
+                    if c.get_item(&id).await.unwrap().state == ItemState::Stopped {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                panic!("the stopping item never expired");
+            })
+        }),
+        ("finished", |c, id, fence| {
+            Box::pin(async move {
+                c.report(&id, fence, ItemEvent::Finish).await.unwrap();
+            })
+        }),
+    ];
+    for (how, end) in endings {
+        let launched = c.launch("q", &launch("j")).await.unwrap();
+        let claim = c.claim(&a, &["q".into()], Duration::from_secs(2)).await.unwrap().unwrap();
+        assert_eq!(claim.item.id, launched.item_id);
+        c.report(&claim.item.id, claim.fence, ItemEvent::Start).await.unwrap();
+        end(c, claim.item.id.clone(), claim.fence).await;
+        let before = c.get_item(&launched.item_id).await.unwrap();
+        assert!(before.fence > claim.fence, "{how}: leaving the held state took a new fence");
+        let id = &claim.item.id;
+        let chunk = AppendLog { fence: claim.fence, seq: 0, stream: LogStream::Stdout, data: "late".into() };
+        let writes = [
+            ("event", c.report(id, claim.fence, ItemEvent::Finish).await.map(|_| ())),
+            ("lease", c.renew_lease(id, claim.fence).await.map(|_| ())),
+            ("log", c.append_log(id, &chunk).await),
+            ("warning", c.add_warning(id, Some(claim.fence), liftoff_core::Stage::Run, "late").await),
+        ];
+        for (what, r) in writes {
+            let (status, body) = api_err(r);
+            assert_eq!((status, body.code.as_str()), (409, "stale_fence"), "{how}: stale {what} write: {body:?}");
+        }
+        let after = c.get_item(&launched.item_id).await.unwrap();
+        assert_eq!((after.state, after.fence, after.attempts), (before.state, before.fence, before.attempts), "{how}");
+        assert!(c.read_logs(&launched.item_id, 0).await.unwrap().chunks.is_empty(), "{how}: no late chunk stored");
+        // the preempted item is pending again: take it off the queue
+        if after.state == ItemState::Pending {
+            c.stop_item(&launched.item_id).await.unwrap();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,7 +349,7 @@ async fn claim_race(t: TestServer) {
     assert_eq!(ran.len(), ITEMS, "runs in total");
     assert_eq!(unique, ids, "every item ran, none twice");
     let items = c.list_items(Some("race"), 1000).await.unwrap();
-    assert!(items.iter().all(|i| i.state == ItemState::Finished && i.fence == 1));
+    assert!(items.iter().all(|i| i.state == ItemState::Finished && i.fence == 2), "one claim, one outcome");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

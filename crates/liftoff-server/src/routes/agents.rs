@@ -130,6 +130,11 @@ pub async fn claim(
         tokio::select! {
             _ = wake.changed() => {}
             _ = tokio::time::sleep(nap) => {}
+            _ = st.dispatch.closed() => {
+                // The server is stopping: answer "nothing" now; the agent
+                // polls again, on this server once it is back or on another.
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            }
         }
     }
 }

@@ -34,6 +34,10 @@ pub async fn launch(
     ApiJson(req): ApiJson<LaunchRequest>,
 ) -> ApiResult<(StatusCode, Json<LaunchResponse>)> {
     caller.admin(&entity)?;
+    liftoff_core::api::check_launch_bounds(&req).map_err(|(field, m)| {
+        let message = format!("{field} {m}");
+        ApiError::bad_request(field, message)
+    })?;
     let queue = st
         .store
         .get_queue(&entity, &queue_name)
