@@ -1,0 +1,172 @@
+//! Fault injection around a run's lease and log: a final report held past
+//! the lease TTL, a launch with 300 KB of arguments, a job printing a 1 MB
+//! line. Each run must happen once and end with its real outcome.
+
+mod support;
+
+use liftoff_core::ItemState;
+use liftoff_core::api::{LaunchRequest, LogStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use support::rig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How many lines `marker` holds: one per start of the job.
+fn runs_recorded(marker: &Path) -> usize {
+    std::fs::read_to_string(marker).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+/// A loopback HTTP/1.1 proxy in front of `upstream` that holds every request
+/// whose head and body contain all of `hold_if` for `delay` before passing
+/// it on. Returns its address and a count of the requests it held.
+async fn holding_proxy(
+    upstream: String,
+    hold_if: &'static [&'static str],
+    delay: Duration,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let held = Arc::new(AtomicUsize::new(0));
+    let count = held.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (upstream, held) = (upstream.clone(), held.clone());
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&upstream).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                // Client to server, one request at a time.
+                let mut buf = Vec::new();
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 8192];
+                        match cr.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0u8; 8192];
+                        match cr.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let request: Vec<u8> = buf.drain(..head_end + len).collect();
+                    let text = String::from_utf8_lossy(&request);
+                    if hold_if.iter().all(|needle| text.contains(needle)) {
+                        held.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                    }
+                    if sw.write_all(&request).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+/// The finish report is held for longer than the lease TTL (3 s): the agent
+/// keeps renewing meanwhile, so the lease never runs out and the job is not
+/// run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_report_delayed_past_the_lease_ttl_does_not_rerun_the_job() {
+    let r = rig().await;
+    let marker = r.dir.path().join("runs");
+    r.job("once", &format!("echo started >> {}\necho done\n", marker.display())).await;
+    let id = r.launch("once").await;
+    let upstream = r.server.addr.to_string();
+    let (proxy, held) = holding_proxy(upstream, &["/events", "\"event\":\"finish\""], Duration::from_secs(5)).await;
+    let key = r.server.admin_key.clone().unwrap();
+    let client = liftoff_client::Client::new(&proxy, &key, "default").unwrap();
+    let (stop, agent) = {
+        let opts = r.options(1, Duration::from_secs(5));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(liftoff_agent::run_agent(client, opts, async move {
+            let _ = rx.await;
+        }));
+        (tx, task)
+    };
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+    assert_eq!(held.load(Ordering::SeqCst), 1, "the finish report went through the proxy and was held once");
+    assert_eq!((item.state, item.attempts), (ItemState::Finished, 0), "{:?}", item.reason);
+    assert_eq!(runs_recorded(&marker), 1, "the job ran once");
+    let _ = stop.send(());
+    agent.await.unwrap().unwrap();
+}
+
+/// 300 KB of arguments: the agent's own "starting ..." line would exceed
+/// the server's chunk bound; it is cut, the job gets every byte of its
+/// arguments, runs once and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_with_300_kb_of_arguments_runs_once_and_finishes() {
+    let r = rig().await;
+    let marker = r.dir.path().join("runs");
+    let script =
+        format!("echo started >> {}\necho \"args: $# bytes: $(printf %s \"$1$2$3\" | wc -c)\"\n", marker.display());
+    r.job("big-args", &script).await;
+    let req = LaunchRequest {
+        job: "big-args".into(),
+        args: (0..3).map(|i| char::from(b'a' + i).to_string().repeat(100_000)).collect(),
+        ..Default::default()
+    };
+    let id = r.client.launch("local", &req).await.unwrap().item_id;
+    let (stop, agent) = r.agent(1, Duration::from_secs(5));
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+    assert_eq!((item.state, item.attempts), (ItemState::Finished, 0), "{:?}", item.reason);
+    assert_eq!(runs_recorded(&marker), 1);
+    let stdout = r.logs(&id, LogStream::Stdout).await;
+    assert!(stdout.contains("args: 3 bytes: 300000"), "{stdout}");
+    let agent_log = r.logs(&id, LogStream::Agent).await;
+    assert!(agent_log.contains("more bytes cut by the agent]"), "the command line was cut with a marker");
+    let _ = stop.send(());
+    agent.await.unwrap().unwrap();
+
+    // Past the documented bound, the launch is refused and names the field.
+    let mut too_big = req.clone();
+    too_big.args.push("d".repeat(200_000));
+    match r.client.launch("local", &too_big).await {
+        Err(liftoff_client::ClientError::Api { status, body }) => {
+            assert_eq!((status, body.field.as_deref()), (400, Some("args[3]")), "{}", body.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// A 1 MB line on stdout arrives whole (in pieces no larger than the
+/// server's chunk bound), and the run finishes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_printing_a_1_mb_line_finishes_once_with_its_whole_log() {
+    let r = rig().await;
+    let marker = r.dir.path().join("runs");
+    let script =
+        format!("echo started >> {}\nhead -c 1000000 /dev/zero | tr '\\0' x\necho\necho after\n", marker.display());
+    r.job("wide", &script).await;
+    let id = r.launch("wide").await;
+    let (stop, agent) = r.agent(1, Duration::from_secs(5));
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(60)).await;
+    assert_eq!((item.state, item.attempts), (ItemState::Finished, 0), "{:?}", item.reason);
+    assert_eq!(runs_recorded(&marker), 1);
+    let stdout = r.logs(&id, LogStream::Stdout).await;
+    assert_eq!(stdout.len(), 1_000_000 + "\nafter\n".len());
+    assert!(stdout.starts_with("xxxx") && stdout.ends_with("x\nafter\n"));
+    let _ = stop.send(());
+    agent.await.unwrap().unwrap();
+}
