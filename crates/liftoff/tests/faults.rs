@@ -1,0 +1,184 @@
+//! Fault injection with the real binary: the server killed with SIGKILL
+//! while runs are active and started again 45 s later (on SQLite and on
+//! PostgreSQL). Every run must end once, with its whole log.
+//!
+//! `LIFTOFF_TEST_SERVER_DOWN_SECS` shortens the outage when trying this by
+//! hand; the suite runs it at 45 s.
+
+use liftoff_client::Client;
+use liftoff_core::ItemState;
+use liftoff_core::api::{CreateJob, CreateQueue, LaunchRequest, LogStream};
+use liftoff_core::job::{CodeSource, JobSourceSpec};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct ServerProcess {
+    child: Child,
+    url: String,
+}
+
+/// `liftoff server` on `port`, its output appended to `dir/server.log`;
+/// returns once it answers.
+async fn start_server(dir: &Path, port: u16, db: Option<&str>, lease_ttl_secs: u64) -> ServerProcess {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_liftoff"));
+    cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl", &lease_ttl_secs.to_string()])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    if let Some(db) = db {
+        cmd.args(["--db", db]);
+    }
+    let child = cmd.spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let until = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < until, "the server did not start; see {}", dir.join("server.log").display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ServerProcess { child, url }
+}
+
+fn sigkill(child: &mut Child) {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+}
+
+/// A code job printing `lines` numbered lines, one every 0.5 s.
+async fn counting_job(client: &Client, dir: &Path, name: &str, lines: u32) {
+    let src = dir.join(name);
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("run.sh"),
+        format!("i=1\nwhile [ $i -le {lines} ]; do echo \"line $i\"; i=$((i+1)); sleep 0.5; done\n"),
+    )
+    .unwrap();
+    let gz = liftoff_archive::pack_dir(&src).unwrap();
+    let digest = liftoff_archive::sha256_digest(&gz);
+    client.upload_blob(&digest, gz).await.unwrap();
+    let source = JobSourceSpec {
+        code: Some(CodeSource {
+            digest,
+            entrypoint: vec!["sh".into(), "run.sh".into()],
+            build_context: None,
+            dockerfile: None,
+            base_image: None,
+        }),
+        ..Default::default()
+    };
+    let req = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime: None };
+    client.create_job(&req).await.unwrap();
+}
+
+async fn stdout_of(client: &Client, id: &str) -> String {
+    let mut out = String::new();
+    let mut after = 0;
+    loop {
+        let page = client.read_logs(id, after).await.unwrap();
+        for c in &page.chunks {
+            assert_eq!(c.seq, after, "chunks in sequence without gaps");
+            after += 1;
+            if c.stream == LogStream::Stdout {
+                out.push_str(&c.data);
+            }
+        }
+        if page.chunks.is_empty() {
+            return out;
+        }
+    }
+}
+
+/// Two runs are active when the server is killed: one ends while the
+/// server is down (its log flush and outcome wait for the server), one
+/// ends after it is back. The server comes back after 45 s, longer than the
+/// 10 s lease TTL; both runs still end `finished` once, with no expiry, one
+/// claim each, and every line of their output once and in order.
+async fn server_restart_keeps_every_run(db: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let ttl = 10;
+    let mut server = start_server(dir.path(), port, db.as_deref(), ttl).await;
+    let key = std::fs::read_to_string(dir.path().join("data/admin.key")).unwrap().trim().to_string();
+    let client = Client::new(&server.url, &key, "default").unwrap();
+    client
+        .create_queue(&CreateQueue {
+            name: "q".into(),
+            resource: liftoff_core::ResourceType::LocalProcess,
+            config: serde_json::json!({}),
+            template_variables: vec![],
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+    let down = std::env::var("LIFTOFF_TEST_SERVER_DOWN_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(45u64);
+    // 14 s: ends during the outage; the other ends about 15 s after the server is back
+    let (short, long) = (28, ((down as u32) + 20) * 2);
+    counting_job(&client, dir.path(), "short", short).await;
+    counting_job(&client, dir.path(), "long", long).await;
+    let mut ids = vec![];
+    for job in ["short", "long"] {
+        let req = LaunchRequest { job: job.into(), ..Default::default() };
+        ids.push((client.launch("q", &req).await.unwrap().item_id, if job == "short" { short } else { long }));
+    }
+    let agent_log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(["agent", "-q", "q", "-j", "2", "--work-dir"])
+        .arg(dir.path().join("work"))
+        .env("LIFTOFF_BASE_URL", &server.url)
+        .env("LIFTOFF_API_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(agent_log)
+        .spawn()
+        .unwrap();
+    // generous: the machine may be busy; this bounds a hang, it times nothing
+    let until = Instant::now() + Duration::from_secs(120);
+    for (id, _) in &ids {
+        while client.get_item(id).await.unwrap().state != ItemState::Running {
+            assert!(Instant::now() < until, "the runs never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sigkill(&mut server.child);
+    tokio::time::sleep(Duration::from_secs(down)).await;
+    let mut server = start_server(dir.path(), port, db.as_deref(), ttl).await;
+
+    let until = Instant::now() + Duration::from_secs(u64::from(long) + 60);
+    for (id, lines) in &ids {
+        let item = loop {
+            let item = client.get_item(id).await.unwrap();
+            if item.state.is_terminal() {
+                break item;
+            }
+            assert!(Instant::now() < until, "run {id} did not end; see {}", dir.path().display());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!((item.state, item.attempts), (ItemState::Finished, 0), "{:?}", item.reason);
+        assert_eq!(item.fence, 2, "one claim and one outcome: the run was never claimed again");
+        let expected: String = (1..=*lines).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(stdout_of(&client, id).await, expected, "the whole log, each line once");
+    }
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(agent.wait().unwrap().success());
+    sigkill(&mut server.child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_and_restarted_after_45_s_loses_no_run_on_sqlite() {
+    server_restart_keeps_every_run(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_and_restarted_after_45_s_loses_no_run_on_postgres() {
+    if let Some(url) = liftoff_store::testing::fresh_postgres_database("liftoff_restart").await {
+        server_restart_keeps_every_run(Some(url)).await;
+    }
+}
