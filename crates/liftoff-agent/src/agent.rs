@@ -5,6 +5,7 @@ use crate::job_task::{JobOutcome, run_job};
 use liftoff_client::Client;
 use liftoff_core::api::{AgentStatus, Claim, RegisterAgent};
 use liftoff_core::{ItemEvent, Stage};
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -124,6 +125,8 @@ pub async fn run_agent(
         eprintln!("liftoff agent: re-adopted {adopted} running container(s)");
     }
     let mut queues = opts.queues.clone();
+    // Items this agent has received and not yet ended (their claims are ours).
+    let mut held: HashSet<String> = HashSet::new();
     let mut in_flight: Option<ClaimFuture> = None;
     let mut heartbeat = tokio::time::interval(opts.heartbeat);
     let mut status_line = tokio::time::interval_at(tokio::time::Instant::now() + opts.status_every, opts.status_every);
@@ -142,7 +145,7 @@ pub async fn run_agent(
                 eprintln!("liftoff agent: shutting down; {} running job(s)", jobs.len());
                 break;
             }
-            Some(done) = jobs.join_next(), if !jobs.is_empty() => log_outcome(done),
+            Some(done) = jobs.join_next(), if !jobs.is_empty() => log_outcome(done, &mut held),
             claimed = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
                 in_flight = None;
                 match claimed {
@@ -151,12 +154,17 @@ pub async fn run_agent(
                         rotate_after(&mut queues, &claim.item.queue);
                         tracing::info!(item = %claim.item.id, run = %claim.item.run_id, queue = %claim.item.queue, "claimed");
                         let (id, fence) = (claim.item.id.clone(), claim.fence);
+                        held.insert(id.clone());
                         let job = run_job(client.clone(), claim, opts.clone(), stop_jobs_rx.clone());
                         jobs.spawn(contain_panic(client.clone(), id, fence, job));
                     }
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "claim failed; backing off {backoff:?}");
+                        if e.is_transient() {
+                            // The server may have granted a claim whose answer was lost.
+                            release_lost_claims(&client, &agent_id, &held).await;
+                        }
                         paused_until = tokio::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(Duration::from_secs(10));
                     }
@@ -183,22 +191,24 @@ pub async fn run_agent(
         }
     }
     // A claim still in flight is dropped; if the server had just granted it,
-    // its lease runs out and the reaper puts it back in the queue.
+    // the release below gives it back (else its lease runs out).
     drop(in_flight);
     let deadline = tokio::time::Instant::now() + opts.grace;
     while !jobs.is_empty() {
         tokio::select! {
-            Some(done) = jobs.join_next() => log_outcome(done),
+            Some(done) = jobs.join_next() => log_outcome(done, &mut held),
             _ = tokio::time::sleep_until(deadline) => {
                 eprintln!("liftoff agent: grace period over; stopping {} job(s)", jobs.len());
                 let _ = stop_jobs_tx.send(true);
                 while let Some(done) = jobs.join_next().await {
-                    log_outcome(done);
+                    log_outcome(done, &mut held);
                 }
             }
         }
     }
-    let _ = client.agent_heartbeat(&agent_id, AgentStatus::Stopped).await;
+    release_lost_claims(&client, &agent_id, &held).await;
+    // Bounded: an unreachable server must not keep a stopping agent alive.
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.agent_heartbeat(&agent_id, AgentStatus::Stopped)).await;
     Ok(())
 }
 
@@ -230,9 +240,27 @@ async fn contain_panic(
     }
 }
 
-fn log_outcome(done: Result<JobOutcome, tokio::task::JoinError>) {
+/// Asks the server to put back any item it granted this agent that the
+/// agent never received (all but `held`). Best effort and bounded: if it
+/// fails, the lease of such an item runs out instead.
+async fn release_lost_claims(client: &Client, agent_id: &str, held: &HashSet<String>) {
+    let keep: Vec<String> = held.iter().cloned().collect();
+    match tokio::time::timeout(Duration::from_secs(5), client.release_claims(agent_id, &keep)).await {
+        Ok(Ok(r)) if !r.released.is_empty() => {
+            tracing::warn!(items = ?r.released, "gave back claims this agent never received");
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not release lost claims"),
+        Err(_) => tracing::warn!("could not release lost claims: the server did not answer in 5 s"),
+    }
+}
+
+fn log_outcome(done: Result<JobOutcome, tokio::task::JoinError>, held: &mut HashSet<String>) {
     match done {
-        Ok(o) => tracing::info!(item = %o.item_id, outcome = ?o.event, "job ended"),
+        Ok(o) => {
+            tracing::info!(item = %o.item_id, outcome = ?o.event, "job ended");
+            held.remove(&o.item_id);
+        }
         Err(e) => tracing::error!(error = %e, "job task panicked"),
     }
 }

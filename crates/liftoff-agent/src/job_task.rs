@@ -332,7 +332,7 @@ async fn drive(
         },
         cause = stop_cause(&mut stop) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return stop_outcome(cause, None);
+            return unstarted_outcome(cause);
         }
     };
     for w in &prepared.warnings {
@@ -345,7 +345,7 @@ async fn drive(
         r = retry_transient(&item.id, "report start", &lease_watch, || client.report(&item.id, item.fence, ItemEvent::Start)) => r,
         cause = stop_cause(&mut stop) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return stop_outcome(cause, None);
+            return unstarted_outcome(cause);
         }
     };
     if let Err(e) = started {
@@ -413,6 +413,16 @@ async fn warn(client: &Client, item: &ItemView, logs: &mpsc::Sender<(LogStream, 
     agent_line(logs, format!("liftoff agent: warning ({stage}): {msg}")).await;
     if let Err(e) = client.add_warning(&item.id, Some(item.fence), stage, msg).await {
         tracing::warn!(item = %item.id, error = %e, "could not record a warning");
+    }
+}
+
+/// The event for an item stopped by `cause` before its run started: an
+/// agent that is shutting down gives it back to its queue, a user's stop
+/// ends it.
+fn unstarted_outcome(cause: StopCause) -> Option<ItemEvent> {
+    match cause {
+        StopCause::Shutdown => Some(ItemEvent::Release),
+        _ => stop_outcome(cause, None),
     }
 }
 

@@ -170,3 +170,21 @@ async fn a_job_printing_a_1_mb_line_finishes_once_with_its_whole_log() {
     let _ = stop.send(());
     agent.await.unwrap().unwrap();
 }
+
+/// An agent told to stop while it prepares an item (its git fetch hangs)
+/// gives the item back to its queue, costing no attempt, instead of ending
+/// a run that never started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopping_during_preparation_gives_the_item_back() {
+    let r = rig().await;
+    let hold = r.hanging_git_job("hangs").await;
+    let (stop, agent) = r.agent(1, Duration::from_millis(200));
+    let id = r.launch("hangs").await;
+    let claimed = r.wait_for(&id, |i| i.state == ItemState::Claimed, Duration::from_secs(30)).await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), agent).await.expect("the agent exits").unwrap().unwrap();
+    let item = r.client.get_item(&id).await.unwrap();
+    assert_eq!((item.state, item.attempts, item.started_at_ms), (ItemState::Pending, 0, None), "{:?}", item.reason);
+    assert!(item.fence > claimed.fence, "the old claim is fenced out");
+    hold.abort();
+}

@@ -171,7 +171,9 @@ async fn arguments_reach_the_process_as_they_are_without_a_shell() {
     let out = r.logs(&id, LogStream::Stdout).await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..5], ["argc=4", "arg=--epochs", "arg=10", "arg=; echo HACKED", "arg=$(id)"], "{out}");
-    assert!(lines[5].starts_with("pwd=") && lines[5].ends_with(&format!("{}-{}", item.run_id, item.fence)), "{out}");
+    // the work dir is named after the claim's fence; the outcome took the next one
+    let claim_fence = item.fence - 1;
+    assert!(lines[5].starts_with("pwd=") && lines[5].ends_with(&format!("{}-{claim_fence}", item.run_id)), "{out}");
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }

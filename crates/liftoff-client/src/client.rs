@@ -178,6 +178,12 @@ impl Client {
         self.call(Method::POST, &format!("/agents/{}/stop-polling", enc(id)), None::<&()>).await
     }
 
+    /// Gives back the items this agent claimed and never started, except `keep`.
+    pub async fn release_claims(&self, agent_id: &str, keep: &[String]) -> Result<ReleasedClaims, ClientError> {
+        let body = ReleaseClaims { keep: keep.to_vec() };
+        self.call(Method::POST, &format!("/agents/{}/release", enc(agent_id)), Some(&body)).await
+    }
+
     /// Long-polls for up to `wait`; `None` when nothing came.
     pub async fn claim(&self, agent_id: &str, queues: &[String], wait: Duration) -> Result<Option<Claim>, ClientError> {
         let body =

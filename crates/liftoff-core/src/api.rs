@@ -314,6 +314,21 @@ pub struct AgentHeartbeatResponse {
     pub stop_polling: bool,
 }
 
+/// `POST /agents/{id}/release`: the agent gives back every item it claimed
+/// and never started, except those it holds (`keep`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseClaims {
+    #[serde(default)]
+    pub keep: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleasedClaims {
+    /// Ids of the items put back in their queues.
+    pub released: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {

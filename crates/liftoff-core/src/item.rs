@@ -100,6 +100,10 @@ pub enum ItemEvent {
     Preempt,
     /// The holder's lease ran out without a heartbeat.
     LeaseExpired,
+    /// The holder gives back an item it claimed but never started (it is
+    /// shutting down, or the claim never reached it): back to its queue,
+    /// costing no attempt.
+    Release,
 }
 
 impl ItemEvent {
@@ -113,6 +117,7 @@ impl ItemEvent {
             Self::Stopped { .. } => "stopped",
             Self::Preempt => "preempt",
             Self::LeaseExpired => "lease-expired",
+            Self::Release => "release",
         }
     }
 }
@@ -255,6 +260,14 @@ impl Item {
                 self.state = Preempted;
                 self.reason = Some(format!("preempted after {MAX_RESUMES} resumes; not re-queued again"));
             }
+            (Claimed, ItemEvent::Release) => {
+                self.state = Pending;
+                self.reason = Some("released unstarted by its agent; re-queued".into());
+            }
+            (Stopping, ItemEvent::Release) => {
+                self.state = Stopped;
+                self.reason = Some("stopped before it started".into());
+            }
             (Stopping, ItemEvent::LeaseExpired) => {
                 self.state = Stopped;
                 self.reason = Some("the agent's lease expired while the item was stopping".into());
@@ -299,6 +312,7 @@ mod tests {
             Just(ItemEvent::Stopped { exit_code: None }),
             Just(ItemEvent::Preempt),
             Just(ItemEvent::LeaseExpired),
+            Just(ItemEvent::Release),
         ]
     }
 
@@ -382,6 +396,17 @@ mod tests {
 #[cfg(test)]
 mod preemption_tests {
     use super::*;
+
+    #[test]
+    fn a_release_requeues_an_unstarted_claim_at_no_cost() {
+        let mut i = Item::new();
+        i.apply(&ItemEvent::Claim, 3).unwrap();
+        i.apply(&ItemEvent::Release, 3).unwrap();
+        assert_eq!((i.state, i.attempts, i.fence), (ItemState::Pending, 0, 2));
+        i.apply(&ItemEvent::Claim, 3).unwrap();
+        i.apply(&ItemEvent::Start, 3).unwrap();
+        assert!(i.apply(&ItemEvent::Release, 3).is_err(), "a started run is never given back to run twice");
+    }
 
     #[test]
     fn preemption_requeues_five_times_then_ends_preempted() {

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/entities/{entity}/agents", post(routes::agents::register).get(routes::agents::list))
         .route("/entities/{entity}/agents/{id}/heartbeat", post(routes::agents::heartbeat))
         .route("/entities/{entity}/agents/{id}/stop-polling", post(routes::agents::stop_polling))
+        .route("/entities/{entity}/agents/{id}/release", post(routes::agents::release))
         .route("/entities/{entity}/claims", post(routes::agents::claim))
         .route("/whoami", get(routes::meta::whoami))
         .route("/openapi.json", get(routes::meta::openapi));

@@ -298,6 +298,44 @@ async fn a_stale_holder_changes_nothing_after_preemption_stop_or_outcome() {
     }
 }
 
+/// A claim whose answer never reached the agent is given back at no cost:
+/// the agent releases all its unstarted claims but those it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreceived_claim_is_released_without_costing_an_attempt() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    queue(c, "q", ResourceType::LocalContainer).await;
+    image_job(c, "j").await;
+    let a = agent(c, &["q"]).await;
+    let ids: Vec<String> = {
+        let mut v = vec![];
+        for _ in 0..3 {
+            v.push(c.launch("q", &launch("j")).await.unwrap().item_id);
+        }
+        v
+    };
+    let lost = c.claim(&a, &["q".into()], Duration::ZERO).await.unwrap().unwrap();
+    let kept = c.claim(&a, &["q".into()], Duration::ZERO).await.unwrap().unwrap();
+    let started = c.claim(&a, &["q".into()], Duration::ZERO).await.unwrap().unwrap();
+    c.report(&started.item.id, started.fence, ItemEvent::Start).await.unwrap();
+    assert_eq!(lost.item.id, ids[0]);
+
+    let released = c.release_claims(&a, std::slice::from_ref(&kept.item.id)).await.unwrap().released;
+    assert_eq!(released, vec![lost.item.id.clone()], "only the claim the agent does not hold, never a started run");
+    let back = c.get_item(&lost.item.id).await.unwrap();
+    assert_eq!((back.state, back.attempts, back.agent_id.as_deref()), (ItemState::Pending, 0, None));
+    assert!(back.fence > lost.fence);
+    let (status, body) = api_err(c.report(&lost.item.id, lost.fence, ItemEvent::Start).await);
+    assert_eq!((status, body.code.as_str()), (409, "stale_fence"));
+    assert_eq!(c.get_item(&kept.item.id).await.unwrap().state, ItemState::Claimed);
+    assert_eq!(c.get_item(&started.item.id).await.unwrap().state, ItemState::Running);
+    // the released item is claimed again at once, by whoever asks
+    let again = c.claim(&a, &["q".into()], Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(again.item.id, lost.item.id);
+    let (status, _) = api_err(c.release_claims("no-such-agent", &[]).await);
+    assert_eq!(status, 404);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_race_runs_each_item_exactly_once() {
     claim_race(serve(Duration::from_secs(60)).await).await;

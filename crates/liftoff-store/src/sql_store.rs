@@ -724,6 +724,41 @@ impl Store for SqlStore {
         Ok(expired)
     }
 
+    async fn release_unstarted(
+        &self,
+        entity: &str,
+        agent_id: &str,
+        keep: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM items WHERE entity = $1 AND agent_id = $2 AND state IN ('claimed', 'stopping') AND started_at IS NULL")
+            .bind(entity)
+            .bind(agent_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut released = Vec::new();
+        for r in rows {
+            let id: String = r.try_get("id")?;
+            if keep.contains(&id) {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            let current = self.load_item(&mut tx, entity, &id, true).await?;
+            if current.agent_id.as_deref() != Some(agent_id) || current.started_at_ms.is_some() {
+                continue;
+            }
+            match self.transition_loaded(&mut tx, current, None, &ItemEvent::Release, now_ms, None).await {
+                Ok(_) => {
+                    tx.commit().await?;
+                    released.push(id);
+                }
+                Err(StoreError::Conflict(_) | StoreError::Transition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(released)
+    }
+
     async fn append_log(
         &self,
         entity: &str,

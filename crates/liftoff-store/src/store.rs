@@ -76,6 +76,17 @@ pub trait Store: Send + Sync {
     /// Applies `LeaseExpired` to every leased item whose lease ran out; returns their ids.
     async fn expire_leases(&self, now_ms: i64) -> Result<Vec<String>, StoreError>;
 
+    /// Gives back every item `agent_id` claimed and never started, except
+    /// those in `keep` (the ones it knows it holds): a claim granted but
+    /// never received costs no attempt. Returns the released ids.
+    async fn release_unstarted(
+        &self,
+        entity: &str,
+        agent_id: &str,
+        keep: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Appends chunk `seq`; a repeat of an already stored `seq` is ignored.
     async fn append_log(
         &self,

@@ -7,7 +7,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use liftoff_core::api::{AgentHeartbeat, AgentHeartbeatResponse, AgentView, Claim, ClaimRequest, RegisterAgent};
+use liftoff_core::api::{
+    AgentHeartbeat, AgentHeartbeatResponse, AgentView, Claim, ClaimRequest, RegisterAgent, ReleaseClaims,
+    ReleasedClaims,
+};
 use std::time::Duration;
 
 pub async fn register(
@@ -76,6 +79,27 @@ pub async fn stop_polling(
 ) -> ApiResult<Json<AgentView>> {
     caller.admin(&entity)?;
     Ok(Json(st.store.set_agent_stop_polling(&entity, &id).await?))
+}
+
+/// `POST /agents/{id}/release`: puts back in their queues the items this
+/// agent claimed and never started, except those it says it holds. An agent
+/// calls it when a claim's answer may have been lost, and when it stops.
+pub async fn release(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<ReleaseClaims>,
+) -> ApiResult<Json<ReleasedClaims>> {
+    caller.admin(&entity)?;
+    if st.store.get_agent(&entity, &id).await?.is_none() {
+        return Err(ApiError::not_found("id", format!("agent '{id}' is not registered")));
+    }
+    let released = st.store.release_unstarted(&entity, &id, &req.keep, liftoff_store::now_ms()).await?;
+    if !released.is_empty() {
+        tracing::info!(agent = %id, items = ?released, "claims released");
+        st.dispatch.notify();
+    }
+    Ok(Json(ReleasedClaims { released }))
 }
 
 /// `POST /claims`: claims the next item of the first of `queues` that has
