@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=/dev/null
+source .ci/base.sh
+# shellcheck source=/dev/null
 source .ci/postgres.sh
 export LIFTOFF_TEST_POSTGRES_URL
 # shellcheck source=/dev/null

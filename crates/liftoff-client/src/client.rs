@@ -178,6 +178,19 @@ impl Client {
         self.call(Method::POST, &format!("/agents/{}/stop-polling", enc(id)), None::<&()>).await
     }
 
+    /// A new key of the entity with `role`; its secret is in the answer only.
+    pub async fn create_key(&self, role: &str) -> Result<CreatedApiKey, ClientError> {
+        self.call(Method::POST, "/keys", Some(&CreateApiKey { role: role.to_string() })).await
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<ApiKeyView>, ClientError> {
+        self.call(Method::GET, "/keys", None::<&()>).await
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<ApiKeyView, ClientError> {
+        self.call(Method::DELETE, &format!("/keys/{}", enc(id)), None::<&()>).await
+    }
+
     /// Gives back the items this agent claimed and never started, except `keep`.
     pub async fn release_claims(&self, agent_id: &str, keep: &[String]) -> Result<ReleasedClaims, ClientError> {
         let body = ReleaseClaims { keep: keep.to_vec() };

@@ -314,6 +314,30 @@ pub struct AgentHeartbeatResponse {
     pub stop_polling: bool,
 }
 
+/// `POST /keys`: a new API key of the entity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// `admin` (everything in the entity), `member` (launch, stop, read) or
+    /// `agent` (register, claim, renew, report, log).
+    pub role: String,
+}
+
+/// A stored API key, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub role: String,
+    pub created_at_ms: i64,
+}
+
+/// The answer to `POST /keys`: the secret is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedApiKey {
+    pub key: ApiKeyView,
+    pub secret: String,
+}
+
 /// `POST /agents/{id}/release`: the agent gives back every item it claimed
 /// and never started, except those it holds (`keep`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -449,7 +473,7 @@ pub struct LogPage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WhoAmI {
     pub entity: String,
-    /// `admin` or `run`.
+    /// `admin`, `member`, `agent` or `run`.
     pub role: String,
 }
 

@@ -4,7 +4,7 @@ use crate::metrics::Metrics;
 use crate::routes;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use liftoff_store::{BlobStore, Store};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -50,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/entities/{entity}/agents/{id}/stop-polling", post(routes::agents::stop_polling))
         .route("/entities/{entity}/agents/{id}/release", post(routes::agents::release))
         .route("/entities/{entity}/claims", post(routes::agents::claim))
+        .route("/entities/{entity}/keys", post(routes::keys::create).get(routes::keys::list))
+        .route("/entities/{entity}/keys/{id}", delete(routes::keys::revoke))
         .route("/whoami", get(routes::meta::whoami))
         .route("/openapi.json", get(routes::meta::openapi));
     Router::new()

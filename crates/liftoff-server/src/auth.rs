@@ -69,26 +69,70 @@ impl Caller {
         Ok(())
     }
 
-    /// Entity check plus: the key must be an admin key.
-    pub fn admin(&self, path_entity: &str) -> Result<(), ApiError> {
+    /// Entity check plus: the key's role allows `action` (403 otherwise,
+    /// naming the role and what it may do).
+    pub fn may(&self, path_entity: &str, action: Action) -> Result<(), ApiError> {
         self.entity(path_entity)?;
-        match self.role {
-            KeyRole::Admin => Ok(()),
-            KeyRole::Run { .. } => {
-                Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a run key may only read its own run"))
-            }
+        let allowed = matches!(
+            (&self.role, action),
+            (KeyRole::Admin, _)
+                | (KeyRole::Member, Action::Launch | Action::Read | Action::Fetch)
+                | (KeyRole::Agent, Action::Work | Action::Fetch)
+        );
+        if allowed {
+            return Ok(());
         }
+        let can = match self.role {
+            KeyRole::Admin => "everything",
+            KeyRole::Member => "launch, stop and read runs, and create jobs",
+            KeyRole::Agent => "register agents, claim, renew, report and log runs, and read what it runs",
+            KeyRole::Run { .. } => "read its own run and record warnings",
+        };
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("a {} key may not {}; it may {can}", self.role.as_str(), action.describe()),
+        ))
     }
 
-    /// Entity check plus: an admin key, or the run key of this very item.
+    /// Entity check plus: a key allowed to fetch items, or the run key of this very item.
     pub fn reader_of(&self, path_entity: &str, item_id: &str) -> Result<(), ApiError> {
-        self.entity(path_entity)?;
         match &self.role {
-            KeyRole::Admin => Ok(()),
-            KeyRole::Run { item_id: own } if own == item_id => Ok(()),
+            KeyRole::Run { item_id: own } if own == item_id => self.entity(path_entity),
             KeyRole::Run { .. } => {
+                self.entity(path_entity)?;
                 Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "a run key may only read its own run"))
             }
+            _ => self.may(path_entity, Action::Fetch),
+        }
+    }
+}
+
+/// What a request does, as far as key roles are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The entity's set-up: queues, keys, telling agents to stop. Admin only.
+    Manage,
+    /// Launch and stop runs, create jobs and upload their code. Admin, member.
+    Launch,
+    /// Lists and views: items, jobs, queues, agents, logs. Admin, member.
+    Read,
+    /// An agent's work: register, heartbeat, claim, renew, report, log, warn,
+    /// release. Admin, agent.
+    Work,
+    /// What an agent reads to run an item: the item, its code archive.
+    /// Admin, member, agent.
+    Fetch,
+}
+
+impl Action {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Manage => "manage queues, keys or agents",
+            Self::Launch => "launch or stop runs or create jobs",
+            Self::Read => "list or read queues, jobs, runs, agents or logs",
+            Self::Work => "act as an agent (claim, renew, report, log)",
+            Self::Fetch => "read runs or code archives",
         }
     }
 }
@@ -109,22 +153,27 @@ pub async fn mint_admin_key(
     store: &dyn liftoff_store::Store,
     entity: &str,
 ) -> Result<String, liftoff_store::StoreError> {
-    let (secret, rec) = new_admin_key(entity, liftoff_store::now_ms());
-    store.insert_api_key(&rec).await?;
-    Ok(secret)
+    Ok(mint_key(store, entity, KeyRole::Admin).await?.0)
 }
 
-fn new_admin_key(entity: &str, now_ms: i64) -> (String, ApiKeyRecord) {
+/// Creates and stores a new key of `entity` with `role`; returns its secret
+/// (which exists nowhere else afterwards) and its record.
+pub async fn mint_key(
+    store: &dyn liftoff_store::Store,
+    entity: &str,
+    role: KeyRole,
+) -> Result<(String, ApiKeyRecord), liftoff_store::StoreError> {
     let secret = new_key_secret();
     let rec = ApiKeyRecord {
         id: uuid::Uuid::new_v4().to_string(),
         hash: hash_key(&secret),
         entity: entity.to_string(),
-        role: KeyRole::Admin,
-        created_at_ms: now_ms,
+        role,
+        created_at_ms: liftoff_store::now_ms(),
         expires_at_ms: None,
     };
-    (secret, rec)
+    store.insert_api_key(&rec).await?;
+    Ok((secret, rec))
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -156,8 +205,9 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// How long a verified key is trusted without asking the store again.
-const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a verified key is trusted without asking the store again: a
+/// revoked key stops working on every server within this time.
+const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(500);
 /// Bound on cached keys; the cache is cleared when it is full.
 const KEY_CACHE_MAX: usize = 10_000;
 

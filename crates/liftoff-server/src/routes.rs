@@ -4,6 +4,7 @@ pub mod agents;
 pub mod blobs;
 pub mod items;
 pub mod jobs;
+pub mod keys;
 pub mod leases;
 pub mod logs;
 pub mod meta;

@@ -6,8 +6,35 @@ use liftoff_core::{JobSource, Priority};
 pub enum KeyRole {
     /// Everything within its entity.
     Admin,
+    /// Launch, stop and read: a person using the entity's queues.
+    Member,
+    /// What an agent does: register, claim, renew, report, log, and read
+    /// the items and code it runs; nothing else.
+    Agent,
     /// Only report about one run: its logs, events and heartbeats. Given to the run itself.
     Run { item_id: String },
+}
+
+impl KeyRole {
+    /// The stored and printed name of a stored key's role.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+            Self::Agent => "agent",
+            Self::Run { .. } => "run",
+        }
+    }
+
+    /// A role a key can be created with (run keys are minted per claim).
+    pub fn parse_stored(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "member" => Some(Self::Member),
+            "agent" => Some(Self::Agent),
+            _ => None,
+        }
+    }
 }
 
 /// An API key as stored: only the SHA-256 of the secret is kept.

@@ -291,6 +291,26 @@ fn decode_item(r: &AnyRow) -> Result<ItemView, StoreError> {
     })
 }
 
+fn decode_api_key(r: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
+    let role: String = r.try_get("role")?;
+    let role = match role.as_str() {
+        "run" => KeyRole::Run {
+            item_id: r
+                .try_get::<Option<String>, _>("item_id")?
+                .ok_or_else(|| corrupt("api key", "run key without item"))?,
+        },
+        other => KeyRole::parse_stored(other).ok_or_else(|| corrupt("api key role", other))?,
+    };
+    Ok(ApiKeyRecord {
+        id: r.try_get("id")?,
+        hash: r.try_get("hash")?,
+        entity: r.try_get("entity")?,
+        role,
+        created_at_ms: r.try_get("created_at")?,
+        expires_at_ms: r.try_get("expires_at")?,
+    })
+}
+
 fn decode_queue(r: &AnyRow) -> Result<Queue, StoreError> {
     let resource: String = r.try_get("resource")?;
     let config: String = r.try_get("config")?;
@@ -360,10 +380,11 @@ impl Store for SqlStore {
     }
 
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        let (role, item) = match &key.role {
-            KeyRole::Admin => ("admin", None),
-            KeyRole::Run { item_id } => ("run", Some(item_id.clone())),
+        let item = match &key.role {
+            KeyRole::Run { item_id } => Some(item_id.clone()),
+            _ => None,
         };
+        let role = key.role.as_str();
         sqlx::query(
             "INSERT INTO api_keys (id, hash, entity, role, item_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -385,25 +406,59 @@ impl Store for SqlStore {
                 .bind(hash)
                 .fetch_optional(&self.pool)
                 .await?;
-        let Some(r) = row else { return Ok(None) };
-        let role: String = r.try_get("role")?;
-        let role = match role.as_str() {
-            "admin" => KeyRole::Admin,
-            "run" => KeyRole::Run {
-                item_id: r
-                    .try_get::<Option<String>, _>("item_id")?
-                    .ok_or_else(|| corrupt("api key", "run key without item"))?,
-            },
-            other => return Err(corrupt("api key role", other)),
-        };
-        Ok(Some(ApiKeyRecord {
-            id: r.try_get("id")?,
-            hash: r.try_get("hash")?,
-            entity: r.try_get("entity")?,
-            role,
-            created_at_ms: r.try_get("created_at")?,
-            expires_at_ms: r.try_get("expires_at")?,
-        }))
+        row.map(|r| decode_api_key(&r)).transpose()
+    }
+
+    async fn list_api_keys(&self, entity: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, hash, entity, role, item_id, created_at, expires_at FROM api_keys WHERE entity = $1 \
+             ORDER BY created_at, id",
+        )
+        .bind(entity)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_api_key).collect()
+    }
+
+    async fn revoke_api_key(&self, entity: &str, id: &str) -> Result<ApiKeyRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, hash, entity, role, item_id, created_at, expires_at FROM api_keys WHERE entity = $1 AND id = $2{}",
+            self.for_update(false)
+        )))
+        .bind(entity)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let key = row
+            .map(|r| decode_api_key(&r))
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("API key '{id}'")))?;
+        if key.role == KeyRole::Admin {
+            // Count under the same lock order on PostgreSQL: lock all admin keys of the entity.
+            let admins = sqlx::query(AssertSqlSafe(format!(
+                "SELECT id FROM api_keys WHERE entity = $1 AND role = 'admin'{}",
+                self.for_update(false)
+            )))
+            .bind(entity)
+            .fetch_all(&mut *tx)
+            .await?;
+            if admins.len() <= 1 {
+                return Err(StoreError::Invalid {
+                    field: "id".into(),
+                    message: format!(
+                        "API key '{id}' is the last admin key of entity '{entity}'; create another admin key first"
+                    ),
+                });
+            }
+        }
+        sqlx::query("DELETE FROM api_keys WHERE entity = $1 AND id = $2")
+            .bind(entity)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(key)
     }
 
     async fn create_queue(&self, q: &Queue) -> Result<(), StoreError> {

@@ -17,6 +17,10 @@ pub trait Store: Send + Sync {
     async fn entity_exists(&self, entity: &str) -> Result<bool, StoreError>;
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
     async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// The entity's stored keys (admin, member and agent), oldest first.
+    async fn list_api_keys(&self, entity: &str) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Deletes key `id`; refused (`Invalid`) for the entity's last admin key.
+    async fn revoke_api_key(&self, entity: &str, id: &str) -> Result<ApiKeyRecord, StoreError>;
 
     async fn create_queue(&self, queue: &Queue) -> Result<(), StoreError>;
     async fn get_queue(&self, entity: &str, name: &str) -> Result<Option<Queue>, StoreError>;

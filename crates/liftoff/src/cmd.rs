@@ -4,6 +4,7 @@ pub mod agent;
 pub mod config;
 pub mod entity;
 pub mod job;
+pub mod key;
 pub mod launch;
 pub mod queue;
 pub mod quickstart;

@@ -53,6 +53,9 @@ enum Command {
     /// Create entities and their admin keys (on the server's database).
     #[command(subcommand)]
     Entity(cmd::entity::EntityCmd),
+    /// Create, list and revoke API keys (admin, member, agent).
+    #[command(subcommand)]
+    Key(cmd::key::KeyCmd),
     /// Check a launch-config.yaml, or print its JSON Schema.
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
@@ -101,6 +104,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => cmd::agent::run(&globals, args).await,
         Command::Quickstart(args) => cmd::quickstart::run(args).await,
         Command::Entity(c) => cmd::entity::run(c).await,
+        Command::Key(c) => cmd::key::run(&globals, c).await,
         Command::Config(c) => cmd::config::run(c),
     }
 }

@@ -182,3 +182,55 @@ async fn server_killed_and_restarted_after_45_s_loses_no_run_on_postgres() {
         server_restart_keeps_every_run(Some(url)).await;
     }
 }
+
+/// With its server gone (killed, and log lines still unsent), an agent told
+/// to stop exits within its grace period plus a short bound: it stops the
+/// run, tries to flush and report for at most 10 s, and leaves the rest to
+/// the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_server_is_gone_stops_within_its_grace_plus_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start_server(dir.path(), port, None, 10).await;
+    let key = std::fs::read_to_string(dir.path().join("data/admin.key")).unwrap().trim().to_string();
+    let client = Client::new(&server.url, &key, "default").unwrap();
+    client
+        .create_queue(&CreateQueue {
+            name: "q".into(),
+            resource: liftoff_core::ResourceType::LocalProcess,
+            config: serde_json::json!({}),
+            template_variables: vec![],
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+    counting_job(&client, dir.path(), "ticks", 100_000).await;
+    let id = client.launch("q", &LaunchRequest { job: "ticks".into(), ..Default::default() }).await.unwrap().item_id;
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(["agent", "-q", "q", "--grace", "1", "--work-dir"])
+        .arg(dir.path().join("work"))
+        .env("LIFTOFF_BASE_URL", &server.url)
+        .env("LIFTOFF_API_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(120);
+    while client.get_item(&id).await.unwrap().state != ItemState::Running {
+        assert!(Instant::now() < until, "the run never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sigkill(&mut server.child);
+    tokio::time::sleep(Duration::from_secs(2)).await; // lines pile up unsent
+    let asked = Instant::now();
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    let status = loop {
+        if let Some(st) = agent.try_wait().unwrap() {
+            break st;
+        }
+        // grace 1 s + SIGTERM-to-SIGKILL 5 s + the 10 s report bound + 5 s for the last calls
+        assert!(asked.elapsed() < Duration::from_secs(40), "the agent was still running 40 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -1,5 +1,5 @@
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::metrics::Metrics;
@@ -19,7 +19,7 @@ pub async fn register(
     Path(entity): Path<String>,
     ApiJson(req): ApiJson<RegisterAgent>,
 ) -> ApiResult<(StatusCode, Json<AgentView>)> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Work)?;
     if req.max_jobs < -1 || req.max_jobs == 0 {
         return Err(ApiError::bad_request(
             "max_jobs",
@@ -58,7 +58,7 @@ pub async fn heartbeat(
     Path((entity, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<AgentHeartbeat>,
 ) -> ApiResult<Json<AgentHeartbeatResponse>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Work)?;
     let agent = st.store.agent_heartbeat(&entity, &id, req.status, liftoff_store::now_ms()).await?;
     Ok(Json(AgentHeartbeatResponse { stop_polling: agent.stop_polling }))
 }
@@ -68,7 +68,7 @@ pub async fn list(
     caller: Caller,
     Path(entity): Path<String>,
 ) -> ApiResult<Json<Vec<AgentView>>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Read)?;
     Ok(Json(st.store.list_agents(&entity).await?))
 }
 
@@ -77,7 +77,7 @@ pub async fn stop_polling(
     caller: Caller,
     Path((entity, id)): Path<(String, String)>,
 ) -> ApiResult<Json<AgentView>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Manage)?;
     Ok(Json(st.store.set_agent_stop_polling(&entity, &id).await?))
 }
 
@@ -90,7 +90,7 @@ pub async fn release(
     Path((entity, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<ReleaseClaims>,
 ) -> ApiResult<Json<ReleasedClaims>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Work)?;
     if st.store.get_agent(&entity, &id).await?.is_none() {
         return Err(ApiError::not_found("id", format!("agent '{id}' is not registered")));
     }
@@ -111,7 +111,7 @@ pub async fn claim(
     Path(entity): Path<String>,
     ApiJson(req): ApiJson<ClaimRequest>,
 ) -> ApiResult<Response> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Work)?;
     if req.queues.is_empty() {
         return Err(ApiError::bad_request("queues", "name at least one queue to claim from"));
     }

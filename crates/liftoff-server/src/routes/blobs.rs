@@ -1,5 +1,5 @@
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::bytes_rejection;
 use axum::Json;
@@ -19,7 +19,7 @@ pub async fn upload(
     Path((entity, digest)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<BlobRef>)> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Launch)?;
     let body = body.map_err(bytes_rejection)?;
     if !is_sha256_digest(&digest) {
         return Err(ApiError::bad_request("digest", format!("'{digest}' is not a sha256:<64 hex> digest")));
@@ -46,7 +46,7 @@ pub async fn download(
     caller: Caller,
     Path((entity, digest)): Path<(String, String)>,
 ) -> ApiResult<Bytes> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Fetch)?;
     let missing = || ApiError::not_found("digest", format!("blob '{digest}' not found"));
     if !st.store.has_blob(&entity, &digest).await? {
         return Err(missing());

@@ -1,5 +1,5 @@
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::metrics::Metrics;
@@ -33,7 +33,7 @@ pub async fn launch(
     Path((entity, queue_name)): Path<(String, String)>,
     ApiJson(req): ApiJson<LaunchRequest>,
 ) -> ApiResult<(StatusCode, Json<LaunchResponse>)> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Launch)?;
     liftoff_core::api::check_launch_bounds(&req).map_err(|(field, m)| {
         let message = format!("{field} {m}");
         ApiError::bad_request(field, message)
@@ -118,7 +118,7 @@ pub async fn list(
     Path(entity): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ItemView>>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Read)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(st.store.list_items(&entity, q.queue.as_deref(), limit).await?))
 }
@@ -128,15 +128,24 @@ pub async fn show(
     caller: Caller,
     Path((entity, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ItemView>> {
-    let mut item = readable_item(&st, &caller, &entity, &id).await?;
+    let mut item = readable_item(&st, &caller, &entity, &id, Action::Fetch).await?;
     item.warnings = st.store.list_warnings(&entity, &item.id).await?;
     Ok(Json(item))
 }
 
-/// The item `id` (an item id or a run id) if the caller may read it: an
-/// admin key of its entity, or the item's own run key.
-pub async fn readable_item(st: &AppState, caller: &Caller, entity: &str, id: &str) -> ApiResult<ItemView> {
+/// The item `id` (an item id or a run id) if the caller may read it: a key
+/// of its entity allowed `action`, or the item's own run key.
+pub async fn readable_item(
+    st: &AppState,
+    caller: &Caller,
+    entity: &str,
+    id: &str,
+    action: Action,
+) -> ApiResult<ItemView> {
     caller.entity(entity)?;
+    if !matches!(caller.role, KeyRole::Run { .. }) {
+        caller.may(entity, action)?;
+    }
     let item = st
         .store
         .get_item(entity, id)
@@ -162,16 +171,14 @@ pub async fn add_warning(
     Path((entity, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<AddWarning>,
 ) -> ApiResult<StatusCode> {
-    let item = readable_item(&st, &caller, &entity, &id).await?;
+    let item = readable_item(&st, &caller, &entity, &id, Action::Work).await?;
     let message = req.message.trim();
     if message.is_empty() || message.len() > 4096 {
         return Err(ApiError::bad_request("message", "a warning needs a message of 1 to 4096 bytes"));
     }
     let fence = match caller.role {
-        KeyRole::Admin => {
-            Some(req.fence.ok_or_else(|| ApiError::bad_request("fence", "an agent must send its fencing token"))?)
-        }
         KeyRole::Run { .. } => None,
+        _ => Some(req.fence.ok_or_else(|| ApiError::bad_request("fence", "an agent must send its fencing token"))?),
     };
     let added = super::leases::observe(
         &st,
@@ -187,6 +194,6 @@ pub async fn stop(
     caller: Caller,
     Path((entity, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ItemView>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Launch)?;
     Ok(Json(st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?))
 }

@@ -1,5 +1,5 @@
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use axum::Json;
@@ -17,7 +17,7 @@ pub async fn create(
     Path(entity): Path<String>,
     ApiJson(req): ApiJson<CreateJob>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Launch)?;
     validate_name("project", &req.project).map_err(|m| ApiError::bad_request("project", m))?;
     validate_name("job name", &req.name).map_err(|m| ApiError::bad_request("name", m))?;
     for (i, a) in req.aliases.iter().enumerate() {
@@ -58,7 +58,7 @@ pub async fn list(
     caller: Caller,
     Path(entity): Path<String>,
 ) -> ApiResult<Json<Vec<JobView>>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Read)?;
     Ok(Json(st.store.list_jobs(&entity).await?))
 }
 
@@ -73,7 +73,7 @@ pub async fn show(
     Path((entity, project, name)): Path<(String, String, String)>,
     Query(q): Query<AliasQuery>,
 ) -> ApiResult<Json<JobView>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Read)?;
     let alias = q.alias.unwrap_or_else(|| "latest".into());
     let job = st.store.get_job(&entity, &project, &name, &alias).await?;
     Ok(Json(job.ok_or_else(|| ApiError::not_found("job", format!("job '{project}/{name}:{alias}' not found")))?))

@@ -1,5 +1,5 @@
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::metrics::Metrics;
@@ -25,7 +25,7 @@ pub async fn renew(
     Path((entity, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<FencedHeartbeat>,
 ) -> ApiResult<Json<ItemHeartbeatResponse>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Work)?;
     let ttl = st.config.lease_ttl.as_millis() as i64;
     let now = liftoff_store::now_ms();
     let item = observe(&st, st.store.renew_lease(&entity, &id, req.fence, now, ttl).await)?;
@@ -45,7 +45,7 @@ pub async fn event(
     Path((entity, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<FencedEvent>,
 ) -> ApiResult<Json<ItemView>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Work)?;
     match req.event {
         ItemEvent::Claim | ItemEvent::LeaseExpired | ItemEvent::RequestStop => {
             return Err(ApiError::bad_request(

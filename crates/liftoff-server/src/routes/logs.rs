@@ -1,5 +1,5 @@
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::log_archive::read_archived;
@@ -21,7 +21,7 @@ pub async fn append(
     Path((entity, id)): Path<(String, String)>,
     ApiJson(req): ApiJson<AppendLog>,
 ) -> ApiResult<StatusCode> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Work)?;
     if req.data.len() > MAX_CHUNK {
         return Err(ApiError::bad_request(
             "data",
@@ -49,7 +49,7 @@ pub async fn read(
     Path((entity, id)): Path<(String, String)>,
     Query(q): Query<ReadQuery>,
 ) -> ApiResult<Json<LogPage>> {
-    let item = readable_item(&st, &caller, &entity, &id).await?;
+    let item = readable_item(&st, &caller, &entity, &id, Action::Read).await?;
     let after = q.after.unwrap_or(0).max(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
     let mut chunks = if item.log_archived {

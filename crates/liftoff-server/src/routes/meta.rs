@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use liftoff_core::api::WhoAmI;
-use liftoff_store::KeyRole;
 
 /// The OpenAPI 3.1 description of `/api/v1`, kept beside the routes and
 /// checked against them by the API tests.
@@ -26,9 +25,5 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 /// `GET /whoami`: the entity and role of the caller's key, so that clients
 /// (an agent without `entity` in its config) need only the key.
 pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
-    let role = match caller.role {
-        KeyRole::Admin => "admin",
-        KeyRole::Run { .. } => "run",
-    };
-    Json(WhoAmI { entity: caller.entity, role: role.to_string() })
+    Json(WhoAmI { entity: caller.entity, role: caller.role.as_str().to_string() })
 }

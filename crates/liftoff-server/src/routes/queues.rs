@@ -1,5 +1,5 @@
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use axum::Json;
@@ -16,7 +16,7 @@ pub async fn create(
     Path(entity): Path<String>,
     ApiJson(req): ApiJson<CreateQueue>,
 ) -> ApiResult<(StatusCode, Json<Queue>)> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Manage)?;
     validate_name("queue name", &req.name).map_err(|m| ApiError::bad_request("name", m))?;
     if !req.config.is_object() {
         return Err(ApiError::bad_request("config", "queue config must be a JSON object"));
@@ -41,7 +41,7 @@ pub async fn list(
     caller: Caller,
     Path(entity): Path<String>,
 ) -> ApiResult<Json<Vec<Queue>>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Read)?;
     Ok(Json(st.store.list_queues(&entity).await?))
 }
 
@@ -50,7 +50,7 @@ pub async fn show(
     caller: Caller,
     Path((entity, queue)): Path<(String, String)>,
 ) -> ApiResult<Json<Queue>> {
-    caller.admin(&entity)?;
+    caller.may(&entity, Action::Read)?;
     let q = st.store.get_queue(&entity, &queue).await?;
     Ok(Json(q.ok_or_else(|| ApiError::not_found("queue", format!("queue '{queue}' not found")))?))
 }

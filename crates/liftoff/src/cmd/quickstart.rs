@@ -83,7 +83,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         .await
         .context("failed to launch the hello job")?;
 
-    step("starting an agent");
+    step("starting an agent with a key of the agent role");
     let (stop_agent, stopped) = tokio::sync::oneshot::channel::<()>();
     let opts = AgentOptions {
         queues: vec![QUEUE.to_string()],
@@ -96,7 +96,12 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         lock_dir: data_dir.clone(),
         ..AgentOptions::default()
     };
-    let mut agent = tokio::spawn(liftoff_agent::run_agent(client.clone(), opts, async move {
+    // The agent gets a key of its own with the agent role: it can claim,
+    // renew, report and log, and nothing else. Revoked when quickstart ends.
+    let agent_key = client.create_key("agent").await.context("failed to create an agent key")?;
+    let agent_client = Client::new(&base_url, &agent_key.secret, crate::connect::DEFAULT_ENTITY)
+        .context("failed to set up the agent's client")?;
+    let mut agent = tokio::spawn(liftoff_agent::run_agent(agent_client, opts, async move {
         let _ = stopped.await;
     }));
 
@@ -150,6 +155,9 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
                 agent.abort();
             }
         }
+    }
+    if let Err(e) = client.revoke_key(&agent_key.key.id).await {
+        eprintln!("warning: could not revoke the quickstart's agent key {}: {e}", agent_key.key.id);
     }
     server.shutdown().await;
 

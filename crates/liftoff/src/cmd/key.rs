@@ -1,0 +1,75 @@
+//! `liftoff key`: create, list and revoke the entity's API keys (admin keys
+//! only). A new key's secret is printed once, on stdout, and kept nowhere.
+
+use crate::connect::Globals;
+use crate::output::{self, FormatArg, Table};
+use anyhow::Context;
+use clap::{Subcommand, ValueEnum};
+use liftoff_core::api::ApiKeyView;
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Create a key and print its secret (shown once).
+    Create {
+        /// admin: everything in the entity; member: launch, stop and read;
+        /// agent: what `liftoff agent` needs and nothing else.
+        #[arg(long, value_enum)]
+        role: Role,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// List the entity's keys (ids and roles, never secrets).
+    List(FormatArg),
+    /// Revoke a key: it stops working on every server within a second.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Role {
+    Admin,
+    Member,
+    Agent,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Member => "member",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+pub async fn run(globals: &Globals, cmd: KeyCmd) -> anyhow::Result<()> {
+    let client = globals.client()?;
+    match cmd {
+        KeyCmd::Create { role, format } => {
+            let created = client.create_key(role.as_str()).await.context("failed to create the key")?;
+            output::emit(format.format, &created, |c| {
+                let mut t = Table::key_values();
+                t.row(["id", c.key.id.as_str()]).row(["role", c.key.role.as_str()]).row(["secret", c.secret.as_str()]);
+                t
+            })?;
+            eprintln!("the secret is shown once; store it now (for an agent: a 0600 file, `--api-key-file`)");
+            Ok(())
+        }
+        KeyCmd::List(f) => {
+            let keys = client.list_keys().await.context("failed to list keys")?;
+            output::emit(f.format, &keys, |ks| list_table(ks))
+        }
+        KeyCmd::Revoke { id } => {
+            let key = client.revoke_key(&id).await.with_context(|| format!("failed to revoke key '{id}'"))?;
+            println!("revoked {} key {}", key.role, key.id);
+            Ok(())
+        }
+    }
+}
+
+fn list_table(keys: &[ApiKeyView]) -> Table {
+    let mut t = Table::with_header(["ID", "ROLE", "CREATED"]);
+    for k in keys {
+        t.row([k.id.clone(), k.role.clone(), output::time_ms(k.created_at_ms)]);
+    }
+    t
+}
