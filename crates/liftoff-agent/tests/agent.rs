@@ -154,20 +154,23 @@ async fn a_stop_during_preparation_ends_the_item_stopped_without_starting_it() {
 async fn the_server_can_ask_an_agent_to_stop_polling() {
     let r = rig().await;
     r.job("sleepy", "echo started; sleep 60 & wait\n").await;
-    let (_stop, agent) = r.agent(1, Duration::from_secs(1));
+    // room for two jobs and a 3 s grace: the agent is still up, with a free
+    // slot and maybe a claim waiting, when the second item arrives
+    let (_stop, agent) = r.agent(2, Duration::from_secs(3));
     let id = r.launch("sleepy").await;
     r.wait_for(&id, |i| i.state == ItemState::Running, Duration::from_secs(30)).await;
     let agent_id = r.client.list_agents().await.unwrap()[0].id.clone();
     let asked = Instant::now();
     r.client.stop_agent_polling(&agent_id).await.unwrap();
-    // the agent learns it at its next heartbeat (300 ms here), gives the job its 1 s grace, stops it, exits
-    tokio::time::timeout(Duration::from_secs(20), agent).await.expect("the agent exits").unwrap().unwrap();
-    assert!(asked.elapsed() >= Duration::from_secs(1), "the running job got its grace ({:?})", asked.elapsed());
+    let later = r.launch("sleepy").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!agent.is_finished(), "the agent is still in its grace period");
+    assert_eq!(r.client.get_item(&later).await.unwrap().state, ItemState::Pending, "it claims nothing more");
+    // it gives the job its grace, stops it, exits
+    tokio::time::timeout(Duration::from_secs(30), agent).await.expect("the agent exits").unwrap().unwrap();
+    assert!(asked.elapsed() >= Duration::from_secs(3), "the running job got its grace ({:?})", asked.elapsed());
     assert_eq!(r.client.get_item(&id).await.unwrap().state, ItemState::Stopped);
+    assert_eq!(r.client.get_item(&later).await.unwrap().state, ItemState::Pending);
     let a = &r.client.list_agents().await.unwrap()[0];
     assert_eq!((a.status, a.stop_polling), (liftoff_core::api::AgentStatus::Stopped, true));
-    // and it claims nothing more: a new item stays pending
-    let later = r.launch("sleepy").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(r.client.get_item(&later).await.unwrap().state, ItemState::Pending);
 }

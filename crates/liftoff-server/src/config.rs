@@ -20,6 +20,9 @@ pub struct ServerConfig {
     pub max_attempts: u32,
     /// Upper bound on a claim's long-poll wait.
     pub max_claim_wait: Duration,
+    /// How often a waiting claim looks at the store without a wake-up (an
+    /// enqueue on another server sharing the database wakes no one here).
+    pub claim_recheck: Duration,
     /// Bound on JSON request bodies.
     pub max_json_body: usize,
     /// Bound on uploaded code archives.
@@ -39,6 +42,7 @@ impl ServerConfig {
             lease_ttl: Duration::from_secs(30),
             max_attempts: 3,
             max_claim_wait: Duration::from_secs(30),
+            claim_recheck: Duration::from_secs(1),
             max_json_body: 1 << 20,
             max_blob_body: 256 << 20,
             print_admin_key: true,

@@ -48,7 +48,6 @@ pub async fn register(
     }
     let id = uuid::Uuid::new_v4().to_string();
     let agent = st.store.register_agent(&entity, &id, &req, liftoff_store::now_ms()).await?;
-    st.known_agents.lock().unwrap_or_else(|p| p.into_inner()).insert((entity, id));
     Ok((StatusCode::CREATED, Json(agent)))
 }
 
@@ -78,7 +77,10 @@ pub async fn stop_polling(
     Path((entity, id)): Path<(String, String)>,
 ) -> ApiResult<Json<AgentView>> {
     caller.may(&entity, Action::Manage)?;
-    Ok(Json(st.store.set_agent_stop_polling(&entity, &id).await?))
+    let agent = st.store.set_agent_stop_polling(&entity, &id).await?;
+    // wake its waiting claim, which then sees the flag and answers nothing
+    st.dispatch.notify();
+    Ok(Json(agent))
 }
 
 /// `POST /agents/{id}/release`: puts back in their queues the items this
@@ -115,20 +117,21 @@ pub async fn claim(
     if req.queues.is_empty() {
         return Err(ApiError::bad_request("queues", "name at least one queue to claim from"));
     }
-    let key = (entity.clone(), req.agent_id.clone());
-    let known = st.known_agents.lock().unwrap_or_else(|p| p.into_inner()).contains(&key);
-    if !known {
-        if st.store.get_agent(&entity, &req.agent_id).await?.is_none() {
-            return Err(ApiError::not_found("agent_id", format!("agent '{}' is not registered", req.agent_id)));
-        }
-        st.known_agents.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
-    }
     let ttl = st.config.lease_ttl.as_millis() as i64;
     let wait = Duration::from_millis(req.wait_ms).min(st.config.max_claim_wait);
     let deadline = tokio::time::Instant::now() + wait;
     let mut wake = st.dispatch.subscribe();
     loop {
         wake.borrow_and_update();
+        // Looked up on every pass: an agent told to stop polling (through
+        // any server) gets nothing more, even from a claim already waiting.
+        let agent =
+            st.store.get_agent(&entity, &req.agent_id).await?.ok_or_else(|| {
+                ApiError::not_found("agent_id", format!("agent '{}' is not registered", req.agent_id))
+            })?;
+        if agent.stop_polling {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
         let now = liftoff_store::now_ms();
         if let Some(claimed) = st.store.claim(&entity, &req.queues, &req.agent_id, now, ttl).await? {
             Metrics::inc(&st.metrics.items_claimed);
@@ -148,9 +151,10 @@ pub async fn claim(
             Metrics::inc(&st.metrics.claims_empty);
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        // Re-check at least every second: with PostgreSQL, another server
-        // may have taken the enqueue and its wake-up never reaches us.
-        let nap = (deadline - now).min(Duration::from_secs(1));
+        // Re-check at least every `claim_recheck` (1 s): with PostgreSQL,
+        // another server may have taken the enqueue and its wake-up never
+        // reaches us.
+        let nap = (deadline - now).min(st.config.claim_recheck);
         tokio::select! {
             _ = wake.changed() => {}
             _ = tokio::time::sleep(nap) => {}
