@@ -45,6 +45,11 @@ pub struct AgentOptions {
     /// The Docker client config dir whose `config.json` holds registry
     /// credentials; `None` means `DOCKER_CONFIG`, else `~/.docker`.
     pub docker_config: Option<PathBuf>,
+    /// The `liftoff` binary, run as `liftoff __supervise` to start each
+    /// local process (see `liftoff_run::supervise`); `None` starts them
+    /// directly, which leaves a `setsid` child, or anything when the agent
+    /// is killed with SIGKILL, running (the library's tests have no binary).
+    pub supervisor: Option<PathBuf>,
     /// Filled in by [`run_agent`] once the server has registered the agent.
     pub agent_id: String,
     /// Long-poll bound of one claim request.
@@ -73,6 +78,7 @@ impl Default for AgentOptions {
             lock_dir: std::env::temp_dir(),
             docker_host: None,
             docker_config: None,
+            supervisor: None,
             agent_id: String::new(),
             claim_wait: Duration::from_secs(20),
             heartbeat: Duration::from_secs(5),

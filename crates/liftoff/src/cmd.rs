@@ -9,3 +9,4 @@ pub mod queue;
 pub mod quickstart;
 pub mod run;
 pub mod server;
+pub mod supervise;

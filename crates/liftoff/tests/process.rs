@@ -1,6 +1,7 @@
 //! The binary as users run it: the README's quickstart, an agent process
-//! receiving SIGTERM or SIGKILL while it runs a job, and an agent using a
-//! Docker credential helper.
+//! receiving SIGTERM or SIGKILL while it runs a job, an agent using a
+//! Docker credential helper, and what a local process leaves behind and can
+//! see of the agent.
 
 use liftoff_client::Client;
 use liftoff_core::ItemState;
@@ -356,4 +357,329 @@ async fn sigkill_then_restart(exit_first: bool) {
     kill(Pid::from_raw(second.id() as i32), Signal::SIGTERM).unwrap();
     assert!(second.wait().unwrap().success());
     server.shutdown().await;
+}
+
+/// Creates the local-process queue `local` (with `config` as its template
+/// and a string variable `flavour`) and a code job `name` running `sh run.sh`.
+async fn local_queue_and_job(client: &Client, config: serde_json::Value, jobs: &[(&str, &str)]) {
+    client
+        .create_queue(&liftoff_core::api::CreateQueue {
+            name: "local".into(),
+            resource: liftoff_core::ResourceType::LocalProcess,
+            config,
+            template_variables: vec![liftoff_core::TemplateVariable {
+                name: "flavour".into(),
+                kind: liftoff_core::VarKind::String,
+                min: None,
+                max: None,
+                allowed: None,
+                default: Some("plain".into()),
+                description: None,
+            }],
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+    for (name, script) in jobs {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("run.sh"), script).unwrap();
+        let gz = liftoff_archive::pack_dir(src.path()).unwrap();
+        let digest = liftoff_archive::sha256_digest(&gz);
+        client.upload_blob(&digest, gz).await.unwrap();
+        let source = liftoff_core::JobSourceSpec {
+            code: Some(liftoff_core::job::CodeSource {
+                digest,
+                entrypoint: vec!["sh".into(), "run.sh".into()],
+                build_context: None,
+                dockerfile: None,
+                base_image: None,
+            }),
+            ..Default::default()
+        };
+        let job = liftoff_core::api::CreateJob {
+            project: "default".into(),
+            name: name.to_string(),
+            source,
+            aliases: vec![],
+            runtime: None,
+        };
+        client.create_job(&job).await.unwrap();
+    }
+}
+
+async fn launch_local(client: &Client, job: &str) -> liftoff_core::api::ItemView {
+    let req = liftoff_core::api::LaunchRequest { job: job.into(), ..Default::default() };
+    let id = client.launch("local", &req).await.unwrap().item_id;
+    client.get_item(&id).await.unwrap()
+}
+
+/// `liftoff agent` on the queue `local`, one job at a time, its log in
+/// `dir/agent.log`; `env` is added to (or, with `None`, removed from) the
+/// test's own environment.
+fn local_agent(dir: &Path, url: &str, env: &[(&str, Option<&std::ffi::OsStr>)]) -> std::process::Child {
+    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_liftoff"));
+    cmd.args(["agent", "-q", "local", "-j", "1", "--agent-key", &format!("local-{}", dir.display()), "--work-dir"])
+        .arg(dir.join("work"))
+        .env("LIFTOFF_BASE_URL", url)
+        .env("TMPDIR", dir)
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The run's stdout as stored so far.
+async fn stdout_of(client: &Client, item_id: &str) -> String {
+    let (mut out, mut after) = (String::new(), 0);
+    loop {
+        let page = client.read_logs(item_id, after).await.unwrap();
+        if page.chunks.is_empty() {
+            return out;
+        }
+        let stdout = page.chunks.iter().filter(|c| c.stream == liftoff_core::api::LogStream::Stdout);
+        out.extend(stdout.map(|c| c.data.as_str()));
+        after = page.next_seq;
+    }
+}
+
+/// Waits (30 s at most) until the run's stdout has a line starting `child `,
+/// which the jobs below print once their background child has written its
+/// pid; that pid.
+async fn child_pid(client: &Client, item_id: &str, agent_log: &Path) -> i32 {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = stdout_of(client, item_id).await;
+        if let Some(pid) = out.lines().find_map(|l| l.strip_prefix("child ")) {
+            return pid.trim().parse().unwrap();
+        }
+        assert!(
+            Instant::now() < until,
+            "the job's child never started; stdout: {out}\nagent:\n{}",
+            std::fs::read_to_string(agent_log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Live processes of the run: those whose environment has its run id
+/// (the supervisor's and every job process's; a zombie has none).
+fn processes_of(run_id: &str) -> Vec<i32> {
+    let marker = format!("LIFTOFF_RUN_ID={run_id}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if let Ok(environ) = std::fs::read(entry.path().join("environ"))
+            && environ.split(|b| *b == 0).any(|v| v == marker.as_bytes())
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits until none of the run's processes is left, at most `bound`.
+async fn assert_all_gone(run_id: &str, bound: Duration, what: &str) {
+    let until = Instant::now() + bound;
+    loop {
+        let left = processes_of(run_id);
+        if left.is_empty() {
+            return;
+        }
+        let cmdlines: Vec<String> = left
+            .iter()
+            .map(|p| std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .collect();
+        assert!(Instant::now() < until, "{what}: processes of the run left after {bound:?}: {left:?} {cmdlines:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A background child, in the job's process group or in a session of its
+/// own, writes its pid to `child.pid`; the main script waits for it, prints
+/// it, and then `then`.
+fn script_with_child(setsid: &str, child_body: &str, then: &str) -> String {
+    format!(
+        "{setsid} sh -c 'echo $$ > child.pid; {child_body}' &\nwhile [ ! -s child.pid ]; do sleep 0.02; done\n\
+         echo \"child $(cat child.pid)\"\n{then}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_ends_when_its_main_process_does_and_takes_its_children_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key, client) = server_in(dir.path()).await;
+    let forever = "exec sleep infinity";
+    let jobs = [
+        ("same-group", script_with_child("", forever, "exit 0")),
+        ("own-session", script_with_child("setsid", forever, "exit 0")),
+    ];
+    let jobs: Vec<(&str, &str)> = jobs.iter().map(|(n, s)| (*n, s.as_str())).collect();
+    local_queue_and_job(&client, serde_json::json!({}), &jobs).await;
+    let mut agent = local_agent(dir.path(), &url, &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    for (job, _) in &jobs {
+        let item = launch_local(&client, job).await;
+        // the child holds the run's stdout forever: only killing it ends the run
+        let ended = wait_until_ended(&client, &item.id, job).await;
+        let out = stdout_of(&client, &item.id).await;
+        assert_eq!(ended.state, ItemState::Finished, "{job}: {:?}; stdout: {out}", ended.reason);
+        let child: i32 = out.strip_prefix("child ").unwrap().trim().parse().unwrap();
+        assert!(kill(Pid::from_raw(child), None).is_err(), "{job}: the child {child} is gone");
+        assert_all_gone(&ended.run_id, Duration::ZERO, job).await;
+    }
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(agent.wait().unwrap().success());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stop_ends_a_run_whose_setsid_child_ignores_sigterm_and_frees_the_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key, client) = server_in(dir.path()).await;
+    let stubborn = script_with_child("setsid", "trap \"\" TERM; while :; do sleep 1; done", "wait");
+    local_queue_and_job(&client, serde_json::json!({}), &[("stubborn", &stubborn), ("next", "echo next\n")]).await;
+    let mut agent = local_agent(dir.path(), &url, &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    let item = launch_local(&client, "stubborn").await;
+    let child = child_pid(&client, &item.id, &dir.path().join("agent.log")).await;
+    // queued behind it: the agent (one job at a time) takes it only once the slot is free
+    let next = launch_local(&client, "next").await;
+    let stop = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(["run", "stop", &item.id])
+        .env("LIFTOFF_BASE_URL", &url)
+        .env("LIFTOFF_API_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    let stopped = wait_until_ended(&client, &item.id, "the stopped run").await;
+    assert_eq!(
+        (stopped.state, stopped.exit_code),
+        (ItemState::Stopped, Some(143)),
+        "the main process's own status (SIGTERM): {:?}",
+        stopped.reason
+    );
+    assert!(kill(Pid::from_raw(child), None).is_err(), "the child ignoring SIGTERM is gone");
+    assert_all_gone(&stopped.run_id, Duration::ZERO, "after run stop").await;
+    let after = wait_until_ended(&client, &next.id, "the next run").await;
+    assert_eq!(after.state, ItemState::Finished, "{:?}", after.reason);
+    assert_eq!(stdout_of(&client, &next.id).await, "next\n");
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(agent.wait().unwrap().success());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_with_sigkill_leaves_no_local_process_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key, client) = server_in(dir.path()).await;
+    let script = script_with_child(
+        "setsid",
+        "trap \"\" TERM HUP INT; while :; do sleep 1; done",
+        "sleep infinity &\nsleep infinity\n",
+    );
+    local_queue_and_job(&client, serde_json::json!({}), &[("forever", &script)]).await;
+    let mut agent = local_agent(dir.path(), &url, &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    let item = launch_local(&client, "forever").await;
+    let child = child_pid(&client, &item.id, &dir.path().join("agent.log")).await;
+    let before = processes_of(&item.run_id);
+    assert!(before.contains(&child), "the setsid child {child} is found among {before:?}");
+    assert!(before.len() >= 4, "supervisor, main, child, sleeps: {before:?}");
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGKILL).unwrap();
+    agent.wait().unwrap();
+    // the item goes back on its queue when the lease runs out; by then
+    // nothing of this copy may run
+    assert_all_gone(&item.run_id, Duration::from_secs(5), "after the agent's SIGKILL").await;
+    assert_eq!(client.get_item(&item.id).await.unwrap().state, ItemState::Running, "nothing was reported");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_process_sees_only_harmless_agent_variables_and_what_its_queue_passes() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key, client) = server_in(dir.path()).await;
+    let key_file = dir.path().join("agent.key");
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // the job reads its agent's environment through its supervisor's parent
+    let script = "env\necho ---\n\
+                  printf '%s' \"$LC_LIFTOFF_TEST\" | od -An -tx1 | tr -d ' \\n'; echo\n\
+                  agent=$(awk '{print $4}' /proc/$PPID/stat)\n\
+                  echo \"agent: $(tr '\\0' ' ' < /proc/$agent/cmdline)\"\n\
+                  if tr '\\0' '\\n' < /proc/$agent/environ > agent.env; then echo agent-environ; cat agent.env; fi\n";
+    let config = serde_json::json!({"env": {"FROM_TEMPLATE": "{{flavour}}", "LIFTOFF_RUN_ID": "forged"}});
+    local_queue_and_job(&client, config, &[("env", script)]).await;
+    let mut req = liftoff_core::api::LaunchRequest { job: "env".into(), ..Default::default() };
+    req.template_variables.insert("flavour".into(), "chocolate".into());
+    let item_id = client.launch("local", &req).await.unwrap().item_id;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"\xff\xfeok");
+    let aws = "aws-secret-4711";
+    let db = "postgres://app:db-password-4711@db.internal/app";
+    let mut agent = local_agent(
+        dir.path(),
+        &url,
+        &[
+            ("LIFTOFF_API_KEY", None),
+            ("LIFTOFF_API_KEY_FILE", Some(key_file.as_os_str())),
+            ("AWS_SECRET_ACCESS_KEY", Some(aws.as_ref())),
+            ("DATABASE_URL", Some(db.as_ref())),
+            ("LC_LIFTOFF_TEST", Some(not_utf8)),
+            ("NOT_UTF8_EITHER", Some(not_utf8)),
+        ],
+    );
+    let item = wait_until_ended(&client, &item_id, "the env job").await;
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    let agent_log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert!(agent.wait().unwrap().success(), "the agent ran with variables that are not UTF-8:\n{agent_log}");
+    let out = stdout_of(&client, &item_id).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}\n{out}\n{agent_log}", item.reason);
+    let (job_env, rest) = out.split_once("---\n").unwrap();
+    let job_vars: Vec<&str> = job_env.lines().collect();
+    assert!(job_vars.contains(&"FROM_TEMPLATE=chocolate"), "the queue's template passes it:\n{job_env}");
+    assert!(job_vars.contains(&format!("LIFTOFF_RUN_ID={}", item.run_id).as_str()), "not forged:\n{job_env}");
+    assert!(job_vars.iter().any(|v| v.starts_with("PATH=")), "PATH is inherited:\n{job_env}");
+    for secret in [aws, db, "AWS_SECRET_ACCESS_KEY", "DATABASE_URL", "NOT_UTF8_EITHER", &key] {
+        assert!(!job_env.contains(secret), "{secret} reached the job:\n{job_env}");
+    }
+    let run_key = job_vars.iter().find_map(|v| v.strip_prefix("LIFTOFF_API_KEY=")).unwrap();
+    assert!(run_key.starts_with("lft_run."), "the run's own key, not the agent's: {run_key}");
+    let mut rest = rest.lines();
+    assert_eq!(rest.next(), Some("fffe6f6b"), "a non-UTF-8 locale variable is passed on byte for byte");
+    let agent_line = rest.next().unwrap();
+    assert!(agent_line.starts_with("agent: ") && agent_line.contains(" agent -q local"), "{agent_line}");
+    let agent_environ: Vec<&str> = rest.skip_while(|l| *l != "agent-environ").skip(1).collect();
+    assert!(!agent_environ.join("\n").contains(&key), "the agent's key is not in its environment");
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0 {
+        // root may read a non-dumpable process's environment: only the key
+        // file keeps the key out of it
+        assert!(agent_environ.iter().any(|v| v.starts_with("LIFTOFF_API_KEY_FILE=")), "{agent_environ:?}");
+    } else {
+        assert!(agent_environ.is_empty(), "the agent is not dumpable: {agent_environ:?}");
+    }
+    server.shutdown().await;
+}
+
+#[test]
+fn an_agent_key_file_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("agent.key");
+    std::fs::write(&key_file, "lft_something\n").unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(["agent", "-q", "local", "--api-key-file"])
+        .arg(&key_file)
+        .env("LIFTOFF_BASE_URL", "http://127.0.0.1:9")
+        .env_remove("LIFTOFF_API_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&key_file.display().to_string()) && err.contains("mode 644"), "{err}");
 }
