@@ -214,10 +214,13 @@ fn container_spec(
 
 /// Agent variables that `${NAME}` never expands: a launcher can put a macro
 /// in a template variable's value, and must not read the agent's secrets
-/// through its run's environment. (The reference expands any variable.)
+/// through its run's environment. URLs and DSNs are in: they carry
+/// passwords (`DATABASE_URL`). (The reference expands any variable.)
 fn looks_secret(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    ["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH"].iter().any(|w| n.contains(w))
+    ["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "URL", "URI", "DSN"]
+        .iter()
+        .any(|w| n.contains(w))
 }
 
 /// A server on loopback is reachable from a container only on the host's network.
@@ -461,7 +464,16 @@ mod tests {
 
     #[test]
     fn secret_looking_agent_variables_are_not_expanded() {
-        for name in ["LIFTOFF_API_KEY", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "DB_PASSWORD", "AZURE_STORAGE_KEY"] {
+        for name in [
+            "LIFTOFF_API_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+            "GITHUB_TOKEN",
+            "DB_PASSWORD",
+            "AZURE_STORAGE_KEY",
+            "DATABASE_URL",
+            "MONGO_URI",
+            "SENTRY_DSN",
+        ] {
             assert!(looks_secret(name), "{name}");
         }
         for name in ["CUDA_VISIBLE_DEVICES", "HOME", "AWS_REGION", "HOSTNAME"] {

@@ -40,41 +40,35 @@ pub fn parse(args: &Value) -> Result<ProcessOptions, Vec<OptionError>> {
             continue;
         }
         let path = format!("{ROOT}.env");
-        let entries: Vec<(String, Result<(String, String), String>)> = match value {
-            Value::Object(vars) => vars
-                .iter()
-                .map(|(name, v)| {
+        let mut take = |p: String, entry: Result<(String, String), String>| match entry {
+            Ok(kv) => out.env.push(kv),
+            Err(message) => {
+                let message = if message.starts_with(&p) { message } else { format!("{p}: {message}") };
+                errors.push(OptionError { path: p, message });
+            }
+        };
+        match value {
+            Value::Object(vars) => {
+                for (name, v) in vars {
                     let p = format!("{path}.{name}");
                     let raw = match v {
                         Value::String(s) => Ok(s.clone()),
                         Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
                         _ => Err(format!("{p} must be a string, a number or a boolean")),
                     };
-                    (p, raw.and_then(|r| parse_env(&format!("{name}={r}"))))
-                })
-                .collect(),
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let p = format!("{path}[{i}]");
+                    take(p, raw.and_then(|r| parse_env(&format!("{name}={r}"))));
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
                     let entry = match v {
                         Value::String(s) => parse_env(s),
                         _ => Err("must be a NAME=VALUE string".to_string()),
                     };
-                    (p, entry)
-                })
-                .collect(),
-            _ => vec![(path.clone(), Err("must be a mapping of names to values or a list of NAME=VALUE".into()))],
-        };
-        for (p, entry) in entries {
-            match entry {
-                Ok(kv) => out.env.push(kv),
-                Err(message) => {
-                    let message = if message.starts_with(&p) { message } else { format!("{p}: {message}") };
-                    errors.push(OptionError { path: p, message });
+                    take(format!("{path}[{i}]"), entry);
                 }
             }
+            _ => take(path.clone(), Err("must be a mapping of names to values or a list of NAME=VALUE".into())),
         }
     }
     if errors.is_empty() { Ok(out) } else { Err(errors) }

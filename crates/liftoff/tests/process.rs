@@ -613,7 +613,13 @@ async fn a_local_process_sees_only_harmless_agent_variables_and_what_its_queue_p
                   agent=$(awk '{print $4}' /proc/$PPID/stat)\n\
                   echo \"agent: $(tr '\\0' ' ' < /proc/$agent/cmdline)\"\n\
                   if tr '\\0' '\\n' < /proc/$agent/environ > agent.env; then echo agent-environ; cat agent.env; fi\n";
-    let config = serde_json::json!({"env": {"FROM_TEMPLATE": "{{flavour}}", "LIFTOFF_RUN_ID": "forged"}});
+    // a queue passes the agent's variables by name, except those that may hold secrets
+    let config = serde_json::json!({"env": {
+        "FROM_TEMPLATE": "{{flavour}}",
+        "REGION": "${LIFTOFF_TEST_REGION}",
+        "DB": "${DATABASE_URL}",
+        "LIFTOFF_RUN_ID": "forged",
+    }});
     local_queue_and_job(&client, config, &[("env", script)]).await;
     let mut req = liftoff_core::api::LaunchRequest { job: "env".into(), ..Default::default() };
     req.template_variables.insert("flavour".into(), "chocolate".into());
@@ -629,6 +635,7 @@ async fn a_local_process_sees_only_harmless_agent_variables_and_what_its_queue_p
             ("LIFTOFF_API_KEY_FILE", Some(key_file.as_os_str())),
             ("AWS_SECRET_ACCESS_KEY", Some(aws.as_ref())),
             ("DATABASE_URL", Some(db.as_ref())),
+            ("LIFTOFF_TEST_REGION", Some("eu-west-4711".as_ref())),
             ("LC_LIFTOFF_TEST", Some(not_utf8)),
             ("NOT_UTF8_EITHER", Some(not_utf8)),
         ],
@@ -642,10 +649,16 @@ async fn a_local_process_sees_only_harmless_agent_variables_and_what_its_queue_p
     let (job_env, rest) = out.split_once("---\n").unwrap();
     let job_vars: Vec<&str> = job_env.lines().collect();
     assert!(job_vars.contains(&"FROM_TEMPLATE=chocolate"), "the queue's template passes it:\n{job_env}");
+    assert!(job_vars.contains(&"REGION=eu-west-4711"), "the queue passes it by name:\n{job_env}");
+    assert!(job_vars.contains(&"DB=${DATABASE_URL}"), "a URL is not expanded:\n{job_env}");
+    assert!(!job_env.contains("LIFTOFF_TEST_REGION"), "only under the name the queue gave:\n{job_env}");
     assert!(job_vars.contains(&format!("LIFTOFF_RUN_ID={}", item.run_id).as_str()), "not forged:\n{job_env}");
     assert!(job_vars.iter().any(|v| v.starts_with("PATH=")), "PATH is inherited:\n{job_env}");
-    for secret in [aws, db, "AWS_SECRET_ACCESS_KEY", "DATABASE_URL", "NOT_UTF8_EITHER", &key] {
+    for secret in [aws, db, &key] {
         assert!(!job_env.contains(secret), "{secret} reached the job:\n{job_env}");
+    }
+    for name in ["AWS_SECRET_ACCESS_KEY=", "DATABASE_URL=", "NOT_UTF8_EITHER=", "LIFTOFF_API_KEY_FILE="] {
+        assert!(!job_vars.iter().any(|v| v.starts_with(name)), "{name} reached the job:\n{job_env}");
     }
     let run_key = job_vars.iter().find_map(|v| v.strip_prefix("LIFTOFF_API_KEY=")).unwrap();
     assert!(run_key.starts_with("lft_run."), "the run's own key, not the agent's: {run_key}");

@@ -174,7 +174,8 @@ pub fn supervisor() -> anyhow::Result<PathBuf> {
 /// The agent's key from `path`, refused unless only its owner can read it.
 fn read_private_key(path: &Path) -> anyhow::Result<String> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).with_context(|| format!("failed to read {}", path.display()))?.permissions().mode();
+    let mode =
+        std::fs::metadata(path).with_context(|| format!("failed to read {}", path.display()))?.permissions().mode();
     if mode & 0o077 != 0 {
         bail!(
             "the API key file {} is open to other users (mode {:o}); run chmod 600 {} first",
