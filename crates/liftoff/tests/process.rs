@@ -91,6 +91,8 @@ async fn sigterm_stops_claiming_then_stops_running_jobs_after_the_grace_period()
         .arg(dir.path().join("work"))
         .env("LIFTOFF_BASE_URL", &url)
         .env("LIFTOFF_API_KEY", &key)
+        // its lock file, away from other agents serving a queue `q` on this machine
+        .env("TMPDIR", dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -416,11 +418,12 @@ async fn launch_local(client: &Client, job: &str) -> liftoff_core::api::ItemView
 /// `liftoff agent` on the queue `local`, one job at a time, its log in
 /// `dir/agent.log`; `env` is added to (or, with `None`, removed from) the
 /// test's own environment.
-fn local_agent(dir: &Path, url: &str, env: &[(&str, Option<&std::ffi::OsStr>)]) -> std::process::Child {
+fn local_agent(dir: &Path, url: &str, args: &[&str], env: &[(&str, Option<&std::ffi::OsStr>)]) -> AgentChild {
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_liftoff"));
     cmd.args(["agent", "-q", "local", "-j", "1", "--agent-key", &format!("local-{}", dir.display()), "--work-dir"])
         .arg(dir.join("work"))
+        .args(args)
         .env("LIFTOFF_BASE_URL", url)
         .env("TMPDIR", dir)
         .stdout(Stdio::null())
@@ -431,7 +434,30 @@ fn local_agent(dir: &Path, url: &str, env: &[(&str, Option<&std::ffi::OsStr>)]) 
             None => cmd.env_remove(k),
         };
     }
-    cmd.spawn().unwrap()
+    AgentChild(cmd.spawn().unwrap())
+}
+
+/// A `liftoff agent` process, killed should its test fail before it ends it.
+struct AgentChild(std::process::Child);
+
+impl std::ops::Deref for AgentChild {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AgentChild {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for AgentChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The run's stdout as stored so far.
@@ -522,7 +548,7 @@ async fn a_run_ends_when_its_main_process_does_and_takes_its_children_with_it() 
     ];
     let jobs: Vec<(&str, &str)> = jobs.iter().map(|(n, s)| (*n, s.as_str())).collect();
     local_queue_and_job(&client, serde_json::json!({}), &jobs).await;
-    let mut agent = local_agent(dir.path(), &url, &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    let mut agent = local_agent(dir.path(), &url, &[], &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
     for (job, _) in &jobs {
         let item = launch_local(&client, job).await;
         // the child holds the run's stdout forever: only killing it ends the run
@@ -544,7 +570,7 @@ async fn run_stop_ends_a_run_whose_setsid_child_ignores_sigterm_and_frees_the_sl
     let (server, url, key, client) = server_in(dir.path()).await;
     let stubborn = script_with_child("setsid", "trap \"\" TERM; while :; do sleep 1; done", "wait");
     local_queue_and_job(&client, serde_json::json!({}), &[("stubborn", &stubborn), ("next", "echo next\n")]).await;
-    let mut agent = local_agent(dir.path(), &url, &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    let mut agent = local_agent(dir.path(), &url, &[], &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
     let item = launch_local(&client, "stubborn").await;
     let child = child_pid(&client, &item.id, &dir.path().join("agent.log")).await;
     // queued behind it: the agent (one job at a time) takes it only once the slot is free
@@ -574,6 +600,70 @@ async fn run_stop_ends_a_run_whose_setsid_child_ignores_sigterm_and_frees_the_sl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stop_kills_a_run_deaf_to_sigterm_after_stopped_run_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key, client) = server_in(dir.path()).await;
+    let deaf = format!(
+        "trap \"\" TERM\n{}",
+        script_with_child("setsid", "trap \"\" TERM; while :; do sleep 1; done", "while :; do sleep 1; done")
+    );
+    local_queue_and_job(&client, serde_json::json!({}), &[("deaf", &deaf)]).await;
+    let config = dir.path().join("launch-config.yaml");
+    std::fs::write(&config, "stopped_run_timeout: 1\n").unwrap();
+    let config = config.display().to_string();
+    let mut agent = local_agent(dir.path(), &url, &["-c", &config], &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    let item = launch_local(&client, "deaf").await;
+    let child = child_pid(&client, &item.id, &dir.path().join("agent.log")).await;
+    client.stop_item(&item.id).await.unwrap();
+    let stopped = wait_until_ended(&client, &item.id, "the deaf run").await;
+    assert_eq!(
+        (stopped.state, stopped.exit_code),
+        (ItemState::Stopped, Some(137)),
+        "killed once the timeout was over: {:?}",
+        stopped.reason
+    );
+    assert!(kill(Pid::from_raw(child), None).is_err(), "the child ignoring SIGTERM is gone");
+    assert_all_gone(&stopped.run_id, Duration::ZERO, "after the kill").await;
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(agent.wait().unwrap().success());
+    server.shutdown().await;
+}
+
+/// The kernel also sends the parent-death signal when the thread that
+/// spawned the supervisor exits, though the agent lives on: the supervisor
+/// must tell the two apart. This test process plays the agent.
+#[test]
+fn a_supervisor_outlives_the_agent_thread_that_started_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (started, go) = (dir.path().join("started"), dir.path().join("go"));
+    let script =
+        format!("touch '{}'; while [ ! -e '{}' ]; do sleep 0.02; done; exit 7", started.display(), go.display());
+    let spawner = std::thread::spawn(move || {
+        let thread = std::fs::read_link("/proc/thread-self").unwrap();
+        let supervisor = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+            .args(["__supervise", "--agent-pid", &std::process::id().to_string(), "--", "sh", "-c", &script])
+            .spawn()
+            .unwrap();
+        // the supervisor has set its parent-death signal before it started the job
+        let until = Instant::now() + Duration::from_secs(10);
+        while !started.exists() {
+            assert!(Instant::now() < until, "the job never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (supervisor, thread)
+    });
+    let (mut supervisor, thread) = spawner.join().unwrap();
+    // the signal is sent before the thread's /proc entry goes
+    let until = Instant::now() + Duration::from_secs(10);
+    while Path::new("/proc").join(&thread).exists() {
+        assert!(Instant::now() < until, "the thread {} never went", thread.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(supervisor.wait().unwrap().code(), Some(7), "the job ran to its own end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_with_sigkill_leaves_no_local_process_running() {
     let dir = tempfile::tempdir().unwrap();
     let (server, url, key, client) = server_in(dir.path()).await;
@@ -583,7 +673,7 @@ async fn an_agent_killed_with_sigkill_leaves_no_local_process_running() {
         "sleep infinity &\nsleep infinity\n",
     );
     local_queue_and_job(&client, serde_json::json!({}), &[("forever", &script)]).await;
-    let mut agent = local_agent(dir.path(), &url, &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    let mut agent = local_agent(dir.path(), &url, &[], &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
     let item = launch_local(&client, "forever").await;
     let child = child_pid(&client, &item.id, &dir.path().join("agent.log")).await;
     let before = processes_of(&item.run_id);
@@ -630,6 +720,7 @@ async fn a_local_process_sees_only_harmless_agent_variables_and_what_its_queue_p
     let mut agent = local_agent(
         dir.path(),
         &url,
+        &[],
         &[
             ("LIFTOFF_API_KEY", None),
             ("LIFTOFF_API_KEY_FILE", Some(key_file.as_os_str())),
