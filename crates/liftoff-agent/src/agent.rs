@@ -50,6 +50,8 @@ pub struct AgentOptions {
     /// directly, which leaves a `setsid` child, or anything when the agent
     /// is killed with SIGKILL, running (the library's tests have no binary).
     pub supervisor: Option<PathBuf>,
+    /// Local processes run as this user instead of the agent's.
+    pub run_as: Option<liftoff_run::process::RunAs>,
     /// Filled in by [`run_agent`] once the server has registered the agent.
     pub agent_id: String,
     /// Long-poll bound of one claim request.
@@ -79,6 +81,7 @@ impl Default for AgentOptions {
             docker_host: None,
             docker_config: None,
             supervisor: None,
+            run_as: None,
             agent_id: String::new(),
             claim_wait: Duration::from_secs(20),
             heartbeat: Duration::from_secs(5),

@@ -10,7 +10,7 @@ use liftoff_core::process_options::{self, ProcessOptions};
 use liftoff_core::run_env::{MAX_ENV_VALUE, RunFacts, run_env};
 use liftoff_core::{JobSource, ResourceType, Stage};
 use liftoff_run::container::{ContainerRunner, ContainerSpec, RunningContainer};
-use liftoff_run::process::{self, ProcessSpec, RunningProcess};
+use liftoff_run::process::{self, ProcessSpec, RunAs, RunningProcess};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -243,7 +243,7 @@ pub struct Prepared {
 }
 
 enum Ready {
-    Process { command: Vec<String>, env: BTreeMap<String, String>, supervisor: Option<PathBuf> },
+    Process { command: Vec<String>, env: BTreeMap<String, String>, supervisor: Option<PathBuf>, run_as: Option<RunAs> },
     Container { runner: ContainerRunner, spec: Box<ContainerSpec> },
 }
 
@@ -255,7 +255,9 @@ pub async fn prepare(
 ) -> Result<Prepared, (Stage, anyhow::Error)> {
     let mut warnings = Vec::new();
     let kind = match plan.kind {
-        Kind::Process { command, env } => Ready::Process { command, env, supervisor: opts.supervisor.clone() },
+        Kind::Process { command, env } => {
+            Ready::Process { command, env, supervisor: opts.supervisor.clone(), run_as: opts.run_as.clone() }
+        }
         Kind::Container(spec) => {
             let runner = connect(opts).await.map_err(|e| (Stage::Run, e))?;
             let auth = match opts.docker_config.clone().or_else(crate::registry_auth::default_config_dir) {
@@ -311,8 +313,8 @@ impl Prepared {
 
     pub async fn start(self, dir: &Path, logs: &mpsc::Sender<(LogStream, String)>) -> anyhow::Result<RunHandle> {
         match self.kind {
-            Ready::Process { command, env, supervisor } => {
-                let spec = ProcessSpec { command, dir: dir.to_path_buf(), env, supervisor };
+            Ready::Process { command, env, supervisor, run_as } => {
+                let spec = ProcessSpec { command, dir: dir.to_path_buf(), env, supervisor, run_as };
                 Ok(RunHandle::Process(process::spawn(&spec, logs.clone())?))
             }
             Ready::Container { runner, spec } => {

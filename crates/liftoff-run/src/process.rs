@@ -52,6 +52,16 @@ pub struct RunningProcess {
     readers: Vec<JoinHandle<()>>,
 }
 
+/// Another user a local process runs as, so that it cannot read the agent's
+/// memory, environment or key file (the agent must be root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
 /// How to start a local process.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
@@ -63,6 +73,8 @@ pub struct ProcessSpec {
     /// command directly (its process group is killed when it ends, but a
     /// `setsid` child or an agent killed with SIGKILL leaves processes behind).
     pub supervisor: Option<PathBuf>,
+    /// Run as this user (who then owns `dir`); `None`: as the agent's.
+    pub run_as: Option<RunAs>,
 }
 
 /// Starts the process, in a clean environment: [`INHERITED_ENV`] from the
@@ -73,13 +85,19 @@ pub fn spawn(spec: &ProcessSpec, logs: mpsc::Sender<(LogStream, String)>) -> any
     let mut cmd = match &spec.supervisor {
         Some(liftoff) => {
             let mut cmd = Command::new(liftoff);
-            cmd.arg("__supervise").arg("--agent-pid").arg(std::process::id().to_string()).arg("--");
-            cmd.arg(program).args(args);
+            cmd.arg("__supervise").arg("--agent-pid").arg(std::process::id().to_string());
+            if let Some(user) = &spec.run_as {
+                cmd.arg("--uid").arg(user.uid.to_string()).arg("--gid").arg(user.gid.to_string());
+            }
+            cmd.arg("--").arg(program).args(args);
             cmd
         }
         None => {
             let mut cmd = Command::new(program);
             cmd.args(args);
+            if let Some(user) = &spec.run_as {
+                cmd.uid(user.uid).gid(user.gid);
+            }
             cmd
         }
     };
@@ -88,6 +106,11 @@ pub fn spawn(spec: &ProcessSpec, logs: mpsc::Sender<(LogStream, String)>) -> any
         if inherited(&name) {
             cmd.env(name, value);
         }
+    }
+    if let Some(user) = &spec.run_as {
+        chown_tree(dir, user.uid, user.gid)
+            .map_err(|e| anyhow::anyhow!("failed to give {} to user {}: {e}", dir.display(), user.name))?;
+        cmd.env("HOME", &user.home).env("USER", &user.name).env("LOGNAME", &user.name);
     }
     cmd.envs(&spec.env)
         .current_dir(dir)
@@ -114,6 +137,17 @@ pub fn spawn(spec: &ProcessSpec, logs: mpsc::Sender<(LogStream, String)>) -> any
         readers.push(tokio::spawn(pump(err, LogStream::Stderr, logs)));
     }
     Ok(RunningProcess { child, pid, supervised: spec.supervisor.is_some(), readers })
+}
+
+/// `lchown -R`: links are changed, never followed.
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if path.symlink_metadata()?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
 }
 
 /// Where `execvp` would find `program`: a path with a `/` is taken from

@@ -34,10 +34,11 @@ pub const SETUP_FAILED: u8 = 125;
 /// Exit code when the command could not be started (the shell's "not found").
 pub const NOT_STARTED: u8 = 127;
 
-/// Runs `command` under supervision for the agent whose pid is `agent`;
-/// the exit code to exit with: the command's own, or 128 + the signal that
-/// ended it, as a shell reports it.
-pub fn run(agent: i32, command: &[OsString]) -> u8 {
+/// Runs `command` under supervision for the agent whose pid is `agent`,
+/// as the user and group `user` when given (the supervisor stays root, to
+/// kill what it started); the exit code to exit with: the command's own, or
+/// 128 + the signal that ended it, as a shell reports it.
+pub fn run(agent: i32, user: Option<(u32, u32)>, command: &[OsString]) -> u8 {
     let agent = Pid::from_raw(agent);
     let Some((program, args)) = command.split_first() else {
         eprintln!("liftoff: nothing to supervise: the command is empty");
@@ -61,7 +62,13 @@ pub fn run(agent: i32, command: &[OsString]) -> u8 {
     if getppid() != agent {
         return 128 + Signal::SIGKILL as u8;
     }
-    let main = match std::process::Command::new(program).args(args).process_group(0).spawn() {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).process_group(0);
+    if let Some((uid, gid)) = user {
+        // std drops the supplementary groups too
+        cmd.uid(uid).gid(gid);
+    }
+    let main = match cmd.spawn() {
         Ok(child) => Pid::from_raw(child.id() as i32),
         Err(e) => {
             eprintln!("liftoff: failed to start {}: {e}", program.to_string_lossy());

@@ -419,6 +419,10 @@ async fn launch_local(client: &Client, job: &str) -> liftoff_core::api::ItemView
 /// `dir/agent.log`; `env` is added to (or, with `None`, removed from) the
 /// test's own environment.
 fn local_agent(dir: &Path, url: &str, args: &[&str], env: &[(&str, Option<&std::ffi::OsStr>)]) -> AgentChild {
+    AgentChild(local_agent_command(dir, url, args, env).spawn().unwrap())
+}
+
+fn local_agent_command(dir: &Path, url: &str, args: &[&str], env: &[(&str, Option<&std::ffi::OsStr>)]) -> Command {
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_liftoff"));
     cmd.args(["agent", "-q", "local", "-j", "1", "--agent-key", &format!("local-{}", dir.display()), "--work-dir"])
@@ -434,7 +438,7 @@ fn local_agent(dir: &Path, url: &str, args: &[&str], env: &[(&str, Option<&std::
             None => cmd.env_remove(k),
         };
     }
-    AgentChild(cmd.spawn().unwrap())
+    cmd
 }
 
 /// A `liftoff agent` process, killed should its test fail before it ends it.
@@ -766,6 +770,77 @@ async fn a_local_process_sees_only_harmless_agent_variables_and_what_its_queue_p
     } else {
         assert!(agent_environ.is_empty(), "the agent is not dumpable: {agent_environ:?}");
     }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_run_as_another_user_cannot_read_the_agents_environment() {
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
+        eprintln!("skipping: only root can run jobs as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key, client) = server_in(dir.path()).await;
+    let script = format!(
+        "echo \"uid $(id -u) home $HOME\"\n\
+         agent=$(awk '{{print $4}}' /proc/$PPID/stat)\n\
+         if cat /proc/$agent/environ > /dev/null 2>&1; then echo environ-read; else echo environ-refused; fi\n\
+         echo mine > mine.txt && echo wrote\n{}",
+        script_with_child("setsid", "exec sleep infinity", "exit 0")
+    );
+    local_queue_and_job(&client, serde_json::json!({}), &[("nobody", &script)]).await;
+    // the key in the agent's environment, where a job of the same user (here root) could read it
+    let mut agent = local_agent(dir.path(), &url, &["--run-as", "nobody"], &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    let item = launch_local(&client, "nobody").await;
+    let ended = wait_until_ended(&client, &item.id, "the job run as nobody").await;
+    let out = stdout_of(&client, &item.id).await;
+    let agent_log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert_eq!(ended.state, ItemState::Finished, "{:?}\n{out}\n{agent_log}", ended.reason);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["uid 65534 home /nonexistent", "environ-refused", "wrote"], "{out}");
+    let child: i32 = lines[3].strip_prefix("child ").unwrap().parse().unwrap();
+    assert!(kill(Pid::from_raw(child), None).is_err(), "the root supervisor killed nobody's child");
+    assert_all_gone(&ended.run_id, Duration::ZERO, "run as nobody").await;
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(agent.wait().unwrap().success());
+    server.shutdown().await;
+}
+
+/// Without root, a job of the agent's own user could read its memory and
+/// environment, were the agent dumpable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_the_agents_own_user_cannot_read_its_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
+        eprintln!("skipping: only root can start an agent as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key, client) = server_in(dir.path()).await;
+    let script = "echo \"uid $(id -u)\"\n\
+                  agent=$(awk '{print $4}' /proc/$PPID/stat)\n\
+                  echo \"agent $(tr '\\0' ' ' < /proc/$agent/cmdline)\"\n\
+                  if cat /proc/$agent/environ > /dev/null 2>&1; then echo environ-read; else echo environ-refused; fi\n";
+    local_queue_and_job(&client, serde_json::json!({}), &[("same-user", script)]).await;
+    // the agent runs as nobody, in a directory of nobody's
+    let home = dir.path().join("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mut cmd = local_agent_command(&home, &url, &[], &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    let mut agent = AgentChild(cmd.uid(65534).gid(65534).spawn().unwrap());
+    let item = launch_local(&client, "same-user").await;
+    let ended = wait_until_ended(&client, &item.id, "the job of the agent's user").await;
+    let out = stdout_of(&client, &item.id).await;
+    let agent_log = std::fs::read_to_string(home.join("agent.log")).unwrap();
+    assert_eq!(ended.state, ItemState::Finished, "{:?}\n{out}\n{agent_log}", ended.reason);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "uid 65534", "{out}");
+    assert!(lines[1].starts_with("agent ") && lines[1].contains(" agent -q local"), "{out}");
+    assert_eq!(lines[2], "environ-refused", "{out}");
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(agent.wait().unwrap().success());
     server.shutdown().await;
 }
 

@@ -45,6 +45,10 @@ pub struct AgentArgs {
     /// environment, where a job running as the same user could read it.
     #[arg(long, env = "LIFTOFF_API_KEY_FILE", value_name = "FILE")]
     api_key_file: Option<PathBuf>,
+    /// Run local processes as this user (name or uid) rather than the
+    /// agent's, so that they cannot read its key; the agent must be root.
+    #[arg(long, env = "LIFTOFF_RUN_AS", value_name = "USER")]
+    run_as: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +150,16 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
             (Some(t), p)
         }
     };
+    let run_as = match &args.run_as {
+        Some(user) => {
+            let run_as = run_as_user(user)?;
+            // the run directories below it are the user's; the user must reach them
+            std::fs::set_permissions(&work_dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+                .with_context(|| format!("failed to open {} to user {user}", work_dir.display()))?;
+            Some(run_as)
+        }
+        None => None,
+    };
     let hostname = hostname();
     let opts = AgentOptions {
         queues: cfg.queues.clone(),
@@ -160,6 +174,7 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
         status_every: Duration::from_secs(if cfg.verbosity >= 1 { 20 } else { 300 }),
         hostname,
         supervisor: Some(supervisor()?),
+        run_as,
         ..AgentOptions::default()
     };
     tracing::info!(%entity, %base_url, queues = ?opts.queues, max_jobs = opts.max_jobs, work_dir = %opts.work_dir.display(), "starting agent");
@@ -169,6 +184,22 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
 /// This binary, which the agent runs as `liftoff __supervise` for each local process.
 pub fn supervisor() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("could not find the liftoff binary to supervise local processes")
+}
+
+/// The user named `user` (or with that uid), which the agent can switch to.
+fn run_as_user(user: &str) -> anyhow::Result<liftoff_run::process::RunAs> {
+    use nix::unistd::{Uid, User};
+    let found = match user.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(user),
+    };
+    let u = found
+        .with_context(|| format!("failed to look up the user '{user}' of --run-as"))?
+        .with_context(|| format!("--run-as: there is no user '{user}'"))?;
+    if !Uid::effective().is_root() && u.uid != Uid::effective() {
+        bail!("--run-as {user}: only an agent running as root can run jobs as another user");
+    }
+    Ok(liftoff_run::process::RunAs { name: u.name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), home: u.dir })
 }
 
 /// The agent's key from `path`, refused unless only its owner can read it.

@@ -10,6 +10,11 @@ pub struct SuperviseArgs {
     /// The agent: when it is gone, the run is killed.
     #[arg(long, value_name = "PID")]
     agent_pid: i32,
+    /// Run the command as this user id (with `--gid`).
+    #[arg(long, value_name = "UID", requires = "gid")]
+    uid: Option<u32>,
+    #[arg(long, value_name = "GID", requires = "uid")]
+    gid: Option<u32>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -18,5 +23,5 @@ pub struct SuperviseArgs {
 /// Runs before any async runtime or thread exists: the supervisor's signal
 /// mask must hold for the whole process.
 pub fn run(args: &SuperviseArgs) -> ExitCode {
-    ExitCode::from(liftoff_run::supervise::run(args.agent_pid, &args.command))
+    ExitCode::from(liftoff_run::supervise::run(args.agent_pid, args.uid.zip(args.gid), &args.command))
 }
