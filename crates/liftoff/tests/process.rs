@@ -18,7 +18,16 @@ fn repo_root() -> &'static Path {
 /// A server on a loopback port with its data in `dir/data`: the server, its
 /// URL, its admin key and a client.
 async fn server_in(dir: &Path) -> (liftoff_server::RunningServer, String, String, Client) {
+    server_with(dir, |_| {}).await
+}
+
+/// [`server_in`], with `configure` applied to the server's config.
+async fn server_with(
+    dir: &Path,
+    configure: impl FnOnce(&mut liftoff_server::ServerConfig),
+) -> (liftoff_server::RunningServer, String, String, Client) {
     let mut cfg = liftoff_server::ServerConfig::new(dir.join("data"));
+    configure(&mut cfg);
     cfg.listen = ([127, 0, 0, 1], 0).into();
     cfg.print_admin_key = false;
     let server = liftoff_server::start(cfg).await.unwrap();
@@ -670,7 +679,8 @@ fn a_supervisor_outlives_the_agent_thread_that_started_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_with_sigkill_leaves_no_local_process_running() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, url, key, client) = server_in(dir.path()).await;
+    // a short lease, so that the item soon runs again under another agent
+    let (server, url, key, client) = server_with(dir.path(), |c| c.lease_ttl = Duration::from_secs(2)).await;
     let script = script_with_child(
         "setsid",
         "trap \"\" TERM HUP INT; while :; do sleep 1; done",
@@ -689,6 +699,26 @@ async fn an_agent_killed_with_sigkill_leaves_no_local_process_running() {
     // nothing of this copy may run
     assert_all_gone(&item.run_id, Duration::from_secs(5), "after the agent's SIGKILL").await;
     assert_eq!(client.get_item(&item.id).await.unwrap().state, ItemState::Running, "nothing was reported");
+    // the item runs again, under a new agent, and only that copy is alive
+    let mut second = local_agent(dir.path(), &url, &["--grace", "0"], &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    let until = Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        let out = stdout_of(&client, &item.id).await;
+        let children: Vec<i32> = out.lines().filter_map(|l| l.strip_prefix("child ")?.trim().parse().ok()).collect();
+        if let [first, again] = children[..] {
+            assert_eq!(first, child);
+            break again;
+        }
+        assert!(Instant::now() < until, "the item never ran again: {out}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(client.get_item(&item.id).await.unwrap().attempts, 1, "re-run after the lease ran out");
+    let now = processes_of(&item.run_id);
+    assert!(now.contains(&again) && !now.contains(&child), "only the second copy: {now:?}");
+    assert!(now.iter().all(|p| !before.contains(p)), "nothing of the first copy: {now:?} {before:?}");
+    kill(Pid::from_raw(second.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(second.wait().unwrap().success());
+    assert_all_gone(&item.run_id, Duration::ZERO, "after the second agent stopped").await;
     server.shutdown().await;
 }
 
