@@ -237,3 +237,34 @@ impl Drop for RunningProcess {
         self.kill_now();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_harmless_variables_are_inherited() {
+        for name in ["PATH", "HOME", "LC_ALL", "LC_CTYPE", "CUDA_VISIBLE_DEVICES"] {
+            assert!(inherited(OsStr::new(name)), "{name}");
+        }
+        for name in ["LIFTOFF_API_KEY", "AWS_SECRET_ACCESS_KEY", "DATABASE_URL", "GOOGLE_APPLICATION_CREDENTIALS", "LC"]
+        {
+            assert!(!inherited(OsStr::new(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn programs_are_found_as_execvp_finds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(bin.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("data"), "").unwrap();
+        let path = std::env::join_paths(["/nonexistent", "bin"]).unwrap();
+        assert_eq!(find_program("tool", dir.path(), &path).unwrap(), bin.join("tool"), "a relative PATH entry");
+        assert_eq!(find_program("./bin/tool", dir.path(), OsStr::new("")).unwrap(), dir.path().join("./bin/tool"));
+        assert!(find_program("./data", dir.path(), &path).unwrap_err().contains("not an executable file"));
+        assert!(find_program("nope", dir.path(), &path).unwrap_err().contains("not found on PATH"));
+    }
+}

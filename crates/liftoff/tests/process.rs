@@ -891,4 +891,16 @@ fn an_agent_key_file_others_can_read_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains(&key_file.display().to_string()) && err.contains("mode 644"), "{err}");
+    // a key in the environment too: which one is meant is unclear
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(["agent", "-q", "local"])
+        .env("LIFTOFF_API_KEY_FILE", &key_file)
+        .env("LIFTOFF_BASE_URL", "http://127.0.0.1:9")
+        .env("LIFTOFF_API_KEY", "lft_other")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("given twice") && err.contains(&key_file.display().to_string()), "{err}");
 }

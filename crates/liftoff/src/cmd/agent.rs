@@ -85,7 +85,7 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
         eprintln!("warning: could not make the agent non-dumpable ({e}); jobs may read its environment");
     }
     let globals = match &args.api_key_file {
-        Some(path) if globals.api_key.is_some() => bail!(
+        Some(path) if globals.api_key.as_deref().is_some_and(|k| !k.trim().is_empty()) => bail!(
             "the agent's API key is given twice: in --api-key or LIFTOFF_API_KEY, and in {}; give one",
             path.display()
         ),
