@@ -46,6 +46,13 @@ pub struct AgentOptions {
     /// The Docker client config dir whose `config.json` holds registry
     /// credentials; `None` means `DOCKER_CONFIG`, else `~/.docker`.
     pub docker_config: Option<PathBuf>,
+    /// The `liftoff` binary, run as `liftoff __supervise` to start each
+    /// local process (see `liftoff_run::supervise`); `None` starts them
+    /// directly, which leaves a `setsid` child, or anything when the agent
+    /// is killed with SIGKILL, running (the library's tests have no binary).
+    pub supervisor: Option<PathBuf>,
+    /// Local processes run as this user instead of the agent's.
+    pub run_as: Option<liftoff_run::process::RunAs>,
     /// Filled in by [`run_agent`] once the server has registered the agent.
     pub agent_id: String,
     /// Long-poll bound of one claim request.
@@ -74,6 +81,8 @@ impl Default for AgentOptions {
             lock_dir: std::env::temp_dir(),
             docker_host: None,
             docker_config: None,
+            supervisor: None,
+            run_as: None,
             agent_id: String::new(),
             claim_wait: Duration::from_secs(20),
             heartbeat: Duration::from_secs(5),

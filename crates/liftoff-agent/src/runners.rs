@@ -6,12 +6,13 @@ use crate::agent::AgentOptions;
 use liftoff_core::api::{ItemView, LogStream};
 use liftoff_core::docker_options::{self, ContainerOptions};
 use liftoff_core::macros;
+use liftoff_core::process_options::{self, ProcessOptions};
 use liftoff_core::run_env::{MAX_ENV_VALUE, RunFacts, run_env};
 use liftoff_core::{JobSource, ResourceType, Stage};
 use liftoff_run::container::{ContainerRunner, ContainerSpec, RunningContainer};
-use liftoff_run::process::{self, RunningProcess};
+use liftoff_run::process::{self, ProcessSpec, RunAs, RunningProcess};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -98,14 +99,27 @@ pub fn plan(
             if let JobSource::Image(i) = &spec.source {
                 problems.push(format!("cannot run image '{}' with the local-process runner", i.image));
             }
-            if resource_args.as_object().is_some_and(|o| !o.is_empty()) {
-                warnings.push("the local-process runner takes no resource_args; they are ignored".to_string());
+            let options = match process_options::parse(&resource_args) {
+                Ok(o) => o,
+                Err(errors) => {
+                    problems.extend(errors.iter().map(ToString::to_string));
+                    ProcessOptions::default()
+                }
+            };
+            if !options.ignored.is_empty() {
+                warnings.push(format!(
+                    "the local-process runner takes only \"env\" in resource_args; ignored: {}",
+                    options.ignored.join(", ")
+                ));
             }
             let command: Vec<String> = spec.entrypoint.iter().chain(spec.args.iter()).cloned().collect();
             if command.is_empty() {
                 problems.push("the job has no entrypoint to run".to_string());
             }
-            Kind::Process { command, env }
+            // the run's own variables win: a queue cannot change who the run is
+            let mut with_queue_env: BTreeMap<String, String> = options.env.into_iter().collect();
+            with_queue_env.extend(env);
+            Kind::Process { command, env: with_queue_env }
         }
         ResourceType::LocalContainer => {
             let options = match docker_options::parse(&resource_args) {
@@ -200,10 +214,13 @@ fn container_spec(
 
 /// Agent variables that `${NAME}` never expands: a launcher can put a macro
 /// in a template variable's value, and must not read the agent's secrets
-/// through its run's environment. (The reference expands any variable.)
+/// through its run's environment. URLs and DSNs are in: they carry
+/// passwords (`DATABASE_URL`). (The reference expands any variable.)
 fn looks_secret(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    ["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH"].iter().any(|w| n.contains(w))
+    ["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "URL", "URI", "DSN"]
+        .iter()
+        .any(|w| n.contains(w))
 }
 
 /// A server on loopback is reachable from a container only on the host's network.
@@ -226,7 +243,7 @@ pub struct Prepared {
 }
 
 enum Ready {
-    Process { command: Vec<String>, env: BTreeMap<String, String> },
+    Process { command: Vec<String>, env: BTreeMap<String, String>, supervisor: Option<PathBuf>, run_as: Option<RunAs> },
     Container { runner: ContainerRunner, spec: Box<ContainerSpec> },
 }
 
@@ -238,7 +255,9 @@ pub async fn prepare(
 ) -> Result<Prepared, (Stage, anyhow::Error)> {
     let mut warnings = Vec::new();
     let kind = match plan.kind {
-        Kind::Process { command, env } => Ready::Process { command, env },
+        Kind::Process { command, env } => {
+            Ready::Process { command, env, supervisor: opts.supervisor.clone(), run_as: opts.run_as.clone() }
+        }
         Kind::Container(spec) => {
             let runner = connect(opts).await.map_err(|e| (Stage::Run, e))?;
             let auth = match opts.docker_config.clone().or_else(crate::registry_auth::default_config_dir) {
@@ -294,8 +313,9 @@ impl Prepared {
 
     pub async fn start(self, dir: &Path, logs: &mpsc::Sender<(LogStream, String)>) -> anyhow::Result<RunHandle> {
         match self.kind {
-            Ready::Process { command, env } => {
-                Ok(RunHandle::Process(process::spawn(&command, dir, &env, logs.clone())?))
+            Ready::Process { command, env, supervisor, run_as } => {
+                let spec = ProcessSpec { command, dir: dir.to_path_buf(), env, supervisor, run_as };
+                Ok(RunHandle::Process(process::spawn(&spec, logs.clone())?))
             }
             Ready::Container { runner, spec } => {
                 let container = runner.start(&spec).await?;
@@ -446,7 +466,16 @@ mod tests {
 
     #[test]
     fn secret_looking_agent_variables_are_not_expanded() {
-        for name in ["LIFTOFF_API_KEY", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "DB_PASSWORD", "AZURE_STORAGE_KEY"] {
+        for name in [
+            "LIFTOFF_API_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+            "GITHUB_TOKEN",
+            "DB_PASSWORD",
+            "AZURE_STORAGE_KEY",
+            "DATABASE_URL",
+            "MONGO_URI",
+            "SENTRY_DSN",
+        ] {
             assert!(looks_secret(name), "{name}");
         }
         for name in ["CUDA_VISIBLE_DEVICES", "HOME", "AWS_REGION", "HOSTNAME"] {

@@ -361,7 +361,7 @@ fn parse_cpuset(raw: &str) -> Result<String, String> {
 /// `K=V`. Names are non-empty and free of `=`, whitespace and control
 /// characters; a bare `K` (copy from the agent's environment in the docker
 /// CLI) is refused, since the agent's environment must not leak into jobs.
-fn parse_env(raw: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_env(raw: &str) -> Result<(String, String), String> {
     let Some((k, v)) = raw.split_once('=') else {
         return Err(format!("value '{raw}' is not KEY=VALUE"));
     };

@@ -10,6 +10,7 @@ pub mod kube_args;
 pub mod launch_config;
 pub mod macros;
 pub mod priority;
+pub mod process_options;
 pub mod queue;
 pub mod resource;
 pub mod run_env;

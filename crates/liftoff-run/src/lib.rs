@@ -1,10 +1,11 @@
 //! Runners: where a claimed run actually executes. `process` runs the
-//! entrypoint as a local process group; `container` runs it in a container
-//! through the Docker Engine API.
+//! entrypoint as a local process group under `supervise`; `container` runs
+//! it in a container through the Docker Engine API.
 
 pub mod container;
 pub mod lines;
 pub mod process;
+pub mod supervise;
 
 pub use lines::LineSplitter;
 /// A line of a run's output, tagged with the stream it came from.

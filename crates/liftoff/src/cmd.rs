@@ -10,3 +10,4 @@ pub mod queue;
 pub mod quickstart;
 pub mod run;
 pub mod server;
+pub mod supervise;

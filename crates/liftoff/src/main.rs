@@ -59,10 +59,16 @@ enum Command {
     /// Check a launch-config.yaml, or print its JSON Schema.
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
+    /// Internal: how the agent runs a local process.
+    #[command(name = "__supervise", hide = true)]
+    Supervise(cmd::supervise::SuperviseArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Supervise(args) = &cli.command {
+        return cmd::supervise::run(args);
+    }
     init_tracing(match cli.command {
         Command::Server(_) | Command::Agent(_) => "info",
         _ => "warn",
@@ -106,5 +112,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Entity(c) => cmd::entity::run(c).await,
         Command::Key(c) => cmd::key::run(&globals, c).await,
         Command::Config(c) => cmd::config::run(c),
+        Command::Supervise(_) => unreachable!("run before the runtime starts, in main"),
     }
 }

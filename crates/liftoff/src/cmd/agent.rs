@@ -9,7 +9,7 @@ use liftoff_agent::AgentOptions;
 use liftoff_core::api::AgentView;
 use liftoff_core::launch_config::{self, Overrides};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Args)]
@@ -40,6 +40,15 @@ pub struct AgentArgs {
     /// [default: HOSTNAME/ENTITY/QUEUES].
     #[arg(long, value_name = "KEY")]
     agent_key: Option<String>,
+    /// Read the agent's API key from FILE (mode 0600 or stricter) instead of
+    /// LIFTOFF_API_KEY: a key given only in a file is in no process's
+    /// environment, where a job running as the same user could read it.
+    #[arg(long, env = "LIFTOFF_API_KEY_FILE", value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
+    /// Run local processes as this user (name or uid) rather than the
+    /// agent's, so that they cannot read its key; the agent must be root.
+    #[arg(long, env = "LIFTOFF_RUN_AS", value_name = "USER")]
+    run_as: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,6 +79,19 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
         }
         None => {}
     }
+    // No other process of this user (a job) may read this one's memory or
+    // /proc/<pid>/environ, where the key may be; root still can.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        eprintln!("warning: could not make the agent non-dumpable ({e}); jobs may read its environment");
+    }
+    let globals = match &args.api_key_file {
+        Some(path) if globals.api_key.as_deref().is_some_and(|k| !k.trim().is_empty()) => bail!(
+            "the agent's API key is given twice: in --api-key or LIFTOFF_API_KEY, and in {}; give one",
+            path.display()
+        ),
+        Some(path) => &Globals { api_key: Some(read_private_key(path)?), ..globals.clone() },
+        None => globals,
+    };
     // defaults < file < environment < flags
     let text = match &args.config {
         Some(path) => Some(
@@ -78,7 +100,9 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let env: BTreeMap<String, String> = std::env::vars().collect();
+    // a variable that is not UTF-8 cannot be one of the config's
+    let env: BTreeMap<String, String> =
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
     let flags = Overrides {
         entity: globals.entity.clone(),
         queues: args.queues.clone(),
@@ -126,6 +150,16 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
             (Some(t), p)
         }
     };
+    let run_as = match &args.run_as {
+        Some(user) => {
+            let run_as = run_as_user(user)?;
+            // the run directories below it are the user's; the user must reach them
+            std::fs::set_permissions(&work_dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+                .with_context(|| format!("failed to open {} to user {user}", work_dir.display()))?;
+            Some(run_as)
+        }
+        None => None,
+    };
     let hostname = hostname();
     let opts = AgentOptions {
         queues: cfg.queues.clone(),
@@ -139,10 +173,49 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
         agent_key: args.agent_key.unwrap_or_default(),
         status_every: Duration::from_secs(if cfg.verbosity >= 1 { 20 } else { 300 }),
         hostname,
+        supervisor: Some(supervisor()?),
+        run_as,
         ..AgentOptions::default()
     };
     tracing::info!(%entity, %base_url, queues = ?opts.queues, max_jobs = opts.max_jobs, work_dir = %opts.work_dir.display(), "starting agent");
     liftoff_agent::run_agent(client, opts, crate::signal::shutdown_requested()).await
+}
+
+/// This binary, which the agent runs as `liftoff __supervise` for each local process.
+pub fn supervisor() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("could not find the liftoff binary to supervise local processes")
+}
+
+/// The user named `user` (or with that uid), which the agent can switch to.
+fn run_as_user(user: &str) -> anyhow::Result<liftoff_run::process::RunAs> {
+    use nix::unistd::{Uid, User};
+    let found = match user.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(user),
+    };
+    let u = found
+        .with_context(|| format!("failed to look up the user '{user}' of --run-as"))?
+        .with_context(|| format!("--run-as: there is no user '{user}'"))?;
+    if !Uid::effective().is_root() && u.uid != Uid::effective() {
+        bail!("--run-as {user}: only an agent running as root can run jobs as another user");
+    }
+    Ok(liftoff_run::process::RunAs { name: u.name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), home: u.dir })
+}
+
+/// The agent's key from `path`, refused unless only its owner can read it.
+fn read_private_key(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        std::fs::metadata(path).with_context(|| format!("failed to read {}", path.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "the API key file {} is open to other users (mode {:o}); run chmod 600 {} first",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    crate::connect::read_key_file(path)
 }
 
 fn list_table(agents: &[AgentView]) -> Table {

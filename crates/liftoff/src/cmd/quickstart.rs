@@ -94,6 +94,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         heartbeat: Duration::from_secs(5),
         hostname: super::agent::hostname(),
         lock_dir: data_dir.clone(),
+        supervisor: Some(super::agent::supervisor()?),
         ..AgentOptions::default()
     };
     // The agent gets a key of its own with the agent role: it can claim,

@@ -1,0 +1,193 @@
+//! The supervisor between the agent and a local process (`liftoff
+//! __supervise`): a small process that dies with the agent and takes the
+//! whole run with it.
+//!
+//! It is the child subreaper of everything the command starts, so even a
+//! child that called `setsid` stays its descendant. When the command's main
+//! process exits, it kills every descendant left, so the output pipes close
+//! and the run ends; when the agent dies (even by SIGKILL), the kernel sends
+//! it [`PARENT_GONE`] and it kills them all too. It runs single-threaded with
+//! its signals blocked and taken with `sigwait`, before any async runtime
+//! exists, so that no signal can end it by default action.
+
+use nix::errno::Errno;
+use nix::sys::prctl;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, getpid, getppid};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+/// Asks for a graceful stop: forwarded to every descendant.
+pub const STOP: Signal = Signal::SIGTERM;
+/// The stop's grace is over: every descendant is killed at once.
+pub const KILL_NOW: Signal = Signal::SIGUSR1;
+/// The parent-death signal. A spurious one also comes when the agent thread
+/// that spawned the supervisor exits (the kernel ties it to the thread):
+/// then the parent process is still the agent, and it is ignored.
+pub const PARENT_GONE: Signal = Signal::SIGHUP;
+
+/// Exit code when the supervisor could not set itself up.
+pub const SETUP_FAILED: u8 = 125;
+/// Exit code when the command could not be started (the shell's "not found").
+pub const NOT_STARTED: u8 = 127;
+
+/// Runs `command` under supervision for the agent whose pid is `agent`,
+/// as the user and group `user` when given (the supervisor stays root, to
+/// kill what it started); the exit code to exit with: the command's own, or
+/// 128 + the signal that ended it, as a shell reports it.
+pub fn run(agent: i32, user: Option<(u32, u32)>, command: &[OsString]) -> u8 {
+    let agent = Pid::from_raw(agent);
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("liftoff: nothing to supervise: the command is empty");
+        return SETUP_FAILED;
+    };
+    let mut watched = SigSet::empty();
+    for s in [STOP, Signal::SIGINT, KILL_NOW, PARENT_GONE, Signal::SIGCHLD] {
+        watched.add(s);
+    }
+    // Blocked before anything else, so a stop that arrives early is kept
+    // pending, never acted on by default. The child gets an empty mask:
+    // std's spawn resets it.
+    let setup = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&watched), None)
+        .and_then(|()| prctl::set_child_subreaper(true))
+        .and_then(|()| prctl::set_pdeathsig(PARENT_GONE));
+    if let Err(e) = setup {
+        eprintln!("liftoff: could not set up the supervisor of a local process: {e}");
+        return SETUP_FAILED;
+    }
+    // The agent may have died before the parent-death signal was set.
+    if getppid() != agent {
+        return 128 + Signal::SIGKILL as u8;
+    }
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).process_group(0);
+    if let Some((uid, gid)) = user {
+        // std drops the supplementary groups too
+        cmd.uid(uid).gid(gid);
+    }
+    let main = match cmd.spawn() {
+        Ok(child) => Pid::from_raw(child.id() as i32),
+        Err(e) => {
+            eprintln!("liftoff: failed to start {}: {e}", program.to_string_lossy());
+            return NOT_STARTED;
+        }
+    };
+    loop {
+        let signal = match watched.wait() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("liftoff: the supervisor could not wait for signals ({e}); killing the run");
+                return kill_all(main, None);
+            }
+        };
+        match signal {
+            Signal::SIGCHLD => {
+                if let Some(code) = reap(main) {
+                    return kill_all(main, Some(code));
+                }
+            }
+            Signal::SIGTERM | Signal::SIGINT => {
+                for pid in descendants() {
+                    let _ = kill(pid, STOP);
+                }
+            }
+            Signal::SIGHUP if getppid() == agent => {}
+            _ => return kill_all(main, None),
+        }
+    }
+}
+
+/// Reaps every child that has exited; the main process's exit code once it has.
+fn reap(main: Pid) -> Option<u8> {
+    let mut code = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return code,
+            Ok(status) if status.pid() == Some(main) => code = exit_code(status).or(code),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn exit_code(status: WaitStatus) -> Option<u8> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code as u8),
+        WaitStatus::Signaled(_, signal, _) => Some(128u8.saturating_add(signal as u8)),
+        _ => None,
+    }
+}
+
+/// SIGKILLs every descendant and reaps them until the supervisor has no
+/// child left; the main process's code (137 if it never ended on its own).
+/// A descendant whose parent dies is re-parented here, so "no child" means
+/// no descendant: nothing of the run can hold its output open any more.
+fn kill_all(main: Pid, mut code: Option<u8>) -> u8 {
+    loop {
+        for pid in descendants() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(status) if status.pid() == Some(main) => code = exit_code(status).or(code),
+                Ok(_) => {}
+                Err(Errno::EINTR) => {}
+                Err(_) => return code.unwrap_or(128 + Signal::SIGKILL as u8),
+            }
+        }
+        // some are still dying (or were forked while we looked)
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every process below this one, from the parent links in `/proc/*/stat`.
+fn descendants() -> Vec<Pid> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            if let Some(ppid) = std::fs::read_to_string(entry.path().join("stat")).ok().and_then(|s| parent_of(&s)) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![getpid().as_raw()];
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            out.push(Pid::from_raw(c));
+            todo.push(c);
+        }
+    }
+    out
+}
+
+/// The parent pid in a `/proc/<pid>/stat` line. The command name (field 2)
+/// may hold spaces and parentheses, so fields are counted after its last `)`.
+fn parent_of(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_is_read_after_the_command_name() {
+        assert_eq!(parent_of("42 (sleep) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parent_of("42 (a) b) (c) R 1234 42 42"), Some(1234), "a name with spaces and parentheses");
+        assert_eq!(parent_of("garbage"), None);
+    }
+
+    #[test]
+    fn codes_follow_the_shell_convention() {
+        let pid = Pid::from_raw(1);
+        assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), Some(3));
+        assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGTERM, false)), Some(143));
+        assert_eq!(exit_code(WaitStatus::StillAlive), None);
+    }
+}

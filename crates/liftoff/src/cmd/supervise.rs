@@ -1,0 +1,27 @@
+//! `liftoff __supervise --agent-pid PID -- COMMAND...`: hidden; the agent
+//! starts each local process through it (see `liftoff_run::supervise`).
+
+use clap::Args;
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// The agent: when it is gone, the run is killed.
+    #[arg(long, value_name = "PID")]
+    agent_pid: i32,
+    /// Run the command as this user id (with `--gid`).
+    #[arg(long, value_name = "UID", requires = "gid")]
+    uid: Option<u32>,
+    #[arg(long, value_name = "GID", requires = "uid")]
+    gid: Option<u32>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+/// Runs before any async runtime or thread exists: the supervisor's signal
+/// mask must hold for the whole process.
+pub fn run(args: &SuperviseArgs) -> ExitCode {
+    ExitCode::from(liftoff_run::supervise::run(args.agent_pid, args.uid.zip(args.gid), &args.command))
+}
