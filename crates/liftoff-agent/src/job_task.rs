@@ -225,26 +225,25 @@ fn event_end_state(event: &ItemEvent) -> Option<liftoff_core::ItemState> {
 
 /// Calls `f` until it succeeds, fails for good (any answer but a 5xx or
 /// 429), or the lease is lost; waits between tries, doubling up to 5 s.
+/// No bound on tries: the caller bounds it (the lease, or shutdown).
 async fn retry_transient<T, Fut>(
     id: &str,
     what: &str,
     stop: &watch::Receiver<StopCause>,
-    mut f: impl FnMut() -> Fut,
+    f: impl FnMut() -> Fut,
 ) -> Result<T, ClientError>
 where
     Fut: Future<Output = Result<T, ClientError>>,
 {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match f().await {
-            Err(e) if e.is_transient() && *stop.borrow() != StopCause::LeaseLost => {
-                tracing::warn!(item = %id, error = %e, "could not {what}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            other => return other,
-        }
-    }
+    use backon::Retryable;
+    let policy = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times();
+    f.retry(policy)
+        .when(|e| e.is_transient() && *stop.borrow() != StopCause::LeaseLost)
+        .notify(|e, after| tracing::warn!(item = %id, error = %e, "could not {what}; retrying in {after:?}"))
+        .await
 }
 
 /// Longest line the agent itself writes into a run's log; the rest is cut

@@ -6,6 +6,21 @@ use liftoff_client::Client;
 use liftoff_core::JobSource;
 use std::path::Path;
 
+/// Downloads blob `digest`, retrying transient failures (a server restarting,
+/// a balancer switching servers) a few times before the run fails.
+async fn download(client: &Client, digest: &str) -> Result<bytes::Bytes, liftoff_client::ClientError> {
+    use backon::Retryable;
+    let policy = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_max_times(8);
+    (|| client.download_blob(digest))
+        .retry(policy)
+        .when(|e| e.is_transient())
+        .notify(|e, after| tracing::warn!(%digest, error = %e, "download failed; retrying in {after:?}"))
+        .await
+}
+
 /// Fills `dir` with the job's code. Image jobs have nothing to fetch.
 /// Returns a line for the run's log saying what was fetched.
 pub async fn materialize(
@@ -16,8 +31,7 @@ pub async fn materialize(
 ) -> anyhow::Result<String> {
     match source {
         JobSource::Code(code) => {
-            let bytes = client
-                .download_blob(&code.digest)
+            let bytes = download(client, &code.digest)
                 .await
                 .map_err(|e| anyhow::anyhow!("failed to download code archive {}: {e}", code.digest))?;
             let actual = sha256_digest(&bytes);
@@ -35,8 +49,7 @@ pub async fn materialize(
         JobSource::Git(src) => {
             let patch = match &src.diff_patch {
                 Some(digest) => {
-                    let bytes = client
-                        .download_blob(digest)
+                    let bytes = download(client, digest)
                         .await
                         .map_err(|e| anyhow::anyhow!("failed to download diff.patch {digest}: {e}"))?;
                     let actual = sha256_digest(&bytes);

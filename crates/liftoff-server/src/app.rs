@@ -6,7 +6,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 use liftoff_store::{BlobStore, Store};
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 /// What every handler shares.

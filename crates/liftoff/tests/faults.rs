@@ -19,8 +19,32 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A child process that is killed (SIGKILL) when dropped, so that a failing
+/// test leaves no server or agent behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 struct ServerProcess {
-    child: Child,
+    child: Reaped,
     url: String,
 }
 
@@ -37,7 +61,7 @@ async fn start_server(dir: &Path, port: u16, db: Option<&str>, lease_ttl_secs: u
     if let Some(db) = db {
         cmd.args(["--db", db]);
     }
-    let child = cmd.spawn().unwrap();
+    let child = Reaped(cmd.spawn().unwrap());
     let url = format!("http://127.0.0.1:{port}");
     let until = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
@@ -47,7 +71,7 @@ async fn start_server(dir: &Path, port: u16, db: Option<&str>, lease_ttl_secs: u
     ServerProcess { child, url }
 }
 
-fn sigkill(child: &mut Child) {
+fn sigkill(child: &mut Reaped) {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
 }
@@ -129,15 +153,18 @@ async fn server_restart_keeps_every_run(db: Option<String>) {
         ids.push((client.launch("q", &req).await.unwrap().item_id, if job == "short" { short } else { long }));
     }
     let agent_log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_liftoff"))
-        .args(["agent", "-q", "q", "-j", "2", "--work-dir"])
-        .arg(dir.path().join("work"))
-        .env("LIFTOFF_BASE_URL", &server.url)
-        .env("LIFTOFF_API_KEY", &key)
-        .stdout(Stdio::null())
-        .stderr(agent_log)
-        .spawn()
-        .unwrap();
+    let mut agent = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_liftoff"))
+            .args(["agent", "-q", "q", "-j", "2", "--work-dir"])
+            .arg(dir.path().join("work"))
+            .env("LIFTOFF_BASE_URL", &server.url)
+            .env("LIFTOFF_API_KEY", &key)
+            .env("TMPDIR", dir.path())
+            .stdout(Stdio::null())
+            .stderr(agent_log)
+            .spawn()
+            .unwrap(),
+    );
     // generous: the machine may be busy; this bounds a hang, it times nothing
     let until = Instant::now() + Duration::from_secs(120);
     for (id, _) in &ids {
@@ -206,15 +233,18 @@ async fn an_agent_whose_server_is_gone_stops_within_its_grace_plus_a_bound() {
         .unwrap();
     counting_job(&client, dir.path(), "ticks", 100_000).await;
     let id = client.launch("q", &LaunchRequest { job: "ticks".into(), ..Default::default() }).await.unwrap().item_id;
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_liftoff"))
-        .args(["agent", "-q", "q", "--grace", "1", "--work-dir"])
-        .arg(dir.path().join("work"))
-        .env("LIFTOFF_BASE_URL", &server.url)
-        .env("LIFTOFF_API_KEY", &key)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_liftoff"))
+            .args(["agent", "-q", "q", "--grace", "1", "--work-dir"])
+            .arg(dir.path().join("work"))
+            .env("LIFTOFF_BASE_URL", &server.url)
+            .env("LIFTOFF_API_KEY", &key)
+            .env("TMPDIR", dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let until = Instant::now() + Duration::from_secs(120);
     while client.get_item(&id).await.unwrap().state != ItemState::Running {
         assert!(Instant::now() < until, "the run never started");
@@ -233,4 +263,183 @@ async fn an_agent_whose_server_is_gone_stops_within_its_grace_plus_a_bound() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "{status:?}");
+}
+
+/// Forwards each connection on a loopback port to one of `backends` in
+/// turn, skipping those that refuse: a load balancer in front of several
+/// servers, as a deployment would have.
+async fn balancer(backends: Vec<u16>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut next = 0usize;
+        while let Ok((mut client, _)) = listener.accept().await {
+            next += 1;
+            let order: Vec<u16> = (0..backends.len()).map(|i| backends[(next + i) % backends.len()]).collect();
+            tokio::spawn(async move {
+                for port in order {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Two servers on one PostgreSQL behind a balancer, 16 agents, 2,000
+/// items; one server is killed with SIGKILL halfway. Every item runs
+/// exactly once, ends `finished`, and its log is archived, complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_16_agents_2000_items_one_server_killed_halfway() {
+    const ITEMS: usize = 2000;
+    const AGENTS: usize = 16;
+    let Some(db) = liftoff_store::testing::fresh_postgres_database("liftoff_two").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = format!("file://{}", dir.path().join("blobs").display());
+    std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
+    let start = |name: &str, port: u16| -> Reaped {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let log = std::fs::File::create(d.join("server.log")).unwrap();
+        Reaped(
+            Command::new(env!("CARGO_BIN_EXE_liftoff"))
+                .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl", "10", "--db", &db])
+                .args(["--blob-store", &blobs, "--data-dir"])
+                .arg(d.join("data"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = start("a", pa);
+    let until = Instant::now() + Duration::from_secs(60);
+    while !dir.path().join("a/data/admin.key").exists()
+        || tokio::net::TcpStream::connect(("127.0.0.1", pa)).await.is_err()
+    {
+        assert!(Instant::now() < until, "server a did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut b = start("b", pb);
+    while tokio::net::TcpStream::connect(("127.0.0.1", pb)).await.is_err() {
+        assert!(Instant::now() < until, "server b did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("http://127.0.0.1:{}", balancer(vec![pa, pb]).await);
+    let key = std::fs::read_to_string(dir.path().join("a/data/admin.key")).unwrap().trim().to_string();
+    let client = Client::new(&url, &key, "default").unwrap();
+    client
+        .create_queue(&CreateQueue {
+            name: "q".into(),
+            resource: liftoff_core::ResourceType::LocalProcess,
+            config: serde_json::json!({}),
+            template_variables: vec![],
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+    let marker = dir.path().join("ran");
+    let src = dir.path().join("job");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("run.sh"),
+        format!("echo \"$LIFTOFF_RUN_ID\" >> {}\necho \"ran $LIFTOFF_RUN_ID\"\n", marker.display()),
+    )
+    .unwrap();
+    let gz = liftoff_archive::pack_dir(&src).unwrap();
+    let digest = liftoff_archive::sha256_digest(&gz);
+    client.upload_blob(&digest, gz).await.unwrap();
+    let source = JobSourceSpec {
+        code: Some(CodeSource {
+            digest,
+            entrypoint: vec!["sh".into(), "run.sh".into()],
+            build_context: None,
+            dockerfile: None,
+            base_image: None,
+        }),
+        ..Default::default()
+    };
+    let req = CreateJob { project: "default".into(), name: "once".into(), source, aliases: vec![], runtime: None };
+    client.create_job(&req).await.unwrap();
+    let mut ids = vec![];
+    for _ in 0..ITEMS / 50 {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let c = client.clone();
+            batch.spawn(async move {
+                c.launch("q", &LaunchRequest { job: "once".into(), ..Default::default() }).await.unwrap()
+            });
+        }
+        ids.extend(batch.join_all().await);
+    }
+    let agent_key = client.create_key("agent").await.unwrap().secret;
+    let mut agents: Vec<Reaped> = (0..AGENTS)
+        .map(|i| {
+            let log = std::fs::File::create(dir.path().join(format!("agent-{i}.log"))).unwrap();
+            Reaped(
+                Command::new(env!("CARGO_BIN_EXE_liftoff"))
+                    .args(["agent", "-q", "q", "--grace", "5", "--agent-key", &format!("agent-{i}"), "--work-dir"])
+                    .arg(dir.path().join(format!("work-{i}")))
+                    .env("LIFTOFF_BASE_URL", &url)
+                    .env("LIFTOFF_API_KEY", &agent_key)
+                    .env("TMPDIR", dir.path())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let ended = || std::fs::read_to_string(&marker).map(|s| s.lines().count()).unwrap_or(0);
+    let until = Instant::now() + Duration::from_secs(900);
+    while ended() < ITEMS / 2 {
+        assert!(Instant::now() < until, "only {} runs in 900 s; see {}", ended(), dir.path().display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigkill(&mut a);
+    let mut left = ids.clone();
+    while !left.is_empty() {
+        assert!(Instant::now() < until, "{} items not ended in time; see {}", left.len(), dir.path().display());
+        let mut still = vec![];
+        for l in left {
+            // through the balancer, a request in flight when the server died fails: ask again later
+            let Ok(item) = client.get_item(&l.item_id).await else {
+                still.push(l);
+                continue;
+            };
+            if !(item.state.is_terminal() && item.log_archived) {
+                still.push(l);
+            } else {
+                assert_eq!((item.state, item.attempts), (ItemState::Finished, 0), "{}: {:?}", item.id, item.reason);
+            }
+        }
+        left = still;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ran = std::fs::read_to_string(&marker).unwrap();
+    let mut counts = std::collections::HashMap::<&str, usize>::new();
+    for line in ran.lines() {
+        *counts.entry(line).or_default() += 1;
+    }
+    assert_eq!(counts.len(), ITEMS, "every item ran");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "no item ran twice: {:?}",
+        counts.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    for l in &ids {
+        let out = stdout_of(&client, &l.item_id).await;
+        assert_eq!(out, format!("ran {}\n", l.run_id), "the archived log of {} is whole", l.item_id);
+    }
+    for agent in &mut agents {
+        kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    }
+    for agent in &mut agents {
+        agent.wait().unwrap();
+    }
+    sigkill(&mut b);
 }
