@@ -116,7 +116,14 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<ItemView>>> {
     caller.admin(&entity)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(st.store.list_items(&entity, q.queue.as_deref(), limit).await?))
+    Ok(Json(
+        st.store
+            .list_items(&entity, q.queue.as_deref(), limit)
+            .await?
+            .into_iter()
+            .map(ItemView::without_credentials)
+            .collect(),
+    ))
 }
 
 pub async fn show(
@@ -126,7 +133,7 @@ pub async fn show(
 ) -> ApiResult<Json<ItemView>> {
     let mut item = readable_item(&st, &caller, &entity, &id).await?;
     item.warnings = st.store.list_warnings(&entity, &item.id).await?;
-    Ok(Json(item))
+    Ok(Json(item.without_credentials()))
 }
 
 /// The item `id` (an item id or a run id) if the caller may read it: an
@@ -184,5 +191,6 @@ pub async fn stop(
     Path((entity, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ItemView>> {
     caller.admin(&entity)?;
-    Ok(Json(st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?))
+    let item = st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?;
+    Ok(Json(item.without_credentials()))
 }
