@@ -4,6 +4,7 @@
 
 #[path = "support/git_http.rs"]
 mod git_http;
+mod support;
 
 use git_http::{GitHttpServer, WorkRepo, git};
 use liftoff_agent::{CheckedOut, GitError, GitPolicy, check_git_remote, fetch_git};
@@ -574,6 +575,8 @@ fn private_fixture() -> (TempDir, GitHttpServer, WorkRepo) {
     let server = GitHttpServer::start_with_basic_auth(&tmp.path().join("repos"), "alice", PASSWORD);
     let w = WorkRepo::init(&tmp.path().join("work-private"), "main");
     w.commit_file("hello.txt", "private\n");
+    // What a job could look at: its checkout's git config and its environment.
+    w.commit_file("run.sh", "cat .git/config\nenv\necho job-done\n");
     w.publish(&server.root, "private.git");
     (tmp, server, w)
 }
@@ -692,4 +695,39 @@ async fn child_fetch_through_a_recording_git() {
     fetch_git(&source(&remote, "main"), &dir, None, &http()).await.unwrap();
     assert_eq!(read(&dir, "hello.txt"), "private\n");
     println!("child: fetched through the recording git");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_git_job_runs_with_its_credential_out_of_the_jobs_reach() {
+    use liftoff_core::api::LogStream;
+    let (tmp, server, _w) = private_fixture();
+    let r = support::rig().await;
+    let remote = format!("http://alice:{PASSWORD_IN_URL}@127.0.0.1:{}/private.git", server.port);
+    let source = liftoff_core::job::JobSourceSpec { git: Some(source(&remote, "main")), ..Default::default() };
+    r.create_job("private", source).await;
+    let id = r.launch("private").await;
+    let opts = liftoff_agent::AgentOptions { allow_http_git: true, ..r.options(1, Duration::from_secs(5)) };
+    let (stop, agent) = r.agent_with(opts);
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(60)).await;
+    let (stdout, stderr, agent_log) = (
+        r.logs(&id, LogStream::Stdout).await,
+        r.logs(&id, LogStream::Stderr).await,
+        r.logs(&id, LogStream::Agent).await,
+    );
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+    assert_eq!(item.state, liftoff_core::ItemState::Finished, "{:?}\n{agent_log}\n{stderr}", item.reason);
+    assert!(stdout.contains("job-done"), "{stdout}");
+    let clean = server.url("private.git");
+    assert!(stdout.contains(&format!("url = {clean}\n")), "the job's .git/config: {stdout}");
+    assert!(stdout.contains("LIFTOFF_RUN_ID="), "the job's environment is in its log: {stdout}");
+    let shown = format!("fetched http://alice:***@127.0.0.1:{}/private.git", server.port);
+    assert!(agent_log.contains(&shown), "{agent_log}");
+    for secret in [PASSWORD, PASSWORD_IN_URL] {
+        for (name, text) in [("stdout", &stdout), ("stderr", &stderr), ("agent", &agent_log)] {
+            assert!(!text.contains(secret), "{secret} in the run's {name} log: {text}");
+        }
+        assert_eq!(files_containing(&r.work, secret), Vec::<PathBuf>::new(), "{secret} in the agent's work dir");
+    }
+    drop(tmp);
 }
