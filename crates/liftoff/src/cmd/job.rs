@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use liftoff_client::Client;
 use liftoff_core::api::{CreateJob, JobView};
-use liftoff_core::job::{CodeSource, GitSource, ImageSource, redact_git_remote};
+use liftoff_core::job::{CodeSource, GitSource, ImageSource, redact_git_remote, split_git_credential};
 use liftoff_core::{JobRef, JobSource, JobSourceSpec};
 use std::path::{Path, PathBuf};
 
@@ -214,6 +214,8 @@ fn dir_name(dir: &Path) -> Option<String> {
 
 /// `https://host/org/repo.git` → `repo`.
 fn git_name(url: &str) -> Option<String> {
+    // Without its credential, which would be the last part of `https://user:token@host`.
+    let (url, _) = split_git_credential(url);
     let last = url.trim_end_matches('/').rsplit(['/', ':']).next()?;
     Some(last.strip_suffix(".git").unwrap_or(last).to_string())
 }
@@ -292,6 +294,7 @@ mod tests {
     fn derives_names() {
         assert_eq!(git_name("https://github.com/acme/train-net.git").as_deref(), Some("train-net"));
         assert_eq!(git_name("git@github.com:acme/repo.git/").as_deref(), Some("repo"));
+        assert_eq!(git_name("https://alice:t0ken@git.example.com").as_deref(), Some("git.example.com"));
         assert_eq!(image_name("ghcr.io:5000/acme/trainer:1.2@sha256:ab").as_deref(), Some("trainer"));
         assert_eq!(image_name("busybox").as_deref(), Some("busybox"));
         assert_eq!(sanitize(".my dir!"), "my-dir-");
