@@ -731,3 +731,44 @@ async fn a_private_git_job_runs_with_its_credential_out_of_the_jobs_reach() {
     }
     drop(tmp);
 }
+
+#[tokio::test]
+async fn the_credential_goes_to_submodules_on_the_same_origin_only() {
+    let (tmp, server, _w) = private_fixture();
+    // Another server with the same user and password, on another port: another origin.
+    std::fs::create_dir(tmp.path().join("other")).unwrap();
+    let other = GitHttpServer::start_with_basic_auth(&tmp.path().join("other"), "alice", PASSWORD);
+    let sub = WorkRepo::init(&tmp.path().join("work-sub"), "main");
+    sub.commit_file("sub.txt", "sub\n");
+    sub.publish(&server.root, "sub.git");
+    sub.publish(&other.root, "sub.git");
+    // Added from disk, then pointed at a server: the test's own git has no credential.
+    let with_submodule = |name: &str, sub_url: &str| {
+        let top = WorkRepo::init(&tmp.path().join(format!("work-{name}")), "main");
+        top.commit_file("top.txt", "top\n");
+        top.git(&["submodule", "--quiet", "add", "--", &sub.dir.to_string_lossy(), "sub"]);
+        top.git(&["config", "-f", ".gitmodules", "submodule.sub.url", sub_url]);
+        top.git(&["add", ".gitmodules"]);
+        top.commit("add sub");
+        top.publish(&server.root, &format!("{name}.git"));
+        format!("http://alice:{PASSWORD_IN_URL}@127.0.0.1:{}/{name}.git", server.port)
+    };
+
+    let same = with_submodule("same", &server.url("sub.git"));
+    let dir = tmp.path().join("same-checkout");
+    fetch_git(&source(&same, "main"), &dir, None, &http()).await.unwrap();
+    assert_eq!(read(&dir, "sub/sub.txt"), "sub\n");
+    for secret in [PASSWORD, PASSWORD_IN_URL] {
+        assert_eq!(files_containing(&dir, secret), Vec::<PathBuf>::new(), "{secret} was written to disk");
+    }
+
+    let elsewhere = with_submodule("elsewhere", &other.url("sub.git"));
+    let err = fetch_git(&source(&elsewhere, "main"), &tmp.path().join("elsewhere-checkout"), None, &http())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitError::Submodules { .. }), "{err:?}");
+    let asked = other.requests.lock().unwrap().clone();
+    let refused = asked.iter().filter(|r| r.starts_with("401 ")).count();
+    assert!(refused > 0 && refused * 2 == asked.len(), "every request refused: {asked:?}");
+    assert!(!asked.iter().any(|r| r.contains("credentials")), "the other origin got no credential: {asked:?}");
+}

@@ -16,7 +16,8 @@ use tokio::sync::oneshot;
 pub struct GitHttpServer {
     pub root: PathBuf,
     pub port: u16,
-    /// `METHOD /path?query` of each request served, in order.
+    /// `METHOD /path?query` of each request, in order; followed by `401 METHOD /path?query`
+    /// (and ` (wrong credentials)` when it carried some) when refused.
     pub requests: Arc<Mutex<Vec<String>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -120,7 +121,8 @@ async fn serve(
     if let Some(expected) = authorization
         && header("authorization").as_deref() != Some(expected)
     {
-        log.lock().unwrap().push(format!("401 {method} {target}"));
+        let sent = if header("authorization").is_some() { " (wrong credentials)" } else { "" };
+        log.lock().unwrap().push(format!("401 {method} {target}{sent}"));
         let refusal = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
                        Content-Length: 0\r\nConnection: close\r\n\r\n";
         sock.write_all(refusal.as_bytes()).await?;
