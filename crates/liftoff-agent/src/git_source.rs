@@ -208,6 +208,8 @@ struct Git<'a> {
 const USERNAME_ENV: &str = "LIFTOFF_GIT_USERNAME";
 const PASSWORD_ENV: &str = "LIFTOFF_GIT_PASSWORD";
 /// git runs it as `sh -c '<helper> "$@"' <helper> get|store|erase`; only `get` answers.
+/// `test` and `printf` are builtins of every `sh` git runs it with (dash, bash, busybox), so
+/// the values never become a process's argv.
 const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get || return 0; \
      printf 'username=%s\\npassword=%s\\n' \"$LIFTOFF_GIT_USERNAME\" \"$LIFTOFF_GIT_PASSWORD\"; }; f";
 
