@@ -8,6 +8,13 @@ use std::path::{Component, Path, PathBuf};
 
 /// Links followed while resolving one path before we give up; Linux's own limit.
 const MAX_LINK_HOPS: u32 = 40;
+/// Longest link target, in bytes: Linux refuses longer ones (`PATH_MAX` with its NUL).
+const MAX_TARGET_LEN: usize = 4095;
+/// Work allowed for resolving all the links of one archive (each is resolved twice): one
+/// unit per component walked plus the length of the path looked up for it, as hashing that
+/// path is what a step costs. Real trees need a few hundred units per link (100 000 such links fit); this bounds what
+/// a hostile archive of long, deep or chained targets can make verification cost.
+pub(crate) const MAX_RESOLVE_WORK: u64 = 64 << 20;
 
 /// What an archive path will be once unpacked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +32,8 @@ pub(crate) struct Tree {
     nodes: HashMap<PathBuf, Node>,
     /// Every link in archive order, to check all of them again once the tree is complete.
     links: Vec<PathBuf>,
+    /// Work done so far by [`Tree::resolve`], bounded by [`MAX_RESOLVE_WORK`].
+    work: std::cell::Cell<u64>,
 }
 
 /// What an entry is, as far as the tree cares.
@@ -62,6 +71,9 @@ impl Tree {
         let node = match (kind, target) {
             (Kind::Dir, _) => Node::Dir,
             (Kind::File, _) => Node::File,
+            (Kind::Link, Some(t)) if t.as_os_str().len() > MAX_TARGET_LEN => {
+                return Err(format!("its symlink target is longer than {MAX_TARGET_LEN} bytes"));
+            }
             (Kind::Link, Some(t)) => Node::Link(t.to_path_buf()),
             (Kind::Link, None) => return Err("symlink without a target".into()),
         };
@@ -109,9 +121,11 @@ impl Tree {
         // The last link followed, to name it when a `..` after it climbs out.
         let mut via: Option<PathBuf> = None;
         for c in target.components() {
+            self.spend(1)?;
             match c {
                 Component::Normal(name) => {
                     at.push(name);
+                    self.spend(at.as_os_str().len())?;
                     if let Some(Node::Link(next)) = self.nodes.get(&at) {
                         *hops += 1;
                         if *hops > MAX_LINK_HOPS {
@@ -136,6 +150,11 @@ impl Tree {
         }
         Ok(at)
     }
+
+    fn spend(&self, units: usize) -> Result<(), Escape> {
+        self.work.set(self.work.get().saturating_add(units as u64));
+        if self.work.get() > MAX_RESOLVE_WORK { Err(Escape::TooCostly) } else { Ok(()) }
+    }
 }
 
 /// Why a link is refused.
@@ -144,6 +163,8 @@ enum Escape {
     Absolute,
     Outside,
     TooManyLinks,
+    /// The archive's links together take more than [`MAX_RESOLVE_WORK`] to resolve.
+    TooCostly,
     /// The first link followed on the way to the escape.
     Through(PathBuf, Box<Escape>),
 }
@@ -151,8 +172,8 @@ enum Escape {
 impl Escape {
     fn through(self, link: &Path) -> Self {
         match self {
-            // Name the outermost link only: it is the one in the link's own target.
-            Escape::Through(..) | Escape::TooManyLinks => self,
+            // Name the innermost link only: the one after which the path left the root.
+            Escape::Through(..) | Escape::TooManyLinks | Escape::TooCostly => self,
             other => Escape::Through(link.to_path_buf(), Box::new(other)),
         }
     }
@@ -162,6 +183,10 @@ impl Escape {
             Escape::Absolute => "is absolute".into(),
             Escape::Outside => "resolves outside the archive".into(),
             Escape::TooManyLinks => format!("goes through more than {MAX_LINK_HOPS} symlinks (a loop?)"),
+            Escape::TooCostly => {
+                "cannot be resolved: the archive's symlinks are too costly to resolve (long chains of long targets)"
+                    .into()
+            }
             Escape::Through(link, why) => format!("{} through the symlink '{}'", why.describe(), link.display()),
         }
     }

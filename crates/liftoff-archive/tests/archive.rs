@@ -193,3 +193,31 @@ fn unpack_needs_an_empty_destination_and_pack_refuses_escaping_links() {
     let err = pack_dir(d.path()).unwrap_err().to_string();
     assert!(err.starts_with("archive entry 't' is refused: symlink to 's/..' resolves outside"), "{err}");
 }
+
+#[test]
+fn link_resolution_is_bounded() {
+    // Links with long, deep targets: resolving them all would hash gigabytes of paths
+    // (each step hashes the path so far); the budget refuses the archive instead.
+    let target = format!("{}{}", "d/".repeat(1200), "../".repeat(500));
+    let gz = raw_tar(|b| {
+        for i in 0..2_000 {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, format!("l{i}"), &target).unwrap();
+        }
+    });
+    let started = std::time::Instant::now();
+    let err = verify(&gz, ArchiveLimits::default()).unwrap_err().to_string();
+    eprintln!("refused after {:?}", started.elapsed());
+    assert!(err.contains("symlinks are too costly to resolve"), "{err}");
+
+    let long = raw_tar(|b| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "l", "a/".repeat(2048)).unwrap();
+    });
+    let err = verify(&long, ArchiveLimits::default()).unwrap_err().to_string();
+    assert_eq!(err, "archive entry 'l' is refused: its symlink target is longer than 4095 bytes");
+}
