@@ -2,8 +2,13 @@
 //! judged the way the kernel will follow them rather than lexically: `t ->
 //! s/..` with `s -> .` leaves the root although no component of `s/..` climbs
 //! out on its own.
+//!
+//! A trie of names, so that a step of a walk looks up one name under a node instead of
+//! hashing the whole path so far: verifying stays linear in the archive's size however
+//! deep its paths are.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Component, Path, PathBuf};
 
 /// Links followed while resolving one path before we give up; Linux's own limit.
@@ -11,10 +16,13 @@ const MAX_LINK_HOPS: u32 = 40;
 /// Longest link target, in bytes: Linux refuses longer ones (`PATH_MAX` with its NUL).
 const MAX_TARGET_LEN: usize = 4095;
 /// Work allowed for resolving all the links of one archive (each is resolved twice): one
-/// unit per component walked plus the length of the path looked up for it, as hashing that
-/// path is what a step costs. Real trees need a few hundred units per link (100 000 such links fit); this bounds what
-/// a hostile archive of long, deep or chained targets can make verification cost.
-pub(crate) const MAX_RESOLVE_WORK: u64 = 64 << 20;
+/// unit per component walked plus the length of the name looked up. Real links need a few
+/// dozen units each; this bounds what a hostile archive of chains of long targets (each
+/// link walking up to 40 others) can make verification cost.
+pub(crate) const MAX_RESOLVE_WORK: u64 = 32 << 20;
+
+/// The root's index in [`Tree::nodes`].
+const ROOT: u32 = 0;
 
 /// What an archive path will be once unpacked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,15 +33,39 @@ enum Node {
     Link(PathBuf),
 }
 
+#[derive(Debug)]
+struct Entry {
+    node: Node,
+    parent: u32,
+    name: OsString,
+    children: HashMap<OsString, u32>,
+}
+
 /// The entries seen so far, with the directories they imply. Paths are relative
 /// to the root and already free of `.`, `..` and roots ([`crate::verify`] checks that).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Tree {
-    nodes: HashMap<PathBuf, Node>,
+    /// Indexed by node id; [`ROOT`] first.
+    nodes: Vec<Entry>,
     /// Every link in archive order, to check all of them again once the tree is complete.
-    links: Vec<PathBuf>,
+    links: Vec<(u32, PathBuf)>,
     /// Work done so far by [`Tree::resolve`], bounded by [`MAX_RESOLVE_WORK`].
     work: std::cell::Cell<u64>,
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        let root = Entry { node: Node::Dir, parent: ROOT, name: OsString::new(), children: HashMap::new() };
+        Self { nodes: vec![root], links: Vec::new(), work: std::cell::Cell::new(0) }
+    }
+}
+
+/// Where a walk is: at a node of the tree, or `depth` components below one, in directories
+/// no entry names (yet): they count as directories, the worst case for what follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    Node(u32),
+    Beyond(u32, u32),
 }
 
 /// What an entry is, as far as the tree cares.
@@ -48,26 +80,6 @@ impl Tree {
     /// Adds the entry at `rel`, or says why unpacking it would be unsafe. A link's `target`
     /// must resolve inside the root through the links already in the tree.
     pub(crate) fn add(&mut self, rel: &Path, kind: Kind, target: Option<&Path>) -> Result<(), String> {
-        // Unpacking creates missing parents and writes through whatever a parent is on disk:
-        // a parent that is a link would put the entry wherever the link points.
-        let mut parent = PathBuf::new();
-        let parents: Vec<_> = rel.components().collect();
-        for c in &parents[..parents.len().saturating_sub(1)] {
-            parent.push(c);
-            match self.nodes.get(&parent) {
-                Some(Node::Dir) => {}
-                Some(Node::Link(_)) => {
-                    return Err(format!(
-                        "its parent '{}' is a symlink, and nothing is written through a symlink",
-                        parent.display()
-                    ));
-                }
-                Some(Node::File) => return Err(format!("its parent '{}' is a file", parent.display())),
-                None => {
-                    self.nodes.insert(parent.clone(), Node::Dir);
-                }
-            }
-        }
         let node = match (kind, target) {
             (Kind::Dir, _) => Node::Dir,
             (Kind::File, _) => Node::File,
@@ -77,17 +89,39 @@ impl Tree {
             (Kind::Link, Some(t)) => Node::Link(t.to_path_buf()),
             (Kind::Link, None) => return Err("symlink without a target".into()),
         };
-        match (self.nodes.get(rel), &node) {
-            (None, _) | (Some(Node::Dir), Node::Dir) | (Some(Node::File), Node::File) => {}
-            (Some(Node::Link(_)), _) | (Some(_), Node::Link(_)) => {
-                return Err("it appears twice in the archive, once as a symlink".into());
-            }
-            (Some(_), _) => return Err("it appears twice in the archive, as a file and as a directory".into()),
+        let names: Vec<&OsStr> = rel.iter().collect();
+        let Some((last, parents)) = names.split_last() else { return Err("it is empty".into()) };
+        // Unpacking creates missing parents and writes through whatever a parent is on disk:
+        // a parent that is a link would put the entry wherever the link points.
+        let mut dir = ROOT;
+        for name in parents {
+            dir = match self.child(dir, name) {
+                Some(c) => match self.nodes[c as usize].node {
+                    Node::Dir => c,
+                    Node::Link(_) => {
+                        return Err(format!(
+                            "its parent '{}' is a symlink, and nothing is written through a symlink",
+                            self.path_of(c).display()
+                        ));
+                    }
+                    Node::File => return Err(format!("its parent '{}' is a file", self.path_of(c).display())),
+                },
+                None => self.insert(dir, name, Node::Dir),
+            };
         }
-        self.nodes.insert(rel.to_path_buf(), node.clone());
+        let id = match self.child(dir, last) {
+            None => self.insert(dir, last, node.clone()),
+            Some(c) => match (&self.nodes[c as usize].node, &node) {
+                (Node::Dir, Node::Dir) | (Node::File, Node::File) => c,
+                (Node::Link(_), _) | (_, Node::Link(_)) => {
+                    return Err("it appears twice in the archive, once as a symlink".into());
+                }
+                _ => return Err("it appears twice in the archive, as a file and as a directory".into()),
+            },
+        };
         if let Node::Link(t) = node {
-            self.links.push(rel.to_path_buf());
-            self.check_link(rel, &t)?;
+            self.links.push((id, rel.to_path_buf()));
+            self.check_link(id, &t)?;
         }
         Ok(())
     }
@@ -96,57 +130,82 @@ impl Tree {
     /// where an earlier one leads (`a -> b/..` then `b -> .`). Returns the first link that
     /// now leaves the root, in archive order, with why.
     pub(crate) fn recheck_links(&self) -> Result<(), (PathBuf, String)> {
-        for rel in &self.links {
-            if let Some(Node::Link(t)) = self.nodes.get(rel) {
-                self.check_link(rel, t)
+        for (id, rel) in &self.links {
+            if let Node::Link(t) = &self.nodes[*id as usize].node {
+                self.check_link(*id, t)
                     .map_err(|why| (rel.clone(), format!("{why} once later entries are in place")))?;
             }
         }
         Ok(())
     }
 
-    fn check_link(&self, rel: &Path, target: &Path) -> Result<(), String> {
-        let from = rel.parent().unwrap_or(Path::new(""));
+    fn child(&self, dir: u32, name: &OsStr) -> Option<u32> {
+        self.nodes[dir as usize].children.get(name).copied()
+    }
+
+    fn insert(&mut self, dir: u32, name: &OsStr, node: Node) -> u32 {
+        let id = u32::try_from(self.nodes.len()).expect("entries are bounded far below u32::MAX");
+        self.nodes.push(Entry { node, parent: dir, name: name.to_os_string(), children: HashMap::new() });
+        self.nodes[dir as usize].children.insert(name.to_os_string(), id);
+        id
+    }
+
+    /// The path of node `id` from the root, for messages.
+    fn path_of(&self, mut id: u32) -> PathBuf {
+        let mut names = Vec::new();
+        while id != ROOT {
+            names.push(&self.nodes[id as usize].name);
+            id = self.nodes[id as usize].parent;
+        }
+        names.iter().rev().collect()
+    }
+
+    fn check_link(&self, id: u32, target: &Path) -> Result<(), String> {
         let mut hops = 0;
-        self.resolve(from, target, &mut hops)
+        self.resolve(At::Node(self.nodes[id as usize].parent), target, &mut hops)
             .map(drop)
             .map_err(|why| format!("symlink to '{}' {}", target.display(), why.describe()))
     }
 
-    /// Where `target`, read from the directory `from`, ends up: `..` climbs from where the
-    /// links so far have led (as the kernel does), not from the text. A component that is
-    /// not in the tree (yet) counts as a directory, the worst case for what follows.
-    fn resolve(&self, from: &Path, target: &Path, hops: &mut u32) -> Result<PathBuf, Escape> {
-        let mut at = from.to_path_buf();
+    /// Where `target`, read from `from`, ends up: `..` climbs from where the links so far
+    /// have led (as the kernel does), not from the text.
+    fn resolve(&self, from: At, target: &Path, hops: &mut u32) -> Result<At, Escape> {
+        let mut at = from;
         // The last link followed, to name it when a `..` after it climbs out.
-        let mut via: Option<PathBuf> = None;
+        let mut via: Option<u32> = None;
         for c in target.components() {
             self.spend(1)?;
-            match c {
-                Component::Normal(name) => {
-                    at.push(name);
-                    self.spend(at.as_os_str().len())?;
-                    if let Some(Node::Link(next)) = self.nodes.get(&at) {
-                        *hops += 1;
-                        if *hops > MAX_LINK_HOPS {
-                            return Err(Escape::TooManyLinks);
-                        }
-                        let dir = at.parent().unwrap_or(Path::new("")).to_path_buf();
-                        let resolved = self.resolve(&dir, next, hops).map_err(|e| e.through(&at))?;
-                        via = Some(std::mem::replace(&mut at, resolved));
+            at = match (c, at) {
+                (Component::Normal(_), At::Beyond(base, depth)) => At::Beyond(base, depth + 1),
+                (Component::Normal(name), At::Node(dir)) => {
+                    self.spend(name.len())?;
+                    match self.child(dir, name) {
+                        None => At::Beyond(dir, 1),
+                        Some(c) => match &self.nodes[c as usize].node {
+                            Node::Link(next) => {
+                                *hops += 1;
+                                if *hops > MAX_LINK_HOPS {
+                                    return Err(Escape::TooManyLinks);
+                                }
+                                via = Some(c);
+                                self.resolve(At::Node(dir), next, hops).map_err(|e| e.through(&self.path_of(c)))?
+                            }
+                            _ => At::Node(c),
+                        },
                     }
                 }
-                Component::CurDir => {}
-                Component::ParentDir => {
-                    if !at.pop() {
-                        return Err(match via {
-                            Some(link) => Escape::Outside.through(&link),
-                            None => Escape::Outside,
-                        });
-                    }
+                (Component::CurDir, at) => at,
+                (Component::ParentDir, At::Beyond(base, 1)) => At::Node(base),
+                (Component::ParentDir, At::Beyond(base, depth)) => At::Beyond(base, depth - 1),
+                (Component::ParentDir, At::Node(ROOT)) => {
+                    return Err(match via {
+                        Some(link) => Escape::Outside.through(&self.path_of(link)),
+                        None => Escape::Outside,
+                    });
                 }
-                Component::RootDir | Component::Prefix(_) => return Err(Escape::Absolute),
-            }
+                (Component::ParentDir, At::Node(dir)) => At::Node(self.nodes[dir as usize].parent),
+                (Component::RootDir | Component::Prefix(_), _) => return Err(Escape::Absolute),
+            };
         }
         Ok(at)
     }
@@ -165,7 +224,7 @@ enum Escape {
     TooManyLinks,
     /// The archive's links together take more than [`MAX_RESOLVE_WORK`] to resolve.
     TooCostly,
-    /// The first link followed on the way to the escape.
+    /// The link after which the path left the root.
     Through(PathBuf, Box<Escape>),
 }
 
