@@ -2,8 +2,22 @@
 //! system `git` fetches it with the user's config ignored, only the allowed
 //! transports enabled and no hooks, each step under a timeout and in its own
 //! process group so that dropping the future stops every process it started.
+//!
+//! A remote's credential (`https://user:token@host/...`) never reaches git's argv (which any
+//! user of the machine can read in `/proc`) or a file in the checkout: git gets the remote
+//! without it, and for the steps that talk to the remote a credential helper, given as
+//! config through `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n` and scoped to the remote's
+//! `scheme://host:port`, prints it from environment variables set on that git process
+//! alone (its environment is readable only by its own user). We chose a helper over
+//! `GIT_ASKPASS` because git asks helpers only for URLs their key matches, so a submodule
+//! or a redirect to another host never gets the credential, and because it needs no
+//! program on disk. Nothing of it is written to `.git/config`, and the agent's own
+//! environment, which jobs inherit from, never holds it.
 
-use liftoff_core::job::{GitRemoteKind, GitSource, check_git_rev, classify_git_remote, redact_git_remote};
+use liftoff_core::job::{
+    GitCredential, GitRemoteKind, GitSource, check_git_rev, classify_git_remote, redact_git_remote,
+    split_git_credential,
+};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::path::Path;
@@ -139,10 +153,11 @@ pub async fn fetch_git(
     if std::fs::read_dir(dir).map_err(prepare)?.next().is_some() {
         return Err(GitError::DirNotEmpty { dir: dir.display().to_string() });
     }
-    let git = Git { dir, policy, remote: &src.remote };
+    let (url, credential) = split_git_credential(&src.remote);
+    let git = Git { dir, policy, remote: &src.remote, credential: credential.as_ref() };
 
     git.ok("init", &["init", "--quiet", "--template="]).await?;
-    git.ok("remote add", &["remote", "add", "origin", "--", &src.remote]).await?;
+    git.ok("remote add", &["remote", "add", "origin", "--", &url]).await?;
     git.ok("fetch", &["fetch", "--quiet", "--tags", "--no-recurse-submodules", "origin"]).await?;
 
     let out = checkout(&git, &src.commit).await?;
@@ -183,9 +198,23 @@ async fn checkout(git: &Git<'_>, commit: &str) -> Result<CheckedOut, GitError> {
 struct Git<'a> {
     dir: &'a Path,
     policy: &'a GitPolicy,
-    /// To redact its password from git's messages.
+    /// As the job names it (with any credential), for messages, which redact it.
     remote: &'a str,
+    /// Handed to the steps that talk to the remote, never in argv (see the module's comment).
+    credential: Option<&'a GitCredential>,
 }
+
+/// The environment variables the credential helper reads; set on one git process only.
+const USERNAME_ENV: &str = "LIFTOFF_GIT_USERNAME";
+const PASSWORD_ENV: &str = "LIFTOFF_GIT_PASSWORD";
+/// git runs it as `sh -c '<helper> "$@"' <helper> get|store|erase`; only `get` answers.
+/// `test` and `printf` are builtins of every `sh` git runs it with (dash, bash, busybox), so
+/// the values never become a process's argv.
+const CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get || return 0; \
+     printf 'username=%s\\npassword=%s\\n' \"$LIFTOFF_GIT_USERNAME\" \"$LIFTOFF_GIT_PASSWORD\"; }; f";
+
+/// The steps that talk to the remote, and so get the credential.
+const NETWORK_STEPS: &[&str] = &["fetch", "submodule update"];
 
 /// A finished git step.
 struct Finished {
@@ -215,7 +244,8 @@ impl Git<'_> {
 
     /// Runs `git <hardening> <args>` with `stdin` (or nothing) as its input, and returns how it ended.
     async fn run(&self, step: &'static str, args: &[&str], stdin: Option<&[u8]>) -> Result<Finished, GitError> {
-        let mut cmd = self.command(args);
+        let credential = self.credential.filter(|_| NETWORK_STEPS.contains(&step));
+        let mut cmd = self.command(args, credential);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         let mut child = cmd.spawn().map_err(|source| GitError::Io { step, source })?;
         // Its own process group, so that helpers it starts (git-remote-https, ssh) die with it.
@@ -244,7 +274,8 @@ impl Git<'_> {
         })
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// The hardened command for `args`; with `credential`, the helper that answers it.
+    fn command(&self, args: &[&str], credential: Option<&GitCredential>) -> Command {
         let allowed = if self.policy.allow_http { "https:ssh:http" } else { "https:ssh" };
         let mut config = vec![
             // Only the transports the policy allows, for the fetch and every submodule.
@@ -287,18 +318,36 @@ impl Git<'_> {
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             // Overrides protocol.* from any config git might still read.
             .env("GIT_ALLOW_PROTOCOL", allowed)
+            .env_remove(USERNAME_ENV)
+            .env_remove(PASSWORD_ENV)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(c) = credential {
+            // The empty helper first drops any helper configured elsewhere; the key is passed
+            // apart from its value, so no host can be read as part of it.
+            cmd.env("GIT_CONFIG_COUNT", "2")
+                .env("GIT_CONFIG_KEY_0", "credential.helper")
+                .env("GIT_CONFIG_VALUE_0", "")
+                .env("GIT_CONFIG_KEY_1", format!("credential.{}.helper", c.origin))
+                .env("GIT_CONFIG_VALUE_1", CREDENTIAL_HELPER)
+                .env(USERNAME_ENV, &c.username)
+                .env(PASSWORD_ENV, &c.password);
+        }
         cmd
     }
 
-    /// git's message, with the remote's password replaced wherever it appears.
+    /// git's message, with the remote's credential replaced wherever it appears (git is
+    /// never given it in a URL, so this is a second line of defence).
     fn redact(&self, stderr: &[u8]) -> String {
         let mut text = String::from_utf8_lossy(stderr).trim().to_string();
-        if let Some(password) = liftoff_core::job::git_remote_password(self.remote) {
-            text = text.replace(password, "<redacted>");
+        if let Some(c) = self.credential {
+            // A lone user name is the secret when there is no password (a token).
+            let secret = if c.password.is_empty() { &c.username } else { &c.password };
+            if !secret.is_empty() {
+                text = text.replace(secret.as_str(), "***");
+            }
         }
         text
     }
@@ -368,6 +417,34 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn the_credential_is_in_the_fetch_environment_only() {
+        let remote = "https://alice:s3cr%2Ft@example.com:8443/a.git";
+        let (url, credential) = split_git_credential(remote);
+        let policy = GitPolicy::default();
+        let git = Git { dir: Path::new("/nonexistent"), policy: &policy, remote, credential: credential.as_ref() };
+        let with = git.command(&["fetch", "origin"], credential.as_ref());
+        let argv: Vec<String> = with.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(argv.iter().all(|a| !a.contains("s3cr") && !a.contains("alice")), "{argv:?}");
+        let env: std::collections::HashMap<String, Option<String>> = with
+            .as_std()
+            .get_envs()
+            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.map(|v| v.to_string_lossy().into_owned())))
+            .collect();
+        assert_eq!(env[PASSWORD_ENV].as_deref(), Some("s3cr/t"));
+        assert_eq!(env[USERNAME_ENV].as_deref(), Some("alice"));
+        assert_eq!(env["GIT_CONFIG_KEY_1"].as_deref(), Some("credential.https://example.com:8443.helper"));
+        let secret_vars: Vec<_> =
+            env.iter().filter(|(_, v)| v.as_deref().is_some_and(|v| v.contains("s3cr"))).map(|(k, _)| k).collect();
+        assert_eq!(secret_vars, [PASSWORD_ENV]);
+        assert_eq!(url, "https://example.com:8443/a.git");
+
+        // Other steps get no credential, and the agent's own variables of that name are dropped.
+        let without = git.command(&["checkout"], None);
+        let env: Vec<_> = without.as_std().get_envs().filter(|(k, _)| *k == PASSWORD_ENV).collect();
+        assert_eq!(env, [(std::ffi::OsStr::new(PASSWORD_ENV), None)]);
     }
 
     #[tokio::test]

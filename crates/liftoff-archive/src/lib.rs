@@ -7,6 +7,7 @@
 
 mod limits;
 mod pack;
+mod tree;
 mod unpack;
 mod verify;
 

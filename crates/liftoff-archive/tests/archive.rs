@@ -91,3 +91,141 @@ fn inner_symlink_is_kept_and_limits_hold() {
     assert!(matches!(verify(&gz, tiny), Err(ArchiveError::TooLarge { what: "unpacked bytes", .. })));
     assert!(matches!(verify(b"not gzip", ArchiveLimits::default()), Err(ArchiveError::Malformed(_))));
 }
+
+/// `(name, Some(target))` is a symlink, `(name, None)` a two-byte file.
+type Entries<'a> = &'a [(&'a str, Option<&'a str>)];
+
+/// An archive of `entries`: `(name, Some(target))` is a symlink, `(name, None)` a two-byte file.
+fn links(entries: Entries<'_>) -> Vec<u8> {
+    raw_tar(|b| {
+        for (name, target) in entries {
+            let kind = if target.is_some() { tar::EntryType::Symlink } else { tar::EntryType::Regular };
+            entry_with_raw_name(b, name, kind, *target);
+        }
+    })
+}
+
+#[test]
+fn links_are_resolved_against_the_tree_on_disk_not_lexically() {
+    // Each of these passes a lexical check entry by entry; on disk, each reaches outside.
+    let cases: &[(&str, Entries<'_>, &str)] = &[
+        (
+            "chain through '.'",
+            &[("s", Some(".")), ("t", Some("s/.."))],
+            "'t' is refused: symlink to 's/..' resolves outside the archive through the symlink 's'",
+        ),
+        ("deeper chain", &[("s", Some(".")), ("u", Some("s/s/s/.."))], "'u' is refused"),
+        (
+            "a -> b/.., b -> ../..",
+            &[("a", Some("b/..")), ("b", Some("../.."))],
+            "'b' is refused: symlink to '../..' resolves outside",
+        ),
+        (
+            "a -> b/.., then b -> .",
+            &[("a", Some("b/..")), ("b", Some("."))],
+            "'a' is refused: symlink to 'b/..' resolves outside the archive through the symlink 'b' once later entries are in place",
+        ),
+        (
+            "a link to a link outside",
+            &[("d/x", None), ("in", Some("d/up/etc")), ("d/up", Some("../.."))],
+            "'d/up' is refused",
+        ),
+        (
+            "a link into a link that climbs",
+            &[("d/x", None), ("d/up", Some("..")), ("in", Some("d/up/.."))],
+            "'in' is refused: symlink to 'd/up/..' resolves outside the archive through the symlink 'd/up'",
+        ),
+        (
+            "a file under a link",
+            &[("sub/keep", None), ("d", Some("sub")), ("d/x", None)],
+            "'d/x' is refused: its parent 'd' is a symlink",
+        ),
+        ("a file under a link to outside", &[("d", Some("..")), ("d/x", None)], "'d' is refused"),
+        ("a file replaced by a link", &[("f", None), ("f", Some("."))], "'f' is refused: it appears twice"),
+        ("a loop", &[("l", Some("m/x")), ("m", Some("l/y"))], "more than 40 symlinks"),
+    ];
+    for (name, entries, expected) in cases {
+        let gz = links(entries);
+        let err = verify(&gz, ArchiveLimits::default()).unwrap_err();
+        assert!(matches!(err, ArchiveError::RefusedEntry { .. }), "{name}: {err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(expected), "{name}: {msg}");
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("dest");
+        assert_eq!(unpack(&gz, &dest, ArchiveLimits::default()).unwrap_err().to_string(), msg, "{name}");
+        assert!(!dest.exists(), "{name}: something was written");
+    }
+}
+
+#[test]
+fn links_inside_the_tree_still_work() {
+    let gz = links(&[
+        ("pkg/mod.py", None),
+        ("lib", Some("pkg")),
+        ("pkg/alias.py", Some("../lib/mod.py")),
+        ("here", Some(".")),
+        ("again", Some("here/here/pkg/../lib")),
+        ("pkg/up", Some("..")),
+        ("via", Some("pkg/up/pkg/mod.py")),
+    ]);
+    let out = tempfile::tempdir().unwrap();
+    let summary = unpack(&gz, out.path(), ArchiveLimits::default()).unwrap();
+    assert_eq!(summary.entries, 7);
+    for path in ["pkg/alias.py", "again/mod.py", "here/lib/mod.py", "via"] {
+        assert_eq!(fs::read_to_string(out.path().join(path)).unwrap(), "hi", "{path}");
+    }
+}
+
+#[test]
+fn unpack_needs_an_empty_destination_and_pack_refuses_escaping_links() {
+    let gz = links(&[("a.txt", None)]);
+    let out = tempfile::tempdir().unwrap();
+    fs::write(out.path().join("already"), "x").unwrap();
+    let err = unpack(&gz, out.path(), ArchiveLimits::default()).unwrap_err().to_string();
+    assert!(err.contains("is not empty"), "{err}");
+    assert!(!out.path().join("a.txt").exists());
+
+    // A tree on disk whose links escape only when followed is refused when packed.
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("main.py"), "x").unwrap();
+    std::os::unix::fs::symlink(".", d.path().join("s")).unwrap();
+    std::os::unix::fs::symlink("s/..", d.path().join("t")).unwrap();
+    let err = pack_dir(d.path()).unwrap_err().to_string();
+    assert!(err.starts_with("archive entry 't' is refused: symlink to 's/..' resolves outside"), "{err}");
+}
+
+#[test]
+fn link_resolution_is_bounded() {
+    let links = |target: &dyn Fn(usize) -> String| {
+        raw_tar(|b| {
+            for i in 0..2_000 {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, format!("l{i}"), target(i)).unwrap();
+            }
+        })
+    };
+    // Long, deep targets cost their length, not its square.
+    let walk = format!("{}{}", "d/".repeat(800), "../".repeat(800));
+    let started = std::time::Instant::now();
+    assert_eq!(verify(&links(&|_| walk.clone()), ArchiveLimits::default()).unwrap().entries, 2_000);
+    eprintln!("2000 deep links verified in {:?}", started.elapsed());
+
+    // Each link through a chain of 35 others, each with a long walk: resolving them all
+    // would take billions of steps; the budget refuses the archive instead.
+    let chained = links(&|i| if i == 0 { ".".into() } else { format!("l{}/{walk}", (i - 1).min(35)) });
+    let started = std::time::Instant::now();
+    let err = verify(&chained, ArchiveLimits::default()).unwrap_err().to_string();
+    eprintln!("chains refused after {:?}", started.elapsed());
+    assert!(err.contains("symlinks are too costly to resolve"), "{err}");
+
+    let long = raw_tar(|b| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "l", "a/".repeat(2048)).unwrap();
+    });
+    let err = verify(&long, ArchiveLimits::default()).unwrap_err().to_string();
+    assert_eq!(err, "archive entry 'l' is refused: its symlink target is longer than 4095 bytes");
+}

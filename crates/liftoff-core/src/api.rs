@@ -71,6 +71,12 @@ impl JobView {
     pub fn full_name(&self) -> String {
         format!("{}/{}/{}:v{}", self.entity, self.project, self.name, self.version)
     }
+
+    /// The view users get: a git remote's credential replaced by `***`.
+    pub fn without_credentials(mut self) -> Self {
+        self.source = self.source.without_credentials();
+        self
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -249,6 +255,15 @@ pub struct ItemView {
     /// when a single item is read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<ItemWarning>,
+}
+
+impl ItemView {
+    /// The view users and runs get: a git remote's credential replaced by `***`. Only the
+    /// claim hands an agent the stored remote.
+    pub fn without_credentials(mut self) -> Self {
+        self.spec.source = self.spec.source.without_credentials();
+        self
+    }
 }
 
 /// A problem worth a user's attention that did not end the run.

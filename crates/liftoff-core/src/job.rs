@@ -21,6 +21,15 @@ impl JobSource {
         }
     }
 
+    /// The source as users may see it: a git remote's credential replaced by `***`.
+    /// Only agents, through their claims, get the stored remote.
+    pub fn without_credentials(mut self) -> Self {
+        if let Self::Git(g) = &mut self {
+            g.remote = redact_git_credential(&g.remote);
+        }
+        self
+    }
+
     /// The command the job runs by default, if it has one.
     pub fn entrypoint(&self) -> &[String] {
         match self {
@@ -31,7 +40,10 @@ impl JobSource {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `remote` may carry a credential (`https://user:token@host/...`): it is stored so that
+/// agents can fetch, but `Debug` and every view shown to users redact it (see
+/// [`JobSource::without_credentials`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitSource {
     pub remote: String,
@@ -47,6 +59,20 @@ pub struct GitSource {
     pub dockerfile: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_image: Option<String>,
+}
+
+impl fmt::Debug for GitSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitSource")
+            .field("remote", &redact_git_credential(&self.remote))
+            .field("commit", &self.commit)
+            .field("entrypoint", &self.entrypoint)
+            .field("diff_patch", &self.diff_patch)
+            .field("build_context", &self.build_context)
+            .field("dockerfile", &self.dockerfile)
+            .field("base_image", &self.base_image)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +239,8 @@ pub enum GitRemoteRefusal {
     Scheme(String),
     #[error("it has no host")]
     NoHost,
+    #[error("it is not a valid URL: {0}")]
+    InvalidUrl(String),
     /// ssh would read such a user or host as an option.
     #[error("its user, host or path starts with '-'")]
     DashInAuthority,
@@ -270,6 +298,14 @@ pub fn classify_git_remote(remote: &str) -> Result<GitRemoteKind, GitRemoteRefus
         if host.starts_with('-') || user.starts_with('-') {
             return Err(R::DashInAuthority);
         }
+        // The agent splits credentials off with the `url` crate: it must read the remote too.
+        let url = url::Url::parse(remote).map_err(|e| R::InvalidUrl(e.to_string()))?;
+        // A credential reaches git through its credential protocol, one `key=value` a line.
+        let decoded = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        if [url.username(), url.password().unwrap_or_default()].iter().any(|s| decoded(s).chars().any(char::is_control))
+        {
+            return Err(R::WhitespaceOrControl);
+        }
         return Ok(kind);
     }
     let drive = remote.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) && remote[1..].starts_with(':');
@@ -294,21 +330,83 @@ pub fn classify_git_remote(remote: &str) -> Result<GitRemoteKind, GitRemoteRefus
     }
 }
 
-/// The password in `scheme://user:password@host/...`, if there is one.
-pub fn git_remote_password(remote: &str) -> Option<&str> {
-    password_range(remote).map(|r| &remote[r])
+/// The credential an `http(s)://user:password@host/...` remote carries, apart from the URL.
+/// The password is never shown: `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GitCredential {
+    /// `scheme://host[:port]` the credential is for (git's `credential.<url>` key).
+    pub origin: String,
+    /// Percent-decoded, as git would send it.
+    pub username: String,
+    /// Percent-decoded; empty when the remote names only a user (often a token).
+    pub password: String,
 }
 
-/// The remote as it may appear in messages and logs: a password replaced by `<redacted>`,
-/// control characters escaped, and cut to a readable length.
-pub fn redact_git_remote(remote: &str) -> String {
-    match password_range(remote) {
-        Some(r) => shown(&format!("{}<redacted>{}", &remote[..r.start], &remote[r.end..]), MAX_SHOWN),
-        None => shown(remote, MAX_SHOWN),
+impl fmt::Debug for GitCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitCredential")
+            .field("origin", &self.origin)
+            .field("username", &"***")
+            .field("password", &"***")
+            .finish()
     }
 }
 
-fn password_range(remote: &str) -> Option<std::ops::Range<usize>> {
+/// A remote split into what git may be told (argv, `.git/config`) and the credential it
+/// must get some other way. For `http(s)://` the whole user part is the credential (a lone
+/// user name is often a token); for `ssh://` the user stays and a password, which ssh
+/// cannot use, is dropped. Other remotes are returned as they are.
+pub fn split_git_credential(remote: &str) -> (String, Option<GitCredential>) {
+    let Ok(mut url) = url::Url::parse(remote) else { return (remote.to_string(), None) };
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    match url.scheme() {
+        "http" | "https" if !url.username().is_empty() || url.password().is_some() => {
+            let credential = GitCredential {
+                origin: url.origin().ascii_serialization(),
+                username: decode(url.username()),
+                password: decode(url.password().unwrap_or_default()),
+            };
+            // Both only fail for URLs that cannot have a user, which one with a user is not.
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            (url.into(), Some(credential))
+        }
+        "ssh" if url.password().is_some() => {
+            let _ = url.set_password(None);
+            (url.into(), None)
+        }
+        _ => (remote.to_string(), None),
+    }
+}
+
+/// The remote as it may appear in messages and logs: a password replaced by `***` (and for
+/// `http(s)://` a lone user name too, as it is often a token), control characters
+/// escaped, and cut to a readable length.
+pub fn redact_git_remote(remote: &str) -> String {
+    shown(&redact_git_credential(remote), MAX_SHOWN)
+}
+
+/// The remote with its password (and an `http(s)://` lone user name) replaced by `***`,
+/// otherwise unchanged: what API views and the CLI show.
+pub fn redact_git_credential(remote: &str) -> String {
+    let Ok(mut url) = url::Url::parse(remote) else {
+        // Not a URL to the `url` crate: still hide anything between `:` and `@` after `://`.
+        return match lexical_password_range(remote) {
+            Some(r) => format!("{}***{}", &remote[..r.start], &remote[r.end..]),
+            None => remote.to_string(),
+        };
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    } else if !url.username().is_empty() && matches!(url.scheme(), "http" | "https") {
+        let _ = url.set_username("***");
+    } else {
+        return remote.to_string();
+    }
+    url.into()
+}
+
+fn lexical_password_range(remote: &str) -> Option<std::ops::Range<usize>> {
     let start = remote.find("://")? + 3;
     let rest = &remote[start..];
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
@@ -493,6 +591,8 @@ mod tests {
             ("https://example.com/a b", R::WhitespaceOrControl),
             ("https://example.com/a\nb", R::WhitespaceOrControl),
             ("https://example.com/a\u{7f}", R::WhitespaceOrControl),
+            ("https://a:b%0Ahost=evil@example.com/a", R::WhitespaceOrControl),
+            ("https://host:99999/a", R::InvalidUrl("invalid port number".into())),
             ("ext::sh -c touch% /tmp/pwned", R::WhitespaceOrControl),
             ("ext::sh", R::RemoteHelper("ext".into())),
             ("EXT::sh", R::RemoteHelper("EXT".into())),
@@ -528,13 +628,45 @@ mod tests {
 
     #[test]
     fn git_remote_passwords_are_redacted() {
-        assert_eq!(redact_git_remote("https://alice:s3cret@host/a.git"), "https://alice:<redacted>@host/a.git");
-        assert_eq!(git_remote_password("ssh://a:b:c@host/x"), Some("b:c"));
-        assert_eq!(redact_git_remote("https://token@host/a@b"), "https://token@host/a@b");
+        assert_eq!(redact_git_remote("https://alice:s3cret@host/a.git"), "https://alice:***@host/a.git");
+        assert_eq!(redact_git_remote("ssh://a:b:c@host/x"), "ssh://a:***@host/x");
+        assert_eq!(redact_git_remote("https://token@host/a@b"), "https://***@host/a@b", "a lone user may be a token");
+        assert_eq!(redact_git_remote("ssh://git@host/a"), "ssh://git@host/a", "an ssh user is not a secret");
         assert_eq!(redact_git_remote("https://host/a:b@c"), "https://host/a:b@c");
-        assert_eq!(git_remote_password("https://alice:@host/"), None);
+        assert_eq!(redact_git_remote("https://a:b@c@host/"), "https://a:***@host/");
+        assert_eq!(redact_git_remote("weird://a:b@c d"), "weird://a:***@c d", "unparsable: lexically");
         assert_eq!(redact_git_remote("ext::x\ny"), "ext::x\\ny");
         assert!(redact_git_remote(&"x".repeat(500)).ends_with('…'));
+        let src = JobSource::Git(GitSource {
+            remote: "https://alice:s3cret@host/a.git".into(),
+            commit: "main".into(),
+            entrypoint: vec!["x".into()],
+            diff_patch: None,
+            build_context: None,
+            dockerfile: None,
+            base_image: None,
+        });
+        assert!(!format!("{src:?}").contains("s3cret") && format!("{src:?}").contains("alice:***@host"));
+        let JobSource::Git(g) = src.without_credentials() else { unreachable!() };
+        assert_eq!(g.remote, "https://alice:***@host/a.git");
+    }
+
+    #[test]
+    fn git_credentials_are_split_off() {
+        let (url, cred) = split_git_credential("https://alice:s%40cret%3A@Example.com:8443/a.git");
+        assert_eq!(url, "https://example.com:8443/a.git");
+        let cred = cred.unwrap();
+        assert_eq!(
+            (cred.origin.as_str(), cred.username.as_str(), cred.password.as_str()),
+            ("https://example.com:8443", "alice", "s@cret:")
+        );
+        assert!(!format!("{cred:?}").contains("cret"));
+        let (url, cred) = split_git_credential("https://ghp_token@github.com/a/b.git");
+        assert_eq!((url.as_str(), cred.unwrap().username.as_str()), ("https://github.com/a/b.git", "ghp_token"));
+        assert_eq!(split_git_credential("ssh://git:pw@host/x"), ("ssh://git@host/x".to_string(), None));
+        for plain in ["https://github.com/a/b.git", "git@github.com:a/b.git", "ssh://git@host:2222/x"] {
+            assert_eq!(split_git_credential(plain), (plain.to_string(), None));
+        }
     }
 
     #[test]
@@ -582,7 +714,7 @@ mod tests {
         assert!(msg.contains("'ext::sh -c id'") && msg.contains("whitespace"), "{msg}");
         let (field, msg) = git_spec("file://alice:pw@host/x", "main").resolve().unwrap_err();
         assert_eq!(field, "source.git.remote");
-        assert!(msg.contains("file://alice:<redacted>@host/x") && !msg.contains("pw@"), "{msg}");
+        assert!(msg.contains("file://alice:***@host/x") && !msg.contains("pw@"), "{msg}");
         let (field, msg) = git_spec("https://example.com/a.git", "--output=/etc/x").resolve().unwrap_err();
         assert_eq!(field, "source.git.commit");
         assert!(msg.contains("'--output=/etc/x'") && msg.contains("starts with '-'"), "{msg}");

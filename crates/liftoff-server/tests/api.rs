@@ -589,3 +589,69 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A git remote's credential is stored for agents (their claims carry it) and shown to
+/// nobody else: every job and item view in the API has it as `***`, raw JSON included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_credentials_reach_claims_only() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    let (base, key) = (t.server.base_url(), t.server.admin_key.clone().unwrap());
+    let remote = "https://alice:T0ken-s3cret@git.example.com/acme/private.git";
+    queue(c, "q", ResourceType::LocalProcess).await;
+    let git = liftoff_core::job::GitSource {
+        remote: remote.into(),
+        commit: "main".into(),
+        entrypoint: vec!["sh".into(), "run.sh".into()],
+        diff_patch: None,
+        build_context: None,
+        dockerfile: None,
+        base_image: None,
+    };
+    let created = c
+        .create_job(&CreateJob {
+            project: "default".into(),
+            name: "private".into(),
+            source: JobSourceSpec { git: Some(git), ..Default::default() },
+            aliases: vec![],
+            runtime: None,
+        })
+        .await
+        .unwrap();
+    let launched = c.launch("q", &launch("private")).await.unwrap();
+    let agent_id = agent(c, &["q"]).await;
+    let claim = c.claim(&agent_id, &["q".into()], Duration::ZERO).await.unwrap().expect("an item");
+    let liftoff_core::JobSource::Git(g) = &claim.item.spec.source else { panic!("a git source") };
+    assert_eq!(g.remote, remote, "the agent gets the stored remote");
+    assert!(!format!("{claim:?}").contains("T0ken-s3cret"), "Debug of a claim redacts it");
+
+    let redacted = "https://alice:***@git.example.com/acme/private.git";
+    let liftoff_core::JobSource::Git(g) = &created.source else { panic!("a git source") };
+    assert_eq!(g.remote, redacted, "the create response");
+    let item = format!("entities/default/items/{}", launched.item_id);
+    let event = c.report(&claim.item.id, claim.fence, ItemEvent::Start).await.unwrap();
+    assert!(!serde_json::to_string(&event).unwrap().contains("T0ken-s3cret"), "the event response");
+    let http = reqwest::Client::new();
+    for path in ["entities/default/jobs", "entities/default/jobs/default/private", "entities/default/items", &item] {
+        let body = http
+            .get(format!("{base}/api/v1/{path}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains("T0ken-s3cret") && body.contains(redacted), "{path}: {body}");
+    }
+    // The run's own key reads its item redacted too.
+    let run = Client::new(&base, claim.run_api_key.as_deref().unwrap(), "default").unwrap();
+    let liftoff_core::JobSource::Git(g) = run.get_item(&launched.item_id).await.unwrap().spec.source else {
+        panic!("a git source")
+    };
+    assert_eq!(g.remote, redacted);
+    let stopped = c.stop_item(&launched.item_id).await.unwrap();
+    assert!(!serde_json::to_string(&stopped).unwrap().contains("T0ken-s3cret"), "the stop response");
+}

@@ -190,3 +190,31 @@ async fn entity_create_gives_an_isolated_entity_and_a_working_key() {
     assert!(text(&bad.stderr).contains("entity name"), "{}", text(&bad.stderr));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_list_and_show_never_print_a_git_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key) = start_server(dir.path()).await;
+    let g = ["--base-url", url.as_str(), "--api-key", key.as_str()];
+    let remote = "https://alice:T0ken-s3cret@git.example.com/acme/private.git";
+    let out = liftoff_async(
+        dir.path(),
+        &[&g[..], &["job", "create", "git", remote, "--commit", "main", "-E", "sh run.sh"]].concat(),
+    )
+    .await;
+    assert_ok(&out);
+    assert!(!text(&out.stdout).contains("T0ken-s3cret"), "stdout: {}", text(&out.stdout));
+    for args in [
+        &["job", "list"][..],
+        &["job", "list", "--format", "json"],
+        &["job", "show", "default/private"],
+        &["job", "show", "default/private", "--format", "json"],
+    ] {
+        let out = liftoff_async(dir.path(), &[&g[..], args].concat()).await;
+        assert_ok(&out);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(stdout.contains("alice:***@git.example.com"), "{args:?}: {stdout}");
+        assert!(!stdout.contains("T0ken-s3cret") && !stderr.contains("T0ken-s3cret"), "{args:?}: {stdout}{stderr}");
+    }
+    server.shutdown().await;
+}

@@ -11,10 +11,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 /// Serves every bare repository under `root` at `http://127.0.0.1:<port>/<name>`.
+/// Started with [`GitHttpServer::start_with_basic_auth`], it answers 401 to any request
+/// without that user and password, as a private repository's host does.
 pub struct GitHttpServer {
     pub root: PathBuf,
     pub port: u16,
-    /// `METHOD /path?query` of each request served, in order.
+    /// `METHOD /path?query` of each request, in order; followed by `401 METHOD /path?query`
+    /// (and ` (wrong credentials)` when it carried some) when refused.
     pub requests: Arc<Mutex<Vec<String>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -22,7 +25,19 @@ pub struct GitHttpServer {
 
 impl GitHttpServer {
     pub fn start(root: &Path) -> Self {
+        Self::serve_root(root, None)
+    }
+
+    /// Like [`GitHttpServer::start`], requiring HTTP Basic auth as `user`:`password`.
+    pub fn start_with_basic_auth(root: &Path, user: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let expected = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Self::serve_root(root, Some(format!("Basic {expected}")))
+    }
+
+    fn serve_root(root: &Path, authorization: Option<String>) -> Self {
         let root = root.to_path_buf();
+        let authorization = Arc::new(authorization);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -36,9 +51,9 @@ impl GitHttpServer {
                 let accept = async {
                     loop {
                         let Ok((sock, _)) = listener.accept().await else { continue };
-                        let (root, log) = (served_root.clone(), log.clone());
+                        let (root, log, auth) = (served_root.clone(), log.clone(), authorization.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = serve(sock, &root, &log).await {
+                            if let Err(e) = serve(sock, &root, &log, auth.as_deref()).await {
                                 eprintln!("git http test server: {e}");
                             }
                         });
@@ -71,8 +86,14 @@ impl Drop for GitHttpServer {
     }
 }
 
-/// One request per connection: parse it, run `git http-backend`, relay its answer, close.
-async fn serve(mut sock: TcpStream, root: &Path, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+/// One request per connection: parse it, check its `Authorization` when one is required,
+/// run `git http-backend`, relay its answer, close.
+async fn serve(
+    mut sock: TcpStream,
+    root: &Path,
+    log: &Mutex<Vec<String>>,
+    authorization: Option<&str>,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -97,6 +118,16 @@ async fn serve(mut sock: TcpStream, root: &Path, log: &Mutex<Vec<String>>) -> st
             k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
         })
     };
+    if let Some(expected) = authorization
+        && header("authorization").as_deref() != Some(expected)
+    {
+        let sent = if header("authorization").is_some() { " (wrong credentials)" } else { "" };
+        log.lock().unwrap().push(format!("401 {method} {target}{sent}"));
+        let refusal = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+                       Content-Length: 0\r\nConnection: close\r\n\r\n";
+        sock.write_all(refusal.as_bytes()).await?;
+        return sock.shutdown().await;
+    }
 
     let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         read_chunked(&mut sock, &mut rest).await?

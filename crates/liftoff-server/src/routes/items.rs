@@ -120,7 +120,14 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<ItemView>>> {
     caller.may(&entity, Action::Read)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(Json(st.store.list_items(&entity, q.queue.as_deref(), limit).await?))
+    Ok(Json(
+        st.store
+            .list_items(&entity, q.queue.as_deref(), limit)
+            .await?
+            .into_iter()
+            .map(ItemView::without_credentials)
+            .collect(),
+    ))
 }
 
 pub async fn show(
@@ -130,7 +137,7 @@ pub async fn show(
 ) -> ApiResult<Json<ItemView>> {
     let mut item = readable_item(&st, &caller, &entity, &id, Action::Fetch).await?;
     item.warnings = st.store.list_warnings(&entity, &item.id).await?;
-    Ok(Json(item))
+    Ok(Json(item.without_credentials()))
 }
 
 /// The item `id` (an item id or a run id) if the caller may read it: a key
@@ -195,5 +202,6 @@ pub async fn stop(
     Path((entity, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ItemView>> {
     caller.may(&entity, Action::Launch)?;
-    Ok(Json(st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?))
+    let item = st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?;
+    Ok(Json(item.without_credentials()))
 }

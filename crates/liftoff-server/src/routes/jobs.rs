@@ -50,7 +50,7 @@ pub async fn create(
             now_ms: liftoff_store::now_ms(),
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(job)))
+    Ok((StatusCode::CREATED, Json(job.without_credentials())))
 }
 
 pub async fn list(
@@ -59,7 +59,7 @@ pub async fn list(
     Path(entity): Path<String>,
 ) -> ApiResult<Json<Vec<JobView>>> {
     caller.may(&entity, Action::Read)?;
-    Ok(Json(st.store.list_jobs(&entity).await?))
+    Ok(Json(st.store.list_jobs(&entity).await?.into_iter().map(JobView::without_credentials).collect()))
 }
 
 #[derive(Deserialize)]
@@ -76,5 +76,6 @@ pub async fn show(
     caller.may(&entity, Action::Read)?;
     let alias = q.alias.unwrap_or_else(|| "latest".into());
     let job = st.store.get_job(&entity, &project, &name, &alias).await?;
-    Ok(Json(job.ok_or_else(|| ApiError::not_found("job", format!("job '{project}/{name}:{alias}' not found")))?))
+    let job = job.ok_or_else(|| ApiError::not_found("job", format!("job '{project}/{name}:{alias}' not found")))?;
+    Ok(Json(job.without_credentials()))
 }

@@ -64,5 +64,5 @@ pub async fn event(
         // a preempted run went back on its queue: wake waiting agents
         st.dispatch.notify();
     }
-    Ok(Json(item))
+    Ok(Json(item.without_credentials()))
 }

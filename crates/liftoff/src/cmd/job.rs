@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use liftoff_client::Client;
 use liftoff_core::api::{CreateJob, JobView};
-use liftoff_core::job::{CodeSource, GitSource, ImageSource};
+use liftoff_core::job::{CodeSource, GitSource, ImageSource, redact_git_remote, split_git_credential};
 use liftoff_core::{JobRef, JobSource, JobSourceSpec};
 use std::path::{Path, PathBuf};
 
@@ -91,6 +91,8 @@ pub async fn run(globals: &Globals, cmd: JobCmd) -> anyhow::Result<()> {
         JobCmd::Create(c) => create(globals, c).await,
         JobCmd::List(f) => {
             let jobs = globals.client()?.list_jobs().await.context("failed to list jobs")?;
+            // The server already redacts credentials; an older one may not have.
+            let jobs: Vec<JobView> = jobs.into_iter().map(JobView::without_credentials).collect();
             output::emit(f.format, &jobs, |js| list_table(js))
         }
         JobCmd::Show { name, format } => {
@@ -102,7 +104,7 @@ pub async fn run(globals: &Globals, cmd: JobCmd) -> anyhow::Result<()> {
             let project = r.project.as_deref().unwrap_or("default");
             let job =
                 client.get_job(project, &r.name, &r.alias).await.with_context(|| format!("failed to get job '{r}'"))?;
-            output::emit(format.format, &job, show_table)
+            output::emit(format.format, &job.without_credentials(), show_table)
         }
     }
 }
@@ -212,6 +214,8 @@ fn dir_name(dir: &Path) -> Option<String> {
 
 /// `https://host/org/repo.git` → `repo`.
 fn git_name(url: &str) -> Option<String> {
+    // Without its credential, which would be the last part of `https://user:token@host`.
+    let (url, _) = split_git_credential(url);
     let last = url.trim_end_matches('/').rsplit(['/', ':']).next()?;
     Some(last.strip_suffix(".git").unwrap_or(last).to_string())
 }
@@ -233,7 +237,9 @@ fn sanitize(s: &str) -> String {
 fn source_summary(s: &JobSource) -> String {
     match s {
         JobSource::Code(c) => format!("code {}", c.digest.get(..19).unwrap_or(&c.digest)),
-        JobSource::Git(g) => format!("git {}@{}", g.remote, g.commit.get(..12).unwrap_or(&g.commit)),
+        JobSource::Git(g) => {
+            format!("git {}@{}", redact_git_remote(&g.remote), g.commit.get(..12).unwrap_or(&g.commit))
+        }
         JobSource::Image(i) => format!("image {}", i.image),
     }
 }
@@ -288,6 +294,7 @@ mod tests {
     fn derives_names() {
         assert_eq!(git_name("https://github.com/acme/train-net.git").as_deref(), Some("train-net"));
         assert_eq!(git_name("git@github.com:acme/repo.git/").as_deref(), Some("repo"));
+        assert_eq!(git_name("https://alice:t0ken@git.example.com").as_deref(), Some("git.example.com"));
         assert_eq!(image_name("ghcr.io:5000/acme/trainer:1.2@sha256:ab").as_deref(), Some("trainer"));
         assert_eq!(image_name("busybox").as_deref(), Some("busybox"));
         assert_eq!(sanitize(".my dir!"), "my-dir-");
