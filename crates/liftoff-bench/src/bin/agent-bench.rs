@@ -4,7 +4,12 @@
 //! * `container`: enqueue→running latency of a tiny image on the
 //!   local-container runner (needs a Docker engine: `DOCKER_HOST`);
 //! * `rss`: the agent's resident memory while idle and while it runs 50
-//!   local-process jobs.
+//!   local-process jobs;
+//! * `cpu`: Liftoff's own CPU per run: a `liftoff server` process and a
+//!   `liftoff agent` process run a burst of trivial local-process jobs; the
+//!   CPU the two processes used (from /proc, their own time, not their
+//!   children's) divided by the runs. The supervisors' and jobs' CPU is
+//!   printed apart.
 //!
 //! `cargo build --release -p liftoff -p liftoff-bench && target/release/agent-bench container --image liftoff-test/busybox:1`
 
@@ -43,6 +48,144 @@ enum What {
         #[arg(long, default_value_t = 50)]
         jobs: usize,
     },
+    /// Server and agent CPU per run over a burst of `runs` trivial jobs.
+    Cpu {
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// The agent's max_jobs.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        /// Database URL for the server; SQLite in its data directory when omitted.
+        #[arg(long)]
+        db: Option<String>,
+    },
+}
+
+/// CPU seconds a process has used itself (utime + stime), and what its
+/// waited-for children used (cutime + cstime), from /proc/PID/stat.
+fn cpu_seconds(pid: u32, ticks: f64) -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // the command name is in parentheses and may hold spaces: count fields after it
+    let after = stat.rsplit_once(')').context("malformed stat")?.1;
+    let f: Vec<u64> = after.split_whitespace().skip(11).take(4).map(|x| x.parse().unwrap_or(0)).collect();
+    anyhow::ensure!(f.len() == 4, "malformed stat");
+    Ok(((f[0] + f[1]) as f64 / ticks, (f[2] + f[3]) as f64 / ticks))
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+async fn cpu(liftoff: &PathBuf, runs: usize, jobs: usize, db: Option<String>) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut server = Command::new(liftoff);
+    server
+        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(db) = &db {
+        server.args(["--db", db]);
+    }
+    let mut server = server.spawn().with_context(|| format!("failed to start {}", liftoff.display()))?;
+    let url = format!("http://127.0.0.1:{port}");
+    let key_file = dir.path().join("data/admin.key");
+    let until = Instant::now() + Duration::from_secs(30);
+    while !key_file.exists() || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        anyhow::ensure!(Instant::now() < until, "the server did not start (a reused --db has no fresh admin key)");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let key = std::fs::read_to_string(&key_file)?.trim().to_string();
+    let client = Client::new(&url, &key, "default")?;
+    client
+        .create_queue(&CreateQueue {
+            name: "cpu".into(),
+            resource: ResourceType::LocalProcess,
+            config: serde_json::json!({}),
+            template_variables: vec![],
+            prioritization: false,
+        })
+        .await?;
+    let code = dir.path().join("code");
+    std::fs::create_dir_all(&code)?;
+    std::fs::write(code.join("run.sh"), "echo hi\n")?;
+    let gz = liftoff_archive::pack_dir(&code)?;
+    let digest = liftoff_archive::sha256_digest(&gz);
+    client.upload_blob(&digest, gz).await?;
+    let source = JobSourceSpec {
+        code: Some(CodeSource {
+            digest,
+            entrypoint: vec!["true".into()],
+            build_context: None,
+            dockerfile: None,
+            base_image: None,
+        }),
+        ..Default::default()
+    };
+    client
+        .create_job(&CreateJob {
+            project: "default".into(),
+            name: "noop".into(),
+            source,
+            aliases: vec![],
+            runtime: None,
+        })
+        .await?;
+    let agent_key = client.create_key("agent").await?.secret;
+    let mut agent = Command::new(liftoff)
+        .args(["agent", "-q", "cpu", "-j", &jobs.to_string(), "--agent-key", "bench", "--work-dir"])
+        .arg(dir.path().join("work"))
+        .env("LIFTOFF_BASE_URL", &url)
+        .env("LIFTOFF_API_KEY", &agent_key)
+        .env("TMPDIR", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // registered and long-polling
+    let ticks = clock_ticks();
+    let (s0, _) = cpu_seconds(server.id(), ticks)?;
+    let (a0, c0) = cpu_seconds(agent.id(), ticks)?;
+    let t = Instant::now();
+    for _ in 0..runs {
+        client.launch("cpu", &LaunchRequest { job: "noop".into(), ..Default::default() }).await?;
+    }
+    // wait without adding load: one list a second
+    loop {
+        let items = client.list_items(Some("cpu"), 1000).await?;
+        let ended = items.iter().filter(|i| i.state.is_terminal()).count();
+        if ended >= runs {
+            anyhow::ensure!(items.iter().all(|i| i.state == ItemState::Finished), "a run did not finish");
+            break;
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(600), "only {ended} of {runs} runs ended in 600 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let wall = t.elapsed();
+    let (s1, _) = cpu_seconds(server.id(), ticks)?;
+    let (a1, c1) = cpu_seconds(agent.id(), ticks)?;
+    agent.kill()?;
+    server.kill()?;
+    let per = |x: f64| x * 1000.0 / runs as f64;
+    println!(
+        "Liftoff's own CPU per run, {runs} runs of `true` on local-process ({}, max_jobs {jobs}), {:.1} s wall:",
+        if db.is_some() { "PostgreSQL" } else { "SQLite" },
+        wall.as_secs_f64()
+    );
+    println!(
+        "  server: {:.2} ms   agent: {:.2} ms   together: {:.2} ms",
+        per(s1 - s0),
+        per(a1 - a0),
+        per(s1 - s0 + a1 - a0)
+    );
+    println!("  (not counted: the agent's children, supervisors and jobs: {:.2} ms per run)", per(c1 - c0));
+    println!("  resolution: one clock tick is {:.0} ms over the whole burst", 1000.0 / ticks);
+    Ok(())
 }
 
 struct Rig {
@@ -118,6 +261,7 @@ async fn main() -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("liftoff"),
     };
     match args.what {
+        What::Cpu { runs, jobs, db } => cpu(&liftoff, runs, jobs, db).await?,
         What::Container { image, samples } => {
             let r = rig("boxes", ResourceType::LocalContainer).await?;
             let source = JobSourceSpec {
