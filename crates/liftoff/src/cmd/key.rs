@@ -15,6 +15,9 @@ pub enum KeyCmd {
         /// agent: what `liftoff agent` needs and nothing else.
         #[arg(long, value_enum)]
         role: Role,
+        /// Write the secret to this new file (mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<std::path::PathBuf>,
         #[command(flatten)]
         format: FormatArg,
     },
@@ -44,7 +47,27 @@ impl Role {
 pub async fn run(globals: &Globals, cmd: KeyCmd) -> anyhow::Result<()> {
     let client = globals.client()?;
     match cmd {
-        KeyCmd::Create { role, format } => {
+        KeyCmd::Create { role, secret_file: Some(path), format } => {
+            // Created first, so that an existing file is never overwritten by a key that then fails.
+            let mut file = new_secret_file(&path)?;
+            let created = match client.create_key(role.as_str()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(anyhow::Error::new(e).context("failed to create the key"));
+                }
+            };
+            use std::io::Write;
+            writeln!(file, "{}", created.secret).with_context(|| format!("failed to write {}", path.display()))?;
+            output::emit(format.format, &created.key, |k| {
+                let mut t = Table::key_values();
+                t.row(["id", k.id.as_str()])
+                    .row(["role", k.role.as_str()])
+                    .row(["secret in", &path.display().to_string()]);
+                t
+            })
+        }
+        KeyCmd::Create { role, secret_file: None, format } => {
             let created = client.create_key(role.as_str()).await.context("failed to create the key")?;
             output::emit(format.format, &created, |c| {
                 let mut t = Table::key_values();
@@ -64,6 +87,14 @@ pub async fn run(globals: &Globals, cmd: KeyCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A new file only its owner can read or write; an existing one is refused.
+fn new_secret_file(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).with_context(|| {
+        format!("cannot create the secret file {} (an existing file is never overwritten)", path.display())
+    })
 }
 
 fn list_table(keys: &[ApiKeyView]) -> Table {
