@@ -91,7 +91,12 @@ impl Caller {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("a {} key may not {}; it may {can}", self.role.as_str(), action.describe()),
+            format!(
+                "{} {} key may not {}; it may {can}",
+                if matches!(self.role, KeyRole::Admin | KeyRole::Agent) { "an" } else { "a" },
+                self.role.as_str(),
+                action.describe()
+            ),
         ))
     }
 

@@ -218,3 +218,50 @@ async fn job_list_and_show_never_print_a_git_credential() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_create_list_and_revoke() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key) = start_server(dir.path()).await;
+    let d = dir.path();
+    let with = |extra: &[&str]| {
+        let mut v = vec!["--base-url", url.as_str(), "--api-key", key.as_str()];
+        v.extend_from_slice(extra);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        liftoff_async(d, &refs).await
+    };
+    let file = d.join("agent.key");
+    let out = run(with(&["key", "create", "--role", "agent", "--secret-file", file.to_str().unwrap()])).await;
+    assert_ok(&out);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let secret = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(secret.starts_with("lft_") && !text(&out.stdout).contains(&secret), "the secret went to the file only");
+    let again = run(with(&["key", "create", "--role", "agent", "--secret-file", file.to_str().unwrap()])).await;
+    assert!(!again.status.success() && text(&again.stderr).contains("never overwritten"), "{}", text(&again.stderr));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), secret, "the existing file is untouched");
+
+    let listed = run(with(&["key", "list", "--format", "json"])).await;
+    assert_ok(&listed);
+    let keys: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let agent = keys.iter().find(|k| k["role"] == "agent").expect("the agent key is listed");
+    assert!(!text(&listed.stdout).contains(&secret));
+    // the agent key cannot manage keys
+    let refused =
+        run(vec!["--base-url".into(), url.clone(), "--api-key".into(), secret.clone(), "key".into(), "list".into()])
+            .await;
+    assert!(
+        !refused.status.success() && text(&refused.stderr).contains("an agent key may not"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let revoked = run(with(&["key", "revoke", agent["id"].as_str().unwrap()])).await;
+    assert_ok(&revoked);
+    let after =
+        run(vec!["--base-url".into(), url.clone(), "--api-key".into(), secret, "run".into(), "list".into()]).await;
+    assert!(!after.status.success() && text(&after.stderr).contains("unknown API key"), "{}", text(&after.stderr));
+    server.shutdown().await;
+}
