@@ -1,0 +1,261 @@
+//! Item rows: loading, the one guarded state transition, enqueue, lookups and warnings.
+
+use super::{SqlStore, corrupt, is_unique_violation};
+use crate::{NewItem, StoreError};
+use liftoff_core::api::{ItemView, ItemWarning, LaunchSpec};
+use liftoff_core::{Item, ItemEvent, ItemState, Priority, Stage};
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+use std::str::FromStr;
+
+pub(super) const ITEM_COLS: &str = "id, run_id, entity, queue, state, priority, attempts, fence, spec, agent_id, exit_code, reason, \
+     created_at, lease_expires_at, started_at, ended_at, log_archived, stage, resumes";
+
+impl SqlStore {
+    pub(super) async fn load_item(
+        &self,
+        conn: &mut AnyConnection,
+        entity: &str,
+        id: &str,
+        lock: bool,
+    ) -> Result<ItemView, StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLS} FROM items WHERE entity = $1 AND (id = $2 OR run_id = $2){}",
+            if lock { self.for_update(false) } else { "" }
+        );
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(id).fetch_optional(&mut *conn).await?;
+        row.map(|r| decode_item(&r)).transpose()?.ok_or_else(|| StoreError::NotFound(format!("run-queue item '{id}'")))
+    }
+
+    /// The one place item rows change state: apply the event through the core
+    /// state machine, then write it back only if nobody changed the row meanwhile.
+    #[expect(clippy::too_many_arguments, reason = "each argument is a distinct part of one guarded write")]
+    pub(super) async fn transition(
+        &self,
+        conn: &mut AnyConnection,
+        entity: &str,
+        id: &str,
+        fence: Option<i64>,
+        event: &ItemEvent,
+        now_ms: i64,
+        claim: Option<(&str, i64)>,
+    ) -> Result<ItemView, StoreError> {
+        let view = self.load_item(conn, entity, id, true).await?;
+        self.transition_loaded(conn, view, fence, event, now_ms, claim).await
+    }
+
+    /// [`Self::transition`] for a row the caller has just loaded (and locked).
+    pub(super) async fn transition_loaded(
+        &self,
+        conn: &mut AnyConnection,
+        mut view: ItemView,
+        fence: Option<i64>,
+        event: &ItemEvent,
+        now_ms: i64,
+        claim: Option<(&str, i64)>,
+    ) -> Result<ItemView, StoreError> {
+        if let Some(sent) = fence
+            && sent != view.fence
+        {
+            return Err(StoreError::StaleFence { item: view.id, sent, current: view.fence });
+        }
+        let (old_state, old_fence) = (view.state, view.fence);
+        let mut item = Item {
+            state: view.state,
+            attempts: view.attempts,
+            fence: view.fence,
+            exit_code: view.exit_code,
+            reason: view.reason.clone(),
+            stage: view.stage,
+            resumes: view.resumes,
+        };
+        item.apply(event, self.max_attempts)?;
+        view.state = item.state;
+        view.attempts = item.attempts;
+        view.fence = item.fence;
+        view.exit_code = item.exit_code;
+        view.reason = item.reason;
+        view.stage = item.stage;
+        view.resumes = item.resumes;
+        match item.state {
+            ItemState::Claimed => {
+                let (agent, ttl) = claim.unwrap_or(("", 0));
+                view.agent_id = Some(agent.to_string());
+                view.lease_expires_at_ms = Some(now_ms + ttl);
+            }
+            ItemState::Running if old_state == ItemState::Claimed => view.started_at_ms = Some(now_ms),
+            ItemState::Pending => {
+                view.agent_id = None;
+                view.lease_expires_at_ms = None;
+            }
+            s if s.is_terminal() => {
+                view.lease_expires_at_ms = None;
+                view.ended_at_ms = Some(now_ms);
+            }
+            _ => {}
+        }
+        let done = sqlx::query(
+            "UPDATE items SET state = $1, attempts = $2, fence = $3, exit_code = $4, reason = $5, agent_id = $6, \
+             lease_expires_at = $7, started_at = $8, ended_at = $9, stage = $10, resumes = $11 \
+             WHERE id = $12 AND state = $13 AND fence = $14",
+        )
+        .bind(view.state.as_str())
+        .bind(i64::from(view.attempts))
+        .bind(view.fence)
+        .bind(view.exit_code.map(i64::from))
+        .bind(view.reason.clone())
+        .bind(view.agent_id.clone())
+        .bind(view.lease_expires_at_ms)
+        .bind(view.started_at_ms)
+        .bind(view.ended_at_ms)
+        .bind(view.stage.map(|s| s.as_str()))
+        .bind(i64::from(view.resumes))
+        .bind(&view.id)
+        .bind(old_state.as_str())
+        .bind(old_fence)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("item '{}' changed concurrently; retry", view.id)));
+        }
+        Ok(view)
+    }
+    pub(super) async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO items (id, run_id, entity, queue, state, priority, sort_prio, attempts, fence, spec, created_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, 0, 0, $7, $8)",
+        )
+        .bind(&item.id)
+        .bind(&item.run_id)
+        .bind(&item.entity)
+        .bind(&item.queue)
+        .bind(item.priority.rank())
+        .bind(if item.prioritized { item.priority.rank() } else { 0 })
+        .bind(serde_json::to_string(&item.spec).map_err(|e| corrupt("launch spec", e))?)
+        .bind(item.now_ms)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Invalid {
+                    field: "run_id".into(),
+                    message: format!("run id '{}' is already used in entity '{}'", item.run_id, item.entity),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut conn = self.pool.acquire().await?;
+        self.load_item(&mut conn, &item.entity, &item.id, false).await
+    }
+
+    pub(super) async fn get_item(&self, entity: &str, id: &str) -> Result<Option<ItemView>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        match self.load_item(&mut conn, entity, id, false).await {
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn list_items(
+        &self,
+        entity: &str,
+        queue: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ItemView>, StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLS} FROM items WHERE entity = $1 AND ($2 = '' OR queue = $2) ORDER BY seq DESC LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(entity)
+            .bind(queue.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_item).collect()
+    }
+
+    pub(super) async fn add_warning(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: Option<i64>,
+        stage: Stage,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let view = self.load_item(&mut tx, entity, id, true).await?;
+        if let Some(sent) = fence
+            && sent != view.fence
+        {
+            return Err(StoreError::StaleFence { item: view.id, sent, current: view.fence });
+        }
+        let done = sqlx::query(
+            "INSERT INTO item_warnings (item_id, stage, message, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (item_id, stage, message) DO NOTHING",
+        )
+        .bind(&view.id)
+        .bind(stage.as_str())
+        .bind(message)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn list_warnings(&self, entity: &str, id: &str) -> Result<Vec<ItemWarning>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let view = self.load_item(&mut conn, entity, id, false).await?;
+        let rows = sqlx::query(
+            "SELECT stage, message, created_at FROM item_warnings WHERE item_id = $1 ORDER BY created_at, message",
+        )
+        .bind(&view.id)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let stage: String = r.try_get("stage")?;
+                Ok(ItemWarning {
+                    stage: Stage::from_str(&stage).map_err(|e| corrupt("warning stage", e))?,
+                    message: r.try_get("message")?,
+                    created_at_ms: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+pub(super) fn decode_item(r: &AnyRow) -> Result<ItemView, StoreError> {
+    let state: String = r.try_get("state")?;
+    let spec: String = r.try_get("spec")?;
+    let prio: i64 = r.try_get("priority")?;
+    Ok(ItemView {
+        id: r.try_get("id")?,
+        run_id: r.try_get("run_id")?,
+        entity: r.try_get("entity")?,
+        queue: r.try_get("queue")?,
+        state: ItemState::from_str(&state).map_err(|e| corrupt("item state", e))?,
+        priority: Priority::from_rank(prio).ok_or_else(|| corrupt("item priority", prio))?,
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).map_err(|e| corrupt("item attempts", e))?,
+        fence: r.try_get("fence")?,
+        spec: serde_json::from_str::<LaunchSpec>(&spec).map_err(|e| corrupt("launch spec", e))?,
+        agent_id: r.try_get("agent_id")?,
+        exit_code: r.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
+        reason: r.try_get("reason")?,
+        created_at_ms: r.try_get("created_at")?,
+        lease_expires_at_ms: r.try_get("lease_expires_at")?,
+        started_at_ms: r.try_get("started_at")?,
+        ended_at_ms: r.try_get("ended_at")?,
+        log_archived: r.try_get::<i64, _>("log_archived")? != 0,
+        stage: r
+            .try_get::<Option<String>, _>("stage")?
+            .map(|s| Stage::from_str(&s).map_err(|e| corrupt("item stage", e)))
+            .transpose()?,
+        resumes: u32::try_from(r.try_get::<i64, _>("resumes")?).map_err(|e| corrupt("item resumes", e))?,
+        warnings: Vec::new(),
+    })
+}
