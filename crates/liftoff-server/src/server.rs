@@ -109,7 +109,7 @@ async fn reap_leases(state: AppState, mut stop: tokio::sync::watch::Receiver<boo
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match state.store.expire_leases(now_ms()).await {
+        match state.store.expire_leases().await {
             Ok(ids) if !ids.is_empty() => {
                 state.metrics.leases_expired.fetch_add(ids.len() as u64, Ordering::Relaxed);
                 tracing::warn!(count = ids.len(), items = ?ids, "leases expired");

@@ -105,8 +105,7 @@ pub async fn claim(
     let mut wake = st.dispatch.subscribe();
     loop {
         wake.borrow_and_update();
-        let now = liftoff_store::now_ms();
-        if let Some(claimed) = st.store.claim(&entity, &req.queues, &req.agent_id, now, ttl).await? {
+        if let Some(claimed) = st.store.claim(&entity, &req.queues, &req.agent_id, ttl).await? {
             Metrics::inc(&st.metrics.items_claimed);
             let fence = claimed.item.fence;
             let run_api_key = st.run_keys.mint(&entity, &claimed.item.id, fence);

@@ -11,14 +11,14 @@ impl SqlStore {
         let r = sqlx::query("INSERT INTO entities (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(entity)
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(&self.write)
             .await?;
         Ok(r.rows_affected() == 1)
     }
 
     pub(super) async fn entity_exists(&self, entity: &str) -> Result<bool, StoreError> {
         let row =
-            sqlx::query("SELECT name FROM entities WHERE name = $1").bind(entity).fetch_optional(&self.pool).await?;
+            sqlx::query("SELECT name FROM entities WHERE name = $1").bind(entity).fetch_optional(&self.read).await?;
         Ok(row.is_some())
     }
 
@@ -37,7 +37,7 @@ impl SqlStore {
         .bind(item)
         .bind(key.created_at_ms)
         .bind(key.expires_at_ms)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(())
     }
@@ -46,7 +46,7 @@ impl SqlStore {
         let row =
             sqlx::query("SELECT id, hash, entity, role, item_id, created_at, expires_at FROM api_keys WHERE hash = $1")
                 .bind(hash)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?;
         let Some(r) = row else { return Ok(None) };
         let role: String = r.try_get("role")?;
@@ -86,7 +86,7 @@ impl SqlStore {
         .bind(&req.hostname)
         .bind(req.max_jobs)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         self.agent(entity, id).await
     }
@@ -113,13 +113,13 @@ impl SqlStore {
     pub(super) async fn list_agents(&self, entity: &str) -> Result<Vec<AgentView>, StoreError> {
         let rows = sqlx::query("SELECT * FROM agents WHERE entity = $1 ORDER BY created_at")
             .bind(entity)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
         rows.iter().map(decode_agent).collect()
     }
 
     pub(super) async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(candidate)
@@ -142,7 +142,7 @@ impl SqlStore {
         id: &str,
         update: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<AgentView, StoreError> {
-        if update.execute(&self.pool).await?.rows_affected() == 0 {
+        if update.execute(&self.write).await?.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("agent '{id}'")));
         }
         self.agent(entity, id).await
@@ -152,7 +152,7 @@ impl SqlStore {
         let row = sqlx::query("SELECT * FROM agents WHERE entity = $1 AND id = $2")
             .bind(entity)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?;
         row.map(|r| decode_agent(&r)).transpose()?.ok_or_else(|| StoreError::NotFound(format!("agent '{id}'")))
     }

@@ -1,12 +1,17 @@
-//! Claims and leases: who holds an item, and until when.
+//! Claims and leases: who holds an item, and until when. Every lease
+//! deadline is computed from the database's clock, never the caller's, so
+//! servers whose clocks disagree agree on when a lease ends.
 
 use super::SqlStore;
-use super::items::{ITEM_COLS, decode_item};
+use super::items::{ITEM_COLS, check_holder, decode_item};
 use super::logs::next_seq;
 use crate::{Claimed, StoreError};
 use liftoff_core::ItemEvent;
 use liftoff_core::api::ItemView;
 use sqlx::{AssertSqlSafe, Row};
+
+/// The held states, as SQL.
+const HELD: &str = "('claimed', 'running', 'stopping')";
 
 impl SqlStore {
     pub(super) async fn claim(
@@ -14,22 +19,23 @@ impl SqlStore {
         entity: &str,
         queues: &[String],
         agent_id: &str,
-        now_ms: i64,
         lease_ttl_ms: i64,
     ) -> Result<Option<Claimed>, StoreError> {
         let pick = format!(
-            "SELECT {ITEM_COLS} FROM items WHERE entity = $1 AND queue = $2 AND state = 'pending' \
+            "SELECT {ITEM_COLS}, {} AS db_now FROM items WHERE entity = $1 AND queue = $2 AND state = 'pending' \
              ORDER BY sort_prio, seq LIMIT 1{}",
+            self.now_sql(),
             self.for_update(true)
         );
         for queue in queues {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let row =
                 sqlx::query(AssertSqlSafe(pick.clone())).bind(entity).bind(queue).fetch_optional(&mut *tx).await?;
             let Some(row) = row else { continue };
             let view = decode_item(&row)?;
+            let now: i64 = row.try_get("db_now")?;
             let item = self
-                .transition_loaded(&mut tx, view, None, &ItemEvent::Claim, now_ms, Some((agent_id, lease_ttl_ms)))
+                .transition_loaded(&mut tx, view, None, &ItemEvent::Claim, now, Some((agent_id, now + lease_ttl_ms)))
                 .await?;
             let log_seq_start = next_seq(&mut tx, &item.id).await?;
             tx.commit().await?;
@@ -43,29 +49,27 @@ impl SqlStore {
         entity: &str,
         id: &str,
         fence: i64,
-        now_ms: i64,
         lease_ttl_ms: i64,
     ) -> Result<ItemView, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut view = self.load_item(&mut tx, entity, id, true).await?;
-        if view.fence != fence {
-            return Err(StoreError::StaleFence { item: view.id, sent: fence, current: view.fence });
-        }
-        if !view.state.is_leased() {
-            return Err(StoreError::Conflict(format!(
-                "item '{}' is {}; it holds no lease to renew",
-                view.id, view.state
-            )));
-        }
-        let until = now_ms + lease_ttl_ms;
-        sqlx::query("UPDATE items SET lease_expires_at = $1 WHERE id = $2 AND fence = $3")
-            .bind(until)
+        check_holder(&view, fence)?;
+        // The guard repeats the holder check: the write itself refuses a
+        // holder that lost the item, whatever the code above it does.
+        let sql = format!(
+            "UPDATE items SET lease_expires_at = {} + $1 WHERE id = $2 AND fence = $3 AND state IN {HELD} \
+             RETURNING lease_expires_at",
+            self.now_sql()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(lease_ttl_ms)
             .bind(&view.id)
             .bind(fence)
-            .execute(&mut *tx)
-            .await?;
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("item '{}' changed concurrently; retry", view.id)))?;
+        view.lease_expires_at_ms = Some(row.try_get("lease_expires_at")?);
         tx.commit().await?;
-        view.lease_expires_at_ms = Some(until);
         Ok(view)
     }
 
@@ -77,29 +81,26 @@ impl SqlStore {
         event: &ItemEvent,
         now_ms: i64,
     ) -> Result<ItemView, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let view = self.transition(&mut tx, entity, id, fence, event, now_ms, None).await?;
         tx.commit().await?;
         Ok(view)
     }
 
-    pub(super) async fn expire_leases(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, entity FROM items WHERE state IN ('claimed', 'running', 'stopping') AND lease_expires_at < $1",
-        )
-        .bind(now_ms)
-        .fetch_all(&self.pool)
-        .await?;
+    pub(super) async fn expire_leases(&self) -> Result<Vec<String>, StoreError> {
+        let sql =
+            format!("SELECT id, entity FROM items WHERE state IN {HELD} AND lease_expires_at < {}", self.now_sql());
+        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.read).await?;
         let mut expired = Vec::new();
         for r in rows {
             let (id, entity): (String, String) = (r.try_get("id")?, r.try_get("entity")?);
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             // Re-check under the lock: a heartbeat may have renewed it meanwhile.
-            let current = self.load_item(&mut tx, &entity, &id, true).await?;
-            if !current.state.is_leased() || current.lease_expires_at_ms.is_none_or(|t| t >= now_ms) {
+            let (current, now) = self.load_item_at(&mut tx, &entity, &id, true).await?;
+            if !current.state.is_leased() || current.lease_expires_at_ms.is_none_or(|t| t >= now) {
                 continue;
             }
-            match self.transition(&mut tx, &entity, &id, None, &ItemEvent::LeaseExpired, now_ms, None).await {
+            match self.transition_loaded(&mut tx, current, None, &ItemEvent::LeaseExpired, now, None).await {
                 Ok(_) => {
                     tx.commit().await?;
                     expired.push(id);

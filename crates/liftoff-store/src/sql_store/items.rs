@@ -13,6 +13,8 @@ pub(super) const ITEM_COLS: &str = "id, run_id, entity, queue, state, priority, 
      created_at, lease_expires_at, started_at, ended_at, log_archived, stage, resumes";
 
 impl SqlStore {
+    /// The item named `id` (its item id or its run id: `item_names` holds
+    /// both in one namespace, so a name means at most one item).
     pub(super) async fn load_item(
         &self,
         conn: &mut AnyConnection,
@@ -20,12 +22,26 @@ impl SqlStore {
         id: &str,
         lock: bool,
     ) -> Result<ItemView, StoreError> {
+        Ok(self.load_item_at(conn, entity, id, lock).await?.0)
+    }
+
+    /// [`Self::load_item`], and the database clock at the time of reading.
+    pub(super) async fn load_item_at(
+        &self,
+        conn: &mut AnyConnection,
+        entity: &str,
+        id: &str,
+        lock: bool,
+    ) -> Result<(ItemView, i64), StoreError> {
         let sql = format!(
-            "SELECT {ITEM_COLS} FROM items WHERE entity = $1 AND (id = $2 OR run_id = $2){}",
+            "SELECT {ITEM_COLS}, {} AS db_now FROM items \
+             WHERE id = (SELECT item_id FROM item_names WHERE entity = $1 AND name = $2) AND entity = $1{}",
+            self.now_sql(),
             if lock { self.for_update(false) } else { "" }
         );
         let row = sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(id).fetch_optional(&mut *conn).await?;
-        row.map(|r| decode_item(&r)).transpose()?.ok_or_else(|| StoreError::NotFound(format!("run-queue item '{id}'")))
+        let row = row.ok_or_else(|| StoreError::NotFound(format!("run-queue item '{id}'")))?;
+        Ok((decode_item(&row)?, row.try_get("db_now")?))
     }
 
     /// The one place item rows change state: apply the event through the core
@@ -46,6 +62,7 @@ impl SqlStore {
     }
 
     /// [`Self::transition`] for a row the caller has just loaded (and locked).
+    /// `claim` is the claiming agent and its lease deadline.
     pub(super) async fn transition_loaded(
         &self,
         conn: &mut AnyConnection,
@@ -55,10 +72,8 @@ impl SqlStore {
         now_ms: i64,
         claim: Option<(&str, i64)>,
     ) -> Result<ItemView, StoreError> {
-        if let Some(sent) = fence
-            && sent != view.fence
-        {
-            return Err(StoreError::StaleFence { item: view.id, sent, current: view.fence });
+        if let Some(sent) = fence {
+            check_holder(&view, sent)?;
         }
         let (old_state, old_fence) = (view.state, view.fence);
         let mut item = Item {
@@ -80,9 +95,9 @@ impl SqlStore {
         view.resumes = item.resumes;
         match item.state {
             ItemState::Claimed => {
-                let (agent, ttl) = claim.unwrap_or(("", 0));
+                let (agent, deadline) = claim.unwrap_or(("", now_ms));
                 view.agent_id = Some(agent.to_string());
-                view.lease_expires_at_ms = Some(now_ms + ttl);
+                view.lease_expires_at_ms = Some(deadline);
             }
             ItemState::Running if old_state == ItemState::Claimed => view.started_at_ms = Some(now_ms),
             ItemState::Pending => {
@@ -122,6 +137,11 @@ impl SqlStore {
         Ok(view)
     }
     pub(super) async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError> {
+        let run_id_taken = || StoreError::Invalid {
+            field: "run_id".into(),
+            message: format!("run id '{}' is already used in entity '{}'", item.run_id, item.entity),
+        };
+        let mut tx = self.begin_write().await?;
         let res = sqlx::query(
             "INSERT INTO items (id, run_id, entity, queue, state, priority, sort_prio, attempts, fence, spec, created_at) \
              VALUES ($1, $2, $3, $4, 'pending', $5, $6, 0, 0, $7, $8)",
@@ -134,24 +154,43 @@ impl SqlStore {
         .bind(if item.prioritized { item.priority.rank() } else { 0 })
         .bind(serde_json::to_string(&item.spec).map_err(|e| corrupt("launch spec", e))?)
         .bind(item.now_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match res {
             Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Invalid {
-                    field: "run_id".into(),
-                    message: format!("run id '{}' is already used in entity '{}'", item.run_id, item.entity),
-                });
-            }
+            Err(e) if is_unique_violation(&e) => return Err(run_id_taken()),
             Err(e) => return Err(e.into()),
         }
-        let mut conn = self.pool.acquire().await?;
-        self.load_item(&mut conn, &item.entity, &item.id, false).await
+        let mut names = vec![(&item.id, false)];
+        if item.run_id != item.id {
+            names.push((&item.run_id, true));
+        }
+        for (name, is_run_id) in names {
+            let res = sqlx::query("INSERT INTO item_names (entity, name, item_id) VALUES ($1, $2, $3)")
+                .bind(&item.entity)
+                .bind(name)
+                .bind(&item.id)
+                .execute(&mut *tx)
+                .await;
+            match res {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) && is_run_id => return Err(run_id_taken()),
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::Conflict(format!(
+                        "item id '{}' is already used in entity '{}'",
+                        item.id, item.entity
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let view = self.load_item(&mut tx, &item.entity, &item.id, false).await?;
+        tx.commit().await?;
+        Ok(view)
     }
 
     pub(super) async fn get_item(&self, entity: &str, id: &str) -> Result<Option<ItemView>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.read.acquire().await?;
         match self.load_item(&mut conn, entity, id, false).await {
             Ok(v) => Ok(Some(v)),
             Err(StoreError::NotFound(_)) => Ok(None),
@@ -172,7 +211,7 @@ impl SqlStore {
             .bind(entity)
             .bind(queue.unwrap_or(""))
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
         rows.iter().map(decode_item).collect()
     }
@@ -186,12 +225,10 @@ impl SqlStore {
         message: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let view = self.load_item(&mut tx, entity, id, true).await?;
-        if let Some(sent) = fence
-            && sent != view.fence
-        {
-            return Err(StoreError::StaleFence { item: view.id, sent, current: view.fence });
+        if let Some(sent) = fence {
+            check_holder(&view, sent)?;
         }
         let done = sqlx::query(
             "INSERT INTO item_warnings (item_id, stage, message, created_at) VALUES ($1, $2, $3, $4) \
@@ -208,7 +245,7 @@ impl SqlStore {
     }
 
     pub(super) async fn list_warnings(&self, entity: &str, id: &str) -> Result<Vec<ItemWarning>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.read.acquire().await?;
         let view = self.load_item(&mut conn, entity, id, false).await?;
         let rows = sqlx::query(
             "SELECT stage, message, created_at FROM item_warnings WHERE item_id = $1 ORDER BY created_at, message",
@@ -258,4 +295,20 @@ pub(super) fn decode_item(r: &AnyRow) -> Result<ItemView, StoreError> {
         resumes: u32::try_from(r.try_get::<i64, _>("resumes")?).map_err(|e| corrupt("item resumes", e))?,
         warnings: Vec::new(),
     })
+}
+
+/// A write carrying `fence` comes from the item's current holder: the token
+/// is the current one and the item is held (claimed, running or stopping).
+/// Anything else is a holder that lost the item, whose writes change nothing.
+pub(super) fn check_holder(view: &ItemView, fence: i64) -> Result<(), StoreError> {
+    if fence != view.fence {
+        return Err(StoreError::StaleFence { item: view.id.clone(), sent: fence, current: view.fence });
+    }
+    if !view.state.is_leased() {
+        return Err(StoreError::Conflict(format!(
+            "item '{}' is {}: the claim with token {fence} no longer holds it",
+            view.id, view.state
+        )));
+    }
+    Ok(())
 }

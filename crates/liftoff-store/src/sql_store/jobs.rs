@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 impl SqlStore {
     pub(super) async fn create_job_version(&self, job: &NewJobVersion<'_>) -> Result<JobView, StoreError> {
         let NewJobVersion { entity, project, name, source, runtime, aliases, now_ms } = *job;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let sql = format!(
             "SELECT version FROM jobs WHERE entity = $1 AND project = $2 AND name = $3 ORDER BY version DESC LIMIT 1{}",
             self.for_update(false)
@@ -87,7 +87,7 @@ impl SqlStore {
         .bind(project)
         .bind(name)
         .bind(alias)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await?;
         match row {
             Some(r) => Ok(Some(self.job_view(&r).await?)),
@@ -101,7 +101,7 @@ impl SqlStore {
              ORDER BY project, name, version",
         )
         .bind(entity)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -122,7 +122,7 @@ impl SqlStore {
         .bind(&project)
         .bind(&name)
         .bind(version)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?
         .iter()
         .map(|a| a.try_get::<String, _>("alias"))

@@ -20,7 +20,7 @@ impl SqlStore {
         .bind(serde_json::to_string(&q.template_variables).map_err(|e| corrupt("template variables", e))?)
         .bind(i64::from(q.prioritization))
         .bind(q.created_at_ms)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await;
         match res {
             Ok(_) => Ok(()),
@@ -35,7 +35,7 @@ impl SqlStore {
         let row = sqlx::query("SELECT * FROM queues WHERE entity = $1 AND name = $2")
             .bind(entity)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?;
         row.map(|r| decode_queue(&r)).transpose()
     }
@@ -43,7 +43,7 @@ impl SqlStore {
     pub(super) async fn list_queues(&self, entity: &str) -> Result<Vec<Queue>, StoreError> {
         let rows = sqlx::query("SELECT * FROM queues WHERE entity = $1 ORDER BY name")
             .bind(entity)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?;
         rows.iter().map(decode_queue).collect()
     }
@@ -62,7 +62,7 @@ impl SqlStore {
         .bind(digest)
         .bind(i64::try_from(size).unwrap_or(i64::MAX))
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&self.write)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -71,7 +71,7 @@ impl SqlStore {
         let row = sqlx::query("SELECT digest FROM blobs WHERE entity = $1 AND digest = $2")
             .bind(entity)
             .bind(digest)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?;
         Ok(row.is_some())
     }

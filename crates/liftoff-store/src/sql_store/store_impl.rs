@@ -68,20 +68,12 @@ impl Store for SqlStore {
         entity: &str,
         queues: &[String],
         agent_id: &str,
-        now_ms: i64,
         lease_ttl_ms: i64,
     ) -> Result<Option<Claimed>, StoreError> {
-        SqlStore::claim(self, entity, queues, agent_id, now_ms, lease_ttl_ms).await
+        SqlStore::claim(self, entity, queues, agent_id, lease_ttl_ms).await
     }
-    async fn renew_lease(
-        &self,
-        entity: &str,
-        id: &str,
-        fence: i64,
-        now_ms: i64,
-        lease_ttl_ms: i64,
-    ) -> Result<ItemView, StoreError> {
-        SqlStore::renew_lease(self, entity, id, fence, now_ms, lease_ttl_ms).await
+    async fn renew_lease(&self, entity: &str, id: &str, fence: i64, lease_ttl_ms: i64) -> Result<ItemView, StoreError> {
+        SqlStore::renew_lease(self, entity, id, fence, lease_ttl_ms).await
     }
     async fn apply_event(
         &self,
@@ -93,8 +85,8 @@ impl Store for SqlStore {
     ) -> Result<ItemView, StoreError> {
         SqlStore::apply_event(self, entity, id, fence, event, now_ms).await
     }
-    async fn expire_leases(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
-        SqlStore::expire_leases(self, now_ms).await
+    async fn expire_leases(&self) -> Result<Vec<String>, StoreError> {
+        SqlStore::expire_leases(self).await
     }
     async fn append_log(
         &self,
@@ -113,8 +105,17 @@ impl Store for SqlStore {
     async fn logs_to_archive(&self, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
         SqlStore::logs_to_archive(self, limit).await
     }
-    async fn mark_log_archived(&self, entity: &str, id: &str) -> Result<(), StoreError> {
-        SqlStore::mark_log_archived(self, entity, id).await
+    async fn claim_log_archive(&self, entity: &str, id: &str, ttl_ms: i64) -> Result<Option<i64>, StoreError> {
+        SqlStore::claim_log_archive(self, entity, id, ttl_ms).await
+    }
+    async fn mark_log_archived(
+        &self,
+        entity: &str,
+        id: &str,
+        claim: i64,
+        through_seq: Option<i64>,
+    ) -> Result<(), StoreError> {
+        SqlStore::mark_log_archived(self, entity, id, claim, through_seq).await
     }
     async fn register_agent(
         &self,
