@@ -135,6 +135,7 @@ impl SqlStore {
         let q = sqlx::query("UPDATE agents SET stop_polling = 1 WHERE entity = $1 AND id = $2");
         self.update_agent(entity, id, q.bind(entity).bind(id)).await
     }
+
     /// Runs an `UPDATE agents ... WHERE entity = $1 AND id = $2` and returns the agent.
     pub(super) async fn update_agent(
         &self,

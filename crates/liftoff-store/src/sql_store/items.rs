@@ -2,7 +2,7 @@
 
 use super::{SqlStore, corrupt, is_unique_violation};
 use crate::{NewItem, StoreError};
-use liftoff_core::api::{ItemView, ItemWarning, LaunchSpec};
+use liftoff_core::api::{ItemView, LaunchSpec};
 use liftoff_core::{Item, ItemEvent, ItemState, Priority, Stage};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
@@ -136,6 +136,7 @@ impl SqlStore {
         }
         Ok(view)
     }
+
     pub(super) async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError> {
         let run_id_taken = || StoreError::Invalid {
             field: "run_id".into(),
@@ -214,55 +215,6 @@ impl SqlStore {
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(decode_item).collect()
-    }
-
-    pub(super) async fn add_warning(
-        &self,
-        entity: &str,
-        id: &str,
-        fence: Option<i64>,
-        stage: Stage,
-        message: &str,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let view = self.load_item(&mut tx, entity, id, true).await?;
-        if let Some(sent) = fence {
-            check_holder(&view, sent)?;
-        }
-        let done = sqlx::query(
-            "INSERT INTO item_warnings (item_id, stage, message, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (item_id, stage, message) DO NOTHING",
-        )
-        .bind(&view.id)
-        .bind(stage.as_str())
-        .bind(message)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn list_warnings(&self, entity: &str, id: &str) -> Result<Vec<ItemWarning>, StoreError> {
-        let mut conn = self.read.acquire().await?;
-        let view = self.load_item(&mut conn, entity, id, false).await?;
-        let rows = sqlx::query(
-            "SELECT stage, message, created_at FROM item_warnings WHERE item_id = $1 ORDER BY created_at, message",
-        )
-        .bind(&view.id)
-        .fetch_all(&mut *conn)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let stage: String = r.try_get("stage")?;
-                Ok(ItemWarning {
-                    stage: Stage::from_str(&stage).map_err(|e| corrupt("warning stage", e))?,
-                    message: r.try_get("message")?,
-                    created_at_ms: r.try_get("created_at")?,
-                })
-            })
-            .collect()
     }
 }
 

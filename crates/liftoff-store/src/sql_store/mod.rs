@@ -1,6 +1,6 @@
 //! The [`Store`] over SQL, one file per concept: `items` (rows and the one
 //! guarded state transition), `claims` (claims and leases), `logs`, `jobs`,
-//! `queues`, `agents_keys`, `migrations`; `store_impl` maps the trait onto them.
+//! `queues`, `warnings`, `agents_keys`, `migrations`; `store_impl` maps the trait onto them.
 
 mod agents_keys;
 mod claims;
@@ -10,6 +10,7 @@ mod logs;
 mod migrations;
 mod queues;
 mod store_impl;
+mod warnings;
 
 use crate::StoreError;
 use sqlx::any::AnyPoolOptions;
