@@ -390,6 +390,7 @@ async fn one_archiver_per_log(s: SqlStore) {
         s.enqueue(&item(id, "q", Priority::Medium, false)).await.unwrap();
         let c = claim_one(&s, "q").await.unwrap();
         s.append_log("acme", id, c.fence, 0, LogStream::Stdout, "out\n").await.unwrap();
+        s.append_log("acme", id, c.fence, 1, LogStream::Stderr, "err\n").await.unwrap();
         s.apply_event("acme", id, Some(c.fence), &ItemEvent::Start, 2).await.unwrap();
         s.apply_event("acme", id, Some(c.fence), &ItemEvent::Finish, 3).await.unwrap();
     }
@@ -406,7 +407,8 @@ async fn one_archiver_per_log(s: SqlStore) {
     }
     assert_eq!(won.len(), 1, "exactly one archiver wins: {won:?}");
     assert_eq!(s.logs_to_archive(10).await.unwrap(), vec![("acme".to_string(), "b".to_string())]);
-    s.mark_log_archived("acme", "a", won[0], Some(0)).await.unwrap();
+    s.mark_log_archived("acme", "a", won[0], Some(1)).await.unwrap();
+    assert!(s.read_log("acme", "a", 0, 10).await.unwrap().is_empty(), "the archived chunks are dropped");
 
     // a claim that runs out (its archiver died) is taken over
     let dead = s.claim_log_archive("acme", "b", SHORT).await.unwrap().expect("claim");
@@ -422,9 +424,12 @@ async fn one_archiver_per_log(s: SqlStore) {
     let late = s.mark_log_archived("acme", "b", dead, Some(0)).await;
     assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
     assert!(!s.get_item("acme", "b").await.unwrap().unwrap().log_archived);
-    assert_eq!(s.read_log("acme", "b", 0, 10).await.unwrap().len(), 1, "the lost claim dropped nothing");
+    assert_eq!(s.read_log("acme", "b", 0, 10).await.unwrap().len(), 2, "the lost claim dropped nothing");
+    // only the chunks the archiver read and stored are dropped
     s.mark_log_archived("acme", "b", taken, Some(0)).await.unwrap();
     assert!(s.get_item("acme", "b").await.unwrap().unwrap().log_archived);
+    let left: Vec<_> = s.read_log("acme", "b", 0, 10).await.unwrap().into_iter().map(|c| c.seq).collect();
+    assert_eq!(left, [1]);
     assert_eq!(s.claim_log_archive("acme", "b", TTL).await.unwrap(), None);
 }
 

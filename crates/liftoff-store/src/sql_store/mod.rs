@@ -10,6 +10,8 @@ mod logs;
 mod migrations;
 mod queues;
 mod store_impl;
+#[cfg(test)]
+mod tests;
 mod warnings;
 
 use crate::StoreError;
