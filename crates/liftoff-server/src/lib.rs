@@ -4,6 +4,7 @@
 mod app;
 mod auth;
 mod config;
+mod data_dir_lock;
 mod dispatch;
 mod error;
 mod extract;
@@ -14,4 +15,5 @@ mod server;
 
 pub use auth::{hash_key, mint_admin_key};
 pub use config::ServerConfig;
+pub use data_dir_lock::{DataDirLock, DataDirLockError};
 pub use server::{DEFAULT_ENTITY, RunningServer, start};

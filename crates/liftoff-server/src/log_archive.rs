@@ -10,13 +10,22 @@ use liftoff_store::StoreError;
 /// Chunks read from the database per query while archiving.
 const PAGE: i64 = 5000;
 
-/// Archives the logs of up to `limit` ended items. Safe to repeat after a
-/// crash: the object is rewritten whole before the rows are dropped.
+/// How long one server holds the archiving of a log before another may take
+/// it over (when the first crashed).
+const CLAIM_TTL_MS: i64 = 5 * 60 * 1000;
+
+/// Archives the logs of up to `limit` ended items; returns how many this
+/// server archived. Each log is claimed first, so that of several servers on
+/// one database exactly one archives it. Safe to repeat after a crash: the
+/// object is rewritten whole before the rows are dropped.
 pub async fn archive_ended(st: &AppState, limit: i64) -> Result<usize, StoreError> {
     let todo = st.store.logs_to_archive(limit).await?;
+    let mut archived = 0;
     for (entity, id) in &todo {
+        let Some(claim) = st.store.claim_log_archive(entity, id, CLAIM_TTL_MS).await? else { continue };
         let mut jsonl = Vec::new();
         let mut after = 0;
+        let mut through_seq = None;
         loop {
             let chunks = st.store.read_log(entity, id, after, PAGE).await?;
             for c in &chunks {
@@ -24,15 +33,17 @@ pub async fn archive_ended(st: &AppState, limit: i64) -> Result<usize, StoreErro
                     .map_err(|e| StoreError::Corrupt { what: "log chunk", detail: e.to_string() })?;
                 jsonl.push(b'\n');
             }
+            through_seq = chunks.last().map(|c| c.seq).or(through_seq);
             match chunks.last() {
                 Some(last) if chunks.len() as i64 == PAGE => after = last.seq + 1,
                 _ => break,
             }
         }
         st.blobs.put_log(entity, id, Bytes::from(jsonl)).await?;
-        st.store.mark_log_archived(entity, id).await?;
+        st.store.mark_log_archived(entity, id, claim, through_seq).await?;
+        archived += 1;
     }
-    Ok(todo.len())
+    Ok(archived)
 }
 
 /// Chunks `seq >= after` of an archived log, at most `limit`.

@@ -1,6 +1,7 @@
 use crate::app::{AppState, router};
 use crate::auth::mint_admin_key;
 use crate::config::ServerConfig;
+use crate::data_dir_lock::DataDirLock;
 use crate::dispatch::Dispatch;
 use crate::metrics::Metrics;
 use anyhow::Context;
@@ -34,11 +35,13 @@ impl RunningServer {
     }
 }
 
-/// Opens the store, creates entity `default` and its admin key on first
-/// start, binds `config.listen` and serves until shut down.
+/// Locks the data directory (a second server on it refuses to start, naming
+/// the holder), opens the store, creates entity `default` and its admin key
+/// on first start, binds `config.listen` and serves until shut down.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("failed to create data directory {}", config.data_dir.display()))?;
+    let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     let url = match &config.db_url {
         Some(u) => u.clone(),
         None => format!("sqlite://{}", config.data_dir.join("liftoff.db").display()),
@@ -93,6 +96,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             tracing::error!(error = %e, "server stopped");
         }
         reaper.abort();
+        let _ = reaper.await;
+        // held while this task serves, however the RunningServer is dropped
+        drop(data_dir_lock);
     });
     tracing::info!(%addr, "liftoff server listening");
     Ok(RunningServer { addr, admin_key, task, shutdown })
@@ -122,7 +128,7 @@ async fn reap_leases(state: AppState, mut stop: tokio::sync::watch::Receiver<boo
         }
         let now = Instant::now();
         if grace.may_expire(now) {
-            match state.store.expire_leases(now_ms()).await {
+            match state.store.expire_leases().await {
                 Ok(ids) => {
                     grace.reached_store(Instant::now());
                     if !ids.is_empty() {

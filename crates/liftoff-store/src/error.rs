@@ -22,6 +22,10 @@ pub enum StoreError {
     /// Stored data could not be decoded (a bug or a hand-edited database).
     #[error("corrupt stored {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// The database was upgraded by a newer liftoff, whose tables this one
+    /// would misread: nothing was changed.
+    #[error("database schema version {database} is newer than this liftoff (knows up to {known}): upgrade liftoff")]
+    SchemaTooNew { database: i64, known: i64 },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("blob store error: {0}")]

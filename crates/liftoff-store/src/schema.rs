@@ -1,5 +1,6 @@
-//! Table definitions. The dialects differ only in the auto-incrementing
-//! FIFO sequence column of `items`.
+//! The tables as schema version 1 (the first versioned release) made them.
+//! The dialects differ only in the auto-incrementing FIFO sequence column
+//! of `items`. Later changes are migrations in `sql_store/migrations.rs`.
 
 /// The `items` table; only its FIFO sequence column differs by dialect.
 pub(crate) fn items_table(seq_column: &str) -> String {
@@ -112,14 +113,4 @@ pub(crate) const COMMON: &[&str] = &[
         heartbeat_at BIGINT NOT NULL,
         created_at BIGINT NOT NULL
     )",
-];
-
-/// Columns added after a table's first release: `(table, name, definition)`.
-/// Added on start to databases created before them.
-pub(crate) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
-    ("items", "stage", "stage TEXT"),
-    ("items", "resumes", "resumes BIGINT NOT NULL DEFAULT 0"),
-    // the claim (fence) a chunk was written under, and its size as sent
-    ("log_chunks", "fence", "fence BIGINT NOT NULL DEFAULT 0"),
-    ("log_chunks", "bytes", "bytes BIGINT NOT NULL DEFAULT 0"),
 ];

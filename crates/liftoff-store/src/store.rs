@@ -44,31 +44,27 @@ pub trait Store: Send + Sync {
     async fn list_jobs(&self, entity: &str) -> Result<Vec<JobView>, StoreError>;
 
     async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError>;
-    /// By item id or by run id.
+    /// By item id or by run id: the two share one namespace per entity, so a
+    /// name means at most one item.
     async fn get_item(&self, entity: &str, id: &str) -> Result<Option<ItemView>, StoreError>;
     async fn list_items(&self, entity: &str, queue: Option<&str>, limit: i64) -> Result<Vec<ItemView>, StoreError>;
 
     /// Atomically claims the first pending item of the first queue (in the
     /// given order) that has one: priority order, then FIFO. Each item is
-    /// claimed by exactly one caller; the claim bumps its fencing token.
+    /// claimed by exactly one caller; the claim bumps its fencing token. The
+    /// lease runs `lease_ttl_ms` from now by the database's clock.
     async fn claim(
         &self,
         entity: &str,
         queues: &[String],
         agent_id: &str,
-        now_ms: i64,
         lease_ttl_ms: i64,
     ) -> Result<Option<Claimed>, StoreError>;
-    /// Extends the lease held with `fence`.
-    async fn renew_lease(
-        &self,
-        entity: &str,
-        id: &str,
-        fence: i64,
-        now_ms: i64,
-        lease_ttl_ms: i64,
-    ) -> Result<ItemView, StoreError>;
-    /// Applies `event`; when `fence` is given it must be the current token.
+    /// Extends the lease held with `fence` to `lease_ttl_ms` from now by the
+    /// database's clock. Refused unless `fence` is current and the item held.
+    async fn renew_lease(&self, entity: &str, id: &str, fence: i64, lease_ttl_ms: i64) -> Result<ItemView, StoreError>;
+    /// Applies `event`; when `fence` is given it must be the current token
+    /// and the item held (claimed, running or stopping).
     async fn apply_event(
         &self,
         entity: &str,
@@ -77,21 +73,19 @@ pub trait Store: Send + Sync {
         event: &ItemEvent,
         now_ms: i64,
     ) -> Result<ItemView, StoreError>;
-    /// Applies `LeaseExpired` to every leased item whose lease ran out; returns their ids.
-    async fn expire_leases(&self, now_ms: i64) -> Result<Vec<String>, StoreError>;
+    /// Applies `LeaseExpired` to every leased item whose lease ran out by the
+    /// database's clock; returns their ids.
+    async fn expire_leases(&self) -> Result<Vec<String>, StoreError>;
 
     /// Gives back every item `agent_id` claimed and never started, except
     /// those in `keep` (the ones it knows it holds): a claim granted but
     /// never received costs no attempt. Returns the released ids.
-    async fn release_unstarted(
-        &self,
-        entity: &str,
-        agent_id: &str,
-        keep: &[String],
-        now_ms: i64,
-    ) -> Result<Vec<String>, StoreError>;
+    async fn release_unstarted(&self, entity: &str, agent_id: &str, keep: &[String])
+    -> Result<Vec<String>, StoreError>;
 
     /// Appends chunk `seq`; a repeat of an already stored `seq` is ignored.
+    /// Refused unless `fence` is current and the item held: an ended run's
+    /// log takes no more chunks.
     async fn append_log(
         &self,
         entity: &str,
@@ -104,11 +98,26 @@ pub trait Store: Send + Sync {
     /// Chunks with `seq >= after`, in order, at most `limit`.
     async fn read_log(&self, entity: &str, id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>, StoreError>;
 
-    /// `(entity, id)` of ended items whose log chunks are still in the database.
+    /// `(entity, id)` of ended items whose log chunks are still in the
+    /// database and which no archiver has claimed (or its claim ran out).
     async fn logs_to_archive(&self, limit: i64) -> Result<Vec<(String, String)>, StoreError>;
-    /// Marks an ended item's log archived and drops its chunks from the
-    /// database (after the caller stored them elsewhere). Appends are then refused.
-    async fn mark_log_archived(&self, entity: &str, id: &str) -> Result<(), StoreError>;
+    /// Claims the archiving of an ended item's log for `ttl_ms` (database
+    /// clock), so that of several servers exactly one archives it; a crashed
+    /// archiver's claim runs out and the work is taken again. Returns the
+    /// claim's token, or `None` when the log is archived already or another
+    /// claim still runs.
+    async fn claim_log_archive(&self, entity: &str, id: &str, ttl_ms: i64) -> Result<Option<i64>, StoreError>;
+    /// Marks an ended item's log archived (after the caller stored it
+    /// elsewhere) and drops its chunks up to `through_seq`, the last one the
+    /// caller stored (`None`: none). Refused (`Conflict`) unless `claim` is
+    /// still the item's archive claim.
+    async fn mark_log_archived(
+        &self,
+        entity: &str,
+        id: &str,
+        claim: i64,
+        through_seq: Option<i64>,
+    ) -> Result<(), StoreError>;
 
     async fn register_agent(
         &self,
@@ -128,7 +137,8 @@ pub trait Store: Send + Sync {
     async fn list_agents(&self, entity: &str) -> Result<Vec<AgentView>, StoreError>;
     async fn set_agent_stop_polling(&self, entity: &str, id: &str) -> Result<AgentView, StoreError>;
 
-    /// Records a warning on an item (checked against `fence` when given);
+    /// Records a warning on an item (when `fence` is given, it must be the
+    /// current token and the item held);
     /// `false` when the same stage and message were already recorded.
     async fn add_warning(
         &self,

@@ -3,12 +3,14 @@
 
 use liftoff_core::api::{AgentStatus, LaunchSpec, LogStream, RegisterAgent};
 use liftoff_core::job::{ImageSource, JobSource};
-use liftoff_core::{ItemEvent, ItemState, Priority, Queue, ResourceType};
+use liftoff_core::{ItemEvent, ItemState, Priority, Queue, ResourceType, Stage};
 use liftoff_store::{ApiKeyRecord, KeyRole, NewItem, NewJobVersion, SqlStore, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
 
 const TTL: i64 = 10_000;
+/// A lease that has run out by the time anyone looks.
+const SHORT: i64 = 1;
 
 async fn sqlite() -> (SqlStore, Option<tempfile::TempDir>) {
     let dir = tempfile::tempdir().unwrap();
@@ -58,8 +60,26 @@ fn item(id: &str, queue: &str, priority: Priority, prioritized: bool) -> NewItem
     }
 }
 
-async fn claim_one(s: &SqlStore, q: &str, now: i64) -> Option<liftoff_core::api::ItemView> {
-    s.claim("acme", &[q.to_string()], "agent-1", now, TTL).await.unwrap().map(|c| c.item)
+async fn claim_one(s: &SqlStore, q: &str) -> Option<liftoff_core::api::ItemView> {
+    claim_for(s, q, TTL).await
+}
+
+async fn claim_for(s: &SqlStore, q: &str, ttl: i64) -> Option<liftoff_core::api::ItemView> {
+    s.claim("acme", &[q.to_string()], "agent-1", ttl).await.unwrap().map(|c| c.item)
+}
+
+/// Runs the reaper until it expires something (leases end by the database's
+/// clock, so a test waits for them: with `SHORT` leases, milliseconds).
+async fn expire_soon(s: &SqlStore) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let expired = s.expire_leases().await.unwrap();
+        if !expired.is_empty() {
+            return expired;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "no lease expired within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 async fn entities_keys_and_queues(s: SqlStore) {
@@ -119,21 +139,21 @@ async fn claims_follow_priority_then_fifo(s: SqlStore) {
         s.enqueue(&item(&format!("f{id}"), "fifo", p, false)).await.unwrap();
     }
     let mut order = vec![];
-    while let Some(i) = claim_one(&s, "prio", 5).await {
+    while let Some(i) = claim_one(&s, "prio").await {
         assert_eq!(i.state, ItemState::Claimed);
         assert_eq!(i.agent_id.as_deref(), Some("agent-1"));
         order.push(i.id);
     }
     assert_eq!(order, vec!["d", "b", "c", "a"]);
     let mut fifo = vec![];
-    while let Some(i) = claim_one(&s, "fifo", 5).await {
+    while let Some(i) = claim_one(&s, "fifo").await {
         fifo.push(i.id);
     }
     assert_eq!(fifo, vec!["fa", "fb", "fc", "fd"], "prioritization off: FIFO");
     // round robin is the caller's order of queues
     s.enqueue(&item("x", "prio", Priority::Low, true)).await.unwrap();
     s.enqueue(&item("y", "fifo", Priority::Low, false)).await.unwrap();
-    let got = s.claim("acme", &["fifo".into(), "prio".into()], "a", 5, TTL).await.unwrap().unwrap();
+    let got = s.claim("acme", &["fifo".into(), "prio".into()], "a", TTL).await.unwrap().unwrap();
     assert_eq!((got.item.id.as_str(), got.log_seq_start), ("y", 0));
     assert!(matches!(
         s.enqueue(&item("z", "fifo", Priority::Low, false)).await.and(s.enqueue(&NewItem { id: "z2".into(), ..item("z", "fifo", Priority::Low, false) }).await),
@@ -144,36 +164,31 @@ async fn claims_follow_priority_then_fifo(s: SqlStore) {
 async fn stale_fences_are_refused_and_change_nothing(s: SqlStore) {
     s.create_queue(&queue("q", false)).await.unwrap();
     s.enqueue(&item("i", "q", Priority::Medium, false)).await.unwrap();
-    let first = claim_one(&s, "q", 0).await.unwrap();
-    assert_eq!(first.fence, 1);
-    // lease runs out, item goes back, another agent claims: fence 2
-    assert_eq!(s.expire_leases(TTL + 1).await.unwrap(), vec!["i".to_string()]);
+    let first = claim_for(&s, "q", SHORT).await.unwrap();
+    let f1 = first.fence;
+    // lease runs out, item goes back, another agent claims: a newer fence
+    assert_eq!(expire_soon(&s).await, vec!["i".to_string()]);
     let pending = s.get_item("acme", "i").await.unwrap().unwrap();
     assert_eq!((pending.state, pending.attempts, pending.agent_id), (ItemState::Pending, 1, None));
-    let second = claim_one(&s, "q", TTL + 2).await.unwrap();
-    assert_eq!(second.fence, 2);
+    let second = claim_one(&s, "q").await.unwrap();
+    let f2 = second.fence;
+    assert!(f2 > f1);
 
-    let stale = |r: Result<_, StoreError>| matches!(r, Err(StoreError::StaleFence { sent: 1, current: 2, .. }));
-    assert!(stale(s.renew_lease("acme", "i", 1, TTL + 3, TTL).await.map(|_| ())));
-    assert!(stale(s.apply_event("acme", "i", Some(1), &ItemEvent::Start, TTL + 3).await.map(|_| ())));
-    assert!(stale(s.append_log("acme", "i", 1, 0, LogStream::Stdout, "x").await));
+    let stale = |r: Result<_, StoreError>| matches!(r, Err(StoreError::StaleFence { sent, current, .. }) if sent == f1 && current == f2);
+    assert!(stale(s.renew_lease("acme", "i", f1, TTL).await.map(|_| ())));
+    assert!(stale(s.apply_event("acme", "i", Some(f1), &ItemEvent::Start, TTL + 3).await.map(|_| ())));
+    assert!(stale(s.append_log("acme", "i", f1, 0, LogStream::Stdout, "x").await));
     let after = s.get_item("acme", "i").await.unwrap().unwrap();
     assert_eq!(after, second, "refused writes changed nothing");
     assert!(s.read_log("acme", "i", 0, 10).await.unwrap().is_empty());
 
-    let running = s.apply_event("acme", "i", Some(2), &ItemEvent::Start, TTL + 4).await.unwrap();
+    let running = s.apply_event("acme", "i", Some(f2), &ItemEvent::Start, TTL + 4).await.unwrap();
     assert_eq!(running.state, ItemState::Running);
     assert!(running.started_at_ms.is_some());
-    let done = s.apply_event("acme", "i", Some(2), &ItemEvent::Finish, TTL + 5).await.unwrap();
+    let done = s.apply_event("acme", "i", Some(f2), &ItemEvent::Finish, TTL + 5).await.unwrap();
     assert_eq!((done.state, done.exit_code, done.ended_at_ms), (ItemState::Finished, Some(0), Some(TTL + 5)));
     let again = s
-        .apply_event(
-            "acme",
-            "i",
-            Some(2),
-            &ItemEvent::Fail { reason: "x".into(), exit_code: None, stage: None },
-            TTL + 6,
-        )
+        .apply_event("acme", "i", None, &ItemEvent::Fail { reason: "x".into(), exit_code: None, stage: None }, TTL + 6)
         .await;
     assert!(matches!(again, Err(StoreError::Transition(_))), "terminal states are never left");
 }
@@ -181,21 +196,21 @@ async fn stale_fences_are_refused_and_change_nothing(s: SqlStore) {
 async fn lease_expiry_requeues_until_the_limit(s: SqlStore) {
     s.create_queue(&queue("q", false)).await.unwrap();
     s.enqueue(&item("i", "q", Priority::Medium, false)).await.unwrap();
-    let mut now = 0;
     for attempt in 1..=3u32 {
-        let c = claim_one(&s, "q", now).await.expect("claimable again");
+        let c = claim_for(&s, "q", SHORT).await.expect("claimable again");
         // renewing keeps it alive past the original deadline
-        s.renew_lease("acme", "i", c.fence, now + TTL - 1, TTL).await.unwrap();
-        assert!(s.expire_leases(now + TTL + 1).await.unwrap().is_empty(), "renewed lease must not expire");
-        now += 3 * TTL;
-        assert_eq!(s.expire_leases(now).await.unwrap().len(), 1);
+        s.renew_lease("acme", "i", c.fence, TTL).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(s.expire_leases().await.unwrap().is_empty(), "renewed lease must not expire");
+        s.renew_lease("acme", "i", c.fence, SHORT).await.unwrap();
+        assert_eq!(expire_soon(&s).await.len(), 1);
         let v = s.get_item("acme", "i").await.unwrap().unwrap();
         assert_eq!(v.attempts, attempt);
     }
     let v = s.get_item("acme", "i").await.unwrap().unwrap();
     assert_eq!(v.state, ItemState::Failed);
     assert!(v.reason.unwrap().contains("lease expired 3 times"));
-    assert!(claim_one(&s, "q", now).await.is_none());
+    assert!(claim_one(&s, "q").await.is_none());
 }
 
 async fn stop_requests(s: SqlStore) {
@@ -204,7 +219,7 @@ async fn stop_requests(s: SqlStore) {
     let v = s.apply_event("acme", "p", None, &ItemEvent::RequestStop, 1).await.unwrap();
     assert_eq!(v.state, ItemState::Stopped, "a pending item stops at once");
     s.enqueue(&item("r", "q", Priority::Medium, false)).await.unwrap();
-    let c = claim_one(&s, "q", 1).await.unwrap();
+    let c = claim_one(&s, "q").await.unwrap();
     s.apply_event("acme", "r", Some(c.fence), &ItemEvent::Start, 2).await.unwrap();
     let v = s.apply_event("acme", "run-r", None, &ItemEvent::RequestStop, 3).await.unwrap();
     assert_eq!(v.state, ItemState::Stopping, "lookup by run id works too");
@@ -215,7 +230,7 @@ async fn stop_requests(s: SqlStore) {
 async fn log_chunks_in_order_idempotent(s: SqlStore) {
     s.create_queue(&queue("q", false)).await.unwrap();
     s.enqueue(&item("i", "q", Priority::Medium, false)).await.unwrap();
-    let c = claim_one(&s, "q", 1).await.unwrap();
+    let c = claim_for(&s, "q", SHORT).await.unwrap();
     s.append_log("acme", "i", c.fence, 0, LogStream::Stdout, "a\n").await.unwrap();
     s.append_log("acme", "i", c.fence, 1, LogStream::Stderr, "b\n").await.unwrap();
     s.append_log("acme", "i", c.fence, 1, LogStream::Stderr, "b\n").await.unwrap(); // retry: ignored
@@ -227,9 +242,10 @@ async fn log_chunks_in_order_idempotent(s: SqlStore) {
     assert_eq!(s.read_log("acme", "i", 1, 100).await.unwrap().len(), 1);
     assert!(matches!(s.read_log("other", "i", 0, 1).await, Err(StoreError::NotFound(_))));
     // a re-claim after a lost lease continues the sequence
-    s.expire_leases(TTL + 10).await.unwrap();
-    let again = s.claim("acme", &["q".into()], "agent-2", TTL + 11, TTL).await.unwrap().unwrap();
-    assert_eq!((again.item.fence, again.log_seq_start), (c.fence + 1, 2));
+    expire_soon(&s).await;
+    let again = s.claim("acme", &["q".into()], "agent-2", TTL).await.unwrap().unwrap();
+    assert!(again.item.fence > c.fence);
+    assert_eq!(again.log_seq_start, 2);
     // each claim's output is counted apart, in bytes as sent; a NUL is not stored
     s.append_log("acme", "i", again.item.fence, 2, LogStream::Stdout, "x\0é\n").await.unwrap();
     s.append_log("acme", "i", again.item.fence, 3, LogStream::Agent, "said\n").await.unwrap();
@@ -241,16 +257,21 @@ async fn log_chunks_in_order_idempotent(s: SqlStore) {
 
     // ended runs are offered for archiving; archiving drops the rows and closes the log
     assert!(s.logs_to_archive(10).await.unwrap().is_empty(), "a running item's log stays open");
-    assert!(matches!(s.mark_log_archived("acme", "i").await, Err(StoreError::Conflict(_))));
+    assert_eq!(s.claim_log_archive("acme", "i", TTL).await.unwrap(), None);
+    assert!(matches!(s.mark_log_archived("acme", "i", 0, Some(3)).await, Err(StoreError::Conflict(_))));
     s.apply_event("acme", "i", Some(again.item.fence), &ItemEvent::Start, TTL + 12).await.unwrap();
     s.apply_event("acme", "i", Some(again.item.fence), &ItemEvent::Finish, TTL + 13).await.unwrap();
     assert_eq!(s.logs_to_archive(10).await.unwrap(), vec![("acme".to_string(), "i".to_string())]);
-    s.mark_log_archived("acme", "i").await.unwrap();
+    let claim = s.claim_log_archive("acme", "i", TTL).await.unwrap().expect("an archive claim");
+    assert!(s.logs_to_archive(10).await.unwrap().is_empty(), "a claimed log is not offered again");
+    s.mark_log_archived("acme", "i", claim, Some(3)).await.unwrap();
     assert!(s.logs_to_archive(10).await.unwrap().is_empty());
+    assert_eq!(s.claim_log_archive("acme", "i", TTL).await.unwrap(), None, "an archived log is never archived again");
     assert!(s.get_item("acme", "i").await.unwrap().unwrap().log_archived);
     assert!(s.read_log("acme", "i", 0, 100).await.unwrap().is_empty(), "rows dropped");
     let late = s.append_log("acme", "i", again.item.fence, 4, LogStream::Stdout, "late").await;
-    assert!(matches!(late, Err(StoreError::Conflict(_))), "closed log refuses chunks");
+    // refused twice over: the outcome took a new fence, and the log is closed
+    assert!(matches!(late, Err(StoreError::StaleFence { .. } | StoreError::Conflict(_))), "closed log refuses chunks");
 }
 
 async fn concurrent_claims_take_each_item_once(s: SqlStore) {
@@ -264,7 +285,7 @@ async fn concurrent_claims_take_each_item_once(s: SqlStore) {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             let mut got = vec![];
-            while let Some(i) = s.claim("acme", &["q".into()], &format!("agent-{a}"), 1, TTL).await.unwrap() {
+            while let Some(i) = s.claim("acme", &["q".into()], &format!("agent-{a}"), TTL).await.unwrap() {
                 got.push(i.item.id);
             }
             got
@@ -292,6 +313,157 @@ async fn agents(s: SqlStore) {
     assert_eq!(s.get_agent("other", "ag1").await.unwrap(), None, "agents are entity-scoped");
 }
 
+/// Every write a holder makes (renew, event, log chunk, warning) is refused
+/// once it lost the item, to expiry or after the stop it reported, and
+/// changes nothing anywhere.
+async fn lost_holders_change_nothing(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    let refused = |r: Result<(), StoreError>| {
+        assert!(matches!(r, Err(StoreError::StaleFence { .. } | StoreError::Conflict(_))), "{r:?}")
+    };
+    let writes_are_refused = async |id: &str, fence: i64, next_seq: i64| {
+        let before = s.get_item("acme", id).await.unwrap().unwrap();
+        refused(s.renew_lease("acme", id, fence, TTL).await.map(|_| ()));
+        refused(s.apply_event("acme", id, Some(fence), &ItemEvent::Finish, 9).await.map(|_| ()));
+        refused(s.append_log("acme", id, fence, next_seq, LogStream::Stdout, "late\n").await);
+        refused(s.add_warning("acme", id, Some(fence), Stage::Run, "late", 9).await.map(|_| ()));
+        assert_eq!(s.get_item("acme", id).await.unwrap().unwrap(), before, "the item is unchanged");
+        assert_eq!(s.read_log("acme", id, 0, 10).await.unwrap().len() as i64, next_seq, "no chunk was added");
+        assert!(s.list_warnings("acme", id).await.unwrap().is_empty(), "no warning was added");
+    };
+
+    // expired: the item went back to pending
+    s.enqueue(&item("e", "q", Priority::Medium, false)).await.unwrap();
+    let c = claim_for(&s, "q", SHORT).await.unwrap();
+    s.apply_event("acme", "e", Some(c.fence), &ItemEvent::Start, 2).await.unwrap();
+    s.append_log("acme", "e", c.fence, 0, LogStream::Stdout, "ran\n").await.unwrap();
+    assert_eq!(expire_soon(&s).await, vec!["e".to_string()]);
+    writes_are_refused("e", c.fence, 1).await;
+
+    // stopped: the holder reported the stop, and the run has ended
+    s.create_queue(&queue("q2", false)).await.unwrap();
+    s.enqueue(&item("t", "q2", Priority::Medium, false)).await.unwrap();
+    let c = claim_one(&s, "q2").await.unwrap();
+    s.apply_event("acme", "t", Some(c.fence), &ItemEvent::Start, 2).await.unwrap();
+    s.apply_event("acme", "t", None, &ItemEvent::RequestStop, 3).await.unwrap();
+    s.add_warning("acme", "t", Some(c.fence), Stage::Run, "stopping", 3).await.unwrap();
+    s.apply_event("acme", "t", Some(c.fence), &ItemEvent::Stopped { exit_code: Some(143) }, 4).await.unwrap();
+    let before = s.list_warnings("acme", "t").await.unwrap();
+    assert_eq!(before.len(), 1, "a stopping holder may still write");
+    // the stop took a new fence and ended the run: refused either way
+    let gone = |r: Result<(), StoreError>| matches!(r, Err(StoreError::StaleFence { .. } | StoreError::Conflict(_)));
+    let renewed = s.renew_lease("acme", "t", c.fence, TTL).await.map(|_| ());
+    let shown = format!("{renewed:?}");
+    assert!(gone(renewed), "{shown}");
+    let late = s.add_warning("acme", "t", Some(c.fence), Stage::Run, "late", 5).await.map(|_| ());
+    let shown = format!("{late:?}");
+    assert!(gone(late), "{shown}");
+    assert_eq!(s.list_warnings("acme", "t").await.unwrap(), before);
+    let late = s.append_log("acme", "t", c.fence, 0, LogStream::Stdout, "late\n").await;
+    let shown = format!("{late:?}");
+    assert!(gone(late), "an ended run takes no chunks: {shown}");
+    assert!(s.read_log("acme", "t", 0, 10).await.unwrap().is_empty());
+}
+
+/// Lease deadlines come from the database's clock: whatever time the caller
+/// believes it is (its `now_ms` for the event's timestamps), a lease runs
+/// `ttl` from the database's now, and a fresh lease is never expired.
+async fn lease_deadlines_use_the_database_clock(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    s.enqueue(&NewItem { now_ms: i64::MAX / 4, ..item("i", "q", Priority::Medium, false) }).await.unwrap();
+    // the test database runs on this machine, so its clock is this clock
+    let before = liftoff_store::now_ms();
+    let c = claim_one(&s, "q").await.unwrap();
+    let after = liftoff_store::now_ms();
+    let deadline = c.lease_expires_at_ms.unwrap();
+    assert!((before + TTL - 1000..=after + TTL + 1000).contains(&deadline), "{before} {deadline} {after}");
+    // a caller whose clock is years ahead changes no deadline
+    s.apply_event("acme", "i", Some(c.fence), &ItemEvent::Start, i64::MAX / 4).await.unwrap();
+    assert!(s.expire_leases().await.unwrap().is_empty(), "a fresh lease is not expired");
+    let renewed = s.renew_lease("acme", "i", c.fence, 2 * TTL).await.unwrap();
+    let deadline = renewed.lease_expires_at_ms.unwrap();
+    let now = liftoff_store::now_ms();
+    assert!((now + 2 * TTL - 2000..=now + 2 * TTL + 1000).contains(&deadline), "{now} {deadline}");
+    assert_eq!(s.get_item("acme", "i").await.unwrap().unwrap().lease_expires_at_ms, Some(deadline));
+}
+
+/// Of several servers archiving at once, exactly one claims a run's log; a
+/// claim whose archiver died runs out and is taken over, and the archiver
+/// that lost it can no longer close the log.
+async fn one_archiver_per_log(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    for id in ["a", "b"] {
+        s.enqueue(&item(id, "q", Priority::Medium, false)).await.unwrap();
+        let c = claim_one(&s, "q").await.unwrap();
+        s.append_log("acme", id, c.fence, 0, LogStream::Stdout, "out\n").await.unwrap();
+        s.append_log("acme", id, c.fence, 1, LogStream::Stderr, "err\n").await.unwrap();
+        s.apply_event("acme", id, Some(c.fence), &ItemEvent::Start, 2).await.unwrap();
+        s.apply_event("acme", id, Some(c.fence), &ItemEvent::Finish, 3).await.unwrap();
+    }
+    let s = Arc::new(s);
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.claim_log_archive("acme", "a", TTL).await.unwrap() })
+        })
+        .collect();
+    let mut won = vec![];
+    for r in racers {
+        won.extend(r.await.unwrap());
+    }
+    assert_eq!(won.len(), 1, "exactly one archiver wins: {won:?}");
+    assert_eq!(s.logs_to_archive(10).await.unwrap(), vec![("acme".to_string(), "b".to_string())]);
+    s.mark_log_archived("acme", "a", won[0], Some(1)).await.unwrap();
+    assert!(s.read_log("acme", "a", 0, 10).await.unwrap().is_empty(), "the archived chunks are dropped");
+
+    // a claim that runs out (its archiver died) is taken over
+    let dead = s.claim_log_archive("acme", "b", SHORT).await.unwrap().expect("claim");
+    let start = std::time::Instant::now();
+    let taken = loop {
+        if let Some(c) = s.claim_log_archive("acme", "b", TTL).await.unwrap() {
+            break c;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "the claim never ran out");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_ne!(taken, dead);
+    let late = s.mark_log_archived("acme", "b", dead, Some(0)).await;
+    assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    assert!(!s.get_item("acme", "b").await.unwrap().unwrap().log_archived);
+    assert_eq!(s.read_log("acme", "b", 0, 10).await.unwrap().len(), 2, "the lost claim dropped nothing");
+    // only the chunks the archiver read and stored are dropped
+    s.mark_log_archived("acme", "b", taken, Some(0)).await.unwrap();
+    assert!(s.get_item("acme", "b").await.unwrap().unwrap().log_archived);
+    let left: Vec<_> = s.read_log("acme", "b", 0, 10).await.unwrap().into_iter().map(|c| c.seq).collect();
+    assert_eq!(left, [1]);
+    assert_eq!(s.claim_log_archive("acme", "b", TTL).await.unwrap(), None);
+}
+
+/// Item ids and run ids share one namespace per entity: no run id may name
+/// another item, so a lookup never matches two items.
+async fn item_ids_and_run_ids_never_collide(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    let a = s.enqueue(&NewItem { run_id: "r1".into(), ..item("i1", "q", Priority::Medium, false) }).await.unwrap();
+    let run_id_is_an_item_id =
+        s.enqueue(&NewItem { run_id: "i1".into(), ..item("i2", "q", Priority::Medium, false) }).await;
+    assert!(matches!(run_id_is_an_item_id, Err(StoreError::Invalid { field, .. }) if field == "run_id"));
+    let item_id_is_a_run_id =
+        s.enqueue(&NewItem { run_id: "r3".into(), ..item("r1", "q", Priority::Medium, false) }).await;
+    assert!(matches!(item_id_is_a_run_id, Err(StoreError::Conflict(_))), "{item_id_is_a_run_id:?}");
+    // the refused enqueues left nothing behind
+    assert_eq!(s.list_items("acme", None, 10).await.unwrap(), vec![a.clone()]);
+    assert_eq!(s.get_item("acme", "i1").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.get_item("acme", "r1").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.get_item("acme", "i2").await.unwrap(), None);
+    assert_eq!(s.get_item("acme", "r3").await.unwrap(), None);
+    // an item whose run id is its own id is one item; names are per entity
+    s.enqueue(&NewItem { run_id: "same".into(), ..item("same", "q", Priority::Medium, false) }).await.unwrap();
+    let other = NewItem { entity: "other".into(), run_id: "r1".into(), ..item("o1", "q", Priority::Medium, false) };
+    s.enqueue(&other).await.unwrap();
+    assert_eq!(s.get_item("other", "r1").await.unwrap().map(|i| i.id), Some("o1".into()));
+    assert_eq!(s.get_item("acme", "r1").await.unwrap().map(|i| i.id), Some("i1".into()));
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod on_sqlite { $(
@@ -315,4 +487,8 @@ contract!(
     log_chunks_in_order_idempotent,
     concurrent_claims_take_each_item_once,
     agents,
+    lost_holders_change_nothing,
+    lease_deadlines_use_the_database_clock,
+    one_archiver_per_log,
+    item_ids_and_run_ids_never_collide,
 );

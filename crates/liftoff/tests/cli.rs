@@ -265,3 +265,35 @@ async fn key_create_list_and_revoke() {
     assert!(!after.status.success() && text(&after.stderr).contains("unknown API key"), "{}", text(&after.stderr));
     server.shutdown().await;
 }
+
+/// A second server on a data directory in use refuses to start and names
+/// the holder (here this test process, which runs the first in-process).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_one_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _) = start_server(dir.path()).await;
+    let data = dir.path().join("data");
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(["server", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // a server that starts runs until stopped: give it 30 s to refuse, then fail
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            let _ = second.wait();
+            panic!("the second server started on a data directory in use");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let out = second.wait_with_output().unwrap();
+    assert!(!out.status.success(), "stdout: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    let holder =
+        format!("data directory {} is in use by liftoff server pid {} on ", data.display(), std::process::id());
+    assert!(err.contains(&holder), "stderr: {err}");
+    server.shutdown().await;
+}

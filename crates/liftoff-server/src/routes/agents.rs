@@ -96,7 +96,7 @@ pub async fn release(
     if st.store.get_agent(&entity, &id).await?.is_none() {
         return Err(ApiError::not_found("id", format!("agent '{id}' is not registered")));
     }
-    let released = st.store.release_unstarted(&entity, &id, &req.keep, liftoff_store::now_ms()).await?;
+    let released = st.store.release_unstarted(&entity, &id, &req.keep).await?;
     if !released.is_empty() {
         tracing::info!(agent = %id, items = ?released, "claims released");
         st.dispatch.notify();
@@ -132,8 +132,7 @@ pub async fn claim(
         if agent.stop_polling {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        let now = liftoff_store::now_ms();
-        if let Some(claimed) = st.store.claim(&entity, &req.queues, &req.agent_id, now, ttl).await? {
+        if let Some(claimed) = st.store.claim(&entity, &req.queues, &req.agent_id, ttl).await? {
             Metrics::inc(&st.metrics.items_claimed);
             let fence = claimed.item.fence;
             let run_api_key = st.run_keys.mint(&entity, &claimed.item.id, fence);

@@ -27,8 +27,7 @@ pub async fn renew(
 ) -> ApiResult<Json<ItemHeartbeatResponse>> {
     caller.may(&entity, Action::Work)?;
     let ttl = st.config.lease_ttl.as_millis() as i64;
-    let now = liftoff_store::now_ms();
-    let item = observe(&st, st.store.renew_lease(&entity, &id, req.fence, now, ttl).await)?;
+    let item = observe(&st, st.store.renew_lease(&entity, &id, req.fence, ttl).await)?;
     let log_position = if req.resume { Some(st.store.log_position(&entity, &item.id, req.fence).await?) } else { None };
     Ok(Json(ItemHeartbeatResponse {
         state: item.state,

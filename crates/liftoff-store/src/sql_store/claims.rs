@@ -1,0 +1,148 @@
+//! Claims and leases: who holds an item, and until when. Every lease
+//! deadline is computed from the database's clock, never the caller's, so
+//! servers whose clocks disagree agree on when a lease ends.
+
+use super::SqlStore;
+use super::items::{ITEM_COLS, check_holder, decode_item};
+use super::logs::next_seq;
+use crate::{Claimed, StoreError};
+use liftoff_core::ItemEvent;
+use liftoff_core::api::ItemView;
+use sqlx::{AssertSqlSafe, Row};
+
+/// The held states, as SQL.
+const HELD: &str = "('claimed', 'running', 'stopping')";
+
+impl SqlStore {
+    pub(super) async fn claim(
+        &self,
+        entity: &str,
+        queues: &[String],
+        agent_id: &str,
+        lease_ttl_ms: i64,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let pick = format!(
+            "SELECT {ITEM_COLS}, {} AS db_now FROM items WHERE entity = $1 AND queue = $2 AND state = 'pending' \
+             ORDER BY sort_prio, seq LIMIT 1{}",
+            self.now_sql(),
+            self.for_update(true)
+        );
+        for queue in queues {
+            let mut tx = self.begin_write().await?;
+            let row =
+                sqlx::query(AssertSqlSafe(pick.clone())).bind(entity).bind(queue).fetch_optional(&mut *tx).await?;
+            let Some(row) = row else { continue };
+            let view = decode_item(&row)?;
+            let now: i64 = row.try_get("db_now")?;
+            let item = self
+                .transition_loaded(&mut tx, view, None, &ItemEvent::Claim, now, Some((agent_id, now + lease_ttl_ms)))
+                .await?;
+            let log_seq_start = next_seq(&mut tx, &item.id).await?;
+            tx.commit().await?;
+            return Ok(Some(Claimed { item, log_seq_start }));
+        }
+        Ok(None)
+    }
+
+    pub(super) async fn renew_lease(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: i64,
+        lease_ttl_ms: i64,
+    ) -> Result<ItemView, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut view = self.load_item(&mut tx, entity, id, true).await?;
+        check_holder(&view, fence)?;
+        // The guard repeats the holder check: the write itself refuses a
+        // holder that lost the item, whatever the code above it does.
+        let sql = format!(
+            "UPDATE items SET lease_expires_at = {} + $1 WHERE id = $2 AND fence = $3 AND state IN {HELD} \
+             RETURNING lease_expires_at",
+            self.now_sql()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(lease_ttl_ms)
+            .bind(&view.id)
+            .bind(fence)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("item '{}' changed concurrently; retry", view.id)))?;
+        view.lease_expires_at_ms = Some(row.try_get("lease_expires_at")?);
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    pub(super) async fn apply_event(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: Option<i64>,
+        event: &ItemEvent,
+        now_ms: i64,
+    ) -> Result<ItemView, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let view = self.transition(&mut tx, entity, id, fence, event, now_ms, None).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    pub(super) async fn expire_leases(&self) -> Result<Vec<String>, StoreError> {
+        let sql =
+            format!("SELECT id, entity FROM items WHERE state IN {HELD} AND lease_expires_at < {}", self.now_sql());
+        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.read).await?;
+        let mut expired = Vec::new();
+        for r in rows {
+            let (id, entity): (String, String) = (r.try_get("id")?, r.try_get("entity")?);
+            let mut tx = self.begin_write().await?;
+            // Re-check under the lock: a heartbeat may have renewed it meanwhile.
+            let (current, now) = self.load_item_at(&mut tx, &entity, &id, true).await?;
+            if !current.state.is_leased() || current.lease_expires_at_ms.is_none_or(|t| t >= now) {
+                continue;
+            }
+            match self.transition_loaded(&mut tx, current, None, &ItemEvent::LeaseExpired, now, None).await {
+                Ok(_) => {
+                    tx.commit().await?;
+                    expired.push(id);
+                }
+                Err(StoreError::Conflict(_) | StoreError::Transition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(expired)
+    }
+
+    pub(super) async fn release_unstarted(
+        &self,
+        entity: &str,
+        agent_id: &str,
+        keep: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT id FROM items WHERE entity = $1 AND agent_id = $2 AND state IN ('claimed', 'stopping') \
+             AND started_at IS NULL"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(agent_id).fetch_all(&self.read).await?;
+        let mut released = Vec::new();
+        for r in rows {
+            let id: String = r.try_get("id")?;
+            if keep.contains(&id) {
+                continue;
+            }
+            let mut tx = self.begin_write().await?;
+            let (current, now) = self.load_item_at(&mut tx, entity, &id, true).await?;
+            if current.agent_id.as_deref() != Some(agent_id) || current.started_at_ms.is_some() {
+                continue;
+            }
+            match self.transition_loaded(&mut tx, current, None, &ItemEvent::Release, now, None).await {
+                Ok(_) => {
+                    tx.commit().await?;
+                    released.push(id);
+                }
+                Err(StoreError::Conflict(_) | StoreError::Transition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(released)
+    }
+}

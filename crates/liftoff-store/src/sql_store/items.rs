@@ -1,0 +1,266 @@
+//! Item rows: loading, the one guarded state transition, enqueue, lookups and warnings.
+
+use super::{SqlStore, corrupt, is_unique_violation};
+use crate::{NewItem, StoreError};
+use liftoff_core::api::{ItemView, LaunchSpec};
+use liftoff_core::{Item, ItemEvent, ItemState, Priority, Stage};
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+use std::str::FromStr;
+
+pub(super) const ITEM_COLS: &str = "id, run_id, entity, queue, state, priority, attempts, fence, spec, agent_id, exit_code, reason, \
+     created_at, lease_expires_at, started_at, ended_at, log_archived, stage, resumes";
+
+impl SqlStore {
+    /// The item named `id` (its item id or its run id: `item_names` holds
+    /// both in one namespace, so a name means at most one item).
+    pub(super) async fn load_item(
+        &self,
+        conn: &mut AnyConnection,
+        entity: &str,
+        id: &str,
+        lock: bool,
+    ) -> Result<ItemView, StoreError> {
+        Ok(self.load_item_at(conn, entity, id, lock).await?.0)
+    }
+
+    /// [`Self::load_item`], and the database clock at the time of reading.
+    pub(super) async fn load_item_at(
+        &self,
+        conn: &mut AnyConnection,
+        entity: &str,
+        id: &str,
+        lock: bool,
+    ) -> Result<(ItemView, i64), StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLS}, {} AS db_now FROM items \
+             WHERE id = (SELECT item_id FROM item_names WHERE entity = $1 AND name = $2) AND entity = $1{}",
+            self.now_sql(),
+            if lock { self.for_update(false) } else { "" }
+        );
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(id).fetch_optional(&mut *conn).await?;
+        let row = row.ok_or_else(|| StoreError::NotFound(format!("run-queue item '{id}'")))?;
+        Ok((decode_item(&row)?, row.try_get("db_now")?))
+    }
+
+    /// The one place item rows change state: apply the event through the core
+    /// state machine, then write it back only if nobody changed the row meanwhile.
+    #[expect(clippy::too_many_arguments, reason = "each argument is a distinct part of one guarded write")]
+    pub(super) async fn transition(
+        &self,
+        conn: &mut AnyConnection,
+        entity: &str,
+        id: &str,
+        fence: Option<i64>,
+        event: &ItemEvent,
+        now_ms: i64,
+        claim: Option<(&str, i64)>,
+    ) -> Result<ItemView, StoreError> {
+        let view = self.load_item(conn, entity, id, true).await?;
+        self.transition_loaded(conn, view, fence, event, now_ms, claim).await
+    }
+
+    /// [`Self::transition`] for a row the caller has just loaded (and locked).
+    /// `claim` is the claiming agent and its lease deadline.
+    pub(super) async fn transition_loaded(
+        &self,
+        conn: &mut AnyConnection,
+        mut view: ItemView,
+        fence: Option<i64>,
+        event: &ItemEvent,
+        now_ms: i64,
+        claim: Option<(&str, i64)>,
+    ) -> Result<ItemView, StoreError> {
+        if let Some(sent) = fence {
+            check_holder(&view, sent)?;
+        }
+        let (old_state, old_fence) = (view.state, view.fence);
+        let mut item = Item {
+            state: view.state,
+            attempts: view.attempts,
+            fence: view.fence,
+            exit_code: view.exit_code,
+            reason: view.reason.clone(),
+            stage: view.stage,
+            resumes: view.resumes,
+        };
+        item.apply(event, self.max_attempts)?;
+        view.state = item.state;
+        view.attempts = item.attempts;
+        view.fence = item.fence;
+        view.exit_code = item.exit_code;
+        view.reason = item.reason;
+        view.stage = item.stage;
+        view.resumes = item.resumes;
+        match item.state {
+            ItemState::Claimed => {
+                let (agent, deadline) = claim.unwrap_or(("", now_ms));
+                view.agent_id = Some(agent.to_string());
+                view.lease_expires_at_ms = Some(deadline);
+            }
+            ItemState::Running if old_state == ItemState::Claimed => view.started_at_ms = Some(now_ms),
+            ItemState::Pending => {
+                view.agent_id = None;
+                view.lease_expires_at_ms = None;
+            }
+            s if s.is_terminal() => {
+                view.lease_expires_at_ms = None;
+                view.ended_at_ms = Some(now_ms);
+            }
+            _ => {}
+        }
+        let done = sqlx::query(
+            "UPDATE items SET state = $1, attempts = $2, fence = $3, exit_code = $4, reason = $5, agent_id = $6, \
+             lease_expires_at = $7, started_at = $8, ended_at = $9, stage = $10, resumes = $11 \
+             WHERE id = $12 AND state = $13 AND fence = $14",
+        )
+        .bind(view.state.as_str())
+        .bind(i64::from(view.attempts))
+        .bind(view.fence)
+        .bind(view.exit_code.map(i64::from))
+        .bind(view.reason.clone())
+        .bind(view.agent_id.clone())
+        .bind(view.lease_expires_at_ms)
+        .bind(view.started_at_ms)
+        .bind(view.ended_at_ms)
+        .bind(view.stage.map(|s| s.as_str()))
+        .bind(i64::from(view.resumes))
+        .bind(&view.id)
+        .bind(old_state.as_str())
+        .bind(old_fence)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("item '{}' changed concurrently; retry", view.id)));
+        }
+        Ok(view)
+    }
+
+    pub(super) async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError> {
+        let run_id_taken = || StoreError::Invalid {
+            field: "run_id".into(),
+            message: format!("run id '{}' is already used in entity '{}'", item.run_id, item.entity),
+        };
+        let mut tx = self.begin_write().await?;
+        let res = sqlx::query(
+            "INSERT INTO items (id, run_id, entity, queue, state, priority, sort_prio, attempts, fence, spec, created_at) \
+             VALUES ($1, $2, $3, $4, 'pending', $5, $6, 0, 0, $7, $8)",
+        )
+        .bind(&item.id)
+        .bind(&item.run_id)
+        .bind(&item.entity)
+        .bind(&item.queue)
+        .bind(item.priority.rank())
+        .bind(if item.prioritized { item.priority.rank() } else { 0 })
+        .bind(serde_json::to_string(&item.spec).map_err(|e| corrupt("launch spec", e))?)
+        .bind(item.now_ms)
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(run_id_taken()),
+            Err(e) => return Err(e.into()),
+        }
+        let mut names = vec![(&item.id, false)];
+        if item.run_id != item.id {
+            names.push((&item.run_id, true));
+        }
+        for (name, is_run_id) in names {
+            let res = sqlx::query("INSERT INTO item_names (entity, name, item_id) VALUES ($1, $2, $3)")
+                .bind(&item.entity)
+                .bind(name)
+                .bind(&item.id)
+                .execute(&mut *tx)
+                .await;
+            match res {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) && is_run_id => return Err(run_id_taken()),
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::Conflict(format!(
+                        "item id '{}' is already used in entity '{}'",
+                        item.id, item.entity
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let view = self.load_item(&mut tx, &item.entity, &item.id, false).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    pub(super) async fn get_item(&self, entity: &str, id: &str) -> Result<Option<ItemView>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        match self.load_item(&mut conn, entity, id, false).await {
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn list_items(
+        &self,
+        entity: &str,
+        queue: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ItemView>, StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLS} FROM items WHERE entity = $1 AND ($2 = '' OR queue = $2) ORDER BY seq DESC LIMIT $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(entity)
+            .bind(queue.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(decode_item).collect()
+    }
+}
+
+pub(super) fn decode_item(r: &AnyRow) -> Result<ItemView, StoreError> {
+    let state: String = r.try_get("state")?;
+    let spec: String = r.try_get("spec")?;
+    let prio: i64 = r.try_get("priority")?;
+    Ok(ItemView {
+        id: r.try_get("id")?,
+        run_id: r.try_get("run_id")?,
+        entity: r.try_get("entity")?,
+        queue: r.try_get("queue")?,
+        state: ItemState::from_str(&state).map_err(|e| corrupt("item state", e))?,
+        priority: Priority::from_rank(prio).ok_or_else(|| corrupt("item priority", prio))?,
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).map_err(|e| corrupt("item attempts", e))?,
+        fence: r.try_get("fence")?,
+        spec: serde_json::from_str::<LaunchSpec>(&spec).map_err(|e| corrupt("launch spec", e))?,
+        agent_id: r.try_get("agent_id")?,
+        exit_code: r.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
+        reason: r.try_get("reason")?,
+        created_at_ms: r.try_get("created_at")?,
+        lease_expires_at_ms: r.try_get("lease_expires_at")?,
+        started_at_ms: r.try_get("started_at")?,
+        ended_at_ms: r.try_get("ended_at")?,
+        log_archived: r.try_get::<i64, _>("log_archived")? != 0,
+        stage: r
+            .try_get::<Option<String>, _>("stage")?
+            .map(|s| Stage::from_str(&s).map_err(|e| corrupt("item stage", e)))
+            .transpose()?,
+        resumes: u32::try_from(r.try_get::<i64, _>("resumes")?).map_err(|e| corrupt("item resumes", e))?,
+        warnings: Vec::new(),
+    })
+}
+
+/// A write carrying `fence` comes from the item's current holder: the token
+/// is the current one and the item is held (claimed, running or stopping).
+/// Anything else is a holder that lost the item, whose writes change nothing.
+pub(super) fn check_holder(view: &ItemView, fence: i64) -> Result<(), StoreError> {
+    if fence != view.fence {
+        return Err(StoreError::StaleFence { item: view.id.clone(), sent: fence, current: view.fence });
+    }
+    if !view.state.is_leased() {
+        return Err(StoreError::Conflict(format!(
+            "item '{}' is {}: the claim with token {fence} no longer holds it",
+            view.id, view.state
+        )));
+    }
+    Ok(())
+}

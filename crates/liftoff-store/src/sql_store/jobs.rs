@@ -1,0 +1,141 @@
+//! Job versions and their aliases.
+
+use super::{SqlStore, corrupt, is_unique_violation};
+use crate::{NewJobVersion, StoreError};
+use liftoff_core::api::JobView;
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+impl SqlStore {
+    pub(super) async fn create_job_version(&self, job: &NewJobVersion<'_>) -> Result<JobView, StoreError> {
+        let NewJobVersion { entity, project, name, source, runtime, aliases, now_ms } = *job;
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "SELECT version FROM jobs WHERE entity = $1 AND project = $2 AND name = $3 ORDER BY version DESC LIMIT 1{}",
+            self.for_update(false)
+        );
+        let last: Option<i64> = sqlx::query(AssertSqlSafe(sql))
+            .bind(entity)
+            .bind(project)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("version"))
+            .transpose()?;
+        let version = last.unwrap_or(0) + 1;
+        let res = sqlx::query(
+            "INSERT INTO jobs (entity, project, name, version, source, runtime, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(entity)
+        .bind(project)
+        .bind(name)
+        .bind(version)
+        .bind(serde_json::to_string(source).map_err(|e| corrupt("job source", e))?)
+        .bind(runtime.map(str::to_string))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = res {
+            return Err(if is_unique_violation(&e) {
+                StoreError::Conflict(format!("job '{project}/{name}' was created concurrently; retry"))
+            } else {
+                e.into()
+            });
+        }
+        let mut all: Vec<String> = vec!["latest".into(), format!("v{version}")];
+        for a in aliases {
+            if !all.contains(a) {
+                all.push(a.clone());
+            }
+        }
+        for alias in &all {
+            sqlx::query("DELETE FROM job_aliases WHERE entity = $1 AND project = $2 AND name = $3 AND alias = $4")
+                .bind(entity)
+                .bind(project)
+                .bind(name)
+                .bind(alias)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO job_aliases (entity, project, name, alias, version) VALUES ($1, $2, $3, $4, $5)")
+                .bind(entity)
+                .bind(project)
+                .bind(name)
+                .bind(alias)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.get_job(entity, project, name, &format!("v{version}"))
+            .await?
+            .ok_or_else(|| corrupt("job", "version vanished after insert"))
+    }
+
+    pub(super) async fn get_job(
+        &self,
+        entity: &str,
+        project: &str,
+        name: &str,
+        alias: &str,
+    ) -> Result<Option<JobView>, StoreError> {
+        let row = sqlx::query(
+            "SELECT j.entity, j.project, j.name, j.version, j.source, j.runtime, j.created_at FROM jobs j \
+             JOIN job_aliases a ON a.entity = j.entity AND a.project = j.project AND a.name = j.name AND a.version = j.version \
+             WHERE j.entity = $1 AND j.project = $2 AND j.name = $3 AND a.alias = $4",
+        )
+        .bind(entity)
+        .bind(project)
+        .bind(name)
+        .bind(alias)
+        .fetch_optional(&self.read)
+        .await?;
+        match row {
+            Some(r) => Ok(Some(self.job_view(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn list_jobs(&self, entity: &str) -> Result<Vec<JobView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT entity, project, name, version, source, runtime, created_at FROM jobs WHERE entity = $1 \
+             ORDER BY project, name, version",
+        )
+        .bind(entity)
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.job_view(r).await?);
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn job_view(&self, r: &AnyRow) -> Result<JobView, StoreError> {
+        let (entity, project, name): (String, String, String) =
+            (r.try_get("entity")?, r.try_get("project")?, r.try_get("name")?);
+        let version: i64 = r.try_get("version")?;
+        let source: String = r.try_get("source")?;
+        let aliases = sqlx::query(
+            "SELECT alias FROM job_aliases WHERE entity = $1 AND project = $2 AND name = $3 AND version = $4 ORDER BY alias",
+        )
+        .bind(&entity)
+        .bind(&project)
+        .bind(&name)
+        .bind(version)
+        .fetch_all(&self.read)
+        .await?
+        .iter()
+        .map(|a| a.try_get::<String, _>("alias"))
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(JobView {
+            entity,
+            project,
+            name,
+            version,
+            aliases,
+            source: serde_json::from_str(&source).map_err(|e| corrupt("job source", e))?,
+            runtime: r.try_get("runtime")?,
+            created_at_ms: r.try_get("created_at")?,
+        })
+    }
+}

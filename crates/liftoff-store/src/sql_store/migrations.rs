@@ -1,0 +1,148 @@
+//! Creating and upgrading the schema: numbered migrations, recorded in
+//! `schema_migrations`, applied in one transaction on start.
+//!
+//! Hand-rolled rather than sqlx's `Migrator`: the dialects need different
+//! DDL (two file trees), databases made before versioning must be adopted
+//! by probing their columns, and a newer database must be refused with a
+//! message an operator can act on before anything is touched.
+
+use super::{Dialect, SqlStore};
+use crate::{StoreError, schema};
+use sqlx::AnyConnection;
+use sqlx::{AssertSqlSafe, Connection, Row};
+
+/// One schema change. Versions are dense and never change once released.
+struct Migration {
+    version: i64,
+    description: &'static str,
+    statements: fn(Dialect) -> Vec<String>,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, description: "the schema as of the first versioned release", statements: version_1 },
+    Migration {
+        version: 2,
+        description: "item ids and run ids share one namespace per entity",
+        statements: |_| {
+            [
+                "CREATE TABLE item_names (
+                    entity TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    item_id TEXT NOT NULL,
+                    PRIMARY KEY (entity, name)
+                )",
+                // Item ids first: where older data has a run id equal to
+                // another item's id, the exact id keeps the name.
+                "INSERT INTO item_names (entity, name, item_id) SELECT entity, id, id FROM items WHERE true \
+                 ON CONFLICT (entity, name) DO NOTHING",
+                "INSERT INTO item_names (entity, name, item_id) SELECT entity, run_id, id FROM items WHERE true \
+                 ON CONFLICT (entity, name) DO NOTHING",
+            ]
+            .map(String::from)
+            .to_vec()
+        },
+    },
+    Migration {
+        version: 3,
+        description: "log archiving is claimed by one server at a time",
+        // the database-clock deadline of the archiver's claim; also its token
+        statements: |_| vec!["ALTER TABLE items ADD COLUMN log_archiving_until BIGINT".into()],
+    },
+];
+
+/// The highest schema version this build knows.
+pub(super) fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+fn version_1(dialect: Dialect) -> Vec<String> {
+    let items = schema::items_table(match dialect {
+        Dialect::Sqlite => schema::SQLITE_SEQ,
+        Dialect::Postgres => schema::POSTGRES_SEQ,
+    });
+    std::iter::once(items).chain(schema::COMMON.iter().map(|s| s.to_string())).collect()
+}
+
+/// PostgreSQL advisory lock key serialising the migrations of servers that start together.
+const MIGRATION_LOCK: i64 = 7434001;
+
+impl SqlStore {
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.write.acquire().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+        }
+        let result = self.migrate_locked(&mut conn).await;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
+        }
+        result
+    }
+
+    async fn migrate_locked(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        let mut tx = match self.dialect {
+            Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => conn.begin().await?,
+        };
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY,
+                description TEXT NOT NULL,
+                applied_at BIGINT NOT NULL
+            )",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let current: i64 = sqlx::query("SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) AS v FROM schema_migrations")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("v")?;
+        let known = latest_version();
+        if current > known {
+            return Err(StoreError::SchemaTooNew { database: current, known });
+        }
+        for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+            for ddl in (m.statements)(self.dialect) {
+                sqlx::query(AssertSqlSafe(ddl)).execute(&mut *tx).await?;
+            }
+            if m.version == 1 {
+                self.adopt_unversioned(&mut tx).await?;
+            }
+            let record = format!(
+                "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, {})",
+                self.now_sql()
+            );
+            sqlx::query(AssertSqlSafe(record)).bind(m.version).bind(m.description).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A database made before schema versions existed has the version 1
+    /// tables (`CREATE TABLE IF NOT EXISTS` left them alone), but perhaps
+    /// without the columns that were added to them before versioning began.
+    async fn adopt_unversioned(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        // Frozen: every later column is a numbered migration.
+        const PRE_VERSIONING_COLUMNS: &[(&str, &str, &str)] = &[
+            ("items", "stage", "stage TEXT"),
+            ("items", "resumes", "resumes BIGINT NOT NULL DEFAULT 0"),
+            ("log_chunks", "fence", "fence BIGINT NOT NULL DEFAULT 0"),
+            ("log_chunks", "bytes", "bytes BIGINT NOT NULL DEFAULT 0"),
+        ];
+        let probe = match self.dialect {
+            Dialect::Sqlite => "SELECT COUNT(*) AS n FROM pragma_table_info($1) WHERE name = $2",
+            Dialect::Postgres => {
+                "SELECT COUNT(*) AS n FROM information_schema.columns \
+                 WHERE table_name = $1 AND CAST(column_name AS TEXT) = $2 AND table_schema = current_schema()"
+            }
+        };
+        for (table, name, definition) in PRE_VERSIONING_COLUMNS {
+            let row = sqlx::query(probe).bind(*table).bind(*name).fetch_one(&mut *conn).await?;
+            if row.try_get::<i64, _>("n")? == 0 {
+                let ddl = format!("ALTER TABLE {table} ADD COLUMN {definition}");
+                sqlx::query(AssertSqlSafe(ddl)).execute(&mut *conn).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! The [`Store`] over SQL, one file per concept: `items` (rows and the one
+//! guarded state transition), `claims` (claims and leases), `logs`, `jobs`,
+//! `queues`, `warnings`, `agents_keys`, `migrations`; `store_impl` maps the trait onto them.
+
+mod agents_keys;
+mod claims;
+mod items;
+mod jobs;
+mod logs;
+mod migrations;
+mod queues;
+mod store_impl;
+#[cfg(test)]
+mod tests;
+mod warnings;
+
+use crate::StoreError;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, AssertSqlSafe};
+
+/// Which SQL database backs a [`SqlStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The [`Store`] over sqlx's `Any` driver. Placeholders are written `$N`,
+/// which both SQLite and PostgreSQL accept; the few dialect differences
+/// (row locks, the sequence column, the clock) are spelled out where they occur.
+///
+/// On SQLite the write pool holds one connection: SQLite serialises writers
+/// anyway, and one connection avoids `SQLITE_BUSY` on lock upgrades. It
+/// syncs every commit (`synchronous = FULL`): a claim that was answered
+/// survives a power loss. Reads go through their own `query_only`
+/// connections, which WAL lets run beside the writer.
+#[derive(Clone)]
+pub struct SqlStore {
+    /// Writes, and reads inside a writing transaction.
+    write: AnyPool,
+    /// Pure reads; the same pool as `write` on PostgreSQL.
+    read: AnyPool,
+    dialect: Dialect,
+    /// Lease expiries an item may suffer before it fails.
+    max_attempts: u32,
+}
+
+/// A write transaction.
+pub(super) type WriteTx = sqlx::Transaction<'static, sqlx::Any>;
+
+impl SqlStore {
+    /// Opens (creating if needed) the database at `url`: `sqlite://PATH` or
+    /// `postgres://...`, and brings its schema up to date. A database made by
+    /// a newer liftoff is refused ([`StoreError::SchemaTooNew`]).
+    pub async fn connect(url: &str, max_attempts: u32) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::Invalid {
+                field: "db".into(),
+                message: format!("unsupported database URL '{}': use sqlite://PATH or postgres://...", redact_url(url)),
+            });
+        };
+        let max_attempts = max_attempts.max(1);
+        let store = match dialect {
+            Dialect::Sqlite => {
+                let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+                let write = sqlite_pool(&url, 1, &["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL"]).await?;
+                let store = Self { read: write.clone(), write, dialect, max_attempts };
+                // The schema first, so that the readers open a database that has it.
+                store.migrate().await?;
+                let read = sqlite_pool(&url, 4, &["PRAGMA query_only = ON"]).await?;
+                Self { read, ..store }
+            }
+            Dialect::Postgres => {
+                let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
+                let store = Self { read: pool.clone(), write: pool, dialect, max_attempts };
+                store.migrate().await?;
+                store
+            }
+        };
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that read first could not
+    /// wait for the lock when another process (`liftoff entity`) writes.
+    pub(super) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.write.begin().await?,
+        })
+    }
+
+    /// ` FOR UPDATE` on PostgreSQL; SQLite locks the whole database instead.
+    pub(super) fn for_update(&self, skip_locked: bool) -> &'static str {
+        match (self.dialect, skip_locked) {
+            (Dialect::Sqlite, _) => "",
+            (Dialect::Postgres, false) => " FOR UPDATE",
+            (Dialect::Postgres, true) => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// The database's clock in milliseconds since the epoch, as an SQL
+    /// expression. Lease deadlines use it, so that servers whose clocks
+    /// disagree still agree on when a lease ends.
+    pub(super) fn now_sql(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+}
+
+async fn sqlite_pool(url: &str, size: u32, pragmas: &'static [&'static str]) -> Result<AnyPool, StoreError> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(size)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                for pragma in pragmas {
+                    sqlx::query(AssertSqlSafe(*pragma)).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+/// The URL with any password replaced, for error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:<redacted>{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub(super) fn corrupt(what: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt { what, detail: detail.to_string() }
+}
+
+pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
