@@ -118,11 +118,9 @@ impl SqlStore {
         agent_id: &str,
         keep: &[String],
     ) -> Result<Vec<String>, StoreError> {
-        let sql = format!(
-            "SELECT id FROM items WHERE entity = $1 AND agent_id = $2 AND state IN ('claimed', 'stopping') \
-             AND started_at IS NULL"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(agent_id).fetch_all(&self.read).await?;
+        let sql = "SELECT id FROM items WHERE entity = $1 AND agent_id = $2 AND state IN ('claimed', 'stopping') \
+                   AND started_at IS NULL";
+        let rows = sqlx::query(sql).bind(entity).bind(agent_id).fetch_all(&self.read).await?;
         let mut released = Vec::new();
         for r in rows {
             let id: String = r.try_get("id")?;
