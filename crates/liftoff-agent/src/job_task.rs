@@ -9,6 +9,7 @@ use crate::runners::{self, Prepared, RunHandle};
 use liftoff_client::{Client, ClientError};
 use liftoff_core::api::{Claim, ItemView, LogStream};
 use liftoff_core::{ItemEvent, Stage};
+use liftoff_run::{JobError, JobErrorCode};
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -268,11 +269,16 @@ fn cut_line(mut line: String, max: usize) -> String {
     line
 }
 
-/// A failure at `stage`: written to the run's log (the error log users read
-/// with `liftoff run logs`), then reported.
-async fn fail(logs: &mpsc::Sender<(LogStream, String)>, stage: Stage, reason: String) -> Option<ItemEvent> {
-    agent_line(logs, format!("liftoff agent: {stage} failed: {reason}")).await;
-    Some(ItemEvent::Fail { reason, exit_code: None, stage: Some(stage) })
+/// A failure at its stage: written to the run's log (the error log users
+/// read with `liftoff run logs`), then reported.
+async fn fail(logs: &mpsc::Sender<(LogStream, String)>, e: JobError) -> Option<ItemEvent> {
+    agent_line(logs, format!("liftoff agent: {} failed: {}", e.stage, e.message)).await;
+    Some(fail_event(e))
+}
+
+/// The event that reports `e`: its message is the item's reason.
+fn fail_event(e: JobError) -> ItemEvent {
+    ItemEvent::Fail { reason: e.message, exit_code: None, stage: Some(e.stage) }
 }
 
 async fn drive(
@@ -301,32 +307,32 @@ async fn drive(
     // Everything up to a started run must finish within the start timeout.
     let start_timeout = opts.start_timeout;
     let prepare = async {
-        let plan = runners::plan(item, &dir, run_key, client.base_url(), opts).map_err(|e| (Stage::Agent, e))?;
+        let plan = runners::plan(item, &dir, run_key, client.base_url(), opts)?;
         for w in &plan.warnings {
             warn(client, item, &logs, Stage::Agent, w).await;
         }
         if plan.needs_source {
-            let fetched = materialize(client, &spec.source, &dir, opts.allow_http_git)
-                .await
-                .map_err(|e| (Stage::Agent, format!("failed to prepare the source: {e:#}")))?;
+            let fetched = materialize(client, &spec.source, &dir, opts.allow_http_git).await.map_err(|e| {
+                JobError::new(Stage::Agent, JobErrorCode::SourceFetch, format!("failed to prepare the source: {e:#}"))
+            })?;
             agent_line(&logs, format!("liftoff agent: {fetched}")).await;
         }
-        runners::prepare(plan, opts, &logs).await.map_err(|(stage, e)| (stage, format!("{e:#}")))
+        runners::prepare(plan, opts, &logs).await
     };
     let prepared: Prepared = tokio::select! {
         r = tokio::time::timeout(start_timeout, prepare) => match r {
             Ok(Ok(p)) => p,
-            Ok(Err((stage, reason))) => {
+            Ok(Err(e)) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                return fail(&logs, stage, reason).await;
+                return fail(&logs, e).await;
             }
             Err(_) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                return fail(&logs, Stage::Run, format!(
+                return fail(&logs, JobError::new(Stage::Run, JobErrorCode::StartTimeout, format!(
                     "run failed to start within {} seconds; to wait longer, raise start_timeout in \
                      launch-config.yaml or set LIFTOFF_LAUNCH_START_TIMEOUT",
                     start_timeout.as_secs()
-                )).await;
+                ))).await;
             }
         },
         cause = stop_cause(&mut stop) => {
@@ -357,7 +363,10 @@ async fn drive(
             ClientError::Api { body, .. } if body.code == "invalid_transition" => {
                 Some(ItemEvent::Stopped { exit_code: None })
             }
-            _ => fail(&logs, Stage::Agent, format!("could not report start: {e}")).await,
+            _ => {
+                fail(&logs, JobError::new(Stage::Agent, JobErrorCode::Start, format!("could not report start: {e}")))
+                    .await
+            }
         };
     }
     agent_line(&logs, format!("liftoff agent: starting {}", prepared.describe())).await;
@@ -365,7 +374,7 @@ async fn drive(
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return fail(&logs, Stage::Run, format!("{e:#}")).await;
+            return fail(&logs, e).await;
         }
     };
     let outcome = watch_run(&mut run, &mut stop, opts, &logs).await;
@@ -390,7 +399,7 @@ pub async fn watch_run(
                 exit_code: Some(code),
                 stage: Some(Stage::Run),
             }),
-            Err(e) => fail(logs, Stage::Run, format!("failed to wait for the run: {e:#}")).await,
+            Err(e) => fail(logs, e).await,
         },
         cause = stop_cause(stop) => {
             // A requested stop gets `stopped_run_timeout` before the kill; at

@@ -11,6 +11,7 @@ use liftoff_core::run_env::{MAX_ENV_VALUE, RunFacts, run_env};
 use liftoff_core::{JobSource, ResourceType, Stage};
 use liftoff_run::container::{ContainerRunner, ContainerSpec, RunningContainer};
 use liftoff_run::process::{self, ProcessSpec, RunAs, RunningProcess};
+use liftoff_run::{JobError, JobErrorCode};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,7 +53,7 @@ pub fn plan(
     run_key: Option<&str>,
     base_url: &str,
     opts: &AgentOptions,
-) -> Result<Plan, String> {
+) -> Result<Plan, JobError> {
     let spec = &item.spec;
     let mut problems = Vec::new();
     if opts.secure_mode && spec.entrypoint_overridden {
@@ -94,6 +95,7 @@ pub fn plan(
         MAX_ENV_VALUE,
     );
     let mut warnings = Vec::new();
+    let mut code = JobErrorCode::Spec;
     let kind = match spec.resource {
         ResourceType::LocalProcess => {
             if let JobSource::Image(i) = &spec.source {
@@ -156,13 +158,14 @@ pub fn plan(
             {
                 problems.extend(errors);
             }
+            code = JobErrorCode::UnsupportedResource;
             problems
                 .push(format!("this agent cannot run resource '{other}' yet (local-process and local-container only)"));
             Kind::Process { command: vec![], env: BTreeMap::new() }
         }
     };
     if !problems.is_empty() {
-        return Err(problems.join("; "));
+        return Err(JobError::new(Stage::Agent, code, problems.join("; ")));
     }
     let needs_source = !matches!(spec.source, JobSource::Image(_));
     Ok(Plan { needs_source, warnings, kind })
@@ -252,18 +255,18 @@ pub async fn prepare(
     plan: Plan,
     opts: &AgentOptions,
     logs: &mpsc::Sender<(LogStream, String)>,
-) -> Result<Prepared, (Stage, anyhow::Error)> {
+) -> Result<Prepared, JobError> {
     let mut warnings = Vec::new();
     let kind = match plan.kind {
         Kind::Process { command, env } => {
             Ready::Process { command, env, supervisor: opts.supervisor.clone(), run_as: opts.run_as.clone() }
         }
         Kind::Container(spec) => {
-            let runner = connect(opts).await.map_err(|e| (Stage::Run, e))?;
+            let runner = connect(opts).await.map_err(|e| JobError::from_chain(Stage::Run, JobErrorCode::Engine, &e))?;
             let auth = match opts.docker_config.clone().or_else(crate::registry_auth::default_config_dir) {
-                Some(dir) => {
-                    crate::registry_auth::registry_auth(&spec.image, &dir).await.map_err(|e| (Stage::Build, e))?
-                }
+                Some(dir) => crate::registry_auth::registry_auth(&spec.image, &dir)
+                    .await
+                    .map_err(|e| JobError::from_chain(Stage::Build, JobErrorCode::Credentials, &e))?,
                 None => None,
             };
             crate::job_task::agent_line(
@@ -279,7 +282,11 @@ pub async fn prepare(
                 ),
             )
             .await;
-            if let Some(w) = runner.ensure_image(&spec.image, auth, logs).await.map_err(|e| (Stage::Build, e))? {
+            if let Some(w) = runner
+                .ensure_image(&spec.image, auth, logs)
+                .await
+                .map_err(|e| JobError::from_chain(Stage::Build, JobErrorCode::ImagePull, &e))?
+            {
                 warnings.push(w);
             }
             Ready::Container { runner, spec }
@@ -311,14 +318,15 @@ impl Prepared {
         }
     }
 
-    pub async fn start(self, dir: &Path, logs: &mpsc::Sender<(LogStream, String)>) -> anyhow::Result<RunHandle> {
+    pub async fn start(self, dir: &Path, logs: &mpsc::Sender<(LogStream, String)>) -> Result<RunHandle, JobError> {
+        let failed = |e: anyhow::Error| JobError::from_chain(Stage::Run, JobErrorCode::Start, &e);
         match self.kind {
             Ready::Process { command, env, supervisor, run_as } => {
                 let spec = ProcessSpec { command, dir: dir.to_path_buf(), env, supervisor, run_as };
-                Ok(RunHandle::Process(process::spawn(&spec, logs.clone())?))
+                Ok(RunHandle::Process(process::spawn(&spec, logs.clone()).map_err(failed)?))
             }
             Ready::Container { runner, spec } => {
-                let container = runner.start(&spec).await?;
+                let container = runner.start(&spec).await.map_err(failed)?;
                 Ok(RunHandle::container(container, StoredOutput::default(), logs.clone()))
             }
         }
@@ -400,7 +408,13 @@ impl RunHandle {
     }
 
     /// The exit code once the run ends, after all its output was read.
-    pub async fn wait(&mut self) -> anyhow::Result<i32> {
+    pub async fn wait(&mut self) -> Result<i32, JobError> {
+        self.wait_inner()
+            .await
+            .map_err(|e| JobError::new(Stage::Run, JobErrorCode::Wait, format!("failed to wait for the run: {e:#}")))
+    }
+
+    async fn wait_inner(&mut self) -> anyhow::Result<i32> {
         match self {
             Self::Process(p) => Ok(process::exit_code(p.wait().await?)),
             Self::Container { container, log_task } => {
