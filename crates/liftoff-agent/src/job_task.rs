@@ -5,11 +5,12 @@
 use crate::agent::AgentOptions;
 use crate::log_shipper::{LogShipper, ShipOutcome};
 use crate::materialize::materialize;
-use crate::runners::{self, Prepared, RunHandle};
+use crate::runners;
 use liftoff_client::{Client, ClientError};
 use liftoff_core::api::{Claim, ItemView, LogStream};
 use liftoff_core::{ItemEvent, Stage};
-use liftoff_run::{JobError, JobErrorCode};
+pub use liftoff_run::lines::agent_line;
+use liftoff_run::{JobError, JobErrorCode, Prepared, RunnerRegistry, RunningJob};
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -50,7 +51,13 @@ pub struct Lease {
 
 /// Runs one claimed item to the end. Never panics on bad input: every
 /// failure becomes a `fail` report with its stage.
-pub async fn run_job(client: Client, claim: Claim, opts: AgentOptions, shutdown: watch::Receiver<bool>) -> JobOutcome {
+pub async fn run_job(
+    client: Client,
+    claim: Claim,
+    opts: AgentOptions,
+    registry: RunnerRegistry,
+    shutdown: watch::Receiver<bool>,
+) -> JobOutcome {
     let lease = Lease {
         item_id: claim.item.id.clone(),
         fence: claim.fence,
@@ -61,7 +68,7 @@ pub async fn run_job(client: Client, claim: Claim, opts: AgentOptions, shutdown:
     let run_key = claim.run_api_key;
     let c = client.clone();
     under_lease(client, lease, opts.clone(), shutdown, move |io| async move {
-        drive(&c, &item, run_key.as_deref(), &opts, io).await
+        drive(&c, &registry, &item, run_key.as_deref(), &opts, io).await
     })
     .await
 }
@@ -247,28 +254,6 @@ where
         .await
 }
 
-/// Longest line the agent itself writes into a run's log; the rest is cut
-/// with a marker (a command line can carry hundreds of KB of arguments).
-pub const MAX_AGENT_LINE_BYTES: usize = 8 * 1024;
-
-/// A line on the run's `agent` stream.
-pub async fn agent_line(logs: &mpsc::Sender<(LogStream, String)>, line: impl Into<String>) {
-    let _ = logs.send((LogStream::Agent, cut_line(line.into(), MAX_AGENT_LINE_BYTES))).await;
-}
-
-/// `line` and a newline, cut to at most `max` bytes of text with a marker
-/// saying how much was left out.
-fn cut_line(mut line: String, max: usize) -> String {
-    if line.len() > max {
-        let total = line.len();
-        let cut = (0..=max).rev().find(|i| line.is_char_boundary(*i)).unwrap_or(0);
-        line.truncate(cut);
-        line.push_str(&format!(" ... [{} more bytes cut by the agent]", total - cut));
-    }
-    line.push('\n');
-    line
-}
-
 /// A failure at its stage: written to the run's log (the error log users
 /// read with `liftoff run logs`), then reported.
 async fn fail(logs: &mpsc::Sender<(LogStream, String)>, e: JobError) -> Option<ItemEvent> {
@@ -283,6 +268,7 @@ fn fail_event(e: JobError) -> ItemEvent {
 
 async fn drive(
     client: &Client,
+    registry: &RunnerRegistry,
     item: &ItemView,
     run_key: Option<&str>,
     opts: &AgentOptions,
@@ -307,7 +293,7 @@ async fn drive(
     // Everything up to a started run must finish within the start timeout.
     let start_timeout = opts.start_timeout;
     let prepare = async {
-        let plan = runners::plan(item, &dir, run_key, client.base_url(), opts)?;
+        let (runner, plan) = runners::plan(registry, item, &dir, run_key, client.base_url(), opts)?;
         for w in &plan.warnings {
             warn(client, item, &logs, Stage::Agent, w).await;
         }
@@ -317,9 +303,10 @@ async fn drive(
             })?;
             agent_line(&logs, format!("liftoff agent: {fetched}")).await;
         }
-        runners::prepare(plan, opts, &logs).await
+        let prepared = runner.prepare(plan, &logs).await?;
+        Ok::<_, JobError>((runner, prepared))
     };
-    let prepared: Prepared = tokio::select! {
+    let (runner, prepared): (_, Prepared) = tokio::select! {
         r = tokio::time::timeout(start_timeout, prepare) => match r {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
@@ -369,8 +356,8 @@ async fn drive(
             }
         };
     }
-    agent_line(&logs, format!("liftoff agent: starting {}", prepared.describe())).await;
-    let mut run = match prepared.start(&dir, &logs).await {
+    agent_line(&logs, format!("liftoff agent: starting {}", prepared.description)).await;
+    let mut run = match runner.start(prepared, &logs).await {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
@@ -386,7 +373,7 @@ async fn drive(
 
 /// Waits for the run to end or for a stop cause, whichever comes first.
 pub async fn watch_run(
-    run: &mut RunHandle,
+    run: &mut Box<dyn RunningJob>,
     stop: &mut watch::Receiver<StopCause>,
     opts: &AgentOptions,
     logs: &mpsc::Sender<(LogStream, String)>,
@@ -439,17 +426,5 @@ pub fn stop_outcome(cause: StopCause, exit_code: Option<i32>) -> Option<ItemEven
     match cause {
         StopCause::LeaseLost => None,
         _ => Some(ItemEvent::Stopped { exit_code }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cut_line;
-
-    #[test]
-    fn long_agent_lines_are_cut_with_a_marker() {
-        assert_eq!(cut_line("short".into(), 8), "short\n");
-        let cut = cut_line("é".repeat(10), 5);
-        assert_eq!(cut, "éé ... [16 more bytes cut by the agent]\n");
     }
 }

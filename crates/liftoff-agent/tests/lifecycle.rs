@@ -195,6 +195,10 @@ async fn unsafe_kubernetes_args_are_named_before_anything_runs() {
     let reason = item.reason.unwrap();
     assert!(reason.contains("unsafe resource_args.kubernetes option 'securityContext'"), "{reason}");
     assert!(reason.contains("option 'hostNetwork'"), "{reason}");
+    assert!(
+        reason.contains("this agent cannot run resource 'kubernetes' yet (local-process and local-container only)"),
+        "no runner is registered for it: {reason}"
+    );
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }

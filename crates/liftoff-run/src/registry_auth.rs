@@ -6,8 +6,8 @@
 //! this is how ECR, Artifact Registry and ACR logins are usually kept);
 //! without either, the inline `auths` entry is used.
 
+use crate::container::RegistryAuth;
 use base64::Engine;
-use liftoff_run::container::RegistryAuth;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
