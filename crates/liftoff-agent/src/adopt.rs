@@ -34,7 +34,7 @@ pub async fn adopt_all(
             }
         };
         for work in found {
-            if take_back(client, opts, jobs, shutdown, work).await {
+            if take_back(client, opts, jobs, shutdown, work, runner.runs_remotely()).await {
                 adopted += 1;
             }
         }
@@ -50,6 +50,7 @@ async fn take_back(
     jobs: &mut JoinSet<JobOutcome>,
     shutdown: &watch::Receiver<bool>,
     work: Adoptable,
+    remote: bool,
 ) -> bool {
     match client.resume_lease(&work.item_id, work.fence).await {
         Ok(resp) => {
@@ -65,7 +66,7 @@ async fn take_back(
                 stdout: position.stdout_bytes.max(0) as u64,
                 stderr: position.stderr_bytes.max(0) as u64,
             };
-            jobs.spawn(adopt(client.clone(), work, lease, stored, opts.clone(), shutdown.clone()));
+            jobs.spawn(adopt(client.clone(), work, remote, lease, stored, opts.clone(), shutdown.clone()));
             true
         }
         // The server knows the item and says our claim is over (it was
@@ -91,6 +92,7 @@ async fn take_back(
 async fn adopt(
     client: Client,
     work: Adoptable,
+    remote: bool,
     lease: Lease,
     stored: StoredOutput,
     opts: AgentOptions,
@@ -116,10 +118,8 @@ async fn adopt(
         )
         .await;
         // The whole output is read again; what the server holds already is skipped.
-        let mut run = work.work.resume(stored, logs.clone());
-        let outcome = watch_run(&mut run, &mut stop, &o, &logs).await;
-        run.cleanup().await;
-        outcome
+        let run = work.work.resume(stored, logs.clone());
+        watch_run(run, remote, &mut stop, &o, &logs).await
     })
     .await
 }

@@ -357,28 +357,32 @@ async fn drive(
         };
     }
     agent_line(&logs, format!("liftoff agent: starting {}", prepared.description)).await;
-    let mut run = match runner.start(prepared, &logs).await {
+    let run = match runner.start(prepared, &logs).await {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
             return fail(&logs, e).await;
         }
     };
-    let outcome = watch_run(&mut run, &mut stop, opts, &logs).await;
-    run.cleanup().await;
+    let outcome = watch_run(run, runner.runs_remotely(), &mut stop, opts, &logs).await;
     drop(logs);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }
 
-/// Waits for the run to end or for a stop cause, whichever comes first.
+/// Watches the run to its end or to a stop cause, whichever comes first,
+/// then cleans up after it. At agent shutdown a `remote` run (one that
+/// lives outside this host) is detached instead of stopped: it goes on,
+/// nothing is reported and its lease is left to the next agent with this
+/// key, which re-adopts it (or, once the lease has run out, removes it).
 pub async fn watch_run(
-    run: &mut Box<dyn RunningJob>,
+    mut run: Box<dyn RunningJob>,
+    remote: bool,
     stop: &mut watch::Receiver<StopCause>,
     opts: &AgentOptions,
     logs: &mpsc::Sender<(LogStream, String)>,
 ) -> Option<ItemEvent> {
-    tokio::select! {
+    let outcome = tokio::select! {
         status = run.wait() => match status {
             Ok(0) => Some(ItemEvent::Finish),
             Ok(code) => Some(ItemEvent::Fail {
@@ -389,6 +393,12 @@ pub async fn watch_run(
             Err(e) => fail(logs, e).await,
         },
         cause = stop_cause(stop) => {
+            if cause == StopCause::Shutdown && remote {
+                agent_line(logs, "liftoff agent: the agent is stopping; the run goes on where it runs, for the \
+                    next agent to re-adopt").await;
+                run.detach().await;
+                return None;
+            }
             // A requested stop gets `stopped_run_timeout` before the kill; at
             // shutdown the agent has already waited its grace period.
             let grace = match cause {
@@ -399,7 +409,9 @@ pub async fn watch_run(
             let code = run.stop(grace).await.ok();
             stop_outcome(cause, code)
         }
-    }
+    };
+    run.cleanup().await;
+    outcome
 }
 
 /// Records a warning on the item and in its log; a failure to record it is
