@@ -4,7 +4,9 @@
 //! `local_container` runs it in a container through the Docker Engine API
 //! (`container`).
 
+pub mod bollard_engine;
 pub mod container;
+pub mod engine;
 pub mod job_error;
 pub mod lines;
 pub mod local_container;
@@ -15,6 +17,7 @@ pub mod registry_auth;
 pub mod runner;
 pub mod supervise;
 
+pub use engine::{ContainerEngine, EngineError};
 pub use job_error::{JobError, JobErrorCode};
 pub use lines::LineSplitter;
 pub use registry::RunnerRegistry;
