@@ -15,6 +15,7 @@ use crate::lines::LineSplitter;
 use anyhow::{anyhow, bail};
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, MountType, ResourcesUlimits};
 use futures::StreamExt;
+use liftoff_core::ImageRef;
 use liftoff_core::api::LogStream;
 use liftoff_core::docker_options::ContainerOptions;
 use std::collections::{BTreeMap, HashMap};
@@ -150,9 +151,10 @@ impl ContainerRunner {
         auth: Option<RegistryAuth>,
         progress: &mpsc::Sender<LogLine>,
     ) -> anyhow::Result<Option<String>> {
-        let (name, tag) = split_reference(image);
+        let reference = ImageRef::parse(image)
+            .map_err(|e| anyhow!("failed to pull image '{image}': not a valid reference: {e}"))?;
         let say = |line: String| progress.send((LogStream::Agent, format!("pull {image}: {line}\n")));
-        let mut pull = self.engine.pull(&name, &tag, auth);
+        let mut pull = self.engine.pull(&reference.name(), reference.tag_or_digest(), auth);
         let mut layers: HashMap<String, String> = HashMap::new();
         let mut failure = None;
         while let Some(event) = pull.next().await {
@@ -433,23 +435,6 @@ fn split_timestamp(entry: &[u8]) -> Option<(i64, &[u8])> {
     Some((days * 86_400 + h * 3600 + mi * 60 + s - offset, &entry[space + 1..]))
 }
 
-/// Splits an image reference into what the engine's pull wants: the name
-/// and a tag or digest, with `latest` when neither is given (an empty tag
-/// would pull every tag of the repository).
-fn split_reference(image: &str) -> (String, String) {
-    let (named, digest) = match image.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (image, None),
-    };
-    let last = named.rsplit('/').next().unwrap_or(named);
-    let (name, tag) = match last.rsplit_once(':') {
-        Some((_, tag)) => (&named[..named.len() - tag.len() - 1], Some(tag)),
-        None => (named, None),
-    };
-    let tag = digest.or(tag).unwrap_or("latest");
-    (name.to_string(), tag.to_string())
-}
-
 /// One line per change of a layer's status ("Downloading", "Extracting",
 /// "Pull complete"), not per progress tick; lines without a layer always.
 fn progress_line(layers: &mut HashMap<String, String>, info: &PullProgress) -> Option<String> {
@@ -472,17 +457,6 @@ fn progress_line(layers: &mut HashMap<String, String>, info: &PullProgress) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn references_get_latest_only_when_untagged() {
-        let s = |r: &str| split_reference(r);
-        assert_eq!(s("busybox"), ("busybox".into(), "latest".into()));
-        assert_eq!(s("busybox:1.36"), ("busybox".into(), "1.36".into()));
-        assert_eq!(s("127.0.0.1:5000/a/b"), ("127.0.0.1:5000/a/b".into(), "latest".into()));
-        assert_eq!(s("127.0.0.1:5000/a/b:v2"), ("127.0.0.1:5000/a/b".into(), "v2".into()));
-        assert_eq!(s("r.io/x@sha256:abc"), ("r.io/x".into(), "sha256:abc".into()));
-        assert_eq!(s("r.io/x:t@sha256:abc"), ("r.io/x".into(), "sha256:abc".into()));
-    }
 
     #[test]
     fn the_create_request_is_unprivileged_and_options_win() {

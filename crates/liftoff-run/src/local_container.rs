@@ -10,7 +10,7 @@ use crate::runner::{Adoptable, AdoptedWork, LogSender, Plan, Prepared, RunReques
 use crate::{JobError, JobErrorCode};
 use async_trait::async_trait;
 use liftoff_core::docker_options::{self, ContainerOptions};
-use liftoff_core::{JobSource, ResourceType, Stage};
+use liftoff_core::{ImageRef, JobSource, ResourceType, Stage};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,12 +87,14 @@ impl Runner for LocalContainerRunner {
                     .to_string(),
             );
         }
-        if req.image.is_none() {
-            problems.push(format!(
+        match req.image.as_deref().map(|i| (i, ImageRef::parse(i))) {
+            Some((_, Ok(_))) => {}
+            Some((image, Err(e))) => problems.push(format!("image '{image}' is not a valid reference: {e}")),
+            None => problems.push(format!(
                 "job '{}' has no image: the local-container runner runs image jobs, or code and git jobs with a \
                  base_image (mounted at {CODE_MOUNT}); this agent has no builder to build one",
                 spec.job
-            ));
+            )),
         }
         match (&req.image, problems.is_empty()) {
             (Some(image), true) => {
