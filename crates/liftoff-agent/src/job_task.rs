@@ -351,7 +351,7 @@ async fn drive(
                 Some(ItemEvent::Stopped { exit_code: None })
             }
             _ => {
-                fail(&logs, JobError::new(Stage::Agent, JobErrorCode::Start, format!("could not report start: {e}")))
+                fail(&logs, JobError::new(Stage::Agent, JobErrorCode::Report, format!("could not report start: {e}")))
                     .await
             }
         };
@@ -438,5 +438,23 @@ pub fn stop_outcome(cause: StopCause, exit_code: Option<i32>) -> Option<ItemEven
     match cause {
         StopCause::LeaseLost => None,
         _ => Some(ItemEvent::Stopped { exit_code }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_error_is_reported_with_its_stage_and_its_message_as_the_reason() {
+        let e = JobError::new(Stage::Build, JobErrorCode::ImagePull, "failed to pull image 'x': not found");
+        assert_eq!(
+            fail_event(e),
+            ItemEvent::Fail {
+                reason: "failed to pull image 'x': not found".into(),
+                exit_code: None,
+                stage: Some(Stage::Build)
+            }
+        );
     }
 }

@@ -27,6 +27,8 @@ pub enum JobErrorCode {
     Wait,
     /// The run could not be stopped.
     Stop,
+    /// The server did not take a report about the run (its start).
+    Report,
     /// A bug: e.g. a plan handed to a runner that did not make it.
     Internal,
 }
