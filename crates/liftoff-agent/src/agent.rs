@@ -5,6 +5,7 @@ use crate::job_task::{JobOutcome, run_job};
 use liftoff_client::Client;
 use liftoff_core::api::{AgentStatus, Claim, RegisterAgent};
 use liftoff_core::{ItemEvent, Stage};
+use liftoff_run::RunnerRegistry;
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
@@ -99,7 +100,18 @@ type ClaimFuture = Pin<Box<dyn Future<Output = Result<Option<Claim>, liftoff_cli
 /// jobs `grace` to end, stops the rest, and reports each outcome.
 pub async fn run_agent(
     client: Client,
+    opts: AgentOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let registry = crate::runners::local_runners(&opts);
+    run_agent_with(client, opts, registry, shutdown).await
+}
+
+/// [`run_agent`] with the runners of `registry` instead of the local ones.
+pub async fn run_agent_with(
+    client: Client,
     mut opts: AgentOptions,
+    registry: RunnerRegistry,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.work_dir)?;
@@ -129,9 +141,9 @@ pub async fn run_agent(
 
     let (stop_jobs_tx, stop_jobs_rx) = watch::channel(false);
     let mut jobs: JoinSet<JobOutcome> = JoinSet::new();
-    let adopted = crate::adopt::adopt_containers(&client, &opts, &mut jobs, &stop_jobs_rx).await;
+    let adopted = crate::adopt::adopt_all(&client, &registry, &opts, &mut jobs, &stop_jobs_rx).await;
     if adopted > 0 {
-        eprintln!("liftoff agent: re-adopted {adopted} running container(s)");
+        eprintln!("liftoff agent: re-adopted {adopted} run(s)");
     }
     let mut queues = opts.queues.clone();
     // Items this agent has received and not yet ended (their claims are ours).
@@ -164,7 +176,7 @@ pub async fn run_agent(
                         tracing::info!(item = %claim.item.id, run = %claim.item.run_id, queue = %claim.item.queue, "claimed");
                         let (id, fence) = (claim.item.id.clone(), claim.fence);
                         held.insert(id.clone());
-                        let job = run_job(client.clone(), claim, opts.clone(), stop_jobs_rx.clone());
+                        let job = run_job(client.clone(), claim, opts.clone(), registry.clone(), stop_jobs_rx.clone());
                         jobs.spawn(contain_panic(client.clone(), id, fence, job));
                     }
                     Ok(None) => {}

@@ -5,10 +5,12 @@
 use crate::agent::AgentOptions;
 use crate::log_shipper::{LogShipper, ShipOutcome};
 use crate::materialize::materialize;
-use crate::runners::{self, Prepared, RunHandle};
+use crate::runners;
 use liftoff_client::{Client, ClientError};
 use liftoff_core::api::{Claim, ItemView, LogStream};
 use liftoff_core::{ItemEvent, Stage};
+pub use liftoff_run::lines::agent_line;
+use liftoff_run::{JobError, JobErrorCode, Prepared, RunnerRegistry, RunningJob};
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -49,7 +51,13 @@ pub struct Lease {
 
 /// Runs one claimed item to the end. Never panics on bad input: every
 /// failure becomes a `fail` report with its stage.
-pub async fn run_job(client: Client, claim: Claim, opts: AgentOptions, shutdown: watch::Receiver<bool>) -> JobOutcome {
+pub async fn run_job(
+    client: Client,
+    claim: Claim,
+    opts: AgentOptions,
+    registry: RunnerRegistry,
+    shutdown: watch::Receiver<bool>,
+) -> JobOutcome {
     let lease = Lease {
         item_id: claim.item.id.clone(),
         fence: claim.fence,
@@ -60,7 +68,7 @@ pub async fn run_job(client: Client, claim: Claim, opts: AgentOptions, shutdown:
     let run_key = claim.run_api_key;
     let c = client.clone();
     under_lease(client, lease, opts.clone(), shutdown, move |io| async move {
-        drive(&c, &item, run_key.as_deref(), &opts, io).await
+        drive(&c, &registry, &item, run_key.as_deref(), &opts, io).await
     })
     .await
 }
@@ -246,37 +254,21 @@ where
         .await
 }
 
-/// Longest line the agent itself writes into a run's log; the rest is cut
-/// with a marker (a command line can carry hundreds of KB of arguments).
-pub const MAX_AGENT_LINE_BYTES: usize = 8 * 1024;
-
-/// A line on the run's `agent` stream.
-pub async fn agent_line(logs: &mpsc::Sender<(LogStream, String)>, line: impl Into<String>) {
-    let _ = logs.send((LogStream::Agent, cut_line(line.into(), MAX_AGENT_LINE_BYTES))).await;
+/// A failure at its stage: written to the run's log (the error log users
+/// read with `liftoff run logs`), then reported.
+async fn fail(logs: &mpsc::Sender<(LogStream, String)>, e: JobError) -> Option<ItemEvent> {
+    agent_line(logs, format!("liftoff agent: {} failed: {}", e.stage, e.message)).await;
+    Some(fail_event(e))
 }
 
-/// `line` and a newline, cut to at most `max` bytes of text with a marker
-/// saying how much was left out.
-fn cut_line(mut line: String, max: usize) -> String {
-    if line.len() > max {
-        let total = line.len();
-        let cut = (0..=max).rev().find(|i| line.is_char_boundary(*i)).unwrap_or(0);
-        line.truncate(cut);
-        line.push_str(&format!(" ... [{} more bytes cut by the agent]", total - cut));
-    }
-    line.push('\n');
-    line
-}
-
-/// A failure at `stage`: written to the run's log (the error log users read
-/// with `liftoff run logs`), then reported.
-async fn fail(logs: &mpsc::Sender<(LogStream, String)>, stage: Stage, reason: String) -> Option<ItemEvent> {
-    agent_line(logs, format!("liftoff agent: {stage} failed: {reason}")).await;
-    Some(ItemEvent::Fail { reason, exit_code: None, stage: Some(stage) })
+/// The event that reports `e`: its message is the item's reason.
+fn fail_event(e: JobError) -> ItemEvent {
+    ItemEvent::Fail { reason: e.message, exit_code: None, stage: Some(e.stage) }
 }
 
 async fn drive(
     client: &Client,
+    registry: &RunnerRegistry,
     item: &ItemView,
     run_key: Option<&str>,
     opts: &AgentOptions,
@@ -301,32 +293,33 @@ async fn drive(
     // Everything up to a started run must finish within the start timeout.
     let start_timeout = opts.start_timeout;
     let prepare = async {
-        let plan = runners::plan(item, &dir, run_key, client.base_url(), opts).map_err(|e| (Stage::Agent, e))?;
+        let (runner, plan) = runners::plan(registry, item, &dir, run_key, client.base_url(), opts)?;
         for w in &plan.warnings {
             warn(client, item, &logs, Stage::Agent, w).await;
         }
         if plan.needs_source {
-            let fetched = materialize(client, &spec.source, &dir, opts.allow_http_git)
-                .await
-                .map_err(|e| (Stage::Agent, format!("failed to prepare the source: {e:#}")))?;
+            let fetched = materialize(client, &spec.source, &dir, opts.allow_http_git).await.map_err(|e| {
+                JobError::new(Stage::Agent, JobErrorCode::SourceFetch, format!("failed to prepare the source: {e:#}"))
+            })?;
             agent_line(&logs, format!("liftoff agent: {fetched}")).await;
         }
-        runners::prepare(plan, opts, &logs).await.map_err(|(stage, e)| (stage, format!("{e:#}")))
+        let prepared = runner.prepare(plan, &logs).await?;
+        Ok::<_, JobError>((runner, prepared))
     };
-    let prepared: Prepared = tokio::select! {
+    let (runner, prepared): (_, Prepared) = tokio::select! {
         r = tokio::time::timeout(start_timeout, prepare) => match r {
             Ok(Ok(p)) => p,
-            Ok(Err((stage, reason))) => {
+            Ok(Err(e)) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                return fail(&logs, stage, reason).await;
+                return fail(&logs, e).await;
             }
             Err(_) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                return fail(&logs, Stage::Run, format!(
+                return fail(&logs, JobError::new(Stage::Run, JobErrorCode::StartTimeout, format!(
                     "run failed to start within {} seconds; to wait longer, raise start_timeout in \
                      launch-config.yaml or set LIFTOFF_LAUNCH_START_TIMEOUT",
                     start_timeout.as_secs()
-                )).await;
+                ))).await;
             }
         },
         cause = stop_cause(&mut stop) => {
@@ -357,32 +350,39 @@ async fn drive(
             ClientError::Api { body, .. } if body.code == "invalid_transition" => {
                 Some(ItemEvent::Stopped { exit_code: None })
             }
-            _ => fail(&logs, Stage::Agent, format!("could not report start: {e}")).await,
+            _ => {
+                fail(&logs, JobError::new(Stage::Agent, JobErrorCode::Report, format!("could not report start: {e}")))
+                    .await
+            }
         };
     }
-    agent_line(&logs, format!("liftoff agent: starting {}", prepared.describe())).await;
-    let mut run = match prepared.start(&dir, &logs).await {
+    agent_line(&logs, format!("liftoff agent: starting {}", prepared.description)).await;
+    let run = match runner.start(prepared, &logs).await {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return fail(&logs, Stage::Run, format!("{e:#}")).await;
+            return fail(&logs, e).await;
         }
     };
-    let outcome = watch_run(&mut run, &mut stop, opts, &logs).await;
-    run.cleanup().await;
+    let outcome = watch_run(run, runner.runs_remotely(), &mut stop, opts, &logs).await;
     drop(logs);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }
 
-/// Waits for the run to end or for a stop cause, whichever comes first.
+/// Watches the run to its end or to a stop cause, whichever comes first,
+/// then cleans up after it. At agent shutdown a `remote` run (one that
+/// lives outside this host) is detached instead of stopped: it goes on,
+/// nothing is reported and its lease is left to the next agent with this
+/// key, which re-adopts it (or, once the lease has run out, removes it).
 pub async fn watch_run(
-    run: &mut RunHandle,
+    mut run: Box<dyn RunningJob>,
+    remote: bool,
     stop: &mut watch::Receiver<StopCause>,
     opts: &AgentOptions,
     logs: &mpsc::Sender<(LogStream, String)>,
 ) -> Option<ItemEvent> {
-    tokio::select! {
+    let outcome = tokio::select! {
         status = run.wait() => match status {
             Ok(0) => Some(ItemEvent::Finish),
             Ok(code) => Some(ItemEvent::Fail {
@@ -390,9 +390,15 @@ pub async fn watch_run(
                 exit_code: Some(code),
                 stage: Some(Stage::Run),
             }),
-            Err(e) => fail(logs, Stage::Run, format!("failed to wait for the run: {e:#}")).await,
+            Err(e) => fail(logs, e).await,
         },
         cause = stop_cause(stop) => {
+            if cause == StopCause::Shutdown && remote {
+                agent_line(logs, "liftoff agent: the agent is stopping; the run goes on where it runs, for the \
+                    next agent to re-adopt").await;
+                run.detach().await;
+                return None;
+            }
             // A requested stop gets `stopped_run_timeout` before the kill; at
             // shutdown the agent has already waited its grace period.
             let grace = match cause {
@@ -403,7 +409,9 @@ pub async fn watch_run(
             let code = run.stop(grace).await.ok();
             stop_outcome(cause, code)
         }
-    }
+    };
+    run.cleanup().await;
+    outcome
 }
 
 /// Records a warning on the item and in its log; a failure to record it is
@@ -435,12 +443,18 @@ pub fn stop_outcome(cause: StopCause, exit_code: Option<i32>) -> Option<ItemEven
 
 #[cfg(test)]
 mod tests {
-    use super::cut_line;
+    use super::*;
 
     #[test]
-    fn long_agent_lines_are_cut_with_a_marker() {
-        assert_eq!(cut_line("short".into(), 8), "short\n");
-        let cut = cut_line("é".repeat(10), 5);
-        assert_eq!(cut, "éé ... [16 more bytes cut by the agent]\n");
+    fn a_job_error_is_reported_with_its_stage_and_its_message_as_the_reason() {
+        let e = JobError::new(Stage::Build, JobErrorCode::ImagePull, "failed to pull image 'x': not found");
+        assert_eq!(
+            fail_event(e),
+            ItemEvent::Fail {
+                reason: "failed to pull image 'x': not found".into(),
+                exit_code: None,
+                stage: Some(Stage::Build)
+            }
+        );
     }
 }

@@ -9,8 +9,8 @@ mod git_source;
 mod job_task;
 mod log_shipper;
 mod materialize;
-mod registry_auth;
 mod runners;
 
-pub use agent::{AgentOptions, run_agent};
+pub use agent::{AgentOptions, run_agent, run_agent_with};
 pub use git_source::{ALLOW_HTTP_GIT_ENV, CheckedOut, GitError, GitPolicy, check_git_remote, fetch_git};
+pub use runners::local_runners;

@@ -195,6 +195,36 @@ async fn unsafe_kubernetes_args_are_named_before_anything_runs() {
     let reason = item.reason.unwrap();
     assert!(reason.contains("unsafe resource_args.kubernetes option 'securityContext'"), "{reason}");
     assert!(reason.contains("option 'hostNetwork'"), "{reason}");
+    assert!(
+        reason.contains("this agent cannot run resource 'kubernetes' yet (local-process and local-container only)"),
+        "no runner is registered for it: {reason}"
+    );
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_image_reference_fails_before_any_pull() {
+    let r = rig().await;
+    r.queue("docker", ResourceType::LocalContainer, serde_json::json!({})).await;
+    r.image_job("upper", "Registry.example/Team/App:1", &[]).await;
+    // no engine is needed: the reference is checked with the rest of the spec
+    let opts = AgentOptions {
+        queues: vec!["docker".into()],
+        docker_host: Some("unix:///nonexistent/liftoff/docker.sock".into()),
+        ..r.options(1, Duration::from_secs(5))
+    };
+    let (stop, agent) = r.agent_with(opts);
+    let id = r.launch_on("docker", "upper").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
+    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Agent)));
+    let reason = item.reason.unwrap();
+    assert!(
+        reason.contains(
+            "image 'Registry.example/Team/App:1' is not a valid reference: repository names are lower-case ('Team')"
+        ),
+        "{reason}"
+    );
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }

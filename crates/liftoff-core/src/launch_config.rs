@@ -23,10 +23,11 @@ mod store;
 mod suggest;
 mod yaml;
 
+pub use crate::image_ref::ImageRef;
 pub use agent::AgentConfig;
 pub use builder::{BuilderConfig, BuilderType, DEFAULT_BUILD_JOB_NAME, DEFAULT_KANIKO_IMAGE, KanikoSecret, Platform};
 pub use environment::EnvironmentConfig;
-pub use image::{ImageDestination, ImageRef};
+pub use image::ImageDestination;
 pub use issue::ConfigIssue;
 pub use registry::{RegistryConfig, RegistryType};
 pub use resolve::{MAX_FILE_BYTES, NO_QUEUES, Overrides, Resolved, check_file_text, resolve};

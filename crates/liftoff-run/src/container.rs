@@ -9,26 +9,19 @@
 //! containers again by label ([`ContainerRunner::list_labelled`]).
 
 use crate::LogLine;
+use crate::bollard_engine::BollardEngine;
+use crate::engine::{ContainerEngine, PullProgress};
 use crate::lines::LineSplitter;
-use anyhow::{Context, anyhow, bail};
-use bollard::Docker;
-use bollard::auth::DockerCredentials;
-use bollard::container::LogOutput;
-use bollard::errors::Error as EngineError;
-use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, CreateImageInfo, DeviceRequest, HostConfig, Mount, MountType,
-    ResourcesUlimits,
-};
-use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
-};
+use anyhow::{anyhow, bail};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, Mount, MountType, ResourcesUlimits};
 use futures::StreamExt;
+use liftoff_core::ImageRef;
 use liftoff_core::api::LogStream;
 use liftoff_core::docker_options::ContainerOptions;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -39,26 +32,16 @@ pub const CODE_MOUNT: &str = "/mnt/liftoff";
 /// The engine used when `DOCKER_HOST` is unset.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
-/// Requests that return only when the container stops (wait, followed logs)
-/// may legitimately take days; bollard's default of 2 minutes bounds only
-/// the wait for response headers, which the engine sends at once, but a run
-/// must never be cut off by it.
-const LONG_REQUEST: Duration = Duration::from_secs(365 * 24 * 3600);
-
 /// Pull-progress statuses longer than this are cut (the engine's are short).
 const MAX_STATUS_CHARS: usize = 300;
 
 /// Layers remembered for de-duplicating pull progress; an image has far fewer.
 const MAX_TRACKED_LAYERS: usize = 1024;
 
-const HOW_TO_START: &str = "start an engine (e.g. `dockerd`, or `source .ci/docker.sh` in a checkout) \
-     or point DOCKER_HOST at a running one (unix:///path/to/docker.sock or tcp://127.0.0.1:<port>)";
-
-/// A connection to one Docker engine.
+/// Containers on one engine, through [`ContainerEngine`]; cheap to clone.
 #[derive(Clone)]
 pub struct ContainerRunner {
-    docker: Docker,
-    host: String,
+    engine: Arc<dyn ContainerEngine>,
 }
 
 /// The [`RegistryAuth::username`] that makes the password an identity token.
@@ -131,7 +114,7 @@ pub struct FoundContainer {
 /// A created container, started or found again; cheap to clone.
 #[derive(Clone)]
 pub struct RunningContainer {
-    docker: Docker,
+    engine: Arc<dyn ContainerEngine>,
     id: String,
 }
 
@@ -143,26 +126,18 @@ impl ContainerRunner {
         Self::connect_to(host.as_deref().unwrap_or(DEFAULT_DOCKER_HOST)).await
     }
 
-    /// Connects to one engine: `unix:///path`, an absolute socket path, or
-    /// plain `tcp://`/`http://` on loopback only (no TLS is built in, and the
-    /// Engine API is root on its host, so it is never sent over a network
-    /// in the clear). Works with dockerd 20.10 (API 1.41) and later: bollard
-    /// 0.21 sends paths without a `/v1.xx` prefix, so the engine answers at
-    /// its own version, and `negotiate_version` lowers bollard's recorded
-    /// version to the engine's should a prefix ever be sent.
+    /// Connects to one Docker engine (see [`BollardEngine::connect_to`]).
     pub async fn connect_to(host: &str) -> anyhow::Result<Self> {
-        let docker = open(host)?;
-        docker.ping().await.map_err(|e| anyhow!("cannot reach the docker engine at '{host}': {e}; {HOW_TO_START}"))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| anyhow!("failed to agree an API version with the docker engine at '{host}': {e}"))?;
-        Ok(Self { docker, host: host.to_string() })
+        Ok(Self::with_engine(Arc::new(BollardEngine::connect_to(host).await?)))
+    }
+
+    pub fn with_engine(engine: Arc<dyn ContainerEngine>) -> Self {
+        Self { engine }
     }
 
     /// The engine address this runner talks to.
     pub fn host(&self) -> &str {
-        &self.host
+        self.engine.host()
     }
 
     /// Pulls `image`, reporting one progress line per layer status change to
@@ -176,25 +151,10 @@ impl ContainerRunner {
         auth: Option<RegistryAuth>,
         progress: &mpsc::Sender<LogLine>,
     ) -> anyhow::Result<Option<String>> {
-        let (name, tag) = split_reference(image);
-        let options = CreateImageOptions { from_image: Some(name), tag: Some(tag), ..Default::default() };
-        let credentials = auth.map(|a| match a.username.as_str() {
-            // Docker's convention (credential helpers, `docker login` with a
-            // token): this user name means the secret is an identity token.
-            IDENTITY_TOKEN_USER => DockerCredentials {
-                identitytoken: Some(a.password),
-                serveraddress: Some(a.serveraddress),
-                ..Default::default()
-            },
-            _ => DockerCredentials {
-                username: Some(a.username),
-                password: Some(a.password),
-                serveraddress: Some(a.serveraddress),
-                ..Default::default()
-            },
-        });
+        let reference = ImageRef::parse(image)
+            .map_err(|e| anyhow!("failed to pull image '{image}': not a valid reference: {e}"))?;
         let say = |line: String| progress.send((LogStream::Agent, format!("pull {image}: {line}\n")));
-        let mut pull = self.docker.create_image(Some(options), None, credentials);
+        let mut pull = self.engine.pull(&reference.name(), reference.tag_or_digest(), auth);
         let mut layers: HashMap<String, String> = HashMap::new();
         let mut failure = None;
         while let Some(event) = pull.next().await {
@@ -206,15 +166,14 @@ impl ContainerRunner {
                     }
                 }
                 Err(e) => {
-                    failure = Some(engine_message(&e));
+                    failure = Some(e.message);
                     break;
                 }
             }
         }
         let Some(message) = failure else { return Ok(None) };
-        match self.docker.inspect_image(image).await {
-            Ok(local) => {
-                let id = local.id.unwrap_or_default();
+        match self.engine.inspect_image(image).await {
+            Ok(id) => {
                 let warning = format!("pull of {image} failed ({message}); using the local image {id}");
                 let _ = say(format!("pull failed ({message}); using the local image {id}")).await;
                 Ok(Some(warning))
@@ -227,143 +186,119 @@ impl ContainerRunner {
     /// how its fields and the user's options combine). A container that was
     /// created but failed to start is removed again.
     pub async fn start(&self, spec: &ContainerSpec) -> anyhow::Result<RunningContainer> {
+        let (name, body) = create_body(spec)?;
         let o = &spec.options;
-        let name = o.name.clone().unwrap_or_else(|| spec.name.clone());
-        let (entrypoint, cmd) = match &o.command {
-            Some(words) if !words.is_empty() => (Some(words[..1].to_vec()), words[1..].to_vec()),
-            _ => (spec.entrypoint.clone(), spec.cmd.clone()),
-        };
-        let mut env = spec.env.clone();
-        env.extend(o.env.iter().cloned());
-        let mounts = match &spec.code_mount {
-            Some(dir) if !dir.is_absolute() => bail!("code mount '{}' is not an absolute path", dir.display()),
-            Some(dir) => Some(vec![Mount {
-                target: Some(CODE_MOUNT.to_string()),
-                source: Some(
-                    dir.to_str().ok_or_else(|| anyhow!("code mount '{}' is not UTF-8", dir.display()))?.into(),
-                ),
-                typ: Some(MountType::BIND),
-                read_only: Some(false),
-                ..Default::default()
-            }]),
-            None => None,
-        };
-        let workdir = o
-            .workdir
-            .clone()
-            .or_else(|| spec.workdir.clone())
-            .or_else(|| spec.code_mount.as_ref().map(|_| CODE_MOUNT.to_string()));
-        let host_config = HostConfig {
-            privileged: Some(false),
-            // tini as PID 1: the job gets SIGTERM with its default action
-            // (PID 1 would ignore it) and its orphans are reaped
-            init: Some(true),
-            auto_remove: Some(false),
-            mounts,
-            network_mode: spec.host_network.then(|| "host".to_string()),
-            memory: o.memory_bytes,
-            memory_reservation: o.memory_reservation_bytes,
-            memory_swap: o.memory_swap_bytes,
-            nano_cpus: o.nano_cpus,
-            cpu_shares: o.cpu_shares,
-            cpu_period: o.cpu_period,
-            cpu_quota: o.cpu_quota,
-            cpuset_cpus: o.cpuset_cpus.clone(),
-            cpuset_mems: o.cpuset_mems.clone(),
-            pids_limit: o.pids_limit,
-            shm_size: o.shm_size_bytes,
-            ulimits: (!o.ulimits.is_empty()).then(|| {
-                o.ulimits
-                    .iter()
-                    .map(|(name, soft, hard)| ResourcesUlimits {
-                        name: Some(name.clone()),
-                        soft: Some(*soft),
-                        hard: Some(*hard),
-                    })
-                    .collect()
-            }),
-            device_requests: o.gpus.as_ref().map(|g| {
-                vec![DeviceRequest {
-                    driver: Some(g.driver.clone()),
-                    count: Some(g.count),
-                    device_ids: (!g.device_ids.is_empty()).then(|| g.device_ids.clone()),
-                    capabilities: Some(vec![g.capabilities.clone()]),
-                    options: None,
-                }]
-            }),
-            ..Default::default()
-        };
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            entrypoint,
-            cmd: (!cmd.is_empty()).then_some(cmd),
-            env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            working_dir: workdir,
-            labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            attach_stdin: Some(false),
-            open_stdin: Some(false),
-            tty: Some(false),
-            host_config: Some(host_config),
-            ..Default::default()
-        };
-        let options =
-            CreateContainerOptions { name: Some(name.clone()), platform: o.platform.clone().unwrap_or_default() };
-        let created = self.docker.create_container(Some(options), body).await.map_err(|e| {
-            anyhow!("failed to create container '{name}' from image '{}': {}", spec.image, engine_message(&e))
-        })?;
-        if let Err(e) = self.docker.start_container(&created.id, None).await {
-            let _ = self.handle(&created.id).remove().await;
-            let message = engine_message(&e);
+        let platform = o.platform.clone().unwrap_or_default();
+        let id = self
+            .engine
+            .create(&name, &platform, body)
+            .await
+            .map_err(|e| anyhow!("failed to create container '{name}' from image '{}': {e}", spec.image))?;
+        if let Err(e) = self.engine.start(&id).await {
+            let _ = self.handle(&id).remove().await;
             if let Some(gpus) = &o.gpus {
                 bail!(
-                    "failed to start container '{name}' with gpus '{}': {message} (does this engine have a GPU \
+                    "failed to start container '{name}' with gpus '{}': {e} (does this engine have a GPU \
                      runtime, e.g. nvidia-container-toolkit?)",
                     gpus.spec
                 );
             }
-            bail!("failed to start container '{name}': {message}");
+            bail!("failed to start container '{name}': {e}");
         }
-        Ok(self.handle(&created.id))
+        Ok(self.handle(&id))
     }
-
     /// Containers, running or exited but not removed, whose label `label`
     /// equals `value`: what an agent restarted after a crash re-adopts.
     pub async fn list_labelled(&self, label: &str, value: &str) -> anyhow::Result<Vec<FoundContainer>> {
-        let filters = HashMap::from([("label".to_string(), vec![format!("{label}={value}")])]);
-        let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
-        let summaries = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| anyhow!("failed to list containers labelled {label}={value}: {}", engine_message(&e)))?;
-        let mut found = Vec::new();
-        for summary in summaries {
-            let Some(id) = summary.id else { continue };
-            // the summary's status is prose ("Exited (3) 2 minutes ago"); inspect has the number
-            let inspected = match self.docker.inspect_container(&id, None::<InspectContainerOptions>).await {
-                Ok(i) => i,
-                Err(EngineError::DockerResponseServerError { status_code: 404, .. }) => continue,
-                Err(e) => bail!("failed to inspect container {id}: {}", engine_message(&e)),
-            };
-            let state = inspected.state.unwrap_or_default();
-            let exited =
-                matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD));
-            let running = !exited && state.status != Some(ContainerStateStatusEnum::CREATED);
-            found.push(FoundContainer {
-                id,
-                name: inspected.name.unwrap_or_default().trim_start_matches('/').to_string(),
-                labels: summary.labels.unwrap_or_default().into_iter().collect(),
-                running,
-                exit_code: if exited { state.exit_code } else { None },
-            });
-        }
-        Ok(found)
+        self.engine.list_labelled(label, value).await.map_err(|e| anyhow!("{e}"))
     }
 
     /// A handle on an existing container (e.g. one found by [`Self::list_labelled`]).
     pub fn handle(&self, id: &str) -> RunningContainer {
-        RunningContainer { docker: self.docker.clone(), id: id.to_string() }
+        RunningContainer { engine: self.engine.clone(), id: id.to_string() }
     }
+}
+
+/// The engine's create request for `spec`, and the container's name.
+fn create_body(spec: &ContainerSpec) -> anyhow::Result<(String, ContainerCreateBody)> {
+    let o = &spec.options;
+    let name = o.name.clone().unwrap_or_else(|| spec.name.clone());
+    let (entrypoint, cmd) = match &o.command {
+        Some(words) if !words.is_empty() => (Some(words[..1].to_vec()), words[1..].to_vec()),
+        _ => (spec.entrypoint.clone(), spec.cmd.clone()),
+    };
+    let mut env = spec.env.clone();
+    env.extend(o.env.iter().cloned());
+    let mounts = match &spec.code_mount {
+        Some(dir) if !dir.is_absolute() => bail!("code mount '{}' is not an absolute path", dir.display()),
+        Some(dir) => Some(vec![Mount {
+            target: Some(CODE_MOUNT.to_string()),
+            source: Some(dir.to_str().ok_or_else(|| anyhow!("code mount '{}' is not UTF-8", dir.display()))?.into()),
+            typ: Some(MountType::BIND),
+            read_only: Some(false),
+            ..Default::default()
+        }]),
+        None => None,
+    };
+    let workdir = o
+        .workdir
+        .clone()
+        .or_else(|| spec.workdir.clone())
+        .or_else(|| spec.code_mount.as_ref().map(|_| CODE_MOUNT.to_string()));
+    let host_config = HostConfig {
+        privileged: Some(false),
+        // tini as PID 1: the job gets SIGTERM with its default action
+        // (PID 1 would ignore it) and its orphans are reaped
+        init: Some(true),
+        auto_remove: Some(false),
+        mounts,
+        network_mode: spec.host_network.then(|| "host".to_string()),
+        memory: o.memory_bytes,
+        memory_reservation: o.memory_reservation_bytes,
+        memory_swap: o.memory_swap_bytes,
+        nano_cpus: o.nano_cpus,
+        cpu_shares: o.cpu_shares,
+        cpu_period: o.cpu_period,
+        cpu_quota: o.cpu_quota,
+        cpuset_cpus: o.cpuset_cpus.clone(),
+        cpuset_mems: o.cpuset_mems.clone(),
+        pids_limit: o.pids_limit,
+        shm_size: o.shm_size_bytes,
+        ulimits: (!o.ulimits.is_empty()).then(|| {
+            o.ulimits
+                .iter()
+                .map(|(name, soft, hard)| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(*soft),
+                    hard: Some(*hard),
+                })
+                .collect()
+        }),
+        device_requests: o.gpus.as_ref().map(|g| {
+            vec![DeviceRequest {
+                driver: Some(g.driver.clone()),
+                count: Some(g.count),
+                device_ids: (!g.device_ids.is_empty()).then(|| g.device_ids.clone()),
+                capabilities: Some(vec![g.capabilities.clone()]),
+                options: None,
+            }]
+        }),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint,
+        cmd: (!cmd.is_empty()).then_some(cmd),
+        env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: workdir,
+        labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        attach_stdin: Some(false),
+        open_stdin: Some(false),
+        tty: Some(false),
+        host_config: Some(host_config),
+        ..Default::default()
+    };
+    Ok((name, body))
 }
 
 impl RunningContainer {
@@ -414,25 +349,10 @@ impl RunningContainer {
         cursor: &mut LogCursor,
         to: &mpsc::Sender<LogLine>,
     ) -> anyhow::Result<bool> {
-        let options = LogsOptions {
-            follow,
-            stdout: true,
-            stderr: true,
-            // bollard's field is i32 (seconds, good until 2038)
-            since: i32::try_from(since).unwrap_or(i32::MAX),
-            timestamps: true,
-            ..Default::default()
-        };
-        let docker = self.docker.clone().with_timeout(LONG_REQUEST);
-        let mut logs = docker.logs(&self.id, Some(options));
-        while let Some(frame) = logs.next().await {
-            let frame = frame
-                .map_err(|e| anyhow!("failed to read the logs of container {}: {}", self.id, engine_message(&e)))?;
-            let (stream, bytes) = match frame {
-                LogOutput::StdErr { message } => (LogStream::Stderr, message),
-                LogOutput::StdOut { message } | LogOutput::Console { message } => (LogStream::Stdout, message),
-                LogOutput::StdIn { .. } => continue,
-            };
+        let mut logs = self.engine.logs(&self.id, since, follow);
+        while let Some(entry) = logs.next().await {
+            let entry = entry.map_err(|e| anyhow!("failed to read the logs of container {}: {e}", self.id))?;
+            let (stream, bytes) = (entry.stream, entry.bytes);
             if skip > 0 {
                 skip -= 1;
                 continue;
@@ -457,19 +377,7 @@ impl RunningContainer {
     /// Waits for the container to exit and returns its exact exit code
     /// (`3` stays `3`; killed by SIGKILL gives `137`).
     pub async fn wait(&self) -> anyhow::Result<i64> {
-        let options = WaitContainerOptions { condition: "not-running".to_string() };
-        let docker = self.docker.clone().with_timeout(LONG_REQUEST);
-        let mut wait = docker.wait_container(&self.id, Some(options));
-        match wait.next().await {
-            Some(Ok(response)) => match response.error.and_then(|e| e.message).filter(|m| !m.is_empty()) {
-                Some(message) => bail!("failed to wait for container {}: {message}", self.id),
-                None => Ok(response.status_code),
-            },
-            // bollard reports a non-zero exit as an error carrying the code
-            Some(Err(EngineError::DockerContainerWaitError { code, .. })) => Ok(code),
-            Some(Err(e)) => bail!("failed to wait for container {}: {}", self.id, engine_message(&e)),
-            None => bail!("failed to wait for container {}: the engine closed the stream", self.id),
-        }
+        self.engine.wait(&self.id).await.map_err(|e| anyhow!("failed to wait for container {}: {e}", self.id))
     }
 
     /// Stops the container: SIGTERM (or the image's stop signal), SIGKILL
@@ -477,23 +385,14 @@ impl RunningContainer {
     /// Stopping an exited container just returns its code.
     pub async fn stop(&self, grace: Duration) -> anyhow::Result<i64> {
         let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
-        let options = StopContainerOptions { t: Some(i32::try_from(seconds).unwrap_or(i32::MAX)), signal: None };
-        let docker = self.docker.clone().with_timeout(Duration::from_secs(seconds) + Duration::from_secs(60));
-        docker
-            .stop_container(&self.id, Some(options))
-            .await
-            .map_err(|e| anyhow!("failed to stop container {}: {}", self.id, engine_message(&e)))?;
+        self.engine.stop(&self.id, seconds).await.map_err(|e| anyhow!("failed to stop container {}: {e}", self.id))?;
         self.wait().await
     }
 
     /// Removes the container (forcefully, should it still run). Removing one
     /// that is already gone is not an error.
     pub async fn remove(&self) -> anyhow::Result<()> {
-        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-        match self.docker.remove_container(&self.id, Some(options)).await {
-            Ok(()) | Err(EngineError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-            Err(e) => Err(anyhow!("failed to remove container {}: {}", self.id, engine_message(&e))),
-        }
+        self.engine.remove(&self.id).await.map_err(|e| anyhow!("failed to remove container {}: {e}", self.id))
     }
 }
 
@@ -536,58 +435,11 @@ fn split_timestamp(entry: &[u8]) -> Option<(i64, &[u8])> {
     Some((days * 86_400 + h * 3600 + mi * 60 + s - offset, &entry[space + 1..]))
 }
 
-fn open(host: &str) -> anyhow::Result<Docker> {
-    const TIMEOUT_SECS: u64 = 120;
-    let version = bollard::API_DEFAULT_VERSION;
-    if let Some(path) = host.strip_prefix("unix://").or_else(|| host.starts_with('/').then_some(host)) {
-        if !std::path::Path::new(path).exists() {
-            bail!("no docker engine socket at '{path}' (docker host '{host}'); {HOW_TO_START}");
-        }
-        return Docker::connect_with_unix(path, TIMEOUT_SECS, version)
-            .with_context(|| format!("cannot use the docker engine socket '{path}'"));
-    }
-    if let Some(rest) = host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://")) {
-        let authority = rest.split('/').next().unwrap_or(rest);
-        let hostname = match authority.rsplit_once(':') {
-            Some((h, port)) if port.parse::<u16>().is_ok() => h,
-            _ => bail!("docker host '{host}' has no port (e.g. tcp://127.0.0.1:2375)"),
-        };
-        let hostname = hostname.trim_start_matches('[').trim_end_matches(']');
-        let loopback = hostname == "localhost" || hostname.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            bail!(
-                "docker host '{host}' is not on loopback: plain tcp (no TLS) is only used for 127.0.0.1, ::1 or \
-                 localhost; use a unix socket or an SSH tunnel to a remote engine"
-            );
-        }
-        return Docker::connect_with_http(&format!("tcp://{authority}"), TIMEOUT_SECS, version)
-            .with_context(|| format!("cannot use the docker host '{host}'"));
-    }
-    bail!("unsupported docker host '{host}': expected unix:///path/to/docker.sock or tcp://127.0.0.1:<port>")
-}
-
-/// Splits an image reference into what the engine's pull wants: the name
-/// and a tag or digest, with `latest` when neither is given (an empty tag
-/// would pull every tag of the repository).
-fn split_reference(image: &str) -> (String, String) {
-    let (named, digest) = match image.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (image, None),
-    };
-    let last = named.rsplit('/').next().unwrap_or(named);
-    let (name, tag) = match last.rsplit_once(':') {
-        Some((_, tag)) => (&named[..named.len() - tag.len() - 1], Some(tag)),
-        None => (named, None),
-    };
-    let tag = digest.or(tag).unwrap_or("latest");
-    (name.to_string(), tag.to_string())
-}
-
 /// One line per change of a layer's status ("Downloading", "Extracting",
 /// "Pull complete"), not per progress tick; lines without a layer always.
-fn progress_line(layers: &mut HashMap<String, String>, info: &CreateImageInfo) -> Option<String> {
+fn progress_line(layers: &mut HashMap<String, String>, info: &PullProgress) -> Option<String> {
     let status: String = info.status.as_deref()?.chars().take(MAX_STATUS_CHARS).collect();
-    match &info.id {
+    match &info.layer {
         None => Some(status),
         Some(id) => {
             if layers.get(id) == Some(&status) {
@@ -602,39 +454,47 @@ fn progress_line(layers: &mut HashMap<String, String>, info: &CreateImageInfo) -
     }
 }
 
-/// The engine's own words where there are some, without bollard's prefix.
-fn engine_message(e: &EngineError) -> String {
-    match e {
-        EngineError::DockerResponseServerError { message, status_code } if !message.is_empty() => {
-            format!("{message} (HTTP {status_code})")
-        }
-        EngineError::DockerStreamError { error } => error.clone(),
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn references_get_latest_only_when_untagged() {
-        let s = |r: &str| split_reference(r);
-        assert_eq!(s("busybox"), ("busybox".into(), "latest".into()));
-        assert_eq!(s("busybox:1.36"), ("busybox".into(), "1.36".into()));
-        assert_eq!(s("127.0.0.1:5000/a/b"), ("127.0.0.1:5000/a/b".into(), "latest".into()));
-        assert_eq!(s("127.0.0.1:5000/a/b:v2"), ("127.0.0.1:5000/a/b".into(), "v2".into()));
-        assert_eq!(s("r.io/x@sha256:abc"), ("r.io/x".into(), "sha256:abc".into()));
-        assert_eq!(s("r.io/x:t@sha256:abc"), ("r.io/x".into(), "sha256:abc".into()));
+    fn the_create_request_is_unprivileged_and_options_win() {
+        let spec = ContainerSpec {
+            name: "liftoff-r-1".into(),
+            image: "busybox:1".into(),
+            entrypoint: Some(vec!["sh".into()]),
+            cmd: vec!["run.sh".into()],
+            env: BTreeMap::from([("A".into(), "run".into()), ("B".into(), "run".into())]),
+            options: ContainerOptions {
+                env: vec![("B".into(), "user".into())],
+                command: Some(vec!["python".into(), "-u".into()]),
+                ..Default::default()
+            },
+            code_mount: Some("/tmp/run-1".into()),
+            ..Default::default()
+        };
+        let (name, body) = create_body(&spec).unwrap();
+        assert_eq!(name, "liftoff-r-1");
+        assert_eq!(body.entrypoint, Some(vec!["python".to_string()]), "the user's command replaces both");
+        assert_eq!(body.cmd, Some(vec!["-u".to_string()]));
+        assert_eq!(body.env, Some(vec!["A=run".to_string(), "B=user".to_string()]), "-e wins, as with docker run");
+        assert_eq!(body.working_dir.as_deref(), Some(CODE_MOUNT), "a base-image job runs in its code");
+        let host = body.host_config.unwrap();
+        assert_eq!((host.privileged, host.init, host.auto_remove), (Some(false), Some(true), Some(false)));
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts.len(), 1, "only the code directory");
+        assert_eq!((mounts[0].source.as_deref(), mounts[0].target.as_deref()), (Some("/tmp/run-1"), Some(CODE_MOUNT)));
+        let relative = ContainerSpec { code_mount: Some("run-1".into()), ..spec };
+        assert!(create_body(&relative).unwrap_err().to_string().contains("code mount 'run-1' is not an absolute path"));
     }
 
     #[test]
     fn pull_progress_reports_status_changes_only() {
         let mut layers = HashMap::new();
-        let info = |id: Option<&str>, status: &str| CreateImageInfo {
-            id: id.map(str::to_string),
+        let info = |id: Option<&str>, status: &str| PullProgress {
+            layer: id.map(str::to_string),
             status: Some(status.to_string()),
-            ..Default::default()
         };
         let mut lines = Vec::new();
         for (id, status) in [
@@ -665,20 +525,5 @@ mod tests {
         assert_eq!(t("2026-11-28T16:55:01+02:00 a b"), Some((1_795_877_701, "a b".into())));
         assert_eq!(t("no-timestamp here"), None);
         assert_eq!(t("2026-11-28T14:55:01Z"), None, "no separator");
-    }
-
-    #[test]
-    fn plain_tcp_is_for_loopback_only() {
-        let err = |h: &str| open(h).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err("tcp://10.0.0.1:2375").contains("not on loopback"));
-        assert!(err("tcp://docker.example.com:2375").contains("not on loopback"));
-        assert!(err("ssh://host").contains("unsupported docker host 'ssh://host'"));
-        assert!(err("tcp://127.0.0.1").contains("has no port"));
-        assert!(
-            err("unix:///nonexistent/docker.sock").contains("no docker engine socket at '/nonexistent/docker.sock'")
-        );
-        assert!(open("tcp://127.0.0.1:2375").is_ok());
-        assert!(open("tcp://[::1]:2375").is_ok());
-        assert!(open("http://localhost:2375").is_ok());
     }
 }

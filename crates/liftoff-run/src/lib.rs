@@ -1,12 +1,26 @@
-//! Runners: where a claimed run actually executes. `process` runs the
-//! entrypoint as a local process group under `supervise`; `container` runs
-//! it in a container through the Docker Engine API.
+//! Runners: where a claimed run actually executes, behind one seam
+//! ([`Runner`], [`RunningJob`], [`RunnerRegistry`]). `local_process` runs
+//! the entrypoint as a local process group under `supervise`;
+//! `local_container` runs it in a container through the Docker Engine API
+//! (`container`).
 
+pub mod bollard_engine;
 pub mod container;
+pub mod engine;
+pub mod job_error;
 pub mod lines;
+pub mod local_container;
+pub mod local_process;
 pub mod process;
+pub mod registry;
+pub mod registry_auth;
+pub mod runner;
 pub mod supervise;
 
+pub use engine::{ContainerEngine, EngineError};
+pub use job_error::{JobError, JobErrorCode};
 pub use lines::LineSplitter;
+pub use registry::RunnerRegistry;
+pub use runner::{Adoptable, AdoptedWork, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput};
 /// A line of a run's output, tagged with the stream it came from.
 pub type LogLine = (liftoff_core::api::LogStream, String);

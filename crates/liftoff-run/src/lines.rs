@@ -1,4 +1,8 @@
-//! Splitting a byte stream into lines for the log shipper.
+//! Splitting a byte stream into lines for the log shipper, and the lines
+//! the agent itself writes into a run's log.
+
+use liftoff_core::api::LogStream;
+use tokio::sync::mpsc;
 
 /// Longest line handed on, in bytes; longer lines are cut (the log
 /// shipper's chunk size).
@@ -41,9 +45,38 @@ impl LineSplitter {
     }
 }
 
+/// Longest line the agent itself writes into a run's log; the rest is cut
+/// with a marker (a command line can carry hundreds of KB of arguments).
+pub const MAX_AGENT_LINE_BYTES: usize = 8 * 1024;
+
+/// A line on the run's `agent` stream.
+pub async fn agent_line(logs: &mpsc::Sender<crate::LogLine>, line: impl Into<String>) {
+    let _ = logs.send((LogStream::Agent, cut_line(line.into(), MAX_AGENT_LINE_BYTES))).await;
+}
+
+/// `line` and a newline, cut to at most `max` bytes of text with a marker
+/// saying how much was left out.
+fn cut_line(mut line: String, max: usize) -> String {
+    if line.len() > max {
+        let total = line.len();
+        let cut = (0..=max).rev().find(|i| line.is_char_boundary(*i)).unwrap_or(0);
+        line.truncate(cut);
+        line.push_str(&format!(" ... [{} more bytes cut by the agent]", total - cut));
+    }
+    line.push('\n');
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_agent_lines_are_cut_with_a_marker() {
+        assert_eq!(cut_line("short".into(), 8), "short\n");
+        let cut = cut_line("é".repeat(10), 5);
+        assert_eq!(cut, "éé ... [16 more bytes cut by the agent]\n");
+    }
 
     #[test]
     fn splits_lines_across_reads_and_keeps_characters_whole() {

@@ -1,10 +1,11 @@
 //! The `builder` block: how images are built and where they go.
 
-use super::image::{ImageDestination, ImageRef};
+use super::image::ImageDestination;
 use super::keys::{BASE_IMAGE_KEYS, BUILDER_KEYS, key_named};
 use super::reader::{Issues, is_null, join, known_entries, mapping, shaped_choice, word};
 use super::store::BuildContextStore;
 use super::yaml::{Entry, Node};
+use crate::image_ref::ImageRef;
 use serde::Serialize;
 
 /// The reference's name prefix for kaniko build Jobs, kept so existing clusters' RBAC and dashboards still match.

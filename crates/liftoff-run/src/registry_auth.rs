@@ -6,8 +6,9 @@
 //! this is how ECR, Artifact Registry and ACR logins are usually kept);
 //! without either, the inline `auths` entry is used.
 
+use crate::container::RegistryAuth;
 use base64::Engine;
-use liftoff_run::container::RegistryAuth;
+use liftoff_core::ImageRef;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,14 +25,6 @@ pub fn default_config_dir() -> Option<PathBuf> {
     std::env::var_os("DOCKER_CONFIG")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
-}
-
-/// The registry host of an image reference (`docker.io` when it names none).
-pub fn registry_host(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => first,
-        _ => "docker.io",
-    }
 }
 
 /// Credentials for `image`'s registry from `<dir>/config.json`, if any.
@@ -57,7 +50,8 @@ async fn registry_auth_with(
     };
     let config: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", file.display()))?;
-    let host = registry_host(image);
+    let image = ImageRef::parse(image).map_err(|e| anyhow::anyhow!("image '{image}' is not a valid reference: {e}"))?;
+    let host = image.registry();
     let helper = config
         .get("credHelpers")
         .and_then(|h| h.as_object())
@@ -297,16 +291,5 @@ esac"#;
         assert!(registry_auth("img", none.path()).await.unwrap().is_none(), "no config: anonymous");
         std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
         assert!(registry_auth("img", dir.path()).await.unwrap_err().to_string().contains("not valid JSON"));
-    }
-
-    #[test]
-    fn registry_hosts() {
-        assert_eq!(registry_host("busybox"), "docker.io");
-        assert_eq!(registry_host("library/busybox:1"), "docker.io");
-        assert_eq!(registry_host("localhost/x"), "localhost");
-        assert_eq!(
-            registry_host("123.dkr.ecr.us-east-1.amazonaws.com/repo:tag"),
-            "123.dkr.ecr.us-east-1.amazonaws.com"
-        );
     }
 }

@@ -1,0 +1,228 @@
+//! The seam between the agent and the places runs execute: a [`Runner`] per
+//! resource type checks a job, prepares it, starts it and, after an agent
+//! restart, finds the work it left behind; a [`RunningJob`] is watched,
+//! stopped, detached or cleaned up. The agent only ever talks to these
+//! traits, through [`crate::RunnerRegistry`].
+
+use crate::{JobError, JobErrorCode, LogLine};
+use async_trait::async_trait;
+use liftoff_core::api::{ItemView, LogStream};
+use liftoff_core::{ResourceType, Stage};
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Where a run's log lines go.
+pub type LogSender = mpsc::Sender<LogLine>;
+
+/// What a runner is told about a claimed run, once the agent has applied
+/// what every runner shares (macros, the run's variables, secure mode's
+/// entrypoint lock).
+pub struct RunRequest<'a> {
+    pub item: &'a ItemView,
+    /// The run's own directory on the agent's host (its code, when fetched).
+    pub dir: &'a Path,
+    /// The run's variables (`LIFTOFF_*`).
+    pub env: BTreeMap<String, String>,
+    /// The queue's `resource_args` with macros expanded.
+    pub resource_args: serde_json::Value,
+    /// The image to run: an image job's, or a code or git job's base image.
+    pub image: Option<String>,
+    /// The agent refuses launches that override the entrypoint or command.
+    pub secure_mode: bool,
+    /// The server as the agent reaches it.
+    pub base_url: &'a str,
+    /// Stable per agent installation: marks work a restarted agent adopts.
+    pub agent_key: &'a str,
+    /// This agent process.
+    pub agent_id: &'a str,
+}
+
+/// A checked job, ready to prepare. `work` is the runner's own plan, given
+/// back to the same runner's [`Runner::prepare`].
+pub struct Plan {
+    /// The job's code must be fetched into the run directory first.
+    pub needs_source: bool,
+    /// Worth telling the user, not worth failing for.
+    pub warnings: Vec<String>,
+    work: Box<dyn Any + Send>,
+}
+
+impl Plan {
+    pub fn new(needs_source: bool, warnings: Vec<String>, work: impl Any + Send) -> Self {
+        Self { needs_source, warnings, work: Box::new(work) }
+    }
+
+    /// The runner's plan back; a plan made by another runner is a bug.
+    pub fn into_work<T: Any>(self) -> Result<T, JobError> {
+        downcast(self.work)
+    }
+}
+
+/// A plan whose slow parts (pulling an image) are done.
+pub struct Prepared {
+    pub warnings: Vec<String>,
+    /// What is about to start, for the run's log.
+    pub description: String,
+    work: Box<dyn Any + Send>,
+}
+
+impl Prepared {
+    pub fn new(warnings: Vec<String>, description: String, work: impl Any + Send) -> Self {
+        Self { warnings, description, work: Box::new(work) }
+    }
+
+    pub fn into_work<T: Any>(self) -> Result<T, JobError> {
+        downcast(self.work)
+    }
+}
+
+fn downcast<T: Any>(work: Box<dyn Any + Send>) -> Result<T, JobError> {
+    work.downcast::<T>().map(|w| *w).map_err(|_| {
+        JobError::new(Stage::Agent, JobErrorCode::Internal, "a plan was handed to a runner that did not make it")
+    })
+}
+
+/// One kind of resource a run can execute on. Registered once per agent.
+#[async_trait]
+pub trait Runner: Send + Sync {
+    /// The resource type this runner serves.
+    fn resource(&self) -> ResourceType;
+
+    /// Whether the run lives outside the agent's host (a cluster, a cloud
+    /// service): on agent shutdown such runs are detached and re-adopted by
+    /// the next agent, where local ones are stopped.
+    fn runs_remotely(&self) -> bool;
+
+    /// Checks the job against this runner's rules (`resource_args`, image)
+    /// without I/O; every problem is reported at once as one
+    /// [`JobErrorCode::Spec`] error.
+    fn check(&self, req: &RunRequest<'_>) -> Result<Plan, JobError>;
+
+    /// The slow part before the start: pulling an image, uploading code.
+    async fn prepare(&self, plan: Plan, logs: &LogSender) -> Result<Prepared, JobError>;
+
+    /// Starts the run; its output goes to `logs`.
+    async fn start(&self, prepared: Prepared, logs: &LogSender) -> Result<Box<dyn RunningJob>, JobError>;
+
+    /// The work an agent with `agent_key` left running or unreported (it
+    /// was killed or detached it). The caller holds that key's lock, so no
+    /// live agent owns any of it.
+    async fn adopt(&self, agent_key: &str) -> Result<Vec<Adoptable>, JobError>;
+}
+
+/// A started run.
+#[async_trait]
+pub trait RunningJob: Send {
+    /// The exit code once the run ends, after all its output was read.
+    async fn wait(&mut self) -> Result<i32, JobError>;
+
+    /// SIGTERM (or the resource's equivalent), then a kill after `grace`;
+    /// the exit code.
+    async fn stop(&mut self, grace: Duration) -> Result<i32, JobError>;
+
+    /// Lets go of the run without stopping it or releasing anything, so
+    /// that [`Runner::adopt`] finds it again.
+    async fn detach(self: Box<Self>);
+
+    /// Removes what the run left once it has ended (a container).
+    async fn cleanup(self: Box<Self>);
+}
+
+/// Work found by [`Runner::adopt`], labelled with the claim it ran under.
+pub struct Adoptable {
+    pub item_id: String,
+    pub fence: i64,
+    pub run_id: String,
+    /// What it is, for messages: `container`.
+    pub kind: &'static str,
+    /// Which one, for messages: a short container id.
+    pub id: String,
+    /// Still running; otherwise it ended while no agent watched.
+    pub running: bool,
+    pub work: Box<dyn AdoptedWork>,
+}
+
+impl Adoptable {
+    /// `container 0123456789ab`.
+    pub fn what(&self) -> String {
+        format!("{} {}", self.kind, self.id)
+    }
+}
+
+/// Found work, before the agent knows whether its lease is still its own.
+#[async_trait]
+pub trait AdoptedWork: Send {
+    /// Watches it again. Its output is read from the start and `stored`
+    /// (what the server holds already) skipped.
+    fn resume(self: Box<Self>, stored: StoredOutput, logs: LogSender) -> Box<dyn RunningJob>;
+
+    /// Its lease is gone (another claim owns the run now): stop and remove it.
+    async fn discard(self: Box<Self>);
+}
+
+/// How many bytes of a run's stdout and stderr the server holds already.
+/// Reading a run's output again from its start gives the same bytes in the
+/// same order, so skipping that many per stream continues the log exactly
+/// where it stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredOutput {
+    pub stdout: u64,
+    pub stderr: u64,
+}
+
+impl StoredOutput {
+    /// `line` less whatever of it is already stored; `None` if all of it is.
+    pub fn pass(&mut self, stream: LogStream, line: String) -> Option<String> {
+        let left = match stream {
+            LogStream::Stdout => &mut self.stdout,
+            LogStream::Stderr => &mut self.stderr,
+            LogStream::Agent => return Some(line),
+        };
+        if *left == 0 {
+            return Some(line);
+        }
+        if line.len() as u64 <= *left {
+            *left -= line.len() as u64;
+            return None;
+        }
+        let mut cut = *left as usize;
+        // stored counts end between characters; stay on one if they do not
+        while !line.is_char_boundary(cut) {
+            cut += 1;
+        }
+        *left = 0;
+        Some(line[cut..].to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_output_is_skipped_per_stream_and_exactly() {
+        let mut stored = StoredOutput { stdout: 8, stderr: 2 };
+        let mut pass = |stream, line: &str| stored.pass(stream, line.to_string());
+        assert_eq!(pass(LogStream::Stdout, "one\n"), None);
+        assert_eq!(pass(LogStream::Agent, "agent\n").as_deref(), Some("agent\n"), "not the run's output");
+        assert_eq!(pass(LogStream::Stderr, "é\n").as_deref(), Some("\n"), "two of é's bytes were stored");
+        assert_eq!(pass(LogStream::Stdout, "two\n"), None);
+        assert_eq!(pass(LogStream::Stdout, "three\n").as_deref(), Some("three\n"));
+        assert_eq!(pass(LogStream::Stderr, "x\n").as_deref(), Some("x\n"));
+        let mut split = StoredOutput { stdout: 3, stderr: 0 };
+        assert_eq!(split.pass(LogStream::Stdout, "abcdef".into()).as_deref(), Some("def"), "a line stored in part");
+        let mut mid = StoredOutput { stdout: 1, stderr: 0 };
+        assert_eq!(mid.pass(LogStream::Stdout, "éa".into()).as_deref(), Some("a"), "never cut inside a character");
+    }
+
+    #[test]
+    fn a_plan_goes_back_only_to_the_runner_that_made_it() {
+        let plan = Plan::new(false, vec![], 7u32);
+        assert_eq!(plan.into_work::<u32>(), Ok(7));
+        let e = Plan::new(false, vec![], 7u32).into_work::<String>().unwrap_err();
+        assert_eq!((e.stage, e.code), (Stage::Agent, JobErrorCode::Internal));
+    }
+}
