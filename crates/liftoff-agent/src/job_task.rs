@@ -340,6 +340,18 @@ async fn drive(
             return unstarted_outcome(cause);
         }
     };
+    // A retried start whose first try was stored (its answer lost, e.g. the
+    // server died after committing) finds the item already running under
+    // our fence: that is our start, not a stop.
+    let started = match started {
+        Err(ClientError::Api { body, .. }) if body.code == "invalid_transition" => {
+            match client.get_item(&item.id).await {
+                Ok(now) if now.state == liftoff_core::ItemState::Running && now.fence == item.fence => Ok(now),
+                _ => Err(ClientError::Api { status: 409, body }),
+            }
+        }
+        other => other,
+    };
     if let Err(e) = started {
         tracing::warn!(item = %item.id, error = %e, "could not report start");
         let _ = std::fs::remove_dir_all(&dir);

@@ -19,14 +19,19 @@ fn runs_recorded(marker: &Path) -> usize {
     std::fs::read_to_string(marker).map(|s| s.lines().count()).unwrap_or(0)
 }
 
-/// A loopback HTTP/1.1 proxy in front of `upstream` that holds every request
-/// whose head and body contain all of `hold_if` for `delay` before passing
-/// it on. Returns its address and a count of the requests it held.
-async fn holding_proxy(
-    upstream: String,
-    hold_if: &'static [&'static str],
-    delay: Duration,
-) -> (String, Arc<AtomicUsize>) {
+/// What the proxy does to a matching request.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Hold it this long, then pass it on.
+    Delay(Duration),
+    /// Pass the first one on, then drop the connection before its answer.
+    LoseFirstAnswer,
+}
+
+/// A loopback HTTP/1.1 proxy in front of `upstream` that applies `fault` to
+/// every request whose head and body contain all of `hold_if`. Returns its
+/// address and a count of the requests it matched.
+async fn faulty_proxy(upstream: String, hold_if: &'static [&'static str], fault: Fault) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let held = Arc::new(AtomicUsize::new(0));
@@ -38,7 +43,7 @@ async fn holding_proxy(
                 let Ok(server) = TcpStream::connect(&upstream).await else { return };
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
-                tokio::spawn(async move {
+                let answers = tokio::spawn(async move {
                     let _ = tokio::io::copy(&mut sr, &mut cw).await;
                 });
                 // Client to server, one request at a time.
@@ -70,8 +75,18 @@ async fn holding_proxy(
                     let request: Vec<u8> = buf.drain(..head_end + len).collect();
                     let text = String::from_utf8_lossy(&request);
                     if hold_if.iter().all(|needle| text.contains(needle)) {
-                        held.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(delay).await;
+                        let n = held.fetch_add(1, Ordering::SeqCst);
+                        match fault {
+                            Fault::Delay(d) => tokio::time::sleep(d).await,
+                            Fault::LoseFirstAnswer if n == 0 => {
+                                answers.abort();
+                                let _ = sw.write_all(&request).await;
+                                // let the server store it, then cut the line
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                return;
+                            }
+                            Fault::LoseFirstAnswer => {}
+                        }
                     }
                     if sw.write_all(&request).await.is_err() {
                         return;
@@ -93,7 +108,8 @@ async fn a_final_report_delayed_past_the_lease_ttl_does_not_rerun_the_job() {
     r.job("once", &format!("echo started >> {}\necho done\n", marker.display())).await;
     let id = r.launch("once").await;
     let upstream = r.server.addr.to_string();
-    let (proxy, held) = holding_proxy(upstream, &["/events", "\"event\":\"finish\""], Duration::from_secs(5)).await;
+    let (proxy, held) =
+        faulty_proxy(upstream, &["/events", "\"event\":\"finish\""], Fault::Delay(Duration::from_secs(5))).await;
     let key = r.server.admin_key.clone().unwrap();
     let client = liftoff_client::Client::new(&proxy, &key, "default").unwrap();
     let (stop, agent) = {
@@ -187,4 +203,30 @@ async fn an_agent_stopping_during_preparation_gives_the_item_back() {
     assert_eq!((item.state, item.attempts, item.started_at_ms), (ItemState::Pending, 0, None), "{:?}", item.reason);
     assert!(item.fence > claimed.fence, "the old claim is fenced out");
     hold.abort();
+}
+
+/// The agent's `start` is stored but its answer is lost (the connection
+/// drops, as when a server dies after committing): the retry finds the item
+/// already running under the agent's fence, and the run goes on and
+/// finishes, instead of being taken for a stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_whose_answer_was_lost_is_not_taken_for_a_stop() {
+    let r = rig().await;
+    let marker = r.dir.path().join("runs");
+    r.job("once", &format!("echo started >> {}\necho done\n", marker.display())).await;
+    let id = r.launch("once").await;
+    let (proxy, matched) =
+        faulty_proxy(r.server.addr.to_string(), &["/events", "\"event\":\"start\""], Fault::LoseFirstAnswer).await;
+    let key = r.server.admin_key.clone().unwrap();
+    let client = liftoff_client::Client::new(&proxy, &key, "default").unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(liftoff_agent::run_agent(client, r.options(1, Duration::from_secs(5)), async move {
+        let _ = rx.await;
+    }));
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+    assert_eq!(matched.load(Ordering::SeqCst), 2, "the start was sent, its answer lost, and sent again");
+    assert_eq!((item.state, item.attempts), (ItemState::Finished, 0), "{:?}", item.reason);
+    assert_eq!(runs_recorded(&marker), 1);
+    let _ = tx.send(());
+    agent.await.unwrap().unwrap();
 }
