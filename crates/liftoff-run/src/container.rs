@@ -409,30 +409,11 @@ struct LogCursor {
 }
 
 /// Splits the engine's `2026-11-28T14:55:01.123456789Z ` prefix off a log
-/// entry and returns its whole unix second. Hand-written: only the second is
-/// needed, the engine always writes this one RFC 3339 form, and a date crate
-/// would be a dependency for a dozen lines.
+/// entry and returns its whole unix second.
 fn split_timestamp(entry: &[u8]) -> Option<(i64, &[u8])> {
     let space = entry.iter().position(|b| *b == b' ')?;
-    let stamp = std::str::from_utf8(&entry[..space]).ok()?;
-    let num = |range: std::ops::Range<usize>| stamp.get(range)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    let zone = stamp[19..].trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-    let offset = match zone.as_bytes() {
-        [b'Z'] => 0,
-        [sign @ (b'+' | b'-'), ..] if zone.len() == 6 => {
-            let minutes = num(stamp.len() - 5..stamp.len() - 3)? * 60 + num(stamp.len() - 2..stamp.len())?;
-            if *sign == b'+' { minutes * 60 } else { -minutes * 60 }
-        }
-        _ => return None,
-    };
-    // days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    Some((days * 86_400 + h * 3600 + mi * 60 + s - offset, &entry[space + 1..]))
+    let stamp: jiff::Timestamp = std::str::from_utf8(&entry[..space]).ok()?.parse().ok()?;
+    Some((stamp.as_second(), &entry[space + 1..]))
 }
 
 /// One line per change of a layer's status ("Downloading", "Extracting",
