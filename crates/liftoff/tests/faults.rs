@@ -76,15 +76,23 @@ fn sigkill(child: &mut Reaped) {
     child.wait().unwrap();
 }
 
-/// A code job printing `lines` numbered lines, one every 0.5 s.
-async fn counting_job(client: &Client, dir: &Path, name: &str, lines: u32) {
+/// The local-process queue `q`.
+async fn local_queue(client: &Client) {
+    let q = CreateQueue {
+        name: "q".into(),
+        resource: liftoff_core::ResourceType::LocalProcess,
+        config: serde_json::json!({}),
+        template_variables: vec![],
+        prioritization: false,
+    };
+    client.create_queue(&q).await.unwrap();
+}
+
+/// A code job `name` whose `run.sh` is `script`, run as `sh run.sh`.
+async fn code_job(client: &Client, dir: &Path, name: &str, script: &str) {
     let src = dir.join(name);
     std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(
-        src.join("run.sh"),
-        format!("i=1\nwhile [ $i -le {lines} ]; do echo \"line $i\"; i=$((i+1)); sleep 0.5; done\n"),
-    )
-    .unwrap();
+    std::fs::write(src.join("run.sh"), script).unwrap();
     let gz = liftoff_archive::pack_dir(&src).unwrap();
     let digest = liftoff_archive::sha256_digest(&gz);
     client.upload_blob(&digest, gz).await.unwrap();
@@ -100,6 +108,12 @@ async fn counting_job(client: &Client, dir: &Path, name: &str, lines: u32) {
     };
     let req = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime: None };
     client.create_job(&req).await.unwrap();
+}
+
+/// A code job printing `lines` numbered lines, one every 0.5 s.
+async fn counting_job(client: &Client, dir: &Path, name: &str, lines: u32) {
+    let script = format!("i=1\nwhile [ $i -le {lines} ]; do echo \"line $i\"; i=$((i+1)); sleep 0.5; done\n");
+    code_job(client, dir, name, &script).await;
 }
 
 async fn stdout_of(client: &Client, id: &str) -> String {
@@ -132,16 +146,7 @@ async fn server_restart_keeps_every_run(db: Option<String>) {
     let mut server = start_server(dir.path(), port, db.as_deref(), ttl).await;
     let key = std::fs::read_to_string(dir.path().join("data/admin.key")).unwrap().trim().to_string();
     let client = Client::new(&server.url, &key, "default").unwrap();
-    client
-        .create_queue(&CreateQueue {
-            name: "q".into(),
-            resource: liftoff_core::ResourceType::LocalProcess,
-            config: serde_json::json!({}),
-            template_variables: vec![],
-            prioritization: false,
-        })
-        .await
-        .unwrap();
+    local_queue(&client).await;
     let down = std::env::var("LIFTOFF_TEST_SERVER_DOWN_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(45u64);
     // 14 s: ends during the outage; the other ends about 15 s after the server is back
     let (short, long) = (28, ((down as u32) + 20) * 2);
@@ -221,16 +226,7 @@ async fn an_agent_whose_server_is_gone_stops_within_its_grace_plus_a_bound() {
     let mut server = start_server(dir.path(), port, None, 10).await;
     let key = std::fs::read_to_string(dir.path().join("data/admin.key")).unwrap().trim().to_string();
     let client = Client::new(&server.url, &key, "default").unwrap();
-    client
-        .create_queue(&CreateQueue {
-            name: "q".into(),
-            resource: liftoff_core::ResourceType::LocalProcess,
-            config: serde_json::json!({}),
-            template_variables: vec![],
-            prioritization: false,
-        })
-        .await
-        .unwrap();
+    local_queue(&client).await;
     counting_job(&client, dir.path(), "ticks", 100_000).await;
     let id = client.launch("q", &LaunchRequest { job: "ticks".into(), ..Default::default() }).await.unwrap().item_id;
     let mut agent = Reaped(
@@ -332,39 +328,10 @@ async fn two_servers_16_agents_2000_items_one_server_killed_halfway() {
     let url = format!("http://127.0.0.1:{}", balancer(vec![pa, pb]).await);
     let key = std::fs::read_to_string(dir.path().join("a/data/admin.key")).unwrap().trim().to_string();
     let client = Client::new(&url, &key, "default").unwrap();
-    client
-        .create_queue(&CreateQueue {
-            name: "q".into(),
-            resource: liftoff_core::ResourceType::LocalProcess,
-            config: serde_json::json!({}),
-            template_variables: vec![],
-            prioritization: false,
-        })
-        .await
-        .unwrap();
+    local_queue(&client).await;
     let marker = dir.path().join("ran");
-    let src = dir.path().join("job");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(
-        src.join("run.sh"),
-        format!("echo \"$LIFTOFF_RUN_ID\" >> {}\necho \"ran $LIFTOFF_RUN_ID\"\n", marker.display()),
-    )
-    .unwrap();
-    let gz = liftoff_archive::pack_dir(&src).unwrap();
-    let digest = liftoff_archive::sha256_digest(&gz);
-    client.upload_blob(&digest, gz).await.unwrap();
-    let source = JobSourceSpec {
-        code: Some(CodeSource {
-            digest,
-            entrypoint: vec!["sh".into(), "run.sh".into()],
-            build_context: None,
-            dockerfile: None,
-            base_image: None,
-        }),
-        ..Default::default()
-    };
-    let req = CreateJob { project: "default".into(), name: "once".into(), source, aliases: vec![], runtime: None };
-    client.create_job(&req).await.unwrap();
+    let script = format!("echo \"$LIFTOFF_RUN_ID\" >> {}\necho \"ran $LIFTOFF_RUN_ID\"\n", marker.display());
+    code_job(&client, dir.path(), "once", &script).await;
     let mut ids = vec![];
     for _ in 0..ITEMS / 50 {
         let mut batch = tokio::task::JoinSet::new();
