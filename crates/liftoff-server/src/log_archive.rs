@@ -11,8 +11,13 @@ use liftoff_store::StoreError;
 const PAGE: i64 = 5000;
 
 /// How long one server holds the archiving of a log before another may take
-/// it over (when the first crashed).
-const CLAIM_TTL_MS: i64 = 5 * 60 * 1000;
+/// it over (when the first crashed): two lease TTLs, at least 10 s. Short,
+/// so that a crash delays a log's archive by little; an archiver slower than
+/// this only costs a second upload of the same object (its mark is then
+/// refused), since an ended run's chunks no longer change.
+fn claim_ttl_ms(st: &AppState) -> i64 {
+    (st.config.lease_ttl * 2).max(std::time::Duration::from_secs(10)).as_millis() as i64
+}
 
 /// Archives the logs of up to `limit` ended items; returns how many this
 /// server archived. Each log is claimed first, so that of several servers on
@@ -22,7 +27,7 @@ pub async fn archive_ended(st: &AppState, limit: i64) -> Result<usize, StoreErro
     let todo = st.store.logs_to_archive(limit).await?;
     let mut archived = 0;
     for (entity, id) in &todo {
-        let Some(claim) = st.store.claim_log_archive(entity, id, CLAIM_TTL_MS).await? else { continue };
+        let Some(claim) = st.store.claim_log_archive(entity, id, claim_ttl_ms(st)).await? else { continue };
         let mut jsonl = Vec::new();
         let mut after = 0;
         let mut through_seq = None;
