@@ -18,6 +18,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Recently verified API keys by hash, so a request costs no key lookup.
     pub key_cache: Arc<Mutex<std::collections::HashMap<String, (liftoff_store::ApiKeyRecord, std::time::Instant)>>>,
+    /// Agent ids already checked to exist, so claims skip that lookup
+    /// (agents are never deleted).
+    pub known_agents: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
     /// Signs run keys (see `auth::RunKeys`).
     pub run_keys: crate::auth::RunKeys,
 }

@@ -79,6 +79,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config: Arc::new(config),
         metrics: Arc::new(Metrics::default()),
         key_cache: Default::default(),
+        known_agents: Default::default(),
         run_keys: crate::auth::RunKeys::load(store.as_ref()).await.context("failed to load the run-key secret")?,
     };
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);

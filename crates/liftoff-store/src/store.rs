@@ -52,7 +52,8 @@ pub trait Store: Send + Sync {
     /// Atomically claims the first pending item of the first queue (in the
     /// given order) that has one: priority order, then FIFO. Each item is
     /// claimed by exactly one caller; the claim bumps its fencing token. The
-    /// lease runs `lease_ttl_ms` from now by the database's clock.
+    /// lease runs `lease_ttl_ms` from now by the database's clock. An agent
+    /// told to stop polling claims nothing.
     async fn claim(
         &self,
         entity: &str,

@@ -117,21 +117,28 @@ pub async fn claim(
     if req.queues.is_empty() {
         return Err(ApiError::bad_request("queues", "name at least one queue to claim from"));
     }
+    let key = (entity.clone(), req.agent_id.clone());
+    let known = st.known_agents.lock().unwrap_or_else(|p| p.into_inner()).contains(&key);
+    if !known {
+        match st.store.get_agent(&entity, &req.agent_id).await? {
+            None => {
+                return Err(ApiError::not_found("agent_id", format!("agent '{}' is not registered", req.agent_id)));
+            }
+            Some(agent) if agent.stop_polling => return Ok(StatusCode::NO_CONTENT.into_response()),
+            Some(_) => {
+                st.known_agents.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+            }
+        }
+    }
     let ttl = st.config.lease_ttl.as_millis() as i64;
     let wait = Duration::from_millis(req.wait_ms).min(st.config.max_claim_wait);
     let deadline = tokio::time::Instant::now() + wait;
     let mut wake = st.dispatch.subscribe();
     loop {
         wake.borrow_and_update();
-        // Looked up on every pass: an agent told to stop polling (through
-        // any server) gets nothing more, even from a claim already waiting.
-        let agent =
-            st.store.get_agent(&entity, &req.agent_id).await?.ok_or_else(|| {
-                ApiError::not_found("agent_id", format!("agent '{}' is not registered", req.agent_id))
-            })?;
-        if agent.stop_polling {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
+        // The store gives an agent told to stop polling (through any server)
+        // nothing, checked in the claim itself, so even a claim already
+        // waiting gets nothing more.
         if let Some(claimed) = st.store.claim(&entity, &req.queues, &req.agent_id, ttl).await? {
             Metrics::inc(&st.metrics.items_claimed);
             let fence = claimed.item.fence;

@@ -21,16 +21,23 @@ impl SqlStore {
         agent_id: &str,
         lease_ttl_ms: i64,
     ) -> Result<Option<Claimed>, StoreError> {
+        // An agent told to stop polling gets nothing: checked in the same
+        // statement, so a claim costs no extra round trip.
         let pick = format!(
             "SELECT {ITEM_COLS}, {} AS db_now FROM items WHERE entity = $1 AND queue = $2 AND state = 'pending' \
+             AND NOT EXISTS (SELECT 1 FROM agents WHERE entity = $1 AND id = $3 AND stop_polling <> 0) \
              ORDER BY sort_prio, seq LIMIT 1{}",
             self.now_sql(),
             self.for_update(true)
         );
         for queue in queues {
             let mut tx = self.begin_write().await?;
-            let row =
-                sqlx::query(AssertSqlSafe(pick.clone())).bind(entity).bind(queue).fetch_optional(&mut *tx).await?;
+            let row = sqlx::query(AssertSqlSafe(pick.clone()))
+                .bind(entity)
+                .bind(queue)
+                .bind(agent_id)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some(row) = row else { continue };
             let view = decode_item(&row)?;
             let now: i64 = row.try_get("db_now")?;
