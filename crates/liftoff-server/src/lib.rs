@@ -16,4 +16,4 @@ mod server;
 pub use auth::{hash_key, mint_admin_key};
 pub use config::ServerConfig;
 pub use data_dir_lock::{DataDirLock, DataDirLockError};
-pub use server::{DEFAULT_ENTITY, RunningServer, start};
+pub use server::{DEFAULT_ENTITY, RunningServer, StartError, start};

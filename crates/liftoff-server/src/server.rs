@@ -4,7 +4,6 @@ use crate::config::ServerConfig;
 use crate::data_dir_lock::DataDirLock;
 use crate::dispatch::Dispatch;
 use crate::metrics::Metrics;
-use anyhow::Context;
 use liftoff_store::{BlobStore, SqlStore, Store, now_ms};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,30 +34,67 @@ impl RunningServer {
     }
 }
 
+/// Why a server could not start. Each message reads well after "failed to
+/// start the server: ".
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created, or the admin key written into it.
+    #[error("cannot write {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another server holds the data directory, or its lock file is unusable.
+    #[error(transparent)]
+    Locked(#[from] crate::data_dir_lock::DataDirLockError),
+    /// The database, the blob store or a first-start write failed.
+    #[error("{what}: {source}")]
+    Store {
+        what: &'static str,
+        #[source]
+        source: liftoff_store::StoreError,
+    },
+    /// The listen address could not be bound.
+    #[error("failed to listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Locks the data directory (a second server on it refuses to start, naming
 /// the holder), opens the store, creates entity `default` and its admin key
 /// on first start, binds `config.listen` and serves until shut down.
-pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("failed to create data directory {}", config.data_dir.display()))?;
+pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    let dir_error = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| StartError::DataDir { path, source }
+    };
+    let store_error = |what: &'static str| move |source| StartError::Store { what, source };
+    std::fs::create_dir_all(&config.data_dir).map_err(dir_error(&config.data_dir))?;
     let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     let url = match &config.db_url {
         Some(u) => u.clone(),
         None => format!("sqlite://{}", config.data_dir.join("liftoff.db").display()),
     };
-    let store = SqlStore::connect(&url, config.max_attempts).await.context("failed to open the database")?;
+    let store =
+        SqlStore::connect(&url, config.max_attempts).await.map_err(store_error("failed to open the database"))?;
     let blobs = match &config.blob_store {
-        Some(url) => BlobStore::open(url, &config.blob_options).context("failed to open the blob store")?,
-        None => BlobStore::local(&config.data_dir.join("blobs"))?,
-    };
+        Some(url) => BlobStore::open(url, &config.blob_options),
+        None => BlobStore::local(&config.data_dir.join("blobs")),
+    }
+    .map_err(store_error("failed to open the blob store"))?;
     let store: Arc<dyn Store> = Arc::new(store);
 
     let now = now_ms();
     let mut admin_key = None;
-    if store.ensure_entity(DEFAULT_ENTITY, now).await? {
-        let secret = mint_admin_key(store.as_ref(), DEFAULT_ENTITY).await?;
+    let first_start = store_error("failed to create the default entity and its admin key");
+    if store.ensure_entity(DEFAULT_ENTITY, now).await.map_err(first_start)? {
+        let secret = mint_admin_key(store.as_ref(), DEFAULT_ENTITY).await.map_err(first_start)?;
         let path = config.data_dir.join("admin.key");
-        write_secret_file(&path, &secret).with_context(|| format!("failed to write {}", path.display()))?;
+        write_secret_file(&path, &secret).map_err(dir_error(&path))?;
         if config.print_admin_key {
             println!(
                 "Created entity '{DEFAULT_ENTITY}'. Its admin API key (shown once, also in {}):\n  {secret}",
@@ -68,10 +104,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         admin_key = Some(secret);
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("failed to listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
+    let listen = |source| StartError::Listen { addr: config.listen, source };
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen)?;
+    let addr = listener.local_addr().map_err(listen)?;
     let state = AppState {
         store: store.clone(),
         blobs,
@@ -80,7 +115,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         metrics: Arc::new(Metrics::default()),
         key_cache: Default::default(),
         known_agents: Default::default(),
-        run_keys: crate::auth::RunKeys::load(store.as_ref()).await.context("failed to load the run-key secret")?,
+        run_keys: crate::auth::RunKeys::load(store.as_ref())
+            .await
+            .map_err(store_error("failed to load the run-key secret"))?,
     };
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let reaper = tokio::spawn(reap_leases(state.clone(), shutdown.subscribe()));
