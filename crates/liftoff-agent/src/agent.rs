@@ -102,9 +102,28 @@ pub async fn run_agent(
     client: Client,
     opts: AgentOptions,
     shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
+) -> Result<(), AgentError> {
     let registry = crate::runners::local_runners(&opts);
     run_agent_with(client, opts, registry, shutdown).await
+}
+
+/// Why an agent could not start (once started, it does not fail: a job's
+/// problem becomes that item's failure).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The work directory could not be created.
+    #[error("cannot create the work directory {path}: {source}")]
+    WorkDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another agent with the same key runs on this host.
+    #[error(transparent)]
+    Lock(#[from] crate::agent_lock::AgentLockError),
+    /// The server refused to register the agent (a missing queue, a bad key).
+    #[error("could not start the agent: {0}")]
+    Register(#[source] liftoff_client::ClientError),
 }
 
 /// [`run_agent`] with the runners of `registry` instead of the local ones.
@@ -113,8 +132,9 @@ pub async fn run_agent_with(
     mut opts: AgentOptions,
     registry: RunnerRegistry,
     shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&opts.work_dir)?;
+) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&opts.work_dir)
+        .map_err(|source| AgentError::WorkDir { path: opts.work_dir.display().to_string(), source })?;
     if opts.agent_key.is_empty() {
         let mut queues = opts.queues.clone();
         queues.sort();
@@ -129,7 +149,7 @@ pub async fn run_agent_with(
             version: env!("CARGO_PKG_VERSION").to_string(),
         })
         .await
-        .map_err(|e| anyhow::anyhow!("could not start the agent: {e}"))?;
+        .map_err(AgentError::Register)?;
     let agent_id = registered.id;
     opts.agent_id = agent_id.clone();
     let max = opts.max_jobs;

@@ -5,6 +5,24 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentLockError {
+    /// Another live agent holds this key on this host.
+    #[error(
+        "another agent with agent key '{key}' is running on this host (pid {pid}, lock {path}); \
+         give this one another --agent-key"
+    )]
+    InUse { key: String, pid: String, path: String },
+    /// The lock file could not be opened or locked.
+    #[error("failed to lock {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Held for the agent's lifetime; released on drop or process death.
 #[derive(Debug)]
 pub struct AgentLock {
@@ -13,7 +31,7 @@ pub struct AgentLock {
 
 impl AgentLock {
     /// Takes the lock for `key` in `dir`, or says which agent holds it.
-    pub fn acquire(dir: &std::path::Path, key: &str) -> anyhow::Result<Self> {
+    pub fn acquire(dir: &std::path::Path, key: &str) -> Result<Self, AgentLockError> {
         use sha2::Digest;
         let digest = hex::encode(&sha2::Sha256::digest(key.as_bytes())[..8]);
         let path = dir.join(format!("liftoff-agent-{digest}.lock"));
@@ -23,7 +41,7 @@ impl AgentLock {
             .read(true)
             .write(true)
             .open(&path)
-            .map_err(|e| anyhow::anyhow!("failed to open the agent lock {}: {e}", path.display()))?;
+            .map_err(|source| AgentLockError::Io { path: path.display().to_string(), source })?;
         match file.try_lock() {
             Ok(()) => {
                 // for the operator who finds the file: who holds it
@@ -33,14 +51,10 @@ impl AgentLock {
             }
             Err(TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let pid = holder.lines().next().unwrap_or("?");
-                anyhow::bail!(
-                    "another agent with agent key '{key}' is running on this host (pid {pid}, lock {}); \
-                     give this one another --agent-key",
-                    path.display()
-                )
+                let pid = holder.lines().next().unwrap_or("?").to_string();
+                Err(AgentLockError::InUse { key: key.to_string(), pid, path: path.display().to_string() })
             }
-            Err(TryLockError::Error(e)) => anyhow::bail!("failed to lock {}: {e}", path.display()),
+            Err(TryLockError::Error(source)) => Err(AgentLockError::Io { path: path.display().to_string(), source }),
         }
     }
 }

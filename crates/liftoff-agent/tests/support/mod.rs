@@ -138,11 +138,18 @@ impl Rig {
         }
     }
 
-    pub fn agent(&self, max_jobs: i64, grace: Duration) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+    pub fn agent(
+        &self,
+        max_jobs: i64,
+        grace: Duration,
+    ) -> (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>) {
         self.agent_with(self.options(max_jobs, grace))
     }
 
-    pub fn agent_with(&self, opts: AgentOptions) -> (oneshot::Sender<()>, JoinHandle<anyhow::Result<()>>) {
+    pub fn agent_with(
+        &self,
+        opts: AgentOptions,
+    ) -> (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>) {
         let (tx, rx) = oneshot::channel::<()>();
         let client = self.client.clone();
         let task = tokio::spawn(run_agent(client, opts, async move {

@@ -114,7 +114,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             agent_done = true;
             match r {
             Ok(Ok(())) => anyhow::anyhow!("the agent stopped before the run ended"),
-            Ok(Err(e)) => e.context("the agent failed"),
+            Ok(Err(e)) => anyhow::Error::new(e).context("the agent failed"),
             Err(e) => anyhow::Error::new(e).context("the agent task failed"),
             }
         }),
