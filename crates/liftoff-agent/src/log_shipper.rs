@@ -4,6 +4,7 @@
 
 use liftoff_client::Client;
 use liftoff_core::api::{AppendLog, LogStream};
+use liftoff_run::lines::floor_char_boundary;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -125,26 +126,3 @@ async fn ship(
 
 /// Starts the line that replaces a chunk the server refused.
 pub const REFUSED_MARKER: &str = "liftoff agent: [log chunk refused]";
-
-/// The largest index `<= at` that is a character boundary of `s`.
-fn floor_char_boundary(s: &str, at: usize) -> usize {
-    if at >= s.len() {
-        return s.len();
-    }
-    (0..=at).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::floor_char_boundary;
-
-    #[test]
-    fn cuts_fall_on_character_boundaries() {
-        let s = "aé€";
-        assert_eq!(floor_char_boundary(s, 0), 0);
-        assert_eq!(floor_char_boundary(s, 2), 1, "inside the 2-byte é");
-        assert_eq!(floor_char_boundary(s, 3), 3);
-        assert_eq!(floor_char_boundary(s, 5), 3, "inside the 3-byte euro sign");
-        assert_eq!(floor_char_boundary(s, 99), s.len());
-    }
-}

@@ -54,12 +54,20 @@ pub async fn agent_line(logs: &mpsc::Sender<crate::LogLine>, line: impl Into<Str
     let _ = logs.send((LogStream::Agent, cut_line(line.into(), MAX_AGENT_LINE_BYTES))).await;
 }
 
+/// The largest index `<= at` that is a character boundary of `s`.
+pub fn floor_char_boundary(s: &str, at: usize) -> usize {
+    if at >= s.len() {
+        return s.len();
+    }
+    (0..=at).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0)
+}
+
 /// `line` and a newline, cut to at most `max` bytes of text with a marker
 /// saying how much was left out.
 fn cut_line(mut line: String, max: usize) -> String {
     if line.len() > max {
         let total = line.len();
-        let cut = (0..=max).rev().find(|i| line.is_char_boundary(*i)).unwrap_or(0);
+        let cut = floor_char_boundary(&line, max);
         line.truncate(cut);
         line.push_str(&format!(" ... [{} more bytes cut by the agent]", total - cut));
     }
@@ -70,6 +78,16 @@ fn cut_line(mut line: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuts_fall_on_character_boundaries() {
+        let s = "aé€";
+        assert_eq!(floor_char_boundary(s, 0), 0);
+        assert_eq!(floor_char_boundary(s, 2), 1, "inside the 2-byte é");
+        assert_eq!(floor_char_boundary(s, 3), 3);
+        assert_eq!(floor_char_boundary(s, 5), 3, "inside the 3-byte euro sign");
+        assert_eq!(floor_char_boundary(s, 99), s.len());
+    }
 
     #[test]
     fn long_agent_lines_are_cut_with_a_marker() {

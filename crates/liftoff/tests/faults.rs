@@ -48,12 +48,15 @@ struct ServerProcess {
     url: String,
 }
 
-/// `liftoff server` on `port`, its output appended to `dir/server.log`;
-/// returns once it answers.
-async fn start_server(dir: &Path, port: u16, db: Option<&str>, lease_ttl_secs: u64) -> ServerProcess {
+/// `liftoff server` on `port` with its data in `dir/data` and `extra`
+/// arguments, its output appended to `dir/server.log`; returns once it
+/// answers (a fresh server has written its admin key by then).
+async fn start_server(dir: &Path, port: u16, db: Option<&str>, lease_ttl_secs: u64, extra: &[&str]) -> ServerProcess {
+    std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_liftoff"));
     cmd.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl", &lease_ttl_secs.to_string()])
+        .args(extra)
         .arg("--data-dir")
         .arg(dir.join("data"))
         .stdout(log.try_clone().unwrap())
@@ -143,7 +146,7 @@ async fn server_restart_keeps_every_run(db: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let ttl = 10;
-    let mut server = start_server(dir.path(), port, db.as_deref(), ttl).await;
+    let mut server = start_server(dir.path(), port, db.as_deref(), ttl, &[]).await;
     let key = std::fs::read_to_string(dir.path().join("data/admin.key")).unwrap().trim().to_string();
     let client = Client::new(&server.url, &key, "default").unwrap();
     local_queue(&client).await;
@@ -181,7 +184,7 @@ async fn server_restart_keeps_every_run(db: Option<String>) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     sigkill(&mut server.child);
     tokio::time::sleep(Duration::from_secs(down)).await;
-    let mut server = start_server(dir.path(), port, db.as_deref(), ttl).await;
+    let mut server = start_server(dir.path(), port, db.as_deref(), ttl, &[]).await;
 
     let until = Instant::now() + Duration::from_secs(u64::from(long) + 60);
     for (id, lines) in &ids {
@@ -223,7 +226,7 @@ async fn server_killed_and_restarted_after_45_s_loses_no_run_on_postgres() {
 async fn an_agent_whose_server_is_gone_stops_within_its_grace_plus_a_bound() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = start_server(dir.path(), port, None, 10).await;
+    let mut server = start_server(dir.path(), port, None, 10, &[]).await;
     let key = std::fs::read_to_string(dir.path().join("data/admin.key")).unwrap().trim().to_string();
     let client = Client::new(&server.url, &key, "default").unwrap();
     local_queue(&client).await;
@@ -296,35 +299,10 @@ async fn two_servers_16_agents_2000_items_one_server_killed_halfway() {
     let dir = tempfile::tempdir().unwrap();
     let blobs = format!("file://{}", dir.path().join("blobs").display());
     std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
-    let start = |name: &str, port: u16| -> Reaped {
-        let d = dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        let log = std::fs::File::create(d.join("server.log")).unwrap();
-        Reaped(
-            Command::new(env!("CARGO_BIN_EXE_liftoff"))
-                .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl", "10", "--db", &db])
-                .args(["--blob-store", &blobs, "--data-dir"])
-                .arg(d.join("data"))
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        )
-    };
     let (pa, pb) = (free_port(), free_port());
-    let mut a = start("a", pa);
-    let until = Instant::now() + Duration::from_secs(60);
-    while !dir.path().join("a/data/admin.key").exists()
-        || tokio::net::TcpStream::connect(("127.0.0.1", pa)).await.is_err()
-    {
-        assert!(Instant::now() < until, "server a did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut b = start("b", pb);
-    while tokio::net::TcpStream::connect(("127.0.0.1", pb)).await.is_err() {
-        assert!(Instant::now() < until, "server b did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let extra = ["--blob-store", blobs.as_str()];
+    let mut a = start_server(&dir.path().join("a"), pa, Some(&db), 10, &extra).await.child;
+    let mut b = start_server(&dir.path().join("b"), pb, Some(&db), 10, &extra).await.child;
     let url = format!("http://127.0.0.1:{}", balancer(vec![pa, pb]).await);
     let key = std::fs::read_to_string(dir.path().join("a/data/admin.key")).unwrap().trim().to_string();
     let client = Client::new(&url, &key, "default").unwrap();
