@@ -432,8 +432,19 @@ fn local_agent(dir: &Path, url: &str, args: &[&str], env: &[(&str, Option<&std::
 }
 
 fn local_agent_command(dir: &Path, url: &str, args: &[&str], env: &[(&str, Option<&std::ffi::OsStr>)]) -> Command {
+    local_agent_command_of(Path::new(env!("CARGO_BIN_EXE_liftoff")), dir, url, args, env)
+}
+
+/// [`local_agent_command`] running the `liftoff` binary at `program`.
+fn local_agent_command_of(
+    program: &Path,
+    dir: &Path,
+    url: &str,
+    args: &[&str],
+    env: &[(&str, Option<&std::ffi::OsStr>)],
+) -> Command {
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_liftoff"));
+    let mut cmd = Command::new(program);
     cmd.args(["agent", "-q", "local", "-j", "1", "--agent-key", &format!("local-{}", dir.display()), "--work-dir"])
         .arg(dir.join("work"))
         .args(args)
@@ -858,7 +869,12 @@ async fn a_job_of_the_agents_own_user_cannot_read_its_environment() {
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let mut cmd = local_agent_command(&home, &url, &[], &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    // a copy of the binary nobody can reach: the build's own may sit under a
+    // directory only root may enter (a checkout in a `mktemp -d` folder)
+    let binary = dir.path().join("liftoff");
+    std::fs::copy(env!("CARGO_BIN_EXE_liftoff"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = local_agent_command_of(&binary, &home, &url, &[], &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
     let mut agent = AgentChild(cmd.uid(65534).gid(65534).spawn().unwrap());
     let item = launch_local(&client, "same-user").await;
     let ended = wait_until_ended(&client, &item.id, "the job of the agent's user").await;
