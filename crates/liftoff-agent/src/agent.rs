@@ -173,6 +173,8 @@ pub async fn run_agent_with(
     let mut status_line = tokio::time::interval_at(tokio::time::Instant::now() + opts.status_every, opts.status_every);
     let mut backoff = Duration::from_millis(100);
     let mut paused_until = tokio::time::Instant::now();
+    // When to ask once more for claims lost in flight (see below).
+    let mut release_again: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
 
     loop {
@@ -205,6 +207,10 @@ pub async fn run_agent_with(
                         if e.is_transient() {
                             // The server may have granted a claim whose answer was lost.
                             release_lost_claims(&client, &agent_id, &held).await;
+                            // A server that died after sending its claim's
+                            // COMMIT may see it land only after this release:
+                            // ask again once the database has settled.
+                            release_again = Some(tokio::time::Instant::now() + RELEASE_AGAIN_AFTER);
                         }
                         paused_until = tokio::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -212,6 +218,10 @@ pub async fn run_agent_with(
                 }
             }
             _ = tokio::time::sleep_until(paused_until), if in_flight.is_none() && has_room => {}
+            _ = async { tokio::time::sleep_until(release_again.expect("guarded")).await }, if release_again.is_some() => {
+                release_again = None;
+                release_lost_claims(&client, &agent_id, &held).await;
+            }
             _ = status_line.tick() => eprintln!(
                 "liftoff agent {agent_id} polling on queues {}, running {} out of a maximum of {} jobs",
                 queues.join(","),
@@ -280,6 +290,9 @@ async fn contain_panic(
         }
     }
 }
+
+/// After a claim failed in transit, when to release lost claims a second time.
+const RELEASE_AGAIN_AFTER: Duration = Duration::from_secs(2);
 
 /// Asks the server to put back any item it granted this agent that the
 /// agent never received (all but `held`). Best effort and bounded: if it
