@@ -1,0 +1,2 @@
+//! The least-privilege grants a configuration needs (`liftoff permissions`).
+//! SKELETON: filled in by the environments work.
