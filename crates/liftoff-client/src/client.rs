@@ -241,6 +241,41 @@ impl Client {
     pub async fn append_log(&self, id: &str, chunk: &AppendLog) -> Result<(), ClientError> {
         self.call_empty(Method::POST, &format!("/items/{}/logs", enc(id)), chunk).await
     }
+
+    /// Records the run's image (the item's holder, with its fence).
+    pub async fn record_build(
+        &self,
+        id: &str,
+        fence: i64,
+        build: liftoff_core::api::BuildRecord,
+    ) -> Result<(), ClientError> {
+        let body = liftoff_core::api::FencedBuildRecord { fence, build };
+        self.call_empty(Method::POST, &format!("/items/{}/build", enc(id)), &body).await
+    }
+
+    /// Asks to build image `key`; see [`liftoff_core::api::BuildClaimAnswer`].
+    pub async fn claim_build(
+        &self,
+        key: &str,
+        agent_id: &str,
+    ) -> Result<liftoff_core::api::BuildClaimAnswer, ClientError> {
+        let body = liftoff_core::api::BuildClaimRequest { key: key.to_string(), agent_id: agent_id.to_string() };
+        self.call(Method::POST, "/builds/claim", Some(&body)).await
+    }
+
+    /// Renews a build lease (`image: None`) through `/builds/renew`, or
+    /// ends the build through `/builds/finish` (`finish`).
+    pub async fn update_build(
+        &self,
+        key: &str,
+        fence: i64,
+        finish: bool,
+        image: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let body = liftoff_core::api::BuildUpdate { key: key.to_string(), fence, image: image.map(str::to_string) };
+        let path = if finish { "/builds/finish" } else { "/builds/renew" };
+        self.call_empty(Method::POST, path, &body).await
+    }
 }
 
 /// Everything but RFC 3986's unreserved characters is encoded.

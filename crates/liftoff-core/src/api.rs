@@ -255,6 +255,9 @@ pub struct ItemView {
     /// when a single item is read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<ItemWarning>,
+    /// The image the agent built or found for this run, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildRecord>,
 }
 
 impl ItemView {
@@ -264,6 +267,89 @@ impl ItemView {
         self.spec.source = self.spec.source.without_credentials();
         self
     }
+}
+
+/// The image a run got from its agent's builder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildRecord {
+    /// The reference the run starts from: `repo:tag@sha256:...` when pushed
+    /// to a registry, `repo:tag` (with the engine's image id in `digest`)
+    /// when it stays in the agent's engine.
+    pub image: String,
+    /// `sha256:...`: the manifest digest in a registry, or the image id in a local engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// `built` (this run built it), `found` (it existed: no build) or
+    /// `waited` (another agent built it while this one waited).
+    pub how: BuildHow,
+    /// Time spent getting the image, build and push included.
+    pub seconds: f64,
+    /// The builder: `docker`, `noop`.
+    pub builder: String,
+}
+
+/// How a run got its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildHow {
+    Built,
+    Found,
+    Waited,
+}
+
+impl BuildHow {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Built => "built",
+            Self::Found => "found",
+            Self::Waited => "waited",
+        }
+    }
+}
+
+/// `POST /items/{id}/build`: the holder records the run's image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FencedBuildRecord {
+    pub fence: i64,
+    pub build: BuildRecord,
+}
+
+/// The longest build key (an image reference without digest).
+pub const MAX_BUILD_KEY: usize = 512;
+
+/// `POST /builds/claim`: an agent asks to build the image `key` (the
+/// content-addressed reference it will push). Two agents that need the same
+/// content build it once: the first wins a lease; the others wait.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildClaimRequest {
+    pub key: String,
+    pub agent_id: String,
+}
+
+/// The answer to a [`BuildClaimRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum BuildClaimAnswer {
+    /// Build it: renew with `fence` every `lease_ttl_ms / 3`, then finish.
+    Won { fence: i64, lease_ttl_ms: i64 },
+    /// Someone built it: use `image`.
+    Done { image: String },
+    /// Another agent is building it: ask again after `retry_after_ms`.
+    Held { holder: String, retry_after_ms: i64 },
+}
+
+/// `POST /builds/renew` and `POST /builds/finish`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildUpdate {
+    pub key: String,
+    pub fence: i64,
+    /// Finish: the image pushed (`None`: the build failed; the next agent that asks builds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// A problem worth a user's attention that did not end the run.

@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod blobs;
+pub mod builds;
 pub mod items;
 pub mod jobs;
 pub mod keys;

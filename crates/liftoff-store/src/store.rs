@@ -1,7 +1,7 @@
 use crate::{ApiKeyRecord, Claimed, NewItem, NewJobVersion, StoreError};
 use async_trait::async_trait;
 use liftoff_core::api::{
-    AgentStatus, AgentView, ItemView, ItemWarning, JobView, LogChunk, LogPosition, LogStream, RegisterAgent,
+    AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition, LogStream, RegisterAgent,
 };
 use liftoff_core::{ItemEvent, Queue, Stage};
 
@@ -151,6 +151,29 @@ pub trait Store: Send + Sync {
         now_ms: i64,
     ) -> Result<bool, StoreError>;
     async fn list_warnings(&self, entity: &str, id: &str) -> Result<Vec<ItemWarning>, StoreError>;
+    /// Asks to build image `key` (see [`BuildClaimAnswer`]); the lease
+    /// deadline comes from the database clock.
+    async fn claim_build(
+        &self,
+        entity: &str,
+        key: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<BuildClaimAnswer, StoreError>;
+    /// The build holder's heartbeat (`finish: None`) or its end: `Some(Some(image))`
+    /// pushed, `Some(None)` failed (free for the next agent). A fence that no
+    /// longer holds the build is [`StoreError::StaleFence`].
+    async fn update_build(
+        &self,
+        entity: &str,
+        key: &str,
+        fence: i64,
+        ttl_ms: i64,
+        finish: Option<Option<&str>>,
+    ) -> Result<(), StoreError>;
+    /// Records the run's image (by the item's holder).
+    async fn set_build_record(&self, entity: &str, id: &str, fence: i64, record: &BuildRecord)
+    -> Result<(), StoreError>;
     /// The secret named `name`, shared by every server on this database:
     /// `candidate` is stored if none exists yet, and the stored one returned.
     async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError>;

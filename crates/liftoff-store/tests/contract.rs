@@ -464,6 +464,77 @@ async fn item_ids_and_run_ids_never_collide(s: SqlStore) {
     assert_eq!(s.get_item("acme", "r1").await.unwrap().map(|i| i.id), Some("i1".into()));
 }
 
+/// One build per image content: of many agents asking at once one wins;
+/// the rest wait until it finishes and then get its image; a failed or
+/// abandoned build is claimed again, and its old holder's writes are refused.
+async fn builds_are_claimed_once(s: SqlStore) {
+    use liftoff_core::api::BuildClaimAnswer as A;
+    let s = Arc::new(s);
+    let mut tasks = vec![];
+    for a in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move { s.claim_build("acme", "reg/app:abc", &format!("agent-{a}"), TTL).await }));
+    }
+    let mut won = vec![];
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            A::Won { fence, .. } => won.push(fence),
+            A::Held { holder, .. } => assert!(holder.starts_with("agent-")),
+            A::Done { .. } => panic!("nothing was built yet"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one agent builds");
+    let fence = won[0];
+    // the holder renews; a wrong fence is refused
+    s.update_build("acme", "reg/app:abc", fence, TTL, None).await.unwrap();
+    assert!(matches!(
+        s.update_build("acme", "reg/app:abc", fence + 1, TTL, None).await,
+        Err(StoreError::StaleFence { .. })
+    ));
+    // the same key in another entity is another build
+    assert!(matches!(s.claim_build("other", "reg/app:abc", "x", TTL).await.unwrap(), A::Won { .. }));
+    // a failure frees it at once: the next asker builds, under a new fence
+    s.update_build("acme", "reg/app:abc", fence, TTL, Some(None)).await.unwrap();
+    let A::Won { fence: second, .. } = s.claim_build("acme", "reg/app:abc", "agent-9", TTL).await.unwrap() else {
+        panic!("a failed build is claimed again")
+    };
+    assert!(second > fence);
+    assert!(s.update_build("acme", "reg/app:abc", fence, TTL, Some(Some("reg/app:abc@sha256:00"))).await.is_err());
+    s.update_build("acme", "reg/app:abc", second, TTL, Some(Some("reg/app:abc@sha256:11"))).await.unwrap();
+    assert_eq!(
+        s.claim_build("acme", "reg/app:abc", "agent-1", TTL).await.unwrap(),
+        A::Done { image: "reg/app:abc@sha256:11".into() }
+    );
+    // an abandoned build (its lease ran out) is claimed again
+    let A::Won { fence: f, .. } = s.claim_build("acme", "reg/app:def", "agent-1", 30).await.unwrap() else { panic!() };
+    assert!(matches!(s.claim_build("acme", "reg/app:def", "agent-2", TTL).await.unwrap(), A::Held { .. }));
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    assert!(matches!(s.claim_build("acme", "reg/app:def", "agent-2", TTL).await.unwrap(), A::Won { .. }));
+    assert!(s.update_build("acme", "reg/app:def", f, TTL, None).await.is_err(), "the old holder lost it");
+}
+
+/// The run's build record is written by its holder only, and read back with the item.
+async fn build_records(s: SqlStore) {
+    use liftoff_core::api::{BuildHow, BuildRecord};
+    s.create_queue(&queue("q", false)).await.unwrap();
+    s.enqueue(&item("i1", "q", Priority::Medium, false)).await.unwrap();
+    let held = claim_one(&s, "q").await.unwrap();
+    let record = BuildRecord {
+        image: "reg/app:abc@sha256:11".into(),
+        digest: Some("sha256:11".into()),
+        how: BuildHow::Found,
+        seconds: 0.25,
+        builder: "docker".into(),
+    };
+    assert!(matches!(
+        s.set_build_record("acme", "i1", held.fence + 1, &record).await,
+        Err(StoreError::StaleFence { .. })
+    ));
+    assert_eq!(s.get_item("acme", "i1").await.unwrap().unwrap().build, None);
+    s.set_build_record("acme", "i1", held.fence, &record).await.unwrap();
+    assert_eq!(s.get_item("acme", "i1").await.unwrap().unwrap().build, Some(record));
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod on_sqlite { $(
@@ -491,4 +562,6 @@ contract!(
     lease_deadlines_use_the_database_clock,
     one_archiver_per_log,
     item_ids_and_run_ids_never_collide,
+    builds_are_claimed_once,
+    build_records,
 );

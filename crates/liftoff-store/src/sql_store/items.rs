@@ -10,7 +10,7 @@ use sqlx::{AssertSqlSafe, Row};
 use std::str::FromStr;
 
 pub(super) const ITEM_COLS: &str = "id, run_id, entity, queue, state, priority, attempts, fence, spec, agent_id, exit_code, reason, \
-     created_at, lease_expires_at, started_at, ended_at, log_archived, stage, resumes";
+     created_at, lease_expires_at, started_at, ended_at, log_archived, stage, resumes, build";
 
 impl SqlStore {
     /// The item named `id` (its item id or its run id: `item_names` holds
@@ -246,6 +246,10 @@ pub(super) fn decode_item(r: &AnyRow) -> Result<ItemView, StoreError> {
             .transpose()?,
         resumes: u32::try_from(r.try_get::<i64, _>("resumes")?).map_err(|e| corrupt("item resumes", e))?,
         warnings: Vec::new(),
+        build: r
+            .try_get::<Option<String>, _>("build")?
+            .map(|s| serde_json::from_str(&s).map_err(|e| corrupt("item build", e)))
+            .transpose()?,
     })
 }
 

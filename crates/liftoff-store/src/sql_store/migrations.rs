@@ -48,6 +48,26 @@ const MIGRATIONS: &[Migration] = &[
         // the database-clock deadline of the archiver's claim; also its token
         statements: |_| vec!["ALTER TABLE items ADD COLUMN log_archiving_until BIGINT".into()],
     },
+    Migration {
+        version: 4,
+        description: "build claims (one build per image content) and the run's build record",
+        statements: |_| {
+            vec![
+                "CREATE TABLE build_claims (
+                    entity TEXT NOT NULL,
+                    build_key TEXT NOT NULL,
+                    holder TEXT NOT NULL,
+                    fence BIGINT NOT NULL,
+                    state TEXT NOT NULL,
+                    image TEXT,
+                    lease_until BIGINT NOT NULL,
+                    PRIMARY KEY (entity, build_key)
+                )"
+                .into(),
+                "ALTER TABLE items ADD COLUMN build TEXT".into(),
+            ]
+        },
+    },
 ];
 
 /// The highest schema version this build knows.

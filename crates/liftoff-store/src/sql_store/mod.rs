@@ -1,8 +1,9 @@
 //! The [`Store`] over SQL, one file per concept: `items` (rows and the one
 //! guarded state transition), `claims` (claims and leases), `logs`, `jobs`,
-//! `queues`, `warnings`, `agents_keys`, `migrations`; `store_impl` maps the trait onto them.
+//! `queues`, `warnings`, `agents_keys`, `builds`, `migrations`; `store_impl` maps the trait onto them.
 
 mod agents_keys;
+mod builds;
 mod claims;
 mod items;
 mod jobs;

@@ -6,7 +6,7 @@ use super::SqlStore;
 use crate::{ApiKeyRecord, Claimed, NewItem, NewJobVersion, Store, StoreError};
 use async_trait::async_trait;
 use liftoff_core::api::{
-    AgentStatus, AgentView, ItemView, ItemWarning, JobView, LogChunk, LogPosition, LogStream, RegisterAgent,
+    AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition, LogStream, RegisterAgent,
 };
 use liftoff_core::{ItemEvent, Queue, Stage};
 
@@ -204,6 +204,37 @@ impl Store for SqlStore {
 
     async fn list_warnings(&self, entity: &str, id: &str) -> Result<Vec<ItemWarning>, StoreError> {
         SqlStore::list_warnings(self, entity, id).await
+    }
+
+    async fn claim_build(
+        &self,
+        entity: &str,
+        key: &str,
+        agent_id: &str,
+        ttl_ms: i64,
+    ) -> Result<BuildClaimAnswer, StoreError> {
+        SqlStore::claim_build(self, entity, key, agent_id, ttl_ms).await
+    }
+
+    async fn update_build(
+        &self,
+        entity: &str,
+        key: &str,
+        fence: i64,
+        ttl_ms: i64,
+        finish: Option<Option<&str>>,
+    ) -> Result<(), StoreError> {
+        SqlStore::update_build(self, entity, key, fence, ttl_ms, finish).await
+    }
+
+    async fn set_build_record(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: i64,
+        record: &BuildRecord,
+    ) -> Result<(), StoreError> {
+        SqlStore::set_build_record(self, entity, id, fence, record).await
     }
 
     async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError> {
