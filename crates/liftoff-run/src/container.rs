@@ -140,11 +140,15 @@ impl ContainerRunner {
         self.engine.host()
     }
 
-    /// Pulls `image`, reporting one progress line per layer status change to
-    /// `progress`. If the pull fails but the image exists locally, the local
-    /// copy is used, a progress line says so, and the same words come back as
-    /// `Ok(Some(warning))`; otherwise the error names the image and carries
-    /// the engine's message.
+    /// Makes sure the engine has `image`. Pull policy: an image pinned by
+    /// digest, or by a tag other than `latest`, that the engine already has
+    /// is used as it is (a progress line says so; a digest cannot change,
+    /// and re-pulling a fixed tag on every run only costs time and fails
+    /// when the registry is away). Otherwise it is pulled, with one
+    /// progress line per layer status change. If that pull fails but the
+    /// image exists locally, the local copy is used, a progress line says
+    /// so, and the same words come back as `Ok(Some(warning))`; otherwise
+    /// the error names the image and carries the engine's message.
     pub async fn ensure_image(
         &self,
         image: &str,
@@ -154,6 +158,12 @@ impl ContainerRunner {
         let reference = ImageRef::parse(image)
             .map_err(|e| anyhow!("failed to pull image '{image}': not a valid reference: {e}"))?;
         let say = |line: String| progress.send((LogStream::Agent, format!("pull {image}: {line}\n")));
+        if reference.digest.is_some() || reference.tag_or_digest() != "latest" {
+            if let Ok(id) = self.engine.inspect_image(image).await {
+                let _ = say(format!("present in the engine as {id}; not pulled again")).await;
+                return Ok(None);
+            }
+        }
         let mut pull = self.engine.pull(&reference.name(), reference.tag_or_digest(), auth);
         let mut layers: HashMap<String, String> = HashMap::new();
         let mut failure = None;

@@ -338,13 +338,17 @@ async fn pulls_from_a_registry_with_credentials() {
     let (code, out, _) = run(&r, &ContainerSpec { image: image.clone(), ..shell("pulled", "echo pulled") }).await;
     assert_eq!((code, out), (0, vec!["pulled\n".to_string()]));
 
-    // the registry refuses us now, but the image is here: used, and said so
-    r.ensure_image(&image, None, &tx).await.unwrap();
+    // a fixed tag the engine has is not pulled again: no credentials are
+    // needed now, and nothing is a warning
+    assert_eq!(r.ensure_image(&image, None, &tx).await.unwrap(), None);
     let mut said = Vec::new();
     while let Ok((_, line)) = rx.try_recv() {
         said.push(line);
     }
-    assert!(said.iter().any(|l| l.contains("pull failed") && l.contains("using the local image sha256:")), "{said:?}");
+    assert!(
+        said.len() == 1 && said[0].contains("present in the engine as sha256:") && said[0].contains("not pulled again"),
+        "{said:?}"
+    );
 
     // a layer the engine lacks: real download progress, reported once per status change
     let data = format!("{registry}/liftoff-test/data:1");
@@ -388,10 +392,27 @@ async fn a_missing_image_is_named() {
 async fn the_local_image_is_used_when_the_registry_cannot_be_reached() {
     let r = engine!();
     let (tx, mut rx) = mpsc::channel(100);
-    // docker.io cannot be reached from CI; the imported image is local
-    r.ensure_image(&image(), None, &tx).await.unwrap();
+    // `latest` is pulled every time; docker.io cannot be reached from CI and
+    // the image is local: used, with a warning
+    let docker = bollard::Docker::connect_with_unix(
+        std::env::var("LIFTOFF_TEST_DOCKER_HOST").unwrap().trim_start_matches("unix://"),
+        30,
+        &bollard::ClientVersion { major_version: 1, minor_version: 41 },
+    )
+    .unwrap();
+    let tag = bollard::query_parameters::TagImageOptions {
+        repo: Some("liftoff-test/busybox".into()),
+        tag: Some("latest".into()),
+    };
+    docker.tag_image(&image(), Some(tag)).await.unwrap();
+    let warning = r.ensure_image("liftoff-test/busybox:latest", None, &tx).await.unwrap();
+    assert!(warning.is_some_and(|w| w.contains("using the local image")));
     let (_, line) = rx.try_recv().unwrap();
     assert!(line.contains("pull failed") && line.contains("using the local image"), "{line}");
+    // a fixed tag the engine has is not pulled at all
+    assert_eq!(r.ensure_image(&image(), None, &tx).await.unwrap(), None);
+    let (_, line) = rx.try_recv().unwrap();
+    assert!(line.contains("not pulled again"), "{line}");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 use crate::{ApiKeyRecord, Claimed, NewItem, NewJobVersion, StoreError};
 use async_trait::async_trait;
 use liftoff_core::api::{
-    AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition, LogStream, RegisterAgent,
+    AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition,
+    LogStream, RegisterAgent,
 };
 use liftoff_core::{ItemEvent, Queue, Stage};
 
@@ -172,8 +173,13 @@ pub trait Store: Send + Sync {
         finish: Option<Option<&str>>,
     ) -> Result<(), StoreError>;
     /// Records the run's image (by the item's holder).
-    async fn set_build_record(&self, entity: &str, id: &str, fence: i64, record: &BuildRecord)
-    -> Result<(), StoreError>;
+    async fn set_build_record(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: i64,
+        record: &BuildRecord,
+    ) -> Result<(), StoreError>;
     /// The secret named `name`, shared by every server on this database:
     /// `candidate` is stored if none exists yet, and the stored one returned.
     async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError>;

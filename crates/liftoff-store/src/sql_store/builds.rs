@@ -108,10 +108,8 @@ impl SqlStore {
         fence: i64,
         record: &BuildRecord,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Invalid {
-            field: "build".into(),
-            message: e.to_string(),
-        })?;
+        let json = serde_json::to_string(record)
+            .map_err(|e| StoreError::Invalid { field: "build".into(), message: e.to_string() })?;
         let mut tx = self.begin_write().await?;
         let view = self.load_item(&mut tx, entity, id, true).await?;
         check_holder(&view, fence)?;

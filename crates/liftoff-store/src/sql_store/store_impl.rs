@@ -6,7 +6,8 @@ use super::SqlStore;
 use crate::{ApiKeyRecord, Claimed, NewItem, NewJobVersion, Store, StoreError};
 use async_trait::async_trait;
 use liftoff_core::api::{
-    AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition, LogStream, RegisterAgent,
+    AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition,
+    LogStream, RegisterAgent,
 };
 use liftoff_core::{ItemEvent, Queue, Stage};
 
