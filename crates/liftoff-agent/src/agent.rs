@@ -47,6 +47,9 @@ pub struct AgentOptions {
     /// The Docker client config dir whose `config.json` holds registry
     /// credentials; `None` means `DOCKER_CONFIG`, else `~/.docker`.
     pub docker_config: Option<PathBuf>,
+    /// The agent's builder and where its images go; `None` (no `builder`
+    /// block, or `noop`): image jobs, and code and git jobs on a `base_image`.
+    pub build: Option<std::sync::Arc<liftoff_build::BuildSetup>>,
     /// The `liftoff` binary, run as `liftoff __supervise` to start each
     /// local process (see `liftoff_run::supervise`); `None` starts them
     /// directly, which leaves a `setsid` child, or anything when the agent
@@ -82,6 +85,7 @@ impl Default for AgentOptions {
             lock_dir: std::env::temp_dir(),
             docker_host: None,
             docker_config: None,
+            build: None,
             supervisor: None,
             run_as: None,
             agent_id: String::new(),
@@ -103,7 +107,11 @@ pub async fn run_agent(
     opts: AgentOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
-    let registry = crate::runners::local_runners(&opts);
+    let engine = match &opts.build {
+        Some(setup) => setup.engine.clone(),
+        None => liftoff_run::SharedEngine::new(opts.docker_host.clone()),
+    };
+    let registry = crate::runners::local_runners(&opts, &engine);
     run_agent_with(client, opts, registry, shutdown).await
 }
 

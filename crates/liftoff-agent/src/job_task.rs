@@ -5,6 +5,7 @@
 use crate::agent::AgentOptions;
 use crate::log_shipper::{LogShipper, ShipOutcome};
 use crate::materialize::materialize;
+use crate::build_step;
 use crate::runners;
 use liftoff_client::{Client, ClientError};
 use liftoff_core::api::{Claim, ItemView, LogStream};
@@ -293,7 +294,7 @@ async fn drive(
     // Everything up to a started run must finish within the start timeout.
     let start_timeout = opts.start_timeout;
     let prepare = async {
-        let (runner, plan) = runners::plan(registry, item, &dir, run_key, client.base_url(), opts)?;
+        let (runner, plan, will_build) = runners::plan(registry, item, &dir, run_key, client.base_url(), opts)?;
         for w in &plan.warnings {
             warn(client, item, &logs, Stage::Agent, w).await;
         }
@@ -303,7 +304,30 @@ async fn drive(
             })?;
             agent_line(&logs, format!("liftoff agent: {fetched}")).await;
         }
-        let prepared = runner.prepare(plan, &logs).await?;
+        let built = match (&opts.build, will_build) {
+            (Some(setup), true) => {
+                let b = build_step::build(client, item, &dir, setup, opts, &logs).await?;
+                for w in &b.warnings {
+                    warn(client, item, &logs, Stage::Build, w).await;
+                }
+                agent_line(
+                    &logs,
+                    format!(
+                        "liftoff agent: image {} ({} in {:.1} s)",
+                        b.record.image,
+                        b.record.how.as_str(),
+                        b.record.seconds
+                    ),
+                )
+                .await;
+                if let Err(e) = client.record_build(&item.id, item.fence, b.record).await {
+                    tracing::warn!(item = %item.id, error = %e, "could not record the run's image");
+                }
+                Some(b.image)
+            }
+            _ => None,
+        };
+        let prepared = runner.prepare(plan, built, &logs).await?;
         Ok::<_, JobError>((runner, prepared))
     };
     let (runner, prepared): (_, Prepared) = tokio::select! {

@@ -5,6 +5,7 @@
 mod adopt;
 mod agent;
 mod agent_lock;
+mod build_step;
 mod git_source;
 mod job_task;
 mod log_shipper;

@@ -9,22 +9,24 @@ use liftoff_core::run_env::{MAX_ENV_VALUE, RunFacts, run_env};
 use liftoff_core::{JobSource, ResourceType, Stage};
 use liftoff_run::local_container::LocalContainerRunner;
 use liftoff_run::local_process::LocalProcessRunner;
-use liftoff_run::{JobError, JobErrorCode, Plan, RunRequest, Runner, RunnerRegistry};
+use liftoff_run::{JobError, JobErrorCode, Plan, RunRequest, Runner, RunnerRegistry, SharedEngine};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The runners every agent has: `local-process` and `local-container`.
-pub fn local_runners(opts: &AgentOptions) -> RunnerRegistry {
+/// The runners every agent has: `local-process` and `local-container`
+/// (on the agent's one engine connection, `engine`).
+pub fn local_runners(opts: &AgentOptions, engine: &SharedEngine) -> RunnerRegistry {
     let mut registry = RunnerRegistry::default();
     registry
         .register(Arc::new(LocalProcessRunner { supervisor: opts.supervisor.clone(), run_as: opts.run_as.clone() }))
-        .register(Arc::new(LocalContainerRunner::new(opts.docker_host.clone(), opts.docker_config.clone())));
+        .register(Arc::new(LocalContainerRunner::new(engine.clone(), opts.docker_config.clone())));
     registry
 }
 
 /// Checks the spec against the agent's rules and its runner's, and builds
-/// what to run. Every problem found is reported at once.
+/// what to run, and whether its image is to be built. Every problem found
+/// is reported at once.
 pub fn plan(
     registry: &RunnerRegistry,
     item: &ItemView,
@@ -32,7 +34,7 @@ pub fn plan(
     run_key: Option<&str>,
     base_url: &str,
     opts: &AgentOptions,
-) -> Result<(Arc<dyn Runner>, Plan), JobError> {
+) -> Result<(Arc<dyn Runner>, Plan, bool), JobError> {
     let spec = &item.spec;
     let mut problems = Vec::new();
     if opts.secure_mode && spec.entrypoint_overridden {
@@ -73,12 +75,18 @@ pub fn plan(
         },
         MAX_ENV_VALUE,
     );
+    // With a builder, code and git jobs get an image built from their code
+    // (their base_image, if any, becomes the generated Dockerfile's base).
+    let will_build = opts.build.is_some()
+        && !matches!(spec.source, JobSource::Image(_))
+        && registry.get(spec.resource).is_some_and(|r| r.runs_images());
     let req = RunRequest {
         item,
         dir,
         env,
         resource_args,
-        image,
+        image: if will_build { None } else { image },
+        will_build,
         secure_mode: opts.secure_mode,
         base_url,
         agent_key: &opts.agent_key,
@@ -99,7 +107,7 @@ pub fn plan(
         return Err(JobError::new(Stage::Agent, JobErrorCode::UnsupportedResource, problems.join("; ")));
     };
     match runner.check(&req) {
-        Ok(plan) if problems.is_empty() => Ok((runner.clone(), plan)),
+        Ok(plan) if problems.is_empty() => Ok((runner.clone(), plan, will_build)),
         Ok(_) => Err(JobError::new(Stage::Agent, JobErrorCode::Spec, problems.join("; "))),
         Err(e) if e.code == JobErrorCode::Spec && !problems.is_empty() => {
             problems.push(e.message);

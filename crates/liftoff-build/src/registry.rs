@@ -40,3 +40,12 @@ pub enum RegistryError {
     #[error(transparent)]
     Cloud(#[from] liftoff_cloud::CloudError),
 }
+
+/// Where an agent's built images go.
+#[derive(Clone)]
+pub enum Destination {
+    /// No registry configured: images stay in the builder's engine and are
+    /// not pushed (runs on the same host use them).
+    LocalEngine,
+    Registry(std::sync::Arc<dyn Registry>),
+}

@@ -541,6 +541,8 @@ pub enum LogStream {
     Stderr,
     /// Messages from the agent itself about the run.
     Agent,
+    /// The output of the run's image build (stage `build`).
+    Build,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

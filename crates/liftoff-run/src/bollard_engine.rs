@@ -52,6 +52,11 @@ impl BollardEngine {
             .map_err(|e| anyhow!("failed to agree an API version with the docker engine at '{host}': {e}"))?;
         Ok(Self { docker, host: host.to_string() })
     }
+
+    /// The connection itself, for what the runner seam does not cover (builds, pushes).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
 }
 
 #[async_trait]

@@ -17,6 +17,10 @@ pub enum JobErrorCode {
     Credentials,
     /// The image could not be pulled and is not present locally.
     ImagePull,
+    /// The image could not be built (context, Dockerfile, base image).
+    Build,
+    /// The built image could not be pushed, or the registry not asked.
+    Push,
     /// The engine or service the runner drives is unreachable.
     Engine,
     /// Fetching, pulling and starting took longer than `start_timeout`.

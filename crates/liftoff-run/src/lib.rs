@@ -15,12 +15,14 @@ pub mod process;
 pub mod registry;
 pub mod registry_auth;
 pub mod runner;
+pub mod shared_engine;
 pub mod supervise;
 
 pub use engine::{ContainerEngine, EngineError};
 pub use job_error::{JobError, JobErrorCode};
 pub use lines::LineSplitter;
 pub use registry::RunnerRegistry;
-pub use runner::{Adoptable, AdoptedWork, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput};
+pub use shared_engine::SharedEngine;
+pub use runner::{Adoptable, AdoptedWork, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput};
 /// A line of a run's output, tagged with the stream it came from.
 pub type LogLine = (liftoff_core::api::LogStream, String);

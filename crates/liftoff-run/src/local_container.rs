@@ -6,8 +6,8 @@ use crate::container::{
     CODE_MOUNT, ContainerRunner, ContainerSpec, FoundContainer, IDENTITY_TOKEN_USER, RunningContainer,
 };
 use crate::lines::agent_line;
-use crate::runner::{Adoptable, AdoptedWork, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput};
-use crate::{JobError, JobErrorCode};
+use crate::runner::{Adoptable, AdoptedWork, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput};
+use crate::{JobError, JobErrorCode, SharedEngine};
 use async_trait::async_trait;
 use liftoff_core::docker_options::{self, ContainerOptions};
 use liftoff_core::{ImageRef, JobSource, ResourceType, Stage};
@@ -31,8 +31,8 @@ pub mod labels {
 /// Runs jobs in containers on one engine, connected on first use and then
 /// shared by every job of the agent.
 pub struct LocalContainerRunner {
-    /// `unix://...` or `tcp://...`; `None`: `DOCKER_HOST`, else the default socket.
-    docker_host: Option<String>,
+    /// The agent's one engine connection (shared with its builder).
+    shared: SharedEngine,
     /// The Docker client config dir with registry credentials; `None`:
     /// `DOCKER_CONFIG`, else `~/.docker`.
     docker_config: Option<PathBuf>,
@@ -40,18 +40,15 @@ pub struct LocalContainerRunner {
 }
 
 impl LocalContainerRunner {
-    pub fn new(docker_host: Option<String>, docker_config: Option<PathBuf>) -> Self {
-        Self { docker_host, docker_config, engine: OnceCell::new() }
+    pub fn new(shared: SharedEngine, docker_config: Option<PathBuf>) -> Self {
+        Self { shared, docker_config, engine: OnceCell::new() }
     }
 
     /// The engine, connected once; a failed connection is tried again next time.
     async fn engine(&self) -> anyhow::Result<&ContainerRunner> {
         self.engine
             .get_or_try_init(|| async {
-                match &self.docker_host {
-                    Some(host) => ContainerRunner::connect_to(host).await,
-                    None => ContainerRunner::connect().await,
-                }
+                Ok(ContainerRunner::with_engine(std::sync::Arc::new(self.shared.get().await?.clone())))
             })
             .await
     }
@@ -68,6 +65,10 @@ impl Runner for LocalContainerRunner {
 
     fn runs_remotely(&self) -> bool {
         false
+    }
+
+    fn runs_images(&self) -> bool {
+        true
     }
 
     fn check(&self, req: &RunRequest<'_>) -> Result<Plan, JobError> {
@@ -88,31 +89,46 @@ impl Runner for LocalContainerRunner {
             );
         }
         match req.image.as_deref().map(|i| (i, ImageRef::parse(i))) {
+            None if req.will_build => {}
             Some((_, Ok(_))) => {}
             Some((image, Err(e))) => problems.push(format!("image '{image}' is not a valid reference: {e}")),
             None => problems.push(format!(
-                "job '{}' has no image: the local-container runner runs image jobs, or code and git jobs with a \
-                 base_image (mounted at {CODE_MOUNT}); this agent has no builder to build one",
+                "job '{}' has no image, and this agent has no builder to build one (Attempted build with noop \
+                 builder): give the agent a builder in launch-config.yaml (builder: {{type: docker}}), or give the \
+                 job a base_image, which runs it with its code mounted at {CODE_MOUNT}. Jobs sourced from git \
+                 repos and code archives need a builder; jobs sourced from images do not",
                 spec.job
             )),
         }
         match (&req.image, problems.is_empty()) {
-            (Some(image), true) => {
-                let container = container_spec(req, image.clone(), options);
+            (image, true) if image.is_some() || req.will_build => {
+                let container = container_spec(req, image.clone().unwrap_or_default(), options);
                 Ok(Plan::new(!matches!(spec.source, JobSource::Image(_)), vec![], ContainerPlan(Box::new(container))))
             }
             _ => Err(JobError::new(Stage::Agent, JobErrorCode::Spec, problems.join("; "))),
         }
     }
 
-    async fn prepare(&self, plan: Plan, logs: &LogSender) -> Result<Prepared, JobError> {
-        let ContainerPlan(spec) = plan.into_work()?;
+    async fn prepare(&self, plan: Plan, built: Option<BuiltImage>, logs: &LogSender) -> Result<Prepared, JobError> {
+        let ContainerPlan(mut spec) = plan.into_work()?;
         let engine = self.engine().await.map_err(|e| JobError::from_chain(Stage::Run, JobErrorCode::Engine, &e))?;
-        let auth = match self.docker_config.clone().or_else(crate::registry_auth::default_config_dir) {
-            Some(dir) => crate::registry_auth::registry_auth(&spec.image, &dir)
+        let mut built_auth = None;
+        if let Some(b) = built {
+            // the code is in the image: nothing is mounted, the image's WORKDIR holds
+            spec.image = b.image;
+            spec.code_mount = None;
+            spec.workdir = None;
+            if !b.entrypoint.is_empty() {
+                spec.entrypoint = Some(b.entrypoint);
+            }
+            built_auth = b.auth;
+        }
+        let auth = match (built_auth, self.docker_config.clone().or_else(crate::registry_auth::default_config_dir)) {
+            (Some(auth), _) => Some(auth),
+            (None, Some(dir)) => crate::registry_auth::registry_auth(&spec.image, &dir)
                 .await
                 .map_err(|e| JobError::from_chain(Stage::Build, JobErrorCode::Credentials, &e))?,
-            None => None,
+            (None, None) => None,
         };
         agent_line(
             logs,
@@ -151,7 +167,7 @@ impl Runner for LocalContainerRunner {
     async fn adopt(&self, agent_key: &str) -> Result<Vec<Adoptable>, JobError> {
         let engine = match self.engine().await {
             Ok(e) => e,
-            Err(_) if self.docker_host.is_none() && std::env::var_os("DOCKER_HOST").is_none() => return Ok(vec![]),
+            Err(_) if !self.shared.configured() => return Ok(vec![]),
             Err(e) => return Err(JobError::from_chain(Stage::Agent, JobErrorCode::Engine, &e)),
         };
         let found = engine

@@ -2,7 +2,7 @@
 //! agent's host, under the supervisor (see [`crate::process`]).
 
 use crate::process::{self, ProcessSpec, RunAs, RunningProcess};
-use crate::runner::{Adoptable, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob};
+use crate::runner::{Adoptable, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob};
 use crate::{JobError, JobErrorCode};
 use async_trait::async_trait;
 use liftoff_core::process_options::{self, ProcessOptions};
@@ -67,7 +67,7 @@ impl Runner for LocalProcessRunner {
         Ok(Plan::new(!matches!(spec.source, JobSource::Image(_)), warnings, process))
     }
 
-    async fn prepare(&self, plan: Plan, _logs: &LogSender) -> Result<Prepared, JobError> {
+    async fn prepare(&self, plan: Plan, _built: Option<BuiltImage>, _logs: &LogSender) -> Result<Prepared, JobError> {
         let process: ProcessSpec = plan.into_work()?;
         let c = &process.command;
         let description = shlex::try_join(c.iter().map(String::as_str)).unwrap_or_else(|_| c.join(" "));

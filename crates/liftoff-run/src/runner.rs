@@ -30,6 +30,9 @@ pub struct RunRequest<'a> {
     pub resource_args: serde_json::Value,
     /// The image to run: an image job's, or a code or git job's base image.
     pub image: Option<String>,
+    /// The agent builds this run's image after fetching its code, and hands
+    /// it to [`Runner::prepare`]: `image` is `None` until then.
+    pub will_build: bool,
     /// The agent refuses launches that override the entrypoint or command.
     pub secure_mode: bool,
     /// The server as the agent reaches it.
@@ -59,6 +62,17 @@ impl Plan {
     pub fn into_work<T: Any>(self) -> Result<T, JobError> {
         downcast(self.work)
     }
+}
+
+/// The image the agent built for a run (see [`RunRequest::will_build`]).
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    /// The reference to run: `repo:tag@sha256:...`, or `repo:tag` in the local engine.
+    pub image: String,
+    /// The command to run in it (the build context may have rewritten the job's).
+    pub entrypoint: Vec<String>,
+    /// The registry's credentials, for a runner that must pull it.
+    pub auth: Option<crate::container::RegistryAuth>,
 }
 
 /// A plan whose slow parts (pulling an image) are done.
@@ -96,13 +110,21 @@ pub trait Runner: Send + Sync {
     /// the next agent, where local ones are stopped.
     fn runs_remotely(&self) -> bool;
 
+    /// Whether runs need an image (so code and git jobs are built when the
+    /// agent has a builder); `local-process` runs code as it is.
+    fn runs_images(&self) -> bool {
+        false
+    }
+
     /// Checks the job against this runner's rules (`resource_args`, image)
     /// without I/O; every problem is reported at once as one
     /// [`JobErrorCode::Spec`] error.
     fn check(&self, req: &RunRequest<'_>) -> Result<Plan, JobError>;
 
     /// The slow part before the start: pulling an image, uploading code.
-    async fn prepare(&self, plan: Plan, logs: &LogSender) -> Result<Prepared, JobError>;
+    /// `built` is the image the agent built, when the plan was made with
+    /// [`RunRequest::will_build`].
+    async fn prepare(&self, plan: Plan, built: Option<BuiltImage>, logs: &LogSender) -> Result<Prepared, JobError>;
 
     /// Starts the run; its output goes to `logs`.
     async fn start(&self, prepared: Prepared, logs: &LogSender) -> Result<Box<dyn RunningJob>, JobError>;
@@ -179,7 +201,7 @@ impl StoredOutput {
         let left = match stream {
             LogStream::Stdout => &mut self.stdout,
             LogStream::Stderr => &mut self.stderr,
-            LogStream::Agent => return Some(line),
+            LogStream::Agent | LogStream::Build => return Some(line),
         };
         if *left == 0 {
             return Some(line);

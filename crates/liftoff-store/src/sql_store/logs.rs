@@ -205,5 +205,6 @@ fn stream_str(s: LogStream) -> &'static str {
         LogStream::Stdout => "stdout",
         LogStream::Stderr => "stderr",
         LogStream::Agent => "agent",
+        LogStream::Build => "build",
     }
 }

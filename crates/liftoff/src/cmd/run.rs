@@ -84,7 +84,7 @@ pub async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Resu
             for chunk in &page.chunks {
                 match chunk.stream {
                     LogStream::Stderr => err.write_all(chunk.data.as_bytes())?,
-                    LogStream::Stdout | LogStream::Agent => out.write_all(chunk.data.as_bytes())?,
+                    LogStream::Stdout | LogStream::Agent | LogStream::Build => out.write_all(chunk.data.as_bytes())?,
                 }
             }
             out.flush()?;

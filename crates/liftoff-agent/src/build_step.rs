@@ -1,0 +1,260 @@
+//! The build step of a run's pipeline, between fetching its code and
+//! preparing its runner: the build context and its content-addressed tag,
+//! then the image found in the registry (no build), built by this agent
+//! (one agent per content, through the server's build claims), or waited
+//! for while another agent builds it. Recorded on the run.
+
+use crate::agent::AgentOptions;
+use liftoff_build::context::{BuildContext, ContextRequest};
+use liftoff_build::tag::{TagInputs, content_tag};
+use liftoff_build::{BuildRequest, BuildSetup, Destination, Push, TarContext};
+use liftoff_client::Client;
+use liftoff_core::api::{BuildClaimAnswer, BuildHow, BuildRecord, ItemView, LogStream};
+use liftoff_core::{JobSource, Stage};
+use liftoff_run::{BuiltImage, JobError, JobErrorCode, LogSender};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn build_error(code: JobErrorCode, message: impl Into<String>) -> JobError {
+    JobError::new(Stage::Build, code, message)
+}
+
+async fn say(logs: &LogSender, line: impl Into<String>) {
+    let mut line = line.into();
+    line.push('\n');
+    let _ = logs.send((LogStream::Build, line)).await;
+}
+
+/// The image a run gets, and the record of how.
+pub struct Built {
+    pub image: BuiltImage,
+    pub record: BuildRecord,
+    /// The context's warnings (a missing requirements file...).
+    pub warnings: Vec<String>,
+}
+
+/// The local name of images that stay in the agent's engine.
+fn local_repository(item: &ItemView) -> String {
+    let job: String = item
+        .spec
+        .job
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    let job = job.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("liftoff/{}", if job.is_empty() { "job" } else { job })
+}
+
+/// Gets the run's image: see the module documentation.
+pub async fn build(
+    client: &Client,
+    item: &ItemView,
+    dir: &Path,
+    setup: &BuildSetup,
+    opts: &AgentOptions,
+    logs: &LogSender,
+) -> Result<Built, JobError> {
+    let started = Instant::now();
+    let spec = &item.spec;
+    let (build_context, dockerfile, base_image) = match &spec.source {
+        JobSource::Git(g) => (g.build_context.clone(), g.dockerfile.clone(), g.base_image.clone()),
+        JobSource::Code(c) => (c.build_context.clone(), c.dockerfile.clone(), c.base_image.clone()),
+        JobSource::Image(_) => return Err(build_error(JobErrorCode::Internal, "an image job has nothing to build")),
+    };
+    let entrypoint = spec.entrypoint.clone();
+    let python_base = base_image.unwrap_or_else(|| setup.python_base_image.clone());
+    let (source_dir, accelerator, runtime) =
+        (dir.to_path_buf(), setup.accelerator_base_image.clone(), spec.runtime.clone());
+    let context = tokio::task::spawn_blocking(move || {
+        BuildContext::prepare(&ContextRequest {
+            source_dir: &source_dir,
+            build_context: build_context.as_deref(),
+            job_dockerfile: dockerfile.as_deref(),
+            dockerfile_override: None,
+            entrypoint: &entrypoint,
+            python_version: runtime.as_deref(),
+            accelerator_base_image: accelerator.as_deref(),
+            python_base_image: &python_base,
+        })
+        .and_then(|c| c.content_digest().map(|d| (c, d)))
+    })
+    .await
+    .map_err(|e| build_error(JobErrorCode::Internal, e.to_string()))?;
+    let (context, context_digest) = context.map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?;
+    let warnings = context.warnings().to_vec();
+    let entrypoint = context.entrypoint().to_vec();
+    say(logs, format!("liftoff build: context {context_digest}, {}", context.dockerfile_path())).await;
+
+    let builder = &setup.builder;
+    let mut base_digests = Vec::new();
+    for base in context.base_images() {
+        let digest = builder.base_digest(&base, logs).await.map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?;
+        base_digests.push((base, digest));
+    }
+    let tag = content_tag(&TagInputs {
+        context_digest: &context_digest,
+        base_digests: &base_digests,
+        build_args: &setup.build_args,
+        platform: setup.platform.as_deref(),
+    });
+    let repository = match &setup.destination {
+        Destination::LocalEngine => local_repository(item),
+        Destination::Registry(r) => r.repository().to_string(),
+    };
+    let image = format!("{repository}:{tag}");
+    let record = |how: BuildHow, image: String, digest: Option<String>| BuildRecord {
+        image,
+        digest,
+        how,
+        seconds: started.elapsed().as_secs_f64(),
+        builder: builder.name().to_string(),
+    };
+
+    // Found already?
+    if let Some(found) = find(setup, &image, &tag).await? {
+        say(logs, format!("liftoff build: {image} exists ({}); no build", found.1.as_deref().unwrap_or("local"))).await;
+        let auth = registry_auth(setup).await?;
+        return Ok(Built {
+            image: BuiltImage { image: found.0.clone(), entrypoint, auth },
+            record: record(BuildHow::Found, found.0, found.1),
+            warnings,
+        });
+    }
+
+    // One build per content: images kept in an engine are per host.
+    let key = match &setup.destination {
+        Destination::LocalEngine => format!("{}/{image}", opts.hostname),
+        Destination::Registry(_) => image.clone(),
+    };
+    let context: Arc<dyn TarContext> = Arc::new(context);
+    let mut waited = false;
+    loop {
+        let answer = client
+            .claim_build(&key, &opts.agent_id)
+            .await
+            .map_err(|e| build_error(JobErrorCode::Report, format!("could not claim the build of {image}: {e}")))?;
+        match answer {
+            BuildClaimAnswer::Held { holder, retry_after_ms } => {
+                if !waited {
+                    say(logs, format!("liftoff build: agent {holder} is building {image}; waiting for it")).await;
+                    waited = true;
+                }
+                tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(100, 5000) as u64)).await;
+            }
+            BuildClaimAnswer::Done { .. } => {
+                // the registry (or engine) is the truth: the server only says who built
+                let Some(found) = find(setup, &image, &tag).await? else {
+                    return Err(build_error(
+                        JobErrorCode::Build,
+                        format!("{image} was reported built by another agent but is not there"),
+                    ));
+                };
+                say(logs, format!("liftoff build: {image} was built by another agent")).await;
+                let auth = registry_auth(setup).await?;
+                return Ok(Built {
+                    image: BuiltImage { image: found.0.clone(), entrypoint, auth },
+                    record: record(BuildHow::Waited, found.0, found.1),
+                    warnings,
+                });
+            }
+            BuildClaimAnswer::Won { fence, lease_ttl_ms } => {
+                let keeper = tokio::spawn(keep_build(client.clone(), key.clone(), fence, lease_ttl_ms));
+                let result = build_and_push(setup, context.clone(), &image, &tag, logs).await;
+                keeper.abort();
+                let finished = result.as_ref().ok().map(|(reference, _)| reference.as_str());
+                if let Err(e) = client.update_build(&key, fence, true, finished).await {
+                    tracing::warn!(%key, error = %e, "could not finish the build claim");
+                }
+                let (reference, digest) = result?;
+                let auth = registry_auth(setup).await?;
+                return Ok(Built {
+                    image: BuiltImage { image: reference.clone(), entrypoint, auth },
+                    record: record(BuildHow::Built, reference, digest),
+                    warnings,
+                });
+            }
+        }
+    }
+}
+
+/// The image to run if it exists: `repo@digest` in a registry, `repo:tag` in the engine.
+async fn find(setup: &BuildSetup, image: &str, tag: &str) -> Result<Option<(String, Option<String>)>, JobError> {
+    match &setup.destination {
+        Destination::Registry(r) => {
+            let digest =
+                r.manifest_digest(tag).await.map_err(|e| build_error(JobErrorCode::Push, e.to_string()))?;
+            Ok(digest.map(|d| (format!("{}@{d}", r.repository()), Some(d))))
+        }
+        Destination::LocalEngine => {
+            let id = setup
+                .builder
+                .local_image(image)
+                .await
+                .map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?;
+            Ok(id.map(|id| (image.to_string(), Some(id))))
+        }
+    }
+}
+
+async fn registry_auth(setup: &BuildSetup) -> Result<Option<liftoff_run::container::RegistryAuth>, JobError> {
+    match &setup.destination {
+        Destination::LocalEngine => Ok(None),
+        Destination::Registry(r) => {
+            r.credentials().await.map_err(|e| build_error(JobErrorCode::Credentials, e.to_string()))
+        }
+    }
+}
+
+async fn build_and_push(
+    setup: &BuildSetup,
+    context: Arc<dyn TarContext>,
+    image: &str,
+    tag: &str,
+    logs: &LogSender,
+) -> Result<(String, Option<String>), JobError> {
+    let push = match &setup.destination {
+        Destination::LocalEngine => None,
+        Destination::Registry(r) => {
+            let auth = r.credentials().await.map_err(|e| build_error(JobErrorCode::Credentials, e.to_string()))?;
+            Some(Push { registry: r.describe(), source: credential_source(&auth), auth })
+        }
+    };
+    let req = BuildRequest {
+        context,
+        image,
+        platform: setup.platform.as_deref(),
+        build_args: &setup.build_args,
+        push,
+    };
+    setup.builder.build(req, logs).await.map_err(|e| {
+        let code = if matches!(e, liftoff_build::BuildError::Push { .. }) { JobErrorCode::Push } else { JobErrorCode::Build };
+        build_error(code, e.to_string())
+    })?;
+    match find(setup, image, tag).await? {
+        Some(found) => Ok(found),
+        None => Err(build_error(JobErrorCode::Push, format!("{image} was pushed but the registry does not have it"))),
+    }
+}
+
+/// For messages: whose credentials a push used.
+fn credential_source(auth: &Option<liftoff_run::container::RegistryAuth>) -> String {
+    match auth {
+        None => "none (anonymous)".into(),
+        Some(a) => format!("the registry's credentials for user {}", a.username),
+    }
+}
+
+/// Renews the build lease every TTL/3 until aborted.
+async fn keep_build(client: Client, key: String, fence: i64, ttl_ms: i64) {
+    let every = Duration::from_millis((ttl_ms / 3).max(50) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = client.update_build(&key, fence, false, None).await {
+            tracing::warn!(%key, error = %e, "could not renew the build claim");
+            if e.is_conflict() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Builds in the agent's pipeline, against a real Docker engine and a real
+//! registry (htpasswd Basic auth), both started by scripts/test.sh through
+//! .ci/docker.sh: a code job is built once, found on the next launch, built
+//! again when its code changes; two agents build the same new content once;
+//! a push with wrong credentials fails at stage `build`, naming the registry.
+
+mod support;
+
+use base64::Engine;
+use liftoff_agent::AgentOptions;
+use liftoff_build::BuildSetup;
+use liftoff_core::api::{BuildHow, CreateJob, LogStream};
+use liftoff_core::job::{CodeSource, JobSourceSpec};
+use liftoff_core::{ItemState, ResourceType, Stage};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{Rig, required_env, rig};
+
+struct Components {
+    docker_host: String,
+    base: String,
+    registry: String,
+    user: String,
+    password: String,
+}
+
+fn components() -> Option<Components> {
+    Some(Components {
+        docker_host: required_env("LIFTOFF_TEST_DOCKER_HOST")?,
+        base: required_env("LIFTOFF_TEST_DOCKER_IMAGE")?,
+        registry: required_env("LIFTOFF_TEST_REGISTRY")?,
+        user: required_env("LIFTOFF_TEST_REGISTRY_USER")?,
+        password: required_env("LIFTOFF_TEST_REGISTRY_PASSWORD")?,
+    })
+}
+
+/// A code job from `files`, run as `sh run.sh`, built from its own Dockerfile.
+async fn files_job(r: &Rig, name: &str, files: &[(&str, String)]) {
+    let src = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        std::fs::write(src.path().join(path), text).unwrap();
+    }
+    let gz = liftoff_archive::pack_dir(src.path()).unwrap();
+    let digest = liftoff_archive::sha256_digest(&gz);
+    r.client.upload_blob(&digest, gz).await.unwrap();
+    let source = JobSourceSpec {
+        code: Some(CodeSource {
+            digest,
+            entrypoint: vec!["sh".into(), "run.sh".into()],
+            build_context: None,
+            dockerfile: Some("Dockerfile".into()),
+            base_image: None,
+        }),
+        ..Default::default()
+    };
+    let req = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime: None };
+    r.client.create_job(&req).await.unwrap();
+}
+
+fn job_files(c: &Components, marker: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Dockerfile", format!("FROM {}\nCOPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n", c.base)),
+        ("run.sh", "echo \"hello from the image: $(cat data.txt)\"\n".into()),
+        ("data.txt", marker.to_string()),
+    ]
+}
+
+/// A docker config dir holding `password` for the test registry.
+fn docker_config(r: &Rig, c: &Components, password: &str) -> std::path::PathBuf {
+    let dir = r.dir.path().join(format!("docker-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", c.user));
+    let config = serde_json::json!({"auths": {c.registry.clone(): {"auth": auth}}});
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    dir
+}
+
+async fn setup(c: &Components, yaml: &str, docker_config: Option<std::path::PathBuf>) -> BuildSetup {
+    let resolved = liftoff_core::launch_config::resolve(
+        Some(yaml),
+        &Default::default(),
+        &liftoff_core::launch_config::Overrides::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let engine = liftoff_run::SharedEngine::new(Some(c.docker_host.clone()));
+    BuildSetup::from_config(&resolved.config, engine, docker_config)
+        .await
+        .unwrap()
+        .expect("a docker builder")
+}
+
+fn options(r: &Rig, c: &Components, build: BuildSetup) -> AgentOptions {
+    AgentOptions {
+        queues: vec!["boxes".into()],
+        docker_host: Some(c.docker_host.clone()),
+        agent_key: format!("test-{}", uuid::Uuid::new_v4()),
+        build: Some(Arc::new(build)),
+        start_timeout: Duration::from_secs(120),
+        ..r.options(2, Duration::from_secs(5))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_job_is_built_once_found_next_time_and_built_again_when_its_code_changes() {
+    let Some(c) = components() else { return };
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    files_job(&r, "built", &job_files(&c, &marker)).await;
+    let repo = format!("{}/liftoff-test/built-{}", c.registry, &marker[..8]);
+    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    let creds = docker_config(&r, &c, &c.password);
+    let (stop, agent) = r.agent_with(options(&r, &c, setup(&c, &yaml, Some(creds.clone())).await));
+
+    let first = r.launch_on("boxes", "built").await;
+    let item = r.wait_for(&first, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+    assert_eq!(r.logs(&first, LogStream::Stdout).await, format!("hello from the image: {marker}\n"));
+    let built = item.build.expect("the run records its image");
+    assert_eq!(built.how, BuildHow::Built);
+    assert_eq!(built.builder, "docker");
+    let digest = built.digest.clone().expect("a pushed image has a digest");
+    assert!(built.image.starts_with(&format!("{repo}:lf-")) && built.image.ends_with(&format!("@{digest}")), "{}", built.image);
+    let build_log = r.logs(&first, LogStream::Build).await;
+    assert!(build_log.contains("Step 1/4 : FROM"), "{build_log}");
+    assert!(build_log.contains(&format!("pushing {repo}:lf-")), "{build_log}");
+
+    // unchanged: found in the registry, nothing built
+    let second = r.launch_on("boxes", "built").await;
+    let item = r.wait_for(&second, |i| i.state.is_terminal(), Duration::from_secs(60)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+    let found = item.build.expect("the run records its image");
+    assert_eq!((found.how, &found.image), (BuildHow::Found, &built.image));
+    let build_log = r.logs(&second, LogStream::Build).await;
+    assert!(!build_log.contains("Step 1/"), "{build_log}");
+    assert!(build_log.contains("no build"), "{build_log}");
+
+    // one changed file: a new tag, built
+    files_job(&r, "built", &job_files(&c, &format!("{marker}-changed"))).await;
+    let third = r.launch_on("boxes", "built").await;
+    let item = r.wait_for(&third, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+    let rebuilt = item.build.expect("the run records its image");
+    assert_eq!(rebuilt.how, BuildHow::Built);
+    assert_ne!(rebuilt.image.split('@').next(), built.image.split('@').next(), "a new tag");
+    assert_eq!(r.logs(&third, LogStream::Stdout).await, format!("hello from the image: {marker}-changed\n"));
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_build_the_same_new_content_once() {
+    let Some(c) = components() else { return };
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    // a slow step, so the second agent asks while the first builds
+    let mut files = job_files(&c, &marker);
+    files[0].1 = format!("FROM {}\nRUN sleep 2\nCOPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n", c.base);
+    files_job(&r, "shared", &files).await;
+    let repo = format!("{}/liftoff-test/shared-{}", c.registry, &marker[..8]);
+    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    let creds = docker_config(&r, &c, &c.password);
+    let a = r.launch_on("boxes", "shared").await;
+    let b = r.launch_on("boxes", "shared").await;
+    let mut agents = vec![];
+    for n in 0..2 {
+        let opts = AgentOptions {
+            max_jobs: 1,
+            work_dir: r.work.join(format!("agent-{n}")),
+            ..options(&r, &c, setup(&c, &yaml, Some(creds.clone())).await)
+        };
+        agents.push(r.agent_with(opts));
+    }
+    let mut hows = vec![];
+    let mut steps = 0;
+    for id in [&a, &b] {
+        let item = r.wait_for(id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+        assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+        hows.push(item.build.expect("recorded").how);
+        steps += r.logs(id, LogStream::Build).await.matches("Step 1/").count();
+    }
+    assert_eq!(steps, 1, "the content was built once");
+    assert_eq!(hows.iter().filter(|h| **h == BuildHow::Built).count(), 1, "{hows:?}");
+    assert!(hows.iter().any(|h| matches!(h, BuildHow::Waited | BuildHow::Found)), "{hows:?}");
+    for (stop, agent) in agents {
+        stop.send(()).unwrap();
+        agent.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_with_wrong_credentials_fails_at_build_naming_the_registry_and_the_credentials() {
+    let Some(c) = components() else { return };
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    files_job(&r, "refused", &job_files(&c, &marker)).await;
+    let repo = format!("{}/liftoff-test/refused-{}", c.registry, &marker[..8]);
+    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    let creds = docker_config(&r, &c, "not-the-password");
+    let (stop, agent) = r.agent_with(options(&r, &c, setup(&c, &yaml, Some(creds)).await));
+    let id = r.launch_on("boxes", "refused").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Build)), "{:?}", item.reason);
+    let reason = item.reason.unwrap();
+    assert!(reason.contains(&c.registry), "names the registry: {reason}");
+    assert!(reason.contains("config.json"), "names the credential source: {reason}");
+    assert!(!reason.contains("not-the-password"), "never the secret: {reason}");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_registry_the_image_stays_in_the_engine_and_is_found_there() {
+    let Some(c) = components() else { return };
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    let job = format!("local-{}", &marker[..8]);
+    files_job(&r, &job, &job_files(&c, &marker)).await;
+    let (stop, agent) = r.agent_with(options(&r, &c, setup(&c, "queues: [boxes]\nbuilder: {type: docker}\n", None).await));
+    let mut records = vec![];
+    for _ in 0..2 {
+        let id = r.launch_on("boxes", &job).await;
+        let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+        assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+        assert_eq!(r.logs(&id, LogStream::Stdout).await, format!("hello from the image: {marker}\n"));
+        records.push(item.build.expect("recorded"));
+    }
+    assert_eq!((records[0].how, records[1].how), (BuildHow::Built, BuildHow::Found));
+    assert!(records[0].image.starts_with(&format!("liftoff/{job}:lf-")), "{}", records[0].image);
+    assert_eq!(records[0].image, records[1].image);
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
