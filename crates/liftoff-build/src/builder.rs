@@ -79,3 +79,13 @@ pub enum BuildError {
     #[error("the build context: {0}")]
     Context(String),
 }
+
+impl TarContext for crate::context::BuildContext {
+    fn dockerfile_path(&self) -> &str {
+        crate::context::BuildContext::dockerfile_path(self)
+    }
+
+    fn write_tar_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<u64> {
+        self.write_tar(w).map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
