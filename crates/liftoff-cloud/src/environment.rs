@@ -1,8 +1,14 @@
 //! [`CloudEnv`]: the agent's resolved cloud environment.
-//! SKELETON: filled in by the environments work (aws.rs, gcp.rs, azure.rs).
 
+#[cfg(feature = "aws")]
+use crate::aws::AwsEnv;
+#[cfg(feature = "azure")]
+use crate::azure::{AzureEnv, AzureEnvBuilder};
+#[cfg(feature = "gcp")]
+use crate::gcp::GcpEnv;
 use crate::{CloudError, Secret};
 use liftoff_core::launch_config::EnvironmentConfig;
+use serde::Serialize;
 
 /// An OAuth access token and where it came from.
 #[derive(Debug, Clone)]
@@ -13,18 +19,27 @@ pub struct AccessToken {
 }
 
 /// Who the credentials belong to, for `doctor`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identity {
-    /// An ARN, a service-account e-mail, an Entra object id.
+    /// An ARN, a service-account e-mail, an Entra credential source.
     pub who: String,
-    /// The credential source: `environment`, `profile default`, `metadata server`...
+    /// The credential source: `environment variables`, `profile 'default'`, `the metadata server`...
     pub source: String,
+    /// The AWS account or the GCP project, when known.
+    pub account: Option<String>,
 }
 
-/// The resolved environment. Resolving does not call the cloud; the first
-/// token or identity request does.
+/// The resolved environment. Resolving reads configuration files and the
+/// environment; the first token or identity request calls the cloud.
+#[derive(Clone)]
 pub enum CloudEnv {
     Local,
+    #[cfg(feature = "aws")]
+    Aws(AwsEnv),
+    #[cfg(feature = "gcp")]
+    Gcp(GcpEnv),
+    #[cfg(feature = "azure")]
+    Azure(AzureEnv),
 }
 
 impl CloudEnv {
@@ -32,6 +47,19 @@ impl CloudEnv {
     pub async fn resolve(cfg: Option<&EnvironmentConfig>) -> Result<Self, CloudError> {
         match cfg {
             None | Some(EnvironmentConfig::Local) => Ok(Self::Local),
+            #[cfg(feature = "aws")]
+            Some(EnvironmentConfig::Aws { region, profile }) => {
+                Ok(Self::Aws(AwsEnv::builder(region).profile(profile.as_deref()).load().await))
+            }
+            #[cfg(feature = "gcp")]
+            Some(EnvironmentConfig::Gcp { region, project }) => {
+                Ok(Self::Gcp(GcpEnv::builder().region(region.as_deref()).project(project.as_deref()).load().await?))
+            }
+            #[cfg(feature = "azure")]
+            Some(EnvironmentConfig::Azure { region }) => {
+                Ok(Self::Azure(AzureEnvBuilder::from_env().region(region.as_deref()).build()?))
+            }
+            #[allow(unreachable_patterns, reason = "reached when a cloud's feature is off")]
             Some(other) => Err(CloudError::NotBuiltIn(other.type_name())),
         }
     }
@@ -40,6 +68,39 @@ impl CloudEnv {
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Local => "local",
+            #[cfg(feature = "aws")]
+            Self::Aws(_) => "aws",
+            #[cfg(feature = "gcp")]
+            Self::Gcp(_) => "gcp",
+            #[cfg(feature = "azure")]
+            Self::Azure(_) => "azure",
+        }
+    }
+
+    /// The environment's region (`None` for local, and for azure without one).
+    pub fn region(&self) -> Option<&str> {
+        match self {
+            Self::Local => None,
+            #[cfg(feature = "aws")]
+            Self::Aws(a) => Some(a.region()),
+            #[cfg(feature = "gcp")]
+            Self::Gcp(g) => Some(g.region()),
+            #[cfg(feature = "azure")]
+            Self::Azure(a) => a.region(),
+        }
+    }
+
+    /// Whose credentials these are (STS GetCallerIdentity, the service
+    /// account, the Entra source); calls the cloud. Local has none.
+    pub async fn identity(&self) -> Result<Option<Identity>, CloudError> {
+        match self {
+            Self::Local => Ok(None),
+            #[cfg(feature = "aws")]
+            Self::Aws(a) => a.identity().await.map(Some),
+            #[cfg(feature = "gcp")]
+            Self::Gcp(g) => g.identity().await.map(Some),
+            #[cfg(feature = "azure")]
+            Self::Azure(a) => a.identity().await.map(Some),
         }
     }
 }

@@ -4,13 +4,27 @@
 //! credentials ([`ContextStore`]), and the least-privilege grants a
 //! configuration needs ([`permissions`]).
 
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod environment;
 pub mod error;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 pub mod permissions;
 pub mod secret;
 pub mod storage;
+mod store_credentials;
 
+#[cfg(feature = "aws")]
+pub use aws::AwsEnv;
+#[cfg(feature = "azure")]
+pub use azure::AzureEnv;
 pub use environment::{AccessToken, CloudEnv, Identity};
 pub use error::CloudError;
+#[cfg(feature = "gcp")]
+pub use gcp::GcpEnv;
+pub use permissions::{Permissions, permissions};
 pub use secret::Secret;
 pub use storage::ContextStore;

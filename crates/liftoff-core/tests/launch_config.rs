@@ -613,7 +613,21 @@ fn accelerator_base_image() {
 #[test]
 fn environment_rules() {
     one_error("environment: {type: aws}\n", "environment.region", "needs region");
-    one_error("environment: {type: gcp, region: us-central1}\n", "environment.project", "needs project");
+    // as in the reference's code: region and project are resolved at run time when left out
+    assert_eq!(
+        cfg("environment: {type: gcp}\n").environment,
+        Some(EnvironmentConfig::Gcp { region: None, project: None })
+    );
+    assert_eq!(
+        cfg("environment: {type: gcp, region: us-central1}\n").environment,
+        Some(EnvironmentConfig::Gcp { region: Some("us-central1".into()), project: None })
+    );
+    // a destination is still checked against what is given
+    one_error(
+        "environment: {type: gcp, project: my-project}\nbuilder: {type: docker, destination: us-central1-docker.pkg.dev/other-project/r/i}\n",
+        "builder.destination",
+        "differs from environment.project",
+    );
     one_error("environment: {region: us-east-1}\n", "environment.type", "needs a type");
     one_error("environment: {type: awz, region: x}\n", "environment.type", "did you mean 'aws'");
     one_error(

@@ -109,14 +109,18 @@ fn destination_matches(
             ImageDestination::Gar { region, project, .. },
             Some(EnvironmentConfig::Gcp { region: env_region, project: env_project }),
         ) => {
-            if region != env_region {
+            if let Some(env_region) = env_region
+                && region != env_region
+            {
                 is.error(
                     path,
                     Some(&shown),
                     format!("the uri's region '{region}' differs from environment.region '{env_region}'"),
                 );
             }
-            if project != env_project {
+            if let Some(env_project) = env_project
+                && project != env_project
+            {
                 is.error(
                     path,
                     Some(&shown),

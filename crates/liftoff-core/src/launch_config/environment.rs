@@ -14,11 +14,12 @@ pub enum EnvironmentConfig {
     Local,
     /// AWS; `profile` picks a profile of the shared credentials file.
     Aws { region: String, profile: Option<String> },
-    /// GCP; region and project are both required, as the setup document says.
-    /// The region is not taken from `GOOGLE_CLOUD_REGION`: the reference's
-    /// validator requires it in the file too, and an Artifact Registry URI is
-    /// checked against it.
-    Gcp { region: String, project: String },
+    /// GCP; both optional, as in the reference's code (the setup document
+    /// calls them required, but its environment resolves the region from
+    /// gcloud or `GOOGLE_CLOUD_REGION` and the project from the application
+    /// default credentials). liftoff-cloud resolves what is left out at run
+    /// time; an Artifact Registry URI is checked against what is given.
+    Gcp { region: Option<String>, project: Option<String> },
     /// Azure; the region is optional (the reference wrongly required it).
     Azure { region: Option<String> },
 }
@@ -71,7 +72,7 @@ pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<Environme
     Some(match ty {
         "local" => EnvironmentConfig::Local,
         "aws" => EnvironmentConfig::Aws { region: region?, profile },
-        "gcp" => EnvironmentConfig::Gcp { region: region?, project: project? },
+        "gcp" => EnvironmentConfig::Gcp { region, project },
         _ => EnvironmentConfig::Azure { region },
     })
 }

@@ -139,8 +139,9 @@ pub(crate) const ENVIRONMENT_KEYS: &[Key] = &[
     key("type", Shape::Choice(ENVIRONMENT_TYPES), "local, aws, gcp or azure.").required_by(&["*"]),
     key("region", Shape::Text, "Cloud region the agent runs in.")
         .used_by(&["aws", "gcp", "azure"])
-        .required_by(&["aws", "gcp"]),
-    key("project", Shape::Text, "GCP project id.").used_by(&["gcp"]).required_by(&["gcp"]),
+        .required_by(&["aws"]),
+    key("project", Shape::Text, "GCP project id (default: the application default credentials' project).")
+        .used_by(&["gcp"]),
     key("profile", Shape::Text, "AWS profile of the shared credentials file.").used_by(&["aws"]),
 ];
 

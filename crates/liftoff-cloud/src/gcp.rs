@@ -1,0 +1,417 @@
+//! [`GcpEnv`]: Google application default credentials, in their order:
+//! `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC file, the metadata server;
+//! region and project resolved as the reference does (inventory item 34).
+//!
+//! A service-account key goes through gcp_auth, which signs the RFC 7523
+//! assertion with aws-lc-rs and posts it to the key's own `token_uri` (so a
+//! test can point that at a local endpoint). `authorized_user` files
+//! (`gcloud auth application-default login`) are refreshed here: gcp_auth
+//! reads them only from gcloud's path, never from GOOGLE_APPLICATION_CREDENTIALS.
+
+use crate::{AccessToken, CloudError, Identity, Secret};
+use gcp_auth::TokenProvider;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// The scope every token is asked for (Artifact Registry, GCS, Vertex).
+pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+const NO_CREDENTIALS_FIX: &str = "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS \
+     to a service-account key file, or run on a GCP VM or GKE with a service account";
+/// How long the metadata server may take to answer before it counts as absent.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A GCP environment: credentials, project and region, each with where it came from.
+#[derive(Clone)]
+pub struct GcpEnv {
+    creds: Creds,
+    source: String,
+    project: Resolved,
+    region: Resolved,
+    storage_endpoint: Option<String>,
+}
+
+/// A value and where it came from, for `doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub value: String,
+    pub source: String,
+}
+
+#[derive(Clone)]
+enum Creds {
+    ServiceAccount { provider: Arc<gcp_auth::CustomServiceAccount>, email: String },
+    User(Arc<UserCredentials>),
+    Metadata(Arc<gcp_auth::MetadataServiceAccount>),
+}
+
+/// How to build a [`GcpEnv`]: the config's values, and for tests a key file
+/// instead of the process environment.
+#[derive(Debug, Clone, Default)]
+pub struct GcpEnvBuilder {
+    region: Option<String>,
+    project: Option<String>,
+    key_file: Option<PathBuf>,
+    storage_endpoint: Option<String>,
+}
+
+impl GcpEnvBuilder {
+    pub fn region(mut self, region: Option<&str>) -> Self {
+        self.region = region.map(str::to_string);
+        self
+    }
+
+    pub fn project(mut self, project: Option<&str>) -> Self {
+        self.project = project.map(str::to_string);
+        self
+    }
+
+    /// A credentials file used as if GOOGLE_APPLICATION_CREDENTIALS named it.
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key_file = Some(path.into());
+        self
+    }
+
+    /// A GCS endpoint instead of storage.googleapis.com (an emulator or a test's fake);
+    /// `STORAGE_EMULATOR_HOST` does the same from the environment, as in Google's libraries.
+    pub fn storage_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.storage_endpoint = Some(url.into());
+        self
+    }
+
+    /// Finds the credentials (reading files; the metadata server only when no
+    /// file is found), then the project and the region.
+    pub async fn load(self) -> Result<GcpEnv, CloudError> {
+        let key_file = self.key_file.clone().or_else(|| {
+            std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").filter(|v| !v.is_empty()).map(PathBuf::from)
+        });
+        let (creds, source, cred_project) = find_credentials(key_file.as_deref()).await?;
+        let project = match (self.project, cred_project) {
+            (Some(p), _) => Resolved { value: p, source: "environment.project".into() },
+            (None, Some(p)) => p,
+            (None, None) => {
+                return Err(CloudError::Config(format!(
+                    "no gcp project: the credentials from {source} name none; set environment.project, \
+                     or `gcloud auth application-default set-quota-project <project>`"
+                )));
+            }
+        };
+        let region = match self.region {
+            Some(r) => Resolved { value: r, source: "environment.region".into() },
+            None => pick_region(None, gcloud_region().await, std::env::var("GOOGLE_CLOUD_REGION").ok())?,
+        };
+        let storage_endpoint = self.storage_endpoint.or_else(|| {
+            std::env::var("STORAGE_EMULATOR_HOST")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .map(|h| if h.contains("://") { h } else { format!("http://{h}") })
+        });
+        Ok(GcpEnv { creds, source, project, region, storage_endpoint })
+    }
+}
+
+impl GcpEnv {
+    pub fn builder() -> GcpEnvBuilder {
+        GcpEnvBuilder::default()
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project.value
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region.value
+    }
+
+    /// Where the project came from: `environment.project`, the key's `project_id`...
+    pub fn project_source(&self) -> &str {
+        &self.project.source
+    }
+
+    pub fn region_source(&self) -> &str {
+        &self.region.source
+    }
+
+    /// The GCS endpoint override, if any.
+    pub fn storage_endpoint(&self) -> Option<&str> {
+        self.storage_endpoint.as_deref()
+    }
+
+    /// The credential source: `GOOGLE_APPLICATION_CREDENTIALS (/path/key.json)`, `metadata server`...
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// A `cloud-platform` access token (cached until shortly before it expires).
+    pub async fn access_token(&self) -> Result<AccessToken, CloudError> {
+        let fail = |message: String| CloudError::Credentials {
+            cloud: "gcp",
+            source_name: self.source.clone(),
+            message: format!("{message}; {}", fix_for(&self.creds)),
+        };
+        let token = match &self.creds {
+            Creds::ServiceAccount { provider, .. } => {
+                provider.token(&[CLOUD_PLATFORM]).await.map(|t| t.as_str().to_string()).map_err(|e| fail(chain(&e)))?
+            }
+            Creds::Metadata(p) => {
+                p.token(&[CLOUD_PLATFORM]).await.map(|t| t.as_str().to_string()).map_err(|e| fail(chain(&e)))?
+            }
+            Creds::User(u) => u.token().await.map_err(fail)?,
+        };
+        Ok(AccessToken { token: Secret::new(token), source: self.source.clone() })
+    }
+
+    /// The service account's e-mail, or the user credentials' client; checked by getting a token.
+    pub async fn identity(&self) -> Result<Identity, CloudError> {
+        self.access_token().await?;
+        let who = match &self.creds {
+            Creds::ServiceAccount { email, .. } => email.clone(),
+            Creds::User(u) => format!("gcloud user credentials (OAuth client {})", u.client_id),
+            Creds::Metadata(_) => metadata_email().await.unwrap_or_else(|| "the VM's default service account".into()),
+        };
+        Ok(Identity { who, source: self.source.clone(), account: Some(self.project.value.clone()) })
+    }
+}
+
+fn fix_for(creds: &Creds) -> &'static str {
+    match creds {
+        Creds::ServiceAccount { .. } => {
+            "check that the key is not deleted or disabled (`gcloud iam service-accounts keys list`) and that its token_uri is reachable"
+        }
+        Creds::User(_) => "run `gcloud auth application-default login` again",
+        Creds::Metadata(_) => "check the VM's service account and its access scopes",
+    }
+}
+
+/// The error with its causes, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The fields of a credentials file that choose how it is used.
+#[derive(Deserialize)]
+struct CredentialsFile {
+    #[serde(rename = "type")]
+    kind: String,
+    client_email: Option<String>,
+    project_id: Option<String>,
+    quota_project_id: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+    token_uri: Option<String>,
+}
+
+async fn find_credentials(key_file: Option<&Path>) -> Result<(Creds, String, Option<Resolved>), CloudError> {
+    let mut tried = Vec::new();
+    if let Some(path) = key_file {
+        let source = format!("GOOGLE_APPLICATION_CREDENTIALS ({})", path.display());
+        return read_file(path, &source).map(|(c, p)| (c, source, p));
+    }
+    tried.push("GOOGLE_APPLICATION_CREDENTIALS (not set)".to_string());
+    if let Some(path) = gcloud_adc_path() {
+        if path.is_file() {
+            let source = format!("gcloud's application default credentials ({})", path.display());
+            return read_file(&path, &source).map(|(c, p)| (c, source, p));
+        }
+        tried.push(format!("gcloud's application default credentials ({}: no such file)", path.display()));
+    }
+    match tokio::time::timeout(METADATA_TIMEOUT, gcp_auth::MetadataServiceAccount::new()).await {
+        Ok(Ok(m)) => {
+            let project = m
+                .project_id()
+                .await
+                .ok()
+                .map(|p| Resolved { value: p.to_string(), source: "the metadata server's project".into() });
+            return Ok((Creds::Metadata(Arc::new(m)), "the metadata server".into(), project));
+        }
+        Ok(Err(e)) => tried.push(format!("the metadata server ({})", chain(&e))),
+        Err(_) => tried.push(format!("the metadata server (no answer in {} s)", METADATA_TIMEOUT.as_secs())),
+    }
+    Err(CloudError::NoCredentials { cloud: "gcp", tried: tried.join(", "), fix: NO_CREDENTIALS_FIX.into() })
+}
+
+/// `$CLOUDSDK_CONFIG/application_default_credentials.json`, else `~/.config/gcloud/...`.
+fn gcloud_adc_path() -> Option<PathBuf> {
+    let dir = match std::env::var_os("CLOUDSDK_CONFIG").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".config/gcloud"),
+    };
+    Some(dir.join("application_default_credentials.json"))
+}
+
+fn read_file(path: &Path, source: &str) -> Result<(Creds, Option<Resolved>), CloudError> {
+    let bad = |message: String| CloudError::Credentials { cloud: "gcp", source_name: source.to_string(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    // serde_json's messages quote no input, so a key never reaches an error
+    let f: CredentialsFile =
+        serde_json::from_str(&text).map_err(|e| bad(format!("{} is not a credentials file: {e}", path.display())))?;
+    match f.kind.as_str() {
+        "service_account" => {
+            let email = f.client_email.clone().ok_or_else(|| bad("the key has no client_email".into()))?;
+            let provider = gcp_auth::CustomServiceAccount::from_json(&text)
+                .map_err(|e| bad(format!("the service-account key cannot be used: {}", chain(&e))))?;
+            let project = f
+                .project_id
+                .map(|p| Resolved { value: p, source: format!("the service account key's project_id ({email})") });
+            Ok((Creds::ServiceAccount { provider: Arc::new(provider), email }, project))
+        }
+        "authorized_user" => {
+            let need = |v: Option<String>, name: &str| v.ok_or_else(|| bad(format!("the file has no {name}")));
+            let user = UserCredentials {
+                client_id: need(f.client_id, "client_id")?,
+                client_secret: Secret::new(need(f.client_secret, "client_secret")?),
+                refresh_token: Secret::new(need(f.refresh_token, "refresh_token")?),
+                token_uri: f.token_uri.unwrap_or_else(|| "https://oauth2.googleapis.com/token".into()),
+                cached: Mutex::new(None),
+            };
+            let project =
+                f.quota_project_id.map(|p| Resolved { value: p, source: "the credentials' quota_project_id".into() });
+            Ok((Creds::User(Arc::new(user)), project))
+        }
+        other => Err(bad(format!(
+            "credentials of type '{other}' are not supported yet (service_account and authorized_user are); \
+             use a service-account key or `gcloud auth application-default login`"
+        ))),
+    }
+}
+
+/// `gcloud auth application-default login` credentials: a refresh token
+/// exchanged at `token_uri` (RFC 6749 §6).
+struct UserCredentials {
+    client_id: String,
+    client_secret: Secret,
+    refresh_token: Secret,
+    token_uri: String,
+    cached: Mutex<Option<(Secret, Instant)>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+impl UserCredentials {
+    async fn token(&self) -> Result<String, String> {
+        let mut cached = self.cached.lock().await;
+        if let Some((t, until)) = &*cached
+            && Instant::now() < *until
+        {
+            return Ok(t.expose().to_string());
+        }
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose()),
+            ("refresh_token", self.refresh_token.expose()),
+        ];
+        let resp = reqwest::Client::new()
+            .post(&self.token_uri)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {}", self.token_uri, chain(&e.without_url())))?;
+        let status = resp.status();
+        if !status.is_success() {
+            // the body is an OAuth error object (`invalid_grant`...), never the secret
+            let body = resp.text().await.unwrap_or_default();
+            return Err(format!("{} refused the refresh token ({status}): {}", self.token_uri, body.trim()));
+        }
+        let t: TokenResponse =
+            resp.json().await.map_err(|e| format!("{} answered without an access token: {e}", self.token_uri))?;
+        // refreshed a minute early, as Google's libraries do
+        let life = Duration::from_secs(t.expires_in.unwrap_or(3600).saturating_sub(60));
+        *cached = Some((Secret::new(t.access_token.clone()), Instant::now() + life));
+        Ok(t.access_token)
+    }
+}
+
+/// `gcloud config get-value compute/region`, when gcloud is installed.
+async fn gcloud_region() -> Option<String> {
+    let out = tokio::process::Command::new("gcloud")
+        .args(["config", "get-value", "compute/region"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out).await.ok()?.ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The region as the reference picks it: the config, else gcloud's value
+/// (ignored if it contains "unset"), else `GOOGLE_CLOUD_REGION`, else an error.
+pub fn pick_region(config: Option<&str>, gcloud: Option<String>, env: Option<String>) -> Result<Resolved, CloudError> {
+    if let Some(r) = config {
+        return Ok(Resolved { value: r.to_string(), source: "environment.region".into() });
+    }
+    if let Some(r) = gcloud.filter(|r| !r.is_empty() && !r.contains("unset")) {
+        return Ok(Resolved { value: r, source: "gcloud config compute/region".into() });
+    }
+    if let Some(r) = env.filter(|r| !r.is_empty()) {
+        return Ok(Resolved { value: r, source: "GOOGLE_CLOUD_REGION".into() });
+    }
+    Err(CloudError::Config(
+        "no gcp region: set environment.region, or `gcloud config set compute/region <region>`, or GOOGLE_CLOUD_REGION"
+            .into(),
+    ))
+}
+
+async fn metadata_email() -> Option<String> {
+    let resp = reqwest::Client::new()
+        .get("http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/email")
+        .header("Metadata-Flavor", "Google")
+        .timeout(METADATA_TIMEOUT)
+        .send()
+        .await
+        .ok()?;
+    resp.status().is_success().then_some(())?;
+    resp.text().await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // inventory item 34
+    #[test]
+    fn region_from_config_then_gcloud_then_the_environment() {
+        let r = |c: Option<&str>, g: Option<&str>, e: Option<&str>| {
+            pick_region(c, g.map(str::to_string), e.map(str::to_string)).map(|r| (r.value, r.source))
+        };
+        assert_eq!(r(Some("europe-west4"), Some("us-east1"), None).unwrap().0, "europe-west4");
+        assert_eq!(
+            r(None, Some("us-east1"), Some("asia-east1")).unwrap(),
+            ("us-east1".into(), "gcloud config compute/region".into())
+        );
+        assert_eq!(
+            r(None, Some("(unset)"), Some("asia-east1")).unwrap(),
+            ("asia-east1".into(), "GOOGLE_CLOUD_REGION".into())
+        );
+        assert_eq!(r(None, None, Some("asia-east1")).unwrap().0, "asia-east1");
+        let e = r(None, Some("(unset)"), None).unwrap_err().to_string();
+        assert!(e.contains("no gcp region") && e.contains("GOOGLE_CLOUD_REGION"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_or_foreign_file_names_itself_and_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ext.json");
+        std::fs::write(&p, r#"{"type":"external_account","client_secret":"do-not-print-me"}"#).unwrap();
+        let e = GcpEnv::builder().key_file(&p).region(Some("r")).load().await.err().unwrap().to_string();
+        assert!(e.contains("GOOGLE_APPLICATION_CREDENTIALS") && e.contains("external_account"), "{e}");
+        assert!(!e.contains("do-not-print-me"), "{e}");
+        let p = dir.path().join("broken.json");
+        std::fs::write(&p, r#"{"type":"service_account","private_key":"do-not-print-me", "#).unwrap();
+        let e = GcpEnv::builder().key_file(&p).load().await.err().unwrap().to_string();
+        assert!(e.contains("is not a credentials file") && !e.contains("do-not-print-me"), "{e}");
+    }
+}
