@@ -83,10 +83,12 @@ async fn setup(c: &Components, yaml: &str, docker_config: Option<std::path::Path
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
     let engine = liftoff_run::SharedEngine::new(Some(c.docker_host.clone()));
-    BuildSetup::from_config(&resolved.config, engine, docker_config)
+    let env = liftoff_cloud::CloudEnv::resolve(resolved.config.environment.as_ref()).await.unwrap();
+    BuildSetup::from_config(&resolved.config, &env, engine, docker_config)
         .await
         .unwrap()
         .expect("a docker builder")
+        .0
 }
 
 fn options(r: &Rig, c: &Components, build: BuildSetup) -> AgentOptions {

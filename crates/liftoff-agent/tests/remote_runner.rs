@@ -61,7 +61,7 @@ impl Runner for ChildRunner {
         let claimed = Claimed { item_id: req.item.id.clone(), fence: req.item.fence, run_id: req.item.run_id.clone() };
         Ok(Plan::new(false, vec![], claimed))
     }
-    async fn prepare(&self, plan: Plan, _logs: &LogSender) -> Result<Prepared, JobError> {
+    async fn prepare(&self, plan: Plan, _built: Option<BuiltImage>, _logs: &LogSender) -> Result<Prepared, JobError> {
         let claimed: Claimed = plan.into_work()?;
         Ok(Prepared::new(vec![], "a child process".into(), claimed))
     }
@@ -146,7 +146,7 @@ async fn a_remote_run_is_detached_at_shutdown_and_re_adopted_by_the_next_agent()
     let opts =
         liftoff_agent::AgentOptions { queues: vec!["remote".into()], ..r.options(1, Duration::from_millis(200)) };
     let agent = |opts: liftoff_agent::AgentOptions| {
-        let mut registry = local_runners(&opts);
+        let mut registry = local_runners(&opts, &liftoff_run::SharedEngine::new(opts.docker_host.clone()));
         registry.register(Arc::new(ChildRunner { service: service.clone(), done_flag: done_flag.clone() }));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(run_agent_with(r.client.clone(), opts, registry, async move {

@@ -2,9 +2,13 @@
 //! settings every build shares.
 
 use crate::builder::Builder;
-use crate::registry::Destination;
+use crate::docker_builder::DockerBuilder;
+use crate::registry::{Destination, RegistryError};
+use liftoff_cloud::CloudEnv;
+use liftoff_core::launch_config::{AgentConfig, BuilderType, Platform};
 use liftoff_run::SharedEngine;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Base image template of generated Dockerfiles; `{version}` is the job's Python (`3.11`).
@@ -25,6 +29,52 @@ pub struct BuildSetup {
     pub build_args: BTreeMap<String, String>,
     /// The agent's engine connection (shared with its `local-container` runner).
     pub engine: SharedEngine,
+}
+
+/// Why an agent's builder could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A builder this agent cannot run yet.
+    #[error("builder type '{0}' is not available in this agent yet: use docker or noop")]
+    Unsupported(&'static str),
+}
+
+impl BuildSetup {
+    /// The agent's builder from its configuration: `None` for `noop` or no
+    /// `builder` block (and then the `registry` block only serves pulls).
+    /// Registries reached through `env`'s credentials; `docker_config`
+    /// (`None`: `$DOCKER_CONFIG`, else `~/.docker`) for any other registry.
+    /// Returns the setup and its warnings (a registry block ignored...).
+    pub async fn from_config(
+        cfg: &AgentConfig,
+        env: &CloudEnv,
+        engine: SharedEngine,
+        docker_config: Option<PathBuf>,
+    ) -> Result<Option<(BuildSetup, Vec<String>)>, SetupError> {
+        let Some(b) = cfg.builder.as_ref() else { return Ok(None) };
+        let builder: Arc<dyn Builder> = match b.builder_type {
+            BuilderType::Noop => return Ok(None),
+            BuilderType::Docker => Arc::new(DockerBuilder::new(engine.clone(), docker_config.clone())),
+            BuilderType::Kaniko => return Err(SetupError::Unsupported("kaniko")),
+        };
+        let chosen = crate::registry::from_config(cfg, env, docker_config.as_deref()).await?;
+        let platform = b.platform.map(|p| match p {
+            Platform::LinuxAmd64 => "linux/amd64".to_string(),
+            Platform::LinuxArm64 => "linux/arm64".to_string(),
+        });
+        let setup = BuildSetup {
+            builder,
+            destination: chosen.destination,
+            platform,
+            accelerator_base_image: b.accelerator_base_image.clone(),
+            python_base_image: DEFAULT_PYTHON_BASE_IMAGE.to_string(),
+            build_args: BTreeMap::new(),
+            engine,
+        };
+        Ok(Some((setup, chosen.warnings)))
+    }
 }
 
 impl std::fmt::Debug for BuildSetup {

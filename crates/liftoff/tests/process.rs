@@ -341,7 +341,7 @@ async fn sigkill_then_restart(exit_first: bool) {
             match c.stream {
                 liftoff_core::api::LogStream::Stdout => out.push_str(&c.data),
                 liftoff_core::api::LogStream::Stderr => err.push_str(&c.data),
-                liftoff_core::api::LogStream::Agent => {}
+                liftoff_core::api::LogStream::Agent | liftoff_core::api::LogStream::Build => {}
             }
         }
         after = page.next_seq;

@@ -5,6 +5,12 @@
 //!   local-container runner (needs a Docker engine: `DOCKER_HOST`);
 //! * `rss`: the agent's resident memory while idle and while it runs 50
 //!   local-process jobs;
+//! * `build`: enqueue→running of a code job built by the docker builder and
+//!   pushed to a registry: the first build of new content against the same
+//!   job unchanged, whose image the registry already has (the agent finds
+//!   its content-addressed tag and builds nothing). Needs a Docker engine
+//!   (`DOCKER_HOST`) and a registry (`--registry`, credentials in
+//!   `DOCKER_CONFIG`'s config.json);
 //! * `cpu`: Liftoff's own CPU per run: a `liftoff server` process and a
 //!   `liftoff agent` process run a burst of trivial local-process jobs; the
 //!   CPU the two processes used (from /proc, their own time, not their
@@ -47,6 +53,17 @@ enum What {
     Rss {
         #[arg(long, default_value_t = 50)]
         jobs: usize,
+    },
+    /// Enqueue→running of a built job: first build vs image found.
+    Build {
+        /// `host:port` of a registry the agent pushes to (credentials from `DOCKER_CONFIG`).
+        #[arg(long)]
+        registry: String,
+        /// The base image of the job's Dockerfile, already in the engine.
+        #[arg(long, default_value = "liftoff-test/busybox:1")]
+        base: String,
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
     },
     /// Server and agent CPU per run over a burst of `runs` trivial jobs.
     Cpu {
@@ -243,6 +260,101 @@ impl Rig {
     }
 }
 
+/// A code job whose Dockerfile copies its files onto `base`; `marker` makes its content unique.
+async fn built_job(r: &Rig, name: &str, base: &str, marker: &str) -> anyhow::Result<()> {
+    let code = r.dir.path().join(format!("code-{marker}"));
+    std::fs::create_dir_all(&code)?;
+    std::fs::write(code.join("Dockerfile"), format!("FROM {base}\nCOPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n"))?;
+    std::fs::write(code.join("run.sh"), "echo up\n")?;
+    std::fs::write(code.join("marker.txt"), marker)?;
+    let gz = liftoff_archive::pack_dir(&code)?;
+    let digest = liftoff_archive::sha256_digest(&gz);
+    r.client.upload_blob(&digest, gz).await?;
+    let source = JobSourceSpec {
+        code: Some(CodeSource {
+            digest,
+            entrypoint: vec!["sh".into(), "run.sh".into()],
+            build_context: None,
+            dockerfile: Some("Dockerfile".into()),
+            base_image: None,
+        }),
+        ..Default::default()
+    };
+    let job = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime: None };
+    r.client.create_job(&job).await?;
+    Ok(())
+}
+
+async fn build(liftoff: &PathBuf, registry: &str, base: &str, samples: usize) -> anyhow::Result<()> {
+    let r = rig("boxes", ResourceType::LocalContainer).await?;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let config = r.dir.path().join("launch-config.yaml");
+    std::fs::write(
+        &config,
+        format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {registry}/liftoff-bench/build-{}\n", &run[..8]),
+    )?;
+    let mut agent = Command::new(liftoff)
+        .args(["agent", "-c"])
+        .arg(&config)
+        .args(["--agent-key", "bench", "--work-dir"])
+        .arg(r.dir.path().join("work"))
+        .env("LIFTOFF_BASE_URL", &r.url)
+        .env("LIFTOFF_API_KEY", &r.key)
+        .env("TMPDIR", r.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("failed to start {}", liftoff.display()))?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // registered and long-polling
+    let launch = |job: String| {
+        let client = r.client.clone();
+        async move {
+            let t = Instant::now();
+            let id = client.launch("boxes", &LaunchRequest { job, ..Default::default() }).await?.item_id;
+            anyhow::Ok((t, id))
+        }
+    };
+    let (mut first, mut found, mut first_step, mut found_step) = (vec![], vec![], vec![], vec![]);
+    for n in 0..samples {
+        // new content: built and pushed
+        built_job(&r, &format!("new-{n}"), base, &format!("{run}-{n}")).await?;
+        let (t, id) = launch(format!("new-{n}")).await?;
+        let item = r.wait(&id, |i| i.state == ItemState::Running || i.state.is_terminal()).await?;
+        first.push(t.elapsed());
+        let b = item.build.context("no build record")?;
+        anyhow::ensure!(b.how == liftoff_core::api::BuildHow::Built, "expected a build, got {}", b.how.as_str());
+        first_step.push(Duration::from_secs_f64(b.seconds));
+        r.wait(&id, |i| i.state.is_terminal()).await?;
+        // the same job again: its image is in the registry
+        let (t, id) = launch(format!("new-{n}")).await?;
+        let item = r.wait(&id, |i| i.state == ItemState::Running || i.state.is_terminal()).await?;
+        found.push(t.elapsed());
+        let b = item.build.context("no build record")?;
+        anyhow::ensure!(b.how == liftoff_core::api::BuildHow::Found, "expected found, got {}", b.how.as_str());
+        found_step.push(Duration::from_secs_f64(b.seconds));
+        let end = r.wait(&id, |i| i.state.is_terminal()).await?;
+        anyhow::ensure!(end.state == ItemState::Finished, "run ended {} ({:?})", end.state, end.reason);
+    }
+    agent.kill()?;
+    for v in [&mut first, &mut found, &mut first_step, &mut found_step] {
+        v.sort();
+    }
+    println!("docker builder, push to {registry}, {samples} jobs, each launched twice:");
+    println!(
+        "  first build  enqueue -> running: p50 {:?}, p90 {:?} (build step {:?} p50)",
+        pct(&first, 0.5),
+        pct(&first, 0.9),
+        pct(&first_step, 0.5)
+    );
+    println!(
+        "  image found  enqueue -> running: p50 {:?}, p90 {:?} (build step {:?} p50)",
+        pct(&found, 0.5),
+        pct(&found, 0.9),
+        pct(&found_step, 0.5)
+    );
+    Ok(())
+}
+
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
@@ -262,6 +374,7 @@ async fn main() -> anyhow::Result<()> {
     };
     match args.what {
         What::Cpu { runs, jobs, db } => cpu(&liftoff, runs, jobs, db).await?,
+        What::Build { registry, base, samples } => build(&liftoff, &registry, &base, samples).await?,
         What::Container { image, samples } => {
             let r = rig("boxes", ResourceType::LocalContainer).await?;
             let source = JobSourceSpec {

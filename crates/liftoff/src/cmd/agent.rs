@@ -161,6 +161,23 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
         None => None,
     };
     let hostname = hostname();
+    let environment = liftoff_cloud::CloudEnv::resolve(cfg.environment.as_ref())
+        .await
+        .context("could not set up the agent's environment")?;
+    let engine = liftoff_run::SharedEngine::new(None);
+    let build = match liftoff_build::BuildSetup::from_config(&cfg, &environment, engine, None)
+        .await
+        .context("could not set up the agent's builder")?
+    {
+        Some((setup, warnings)) => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            tracing::info!(builder = ?setup, "builds enabled");
+            Some(std::sync::Arc::new(setup))
+        }
+        None => None,
+    };
     let opts = AgentOptions {
         queues: cfg.queues.clone(),
         max_jobs: cfg.max_jobs.map_or(-1, i64::from),
@@ -175,6 +192,7 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
         hostname,
         supervisor: Some(supervisor()?),
         run_as,
+        build,
         ..AgentOptions::default()
     };
     tracing::info!(%entity, %base_url, queues = ?opts.queues, max_jobs = opts.max_jobs, work_dir = %opts.work_dir.display(), "starting agent");
