@@ -4,8 +4,8 @@
 # liftoff-test/gar/busybox:1), pushed through the engine. Source after .ci/docker.sh (uses its engine and image).
 #   LIFTOFF_TEST_TOKEN_REGISTRY  127.0.0.1:<port>, `auth: token` behind .ci/token_server.py
 #                                (RS256 JWT with x5c) on LIFTOFF_TEST_TOKEN_REALM; users
-#                                liftoff/liftoff-token-password (pull,push,delete) and
-#                                puller/puller-password (pull only)
+#                                liftoff/liftoff-token-password (pull,push,delete),
+#                                pusher/pusher-password (pull,push) and puller/puller-password (pull)
 #   LIFTOFF_TEST_CLOUD_REGISTRY  127.0.0.1:<port>, htpasswd Basic with the logins the cloud
 #                                registries end with: AWS/123456789012-auth-token (what moto's
 #                                ECR token decodes to), oauth2accesstoken/liftoff-test-gcp-token
@@ -39,8 +39,9 @@ if [ -z "$TR_REALM_PORT" ] || ! tr_up "http://127.0.0.1:$TR_REALM_PORT/token?ser
   echo "ci: starting the token server on 127.0.0.1:$TR_REALM_PORT" >&2
   setsid nohup python3 "$(dirname "${BASH_SOURCE[0]}")/token_server.py" "$TR_REALM_PORT" "$TR_DIR/token.key" \
     "$TR_DIR/token.crt" liftoff-test-issuer liftoff-test-registry \
-    liftoff:liftoff-token-password:pull,push,delete puller:puller-password:pull \
+    liftoff:liftoff-token-password:pull,push,delete pusher:pusher-password:pull,push puller:puller-password:pull \
     >"$TR_DIR/token-server.log" 2>&1 </dev/null &
+  echo "$!" >"$TR_DIR/token-server.pid"
   tr_wait "http://127.0.0.1:$TR_REALM_PORT/token?service=liftoff-test-registry" "$TR_DIR/token-server.log"
   echo "$TR_REALM_PORT" >"$TR_DIR/realm.port"
   rm -f "$TR_DIR/registry.port"   # its config names the old realm

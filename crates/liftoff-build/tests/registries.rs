@@ -129,6 +129,15 @@ async fn a_token_auth_registry_gets_bearer_tokens_for_the_scope_it_needs() {
     assert_eq!(source, format!("auths.{host} in {}", config_file(dir.path())));
     assert!(message.contains(&format!("the token server {realm}")) && message.contains("401"), "{message}");
 
+    // a user who may push but not delete: the push is proven, the blob stays
+    let (reg, _dir) = registry(Some(("pusher", "pusher-password")));
+    match reg.push_check().await.unwrap() {
+        PushCheck::Kept { reason } => {
+            assert!(reason.starts_with("the push works; these credentials may not delete"), "{reason}")
+        }
+        PushCheck::Deleted => panic!("the token server gives pusher no delete"),
+    }
+
     // a pull-only user reads, but cannot push
     let (reg, _dir) = registry(Some(("puller", "puller-password")));
     assert_eq!(reg.manifest_digest("1").await.unwrap(), Some(digest.clone()));

@@ -18,8 +18,18 @@ pub enum Destination {
     Registry(Arc<dyn Registry>),
 }
 
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LocalEngine => f.write_str("LocalEngine"),
+            Self::Registry(r) => f.debug_tuple("Registry").field(&r.describe()).finish(),
+        }
+    }
+}
+
 /// [`from_config`]'s answer: the destination, and what the agent should
 /// warn about (a registry block that was ignored or overridden).
+#[derive(Debug)]
 pub struct ChosenDestination {
     pub destination: Destination,
     pub warnings: Vec<String>,
