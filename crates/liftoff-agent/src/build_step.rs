@@ -89,7 +89,8 @@ pub async fn build(
     let builder = &setup.builder;
     let mut base_digests = Vec::new();
     for base in context.base_images() {
-        let digest = builder.base_digest(&base, logs).await.map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?;
+        let digest =
+            builder.base_digest(&base, logs).await.map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?;
         base_digests.push((base, digest));
     }
     let tag = content_tag(&TagInputs {
@@ -182,16 +183,12 @@ pub async fn build(
 async fn find(setup: &BuildSetup, image: &str, tag: &str) -> Result<Option<(String, Option<String>)>, JobError> {
     match &setup.destination {
         Destination::Registry(r) => {
-            let digest =
-                r.manifest_digest(tag).await.map_err(|e| build_error(JobErrorCode::Push, e.to_string()))?;
+            let digest = r.manifest_digest(tag).await.map_err(|e| build_error(JobErrorCode::Push, e.to_string()))?;
             Ok(digest.map(|d| (format!("{}@{d}", r.repository()), Some(d))))
         }
         Destination::LocalEngine => {
-            let id = setup
-                .builder
-                .local_image(image)
-                .await
-                .map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?;
+            let id =
+                setup.builder.local_image(image).await.map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?;
             Ok(id.map(|id| (image.to_string(), Some(id))))
         }
     }
@@ -220,15 +217,10 @@ async fn build_and_push(
             Some(Push { registry: r.describe(), source: credential_source(&auth), auth })
         }
     };
-    let req = BuildRequest {
-        context,
-        image,
-        platform: setup.platform.as_deref(),
-        build_args: &setup.build_args,
-        push,
-    };
+    let req = BuildRequest { context, image, platform: setup.platform.as_deref(), build_args: &setup.build_args, push };
     setup.builder.build(req, logs).await.map_err(|e| {
-        let code = if matches!(e, liftoff_build::BuildError::Push { .. }) { JobErrorCode::Push } else { JobErrorCode::Build };
+        let code =
+            if matches!(e, liftoff_build::BuildError::Push { .. }) { JobErrorCode::Push } else { JobErrorCode::Build };
         build_error(code, e.to_string())
     })?;
     match find(setup, image, tag).await? {

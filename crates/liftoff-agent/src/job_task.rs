@@ -3,9 +3,9 @@
 //! left running by an agent that died.
 
 use crate::agent::AgentOptions;
+use crate::build_step;
 use crate::log_shipper::{LogShipper, ShipOutcome};
 use crate::materialize::materialize;
-use crate::build_step;
 use crate::runners;
 use liftoff_client::{Client, ClientError};
 use liftoff_core::api::{Claim, ItemView, LogStream};

@@ -84,11 +84,7 @@ async fn setup(c: &Components, yaml: &str, docker_config: Option<std::path::Path
     .unwrap_or_else(|e| panic!("{e:?}"));
     let engine = liftoff_run::SharedEngine::new(Some(c.docker_host.clone()));
     let env = liftoff_cloud::CloudEnv::resolve(resolved.config.environment.as_ref()).await.unwrap();
-    BuildSetup::from_config(&resolved.config, &env, engine, docker_config)
-        .await
-        .unwrap()
-        .expect("a docker builder")
-        .0
+    BuildSetup::from_config(&resolved.config, &env, engine, docker_config).await.unwrap().expect("a docker builder").0
 }
 
 fn options(r: &Rig, c: &Components, build: BuildSetup) -> AgentOptions {
@@ -122,7 +118,11 @@ async fn a_code_job_is_built_once_found_next_time_and_built_again_when_its_code_
     assert_eq!(built.how, BuildHow::Built);
     assert_eq!(built.builder, "docker");
     let digest = built.digest.clone().expect("a pushed image has a digest");
-    assert!(built.image.starts_with(&format!("{repo}:lf-")) && built.image.ends_with(&format!("@{digest}")), "{}", built.image);
+    assert!(
+        built.image.starts_with(&format!("{repo}:lf-")) && built.image.ends_with(&format!("@{digest}")),
+        "{}",
+        built.image
+    );
     let build_log = r.logs(&first, LogStream::Build).await;
     assert!(build_log.contains("Step 1/4 : FROM"), "{build_log}");
     assert!(build_log.contains(&format!("pushing {repo}:lf-")), "{build_log}");
@@ -221,7 +221,8 @@ async fn without_a_registry_the_image_stays_in_the_engine_and_is_found_there() {
     let marker = uuid::Uuid::new_v4().to_string();
     let job = format!("local-{}", &marker[..8]);
     files_job(&r, &job, &job_files(&c, &marker)).await;
-    let (stop, agent) = r.agent_with(options(&r, &c, setup(&c, "queues: [boxes]\nbuilder: {type: docker}\n", None).await));
+    let (stop, agent) =
+        r.agent_with(options(&r, &c, setup(&c, "queues: [boxes]\nbuilder: {type: docker}\n", None).await));
     let mut records = vec![];
     for _ in 0..2 {
         let id = r.launch_on("boxes", &job).await;

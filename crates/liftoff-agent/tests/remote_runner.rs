@@ -61,7 +61,12 @@ impl Runner for ChildRunner {
         let claimed = Claimed { item_id: req.item.id.clone(), fence: req.item.fence, run_id: req.item.run_id.clone() };
         Ok(Plan::new(false, vec![], claimed))
     }
-    async fn prepare(&self, plan: Plan, _built: Option<BuiltImage>, _logs: &LogSender) -> Result<Prepared, JobError> {
+    async fn prepare(
+        &self,
+        plan: Plan,
+        _built: Option<liftoff_run::BuiltImage>,
+        _logs: &LogSender,
+    ) -> Result<Prepared, JobError> {
         let claimed: Claimed = plan.into_work()?;
         Ok(Prepared::new(vec![], "a child process".into(), claimed))
     }

@@ -154,7 +154,11 @@ impl Builder for DockerBuilder {
             .await;
         let credentials = push.auth.map(|a| {
             if a.username == IDENTITY_TOKEN_USER {
-                DockerCredentials { identitytoken: Some(a.password), serveraddress: Some(a.serveraddress), ..Default::default() }
+                DockerCredentials {
+                    identitytoken: Some(a.password),
+                    serveraddress: Some(a.serveraddress),
+                    ..Default::default()
+                }
             } else {
                 DockerCredentials {
                     username: Some(a.username),
@@ -185,12 +189,7 @@ impl Builder for DockerBuilder {
                 Err(e) => Some(engine_message(e)),
             };
             if let Some(message) = message {
-                return Err(BuildError::Push {
-                    image,
-                    registry: push.registry,
-                    source_name: push.source,
-                    message,
-                });
+                return Err(BuildError::Push { image, registry: push.registry, source_name: push.source, message });
             }
         }
         Ok(())

@@ -1,10 +1,33 @@
 //! Where built images go: the [`Registry`] seam, one implementation per
-//! kind in `registry/` (OCI, ECR, Artifact Registry, ACR).
-//! SKELETON: the trait is settled; the implementations and
-//! `from_config` are filled in by the registries work.
+//! kind in `registry/` (any OCI registry, ECR, Artifact Registry, ACR), all
+//! speaking the Distribution API through one client (`distribution.rs`) and
+//! differing only in where their login comes from ([`LoginSource`]).
+//! [`from_config`] turns `builder.destination` or the `registry` block into
+//! a [`Destination`].
 
 use async_trait::async_trait;
 use liftoff_run::container::RegistryAuth;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+mod acr;
+mod challenge;
+mod destination;
+mod distribution;
+#[cfg(feature = "aws")]
+mod ecr;
+mod gar;
+mod oci;
+mod token_source;
+
+pub use acr::AcrRegistry;
+pub use challenge::{Challenge, parse_challenges};
+pub use destination::{ChosenDestination, Destination, RegistryTarget, check_environment, from_config, target};
+#[cfg(feature = "aws")]
+pub use ecr::{EcrRegistry, decode_authorization_token};
+pub use gar::GarRegistry;
+pub use oci::OciRegistry;
+pub use token_source::TokenSource;
 
 /// A registry images are pushed to and checked in.
 #[async_trait]
@@ -26,26 +49,58 @@ pub trait Registry: Send + Sync {
 
     /// For `doctor`: proves a push is accepted by uploading a tiny blob
     /// and deleting it again.
-    async fn check_push(&self) -> Result<(), RegistryError>;
+    async fn check_push(&self) -> Result<(), RegistryError> {
+        self.push_check().await.map(|_| ())
+    }
+
+    /// [`Registry::check_push`], saying whether the blob could be deleted
+    /// (a registry without deletes keeps it: the push is proven all the same).
+    async fn push_check(&self) -> Result<PushCheck, RegistryError>;
+}
+
+/// What a push check did with its blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushCheck {
+    /// Uploaded and deleted again.
+    Deleted,
+    /// Uploaded; the registry would not delete it (why, for `doctor`).
+    Kept { reason: String },
 }
 
 /// A registry failure; every message names the registry and, for
 /// credentials, the source tried, never the secret.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// The registry (or its token server) refused the credentials, or they
+    /// do not allow the operation (a pull-only token asked to push).
     #[error("{registry}: credentials from {source_name} were refused: {message}")]
     Unauthorized { registry: String, source_name: String, message: String },
+    /// Anything else: unreachable, an unexpected answer, a configuration
+    /// that cannot work (a region that differs from the environment's).
     #[error("{registry}: {message}")]
     Other { registry: String, message: String },
+    /// The environment's credentials could not be had.
     #[error(transparent)]
     Cloud(#[from] liftoff_cloud::CloudError),
 }
 
-/// Where an agent's built images go.
+/// Credentials for one registry and where they came from.
 #[derive(Clone)]
-pub enum Destination {
-    /// No registry configured: images stay in the builder's engine and are
-    /// not pushed (runs on the same host use them).
-    LocalEngine,
-    Registry(std::sync::Arc<dyn Registry>),
+pub struct Login {
+    /// `None`: anonymous.
+    pub auth: Option<RegistryAuth>,
+    /// For messages: `credHelpers.x in /root/.docker/config.json`,
+    /// `ECR GetAuthorizationToken (us-east-1)`, `anonymous`...
+    pub source: String,
+    /// When the credentials stop working, if the source says.
+    pub expires: Option<SystemTime>,
 }
+
+/// Where a registry's [`Login`] comes from: the docker config, a cloud API.
+#[async_trait]
+pub trait LoginSource: Send + Sync {
+    async fn login(&self) -> Result<Login, RegistryError>;
+}
+
+/// A shared registry, as [`Destination::Registry`] holds it.
+pub type SharedRegistry = Arc<dyn Registry>;

@@ -684,7 +684,21 @@ fn registry_rules() {
         Some(ImageDestination::Acr { registry: "my-registry".into(), repository: "my-repository".into() })
     );
     one_error("registry: {uri: a.azurecr.io/r, url: a.azurecr.io/r}\n", "registry.url", "legacy name of uri");
-    one_error("registry: {repository: r}\n", "registry.type", "need a registry type");
+    // without a type: not refused; a bare uri is kept, anything else ignored with a warning
+    for (file, path) in [
+        ("registry: {repository: r}\n", "registry"),
+        ("registry: {image-name: i}\n", "registry"),
+        ("registry: {uri: registry.example.com/r, repository: r}\n", "registry.repository"),
+    ] {
+        let r = check(file);
+        assert!(
+            r.warnings.iter().any(|w| w.path == path && w.message.starts_with("ignored:")),
+            "{file}: {:?}",
+            r.warnings
+        );
+    }
+    let r = check("registry: {uri: registry.example.com/r, repository: r}\n");
+    assert_eq!(r.config.registry.unwrap().uri.map(|u| u.uri()).as_deref(), Some("registry.example.com/r"));
     one_error("registry: {uri: x.azurecr.io/r:tag}\n", "registry.uri", "no tag");
 }
 

@@ -22,7 +22,9 @@ pub use engine::{ContainerEngine, EngineError};
 pub use job_error::{JobError, JobErrorCode};
 pub use lines::LineSplitter;
 pub use registry::RunnerRegistry;
+pub use runner::{
+    Adoptable, AdoptedWork, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput,
+};
 pub use shared_engine::SharedEngine;
-pub use runner::{Adoptable, AdoptedWork, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput};
 /// A line of a run's output, tagged with the stream it came from.
 pub type LogLine = (liftoff_core::api::LogStream, String);

@@ -6,7 +6,9 @@ use crate::container::{
     CODE_MOUNT, ContainerRunner, ContainerSpec, FoundContainer, IDENTITY_TOKEN_USER, RunningContainer,
 };
 use crate::lines::agent_line;
-use crate::runner::{Adoptable, AdoptedWork, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput};
+use crate::runner::{
+    Adoptable, AdoptedWork, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput,
+};
 use crate::{JobError, JobErrorCode, SharedEngine};
 use async_trait::async_trait;
 use liftoff_core::docker_options::{self, ContainerOptions};

@@ -34,6 +34,15 @@ pub async fn registry_auth(image: &str, dir: &Path) -> anyhow::Result<Option<Reg
     registry_auth_with(image, dir, None, HELPER_TIMEOUT).await
 }
 
+/// [`registry_auth`] and the source of the credentials, for messages:
+/// `credHelpers.<host> in <dir>/config.json (docker-credential-<name>)`,
+/// `credsStore in ...` or `auths.<host> in ...`. Pushes (liftoff-build's
+/// registries) read credentials through this too, so pulls and pushes
+/// share one credential path.
+pub async fn registry_auth_and_source(image: &str, dir: &Path) -> anyhow::Result<Option<(RegistryAuth, String)>> {
+    lookup(image, dir, None, HELPER_TIMEOUT).await
+}
+
 /// [`registry_auth`], looking helpers up in `path` instead of `$PATH`.
 async fn registry_auth_with(
     image: &str,
@@ -41,6 +50,15 @@ async fn registry_auth_with(
     path: Option<OsString>,
     timeout: Duration,
 ) -> anyhow::Result<Option<RegistryAuth>> {
+    Ok(lookup(image, dir, path, timeout).await?.map(|(auth, _)| auth))
+}
+
+async fn lookup(
+    image: &str,
+    dir: &Path,
+    path: Option<OsString>,
+    timeout: Duration,
+) -> anyhow::Result<Option<(RegistryAuth, String)>> {
     let file = dir.join("config.json");
     let text = match std::fs::read(&file) {
         Ok(t) if t.len() <= 1 << 20 => t,
@@ -65,11 +83,13 @@ async fn registry_auth_with(
                 file.display()
             )
         })?;
-        return run_helper(name, &field, host, path, timeout).await;
+        let source = format!("{field} in {} (docker-credential-{name})", file.display());
+        return Ok(run_helper(name, &field, host, path, timeout).await?.map(|a| (a, source)));
     }
     let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else { return Ok(None) };
-    let entry = auths.iter().find(|(k, _)| normalise(k) == normalise(host)).map(|(_, v)| v);
-    let Some(entry) = entry else { return Ok(None) };
+    let entry = auths.iter().find(|(k, _)| normalise(k) == normalise(host));
+    let Some((key, entry)) = entry else { return Ok(None) };
+    let source = format!("auths.{key} in {}", file.display());
     let (username, password) = if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
@@ -87,7 +107,7 @@ async fn registry_auth_with(
             _ => return Ok(None),
         }
     };
-    Ok(Some(RegistryAuth { username, password, serveraddress: host.to_string() }))
+    Ok(Some((RegistryAuth { username, password, serveraddress: host.to_string() }, source)))
 }
 
 fn valid_helper_name(name: &str) -> bool {
@@ -224,6 +244,10 @@ esac"#;
         // credHelpers names a helper per registry and beats credsStore
         write(serde_json::json!({"credsStore": "broken", "credHelpers": {"reg.example:5000": "known"}}));
         assert_eq!(auth("reg.example:5000/img").await.unwrap().unwrap().username, "ada");
+        let (_, source) =
+            lookup("reg.example:5000/img", dir.path(), Some(path.clone()), HELPER_TIMEOUT).await.unwrap().unwrap();
+        let file = dir.path().join("config.json");
+        assert_eq!(source, format!("credHelpers.reg.example:5000 in {} (docker-credential-known)", file.display()));
         let e = auth("ghcr.io/x/y").await.unwrap_err().to_string();
         assert!(
             e.contains("docker-credential-broken (from credsStore) failed for ghcr.io")
@@ -286,6 +310,8 @@ esac"#;
         );
         let hub = registry_auth("library/busybox", dir.path()).await.unwrap().unwrap();
         assert_eq!(hub.username, "hub");
+        let (_, source) = registry_auth_and_source("127.0.0.1:5000/x", dir.path()).await.unwrap().unwrap();
+        assert_eq!(source, format!("auths.127.0.0.1:5000 in {}", dir.path().join("config.json").display()));
         assert!(registry_auth("ghcr.io/x/y", dir.path()).await.unwrap().is_none());
         let none = tempfile::tempdir().unwrap();
         assert!(registry_auth("img", none.path()).await.unwrap().is_none(), "no config: anonymous");

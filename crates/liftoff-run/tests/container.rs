@@ -67,7 +67,7 @@ async fn drain(mut rx: mpsc::Receiver<LogLine>, task: JoinHandle<anyhow::Result<
         match stream {
             LogStream::Stdout => out.push(line),
             LogStream::Stderr => err.push(line),
-            LogStream::Agent => panic!("agent line from a container: {line}"),
+            LogStream::Agent | LogStream::Build => panic!("agent line from a container: {line}"),
         }
     }
     task.await.unwrap().expect("log stream");

@@ -264,7 +264,10 @@ impl Rig {
 async fn built_job(r: &Rig, name: &str, base: &str, marker: &str) -> anyhow::Result<()> {
     let code = r.dir.path().join(format!("code-{marker}"));
     std::fs::create_dir_all(&code)?;
-    std::fs::write(code.join("Dockerfile"), format!("FROM {base}\nCOPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n"))?;
+    std::fs::write(
+        code.join("Dockerfile"),
+        format!("FROM {base}\nCOPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n"),
+    )?;
     std::fs::write(code.join("run.sh"), "echo up\n")?;
     std::fs::write(code.join("marker.txt"), marker)?;
     let gz = liftoff_archive::pack_dir(&code)?;
@@ -291,7 +294,10 @@ async fn build(liftoff: &PathBuf, registry: &str, base: &str, samples: usize) ->
     let config = r.dir.path().join("launch-config.yaml");
     std::fs::write(
         &config,
-        format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {registry}/liftoff-bench/build-{}\n", &run[..8]),
+        format!(
+            "queues: [boxes]\nbuilder:\n  type: docker\n  destination: {registry}/liftoff-bench/build-{}\n",
+            &run[..8]
+        ),
     )?;
     let mut agent = Command::new(liftoff)
         .args(["agent", "-c"])

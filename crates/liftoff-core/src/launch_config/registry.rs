@@ -111,9 +111,18 @@ pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<RegistryC
             "a gcr registry needs uri, or repository and image-name",
         ),
         Some(RegistryType::Acr) if !has_uri => is.missing(&join(path, "uri"), node, "an acr registry needs uri"),
-        None if type_ok && (has_repo || has_image) => {
-            is.missing(&join(path, "type"), node, "repository and image-name need a registry type (ecr or gcr)")
-        }
+        // as in the reference, a block without type is not refused: a bare
+        // uri is still pushed to, anything else is ignored with a warning
+        None if type_ok && has_uri && (has_repo || has_image) => is.warn(
+            &join(path, if has_repo { "repository" } else { "image-name" }),
+            None,
+            "ignored: without a registry type only uri is used (repository and image-name need type: ecr or gcr)",
+        ),
+        None if type_ok && !has_uri => is.warn(
+            path,
+            None,
+            "ignored: a registry block without type or uri names no registry (images stay in the local engine)",
+        ),
         _ => {}
     }
     type_ok.then_some(cfg)
