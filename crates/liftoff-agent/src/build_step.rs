@@ -34,11 +34,12 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
-/// The local name of images that stay in the agent's engine.
+/// The local name of images that stay in the agent's engine: the job's
+/// name (without entity, project or version), docker-safe.
 fn local_repository(item: &ItemView) -> String {
-    let job: String = item
-        .spec
-        .job
+    let name = item.spec.job.rsplit('/').next().unwrap_or_default();
+    let name = name.split(':').next().unwrap_or_default();
+    let job: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c.to_ascii_lowercase() } else { '-' })
         .collect();
@@ -104,8 +105,12 @@ pub async fn build(
         Destination::Registry(r) => r.repository().to_string(),
     };
     let image = format!("{repository}:{tag}");
-    let record = |how: BuildHow, image: String, digest: Option<String>| BuildRecord {
-        image,
+    // recorded as `repo:tag@digest` (pushed) or `repo:tag` (in the engine)
+    let record = |how: BuildHow, digest: Option<String>| BuildRecord {
+        image: match (&setup.destination, &digest) {
+            (Destination::Registry(_), Some(d)) => format!("{image}@{d}"),
+            _ => image.clone(),
+        },
         digest,
         how,
         seconds: started.elapsed().as_secs_f64(),
@@ -118,7 +123,7 @@ pub async fn build(
         let auth = registry_auth(setup).await?;
         return Ok(Built {
             image: BuiltImage { image: found.0.clone(), entrypoint, auth },
-            record: record(BuildHow::Found, found.0, found.1),
+            record: record(BuildHow::Found, found.1),
             warnings,
         });
     }
@@ -155,7 +160,7 @@ pub async fn build(
                 let auth = registry_auth(setup).await?;
                 return Ok(Built {
                     image: BuiltImage { image: found.0.clone(), entrypoint, auth },
-                    record: record(BuildHow::Waited, found.0, found.1),
+                    record: record(BuildHow::Waited, found.1),
                     warnings,
                 });
             }
@@ -170,8 +175,8 @@ pub async fn build(
                 let (reference, digest) = result?;
                 let auth = registry_auth(setup).await?;
                 return Ok(Built {
-                    image: BuiltImage { image: reference.clone(), entrypoint, auth },
-                    record: record(BuildHow::Built, reference, digest),
+                    image: BuiltImage { image: reference, entrypoint, auth },
+                    record: record(BuildHow::Built, digest),
                     warnings,
                 });
             }
