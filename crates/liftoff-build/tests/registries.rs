@@ -143,7 +143,11 @@ async fn a_token_auth_registry_gets_bearer_tokens_for_the_scope_it_needs() {
     assert_eq!(reg.manifest_digest("1").await.unwrap(), Some(digest.clone()));
     let e = reg.check_push().await.unwrap_err();
     let (_, _, message) = unauthorized(e);
-    assert!(message.contains("authentication failed (401 Unauthorized)"), "{message}");
+    assert!(
+        message
+            .starts_with("they do not allow pull,push on liftoff-test/busybox (insufficient_scope, 401 Unauthorized)"),
+        "{message}"
+    );
 
     // anonymous tokens carry no access to this repository
     let (reg, _dir) = registry(None);
@@ -343,4 +347,46 @@ async fn acr_exchanges_an_entra_token_for_a_refresh_token() {
     .unwrap();
     let (_, _, message) = unauthorized(reg.manifest_digest("1").await.unwrap_err());
     assert!(message.contains("service does not name this registry"), "{message}");
+}
+
+/// A registry stand-in that answers every request 401 with `challenge`
+/// (`None`: no Www-Authenticate at all).
+async fn challenging_registry(challenge: Option<&'static str>) -> String {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(move || async move {
+        match challenge {
+            Some(c) => (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, c)]).into_response(),
+            None => StatusCode::UNAUTHORIZED.into_response(),
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn credentials_go_to_no_plain_http_token_realm_and_odd_challenges_are_named() {
+    // 203.0.113.0/24 is TEST-NET-3: never reached, the realm is refused first
+    let host = challenging_registry(Some(r#"Bearer realm="http://203.0.113.7/token",service="x""#)).await;
+    let dir = docker_config(&host, Some(("ada", "s3cret")));
+    let reg = OciRegistry::new(&host, "team/app", Some(dir.path().to_path_buf())).unwrap();
+    let e = reg.manifest_digest("1").await.unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "registry {host}/team/app: its token realm http://203.0.113.7/token is not https: credentials are not sent there"
+        )
+    );
+
+    let host = challenging_registry(Some("Negotiate")).await;
+    let reg = OciRegistry::new(&host, "team/app", None).unwrap();
+    let (_, source, message) = unauthorized(reg.manifest_digest("1").await.unwrap_err());
+    assert_eq!(source, "anonymous (no docker config directory)");
+    assert_eq!(message, "401 without a Basic or Bearer challenge (Www-Authenticate: 'Negotiate')");
+    let host = challenging_registry(None).await;
+    let reg = OciRegistry::new(&host, "team/app", None).unwrap();
+    let (_, _, message) = unauthorized(reg.check_push().await.unwrap_err());
+    assert_eq!(message, "401 without a Basic or Bearer challenge (Www-Authenticate: '')");
 }
