@@ -390,3 +390,26 @@ async fn credentials_go_to_no_plain_http_token_realm_and_odd_challenges_are_name
     let (_, _, message) = unauthorized(reg.check_push().await.unwrap_err());
     assert_eq!(message, "401 without a Basic or Bearer challenge (Www-Authenticate: '')");
 }
+
+#[tokio::test]
+async fn a_manifest_served_without_its_digest_header_is_hashed() {
+    use axum::http::{Method, StatusCode};
+    use axum::response::IntoResponse;
+    const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+    let app = axum::Router::new().fallback(|method: Method, uri: axum::http::Uri| async move {
+        match (method, uri.path()) {
+            (Method::HEAD, "/v2/team/app/manifests/1") => StatusCode::OK.into_response(),
+            (Method::GET, "/v2/team/app/manifests/1") => (StatusCode::OK, MANIFEST).into_response(),
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let reg = OciRegistry::new(&host, "team/app", None).unwrap();
+    let expected = format!("sha256:{}", hex::encode(Sha256::digest(MANIFEST.as_bytes())));
+    assert_eq!(reg.manifest_digest("1").await.unwrap(), Some(expected));
+    assert_eq!(reg.manifest_digest("2").await.unwrap(), None);
+    let e = reg.manifest_digest("../x").await.unwrap_err().to_string();
+    assert_eq!(e, format!("registry {host}/team/app: '../x' is neither a tag nor a digest"));
+}
