@@ -89,6 +89,16 @@ async fn an_htpasswd_registry_with_the_docker_config_credentials() {
     assert_eq!(reg.push_check().await.unwrap(), PushCheck::Deleted);
     reg.check_push().await.unwrap();
 
+    // the same through the config file: builder.destination wins over the registry block
+    let file =
+        format!("builder: {{type: docker, destination: '{host}/liftoff-test/busybox'}}\nregistry: {{type: local}}\n");
+    let cfg = liftoff_core::launch_config::check_file_text(&file).unwrap().config;
+    let chosen =
+        liftoff_build::registry::from_config(&cfg, &liftoff_cloud::CloudEnv::Local, Some(good.path())).await.unwrap();
+    assert_eq!(chosen.warnings.len(), 1, "{:?}", chosen.warnings);
+    let liftoff_build::registry::Destination::Registry(from_file) = chosen.destination else { panic!() };
+    assert_eq!(from_file.manifest_digest("1").await.unwrap(), Some(digest.clone()));
+
     let wrong = docker_config(&host, Some((&user, "not-the-password")));
     let reg = OciRegistry::new(&host, "liftoff-test/busybox", Some(wrong.path().to_path_buf())).unwrap();
     let e = reg.manifest_digest("1").await.unwrap_err();
