@@ -348,6 +348,7 @@ mod tests {
         let e = check_environment(&ecr, "local", None).unwrap_err();
         assert!(e.contains("reached with aws credentials, but the environment is local"), "{e}");
         let gar = uri("us-central1-docker.pkg.dev/p/r/i");
+        // MERGE: Some(r.into()), Some(p.into()) once liftoff-cloud's EnvironmentConfig::Gcp has Options
         let gcp = |r: &str, p: &str| EnvironmentConfig::Gcp { region: r.into(), project: p.into() };
         assert!(check_environment(&gar, "gcp", Some(&gcp("us-central1", "p"))).is_ok());
         assert!(check_environment(&gar, "gcp", Some(&gcp("europe-west1", "p"))).unwrap_err().contains("region"));
