@@ -6,7 +6,7 @@
 #                                (RS256 JWT with x5c) on LIFTOFF_TEST_TOKEN_REALM; users
 #                                liftoff/liftoff-token-password (pull,push,delete),
 #                                pusher/pusher-password (pull,push) and puller/puller-password (pull)
-#   LIFTOFF_TEST_CLOUD_REGISTRY  127.0.0.1:<port>, htpasswd Basic with the logins the cloud
+#   LIFTOFF_TEST_CLOUD_REGISTRY  127.0.0.1:<port>, deletes disabled, htpasswd Basic with the logins the cloud
 #                                registries end with: AWS/123456789012-auth-token (what moto's
 #                                ECR token decodes to), oauth2accesstoken/liftoff-test-gcp-token
 #                                (Artifact Registry) and 00000000-0000-0000-0000-000000000000/
@@ -66,6 +66,7 @@ fi
 # htpasswd registry with the cloud logins
 CR_PORT="$(cat "$CR_DIR/registry.port" 2>/dev/null || true)"
 if [ -z "$CR_PORT" ] || ! tr_up "http://127.0.0.1:$CR_PORT/v2/"; then
+  [ -f "$CR_DIR/registry.pid" ] && kill "$(cat "$CR_DIR/registry.pid")" 2>/dev/null || true
   CR_PORT="$(tr_free_port)"
   echo "ci: starting the cloud-login docker-registry on 127.0.0.1:$CR_PORT" >&2
   {
@@ -73,9 +74,10 @@ if [ -z "$CR_PORT" ] || ! tr_up "http://127.0.0.1:$CR_PORT/v2/"; then
     htpasswd -Bbn oauth2accesstoken liftoff-test-gcp-token
     htpasswd -Bbn 00000000-0000-0000-0000-000000000000 liftoff-test-acr-refresh-token
   } | grep -v '^$' >"$CR_DIR/htpasswd"
+  # deletes off, as on ECR (blobs go with BatchDeleteImage, not the registry API)
   cat >"$CR_DIR/config.yml" <<EOF
 version: 0.1
-storage: {filesystem: {rootdirectory: $CR_DIR/data}, delete: {enabled: true}}
+storage: {filesystem: {rootdirectory: $CR_DIR/data}, delete: {enabled: false}}
 http: {addr: 127.0.0.1:$CR_PORT}
 auth: {htpasswd: {realm: basic-realm, path: $CR_DIR/htpasswd}}
 EOF

@@ -1,8 +1,8 @@
 //! The registries against real ones: Debian's docker-registry with htpasswd
 //! Basic auth (LIFTOFF_TEST_REGISTRY, `.ci/docker.sh`), with token auth
 //! behind `.ci/token_server.py` (LIFTOFF_TEST_TOKEN_REGISTRY), and with the
-//! logins ECR, Artifact Registry and ACR end with (LIFTOFF_TEST_CLOUD_REGISTRY,
-//! `.ci/token-registry.sh`); ECR's token comes from the moto server
+//! logins ECR, Artifact Registry and ACR end with, deletes disabled as on ECR
+//! (LIFTOFF_TEST_CLOUD_REGISTRY, `.ci/token-registry.sh`); ECR's token comes from the moto server
 //! (LIFTOFF_TEST_S3_ENDPOINT, `.ci/emulators.sh`). Each image checked is
 //! `liftoff-test/busybox:1`, pushed there by those scripts.
 
@@ -89,6 +89,16 @@ async fn an_htpasswd_registry_with_the_docker_config_credentials() {
     assert_eq!(reg.push_check().await.unwrap(), PushCheck::Deleted);
     reg.check_push().await.unwrap();
 
+    // the same through the config file: builder.destination wins over the registry block
+    let file =
+        format!("builder: {{type: docker, destination: '{host}/liftoff-test/busybox'}}\nregistry: {{type: local}}\n");
+    let cfg = liftoff_core::launch_config::check_file_text(&file).unwrap().config;
+    let chosen =
+        liftoff_build::registry::from_config(&cfg, &liftoff_cloud::CloudEnv::Local, Some(good.path())).await.unwrap();
+    assert_eq!(chosen.warnings.len(), 1, "{:?}", chosen.warnings);
+    let liftoff_build::registry::Destination::Registry(from_file) = chosen.destination else { panic!() };
+    assert_eq!(from_file.manifest_digest("1").await.unwrap(), Some(digest.clone()));
+
     let wrong = docker_config(&host, Some((&user, "not-the-password")));
     let reg = OciRegistry::new(&host, "liftoff-test/busybox", Some(wrong.path().to_path_buf())).unwrap();
     let e = reg.manifest_digest("1").await.unwrap_err();
@@ -143,7 +153,11 @@ async fn a_token_auth_registry_gets_bearer_tokens_for_the_scope_it_needs() {
     assert_eq!(reg.manifest_digest("1").await.unwrap(), Some(digest.clone()));
     let e = reg.check_push().await.unwrap_err();
     let (_, _, message) = unauthorized(e);
-    assert!(message.contains("authentication failed (401 Unauthorized)"), "{message}");
+    assert!(
+        message
+            .starts_with("they do not allow pull,push on liftoff-test/busybox (insufficient_scope, 401 Unauthorized)"),
+        "{message}"
+    );
 
     // anonymous tokens carry no access to this repository
     let (reg, _dir) = registry(None);
@@ -168,7 +182,13 @@ async fn ecr_logs_in_with_the_token_of_get_authorization_token() {
     let digest = reg.manifest_digest("1").await.unwrap().expect("the image is there");
     assert_eq!(digest, served_digest(&host, "liftoff-test/busybox", "1", "AWS", "123456789012-auth-token").await);
     assert_eq!(reg.manifest_digest("no-such-tag").await.unwrap(), None);
-    assert_eq!(reg.push_check().await.unwrap(), PushCheck::Deleted);
+    // that registry, like ECR, has no blob deletes: the push is proven all the same
+    match reg.push_check().await.unwrap() {
+        PushCheck::Kept { reason } => {
+            assert!(reason.contains("405 Method Not Allowed (deletes are not enabled: UNSUPPORTED"), "{reason}")
+        }
+        PushCheck::Deleted => panic!("the cloud-login registry has deletes disabled"),
+    }
 
     // a repository given by name: the registry is the one the token is for
     let reg = EcrRegistry::for_repository("liftoff-test/busybox", &sdk).await.unwrap();
@@ -233,7 +253,7 @@ async fn artifact_registry_logs_in_as_oauth2accesstoken() {
     assert_eq!(reg.repository(), "us-central1-docker.pkg.dev/liftoff-test/gar/busybox");
     assert!(reg.manifest_digest("1").await.unwrap().is_some());
     assert_eq!(reg.manifest_digest("no-such-tag").await.unwrap(), None);
-    assert_eq!(reg.push_check().await.unwrap(), PushCheck::Deleted);
+    reg.check_push().await.unwrap();
     let creds = reg.credentials().await.unwrap().unwrap();
     assert_eq!((creds.username.as_str(), creds.password.as_str()), ("oauth2accesstoken", "liftoff-test-gcp-token"));
     assert!(tokens.scopes.lock().unwrap().iter().all(|s| s == "https://www.googleapis.com/auth/cloud-platform"));
@@ -301,7 +321,7 @@ async fn acr_exchanges_an_entra_token_for_a_refresh_token() {
     assert_eq!(reg.repository(), "liftofftest.azurecr.io/liftoff-test/busybox");
     assert!(reg.manifest_digest("1").await.unwrap().is_some());
     assert_eq!(reg.manifest_digest("no-such-tag").await.unwrap(), None);
-    assert_eq!(reg.push_check().await.unwrap(), PushCheck::Deleted);
+    reg.check_push().await.unwrap();
     let creds = reg.credentials().await.unwrap().unwrap();
     assert_eq!(
         (creds.username.as_str(), creds.password.as_str()),
@@ -337,4 +357,69 @@ async fn acr_exchanges_an_entra_token_for_a_refresh_token() {
     .unwrap();
     let (_, _, message) = unauthorized(reg.manifest_digest("1").await.unwrap_err());
     assert!(message.contains("service does not name this registry"), "{message}");
+}
+
+/// A registry stand-in that answers every request 401 with `challenge`
+/// (`None`: no Www-Authenticate at all).
+async fn challenging_registry(challenge: Option<&'static str>) -> String {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(move || async move {
+        match challenge {
+            Some(c) => (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, c)]).into_response(),
+            None => StatusCode::UNAUTHORIZED.into_response(),
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr.to_string()
+}
+
+#[tokio::test]
+async fn credentials_go_to_no_plain_http_token_realm_and_odd_challenges_are_named() {
+    // 203.0.113.0/24 is TEST-NET-3: never reached, the realm is refused first
+    let host = challenging_registry(Some(r#"Bearer realm="http://203.0.113.7/token",service="x""#)).await;
+    let dir = docker_config(&host, Some(("ada", "s3cret")));
+    let reg = OciRegistry::new(&host, "team/app", Some(dir.path().to_path_buf())).unwrap();
+    let e = reg.manifest_digest("1").await.unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "registry {host}/team/app: its token realm http://203.0.113.7/token is not https: credentials are not sent there"
+        )
+    );
+
+    let host = challenging_registry(Some("Negotiate")).await;
+    let reg = OciRegistry::new(&host, "team/app", None).unwrap();
+    let (_, source, message) = unauthorized(reg.manifest_digest("1").await.unwrap_err());
+    assert_eq!(source, "anonymous (no docker config directory)");
+    assert_eq!(message, "401 without a Basic or Bearer challenge (Www-Authenticate: 'Negotiate')");
+    let host = challenging_registry(None).await;
+    let reg = OciRegistry::new(&host, "team/app", None).unwrap();
+    let (_, _, message) = unauthorized(reg.check_push().await.unwrap_err());
+    assert_eq!(message, "401 without a Basic or Bearer challenge (Www-Authenticate: '')");
+}
+
+#[tokio::test]
+async fn a_manifest_served_without_its_digest_header_is_hashed() {
+    use axum::http::{Method, StatusCode};
+    use axum::response::IntoResponse;
+    const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+    let app = axum::Router::new().fallback(|method: Method, uri: axum::http::Uri| async move {
+        match (method, uri.path()) {
+            (Method::HEAD, "/v2/team/app/manifests/1") => StatusCode::OK.into_response(),
+            (Method::GET, "/v2/team/app/manifests/1") => (StatusCode::OK, MANIFEST).into_response(),
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let reg = OciRegistry::new(&host, "team/app", None).unwrap();
+    let expected = format!("sha256:{}", hex::encode(Sha256::digest(MANIFEST.as_bytes())));
+    assert_eq!(reg.manifest_digest("1").await.unwrap(), Some(expected));
+    assert_eq!(reg.manifest_digest("2").await.unwrap(), None);
+    let e = reg.manifest_digest("../x").await.unwrap_err().to_string();
+    assert_eq!(e, format!("registry {host}/team/app: '../x' is neither a tag nor a digest"));
 }

@@ -401,7 +401,7 @@ mod tests {
     #[tokio::test]
     async fn from_config_refuses_a_cloud_registry_without_its_environment() {
         let c = cfg("registry: {type: acr, uri: x.azurecr.io/r}\n");
-        let e = from_config(&c, &CloudEnv::Local, None).await.err().expect("refused").to_string();
+        let e = from_config(&c, &CloudEnv::Local, None).await.expect_err("refused").to_string();
         assert!(e.starts_with("ACR x.azurecr.io/r: an ACR registry is reached with azure credentials"), "{e}");
         let c = cfg("builder: {type: docker}\n");
         let chosen = from_config(&c, &CloudEnv::Local, None).await.unwrap();

@@ -174,7 +174,7 @@ impl Distribution {
                 Some((_, s)) => s,
                 None => "anonymous".to_string(),
             };
-            return Err(self.refused(first, &source).await);
+            return Err(self.refused(first, &source, actions).await);
         }
         if first.status() != StatusCode::UNAUTHORIZED {
             return Ok(first);
@@ -191,6 +191,11 @@ impl Distribution {
             let realm = c.param("realm").ok_or_else(|| self.other("its Bearer challenge names no realm"))?;
             let realm =
                 Url::parse(realm).map_err(|e| self.other(format!("its token realm '{realm}' is not a URL: {e}")))?;
+            // credentials go to the realm: only over https, unless both ends are loopback
+            let local = |u: &Url| u.host_str().and_then(|h| base_url(h).ok()).is_some_and(|b| b.scheme() == "http");
+            if realm.scheme() != "https" && !(local(&realm) && local(&self.base)) {
+                return Err(self.other(format!("its token realm {realm} is not https: credentials are not sent there")));
+            }
             let service = c.param("service").map(str::to_string);
             let scope = format!("repository:{}:{actions}", self.name);
             let token = self.fetch_token(&realm, service.as_deref(), &scope, &login).await?;
@@ -211,7 +216,7 @@ impl Distribution {
         self.state.lock().await.scheme = scheme;
         let second = self.attempt(&build, Some(&auth_header)).await?;
         if matches!(second.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            let e = self.refused(second, &login.source).await;
+            let e = self.refused(second, &login.source, actions).await;
             self.forget().await;
             return Err(e);
         }
@@ -231,11 +236,22 @@ impl Distribution {
     }
 
     /// [`RegistryError::Unauthorized`] with the registry's own words.
-    async fn refused(&self, resp: Response, source: &str) -> RegistryError {
+    async fn refused(&self, resp: Response, source: &str, actions: &str) -> RegistryError {
         let status = resp.status();
+        // a token without the actions asked for: the registry says so in its challenge
+        let scope_short = resp
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse_challenges)
+            .any(|c| c.param("error") == Some("insufficient_scope"));
         let said = error_text(resp).await;
         let message = match status {
             StatusCode::FORBIDDEN => format!("access denied (403): {said}"),
+            _ if scope_short => {
+                format!("they do not allow {actions} on {} (insufficient_scope, {status}): {said}", self.name)
+            }
             _ => format!("authentication failed ({status}): {said}"),
         };
         self.unauthorized(source, message)
