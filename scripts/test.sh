@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: starts the PostgreSQL the store tests need
 # (installing Debian's postgresql if missing) and the S3 and Azure Blob
-# emulators (moto and azurite, from PyPI and npm), then every test.
+# emulators (moto and azurite, from PyPI and npm), the Docker engine and
+# a Python base image for real builds (from Debian packages), then every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=/dev/null
@@ -13,6 +14,8 @@ export LIFTOFF_TEST_POSTGRES_URL
 source .ci/emulators.sh
 # shellcheck source=/dev/null
 source .ci/docker.sh
+# shellcheck source=/dev/null
+source .ci/python-base.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

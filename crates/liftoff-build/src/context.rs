@@ -169,10 +169,17 @@ impl Entry {
 enum Choice {
     /// Named by the launch or the job: its text, and its path relative to
     /// the context when it lies inside it.
-    Named { text: String, inside: Option<String> },
+    Named {
+        text: String,
+        inside: Option<String>,
+    },
     /// `Dockerfile.liftoff`/`Dockerfile.wandb` beside the entrypoint file:
     /// the context becomes that directory.
-    Adjacent { dir: PathBuf, name: &'static str, text: String },
+    Adjacent {
+        dir: PathBuf,
+        name: &'static str,
+        text: String,
+    },
     Generated,
 }
 

@@ -261,7 +261,10 @@ mod tests {
         let d = generate(&spec(&ep));
         assert!(d.contains("FROM python:3.11 AS build\n"), "{d}");
         assert!(d.contains("RUN python3 -m venv /env\n"), "{d}");
-        assert!(d.contains("COPY src/requirements.txt ./\nRUN pip install --no-cache-dir -r requirements.txt\n"), "{d}");
+        assert!(
+            d.contains("COPY src/requirements.txt ./\nRUN pip install --no-cache-dir -r requirements.txt\n"),
+            "{d}"
+        );
         assert!(d.contains("FROM python:3.11 AS base\nCOPY --from=build /env /env\n"), "{d}");
         assert!(d.contains("USER 1000\nWORKDIR /home/liftoff\nCOPY --chown=1000:0 src/ /home/liftoff\n"), "{d}");
         assert!(d.contains("ENV PYTHONUNBUFFERED=1\n"), "{d}");
@@ -275,7 +278,10 @@ mod tests {
         let ep = vec!["python".to_string(), "train.py".to_string()];
         let d = generate(&GeneratedSpec { wheels: true, ..spec(&ep) });
         assert!(d.contains("COPY src/wheels ./wheels\n"), "{d}");
-        assert!(d.contains("RUN pip install --no-cache-dir --no-index --find-links wheels -r requirements.txt\n"), "{d}");
+        assert!(
+            d.contains("RUN pip install --no-cache-dir --no-index --find-links wheels -r requirements.txt\n"),
+            "{d}"
+        );
         let d = generate(&GeneratedSpec { requirements_file: None, ..spec(&ep) });
         assert!(!d.contains("pip install"), "{d}");
         let d = generate(&GeneratedSpec {
@@ -301,7 +307,10 @@ mod tests {
             ..spec(&ep)
         });
         assert!(d.contains("FROM python:3.10 AS build\n"), "{d}");
-        assert!(d.contains("FROM nvidia/cuda:12.4.1-runtime-ubuntu22.04 AS base\nENV DEBIAN_FRONTEND=noninteractive\n"), "{d}");
+        assert!(
+            d.contains("FROM nvidia/cuda:12.4.1-runtime-ubuntu22.04 AS base\nENV DEBIAN_FRONTEND=noninteractive\n"),
+            "{d}"
+        );
         assert!(d.contains("python3.10 libpython3.10 python3-pip python3-setuptools"), "{d}");
         assert!(d.contains("ln -s /usr/bin/python3.10"), "{d}");
         assert_eq!(base_images(&d), vec!["python:3.10", "nvidia/cuda:12.4.1-runtime-ubuntu22.04"]);

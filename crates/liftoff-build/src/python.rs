@@ -134,10 +134,8 @@ pub struct TorchPin {
 /// The reference's `torch(vision|audio)?==X.Y.Z(+cuNN|+cpu)` match.
 pub fn torch_pin(line: &str) -> Option<TorchPin> {
     let rest = line.trim().strip_prefix("torch")?;
-    let (suffix, rest) = ["vision", "audio"]
-        .iter()
-        .find_map(|s| rest.strip_prefix(s).map(|r| (*s, r)))
-        .unwrap_or(("", rest));
+    let (suffix, rest) =
+        ["vision", "audio"].iter().find_map(|s| rest.strip_prefix(s).map(|r| (*s, r))).unwrap_or(("", rest));
     let version = rest.strip_prefix("==")?;
     let (numbers, variant) = version.split_once('+')?;
     let mut parts = numbers.split('.');
@@ -174,10 +172,7 @@ mod tests {
         assert_eq!(from_runtime_txt("python-3.10.13\n").unwrap(), "3.10");
         assert_eq!(from_python_version_file("# pyenv\n3.9.18\n").unwrap(), "3.9");
         let err = from_python_version_file("pypy3.9\n").unwrap_err().to_string();
-        assert_eq!(
-            err,
-            ".python-version does not name a Python version ('pypy3.9'): expected e.g. 3.11 or 3.11.4"
-        );
+        assert_eq!(err, ".python-version does not name a Python version ('pypy3.9'): expected e.g. 3.11 or 3.11.4");
         assert!(major_minor("3", "job").is_err());
         assert!(major_minor("3.x", "job").is_err());
         assert!(major_minor("3.11; rm -rf /", "job").is_err());
@@ -190,7 +185,12 @@ mod tests {
         assert_eq!(pyproject_dependencies("[project]\nname = \"x\"\n").unwrap(), None);
         assert_eq!(pyproject_dependencies("[tool.poetry]\nname = \"x\"\n").unwrap(), None);
         assert_eq!(pyproject_dependencies("[project]\ndependencies = []\n").unwrap(), None);
-        assert!(pyproject_dependencies("[project\n").unwrap_err().to_string().starts_with("pyproject.toml is not valid TOML"));
+        assert!(
+            pyproject_dependencies("[project\n")
+                .unwrap_err()
+                .to_string()
+                .starts_with("pyproject.toml is not valid TOML")
+        );
     }
 
     #[test]
