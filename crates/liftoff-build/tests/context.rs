@@ -393,4 +393,35 @@ fn generated_dockerfile_needs_an_entrypoint_and_warns_about_a_missing_script() {
         "{:?}",
         ctx.warnings()
     );
+    let ep = entrypoint(&["python", "-m", "pkg.train"]);
+    let ctx = BuildContext::prepare(&request(dir.path(), &ep)).unwrap();
+    assert!(
+        !ctx.warnings().iter().any(|w| w.contains("entrypoint")),
+        "an option names no script: {:?}",
+        ctx.warnings()
+    );
+}
+
+#[tokio::test]
+async fn tar_stream_is_the_same_tar() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "train.py", "print('hi')\n");
+    // more than one chunk
+    write(d, "data.bin", &"0123456789".repeat(100_000));
+    let ep = entrypoint(&["python", "train.py"]);
+    let ctx = BuildContext::prepare(&request(d, &ep)).unwrap();
+    let mut whole = Vec::new();
+    ctx.write_tar(&mut whole).unwrap();
+    let chunks: Vec<_> = ctx.tar_stream().collect().await;
+    assert!(chunks.len() > 1, "{} chunks", chunks.len());
+    let streamed: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
+    assert_eq!(streamed, whole);
+
+    // a file that changed ends the stream with the error
+    write(d, "data.bin", "short");
+    let last = ctx.tar_stream().collect::<Vec<_>>().await.pop().unwrap();
+    let err = last.unwrap_err().to_string();
+    assert_eq!(err, "'src/data.bin' changed while the build context was being read: its size changed");
 }
