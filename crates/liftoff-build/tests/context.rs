@@ -296,6 +296,13 @@ fn content_digest_follows_content_and_modes_not_times() {
     let first = digest();
     assert!(first.starts_with("sha256:") && first.len() == 71, "{first}");
     assert_eq!(digest(), first, "stable");
+    // the same files elsewhere (another checkout): the same digest
+    let other = tempfile::tempdir().unwrap();
+    write(other.path(), "train.py", "print('one')\n");
+    write(other.path(), "lib/util.py", "X = 1\n");
+    write(other.path(), "requirements.txt", "");
+    let elsewhere = BuildContext::prepare(&request(other.path(), &ep)).unwrap().content_digest().unwrap();
+    assert_eq!(elsewhere, first, "the digest does not depend on where the code is");
 
     // new mtimes only (as a fresh checkout gives): same digest, same tar
     let tar_before = {
