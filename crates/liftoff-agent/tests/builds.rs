@@ -242,3 +242,52 @@ async fn without_a_registry_the_image_stays_in_the_engine_and_is_found_there() {
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_job_without_a_dockerfile_gets_a_generated_one_that_really_builds() {
+    let Some(c) = components() else { return };
+    let Some(python) = required_env("LIFTOFF_TEST_PYTHON_IMAGE") else { return };
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(
+        src.path().join("train.py"),
+        "import sys\nprint('trained on', open('data.txt').read(), sys.version_info[:2])\n",
+    )
+    .unwrap();
+    std::fs::write(src.path().join("data.txt"), &marker).unwrap();
+    // no network in builds here: nothing to install
+    std::fs::write(src.path().join("requirements.txt"), "").unwrap();
+    let gz = liftoff_archive::pack_dir(src.path()).unwrap();
+    let digest = liftoff_archive::sha256_digest(&gz);
+    r.client.upload_blob(&digest, gz).await.unwrap();
+    let source = JobSourceSpec {
+        code: Some(CodeSource {
+            digest,
+            entrypoint: vec!["python".into(), "train.py".into()],
+            build_context: None,
+            dockerfile: None,
+            base_image: None,
+        }),
+        ..Default::default()
+    };
+    let job = CreateJob { project: "default".into(), name: "py".into(), source, aliases: vec![], runtime: None };
+    r.client.create_job(&job).await.unwrap();
+    let mut build = setup(&c, "queues: [boxes]\nbuilder: {type: docker}\n", None).await;
+    // the engine has a Python 3.11 image made from Debian's packages under this name
+    let (repo, _) = python.rsplit_once(':').unwrap();
+    build.python_base_image = format!("{repo}:{{version}}");
+    let (stop, agent) = r.agent_with(options(&r, &c, build));
+    let id = r.launch_on("boxes", "py").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(240)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+    assert_eq!(r.logs(&id, LogStream::Stdout).await, format!("trained on {marker} (3, 11)\n"));
+    assert_eq!(item.build.expect("recorded").how, BuildHow::Built);
+    let build_log = r.logs(&id, LogStream::Build).await;
+    assert!(build_log.contains(&format!("FROM {repo}:3.11")), "the generated Dockerfile was used: {build_log}");
+    // no Python version was given: the default is a warning on the run, at stage build
+    assert!(item.warnings.iter().any(|w| w.stage == Stage::Build && w.message.contains("3.11")), "{:?}", item.warnings);
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}

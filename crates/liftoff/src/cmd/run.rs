@@ -71,8 +71,11 @@ pub async fn run(globals: &Globals, cmd: RunCmd) -> anyhow::Result<()> {
 }
 
 /// Prints the run's log chunks (stderr chunks to stderr, the rest to stdout).
-/// With `follow`, polls until the server says the log is complete.
+/// With `follow`, polls until the server says the log is complete; then, when
+/// a person watches (stderr is a terminal), the build's output is a spinner
+/// with its latest step instead of a scroll of lines.
 pub async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
+    let mut build = BuildProgress::new(follow && std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let mut after = 0;
     loop {
         let page =
@@ -82,6 +85,9 @@ pub async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Resu
             let mut out = std::io::stdout().lock();
             let mut err = std::io::stderr().lock();
             for chunk in &page.chunks {
+                if build.show(chunk.stream, &chunk.data) {
+                    continue;
+                }
                 match chunk.stream {
                     LogStream::Stderr => err.write_all(chunk.data.as_bytes())?,
                     LogStream::Stdout | LogStream::Agent | LogStream::Build => out.write_all(chunk.data.as_bytes())?,
@@ -92,6 +98,7 @@ pub async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Resu
         }
         after = page.next_seq;
         if page.complete || (!follow && !got_chunks) {
+            build.finish();
             return Ok(());
         }
         if !got_chunks {
@@ -134,6 +141,12 @@ fn show_table(i: &ItemView) -> Table {
     if i.resumes > 0 {
         t.row(["resumes:".to_string(), format!("{} (preempted and re-queued)", i.resumes)]);
     }
+    if let Some(b) = &i.build {
+        t.row([
+            "image:".to_string(),
+            format!("{} ({} by {} in {:.1} s)", b.image, b.how.as_str(), b.builder, b.seconds),
+        ]);
+    }
     for w in &i.warnings {
         t.row(["warning:".to_string(), format!("[{}] {}", w.stage, w.message)]);
     }
@@ -141,4 +154,50 @@ fn show_table(i: &ItemView) -> Table {
     t.row(["started:".to_string(), output::opt(i.started_at_ms.map(output::time_ms))]);
     t.row(["ended:".to_string(), output::opt(i.ended_at_ms.map(output::time_ms))]);
     t
+}
+
+/// The build stage of a followed log, shown as one updating line.
+struct BuildProgress {
+    bar: Option<indicatif::ProgressBar>,
+    enabled: bool,
+    lines: usize,
+}
+
+impl BuildProgress {
+    fn new(enabled: bool) -> Self {
+        Self { bar: None, enabled, lines: 0 }
+    }
+
+    /// Takes a chunk: `true` when it was shown here (a build line on a
+    /// terminal). Any other chunk ends the build's display first.
+    fn show(&mut self, stream: LogStream, data: &str) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        if stream != LogStream::Build {
+            self.finish();
+            return false;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} building ({elapsed}): {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        for line in data.lines().filter(|l| !l.trim().is_empty()) {
+            self.lines += 1;
+            bar.set_message(line.trim().to_string());
+        }
+        true
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            eprintln!("build: {} lines (the whole build log: `liftoff run logs` without -f)", self.lines);
+        }
+    }
 }
