@@ -218,8 +218,8 @@ async fn build_and_push(
     let push = match &setup.destination {
         Destination::LocalEngine => None,
         Destination::Registry(r) => {
-            let auth = r.credentials().await.map_err(|e| build_error(JobErrorCode::Credentials, e.to_string()))?;
-            Some(Push { registry: r.describe(), source: credential_source(&auth), auth })
+            let login = r.login().await.map_err(|e| build_error(JobErrorCode::Credentials, e.to_string()))?;
+            Some(Push { registry: r.describe(), source: login.source, auth: login.auth })
         }
     };
     let req = BuildRequest { context, image, platform: setup.platform.as_deref(), build_args: &setup.build_args, push };
@@ -231,14 +231,6 @@ async fn build_and_push(
     match find(setup, image, tag).await? {
         Some(found) => Ok(found),
         None => Err(build_error(JobErrorCode::Push, format!("{image} was pushed but the registry does not have it"))),
-    }
-}
-
-/// For messages: whose credentials a push used.
-fn credential_source(auth: &Option<liftoff_run::container::RegistryAuth>) -> String {
-    match auth {
-        None => "none (anonymous)".into(),
-        Some(a) => format!("the registry's credentials for user {}", a.username),
     }
 }
 

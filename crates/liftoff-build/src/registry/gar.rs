@@ -75,8 +75,8 @@ impl Registry for GarRegistry {
         format!("Artifact Registry {}", self.repository)
     }
 
-    async fn credentials(&self) -> Result<Option<RegistryAuth>, RegistryError> {
-        Ok(self.client.current_login().await?.auth)
+    async fn login(&self) -> Result<Login, RegistryError> {
+        self.client.current_login().await
     }
 
     async fn manifest_digest(&self, tag: &str) -> Result<Option<String>, RegistryError> {

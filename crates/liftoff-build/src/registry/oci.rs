@@ -5,7 +5,6 @@
 use super::distribution::{Distribution, base_url};
 use super::{Login, LoginSource, PushCheck, Registry, RegistryError};
 use async_trait::async_trait;
-use liftoff_run::container::RegistryAuth;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -69,8 +68,8 @@ impl Registry for OciRegistry {
         format!("registry {}", self.repository)
     }
 
-    async fn credentials(&self) -> Result<Option<RegistryAuth>, RegistryError> {
-        Ok(self.client.current_login().await?.auth)
+    async fn login(&self) -> Result<Login, RegistryError> {
+        self.client.current_login().await
     }
 
     async fn manifest_digest(&self, tag: &str) -> Result<Option<String>, RegistryError> {

@@ -60,7 +60,26 @@ pub struct CodeArgs {
     #[arg(short = 'E', long, value_name = "ENTRYPOINT")]
     entrypoint: String,
     #[command(flatten)]
+    build: BuildArgs,
+    #[command(flatten)]
     common: CommonArgs,
+}
+
+/// How code and git jobs become images.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The Dockerfile to build with, relative to the build context [default:
+    /// `Dockerfile.liftoff` (or `Dockerfile.wandb`) beside the entrypoint's
+    /// script, else one generated for Python].
+    #[arg(long, value_name = "PATH")]
+    dockerfile: Option<String>,
+    /// The subdirectory of the code that is the build context.
+    #[arg(long, value_name = "DIR")]
+    build_context: Option<String>,
+    /// An image to run the code in, mounted, on agents without a builder
+    /// (with a builder: the base of the generated Dockerfile).
+    #[arg(long, value_name = "IMAGE")]
+    base_image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +91,8 @@ pub struct GitArgs {
     /// Command to run, e.g. "python main.py".
     #[arg(short = 'E', long, value_name = "ENTRYPOINT")]
     entrypoint: String,
+    #[command(flatten)]
+    build: BuildArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -119,9 +140,9 @@ async fn create(globals: &Globals, cmd: CreateCmd) -> anyhow::Result<()> {
             let code = CodeSource {
                 digest: digest.clone(),
                 entrypoint,
-                build_context: None,
-                dockerfile: None,
-                base_image: None,
+                build_context: a.build.build_context,
+                dockerfile: a.build.dockerfile,
+                base_image: a.build.base_image,
             };
             let job =
                 create_job(&client, a.common, name, JobSourceSpec { code: Some(code), ..Default::default() }).await?;
@@ -138,9 +159,9 @@ async fn create(globals: &Globals, cmd: CreateCmd) -> anyhow::Result<()> {
                 commit: a.commit,
                 entrypoint,
                 diff_patch: None,
-                build_context: None,
-                dockerfile: None,
-                base_image: None,
+                build_context: a.build.build_context,
+                dockerfile: a.build.dockerfile,
+                base_image: a.build.base_image,
             };
             let job =
                 create_job(&globals.client()?, a.common, name, JobSourceSpec { git: Some(git), ..Default::default() })
