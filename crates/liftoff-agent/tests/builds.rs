@@ -291,3 +291,29 @@ async fn a_python_job_without_a_dockerfile_gets_a_generated_one_that_really_buil
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }
+
+/// Inventory items 19 and 29: an agent without a builder (noop, or no
+/// builder block) runs no build; a code job without a base image fails at
+/// once with the reference's words and what to do, before anything is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_builder_a_code_job_without_a_base_image_fails_clearly() {
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    r.code_job("plain", "echo never\n", None).await;
+    let opts = AgentOptions {
+        queues: vec!["boxes".into()],
+        agent_key: format!("test-{}", uuid::Uuid::new_v4()),
+        ..r.options(1, Duration::from_secs(5))
+    };
+    let (stop, agent) = r.agent_with(opts);
+    let id = r.launch_on("boxes", "plain").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Agent)), "{:?}", item.reason);
+    let reason = item.reason.unwrap();
+    assert!(reason.contains("Attempted build with noop builder"), "{reason}");
+    assert!(reason.contains("builder: {type: docker}") && reason.contains("base_image"), "says what to do: {reason}");
+    assert!(item.build.is_none());
+    assert!(!r.logs(&id, LogStream::Agent).await.contains("unpacked"), "nothing was fetched");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
