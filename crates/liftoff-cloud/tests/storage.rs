@@ -140,3 +140,12 @@ async fn gcp_key_the_endpoint_does_not_trust_is_refused_without_leaking_it() {
     assert!(!e.contains(&body[..40]), "{e}");
     assert!(fake.state.issued.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn reading_a_missing_key_names_the_key() {
+    let Some(endpoint) = emulator("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let env = CloudEnv::Aws(moto_env(&endpoint, "us-east-1").await);
+    let uri = BuildContextStore::parse(&format!("s3://liftoff-test/{}", unique("ctx"))).unwrap();
+    let e = ContextStore::open(&uri, &env).await.unwrap().get("nope.tar").await.unwrap_err().to_string();
+    assert!(e.ends_with("reading nope.tar: no such object"), "{e}");
+}

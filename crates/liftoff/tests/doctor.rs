@@ -1,0 +1,192 @@
+//! `liftoff doctor` and `liftoff permissions` through the built binary:
+//! doctor against moto (STS, S3) and the test Docker engine, PASS on good
+//! setups and FAIL with the fix on broken ones; exit codes; JSON output.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The variable's value; `None` (the caller skips) only outside CI.
+fn component(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "CI is set but {var} is not: the component is missing");
+            eprintln!("skipping: {var} is not set");
+            None
+        }
+    }
+}
+
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// The binary with no AWS setting of this machine: only what `env` gives.
+/// HOME is the test's directory (no ~/.aws), instance metadata is off.
+fn liftoff(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_liftoff"));
+    c.args(args).current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("LIFTOFF_") || k == "DOCKER_HOST" || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c.env("HOME", dir).env("AWS_EC2_METADATA_DISABLED", "true");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run liftoff")
+}
+
+fn moto_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+    ]
+}
+
+fn run(dir: &Path, config: &str, env: &[(&'static str, String)], extra: &[&str]) -> (Output, String) {
+    std::fs::write(dir.join("launch-config.yaml"), config).unwrap();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut args = vec!["doctor", "-c", "launch-config.yaml"];
+    args.extend(extra);
+    let out = liftoff(dir, &args, &env);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, text)
+}
+
+fn line<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(name)))
+        .unwrap_or_else(|| panic!("no {name} line:\n{text}"))
+}
+
+fn kaniko(region: &str, store: &str) -> String {
+    format!(
+        "queues: [default]\nenvironment: {{type: aws, region: {region}}}\nbuilder:\n  type: kaniko\n  destination: 123456789012.dkr.ecr.{region}.amazonaws.com/trainer\n  build-context-store: {store}\n"
+    )
+}
+
+#[test]
+fn good_aws_setup_passes_every_check() {
+    let Some(endpoint) = component("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = kaniko("us-east-1", &format!("s3://liftoff-test/doctor-{}", unique()));
+    let (out, text) = run(dir.path(), &config, &moto_env(&endpoint), &[]);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("FAIL"), "{text}");
+    assert!(line(&text, "config").starts_with("PASS"), "{text}");
+    let creds = line(&text, "credentials");
+    assert!(
+        creds.starts_with("PASS") && creds.contains("arn:aws:") && creds.contains("account 123456789012"),
+        "{text}"
+    );
+    assert!(creds.contains("from environment variables"), "{text}");
+    assert!(line(&text, "build-context store").starts_with("PASS"), "{text}");
+    let regions = line(&text, "regions");
+    assert!(regions.starts_with("PASS") && regions.contains("bucket of s3://liftoff-test"), "{text}");
+
+    let (out, json) = run(dir.path(), &config, &moto_env(&endpoint), &["--format", "json"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(v["ok"], true);
+    let names: Vec<&str> = v["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["config", "credentials", "build-context store", "builder", "regions"]);
+    assert!(v["checks"].as_array().unwrap().iter().all(|c| c["status"] == "pass" || c["status"] == "skip"), "{v:#}");
+}
+
+#[test]
+fn docker_builder_is_reached() {
+    let Some(endpoint) = component("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let Some(docker) = component("LIFTOFF_TEST_DOCKER_HOST") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = "queues: [default]\nenvironment: {type: aws, region: us-east-1}\nbuilder: {type: docker, destination: 123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer}\n";
+    let mut env = moto_env(&endpoint);
+    env.push(("DOCKER_HOST", docker));
+    let (out, text) = run(dir.path(), config, &env, &[]);
+    assert!(out.status.success(), "{text}");
+    assert!(line(&text, "builder").starts_with("PASS") && line(&text, "builder").contains("answers"), "{text}");
+
+    let (out, text) =
+        run(dir.path(), config, &moto_env(&endpoint), &["--docker-host", "unix:///nonexistent/docker.sock"]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(line(&text, "builder").starts_with("FAIL"), "{text}");
+    assert!(text.contains("fix: start the engine"), "{text}");
+}
+
+#[test]
+fn missing_bucket_fails_with_how_to_create_it() {
+    let Some(endpoint) = component("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, text) =
+        run(dir.path(), &kaniko("us-east-1", "s3://liftoff-no-such-bucket/ctx"), &moto_env(&endpoint), &[]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let store = line(&text, "build-context store");
+    assert!(store.starts_with("FAIL") && store.contains("'liftoff-no-such-bucket' does not exist"), "{text}");
+    assert!(text.contains("fix: create it (`aws s3 mb s3://liftoff-no-such-bucket`)"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("check(s) failed"));
+}
+
+#[test]
+fn wrong_region_fails_naming_both_regions() {
+    let Some(endpoint) = component("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // the bucket is in us-east-1 (moto's default); the environment says us-west-2
+    let (out, text) = run(dir.path(), &kaniko("us-west-2", "s3://liftoff-test/ctx"), &moto_env(&endpoint), &[]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let regions = line(&text, "regions");
+    assert!(regions.starts_with("FAIL") && regions.contains("environment: us-west-2"), "{text}");
+    assert!(regions.contains("bucket of s3://liftoff-test/ctx: us-east-1"), "{text}");
+    assert!(text.contains("fix: use one region"), "{text}");
+}
+
+#[test]
+fn no_credentials_fail_naming_the_sources_tried() {
+    let Some(endpoint) = component("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("AWS_ENDPOINT_URL", endpoint)];
+    let (out, text) = run(dir.path(), &kaniko("us-east-1", "s3://liftoff-test/ctx"), &env, &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["ok"], false);
+    let creds = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == "credentials").unwrap();
+    assert_eq!(creds["status"], "fail");
+    let detail = creds["detail"].as_str().unwrap();
+    assert!(detail.starts_with("no aws credentials found (tried environment variables"), "{detail}");
+    assert!(detail.contains("web identity") && detail.contains("EC2 instance metadata"), "{detail}");
+    assert!(creds["fix"].as_str().unwrap().contains("aws configure"), "{creds}");
+    let store = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == "build-context store").unwrap();
+    assert_eq!(store["status"], "fail");
+}
+
+#[test]
+fn an_invalid_config_is_the_one_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, text) = run(dir.path(), "environment: {type: aws}\n", &[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let config = line(&text, "config");
+    assert!(config.starts_with("FAIL") && config.contains("needs region"), "{text}");
+    assert!(text.contains("fix: correct launch-config.yaml"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("PASS") || l.starts_with("FAIL")).count(), 1, "{text}");
+}
+
+#[test]
+fn permissions_prints_the_policy_and_its_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), kaniko("eu-west-1", "s3://my-bucket/ctx")).unwrap();
+    let out = liftoff(dir.path(), &["permissions", "-c", "c.yaml"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("arn:aws:ecr:eu-west-1:123456789012:repository/trainer"), "{text}");
+    assert!(text.contains("\"arn:aws:s3:::my-bucket/ctx/*\""), "{text}");
+    let out = liftoff(dir.path(), &["permissions", "-c", "c.yaml", "--format", "json"], &[]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["aws"]["Statement"].as_array().unwrap().len(), 4);
+    std::fs::write(dir.path().join("bad.yaml"), "environment: {type: aws}\n").unwrap();
+    let out = liftoff(dir.path(), &["permissions", "-c", "bad.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs region"));
+}
