@@ -70,12 +70,38 @@ fn kaniko(region: &str, store: &str) -> String {
     )
 }
 
+/// The test registry (htpasswd Basic auth) and a docker config dir in `dir`
+/// logged in to it with `password`: the env pair to give the binary.
+fn registry_login(dir: &Path, password: &str) -> Option<(String, (&'static str, String))> {
+    use base64::Engine;
+    let registry = component("LIFTOFF_TEST_REGISTRY")?;
+    let user = component("LIFTOFF_TEST_REGISTRY_USER")?;
+    let config = dir.join(format!("docker-{}", unique()));
+    std::fs::create_dir_all(&config).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let json = serde_json::json!({"auths": {registry.clone(): {"auth": auth}}});
+    std::fs::write(config.join("config.json"), json.to_string()).unwrap();
+    Some((registry, ("DOCKER_CONFIG", config.display().to_string())))
+}
+
+/// An aws environment and store, pushing to the test registry (no ECR
+/// registry can be reached from here: moto serves ECR's API, not its registry).
+fn aws_to_test_registry(registry: &str, store: &str) -> String {
+    format!(
+        "queues: [default]\nenvironment: {{type: aws, region: us-east-1}}\nbuilder:\n  type: kaniko\n  destination: {registry}/liftoff-test/doctor\n  build-context-store: {store}\n"
+    )
+}
+
 #[test]
 fn good_aws_setup_passes_every_check() {
     let Some(endpoint) = component("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let Some(password) = component("LIFTOFF_TEST_REGISTRY_PASSWORD") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let config = kaniko("us-east-1", &format!("s3://liftoff-test/doctor-{}", unique()));
-    let (out, text) = run(dir.path(), &config, &moto_env(&endpoint), &[]);
+    let Some((registry, login)) = registry_login(dir.path(), &password) else { return };
+    let config = aws_to_test_registry(&registry, &format!("s3://liftoff-test/doctor-{}", unique()));
+    let mut env = moto_env(&endpoint);
+    env.push(login);
+    let (out, text) = run(dir.path(), &config, &env, &[]);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("FAIL"), "{text}");
     assert!(line(&text, "config").starts_with("PASS"), "{text}");
@@ -86,32 +112,53 @@ fn good_aws_setup_passes_every_check() {
     );
     assert!(creds.contains("from environment variables"), "{text}");
     assert!(line(&text, "build-context store").starts_with("PASS"), "{text}");
+    let reg = line(&text, "registry");
+    assert!(reg.starts_with("PASS") && reg.contains("accepts pushes") && reg.contains("config.json"), "{text}");
     let regions = line(&text, "regions");
     assert!(regions.starts_with("PASS") && regions.contains("bucket of s3://liftoff-test"), "{text}");
 
-    let (out, json) = run(dir.path(), &config, &moto_env(&endpoint), &["--format", "json"]);
+    let (out, json) = run(dir.path(), &config, &env, &["--format", "json"]);
     assert!(out.status.success());
     let v: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
     assert_eq!(v["ok"], true);
     let names: Vec<&str> = v["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["config", "credentials", "build-context store", "builder", "regions"]);
+    assert_eq!(names, ["config", "credentials", "build-context store", "builder", "registry", "regions"]);
     assert!(v["checks"].as_array().unwrap().iter().all(|c| c["status"] == "pass" || c["status"] == "skip"), "{v:#}");
 }
 
 #[test]
-fn docker_builder_is_reached() {
-    let Some(endpoint) = component("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+fn docker_builder_and_registry_are_reached() {
     let Some(docker) = component("LIFTOFF_TEST_DOCKER_HOST") else { return };
+    let Some(password) = component("LIFTOFF_TEST_REGISTRY_PASSWORD") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let config = "queues: [default]\nenvironment: {type: aws, region: us-east-1}\nbuilder: {type: docker, destination: 123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer}\n";
-    let mut env = moto_env(&endpoint);
-    env.push(("DOCKER_HOST", docker));
-    let (out, text) = run(dir.path(), config, &env, &[]);
+    let Some((registry, login)) = registry_login(dir.path(), &password) else { return };
+    let config = format!("queues: [default]\nbuilder: {{type: docker, destination: {registry}/liftoff-test/doctor}}\n");
+    let env = vec![("DOCKER_HOST", docker), login];
+    let (out, text) = run(dir.path(), &config, &env, &[]);
     assert!(out.status.success(), "{text}");
     assert!(line(&text, "builder").starts_with("PASS") && line(&text, "builder").contains("answers"), "{text}");
+    assert!(line(&text, "registry").starts_with("PASS"), "{text}");
 
-    let (out, text) =
-        run(dir.path(), config, &moto_env(&endpoint), &["--docker-host", "unix:///nonexistent/docker.sock"]);
+    // a wrong password: the registry check fails, naming the registry, the
+    // credential source and how to fix it, never the password
+    let (_, bad) = registry_login(dir.path(), "not-the-password").unwrap();
+    let (out, text) = run(dir.path(), &config, &[("DOCKER_HOST", env[0].1.clone()), bad], &[]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let reg = line(&text, "registry");
+    assert!(reg.starts_with("FAIL") && reg.contains(&registry) && reg.contains("config.json"), "{text}");
+    assert!(text.contains(&format!("fix: log the agent's user in (`docker login {registry}`)")), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+
+    // a registry nobody answers at
+    let config = "queues: [default]\nbuilder: {type: docker, destination: 127.0.0.1:9/liftoff-test/doctor}\n";
+    let (out, text) = run(dir.path(), config, &env, &[]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        line(&text, "registry").starts_with("FAIL") && text.contains("fix: check the registry's address"),
+        "{text}"
+    );
+
+    let (out, text) = run(dir.path(), &config, &[], &["--docker-host", "unix:///nonexistent/docker.sock"]);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(line(&text, "builder").starts_with("FAIL"), "{text}");
     assert!(text.contains("fix: start the engine"), "{text}");

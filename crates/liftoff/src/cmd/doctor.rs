@@ -120,10 +120,68 @@ async fn checks(args: &DoctorArgs) -> Vec<Check> {
     let env = check_credentials(&cfg, &mut out).await;
     let store = check_store(&cfg, env.as_ref(), &mut out).await;
     out.push(check_builder(&cfg, args.docker_host.as_deref()).await);
+    out.push(check_registry(&cfg, env.as_ref()).await);
     out.push(check_regions(&cfg, env.as_ref(), store.as_ref()).await);
-    // MERGE: registry checks — the lead adds "the registry answers and accepts
-    // a push" here through liftoff-build's `Registry::check_push`, with `env`.
     out
+}
+
+/// The registry answers and accepts a push: a tiny blob is uploaded with the
+/// credentials the agent will use, then deleted.
+async fn check_registry(cfg: &AgentConfig, env: Option<&CloudEnv>) -> Check {
+    const NAME: &str = "registry";
+    use liftoff_build::registry::{Destination, PushCheck, RegistryError};
+    let cloud_env = cfg.environment.as_ref().is_some_and(|e| e.type_name() != "local");
+    let local = CloudEnv::Local;
+    let env = match env {
+        Some(e) => e,
+        None if cloud_env => {
+            return fail(
+                NAME,
+                "not checked: the environment's credentials did not resolve",
+                "fix the credentials first",
+            );
+        }
+        None => &local,
+    };
+    let chosen = match liftoff_build::registry::from_config(cfg, env, None).await {
+        Ok(c) => c,
+        Err(e) => return fail(NAME, e.to_string(), "correct the registry block or builder.destination"),
+    };
+    let registry = match chosen.destination {
+        Destination::LocalEngine => {
+            return skip(NAME, "no destination: built images stay in the agent's engine (nothing is pushed)");
+        }
+        Destination::Registry(r) => r,
+    };
+    let login = match registry.login().await {
+        Ok(l) => l,
+        Err(e) => return fail(NAME, e.to_string(), "make the credentials the message names available to the agent"),
+    };
+    match registry.push_check().await {
+        Ok(check) => {
+            let blob = match check {
+                PushCheck::Deleted => "a test blob was pushed and deleted".to_string(),
+                PushCheck::Kept { reason } => format!("a test blob was pushed (and kept: {reason})"),
+            };
+            let mut detail =
+                format!("{} accepts pushes with credentials from {}: {blob}", registry.describe(), login.source);
+            for w in &chosen.warnings {
+                detail.push_str(&format!("; warning: {w}"));
+            }
+            pass(NAME, detail)
+        }
+        Err(e) => {
+            let fix = match &e {
+                RegistryError::Unauthorized { .. } => format!(
+                    "log the agent's user in (`docker login {}`), or grant its identity push rights \
+                     (`liftoff permissions -c <this file>`)",
+                    registry.repository().split('/').next().unwrap_or_default()
+                ),
+                _ => "check the registry's address and that the agent's host reaches it".to_string(),
+            };
+            fail(NAME, e.to_string(), fix)
+        }
+    }
 }
 
 /// The environment, when its credentials resolve.
