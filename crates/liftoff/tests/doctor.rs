@@ -158,7 +158,7 @@ fn docker_builder_and_registry_are_reached() {
         "{text}"
     );
 
-    let (out, text) = run(dir.path(), &config, &[], &["--docker-host", "unix:///nonexistent/docker.sock"]);
+    let (out, text) = run(dir.path(), config, &[], &["--docker-host", "unix:///nonexistent/docker.sock"]);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(line(&text, "builder").starts_with("FAIL"), "{text}");
     assert!(text.contains("fix: start the engine"), "{text}");

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub enum JobCmd {
     /// Create a job (or a new version of one).
     #[command(subcommand)]
-    Create(CreateCmd),
+    Create(Box<CreateCmd>),
     /// List the entity's jobs.
     List(FormatArg),
     /// Show one job version.
@@ -109,7 +109,7 @@ pub struct ImageArgs {
 
 pub async fn run(globals: &Globals, cmd: JobCmd) -> anyhow::Result<()> {
     match cmd {
-        JobCmd::Create(c) => create(globals, c).await,
+        JobCmd::Create(c) => create(globals, *c).await,
         JobCmd::List(f) => {
             let jobs = globals.client()?.list_jobs().await.context("failed to list jobs")?;
             // The server already redacts credentials; an older one may not have.
