@@ -2,7 +2,8 @@
 # Runs the whole test suite: starts the PostgreSQL the store tests need
 # (installing Debian's postgresql if missing), the S3 and Azure Blob
 # emulators (moto and azurite, from PyPI and npm), the Docker engine and the
-# local registries (htpasswd, token auth, cloud logins), then every test.
+# local registries (htpasswd, token auth, cloud logins), Prometheus and promtool
+# (unpacked from Debian's package), then every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=/dev/null
@@ -16,6 +17,8 @@ source .ci/emulators.sh
 source .ci/docker.sh
 # shellcheck source=/dev/null
 source .ci/token-registry.sh
+# shellcheck source=/dev/null
+source .ci/prometheus.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else
