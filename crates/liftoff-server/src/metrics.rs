@@ -485,4 +485,44 @@ mod tests {
         assert!(text.contains("# TYPE liftoff_build_duration_seconds histogram\n"), "{text}");
         assert!(text.contains("liftoff_queue_item_failures_total{stage=\"build\"} 0\n"), "{text}");
     }
+
+    /// An item through every path that records it: claimed, started, ended
+    /// (and failed), with ids nobody would use as a label value.
+    fn item(state: &str, fence: i64) -> ItemView {
+        serde_json::from_value(serde_json::json!({
+            "id": "item-9f3c2a", "run_id": "run-7b1d", "entity": "default", "queue": "q",
+            "state": state, "priority": "medium", "attempts": 0, "fence": fence,
+            "spec": {
+                "job": "default/p/j:v1", "project": "p",
+                "source": {"type": "image", "image": "busybox:1", "args": []},
+                "entrypoint": [], "args": [], "run_config": {},
+                "resource": "local-container", "resource_config": {}
+            },
+            "created_at_ms": 1_000, "started_at_ms": 4_000, "ended_at_ms": 9_000, "stage": "run"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn no_label_carries_an_item_or_run_id() {
+        let m = Metrics::new();
+        m.claimed(&item("claimed", 2), 3_000);
+        m.transitioned(&item("running", 2));
+        m.transitioned(&item("failed", 3));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry).unwrap();
+        // the three histograms did observe the item
+        for series in [
+            "liftoff_queue_wait_seconds_count{entity=\"default\",queue=\"q\"} 1",
+            "liftoff_claim_to_running_seconds_sum{runner=\"local-container\"} 1.0",
+            "liftoff_run_duration_seconds_sum{entity=\"default\",queue=\"q\",runner=\"local-container\",result=\"failed\"} 5.0",
+            "liftoff_queue_item_failures_total{stage=\"run\"} 1",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
+        for id in ["item-9f3c2a", "run-7b1d", "default/p/j", "busybox"] {
+            assert!(!text.contains(id), "{id} is in a label:\n{text}");
+        }
+        assert!(m.claimed_at.lock().unwrap().is_empty(), "an ended item is forgotten");
+    }
 }
