@@ -22,5 +22,6 @@ else
   LIFTOFF_TEST_PROMTOOL="$PROM_ROOT/usr/bin/promtool"
   LIFTOFF_TEST_PROMETHEUS="$PROM_ROOT/usr/bin/prometheus"
 fi
-"$LIFTOFF_TEST_PROMETHEUS" --version 2>&1 | head -1 >&2
+"$LIFTOFF_TEST_PROMETHEUS" --version >/dev/null 2>&1 || { echo "ci: $LIFTOFF_TEST_PROMETHEUS does not run" >&2; exit 1; }
+"$LIFTOFF_TEST_PROMTOOL" --version >/dev/null 2>&1 || { echo "ci: $LIFTOFF_TEST_PROMTOOL does not run" >&2; exit 1; }
 export LIFTOFF_TEST_PROMTOOL LIFTOFF_TEST_PROMETHEUS
