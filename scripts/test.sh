@@ -2,8 +2,9 @@
 # Runs the whole test suite: starts the PostgreSQL the store tests need
 # (installing Debian's postgresql if missing), the S3 and Azure Blob
 # emulators (moto and azurite, from PyPI and npm), the Docker engine, the
-# local registries (htpasswd, token auth, cloud logins) and a Python base
-# image for real builds (from Debian packages), then every test.
+# local registries (htpasswd, token auth, cloud logins), a Python base
+# image for real builds (from Debian packages), Prometheus and promtool
+# (unpacked from Debian's package), then every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=/dev/null
@@ -19,6 +20,8 @@ source .ci/docker.sh
 source .ci/token-registry.sh
 # shellcheck source=/dev/null
 source .ci/python-base.sh
+# shellcheck source=/dev/null
+source .ci/prometheus.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else
