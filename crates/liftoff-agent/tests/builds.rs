@@ -317,3 +317,52 @@ async fn without_a_builder_a_code_job_without_a_base_image_fails_clearly() {
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }
+
+/// Fault injection: the agent building an image dies midway (its task is
+/// aborted: no outcome, no release, no more renewals). The item's lease and
+/// the build's lease run out; another agent claims the item, wins the build
+/// claim, builds and runs it: the run ends once, built once by the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_whose_agent_dies_is_built_by_another_agent() {
+    let Some(c) = components() else { return };
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    let mut files = job_files(&c, &marker);
+    files[0].1 = format!(
+        "FROM {}\nRUN sleep 6 && echo {marker}\nCOPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n",
+        c.base
+    );
+    files_job(&r, "orphan", &files).await;
+    let repo = format!("{}/liftoff-test/orphan-{}", c.registry, &marker[..8]);
+    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    let creds = docker_config(&r, &c, &c.password);
+    let id = r.launch_on("boxes", "orphan").await;
+    let first = AgentOptions {
+        max_jobs: 1,
+        work_dir: r.work.join("first"),
+        ..options(&r, &c, setup(&c, &yaml, Some(creds.clone())).await)
+    };
+    let (_stop_first, first) = r.agent_with(first);
+    // the first agent is building
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !r.logs(&id, LogStream::Build).await.contains("Step 2/") {
+        assert!(std::time::Instant::now() < until, "the first agent never started building");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.abort();
+    let _ = first.await;
+    let second = AgentOptions {
+        max_jobs: 1,
+        work_dir: r.work.join("second"),
+        ..options(&r, &c, setup(&c, &yaml, Some(creds)).await)
+    };
+    let (stop, second) = r.agent_with(second);
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+    assert_eq!(item.attempts, 1, "one lease expired: the first agent's");
+    assert_eq!(item.build.expect("recorded").how, BuildHow::Built);
+    assert_eq!(r.logs(&id, LogStream::Stdout).await, format!("hello from the image: {marker}\n"), "it ran once");
+    stop.send(()).unwrap();
+    second.await.unwrap().unwrap();
+}
