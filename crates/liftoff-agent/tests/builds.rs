@@ -366,3 +366,42 @@ async fn a_build_whose_agent_dies_is_built_by_another_agent() {
     stop.send(()).unwrap();
     second.await.unwrap().unwrap();
 }
+
+/// The credentials may read (the existence check passes: the tag is not
+/// there) but not push: the engine's push is refused by the registry's token
+/// server, and the run fails at stage `build` naming the registry and where
+/// the credentials came from, never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_refused_after_the_build_fails_at_build_naming_the_registry_and_the_credentials() {
+    let Some(c) = components() else { return };
+    let Some(registry) = required_env("LIFTOFF_TEST_TOKEN_REGISTRY") else { return };
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    files_job(&r, "pull-only", &job_files(&c, &marker)).await;
+    let repo = format!("{registry}/liftoff-test/pull-only-{}", &marker[..8]);
+    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    // .ci/token-registry.sh: `puller` may pull, not push
+    let creds = r.dir.path().join("puller");
+    std::fs::create_dir_all(&creds).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("puller:puller-password");
+    std::fs::write(
+        creds.join("config.json"),
+        serde_json::json!({"auths": {registry.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let (stop, agent) = r.agent_with(options(&r, &c, setup(&c, &yaml, Some(creds)).await));
+    let id = r.launch_on("boxes", "pull-only").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Build)), "{:?}", item.reason);
+    let reason = item.reason.unwrap();
+    assert!(reason.contains(&format!("the push of {repo}:lf-")), "failed at the push: {reason}");
+    assert!(
+        reason.contains(&registry) && reason.contains("config.json"),
+        "names the registry and the source: {reason}"
+    );
+    assert!(!reason.contains("puller-password"), "{reason}");
+    assert!(r.logs(&id, LogStream::Build).await.contains("Successfully built"), "the build itself succeeded");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
