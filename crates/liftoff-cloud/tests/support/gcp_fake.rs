@@ -14,6 +14,8 @@
 //! generations beyond a counter, no ACLs or IAM: any issued token may do
 //! anything; ETags are counters, not MD5s.
 
+#![allow(dead_code, reason = "shared by liftoff-cloud's and liftoff's tests, each using part of it")]
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
