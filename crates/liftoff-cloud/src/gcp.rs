@@ -173,7 +173,8 @@ impl GcpEnv {
             Creds::User(u) => format!("gcloud user credentials (OAuth client {})", u.client_id),
             Creds::Metadata(_) => metadata_email().await.unwrap_or_else(|| "the VM's default service account".into()),
         };
-        Ok(Identity { who, source: self.source.clone(), account: Some(self.project.value.clone()) })
+        // the project is not the identity's: `project()` and `project_source()` say which is used
+        Ok(Identity { who, source: self.source.clone(), account: None })
     }
 }
 
