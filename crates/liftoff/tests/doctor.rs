@@ -2,6 +2,9 @@
 //! doctor against moto (STS, S3) and the test Docker engine, PASS on good
 //! setups and FAIL with the fix on broken ones; exit codes; JSON output.
 
+#[path = "../../liftoff-cloud/tests/support/gcp_fake.rs"]
+mod gcp_fake;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -236,4 +239,30 @@ fn permissions_prints_the_policy_and_its_json() {
     let out = liftoff(dir.path(), &["permissions", "-c", "bad.yaml"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs region"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_setup_shows_where_project_and_region_come_from() {
+    let fake = gcp_fake::GcpFake::start(&["liftoff-test"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    // neither region nor project in the file: the project from the key, the
+    // region from GOOGLE_CLOUD_REGION (gcloud, with an empty config here, has none)
+    let config = "queues: [default]\nenvironment: {type: gcp}\nbuilder:\n  type: kaniko\n  destination: us-central1-docker.pkg.dev/my-project/repo/trainer\n  build-context-store: gs://liftoff-test/ctx\n";
+    let env = vec![
+        ("GOOGLE_APPLICATION_CREDENTIALS", fake.key_file.display().to_string()),
+        ("STORAGE_EMULATOR_HOST", fake.base_url.clone()),
+        ("GOOGLE_CLOUD_REGION", "us-central1".to_string()),
+        ("CLOUDSDK_CONFIG", dir.path().join("gcloud").display().to_string()),
+    ];
+    let path = dir.path().to_path_buf();
+    let (out, text) = tokio::task::spawn_blocking(move || run(&path, config, &env, &[])).await.unwrap();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let creds = line(&text, "credentials");
+    assert!(creds.starts_with("PASS") && creds.contains(&fake.client_email), "{text}");
+    assert!(creds.contains("project my-project (from the service account key's project_id"), "{text}");
+    assert!(creds.contains("region us-central1 (from GOOGLE_CLOUD_REGION)"), "{text}");
+    assert!(line(&text, "build-context store").starts_with("PASS"), "{text}");
+    assert!(line(&text, "regions").starts_with("PASS"), "{text}");
+    assert!(!fake.state.issued.lock().unwrap().is_empty());
+    assert!(fake.state.refused.lock().unwrap().is_empty());
 }
