@@ -256,7 +256,14 @@ async fn gcp_setup_shows_where_project_and_region_come_from() {
     ];
     let path = dir.path().to_path_buf();
     let (out, text) = tokio::task::spawn_blocking(move || run(&path, config, &env, &[])).await.unwrap();
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    // Artifact Registry itself cannot be reached from here: that check, and only it, fails
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let registry = line(&text, "registry");
+    assert!(
+        registry.starts_with("FAIL") && registry.contains("Artifact Registry us-central1-docker.pkg.dev"),
+        "{text}"
+    );
+    assert_eq!(text.lines().filter(|l| l.starts_with("FAIL")).count(), 1, "{text}");
     let creds = line(&text, "credentials");
     assert!(creds.starts_with("PASS") && creds.contains(&fake.client_email), "{text}");
     assert!(creds.contains("project my-project (from the service account key's project_id"), "{text}");
