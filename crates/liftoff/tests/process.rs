@@ -182,6 +182,39 @@ async fn launch_in_a_container_queue(client: &Client, image: &str, script: &str)
     client.launch("boxes", &launch).await.unwrap().item_id
 }
 
+/// [`wait_until_ended`], showing the agent's log, the item and the run's
+/// processes if it never ends.
+async fn wait_until_ended_or_show(
+    client: &Client,
+    item_id: &str,
+    what: &str,
+    agent_log: &Path,
+) -> liftoff_core::api::ItemView {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let item = client.get_item(item_id).await.unwrap();
+        if item.state.is_terminal() {
+            return item;
+        }
+        if Instant::now() >= until {
+            let procs: Vec<String> = processes_of(&item.run_id)
+                .iter()
+                .map(|p| {
+                    let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                    let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                    format!("{stat} [{}]", String::from_utf8_lossy(&cmd).replace('\0', " "))
+                })
+                .collect();
+            panic!(
+                "{what} never ended; item {item:?}\nprocesses:\n{}\nagent:\n{}",
+                procs.join("\n"),
+                std::fs::read_to_string(agent_log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Polls the item until it is terminal (60 s at most); `what` names it in the failure.
 async fn wait_until_ended(client: &Client, item_id: &str, what: &str) -> liftoff_core::api::ItemView {
     let until = Instant::now() + Duration::from_secs(60);
@@ -606,7 +639,7 @@ async fn run_stop_ends_a_run_whose_setsid_child_ignores_sigterm_and_frees_the_sl
         .output()
         .unwrap();
     assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
-    let stopped = wait_until_ended(&client, &item.id, "the stopped run").await;
+    let stopped = wait_until_ended_or_show(&client, &item.id, "the stopped run", &dir.path().join("agent.log")).await;
     assert_eq!(
         (stopped.state, stopped.exit_code),
         (ItemState::Stopped, Some(143)),
