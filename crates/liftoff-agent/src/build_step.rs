@@ -137,10 +137,18 @@ pub async fn build(
     let context: Arc<dyn TarContext> = Arc::new(context);
     let mut waited = false;
     loop {
-        let answer = client
-            .claim_build(&key, &opts.agent_id)
-            .await
-            .map_err(|e| build_error(JobErrorCode::Report, format!("could not claim the build of {image}: {e}")))?;
+        let answer = match client.claim_build(&key, &opts.agent_id).await {
+            Ok(a) => a,
+            // a server restarting: asked again (the job's start timeout bounds it)
+            Err(e) if e.is_transient() => {
+                tracing::warn!(%key, error = %e, "could not claim the build; asking again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => {
+                return Err(build_error(JobErrorCode::Report, format!("could not claim the build of {image}: {e}")));
+            }
+        };
         match answer {
             BuildClaimAnswer::Held { holder, retry_after_ms } => {
                 if !waited {
