@@ -68,6 +68,39 @@ const MIGRATIONS: &[Migration] = &[
             ]
         },
     },
+    Migration {
+        version: 5,
+        description: "every state change of an item, with its time and cause",
+        statements: |_| {
+            [
+                "CREATE TABLE item_transitions (
+                    item_id TEXT NOT NULL,
+                    seq BIGINT NOT NULL,
+                    entity TEXT NOT NULL,
+                    queue TEXT NOT NULL,
+                    run_id TEXT NOT NULL,
+                    queue_seq BIGINT NOT NULL,
+                    at BIGINT NOT NULL,
+                    event TEXT NOT NULL,
+                    from_state TEXT,
+                    to_state TEXT NOT NULL,
+                    cause TEXT NOT NULL,
+                    agent_id TEXT,
+                    fence BIGINT,
+                    reason TEXT,
+                    exit_code BIGINT,
+                    stage TEXT,
+                    log_seq BIGINT NOT NULL,
+                    PRIMARY KEY (item_id, seq)
+                )",
+                "CREATE INDEX item_transitions_queue ON item_transitions (entity, queue, queue_seq)",
+                // the queue's last `queue_seq`: bumping it orders the queue's changes by commit
+                "ALTER TABLE queues ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0",
+            ]
+            .map(String::from)
+            .to_vec()
+        },
+    },
 ];
 
 /// The highest schema version this build knows.

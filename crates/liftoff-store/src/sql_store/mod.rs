@@ -1,10 +1,11 @@
 //! The [`Store`] over SQL, one file per concept: `items` (rows and the one
 //! guarded state transition), `claims` (claims and leases), `logs`, `jobs`,
-//! `queues`, `warnings`, `agents_keys`, `builds`, `migrations`; `store_impl` maps the trait onto them.
+//! `queues`, `warnings`, `agents_keys`, `builds`, `history` (every state change), `migrations`; `store_impl` maps the trait onto them.
 
 mod agents_keys;
 mod builds;
 mod claims;
+mod history;
 mod items;
 mod jobs;
 mod logs;
