@@ -458,6 +458,7 @@ async fn item_ids_and_run_ids_never_collide(s: SqlStore) {
     assert_eq!(s.get_item("acme", "r3").await.unwrap(), None);
     // an item whose run id is its own id is one item; names are per entity
     s.enqueue(&NewItem { run_id: "same".into(), ..item("same", "q", Priority::Medium, false) }).await.unwrap();
+    s.create_queue(&Queue { entity: "other".into(), ..queue("q", false) }).await.unwrap();
     let other = NewItem { entity: "other".into(), run_id: "r1".into(), ..item("o1", "q", Priority::Medium, false) };
     s.enqueue(&other).await.unwrap();
     assert_eq!(s.get_item("other", "r1").await.unwrap().map(|i| i.id), Some("o1".into()));
