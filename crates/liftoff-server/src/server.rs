@@ -111,6 +111,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         store: store.clone(),
         blobs,
         dispatch: Dispatch::new(),
+        changes: crate::changes::Changes::new(config.max_event_streams),
         config: Arc::new(config),
         metrics: Arc::new(Metrics::default()),
         key_cache: Default::default(),
@@ -173,6 +174,7 @@ async fn reap_leases(state: AppState, mut stop: tokio::sync::watch::Receiver<boo
                         state.metrics.leases_expired.fetch_add(ids.len() as u64, Ordering::Relaxed);
                         tracing::warn!(count = ids.len(), items = ?ids, "leases expired");
                         state.dispatch.notify();
+                        state.changes.any();
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "lease reaper failed"),

@@ -100,6 +100,7 @@ pub async fn release(
     if !released.is_empty() {
         tracing::info!(agent = %id, items = ?released, "claims released");
         st.dispatch.notify();
+        st.changes.any();
     }
     Ok(Json(ReleasedClaims { released }))
 }
@@ -141,6 +142,7 @@ pub async fn claim(
         // waiting gets nothing more.
         if let Some(claimed) = st.store.claim(&entity, &req.queues, &req.agent_id, ttl).await? {
             Metrics::inc(&st.metrics.items_claimed);
+            st.changes.item(&entity, &claimed.item.id, Some(&claimed.item.queue));
             let fence = claimed.item.fence;
             let run_api_key = st.run_keys.mint(&entity, &claimed.item.id, fence);
             let claim = Claim {

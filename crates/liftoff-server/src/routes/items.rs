@@ -103,6 +103,7 @@ pub async fn launch(
     let view = st.store.enqueue(&item).await?;
     Metrics::inc(&st.metrics.items_enqueued);
     st.dispatch.notify();
+    st.changes.item(&view.entity, &view.id, Some(&view.queue));
     Ok((StatusCode::CREATED, Json(LaunchResponse { item_id: view.id, run_id: view.run_id })))
 }
 
@@ -203,5 +204,6 @@ pub async fn stop(
 ) -> ApiResult<Json<ItemView>> {
     caller.may(&entity, Action::Launch)?;
     let item = st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?;
+    st.changes.item(&entity, &item.id, Some(&item.queue));
     Ok(Json(item.without_credentials()))
 }

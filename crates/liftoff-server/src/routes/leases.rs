@@ -59,6 +59,7 @@ pub async fn event(
     }
     let item =
         observe(&st, st.store.apply_event(&entity, &id, Some(req.fence), &req.event, liftoff_store::now_ms()).await)?;
+    st.changes.item(&entity, &item.id, Some(&item.queue));
     if item.state == ItemState::Pending {
         // a preempted run went back on its queue: wake waiting agents
         st.dispatch.notify();
