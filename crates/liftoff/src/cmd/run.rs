@@ -4,13 +4,9 @@ use crate::connect::Globals;
 use crate::output::{self, FormatArg, Table};
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use liftoff_client::Client;
-use liftoff_core::api::{ItemView, LogStream};
+use liftoff_client::{Client, ClientError, RunEvent, RunEvents};
+use liftoff_core::api::{ItemView, LogChunk, LogStream};
 use std::io::Write;
-use std::time::Duration;
-
-/// How often `logs -f` asks for new output when there was none.
-const FOLLOW_POLL: Duration = Duration::from_millis(300);
 
 #[derive(Debug, Subcommand)]
 pub enum RunCmd {
@@ -71,31 +67,60 @@ pub async fn run(globals: &Globals, cmd: RunCmd) -> anyhow::Result<()> {
 }
 
 /// Prints the run's log chunks (stderr chunks to stderr, the rest to stdout).
-/// With `follow`, polls until the server says the log is complete.
+/// With `follow`, prints them as the run writes them, until it ends.
 pub async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
+    let context = || format!("failed to read the logs of run '{id}'");
+    if follow {
+        let mut live = LiveLog::new(client, id);
+        while let Some(chunk) = live.next().await.with_context(context)? {
+            write_chunks(std::slice::from_ref(&chunk))?;
+        }
+        return Ok(());
+    }
     let mut after = 0;
     loop {
-        let page =
-            client.read_logs(id, after).await.with_context(|| format!("failed to read the logs of run '{id}'"))?;
-        let got_chunks = !page.chunks.is_empty();
-        {
-            let mut out = std::io::stdout().lock();
-            let mut err = std::io::stderr().lock();
-            for chunk in &page.chunks {
-                match chunk.stream {
-                    LogStream::Stderr => err.write_all(chunk.data.as_bytes())?,
-                    LogStream::Stdout | LogStream::Agent | LogStream::Build => out.write_all(chunk.data.as_bytes())?,
-                }
-            }
-            out.flush()?;
-            err.flush()?;
-        }
+        let page = client.read_logs(id, after).await.with_context(context)?;
+        write_chunks(&page.chunks)?;
         after = page.next_seq;
-        if page.complete || (!follow && !got_chunks) {
+        if page.complete || page.chunks.is_empty() {
             return Ok(());
         }
-        if !got_chunks {
-            tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}
+
+fn write_chunks(chunks: &[LogChunk]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    for chunk in chunks {
+        match chunk.stream {
+            LogStream::Stderr => err.write_all(chunk.data.as_bytes())?,
+            LogStream::Stdout | LogStream::Agent | LogStream::Build => out.write_all(chunk.data.as_bytes())?,
+        }
+    }
+    out.flush()?;
+    err.flush()
+}
+
+/// A run's log chunks from its start, as they are written, until the run
+/// ends: read from the run's event stream (which resumes by itself after a
+/// broken connection), skipping its state changes.
+pub struct LiveLog {
+    events: RunEvents,
+}
+
+impl LiveLog {
+    pub fn new(client: &Client, id: &str) -> Self {
+        Self { events: client.run_events(id, None) }
+    }
+
+    /// The next chunk; `None` once the run ended and its whole log was read.
+    pub async fn next(&mut self) -> Result<Option<LogChunk>, ClientError> {
+        loop {
+            match self.events.next().await? {
+                Some(RunEvent::Log(chunk)) => return Ok(Some(chunk)),
+                Some(RunEvent::Transition(_) | RunEvent::End { .. }) => {}
+                None => return Ok(None),
+            }
         }
     }
 }
