@@ -1,8 +1,8 @@
 use crate::ClientError;
 use crate::events::{EventStream, QueueEvents, RunEvents};
 use bytes::Bytes;
-use liftoff_core::{ItemEvent, ItemTransition};
 use liftoff_core::api::*;
+use liftoff_core::{ItemEvent, ItemTransition};
 use liftoff_core::{Queue, api::ErrorBody};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -334,6 +334,14 @@ pub(crate) fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
+fn error_body(body: &[u8]) -> ErrorBody {
+    serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| ErrorBody {
+        code: "http".into(),
+        message: String::from_utf8_lossy(&body[..body.len().min(500)]).trim().to_string(),
+        field: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -341,12 +349,4 @@ mod tests {
         assert_eq!(super::enc("a-b_c.d~e"), "a-b_c.d~e");
         assert_eq!(super::enc("x/y?z#é %"), "x%2Fy%3Fz%23%C3%A9%20%25");
     }
-}
-
-fn error_body(body: &[u8]) -> ErrorBody {
-    serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| ErrorBody {
-        code: "http".into(),
-        message: String::from_utf8_lossy(&body[..body.len().min(500)]).trim().to_string(),
-        field: None,
-    })
 }

@@ -30,11 +30,8 @@ impl EventStream {
             if let Some(e) = self.ready.pop_front() {
                 return Ok(Some(e));
             }
-            let chunk = self
-                .response
-                .chunk()
-                .await
-                .map_err(|source| ClientError::Http { url: self.url.clone(), source })?;
+            let chunk =
+                self.response.chunk().await.map_err(|source| ClientError::Http { url: self.url.clone(), source })?;
             match chunk {
                 Some(bytes) => self.ready.extend(self.parser.push(&bytes)),
                 None => return Ok(None),
@@ -54,7 +51,9 @@ pub enum RunEvent {
     Transition(ItemTransition),
     Log(LogChunk),
     /// The run ended and everything was sent.
-    End { state: ItemState },
+    End {
+        state: ItemState,
+    },
 }
 
 #[derive(serde::Deserialize)]

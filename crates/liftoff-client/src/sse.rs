@@ -78,7 +78,8 @@ mod tests {
 
     #[test]
     fn events_across_arbitrary_splits() {
-        let text = ": keep-alive\n\nevent: log\nid: 1.2\ndata: {\"a\":\ndata: 1}\n\r\nevent: end\r\ndata: x\r\rdata: é\n\n";
+        let text =
+            ": keep-alive\n\nevent: log\nid: 1.2\ndata: {\"a\":\ndata: 1}\n\r\nevent: end\r\ndata: x\r\rdata: é\n\n";
         let whole = SseParser::default().push(text.as_bytes());
         assert_eq!(
             whole,

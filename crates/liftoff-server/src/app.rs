@@ -1,5 +1,5 @@
-use crate::config::ServerConfig;
 use crate::changes::Changes;
+use crate::config::ServerConfig;
 use crate::dispatch::Dispatch;
 use crate::metrics::Metrics;
 use crate::routes;

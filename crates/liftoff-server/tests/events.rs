@@ -43,10 +43,8 @@ async fn prepare(client: &Client) {
         prioritization: false,
     };
     client.create_queue(&queue).await.unwrap();
-    let source = JobSourceSpec {
-        image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }),
-        ..Default::default()
-    };
+    let source =
+        JobSourceSpec { image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }), ..Default::default() };
     let job = CreateJob { project: "default".into(), name: "img".into(), source, aliases: vec![], runtime: None };
     client.create_job(&job).await.unwrap();
 }
@@ -94,14 +92,23 @@ async fn run_stream_carries_every_change_and_log_line_live_in_order() {
     let c = &t.client;
     let run = launch(c).await;
     let mut events = c.run_events(&run.run_id, None);
-    assert_eq!(transition(&next(&mut events, "the launch").await), ("launch", ItemState::Pending, TransitionCause::User));
+    assert_eq!(
+        transition(&next(&mut events, "the launch").await),
+        ("launch", ItemState::Pending, TransitionCause::User)
+    );
 
     // each write is seen before the next is made: the stream is live
     let claim = c.claim(&t.agent, &["q".into()], Duration::from_secs(5)).await.unwrap().unwrap();
     let (id, fence) = (claim.item.id.clone(), claim.fence);
-    assert_eq!(transition(&next(&mut events, "the claim").await), ("claim", ItemState::Claimed, TransitionCause::Agent));
+    assert_eq!(
+        transition(&next(&mut events, "the claim").await),
+        ("claim", ItemState::Claimed, TransitionCause::Agent)
+    );
     c.report(&id, fence, ItemEvent::Start).await.unwrap();
-    assert_eq!(transition(&next(&mut events, "the start").await), ("start", ItemState::Running, TransitionCause::Agent));
+    assert_eq!(
+        transition(&next(&mut events, "the start").await),
+        ("start", ItemState::Running, TransitionCause::Agent)
+    );
     for seq in 0..3 {
         append(c, &id, fence, seq, &format!("line {seq}\n")).await;
         assert_eq!(log(&next(&mut events, "a log line").await), (seq, format!("line {seq}\n").as_str()));
@@ -182,14 +189,14 @@ async fn reconnecting_with_last_event_id_gets_exactly_what_was_missed() {
         assert_eq!(got, want, "resuming after event {k} ({})", all[k].0);
     }
     let bad = c.open_run_stream(&id, Some("nonsense")).await.err().expect("a malformed id is refused");
-    assert!(matches!(&bad, ClientError::Api { status: 400, body } if body.field.as_deref() == Some("Last-Event-ID")), "{bad:?}");
+    assert!(
+        matches!(&bad, ClientError::Api { status: 400, body } if body.field.as_deref() == Some("Last-Event-ID")),
+        "{bad:?}"
+    );
     t.server.shutdown().await;
 }
 
-async fn within<T>(
-    f: impl std::future::Future<Output = Result<Option<T>, ClientError>>,
-    what: &str,
-) -> T {
+async fn within<T>(f: impl std::future::Future<Output = Result<Option<T>, ClientError>>, what: &str) -> T {
     let got = tokio::time::timeout(Duration::from_secs(20), f).await;
     got.unwrap_or_else(|_| panic!("no {what} within 20 s")).unwrap().unwrap_or_else(|| panic!("ended before {what}"))
 }
@@ -202,16 +209,25 @@ async fn a_queue_stream_sees_launches_and_state_changes() {
     let mut q = c.queue_events("q", None).await.unwrap();
     let run = launch(c).await;
     let got = within(q.next(), "the launch").await;
-    assert_eq!((got.item_id.as_str(), got.event.as_str(), got.to), (run.item_id.as_str(), "launch", ItemState::Pending));
+    assert_eq!(
+        (got.item_id.as_str(), got.event.as_str(), got.to),
+        (run.item_id.as_str(), "launch", ItemState::Pending)
+    );
     c.stop_item(&before.item_id).await.unwrap();
     let got = within(q.next(), "the stop").await;
-    assert_eq!((got.item_id.as_str(), got.to, got.cause), (before.item_id.as_str(), ItemState::Stopped, TransitionCause::User));
+    assert_eq!(
+        (got.item_id.as_str(), got.to, got.cause),
+        (before.item_id.as_str(), ItemState::Stopped, TransitionCause::User)
+    );
     let resume_at = got.queue_seq;
     drop(q);
     c.claim(&t.agent, &["q".into()], Duration::from_secs(5)).await.unwrap().unwrap();
     let mut q = c.queue_events("q", Some(&resume_at.to_string())).await.unwrap();
     let got = within(q.next(), "the claim").await;
-    assert_eq!((got.item_id.as_str(), got.event.as_str(), got.queue_seq), (run.item_id.as_str(), "claim", resume_at + 1));
+    assert_eq!(
+        (got.item_id.as_str(), got.event.as_str(), got.queue_seq),
+        (run.item_id.as_str(), "claim", resume_at + 1)
+    );
     let missing = c.queue_events("nope", None).await.err().unwrap();
     assert_eq!(missing.status(), Some(404));
     t.server.shutdown().await;
@@ -223,7 +239,10 @@ async fn streams_are_capped_and_end_when_the_server_stops() {
     let c = &t.client;
     let mut open = c.queue_events("q", None).await.unwrap();
     let refused = c.queue_events("q", None).await.err().expect("a second stream is refused");
-    assert!(matches!(&refused, ClientError::Api { status: 503, body } if body.code == "too_many_streams"), "{refused:?}");
+    assert!(
+        matches!(&refused, ClientError::Api { status: 503, body } if body.code == "too_many_streams"),
+        "{refused:?}"
+    );
     // a stopping server ends the open stream instead of waiting for it
     let stopped = tokio::time::timeout(Duration::from_secs(20), t.server.shutdown()).await;
     assert!(stopped.is_ok(), "the server did not stop within 20 s with a stream open");

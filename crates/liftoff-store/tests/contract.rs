@@ -561,7 +561,9 @@ async fn history_records_every_change_with_its_cause(s: SqlStore) {
     s.append_log("acme", "i", c.fence, 1, LogStream::Stdout, "b\n").await.unwrap();
     s.apply_event("acme", "i", Some(c.fence), &ItemEvent::Finish, 300).await.unwrap();
     let agent = Some("agent-1".to_string());
-    let by_agent = |event: &str, from, to| (event.to_string(), Some(from), to, TransitionCause::Agent, agent.clone(), Some(c.fence));
+    let by_agent = |event: &str, from, to| {
+        (event.to_string(), Some(from), to, TransitionCause::Agent, agent.clone(), Some(c.fence))
+    };
     assert_eq!(
         history(&s, "i").await,
         vec![
@@ -586,7 +588,10 @@ async fn history_records_every_change_with_its_cause(s: SqlStore) {
     s.apply_event("acme", "s", None, &ItemEvent::RequestStop, 2).await.unwrap_err();
     assert_eq!(
         history(&s, "s").await,
-        vec![entry("launch", None, Pending, TransitionCause::User), entry("request-stop", Some(Pending), Stopped, TransitionCause::User)]
+        vec![
+            entry("launch", None, Pending, TransitionCause::User),
+            entry("request-stop", Some(Pending), Stopped, TransitionCause::User)
+        ]
     );
     s.enqueue(&item("e", "q", Priority::Medium, false)).await.unwrap();
     let c1 = claim_for(&s, "q", SHORT).await.unwrap();
@@ -635,7 +640,6 @@ async fn stale_writes_record_nothing(s: SqlStore) {
     assert_eq!(s.item_history("acme", "i", 0, 100).await.unwrap(), before);
     assert_eq!(s.queue_history_head("acme", "q").await.unwrap(), head);
 }
-
 
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {

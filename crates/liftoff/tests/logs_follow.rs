@@ -32,14 +32,17 @@ async fn logs_follow_prints_a_live_runs_lines_as_they_come_and_exits_when_it_end
         prioritization: false,
     };
     c.create_queue(&queue).await.unwrap();
-    let source = JobSourceSpec {
-        image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }),
-        ..Default::default()
-    };
+    let source =
+        JobSourceSpec { image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }), ..Default::default() };
     let job = CreateJob { project: "default".into(), name: "img".into(), source, aliases: vec![], runtime: None };
     c.create_job(&job).await.unwrap();
     let agent = c
-        .register_agent(&RegisterAgent { queues: vec!["q".into()], hostname: "t".into(), max_jobs: -1, version: "t".into() })
+        .register_agent(&RegisterAgent {
+            queues: vec!["q".into()],
+            hostname: "t".into(),
+            max_jobs: -1,
+            version: "t".into(),
+        })
         .await
         .unwrap()
         .id;
