@@ -237,12 +237,24 @@ async fn a_queue_stream_sees_launches_and_state_changes() {
 async fn streams_are_capped_and_end_when_the_server_stops() {
     let t = setup(|cfg| cfg.max_event_streams = 1).await;
     let c = &t.client;
-    let mut open = c.queue_events("q", None).await.unwrap();
+    let open = c.queue_events("q", None).await.unwrap();
     let refused = c.queue_events("q", None).await.err().expect("a second stream is refused");
     assert!(
         matches!(&refused, ClientError::Api { status: 503, body } if body.code == "too_many_streams"),
         "{refused:?}"
     );
+    // a client that goes away gives its slot back
+    drop(open);
+    let started = std::time::Instant::now();
+    let mut open = loop {
+        match c.queue_events("q", None).await {
+            Ok(s) => break s,
+            Err(e) if e.status() == Some(503) && started.elapsed() < Duration::from_secs(20) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the slot of a closed stream was not given back within 20 s: {e}"),
+        }
+    };
     // a stopping server ends the open stream instead of waiting for it
     let stopped = tokio::time::timeout(Duration::from_secs(20), t.server.shutdown()).await;
     assert!(stopped.is_ok(), "the server did not stop within 20 s with a stream open");
@@ -277,4 +289,45 @@ async fn a_stream_sees_changes_made_through_another_server() {
     assert_eq!(log(&next(&mut events, "the line sent to A").await), (0, "from A\n"));
     b.shutdown().await;
     a.server.shutdown().await;
+}
+
+/// A log longer than a page, streamed from the database and again once the
+/// reaper archived it: the same events with the same ids, from any id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_and_archived_logs_stream_the_same() {
+    let t = setup(|_| {}).await;
+    let c = &t.client;
+    let run = launch(c).await;
+    let claim = c.claim(&t.agent, &["q".into()], Duration::from_secs(5)).await.unwrap().unwrap();
+    let (id, fence) = (claim.item.id.clone(), claim.fence);
+    c.report(&id, fence, ItemEvent::Start).await.unwrap();
+    const LINES: i64 = 1100;
+    let mut live = c.run_events(&id, None);
+    for seq in 0..LINES {
+        append(c, &id, fence, seq, &format!("{seq}\n")).await;
+    }
+    c.report(&id, fence, ItemEvent::Finish).await.unwrap();
+    let mut from_db = vec![];
+    while let Some(e) = live.next().await.unwrap() {
+        from_db.push((live.last_event_id().unwrap().to_string(), e));
+    }
+    assert_eq!(from_db.len() as i64, 3 + LINES + 2);
+    let logs: Vec<i64> = from_db[3..3 + LINES as usize].iter().map(|(_, e)| log(e).0).collect();
+    assert_eq!(logs, (0..LINES).collect::<Vec<_>>());
+    assert_eq!(from_db[3 + LINES as usize].0, format!("4.{LINES}"));
+
+    let started = std::time::Instant::now();
+    while !c.get_item(&id).await.unwrap().log_archived {
+        assert!(started.elapsed() < Duration::from_secs(20), "the reaper did not archive the log within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for k in [0, 2, 500, 501, LINES as usize + 3] {
+        let mut from = c.run_events(&run.run_id, Some(from_db[k].0.clone()));
+        let mut got = vec![];
+        while let Some(e) = from.next().await.unwrap() {
+            got.push((from.last_event_id().unwrap().to_string(), e));
+        }
+        assert_eq!(got, from_db[k + 1..], "from the archive, after event {k}");
+    }
+    t.server.shutdown().await;
 }

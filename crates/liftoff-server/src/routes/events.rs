@@ -41,6 +41,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 /// Rows read from the store per look.
 const PAGE: i64 = 500;
+/// Chunks per look at an archived log, which is fetched whole each time.
+const ARCHIVED_PAGE: i64 = 5000;
 /// Comment lines that keep idle connections (and proxies) open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -235,10 +237,11 @@ impl RunStream {
         let ended = item.state.is_terminal();
         // The log first: a transition committed before a chunk we read is
         // then visible to the second read, so none is sent out of place.
-        let chunks = read_chunks(&self.st, &item, self.pos.log, PAGE).await?;
+        let page = if item.log_archived { ARCHIVED_PAGE } else { PAGE };
+        let chunks = read_chunks(&self.st, &item, self.pos.log, page).await?;
         let log_end = chunks.last().map_or(self.pos.log, |c| c.seq + 1);
         let transitions = self.st.store.item_history(&self.entity, &self.id, self.pos.transitions, PAGE).await?;
-        let more = chunks.len() as i64 == PAGE || transitions.len() as i64 == PAGE;
+        let more = chunks.len() as i64 == page || transitions.len() as i64 == PAGE;
         let mut chunks = chunks.into_iter().peekable();
         let mut held_back = false;
         let mut last_state = None;
