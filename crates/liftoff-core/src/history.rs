@@ -66,8 +66,10 @@ pub struct ItemTransition {
     pub queue: String,
     /// 1, 2, ... within the item.
     pub seq: i64,
-    /// Increases within the queue in the order the changes were committed.
-    pub queue_seq: i64,
+    /// The change's number within its queue, given once it is committed
+    /// (when a queue stream first looks); absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_seq: Option<i64>,
     /// Server time of the change, in milliseconds since the epoch.
     pub at_ms: i64,
     /// `launch`, or the name of the [`ItemEvent`] applied.

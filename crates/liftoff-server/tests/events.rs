@@ -219,14 +219,14 @@ async fn a_queue_stream_sees_launches_and_state_changes() {
         (got.item_id.as_str(), got.to, got.cause),
         (before.item_id.as_str(), ItemState::Stopped, TransitionCause::User)
     );
-    let resume_at = got.queue_seq;
+    let resume_at = got.queue_seq.unwrap();
     drop(q);
     c.claim(&t.agent, &["q".into()], Duration::from_secs(5)).await.unwrap().unwrap();
     let mut q = c.queue_events("q", Some(&resume_at.to_string())).await.unwrap();
     let got = within(q.next(), "the claim").await;
     assert_eq!(
         (got.item_id.as_str(), got.event.as_str(), got.queue_seq),
-        (run.item_id.as_str(), "claim", resume_at + 1)
+        (run.item_id.as_str(), "claim", Some(resume_at + 1))
     );
     let missing = c.queue_events("nope", None).await.err().unwrap();
     assert_eq!(missing.status(), Some(404));

@@ -60,9 +60,10 @@ pub trait Store: Send + Sync {
         after: i64,
         limit: i64,
     ) -> Result<Vec<ItemTransition>, StoreError>;
-    /// The state changes of the queue's items with `queue_seq > after`, in
-    /// the order they were committed, at most `limit`. A change becomes
-    /// visible only after every change with a lower `queue_seq`.
+    /// The state changes of the queue's items with `queue_seq > after`, at
+    /// most `limit`, after numbering the committed changes that have no
+    /// `queue_seq` yet (a write). A number, once seen, has every lower
+    /// number visible too: no change ever appears below it later.
     async fn queue_history(
         &self,
         entity: &str,
@@ -70,7 +71,8 @@ pub trait Store: Send + Sync {
         after: i64,
         limit: i64,
     ) -> Result<Vec<ItemTransition>, StoreError>;
-    /// The queue's latest `queue_seq` (0 before its first change).
+    /// The queue's latest `queue_seq` (0 before its first change), after
+    /// numbering as [`Store::queue_history`] does.
     async fn queue_history_head(&self, entity: &str, queue: &str) -> Result<i64, StoreError>;
 
     /// Atomically claims the first pending item of the first queue (in the

@@ -616,11 +616,20 @@ async fn history_records_every_change_with_its_cause(s: SqlStore) {
 
     // the queue's changes, in commit order, numbered without gaps
     let q = s.queue_history("acme", "q", 0, 100).await.unwrap();
-    let seqs: Vec<i64> = q.iter().map(|t| t.queue_seq).collect();
+    let seqs: Vec<i64> = q.iter().map(|t| t.queue_seq.unwrap()).collect();
     assert_eq!(seqs, (1..=11).collect::<Vec<_>>());
     assert_eq!(s.queue_history_head("acme", "q").await.unwrap(), 11);
     assert_eq!(s.queue_history("acme", "q", 9, 100).await.unwrap().len(), 2);
     assert!(s.queue_history("other", "q", 0, 100).await.unwrap().is_empty(), "scoped by entity");
+    for pair in q.windows(2).filter(|w| w[0].item_id == w[1].item_id) {
+        assert!(pair[0].seq < pair[1].seq, "an item's changes keep their order in the queue's: {pair:?}");
+    }
+    assert_eq!(s.item_history("acme", "i", 0, 100).await.unwrap()[0].queue_seq, Some(1), "numbered once, kept");
+    // later changes take the next numbers
+    s.enqueue(&item("n", "q", Priority::Medium, false)).await.unwrap();
+    assert_eq!(s.item_history("acme", "n", 0, 100).await.unwrap()[0].queue_seq, None, "not numbered before a look");
+    let next = s.queue_history("acme", "q", 11, 100).await.unwrap();
+    assert_eq!((next.len(), next[0].item_id.as_str(), next[0].queue_seq), (1, "n", Some(12)));
 }
 
 async fn stale_writes_record_nothing(s: SqlStore) {
@@ -629,8 +638,8 @@ async fn stale_writes_record_nothing(s: SqlStore) {
     let first = claim_for(&s, "q", SHORT).await.unwrap();
     expire_soon(&s).await;
     let second = claim_one(&s, "q").await.unwrap();
-    let before = s.item_history("acme", "i", 0, 100).await.unwrap();
     let head = s.queue_history_head("acme", "q").await.unwrap();
+    let before = s.item_history("acme", "i", 0, 100).await.unwrap();
     for event in [ItemEvent::Start, ItemEvent::Finish, ItemEvent::Preempt] {
         let r = s.apply_event("acme", "i", Some(first.fence), &event, 9).await;
         assert!(matches!(r, Err(StoreError::StaleFence { .. })), "{event:?}: {r:?}");

@@ -11,8 +11,9 @@
 //! before it.
 //!
 //! A queue's stream carries the state changes of its items (launches
-//! included), numbered by the queue's `queue_seq`, which grows in commit
-//! order: the id is that number.
+//! included); its ids are their `queue_seq`, numbers the store hands out
+//! to committed changes in increasing order (see `Store::queue_history`),
+//! so a client past `n` never misses a change that shows up below `n`.
 //!
 //! Streams wake on this server's changes ([`crate::changes`]) and look at
 //! the store every second anyway (another server on the same PostgreSQL);
@@ -288,10 +289,11 @@ impl QueueStream {
         loop {
             match self.st.store.queue_history(&self.entity, &self.queue, self.after, PAGE).await {
                 Ok(changes) => {
+                    // numbered by the read itself: every one has its number
                     for t in changes {
-                        self.after = t.queue_seq;
-                        let event = Event::default().event("transition").id(t.queue_seq.to_string());
-                        self.ready.push_back(json(event, &t));
+                        let Some(n) = t.queue_seq else { continue };
+                        self.after = n;
+                        self.ready.push_back(json(Event::default().event("transition").id(n.to_string()), &t));
                     }
                     if !self.ready.is_empty() {
                         return;

@@ -71,15 +71,21 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 5,
         description: "every state change of an item, with its time and cause",
-        statements: |_| {
-            [
-                "CREATE TABLE item_transitions (
+        statements: |dialect| {
+            let id = match dialect {
+                Dialect::Sqlite => "id INTEGER PRIMARY KEY AUTOINCREMENT",
+                Dialect::Postgres => "id BIGSERIAL PRIMARY KEY",
+            };
+            vec![
+                format!(
+                    "CREATE TABLE item_transitions (
+                    {id},
                     item_id TEXT NOT NULL,
                     seq BIGINT NOT NULL,
                     entity TEXT NOT NULL,
                     queue TEXT NOT NULL,
                     run_id TEXT NOT NULL,
-                    queue_seq BIGINT NOT NULL,
+                    queue_seq BIGINT,
                     at BIGINT NOT NULL,
                     event TEXT NOT NULL,
                     from_state TEXT,
@@ -91,14 +97,16 @@ const MIGRATIONS: &[Migration] = &[
                     exit_code BIGINT,
                     stage TEXT,
                     log_seq BIGINT NOT NULL,
-                    PRIMARY KEY (item_id, seq)
-                )",
-                "CREATE INDEX item_transitions_queue ON item_transitions (entity, queue, queue_seq)",
-                // the queue's last `queue_seq`: bumping it orders the queue's changes by commit
-                "ALTER TABLE queues ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0",
+                    UNIQUE (item_id, seq)
+                )"
+                ),
+                "CREATE INDEX item_transitions_queue ON item_transitions (entity, queue, queue_seq)".into(),
+                "CREATE INDEX item_transitions_unnumbered ON item_transitions (entity, queue, id) \
+                 WHERE queue_seq IS NULL"
+                    .into(),
+                // the queue's last `queue_seq`
+                "ALTER TABLE queues ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0".into(),
             ]
-            .map(String::from)
-            .to_vec()
         },
     },
 ];
