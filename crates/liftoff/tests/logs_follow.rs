@@ -1,6 +1,7 @@
 //! `liftoff run logs -f` (the real binary) follows a live run through the
 //! server's event stream: each line is printed before the next one is even
-//! written, and the command exits once the run ends.
+//! written, and the command exits once the run ends; `run show` then
+//! prints the run's timeline with the cause of each change.
 
 use liftoff_client::Client;
 use liftoff_core::ItemEvent;
@@ -100,5 +101,26 @@ async fn logs_follow_prints_a_live_runs_lines_as_they_come_and_exits_when_it_end
     assert!(status.success(), "exit {status:?}, stderr: {stderr}");
     assert_eq!(stderr, "a warning\n", "stderr chunks go to stderr");
     assert_eq!(lines.recv().await, None, "nothing more on stdout");
+
+    // `run show` prints the timeline with who caused each change
+    let show = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+        .args(["--base-url", &url, "--api-key", &key, "run", "show", &run.run_id])
+        .current_dir(dir.path())
+        .env_remove("LIFTOFF_ENTITY")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(show.status.success(), "{shown}{}", String::from_utf8_lossy(&show.stderr));
+    let timeline: Vec<&str> = shown.lines().filter_map(|l| l.split_once("Z  ").map(|(_, rest)| rest)).collect();
+    assert_eq!(
+        timeline,
+        [
+            "launch -> pending (user)".to_string(),
+            format!("claim -> claimed (agent {agent})"),
+            format!("start -> running (agent {agent})"),
+            format!("finish -> finished (agent {agent})"),
+        ],
+        "{shown}"
+    );
     server.shutdown().await;
 }

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use liftoff_client::{Client, ClientError, RunEvent, RunEvents};
 use liftoff_core::api::{ItemView, LogChunk, LogStream};
+use liftoff_core::{ItemTransition, TransitionCause};
 use std::io::Write;
 
 #[derive(Debug, Subcommand)]
@@ -55,7 +56,15 @@ pub async fn run(globals: &Globals, cmd: RunCmd) -> anyhow::Result<()> {
         }
         RunCmd::Show { id, format } => {
             let item = client.get_item(&id).await.with_context(|| format!("failed to get run '{id}'"))?;
-            output::emit(format.format, &item, show_table)
+            let history = client
+                .item_history(&item.id)
+                .await
+                .with_context(|| format!("failed to get the history of run '{id}'"))?;
+            output::emit(format.format, &item, |i| {
+                let mut t = show_table(i);
+                history_rows(&mut t, &history);
+                t
+            })
         }
         RunCmd::Logs { id, follow } => print_logs(&client, &id, follow).await,
         RunCmd::Stop { id } => {
@@ -122,6 +131,18 @@ impl LiveLog {
                 None => return Ok(None),
             }
         }
+    }
+}
+
+/// The state timeline: when, what, and who caused it.
+fn history_rows(t: &mut Table, history: &[ItemTransition]) {
+    for (n, h) in history.iter().enumerate() {
+        let who = match (h.cause, &h.agent_id) {
+            (TransitionCause::Agent, Some(agent)) => format!("agent {agent}"),
+            (cause, _) => cause.as_str().to_string(),
+        };
+        let label = if n == 0 { "history:" } else { "" };
+        t.row([label.to_string(), format!("{}  {} -> {} ({who})", output::time_ms(h.at_ms), h.event, h.to)]);
     }
 }
 
