@@ -6,7 +6,9 @@
 #   Azure: azurite (blob)        127.0.0.1:10000  (object_store's emulator address)
 # No GCS emulator here speaks the XML API object_store uses: fake-gcs-server
 # 1.54 sends an XML PUT to its JSON upload handler ("invalid uploadType") and
-# gcp-storage-emulator answers without an ETag.
+# gcp-storage-emulator answers without an ETag. liftoff-cloud's tests run a
+# fake of that subset of GCS in the test itself (tests/support/gcp_fake.rs).
+# moto's server answers STS too (GetCallerIdentity for `liftoff doctor`).
 set -euo pipefail
 EMU="${EMU:-/tmp/liftoff-ci-emu}"
 mkdir -p "$EMU"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: starts the PostgreSQL the store tests need
 # (installing Debian's postgresql if missing), the S3 and Azure Blob
-# emulators (moto and azurite, from PyPI and npm), the Docker engine and the
-# local registries (htpasswd, token auth, cloud logins), then every test.
+# emulators (moto and azurite, from PyPI and npm), the Docker engine, the
+# local registries (htpasswd, token auth, cloud logins), a Python base
+# image for real builds (from Debian packages), Prometheus and promtool
+# (unpacked from Debian's package), then every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=/dev/null
@@ -16,6 +18,10 @@ source .ci/emulators.sh
 source .ci/docker.sh
 # shellcheck source=/dev/null
 source .ci/token-registry.sh
+# shellcheck source=/dev/null
+source .ci/python-base.sh
+# shellcheck source=/dev/null
+source .ci/prometheus.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -4,6 +4,7 @@
 //! (one agent per content, through the server's build claims), or waited
 //! for while another agent builds it. Recorded on the run.
 
+use crate::abort_on_drop::AbortOnDrop;
 use crate::agent::AgentOptions;
 use liftoff_build::context::{BuildContext, ContextRequest};
 use liftoff_build::tag::{TagInputs, content_tag};
@@ -165,9 +166,12 @@ pub async fn build(
                 });
             }
             BuildClaimAnswer::Won { fence, lease_ttl_ms } => {
-                let keeper = tokio::spawn(keep_build(client.clone(), key.clone(), fence, lease_ttl_ms));
+                // renewals stop with the build, also when the job is dropped
+                // midway (a stop, the agent shutting down): the lease then
+                // runs out and another agent builds
+                let keeper = AbortOnDrop(tokio::spawn(keep_build(client.clone(), key.clone(), fence, lease_ttl_ms)));
                 let result = build_and_push(setup, context.clone(), &image, &tag, logs).await;
-                keeper.abort();
+                drop(keeper);
                 let finished = result.as_ref().ok().map(|(reference, _)| reference.as_str());
                 if let Err(e) = client.update_build(&key, fence, true, finished).await {
                     tracing::warn!(%key, error = %e, "could not finish the build claim");
@@ -218,8 +222,8 @@ async fn build_and_push(
     let push = match &setup.destination {
         Destination::LocalEngine => None,
         Destination::Registry(r) => {
-            let auth = r.credentials().await.map_err(|e| build_error(JobErrorCode::Credentials, e.to_string()))?;
-            Some(Push { registry: r.describe(), source: credential_source(&auth), auth })
+            let login = r.login().await.map_err(|e| build_error(JobErrorCode::Credentials, e.to_string()))?;
+            Some(Push { registry: r.describe(), source: login.source, auth: login.auth })
         }
     };
     let req = BuildRequest { context, image, platform: setup.platform.as_deref(), build_args: &setup.build_args, push };
@@ -231,14 +235,6 @@ async fn build_and_push(
     match find(setup, image, tag).await? {
         Some(found) => Ok(found),
         None => Err(build_error(JobErrorCode::Push, format!("{image} was pushed but the registry does not have it"))),
-    }
-}
-
-/// For messages: whose credentials a push used.
-fn credential_source(auth: &Option<liftoff_run::container::RegistryAuth>) -> String {
-    match auth {
-        None => "none (anonymous)".into(),
-        Some(a) => format!("the registry's credentials for user {}", a.username),
     }
 }
 

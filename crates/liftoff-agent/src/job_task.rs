@@ -2,6 +2,7 @@
 //! a lease kept alive by a side task. Also the re-adoption of a container
 //! left running by an agent that died.
 
+use crate::abort_on_drop::AbortOnDrop;
 use crate::agent::AgentOptions;
 use crate::build_step;
 use crate::log_shipper::{LogShipper, ShipOutcome};
@@ -97,21 +98,21 @@ where
     Fut: Future<Output = Option<ItemEvent>>,
 {
     let (stop_tx, stop_rx) = watch::channel(StopCause::None);
-    let keeper = tokio::spawn(keep_lease(client.clone(), &lease, opts.heartbeat, stop_tx.clone()));
+    let keeper = AbortOnDrop(tokio::spawn(keep_lease(client.clone(), &lease, opts.heartbeat, stop_tx.clone())));
     // Shutdown of the agent becomes a stop of this job.
     let shutdown_watch = {
         let (stop_tx, mut shutdown) = (stop_tx.clone(), shutdown.clone());
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             if shutdown.wait_for(|s| *s).await.is_ok() {
                 stop_tx.send_if_modified(|c| replace_if_none(c, StopCause::Shutdown));
             }
-        })
+        }))
     };
 
     let shipper = LogShipper::start(client.clone(), lease.item_id.clone(), lease.fence, lease.log_seq_start);
     let mut lost_rx = stop_rx.clone();
     let event = body(JobIo { logs: shipper.sender(), stop: stop_rx.clone() }).await;
-    shutdown_watch.abort();
+    drop(shutdown_watch);
     // Every line before the outcome, and both while the lease is renewed.
     let finishing = async {
         if shipper.finish().await == ShipOutcome::LeaseLost {
@@ -135,7 +136,7 @@ where
             None
         }
     };
-    keeper.abort();
+    drop(keeper);
     JobOutcome { item_id: lease.item_id, event }
 }
 

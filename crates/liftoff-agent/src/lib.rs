@@ -2,6 +2,7 @@
 //! round robin, runs claimed items with a runner, ships their logs and
 //! reports their outcome under a lease.
 
+mod abort_on_drop;
 mod adopt;
 mod agent;
 mod agent_lock;

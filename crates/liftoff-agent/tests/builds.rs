@@ -242,3 +242,166 @@ async fn without_a_registry_the_image_stays_in_the_engine_and_is_found_there() {
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_job_without_a_dockerfile_gets_a_generated_one_that_really_builds() {
+    let Some(c) = components() else { return };
+    let Some(python) = required_env("LIFTOFF_TEST_PYTHON_IMAGE") else { return };
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(
+        src.path().join("train.py"),
+        "import sys\nprint('trained on', open('data.txt').read(), sys.version_info[:2])\n",
+    )
+    .unwrap();
+    std::fs::write(src.path().join("data.txt"), &marker).unwrap();
+    // no network in builds here: nothing to install
+    std::fs::write(src.path().join("requirements.txt"), "").unwrap();
+    let gz = liftoff_archive::pack_dir(src.path()).unwrap();
+    let digest = liftoff_archive::sha256_digest(&gz);
+    r.client.upload_blob(&digest, gz).await.unwrap();
+    let source = JobSourceSpec {
+        code: Some(CodeSource {
+            digest,
+            entrypoint: vec!["python".into(), "train.py".into()],
+            build_context: None,
+            dockerfile: None,
+            base_image: None,
+        }),
+        ..Default::default()
+    };
+    let job = CreateJob { project: "default".into(), name: "py".into(), source, aliases: vec![], runtime: None };
+    r.client.create_job(&job).await.unwrap();
+    let mut build = setup(&c, "queues: [boxes]\nbuilder: {type: docker}\n", None).await;
+    // the engine has a Python 3.11 image made from Debian's packages under this name
+    let (repo, _) = python.rsplit_once(':').unwrap();
+    build.python_base_image = format!("{repo}:{{version}}");
+    let (stop, agent) = r.agent_with(options(&r, &c, build));
+    let id = r.launch_on("boxes", "py").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(240)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+    assert_eq!(r.logs(&id, LogStream::Stdout).await, format!("trained on {marker} (3, 11)\n"));
+    assert_eq!(item.build.expect("recorded").how, BuildHow::Built);
+    let build_log = r.logs(&id, LogStream::Build).await;
+    assert!(build_log.contains(&format!("FROM {repo}:3.11")), "the generated Dockerfile was used: {build_log}");
+    // no Python version was given: the default is a warning on the run, at stage build
+    assert!(item.warnings.iter().any(|w| w.stage == Stage::Build && w.message.contains("3.11")), "{:?}", item.warnings);
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+/// Inventory items 19 and 29: an agent without a builder (noop, or no
+/// builder block) runs no build; a code job without a base image fails at
+/// once with the reference's words and what to do, before anything is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_builder_a_code_job_without_a_base_image_fails_clearly() {
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    r.code_job("plain", "echo never\n", None).await;
+    let opts = AgentOptions {
+        queues: vec!["boxes".into()],
+        agent_key: format!("test-{}", uuid::Uuid::new_v4()),
+        ..r.options(1, Duration::from_secs(5))
+    };
+    let (stop, agent) = r.agent_with(opts);
+    let id = r.launch_on("boxes", "plain").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Agent)), "{:?}", item.reason);
+    let reason = item.reason.unwrap();
+    assert!(reason.contains("Attempted build with noop builder"), "{reason}");
+    assert!(reason.contains("builder: {type: docker}") && reason.contains("base_image"), "says what to do: {reason}");
+    assert!(item.build.is_none());
+    assert!(!r.logs(&id, LogStream::Agent).await.contains("unpacked"), "nothing was fetched");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+/// Fault injection: the agent building an image dies midway (its task is
+/// aborted: no outcome, no release, no more renewals). The item's lease and
+/// the build's lease run out; another agent claims the item, wins the build
+/// claim, builds and runs it: the run ends once, built once by the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_whose_agent_dies_is_built_by_another_agent() {
+    let Some(c) = components() else { return };
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    let mut files = job_files(&c, &marker);
+    files[0].1 = format!(
+        "FROM {}\nRUN sleep 6 && echo {marker}\nCOPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n",
+        c.base
+    );
+    files_job(&r, "orphan", &files).await;
+    let repo = format!("{}/liftoff-test/orphan-{}", c.registry, &marker[..8]);
+    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    let creds = docker_config(&r, &c, &c.password);
+    let id = r.launch_on("boxes", "orphan").await;
+    let first = AgentOptions {
+        max_jobs: 1,
+        work_dir: r.work.join("first"),
+        ..options(&r, &c, setup(&c, &yaml, Some(creds.clone())).await)
+    };
+    let (_stop_first, first) = r.agent_with(first);
+    // the first agent is building
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !r.logs(&id, LogStream::Build).await.contains("Step 2/") {
+        assert!(std::time::Instant::now() < until, "the first agent never started building");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.abort();
+    let _ = first.await;
+    let second = AgentOptions {
+        max_jobs: 1,
+        work_dir: r.work.join("second"),
+        ..options(&r, &c, setup(&c, &yaml, Some(creds)).await)
+    };
+    let (stop, second) = r.agent_with(second);
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+    assert_eq!(item.attempts, 1, "one lease expired: the first agent's");
+    assert_eq!(item.build.expect("recorded").how, BuildHow::Built);
+    assert_eq!(r.logs(&id, LogStream::Stdout).await, format!("hello from the image: {marker}\n"), "it ran once");
+    stop.send(()).unwrap();
+    second.await.unwrap().unwrap();
+}
+
+/// The credentials may read (the existence check passes: the tag is not
+/// there) but not push: the engine's push is refused by the registry's token
+/// server, and the run fails at stage `build` naming the registry and where
+/// the credentials came from, never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_refused_after_the_build_fails_at_build_naming_the_registry_and_the_credentials() {
+    let Some(c) = components() else { return };
+    let Some(registry) = required_env("LIFTOFF_TEST_TOKEN_REGISTRY") else { return };
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    files_job(&r, "pull-only", &job_files(&c, &marker)).await;
+    let repo = format!("{registry}/liftoff-test/pull-only-{}", &marker[..8]);
+    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    // .ci/token-registry.sh: `puller` may pull, not push
+    let creds = r.dir.path().join("puller");
+    std::fs::create_dir_all(&creds).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("puller:puller-password");
+    std::fs::write(
+        creds.join("config.json"),
+        serde_json::json!({"auths": {registry.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let (stop, agent) = r.agent_with(options(&r, &c, setup(&c, &yaml, Some(creds)).await));
+    let id = r.launch_on("boxes", "pull-only").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Build)), "{:?}", item.reason);
+    let reason = item.reason.unwrap();
+    assert!(reason.contains(&format!("the push of {repo}:lf-")), "failed at the push: {reason}");
+    assert!(
+        reason.contains(&registry) && reason.contains("config.json"),
+        "names the registry and the source: {reason}"
+    );
+    assert!(!reason.contains("puller-password"), "{reason}");
+    assert!(r.logs(&id, LogStream::Build).await.contains("Successfully built"), "the build itself succeeded");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What a builder needs of a build context: its Dockerfile's path inside it
-/// and a way to write it as a tar (streamed: no temporary copy of the tree).
+/// and the context as a tar, streamed (no temporary copy of the tree).
 pub trait TarContext: Send + Sync {
     fn dockerfile_path(&self) -> &str;
-    fn write_tar_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<u64>;
+    fn tar_stream(&self) -> futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
 }
 
 /// Where the image goes after the build.
@@ -75,9 +75,6 @@ pub enum BuildError {
     Push { image: String, registry: String, source_name: String, message: String },
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    /// The build context could not be made or written.
-    #[error("the build context: {0}")]
-    Context(String),
 }
 
 impl TarContext for crate::context::BuildContext {
@@ -85,7 +82,7 @@ impl TarContext for crate::context::BuildContext {
         crate::context::BuildContext::dockerfile_path(self)
     }
 
-    fn write_tar_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<u64> {
-        self.write_tar(w).map_err(|e| std::io::Error::other(e.to_string()))
+    fn tar_stream(&self) -> futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> {
+        Box::pin(crate::context::BuildContext::tar_stream(self))
     }
 }

@@ -19,6 +19,8 @@
 use crate::dockerfile::{self, BadBaseImage, GeneratedSpec};
 use crate::dockerignore::{DockerIgnore, DockerIgnoreError};
 use crate::python::{self, BadPyproject, BadPythonVersion, Requirements};
+use bytes::Bytes;
+use futures::Stream;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -393,6 +395,65 @@ impl BuildContext {
     }
 }
 
+/// Chunks of a streamed tar: big enough to keep the per-chunk cost (a
+/// channel send, an HTTP frame) negligible, small enough to bound memory.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+impl BuildContext {
+    /// The tar of [`BuildContext::write_tar`] as a stream of chunks, written
+    /// on a blocking thread (files are read with std I/O) only as fast as the
+    /// consumer takes them: what bollard's `body_try_stream` takes for
+    /// `/build`. A failure (a file changed meanwhile) ends the stream with
+    /// that error. Needs a tokio runtime.
+    pub fn tar_stream(&self) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let context = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(STREAM_CHUNK) };
+            let written = context
+                .write_tar(&mut writer)
+                .and_then(|_| writer.flush().map_err(io_err("failed to send the build context")));
+            if let Err(e) = written {
+                // nobody listens any more when the consumer dropped the stream
+                let _ = tx.blocking_send(Err(std::io::Error::other(e)));
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    }
+}
+
+/// A `Write` that hands full chunks to a channel, blocking while it is full.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the build context's reader went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(buf);
+        if self.buf.len() >= STREAM_CHUNK {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
 /// The precedence of item 21, with the entrypoint rewritten for a
 /// Dockerfile beside the entry file.
 fn choose_dockerfile(
@@ -446,12 +507,13 @@ fn choose_dockerfile(
 
 /// The reference's `get_entrypoint_file`: the command itself when it is a
 /// script, else its first argument.
+/// An option (`python -m pkg`, `bash -c '...'`) names no file.
 fn entry_file(entrypoint: &[String]) -> Option<(usize, String)> {
     let first = entrypoint.first()?;
     if first.ends_with(".py") || first.ends_with(".sh") {
         return Some((0, first.clone()));
     }
-    entrypoint.get(1).map(|f| (1, f.clone()))
+    entrypoint.get(1).filter(|f| !f.starts_with('-') && !f.is_empty()).map(|f| (1, f.clone()))
 }
 
 /// The generated Dockerfile, and the files it needs added to `walk`.
@@ -648,19 +710,22 @@ impl Walk {
         while let Some(rel_dir) = stack.pop() {
             let full = if rel_dir.is_empty() { dir.to_path_buf() } else { dir.join(&rel_dir) };
             let mut names = Vec::new();
-            for item in std::fs::read_dir(&full).map_err(io_err(format!("failed to list '{rel_dir}'")))? {
-                let item = item.map_err(io_err(format!("failed to list '{rel_dir}'")))?;
+            let failed = || io_err(format!("failed to list '{rel_dir}'"));
+            for item in std::fs::read_dir(&full).map_err(failed())? {
+                let item = item.map_err(failed())?;
                 let name = item.file_name();
                 let name = name.to_str().ok_or_else(|| ContextError::NonUtf8Name { path: item.path() })?.to_string();
-                names.push(name);
+                // the entry's own type: a link to a directory is not entered
+                let is_dir = item.file_type().map_err(failed())?.is_dir();
+                names.push((name, is_dir));
             }
             names.sort();
-            for name in names.into_iter().rev() {
+            // reversed onto the stack, so directories are listed in order
+            for (name, is_dir) in names.into_iter().rev() {
                 if name == ".git" {
                     continue;
                 }
                 let rel = if rel_dir.is_empty() { name } else { format!("{rel_dir}/{name}") };
-                let is_dir = std::fs::symlink_metadata(dir.join(&rel)).map(|m| m.is_dir()).unwrap_or(false);
                 if ignore.excludes(&rel) {
                     if is_dir && ignore.has_exceptions() {
                         stack.push(rel);

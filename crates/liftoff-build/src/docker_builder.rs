@@ -9,7 +9,6 @@ use crate::builder::{BuildError, BuildRequest, Builder};
 use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{BuildImageOptions, PushImageOptions};
-use bytes::Bytes;
 use futures::StreamExt;
 use liftoff_core::ImageRef;
 use liftoff_core::api::LogStream;
@@ -17,9 +16,6 @@ use liftoff_run::container::{ContainerRunner, IDENTITY_TOKEN_USER};
 use liftoff_run::{LogSender, SharedEngine};
 use std::collections::HashMap;
 use std::path::PathBuf;
-
-/// Bytes per chunk of the streamed context.
-const CHUNK: usize = 256 * 1024;
 
 pub struct DockerBuilder {
     engine: SharedEngine,
@@ -98,20 +94,8 @@ impl Builder for DockerBuilder {
     async fn build(&self, req: BuildRequest<'_>, logs: &LogSender) -> Result<(), BuildError> {
         let docker = self.docker().await?;
         let image = req.image.to_string();
-        // The tar is written on a blocking thread into a bounded channel
-        // that the request body reads: the context is never copied to disk
-        // or held whole in memory.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-        let context = req.context.clone();
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
-            let written = context.write_tar_to(&mut w).and_then(|n| w.flush_buf().map(|()| n));
-            if let Err(e) = &written {
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-            }
-            written
-        });
-        let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        // streamed as the engine reads it: the context is never copied to disk or held whole
+        let body = req.context.tar_stream();
         let options = BuildImageOptions {
             dockerfile: req.context.dockerfile_path().to_string(),
             t: Some(image.clone()),
@@ -141,12 +125,8 @@ impl Builder for DockerBuilder {
                 }
             }
         }
-        let written = writer.await.map_err(|e| BuildError::Context(e.to_string()))?;
         if let Some(message) = failure {
             return Err(BuildError::Build { image, message });
-        }
-        if let Err(e) = written {
-            return Err(BuildError::Context(e.to_string()));
         }
         let Some(push) = req.push else { return Ok(()) };
         let parsed = ImageRef::parse(&image).map_err(|e| BuildError::Build { image: image.clone(), message: e })?;
@@ -202,37 +182,5 @@ fn engine_message(e: bollard::errors::Error) -> String {
         bollard::errors::Error::DockerStreamError { error } => error,
         bollard::errors::Error::DockerResponseServerError { message, .. } => message,
         other => other.to_string(),
-    }
-}
-
-/// Sends what is written, in chunks, into the build request's body.
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn flush_buf(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the engine stopped reading the context"))
-    }
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.flush_buf()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.flush_buf()
     }
 }

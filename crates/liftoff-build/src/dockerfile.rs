@@ -8,7 +8,10 @@
 //! The runtime stage may be another image (the accelerator base image, with
 //! Python from its distribution), so the build stage is what keeps pip's
 //! work and the requirements files out of it; both stages use the same
-//! Python minor version, which is what makes the copied venv work.
+//! Python minor version, which is what makes the copied venv work. Without
+//! an accelerator image the runtime stage is the build stage's image again
+//! (the reference switches to `python:<v>-buster`/`-bookworm`, the same
+//! family): one image to resolve, pull and cache.
 //!
 //! Builds here have no network (and a user's builds may not either), so
 //! unlike the reference (which installs `uv` from the index and runs

@@ -39,9 +39,14 @@ pub trait Registry: Send + Sync {
     /// For messages: the kind and the repository, e.g. `ECR 1234...amazonaws.com/repo`.
     fn describe(&self) -> String;
 
-    /// Credentials for a push or pull (`None`: anonymous), with the
-    /// source they came from named in [`RegistryError`]s.
-    async fn credentials(&self) -> Result<Option<RegistryAuth>, RegistryError>;
+    /// Credentials for a push or pull (`auth: None`: anonymous) and where
+    /// they came from.
+    async fn login(&self) -> Result<Login, RegistryError>;
+
+    /// [`Registry::login`]'s credentials alone.
+    async fn credentials(&self) -> Result<Option<RegistryAuth>, RegistryError> {
+        Ok(self.login().await?.auth)
+    }
 
     /// The manifest digest of `tag` (`sha256:...`) if the registry has it:
     /// a manifest HEAD (or the cloud's own API where that is the rule).

@@ -8,6 +8,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_sts::error::DisplayErrorContext;
+use std::sync::Arc;
 
 /// The sources aws-config's default chain tries, in its order, for messages.
 const CHAIN: &str = "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), \
@@ -19,7 +20,8 @@ const FIX: &str = "run `aws configure` or `aws sso login --profile <name>`, set 
 /// An AWS environment: a region and the resolved SDK configuration.
 #[derive(Debug, Clone)]
 pub struct AwsEnv {
-    config: SdkConfig,
+    /// Shared: SdkConfig is large and every clone of the environment (one per store, per job) would copy it.
+    config: Arc<SdkConfig>,
     region: String,
     profile: Option<String>,
 }
@@ -66,7 +68,7 @@ impl AwsEnvBuilder {
         if let Some((id, secret)) = self.credentials {
             loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "Static"));
         }
-        AwsEnv { config: loader.load().await, region: self.region, profile: self.profile }
+        AwsEnv { config: Arc::new(loader.load().await), region: self.region, profile: self.profile }
     }
 }
 
@@ -183,7 +185,7 @@ fn source_name(creds: &Credentials, profile: Option<&str>) -> String {
     match name {
         "EnvironmentVariable" => "environment variables (AWS_ACCESS_KEY_ID)".into(),
         "ProfileFile" | "Profile" | "SSO" | "CredentialProcess" => {
-            format!("profile '{}' ({name})", profile.map_or_else(|| profile_from_env(), str::to_string))
+            format!("profile '{}' ({name})", profile.map_or_else(profile_from_env, str::to_string))
         }
         "WebIdentityToken" => "web identity (AWS_WEB_IDENTITY_TOKEN_FILE)".into(),
         "EcsContainer" => "the container credentials endpoint".into(),

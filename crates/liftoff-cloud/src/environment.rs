@@ -25,7 +25,7 @@ pub struct Identity {
     pub who: String,
     /// The credential source: `environment variables`, `profile 'default'`, `the metadata server`...
     pub source: String,
-    /// The AWS account or the GCP project, when known.
+    /// The AWS account, when known.
     pub account: Option<String>,
 }
 

@@ -2,14 +2,19 @@
 //! `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC file, the metadata server;
 //! region and project resolved as the reference does (inventory item 34).
 //!
-//! A service-account key goes through gcp_auth, which signs the RFC 7523
-//! assertion with aws-lc-rs and posts it to the key's own `token_uri` (so a
-//! test can point that at a local endpoint). `authorized_user` files
-//! (`gcloud auth application-default login`) are refreshed here: gcp_auth
-//! reads them only from gcloud's path, never from GOOGLE_APPLICATION_CREDENTIALS.
+//! The token exchanges are written here rather than taken from gcp_auth
+//! (0.12), which does honour a key's `token_uri` but reports every refusal
+//! as "token request failed", keeping Google's reason (`invalid_grant:
+//! Invalid JWT Signature.`, a disabled key, a deleted account) out of the
+//! error, and retries a refused grant four times. Each is one form POST or
+//! GET: a service account's RFC 7523 JWT bearer grant, signed RS256 with
+//! aws-lc-rs and posted to the key's own `token_uri`; an `authorized_user`
+//! refresh token (RFC 6749 §6); the metadata server's token.
 
 use crate::{AccessToken, CloudError, Identity, Secret};
-use gcp_auth::TokenProvider;
+use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,9 +47,9 @@ pub struct Resolved {
 
 #[derive(Clone)]
 enum Creds {
-    ServiceAccount { provider: Arc<gcp_auth::CustomServiceAccount>, email: String },
+    ServiceAccount(Arc<ServiceAccount>),
     User(Arc<UserCredentials>),
-    Metadata(Arc<gcp_auth::MetadataServiceAccount>),
+    Metadata(Arc<Metadata>),
 }
 
 /// How to build a [`GcpEnv`]: the config's values, and for tests a key file
@@ -152,14 +157,11 @@ impl GcpEnv {
             message: format!("{message}; {}", fix_for(&self.creds)),
         };
         let token = match &self.creds {
-            Creds::ServiceAccount { provider, .. } => {
-                provider.token(&[CLOUD_PLATFORM]).await.map(|t| t.as_str().to_string()).map_err(|e| fail(chain(&e)))?
-            }
-            Creds::Metadata(p) => {
-                p.token(&[CLOUD_PLATFORM]).await.map(|t| t.as_str().to_string()).map_err(|e| fail(chain(&e)))?
-            }
-            Creds::User(u) => u.token().await.map_err(fail)?,
-        };
+            Creds::ServiceAccount(sa) => sa.cache.get(|| sa.fetch()).await,
+            Creds::User(u) => u.cache.get(|| u.fetch()).await,
+            Creds::Metadata(m) => m.cache.get(|| m.fetch()).await,
+        }
+        .map_err(fail)?;
         Ok(AccessToken { token: Secret::new(token), source: self.source.clone() })
     }
 
@@ -167,17 +169,18 @@ impl GcpEnv {
     pub async fn identity(&self) -> Result<Identity, CloudError> {
         self.access_token().await?;
         let who = match &self.creds {
-            Creds::ServiceAccount { email, .. } => email.clone(),
+            Creds::ServiceAccount(sa) => sa.email.clone(),
             Creds::User(u) => format!("gcloud user credentials (OAuth client {})", u.client_id),
             Creds::Metadata(_) => metadata_email().await.unwrap_or_else(|| "the VM's default service account".into()),
         };
-        Ok(Identity { who, source: self.source.clone(), account: Some(self.project.value.clone()) })
+        // the project is not the identity's: `project()` and `project_source()` say which is used
+        Ok(Identity { who, source: self.source.clone(), account: None })
     }
 }
 
 fn fix_for(creds: &Creds) -> &'static str {
     match creds {
-        Creds::ServiceAccount { .. } => {
+        Creds::ServiceAccount(_) => {
             "check that the key is not deleted or disabled (`gcloud iam service-accounts keys list`) and that its token_uri is reachable"
         }
         Creds::User(_) => "run `gcloud auth application-default login` again",
@@ -209,6 +212,7 @@ struct CredentialsFile {
     client_secret: Option<String>,
     refresh_token: Option<String>,
     token_uri: Option<String>,
+    private_key: Option<String>,
 }
 
 async fn find_credentials(key_file: Option<&Path>) -> Result<(Creds, String, Option<Resolved>), CloudError> {
@@ -225,16 +229,13 @@ async fn find_credentials(key_file: Option<&Path>) -> Result<(Creds, String, Opt
         }
         tried.push(format!("gcloud's application default credentials ({}: no such file)", path.display()));
     }
-    match tokio::time::timeout(METADATA_TIMEOUT, gcp_auth::MetadataServiceAccount::new()).await {
-        Ok(Ok(m)) => {
-            let project = m
-                .project_id()
-                .await
-                .ok()
-                .map(|p| Resolved { value: p.to_string(), source: "the metadata server's project".into() });
-            return Ok((Creds::Metadata(Arc::new(m)), "the metadata server".into(), project));
+    match tokio::time::timeout(METADATA_TIMEOUT, metadata_get("project/project-id")).await {
+        Ok(Ok(project)) => {
+            let project = Resolved { value: project, source: "the metadata server's project".into() };
+            let m = Metadata { cache: TokenCache::default() };
+            return Ok((Creds::Metadata(Arc::new(m)), "the metadata server".into(), Some(project)));
         }
-        Ok(Err(e)) => tried.push(format!("the metadata server ({})", chain(&e))),
+        Ok(Err(e)) => tried.push(format!("the metadata server ({e})")),
         Err(_) => tried.push(format!("the metadata server (no answer in {} s)", METADATA_TIMEOUT.as_secs())),
     }
     Err(CloudError::NoCredentials { cloud: "gcp", tried: tried.join(", "), fix: NO_CREDENTIALS_FIX.into() })
@@ -258,12 +259,14 @@ fn read_file(path: &Path, source: &str) -> Result<(Creds, Option<Resolved>), Clo
     match f.kind.as_str() {
         "service_account" => {
             let email = f.client_email.clone().ok_or_else(|| bad("the key has no client_email".into()))?;
-            let provider = gcp_auth::CustomServiceAccount::from_json(&text)
-                .map_err(|e| bad(format!("the service-account key cannot be used: {}", chain(&e))))?;
+            let key = private_key(f.private_key.as_deref())
+                .map_err(|m| bad(format!("the service-account key cannot be used: {m}")))?;
+            let token_uri = f.token_uri.clone().unwrap_or_else(|| GOOGLE_TOKEN_URI.into());
             let project = f
                 .project_id
                 .map(|p| Resolved { value: p, source: format!("the service account key's project_id ({email})") });
-            Ok((Creds::ServiceAccount { provider: Arc::new(provider), email }, project))
+            let sa = ServiceAccount { email, key, token_uri, cache: TokenCache::default() };
+            Ok((Creds::ServiceAccount(Arc::new(sa)), project))
         }
         "authorized_user" => {
             let need = |v: Option<String>, name: &str| v.ok_or_else(|| bad(format!("the file has no {name}")));
@@ -271,8 +274,8 @@ fn read_file(path: &Path, source: &str) -> Result<(Creds, Option<Resolved>), Clo
                 client_id: need(f.client_id, "client_id")?,
                 client_secret: Secret::new(need(f.client_secret, "client_secret")?),
                 refresh_token: Secret::new(need(f.refresh_token, "refresh_token")?),
-                token_uri: f.token_uri.unwrap_or_else(|| "https://oauth2.googleapis.com/token".into()),
-                cached: Mutex::new(None),
+                token_uri: f.token_uri.unwrap_or_else(|| GOOGLE_TOKEN_URI.into()),
+                cache: TokenCache::default(),
             };
             let project =
                 f.quota_project_id.map(|p| Resolved { value: p, source: "the credentials' quota_project_id".into() });
@@ -285,14 +288,29 @@ fn read_file(path: &Path, source: &str) -> Result<(Creds, Option<Resolved>), Clo
     }
 }
 
-/// `gcloud auth application-default login` credentials: a refresh token
-/// exchanged at `token_uri` (RFC 6749 §6).
-struct UserCredentials {
-    client_id: String,
-    client_secret: Secret,
-    refresh_token: Secret,
-    token_uri: String,
-    cached: Mutex<Option<(Secret, Instant)>>,
+const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+const METADATA: &str = "http://metadata.google.internal/computeMetadata/v1";
+
+/// A token kept until a minute before it expires, as Google's libraries do.
+#[derive(Default)]
+struct TokenCache(Mutex<Option<(Secret, Instant)>>);
+
+impl TokenCache {
+    async fn get<F: Future<Output = Result<TokenResponse, String>>>(
+        &self,
+        fetch: impl FnOnce() -> F,
+    ) -> Result<String, String> {
+        let mut cached = self.0.lock().await;
+        if let Some((t, until)) = &*cached
+            && Instant::now() < *until
+        {
+            return Ok(t.expose().to_string());
+        }
+        let t = fetch().await?;
+        let life = Duration::from_secs(t.expires_in.unwrap_or(3600).saturating_sub(60));
+        *cached = Some((Secret::new(t.access_token.clone()), Instant::now() + life));
+        Ok(t.access_token)
+    }
 }
 
 #[derive(Deserialize)]
@@ -301,39 +319,117 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
+/// Sends a token request; a refusal keeps the endpoint's OAuth error
+/// (`invalid_grant: ...`), which names the problem and never the secret.
+async fn exchange(req: reqwest::RequestBuilder, url: &str) -> Result<TokenResponse, String> {
+    let resp = req
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {}", chain(&e.without_url())))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        let reason = match serde_json::from_str::<serde_json::Value>(&body) {
+            Ok(v) if v["error"].is_string() => match v["error_description"].as_str() {
+                Some(d) => format!("{}: {d}", v["error"].as_str().unwrap_or_default()),
+                None => v["error"].as_str().unwrap_or_default().to_string(),
+            },
+            _ => body.chars().take(200).collect::<String>().trim().to_string(),
+        };
+        return Err(format!("{url} refused the request ({status}): {reason}"));
+    }
+    resp.json().await.map_err(|e| format!("{url} answered without an access token: {e}"))
+}
+
+/// A service-account key.
+struct ServiceAccount {
+    email: String,
+    key: RsaKeyPair,
+    token_uri: String,
+    cache: TokenCache,
+}
+
+impl ServiceAccount {
+    /// The JWT bearer grant: an assertion from the key's account for the
+    /// cloud-platform scope, addressed to (and posted to) its `token_uri`.
+    async fn fetch(&self) -> Result<TokenResponse, String> {
+        let iat =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+        let claims = serde_json::json!({
+            "iss": self.email,
+            "scope": CLOUD_PLATFORM,
+            "aud": self.token_uri,
+            "iat": iat,
+            "exp": iat + 3600,
+        });
+        let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let mut signature = vec![0; self.key.public_modulus_len()];
+        self.key
+            .sign(&RSA_PKCS1_SHA256, &aws_lc_rs::rand::SystemRandom::new(), signing_input.as_bytes(), &mut signature)
+            .map_err(|_| "signing the assertion failed".to_string())?;
+        let assertion = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
+        let form = [("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", &assertion)];
+        exchange(reqwest::Client::new().post(&self.token_uri).form(&form), &self.token_uri).await
+    }
+}
+
+/// The key's `private_key`: PKCS#8 PEM. Messages never quote it.
+fn private_key(pem: Option<&str>) -> Result<RsaKeyPair, String> {
+    let pem = pem.ok_or("it has no private_key")?;
+    let body: String = pem.lines().map(str::trim).filter(|l| !l.starts_with("-----")).collect();
+    let der = STANDARD.decode(body).map_err(|_| "its private_key is not PEM")?;
+    RsaKeyPair::from_pkcs8(&der).map_err(|_| "its private_key is not a PKCS#8 RSA key".to_string())
+}
+
+/// `gcloud auth application-default login` credentials: a refresh token
+/// exchanged at `token_uri` (RFC 6749 §6).
+struct UserCredentials {
+    client_id: String,
+    client_secret: Secret,
+    refresh_token: Secret,
+    token_uri: String,
+    cache: TokenCache,
+}
+
 impl UserCredentials {
-    async fn token(&self) -> Result<String, String> {
-        let mut cached = self.cached.lock().await;
-        if let Some((t, until)) = &*cached
-            && Instant::now() < *until
-        {
-            return Ok(t.expose().to_string());
-        }
+    async fn fetch(&self) -> Result<TokenResponse, String> {
         let form = [
             ("grant_type", "refresh_token"),
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose()),
             ("refresh_token", self.refresh_token.expose()),
         ];
-        let resp = reqwest::Client::new()
-            .post(&self.token_uri)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {}: {}", self.token_uri, chain(&e.without_url())))?;
-        let status = resp.status();
-        if !status.is_success() {
-            // the body is an OAuth error object (`invalid_grant`...), never the secret
-            let body = resp.text().await.unwrap_or_default();
-            return Err(format!("{} refused the refresh token ({status}): {}", self.token_uri, body.trim()));
-        }
-        let t: TokenResponse =
-            resp.json().await.map_err(|e| format!("{} answered without an access token: {e}", self.token_uri))?;
-        // refreshed a minute early, as Google's libraries do
-        let life = Duration::from_secs(t.expires_in.unwrap_or(3600).saturating_sub(60));
-        *cached = Some((Secret::new(t.access_token.clone()), Instant::now() + life));
-        Ok(t.access_token)
+        exchange(reqwest::Client::new().post(&self.token_uri).form(&form), &self.token_uri).await
     }
+}
+
+/// The VM's (or GKE workload's) service account, through the metadata server.
+struct Metadata {
+    cache: TokenCache,
+}
+
+impl Metadata {
+    async fn fetch(&self) -> Result<TokenResponse, String> {
+        let url = format!("{METADATA}/instance/service-accounts/default/token?scopes={CLOUD_PLATFORM}");
+        exchange(reqwest::Client::new().get(&url).header("Metadata-Flavor", "Google"), &url).await
+    }
+}
+
+/// A metadata value (`project/project-id`...).
+async fn metadata_get(path: &str) -> Result<String, String> {
+    let resp = reqwest::Client::new()
+        .get(format!("{METADATA}/{path}"))
+        .header("Metadata-Flavor", "Google")
+        .timeout(METADATA_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| chain(&e.without_url()))?;
+    if !resp.status().is_success() {
+        return Err(format!("{path}: {}", resp.status()));
+    }
+    resp.text().await.map(|t| t.trim().to_string()).map_err(|e| e.to_string())
 }
 
 /// `gcloud config get-value compute/region`, when gcloud is installed.
@@ -366,15 +462,7 @@ pub fn pick_region(config: Option<&str>, gcloud: Option<String>, env: Option<Str
 }
 
 async fn metadata_email() -> Option<String> {
-    let resp = reqwest::Client::new()
-        .get("http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/email")
-        .header("Metadata-Flavor", "Google")
-        .timeout(METADATA_TIMEOUT)
-        .send()
-        .await
-        .ok()?;
-    resp.status().is_success().then_some(())?;
-    resp.text().await.ok()
+    metadata_get("instance/service-accounts/default/email").await.ok()
 }
 
 #[cfg(test)]

@@ -43,13 +43,34 @@ pub const GCP_ROLE_ID: &str = "liftoffAgent";
 pub struct Permissions {
     /// An IAM policy document for the agent's role or user.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub aws: Option<serde_json::Value>,
+    pub aws: Option<PolicyDocument>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gcp: Option<GcpGrants>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub azure: Vec<AzureAssignment>,
     /// What could not be scoped, and why.
     pub notes: Vec<String>,
+}
+
+/// An IAM policy, its fields in the order AWS prints them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PolicyDocument {
+    pub version: &'static str,
+    pub statement: Vec<Statement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Statement {
+    pub sid: &'static str,
+    pub effect: &'static str,
+    pub action: Vec<&'static str>,
+    pub resource: String,
+}
+
+fn allow(sid: &'static str, action: &[&'static str], resource: impl Into<String>) -> Statement {
+    Statement { sid, effect: "Allow", action: action.to_vec(), resource: resource.into() }
 }
 
 /// GCP permission names, the custom role holding them, and where to bind it.
@@ -89,8 +110,8 @@ pub fn permissions(cfg: &AgentConfig) -> Permissions {
                 "arn:{}:ecr:{region}:{account}:repository/{repository}",
                 crate_partition(&region)
             );
-            aws_statements.push(json!({"Sid": "LiftoffEcrToken", "Effect": "Allow", "Action": [ECR_AUTH_ACTION], "Resource": "*"}));
-            aws_statements.push(json!({"Sid": "LiftoffEcrPush", "Effect": "Allow", "Action": ECR_REPOSITORY_ACTIONS, "Resource": arn}));
+            aws_statements.push(allow("LiftoffEcrToken", &[ECR_AUTH_ACTION], "*"));
+            aws_statements.push(allow("LiftoffEcrPush", ECR_REPOSITORY_ACTIONS, arn));
         }
         Some(ImageDestination::Gar { region, project, repository, .. }) => {
             gcp_perms.extend(ARTIFACT_REGISTRY_PERMISSIONS);
@@ -128,8 +149,8 @@ pub fn permissions(cfg: &AgentConfig) -> Permissions {
             } else {
                 format!("arn:{part}:s3:::{bucket}/{prefix}/*")
             };
-            aws_statements.push(json!({"Sid": "LiftoffContextBucket", "Effect": "Allow", "Action": S3_BUCKET_ACTIONS, "Resource": format!("arn:{part}:s3:::{bucket}")}));
-            aws_statements.push(json!({"Sid": "LiftoffContextObjects", "Effect": "Allow", "Action": S3_OBJECT_ACTIONS, "Resource": objects}));
+            aws_statements.push(allow("LiftoffContextBucket", S3_BUCKET_ACTIONS, format!("arn:{part}:s3:::{bucket}")));
+            aws_statements.push(allow("LiftoffContextObjects", S3_OBJECT_ACTIONS, objects));
         }
         Some(BuildContextStore::Gcs { bucket, .. }) => {
             gcp_perms.extend(GCS_PERMISSIONS);
@@ -149,7 +170,7 @@ pub fn permissions(cfg: &AgentConfig) -> Permissions {
     }
 
     if !aws_statements.is_empty() {
-        p.aws = Some(json!({"Version": "2012-10-17", "Statement": aws_statements}));
+        p.aws = Some(PolicyDocument { version: "2012-10-17", statement: aws_statements });
     }
     if !gcp_perms.is_empty() {
         let project = gcp_role_project.unwrap_or_else(|| "<project-id>".into());

@@ -26,7 +26,12 @@ impl std::fmt::Debug for ContextStore {
 
 impl ContextStore {
     /// Opens `uri` with `env`'s credentials; calls nothing yet.
+    #[cfg_attr(
+        not(any(feature = "aws", feature = "gcp", feature = "azure")),
+        allow(unreachable_code, reason = "without a cloud no store can be opened")
+    )]
     pub async fn open(uri: &BuildContextStore, env: &CloudEnv) -> Result<Self, CloudError> {
+        #[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
         let fail = |e: object_store::Error| CloudError::Storage { uri: uri.to_string(), message: e.to_string() };
         let (store, s3_endpoint): (Arc<dyn ObjectStore>, _) = match (uri, env) {
             #[cfg(feature = "aws")]
@@ -72,6 +77,7 @@ impl ContextStore {
                 };
                 (Arc::new(b.build().map_err(fail)?), None)
             }
+            #[allow(unreachable_patterns, reason = "reached when a cloud's feature is off or the clouds differ")]
             _ => {
                 return Err(CloudError::Config(format!(
                     "{uri} is reached with {} credentials but environment.type is {}: set environment.type: {}",
@@ -107,7 +113,7 @@ impl ContextStore {
             .map_err(|e| CloudError::Storage { uri: self.uri.to_string(), message: format!("key '{key}': {e}") })
     }
 
-    /// The store's error in words that say what to do.
+    /// A write's error in words that say what to do (a write's 404 is a missing bucket).
     fn explain(&self, what: &str, e: object_store::Error) -> CloudError {
         let uri = self.uri.to_string();
         let (kind, container) = match &self.uri {
@@ -115,22 +121,17 @@ impl ContextStore {
             BuildContextStore::S3 { bucket, .. } | BuildContextStore::Gcs { bucket, .. } => ("bucket", bucket.as_str()),
         };
         let text = e.to_string();
+        let missing =
+            format!("{what}: the {kind} '{container}' does not exist: create it, or fix builder.build-context-store");
+        let denied = format!(
+            "{what}: the {kind} '{container}' is not accessible with these credentials ({}): grant what `liftoff permissions` lists",
+            first_line(&text)
+        );
         let message = match &e {
-            object_store::Error::NotFound { .. } => format!(
-                "{what}: the {kind} '{container}' does not exist ({}): create it, or fix builder.build-context-store",
-                first_line(&text)
-            ),
-            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => format!(
-                "{what}: the {kind} '{container}' is not accessible with these credentials ({}): grant what `liftoff permissions` lists",
-                first_line(&text)
-            ),
-            _ if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") => format!(
-                "{what}: the {kind} '{container}' does not exist: create it, or fix builder.build-context-store"
-            ),
-            _ if text.contains("AccessDenied") || text.contains("403") => format!(
-                "{what}: the {kind} '{container}' is not accessible with these credentials ({}): grant what `liftoff permissions` lists",
-                first_line(&text)
-            ),
+            object_store::Error::NotFound { .. } => missing,
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => denied,
+            _ if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") => missing,
+            _ if text.contains("AccessDenied") || text.contains("403 Forbidden") => denied,
             _ => format!("{what}: {text}"),
         };
         CloudError::Storage { uri, message }
@@ -202,7 +203,13 @@ impl ContextStore {
 
     pub async fn get(&self, key: &str) -> Result<Bytes, CloudError> {
         let path = self.path(key)?;
-        let r = self.store.get(&path).await.map_err(|e| self.explain(&format!("reading {key}"), e))?;
+        let r = self.store.get(&path).await.map_err(|e| match e {
+            // a missing object, not a missing bucket as on a write
+            object_store::Error::NotFound { .. } => {
+                CloudError::Storage { uri: self.uri.to_string(), message: format!("reading {key}: no such object") }
+            }
+            e => self.explain(&format!("reading {key}"), e),
+        })?;
         r.bytes().await.map_err(|e| self.explain(&format!("reading {key}"), e))
     }
 

@@ -3,9 +3,12 @@
 //! own AWS chain misses profiles, SSO and `credential_process`, and its GCP
 //! chain misses what liftoff-cloud resolves (the metadata server's project...).
 
+#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
 use object_store::CredentialProvider;
+#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
 use std::sync::Arc;
 
+#[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
 fn store_error(store: &'static str, e: crate::CloudError) -> object_store::Error {
     object_store::Error::Generic { store, source: Box::new(e) }
 }

@@ -132,11 +132,49 @@ async fn gcp_key_the_endpoint_does_not_trust_is_refused_without_leaking_it() {
     let env = GcpEnv::builder().key_file(&key).region(Some("us-central1")).project(Some("p")).load().await.unwrap();
     let e = env.access_token().await.unwrap_err().to_string();
     assert!(e.starts_with("gcp credentials from GOOGLE_APPLICATION_CREDENTIALS ("), "{e}");
+    // the endpoint's own reason, and what to check
+    assert!(e.contains("refused the request (400 Bad Request): invalid_grant: Invalid JWT Signature."), "{e}");
     assert!(e.contains("token_uri is reachable"), "{e}");
-    // refused by the endpoint for its signature (gcp_auth keeps the endpoint's reason out of its error)
-    let rejected = fake.state.rejected.lock().unwrap().clone();
-    assert!(!rejected.is_empty() && rejected.iter().all(|r| r == "Invalid JWT Signature."), "{rejected:?}");
+    assert_eq!(*fake.state.rejected.lock().unwrap(), ["Invalid JWT Signature."], "one request, not retried");
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     assert!(!e.contains(&body[..40]), "{e}");
     assert!(fake.state.issued.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn reading_a_missing_key_names_the_key() {
+    let Some(endpoint) = emulator("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let env = CloudEnv::Aws(moto_env(&endpoint, "us-east-1").await);
+    let uri = BuildContextStore::parse(&format!("s3://liftoff-test/{}", unique("ctx"))).unwrap();
+    let e = ContextStore::open(&uri, &env).await.unwrap().get("nope.tar").await.unwrap_err().to_string();
+    assert!(e.ends_with("reading nope.tar: no such object"), "{e}");
+}
+
+#[tokio::test]
+async fn gcp_user_credentials_refresh_at_their_token_uri() {
+    use support::gcp_fake::{USER_REFRESH_TOKEN, user_file};
+    let fake = GcpFake::start(&["liftoff-test"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = user_file(dir.path(), USER_REFRESH_TOKEN, &fake.token_uri);
+    let env = GcpEnv::builder()
+        .key_file(&file)
+        .region(Some("us-central1"))
+        .storage_endpoint(&fake.base_url)
+        .load()
+        .await
+        .unwrap();
+    assert_eq!((env.project(), env.project_source()), ("quota-project", "the credentials' quota_project_id"));
+    let store = ContextStore::open(&BuildContextStore::parse("gs://liftoff-test/user").unwrap(), &CloudEnv::Gcp(env))
+        .await
+        .unwrap();
+    store.put("a.txt", Bytes::from_static(b"a")).await.unwrap();
+    assert_eq!(store.get("a.txt").await.unwrap(), Bytes::from_static(b"a"));
+
+    let revoked = "1//revoked-refresh-token-value";
+    let file = user_file(dir.path(), revoked, &fake.token_uri);
+    let env = GcpEnv::builder().key_file(&file).region(Some("us-central1")).load().await.unwrap();
+    let e = env.access_token().await.unwrap_err().to_string();
+    assert!(e.contains("invalid_grant: Token has been expired or revoked."), "{e}");
+    assert!(e.contains("gcloud auth application-default login"), "{e}");
+    assert!(!e.contains(revoked) && !e.contains("test-client-secret"), "{e}");
 }

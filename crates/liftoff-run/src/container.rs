@@ -158,11 +158,11 @@ impl ContainerRunner {
         let reference = ImageRef::parse(image)
             .map_err(|e| anyhow!("failed to pull image '{image}': not a valid reference: {e}"))?;
         let say = |line: String| progress.send((LogStream::Agent, format!("pull {image}: {line}\n")));
-        if reference.digest.is_some() || reference.tag_or_digest() != "latest" {
-            if let Ok(id) = self.engine.inspect_image(image).await {
-                let _ = say(format!("present in the engine as {id}; not pulled again")).await;
-                return Ok(None);
-            }
+        if (reference.digest.is_some() || reference.tag_or_digest() != "latest")
+            && let Ok(id) = self.engine.inspect_image(image).await
+        {
+            let _ = say(format!("present in the engine as {id}; not pulled again")).await;
+            return Ok(None);
         }
         let mut pull = self.engine.pull(&reference.name(), reference.tag_or_digest(), auth);
         let mut layers: HashMap<String, String> = HashMap::new();

@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(routes::meta::health))
         .route("/metrics", get(routes::meta::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::meta::track_http))
         .layer(DefaultBodyLimit::max(json_limit))
         .with_state(state)
 }

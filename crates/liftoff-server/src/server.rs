@@ -7,7 +7,6 @@ use crate::metrics::Metrics;
 use liftoff_store::{BlobStore, SqlStore, Store, now_ms};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::task::JoinHandle;
 
 /// The entity every fresh server starts with.
@@ -113,7 +112,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         dispatch: Dispatch::new(),
         changes: crate::changes::Changes::new(config.max_event_streams),
         config: Arc::new(config),
-        metrics: Arc::new(Metrics::default()),
+        metrics: Arc::new(Metrics::new()),
         key_cache: Default::default(),
         known_agents: Default::default(),
         run_keys: crate::auth::RunKeys::load(store.as_ref())
@@ -167,11 +166,20 @@ async fn reap_leases(state: AppState, mut stop: tokio::sync::watch::Receiver<boo
         }
         let now = Instant::now();
         if grace.may_expire(now) {
-            match state.store.expire_leases().await {
+            let expired = {
+                let _t = state.metrics.db_timer("expire_leases");
+                state.store.expire_leases().await
+            };
+            match expired {
                 Ok(ids) => {
                     grace.reached_store(Instant::now());
                     if !ids.is_empty() {
-                        state.metrics.leases_expired.fetch_add(ids.len() as u64, Ordering::Relaxed);
+                        state.metrics.lease_expiries(ids.len() as u64);
+                        // Some ended (failed at max attempts, or stopped): count those.
+                        match state.store.items_by_id(&ids).await {
+                            Ok(items) => items.iter().for_each(|i| state.metrics.transitioned(i)),
+                            Err(e) => tracing::warn!(error = %e, "cannot read expired items for the metrics"),
+                        }
                         tracing::warn!(count = ids.len(), items = ?ids, "leases expired");
                         state.dispatch.notify();
                         state.changes.any();

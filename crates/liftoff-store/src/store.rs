@@ -1,4 +1,4 @@
-use crate::{ApiKeyRecord, Claimed, NewItem, NewJobVersion, StoreError};
+use crate::{AgentStats, ApiKeyRecord, Claimed, NewItem, NewJobVersion, QueueStats, StoreError};
 use async_trait::async_trait;
 use liftoff_core::api::{
     AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition,
@@ -212,4 +212,12 @@ pub trait Store: Send + Sync {
     /// its next chunk must carry, and how many bytes of output that claim
     /// has stored per stream.
     async fn log_position(&self, entity: &str, id: &str, fence: i64) -> Result<LogPosition, StoreError>;
+
+    /// Every queue of every entity, with its item count per state and its
+    /// oldest pending item (for `/metrics`).
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError>;
+    /// Every agent of every entity (for `/metrics`).
+    async fn agent_stats(&self) -> Result<Vec<AgentStats>, StoreError>;
+    /// The items with these ids (of any entity); unknown ids are skipped.
+    async fn items_by_id(&self, ids: &[String]) -> Result<Vec<ItemView>, StoreError>;
 }

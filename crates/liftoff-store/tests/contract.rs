@@ -650,6 +650,45 @@ async fn stale_writes_record_nothing(s: SqlStore) {
     assert_eq!(s.queue_history_head("acme", "q").await.unwrap(), head);
 }
 
+/// What `/metrics` reads: every queue of every entity with its counts per
+/// state and its oldest pending item, every agent, items by id alone.
+async fn metrics_stats(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    s.create_queue(&queue("empty", false)).await.unwrap();
+    s.create_queue(&Queue { entity: "other".into(), resource: ResourceType::LocalContainer, ..queue("q", false) })
+        .await
+        .unwrap();
+    s.enqueue(&item("i1", "q", Priority::Medium, false)).await.unwrap();
+    s.enqueue(&NewItem { now_ms: 500, ..item("i2", "q", Priority::Medium, false) }).await.unwrap();
+    s.enqueue(&NewItem { now_ms: 700, ..item("i3", "q", Priority::Medium, false) }).await.unwrap();
+    assert_eq!(claim_one(&s, "q").await.unwrap().id, "i1");
+    let stats = s.queue_stats().await.unwrap();
+    let find = |e: &str, q: &str| stats.iter().find(|x| x.entity == e && x.queue == q).unwrap().clone();
+    assert_eq!(stats.len(), 3, "{stats:?}");
+    let q = find("acme", "q");
+    assert_eq!((q.items.get(&ItemState::Pending), q.items.get(&ItemState::Claimed)), (Some(&2), Some(&1)));
+    assert_eq!(q.items.len(), 2, "states without items are absent: {q:?}");
+    assert_eq!(q.oldest_pending_created_ms, Some(500), "the claimed item is not pending");
+    let empty = find("acme", "empty");
+    assert!(empty.items.is_empty() && empty.oldest_pending_created_ms.is_none());
+    assert_eq!(find("other", "q").resource, ResourceType::LocalContainer);
+
+    let req = RegisterAgent { queues: vec!["q".into()], hostname: "h".into(), max_jobs: -1, version: "0".into() };
+    s.register_agent("acme", "ag1", &req, 1).await.unwrap();
+    s.register_agent("acme", "ag2", &req, 1).await.unwrap();
+    s.agent_heartbeat("acme", "ag2", AgentStatus::Stopped, 9).await.unwrap();
+    let mut agents = s.agent_stats().await.unwrap();
+    agents.sort_by_key(|a| a.heartbeat_at_ms);
+    assert_eq!(
+        agents.iter().map(|a| (a.status, a.heartbeat_at_ms)).collect::<Vec<_>>(),
+        [(AgentStatus::Polling, 1), (AgentStatus::Stopped, 9)]
+    );
+    assert_eq!(agents[0].queues, ["q"]);
+
+    let found = s.items_by_id(&["i1".to_string(), "nope".to_string()]).await.unwrap();
+    assert_eq!(found.iter().map(|i| (i.id.as_str(), i.state)).collect::<Vec<_>>(), [("i1", ItemState::Claimed)]);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod on_sqlite { $(
@@ -681,4 +720,5 @@ contract!(
     build_records,
     history_records_every_change_with_its_cause,
     stale_writes_record_nothing,
+    metrics_stats,
 );

@@ -59,6 +59,10 @@ enum Command {
     /// Check a launch-config.yaml, or print its JSON Schema.
     #[command(subcommand)]
     Config(cmd::config::ConfigCmd),
+    /// Check a launch config's cloud setup: credentials, build-context store, builder, regions.
+    Doctor(cmd::doctor::DoctorArgs),
+    /// Print the least-privilege grants a launch config needs (IAM policy, GCP role, Azure roles).
+    Permissions(cmd::permissions::PermissionsArgs),
     /// Internal: how the agent runs a local process.
     #[command(name = "__supervise", hide = true)]
     Supervise(cmd::supervise::SuperviseArgs),
@@ -112,6 +116,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Entity(c) => cmd::entity::run(c).await,
         Command::Key(c) => cmd::key::run(&globals, c).await,
         Command::Config(c) => cmd::config::run(c),
+        Command::Doctor(args) => cmd::doctor::run(args).await,
+        Command::Permissions(args) => cmd::permissions::run(args),
         Command::Supervise(_) => unreachable!("run before the runtime starts, in main"),
     }
 }

@@ -4,8 +4,8 @@
 //! Existence is the registry's manifest HEAD with that login (the reference
 //! called `get_manifest_properties`, which is the same question).
 
-use super::distribution::{Distribution, base_url, error_chain, error_text, read_bounded};
-use super::{Login, LoginSource, PushCheck, Registry, RegistryError, TokenSource};
+use super::distribution::{Distribution, OverDistribution, base_url, error_chain, error_text, read_bounded};
+use super::{Login, LoginSource, RegistryError, TokenSource};
 use async_trait::async_trait;
 use liftoff_run::container::RegistryAuth;
 use std::sync::Arc;
@@ -142,25 +142,16 @@ impl AcrRegistry {
     }
 }
 
-#[async_trait]
-impl Registry for AcrRegistry {
-    fn repository(&self) -> &str {
+impl OverDistribution for AcrRegistry {
+    fn client(&self) -> &Distribution {
+        &self.client
+    }
+
+    fn repository_uri(&self) -> &str {
         &self.repository
     }
 
-    fn describe(&self) -> String {
-        format!("ACR {}", self.repository)
-    }
-
-    async fn credentials(&self) -> Result<Option<RegistryAuth>, RegistryError> {
-        Ok(self.client.current_login().await?.auth)
-    }
-
-    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>, RegistryError> {
-        self.client.manifest_digest(tag).await
-    }
-
-    async fn push_check(&self) -> Result<PushCheck, RegistryError> {
-        self.client.push_check().await
+    fn kind(&self) -> &'static str {
+        "ACR"
     }
 }

@@ -49,6 +49,38 @@ struct AuthState {
 }
 
 /// One repository of one registry.
+/// A registry whose operations all go through one [`Distribution`] client:
+/// OCI, ECR, Artifact Registry and ACR differ only in how they log in.
+pub(crate) trait OverDistribution: Send + Sync {
+    fn client(&self) -> &Distribution;
+    fn repository_uri(&self) -> &str;
+    /// For messages: `ECR`, `Artifact Registry`, `ACR`, `registry`.
+    fn kind(&self) -> &'static str;
+}
+
+#[async_trait::async_trait]
+impl<T: OverDistribution> super::Registry for T {
+    fn repository(&self) -> &str {
+        self.repository_uri()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} {}", self.kind(), self.repository_uri())
+    }
+
+    async fn login(&self) -> Result<Login, RegistryError> {
+        self.client().current_login().await
+    }
+
+    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>, RegistryError> {
+        self.client().manifest_digest(tag).await
+    }
+
+    async fn push_check(&self) -> Result<PushCheck, RegistryError> {
+        self.client().push_check().await
+    }
+}
+
 pub(crate) struct Distribution {
     http: reqwest::Client,
     /// `http(s)://host[:port]/`: https, except for loopback hosts (as Docker

@@ -7,8 +7,8 @@
 //! needs no permission beyond the pull that pushing implies
 //! (`ecr:BatchGetImage`), and is the same code as every other registry.
 
-use super::distribution::{Distribution, base_url};
-use super::{Login, LoginSource, PushCheck, Registry, RegistryError};
+use super::distribution::{Distribution, OverDistribution, base_url};
+use super::{Login, LoginSource, RegistryError};
 use async_trait::async_trait;
 use aws_sdk_ecr::error::DisplayErrorContext;
 use base64::Engine;
@@ -126,26 +126,17 @@ impl EcrRegistry {
     }
 }
 
-#[async_trait]
-impl Registry for EcrRegistry {
-    fn repository(&self) -> &str {
+impl OverDistribution for EcrRegistry {
+    fn client(&self) -> &Distribution {
+        &self.client
+    }
+
+    fn repository_uri(&self) -> &str {
         &self.repository
     }
 
-    fn describe(&self) -> String {
-        format!("ECR {}", self.repository)
-    }
-
-    async fn credentials(&self) -> Result<Option<RegistryAuth>, RegistryError> {
-        Ok(self.client.current_login().await?.auth)
-    }
-
-    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>, RegistryError> {
-        self.client.manifest_digest(tag).await
-    }
-
-    async fn push_check(&self) -> Result<PushCheck, RegistryError> {
-        self.client.push_check().await
+    fn kind(&self) -> &'static str {
+        "ECR"
     }
 }
 

@@ -1,8 +1,8 @@
 //! Google Artifact Registry: user `oauth2accesstoken`, an access token from
 //! the environment's application default credentials as the password.
 
-use super::distribution::{Distribution, base_url};
-use super::{Login, LoginSource, PushCheck, Registry, RegistryError, TokenSource};
+use super::distribution::{Distribution, OverDistribution, base_url};
+use super::{Login, LoginSource, RegistryError, TokenSource};
 use async_trait::async_trait;
 use liftoff_run::container::RegistryAuth;
 use std::sync::Arc;
@@ -65,25 +65,16 @@ impl GarRegistry {
     }
 }
 
-#[async_trait]
-impl Registry for GarRegistry {
-    fn repository(&self) -> &str {
+impl OverDistribution for GarRegistry {
+    fn client(&self) -> &Distribution {
+        &self.client
+    }
+
+    fn repository_uri(&self) -> &str {
         &self.repository
     }
 
-    fn describe(&self) -> String {
-        format!("Artifact Registry {}", self.repository)
-    }
-
-    async fn credentials(&self) -> Result<Option<RegistryAuth>, RegistryError> {
-        Ok(self.client.current_login().await?.auth)
-    }
-
-    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>, RegistryError> {
-        self.client.manifest_digest(tag).await
-    }
-
-    async fn push_check(&self) -> Result<PushCheck, RegistryError> {
-        self.client.push_check().await
+    fn kind(&self) -> &'static str {
+        "Artifact Registry"
     }
 }

@@ -2,10 +2,9 @@
 //! its credential helpers), read by `liftoff_run::registry_auth` as pulls
 //! read them; without any, anonymous.
 
-use super::distribution::{Distribution, base_url};
-use super::{Login, LoginSource, PushCheck, Registry, RegistryError};
+use super::distribution::{Distribution, OverDistribution, base_url};
+use super::{Login, LoginSource, RegistryError};
 use async_trait::async_trait;
-use liftoff_run::container::RegistryAuth;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -59,25 +58,16 @@ impl OciRegistry {
     }
 }
 
-#[async_trait]
-impl Registry for OciRegistry {
-    fn repository(&self) -> &str {
+impl OverDistribution for OciRegistry {
+    fn client(&self) -> &Distribution {
+        &self.client
+    }
+
+    fn repository_uri(&self) -> &str {
         &self.repository
     }
 
-    fn describe(&self) -> String {
-        format!("registry {}", self.repository)
-    }
-
-    async fn credentials(&self) -> Result<Option<RegistryAuth>, RegistryError> {
-        Ok(self.client.current_login().await?.auth)
-    }
-
-    async fn manifest_digest(&self, tag: &str) -> Result<Option<String>, RegistryError> {
-        self.client.manifest_digest(tag).await
-    }
-
-    async fn push_check(&self) -> Result<PushCheck, RegistryError> {
-        self.client.push_check().await
+    fn kind(&self) -> &'static str {
+        "registry"
     }
 }

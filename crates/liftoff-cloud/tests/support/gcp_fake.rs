@@ -14,6 +14,8 @@
 //! generations beyond a counter, no ACLs or IAM: any issued token may do
 //! anything; ETags are counters, not MD5s.
 
+#![allow(dead_code, reason = "shared by liftoff-cloud's and liftoff's tests, each using part of it")]
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -25,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Google's endpoint takes segments with or without `=` padding (gcp_auth pads), so this does too.
+/// Google's endpoint takes segments with or without `=` padding (some clients pad), so this does too.
 const B64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::URL_SAFE,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
@@ -98,6 +100,25 @@ pub fn key_file(dir: &Path, name: &str, email: &str, pem: &str, token_uri: &str,
     }
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(&key).unwrap()).unwrap();
+    path
+}
+
+pub const USER_CLIENT_ID: &str = "test-client.apps.googleusercontent.com";
+pub const USER_CLIENT_SECRET: &str = "test-client-secret";
+pub const USER_REFRESH_TOKEN: &str = "1//test-refresh-token";
+
+/// An `authorized_user` file (what `gcloud auth application-default login` writes) for this endpoint.
+pub fn user_file(dir: &Path, refresh_token: &str, token_uri: &str) -> PathBuf {
+    let f = serde_json::json!({
+        "type": "authorized_user",
+        "client_id": USER_CLIENT_ID,
+        "client_secret": USER_CLIENT_SECRET,
+        "refresh_token": refresh_token,
+        "quota_project_id": "quota-project",
+        "token_uri": token_uri,
+    });
+    let path = dir.join("adc.json");
+    std::fs::write(&path, serde_json::to_vec(&f).unwrap()).unwrap();
     path
 }
 
@@ -206,6 +227,18 @@ fn xml_error(status: StatusCode, code: &str, message: &str) -> Response {
 /// then its claims, as Google's token endpoint checks them.
 fn token(st: &FakeState, body: &[u8]) -> Result<Response, String> {
     let form: HashMap<String, String> = url_form(body);
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        // `gcloud auth application-default login` credentials (user_file below)
+        let ok = form.get("client_id").map(String::as_str) == Some(USER_CLIENT_ID)
+            && form.get("client_secret").map(String::as_str) == Some(USER_CLIENT_SECRET)
+            && form.get("refresh_token").map(String::as_str) == Some(USER_REFRESH_TOKEN);
+        if !ok {
+            return Err("Token has been expired or revoked.".into());
+        }
+        let access = format!("ya29.user-token-{}", st.issued.lock().unwrap().len());
+        st.issued.lock().unwrap().push(access.clone());
+        return Ok(axum::Json(serde_json::json!({"access_token": access, "expires_in": 3599})).into_response());
+    }
     if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
         return Err(format!("unsupported grant_type {:?}", form.get("grant_type")));
     }

@@ -89,7 +89,7 @@ fn destination_matches(
             is.warn(
                 path,
                 Some(&shown),
-                format!("'{host}' is not a registry liftoff knows (ecr, artifact registry, acr): make sure the agent can push there"),
+                format!("'{host}' is not ECR, Artifact Registry or ACR: it is pushed to as any OCI registry, with the credentials of the agent's docker login (`liftoff doctor` checks a push)"),
             );
             return;
         }

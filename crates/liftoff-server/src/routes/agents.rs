@@ -2,7 +2,6 @@ use crate::app::AppState;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::metrics::Metrics;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -140,8 +139,12 @@ pub async fn claim(
         // The store gives an agent told to stop polling (through any server)
         // nothing, checked in the claim itself, so even a claim already
         // waiting gets nothing more.
-        if let Some(claimed) = st.store.claim(&entity, &req.queues, &req.agent_id, ttl).await? {
-            Metrics::inc(&st.metrics.items_claimed);
+        let claimed = {
+            let _t = st.metrics.db_timer("claim");
+            st.store.claim(&entity, &req.queues, &req.agent_id, ttl).await?
+        };
+        if let Some(claimed) = claimed {
+            st.metrics.claimed(&claimed.item, liftoff_store::now_ms());
             st.changes.item(&entity, &claimed.item.id, Some(&claimed.item.queue));
             let fence = claimed.item.fence;
             let run_api_key = st.run_keys.mint(&entity, &claimed.item.id, fence);
@@ -156,7 +159,7 @@ pub async fn claim(
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            Metrics::inc(&st.metrics.claims_empty);
+            st.metrics.claims_empty();
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         // Re-check at least every `claim_recheck` (1 s): with PostgreSQL,

@@ -87,5 +87,6 @@ pub async fn record(
         return Err(ApiError::bad_request("build", "a builder name of at most 32 bytes and a time of 0 s or more"));
     }
     super::leases::observe(&st, st.store.set_build_record(&entity, &id, req.fence, b).await)?;
+    st.metrics.build_recorded(b.how, b.seconds);
     Ok(StatusCode::NO_CONTENT)
 }

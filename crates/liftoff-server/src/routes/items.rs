@@ -2,7 +2,6 @@ use crate::app::AppState;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::metrics::Metrics;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -100,8 +99,11 @@ pub async fn launch(
         spec,
         now_ms: liftoff_store::now_ms(),
     };
-    let view = st.store.enqueue(&item).await?;
-    Metrics::inc(&st.metrics.items_enqueued);
+    let view = {
+        let _t = st.metrics.db_timer("enqueue");
+        st.store.enqueue(&item).await?
+    };
+    st.metrics.enqueued();
     st.dispatch.notify();
     st.changes.item(&view.entity, &view.id, Some(&view.queue));
     Ok((StatusCode::CREATED, Json(LaunchResponse { item_id: view.id, run_id: view.run_id })))
@@ -203,7 +205,11 @@ pub async fn stop(
     Path((entity, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ItemView>> {
     caller.may(&entity, Action::Launch)?;
-    let item = st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?;
+    let item = {
+        let _t = st.metrics.db_timer("event");
+        st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?
+    };
+    st.metrics.transitioned(&item);
     st.changes.item(&entity, &item.id, Some(&item.queue));
     Ok(Json(item.without_credentials()))
 }

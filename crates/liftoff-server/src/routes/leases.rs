@@ -2,7 +2,6 @@ use crate::app::AppState;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::metrics::Metrics;
 use axum::Json;
 use axum::extract::{Path, State};
 use liftoff_core::api::{FencedEvent, FencedHeartbeat, ItemHeartbeatResponse, ItemView};
@@ -12,7 +11,7 @@ use liftoff_store::StoreError;
 /// Counts refused stale writes on the way out.
 pub fn observe<T>(st: &AppState, r: Result<T, StoreError>) -> Result<T, ApiError> {
     if matches!(r, Err(StoreError::StaleFence { .. })) {
-        Metrics::inc(&st.metrics.stale_writes);
+        st.metrics.stale_write();
     }
     Ok(r?)
 }
@@ -27,7 +26,11 @@ pub async fn renew(
 ) -> ApiResult<Json<ItemHeartbeatResponse>> {
     caller.may(&entity, Action::Work)?;
     let ttl = st.config.lease_ttl.as_millis() as i64;
-    let item = observe(&st, st.store.renew_lease(&entity, &id, req.fence, ttl).await)?;
+    let renewed = {
+        let _t = st.metrics.db_timer("renew_lease");
+        st.store.renew_lease(&entity, &id, req.fence, ttl).await
+    };
+    let item = observe(&st, renewed)?;
     let log_position = if req.resume { Some(st.store.log_position(&entity, &item.id, req.fence).await?) } else { None };
     Ok(Json(ItemHeartbeatResponse {
         state: item.state,
@@ -57,8 +60,12 @@ pub async fn event(
         }
         _ => {}
     }
-    let item =
-        observe(&st, st.store.apply_event(&entity, &id, Some(req.fence), &req.event, liftoff_store::now_ms()).await)?;
+    let applied = {
+        let _t = st.metrics.db_timer("event");
+        st.store.apply_event(&entity, &id, Some(req.fence), &req.event, liftoff_store::now_ms()).await
+    };
+    let item = observe(&st, applied)?;
+    st.metrics.transitioned(&item);
     st.changes.item(&entity, &item.id, Some(&item.queue));
     if item.state == ItemState::Pending {
         // a preempted run went back on its queue: wake waiting agents

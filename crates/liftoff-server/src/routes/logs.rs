@@ -3,7 +3,6 @@ use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::log_archive::read_archived;
-use crate::metrics::Metrics;
 use crate::routes::items::readable_item;
 use crate::routes::leases::observe;
 use axum::Json;
@@ -33,7 +32,7 @@ pub async fn append(
     }
     observe(&st, st.store.append_log(&entity, &id, req.fence, req.seq, req.stream, &req.data).await)?;
     st.changes.item(&entity, &id, None);
-    Metrics::inc(&st.metrics.log_chunks);
+    st.metrics.log_chunk();
     Ok(StatusCode::NO_CONTENT)
 }
 

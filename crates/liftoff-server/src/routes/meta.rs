@@ -1,9 +1,11 @@
 use crate::app::AppState;
 use crate::auth::Caller;
+use crate::error::ApiResult;
 use axum::Json;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use liftoff_core::api::WhoAmI;
 
 /// The OpenAPI 3.1 description of `/api/v1`, kept beside the routes and
@@ -18,8 +20,34 @@ pub async fn health() -> &'static str {
     "ok\n"
 }
 
-pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render())
+/// `GET /metrics`: OpenMetrics text when the scraper accepts it (Prometheus
+/// does), else the Prometheus text format 0.0.4.
+pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let body = st.metrics.render(st.store.as_ref(), openmetrics).await?;
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// Times every request that matched a route, labelled with the route's
+/// template (a raw path would put ids in a label).
+pub async fn track_http(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_string();
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    if let Some(route) = route {
+        st.metrics.http_request(&method, &route, response.status().as_u16(), started.elapsed());
+    }
+    response
 }
 
 /// `GET /whoami`: the entity and role of the caller's key, so that clients

@@ -1,6 +1,8 @@
 //! The [`Store`] over SQL, one file per concept: `items` (rows and the one
 //! guarded state transition), `claims` (claims and leases), `logs`, `jobs`,
-//! `queues`, `warnings`, `agents_keys`, `builds`, `history` (every state change), `migrations`; `store_impl` maps the trait onto them.
+//! `queues`, `warnings`, `agents_keys`, `builds`, `history` (every state
+//! change), `stats` (read-only aggregates for `/metrics`), `migrations`;
+//! `store_impl` maps the trait onto them.
 
 mod agents_keys;
 mod builds;
@@ -11,10 +13,13 @@ mod jobs;
 mod logs;
 mod migrations;
 mod queues;
+mod stats;
 mod store_impl;
 #[cfg(test)]
 mod tests;
 mod warnings;
+
+pub use stats::{AgentStats, QueueStats};
 
 use crate::StoreError;
 use sqlx::any::AnyPoolOptions;

@@ -3,7 +3,7 @@
 //! calls the implementation, not itself).
 
 use super::SqlStore;
-use crate::{ApiKeyRecord, Claimed, NewItem, NewJobVersion, Store, StoreError};
+use crate::{AgentStats, ApiKeyRecord, Claimed, NewItem, NewJobVersion, QueueStats, Store, StoreError};
 use async_trait::async_trait;
 use liftoff_core::api::{
     AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition,
@@ -268,5 +268,17 @@ impl Store for SqlStore {
 
     async fn log_position(&self, entity: &str, id: &str, fence: i64) -> Result<LogPosition, StoreError> {
         SqlStore::log_position(self, entity, id, fence).await
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
+        SqlStore::queue_stats(self).await
+    }
+
+    async fn agent_stats(&self) -> Result<Vec<AgentStats>, StoreError> {
+        SqlStore::agent_stats(self).await
+    }
+
+    async fn items_by_id(&self, ids: &[String]) -> Result<Vec<ItemView>, StoreError> {
+        SqlStore::items_by_id(self, ids).await
     }
 }

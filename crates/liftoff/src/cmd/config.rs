@@ -80,7 +80,7 @@ fn check(file: &Path, format: Format) -> anyhow::Result<()> {
 
 /// The file's text, or an issue saying why it cannot be read; never more than
 /// [`MAX_FILE_BYTES`] + 1 bytes are read.
-fn read_bounded(file: &Path) -> Result<String, Vec<ConfigIssue>> {
+pub(crate) fn read_bounded(file: &Path) -> Result<String, Vec<ConfigIssue>> {
     let fail = |m: String| vec![ConfigIssue::new("", None, m)];
     let f = std::fs::File::open(file).map_err(|e| fail(format!("failed to read {}: {e}", file.display())))?;
     let mut bytes = Vec::new();

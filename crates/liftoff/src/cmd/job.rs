@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub enum JobCmd {
     /// Create a job (or a new version of one).
     #[command(subcommand)]
-    Create(CreateCmd),
+    Create(Box<CreateCmd>),
     /// List the entity's jobs.
     List(FormatArg),
     /// Show one job version.
@@ -60,7 +60,26 @@ pub struct CodeArgs {
     #[arg(short = 'E', long, value_name = "ENTRYPOINT")]
     entrypoint: String,
     #[command(flatten)]
+    build: BuildArgs,
+    #[command(flatten)]
     common: CommonArgs,
+}
+
+/// How code and git jobs become images.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The Dockerfile to build with, relative to the build context [default:
+    /// `Dockerfile.liftoff` (or `Dockerfile.wandb`) beside the entrypoint's
+    /// script, else one generated for Python].
+    #[arg(long, value_name = "PATH")]
+    dockerfile: Option<String>,
+    /// The subdirectory of the code that is the build context.
+    #[arg(long, value_name = "DIR")]
+    build_context: Option<String>,
+    /// An image to run the code in, mounted, on agents without a builder
+    /// (with a builder: the base of the generated Dockerfile).
+    #[arg(long, value_name = "IMAGE")]
+    base_image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +91,8 @@ pub struct GitArgs {
     /// Command to run, e.g. "python main.py".
     #[arg(short = 'E', long, value_name = "ENTRYPOINT")]
     entrypoint: String,
+    #[command(flatten)]
+    build: BuildArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -88,7 +109,7 @@ pub struct ImageArgs {
 
 pub async fn run(globals: &Globals, cmd: JobCmd) -> anyhow::Result<()> {
     match cmd {
-        JobCmd::Create(c) => create(globals, c).await,
+        JobCmd::Create(c) => create(globals, *c).await,
         JobCmd::List(f) => {
             let jobs = globals.client()?.list_jobs().await.context("failed to list jobs")?;
             // The server already redacts credentials; an older one may not have.
@@ -119,9 +140,9 @@ async fn create(globals: &Globals, cmd: CreateCmd) -> anyhow::Result<()> {
             let code = CodeSource {
                 digest: digest.clone(),
                 entrypoint,
-                build_context: None,
-                dockerfile: None,
-                base_image: None,
+                build_context: a.build.build_context,
+                dockerfile: a.build.dockerfile,
+                base_image: a.build.base_image,
             };
             let job =
                 create_job(&client, a.common, name, JobSourceSpec { code: Some(code), ..Default::default() }).await?;
@@ -138,9 +159,9 @@ async fn create(globals: &Globals, cmd: CreateCmd) -> anyhow::Result<()> {
                 commit: a.commit,
                 entrypoint,
                 diff_patch: None,
-                build_context: None,
-                dockerfile: None,
-                base_image: None,
+                build_context: a.build.build_context,
+                dockerfile: a.build.dockerfile,
+                base_image: a.build.base_image,
             };
             let job =
                 create_job(&globals.client()?, a.common, name, JobSourceSpec { git: Some(git), ..Default::default() })

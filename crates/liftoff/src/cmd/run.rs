@@ -8,6 +8,7 @@ use liftoff_client::{Client, ClientError, RunEvent, RunEvents};
 use liftoff_core::api::{ItemView, LogChunk, LogStream};
 use liftoff_core::{ItemTransition, TransitionCause};
 use std::io::Write;
+use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub enum RunCmd {
@@ -76,31 +77,40 @@ pub async fn run(globals: &Globals, cmd: RunCmd) -> anyhow::Result<()> {
 }
 
 /// Prints the run's log chunks (stderr chunks to stderr, the rest to stdout).
-/// With `follow`, prints them as the run writes them, until it ends.
+/// With `follow`, prints them as the run writes them (from its event
+/// stream), until it ends; then, when a person watches (stderr is a
+/// terminal), the build's output is a spinner with its latest step instead
+/// of a scroll of lines.
 pub async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
     let context = || format!("failed to read the logs of run '{id}'");
+    let mut build = BuildProgress::new(follow && std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if follow {
         let mut live = LiveLog::new(client, id);
         while let Some(chunk) = live.next().await.with_context(context)? {
-            write_chunks(std::slice::from_ref(&chunk))?;
+            write_chunks(&mut build, std::slice::from_ref(&chunk))?;
         }
+        build.finish();
         return Ok(());
     }
     let mut after = 0;
     loop {
         let page = client.read_logs(id, after).await.with_context(context)?;
-        write_chunks(&page.chunks)?;
+        write_chunks(&mut build, &page.chunks)?;
         after = page.next_seq;
         if page.complete || page.chunks.is_empty() {
+            build.finish();
             return Ok(());
         }
     }
 }
 
-fn write_chunks(chunks: &[LogChunk]) -> std::io::Result<()> {
+fn write_chunks(build: &mut BuildProgress, chunks: &[LogChunk]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     for chunk in chunks {
+        if build.show(chunk.stream, &chunk.data) {
+            continue;
+        }
         match chunk.stream {
             LogStream::Stderr => err.write_all(chunk.data.as_bytes())?,
             LogStream::Stdout | LogStream::Agent | LogStream::Build => out.write_all(chunk.data.as_bytes())?,
@@ -180,6 +190,12 @@ fn show_table(i: &ItemView) -> Table {
     if i.resumes > 0 {
         t.row(["resumes:".to_string(), format!("{} (preempted and re-queued)", i.resumes)]);
     }
+    if let Some(b) = &i.build {
+        t.row([
+            "image:".to_string(),
+            format!("{} ({} by {} in {:.1} s)", b.image, b.how.as_str(), b.builder, b.seconds),
+        ]);
+    }
     for w in &i.warnings {
         t.row(["warning:".to_string(), format!("[{}] {}", w.stage, w.message)]);
     }
@@ -187,4 +203,50 @@ fn show_table(i: &ItemView) -> Table {
     t.row(["started:".to_string(), output::opt(i.started_at_ms.map(output::time_ms))]);
     t.row(["ended:".to_string(), output::opt(i.ended_at_ms.map(output::time_ms))]);
     t
+}
+
+/// The build stage of a followed log, shown as one updating line.
+struct BuildProgress {
+    bar: Option<indicatif::ProgressBar>,
+    enabled: bool,
+    lines: usize,
+}
+
+impl BuildProgress {
+    fn new(enabled: bool) -> Self {
+        Self { bar: None, enabled, lines: 0 }
+    }
+
+    /// Takes a chunk: `true` when it was shown here (a build line on a
+    /// terminal). Any other chunk ends the build's display first.
+    fn show(&mut self, stream: LogStream, data: &str) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        if stream != LogStream::Build {
+            self.finish();
+            return false;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} building ({elapsed}): {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        for line in data.lines().filter(|l| !l.trim().is_empty()) {
+            self.lines += 1;
+            bar.set_message(line.trim().to_string());
+        }
+        true
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            eprintln!("build: {} lines (the whole build log: `liftoff run logs` without -f)", self.lines);
+        }
+    }
 }
