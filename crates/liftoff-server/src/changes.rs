@@ -6,6 +6,7 @@
 //! database wake nobody here; streams also look every
 //! `ServerConfig::stream_recheck` (1 s) for those.
 
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 
@@ -43,11 +44,26 @@ pub struct Changes {
     tx: broadcast::Sender<Change>,
     streams: Arc<Semaphore>,
     max_streams: usize,
+    /// `liftoff_event_streams`
+    open: Gauge,
+}
+
+/// An open stream's place under the cap; given back (and counted out) when
+/// the stream is dropped, which happens when its client goes away.
+pub struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 impl Changes {
-    pub fn new(max_streams: usize) -> Self {
-        Self { tx: broadcast::channel(1024).0, streams: Arc::new(Semaphore::new(max_streams)), max_streams }
+    pub fn new(max_streams: usize, open: Gauge) -> Self {
+        Self { tx: broadcast::channel(1024).0, streams: Arc::new(Semaphore::new(max_streams)), max_streams, open }
     }
 
     /// After the commit of a state change or a log append of item `name`.
@@ -70,8 +86,10 @@ impl Changes {
     }
 
     /// A slot for one more open stream, or `None` when all are taken.
-    pub fn open_stream(&self) -> Option<OwnedSemaphorePermit> {
-        self.streams.clone().try_acquire_owned().ok()
+    pub fn open_stream(&self) -> Option<StreamSlot> {
+        let permit = self.streams.clone().try_acquire_owned().ok()?;
+        self.open.inc();
+        Some(StreamSlot { _permit: permit, open: self.open.clone() })
     }
 
     pub fn max_streams(&self) -> usize {

@@ -106,13 +106,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let listen = |source| StartError::Listen { addr: config.listen, source };
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen)?;
     let addr = listener.local_addr().map_err(listen)?;
+    let metrics = Arc::new(Metrics::new());
     let state = AppState {
         store: store.clone(),
         blobs,
         dispatch: Dispatch::new(),
-        changes: crate::changes::Changes::new(config.max_event_streams),
+        changes: crate::changes::Changes::new(config.max_event_streams, metrics.event_streams.clone()),
         config: Arc::new(config),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         key_cache: Default::default(),
         known_agents: Default::default(),
         run_keys: crate::auth::RunKeys::load(store.as_ref())

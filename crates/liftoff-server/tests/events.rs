@@ -237,7 +237,11 @@ async fn a_queue_stream_sees_launches_and_state_changes() {
 async fn streams_are_capped_and_end_when_the_server_stops() {
     let t = setup(|cfg| cfg.max_event_streams = 1).await;
     let c = &t.client;
+    let metrics =
+        || async { reqwest::get(format!("{}/metrics", t.server.base_url())).await.unwrap().text().await.unwrap() };
+    assert!(metrics().await.contains("\nliftoff_event_streams 0\n"));
     let open = c.queue_events("q", None).await.unwrap();
+    assert!(metrics().await.contains("\nliftoff_event_streams 1\n"), "{}", metrics().await);
     let refused = c.queue_events("q", None).await.err().expect("a second stream is refused");
     assert!(
         matches!(&refused, ClientError::Api { status: 503, body } if body.code == "too_many_streams"),

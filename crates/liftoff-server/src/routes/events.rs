@@ -22,7 +22,7 @@
 
 use crate::app::AppState;
 use crate::auth::{Action, Caller};
-use crate::changes::Change;
+use crate::changes::{Change, StreamSlot};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::items::readable_item;
 use crate::routes::logs::read_chunks;
@@ -37,7 +37,6 @@ use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 /// Rows read from the store per look.
@@ -87,7 +86,7 @@ pub async fn run_stream(
         pos,
         ready: VecDeque::new(),
         ended: false,
-        _permit: permit,
+        _slot: permit,
     };
     Ok(sse(stream::unfold(run, |mut run| async move {
         loop {
@@ -129,7 +128,7 @@ pub async fn queue_stream(
         after,
         ready: VecDeque::new(),
         ended: false,
-        _permit: permit,
+        _slot: permit,
     };
     Ok(sse(stream::unfold(q, |mut q| async move {
         loop {
@@ -159,7 +158,7 @@ fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<String>> {
         .transpose()
 }
 
-fn open_stream(st: &AppState) -> ApiResult<OwnedSemaphorePermit> {
+fn open_stream(st: &AppState) -> ApiResult<StreamSlot> {
     st.changes.open_stream().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -201,7 +200,7 @@ struct RunStream {
     pos: RunStreamPosition,
     ready: VecDeque<Event>,
     ended: bool,
-    _permit: OwnedSemaphorePermit,
+    _slot: StreamSlot,
 }
 
 impl RunStream {
@@ -281,7 +280,7 @@ struct QueueStream {
     after: i64,
     ready: VecDeque<Event>,
     ended: bool,
-    _permit: OwnedSemaphorePermit,
+    _slot: StreamSlot,
 }
 
 impl QueueStream {
