@@ -335,3 +335,33 @@ async fn long_and_archived_logs_stream_the_same() {
     }
     t.server.shutdown().await;
 }
+
+/// The server restarts while a client follows a run: the client's stream
+/// ends without `end`, it reconnects with its last id to the new server and
+/// gets the rest, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_resumes_across_a_server_restart() {
+    let t = setup(|_| {}).await;
+    let c = &t.client;
+    let run = launch(c).await;
+    let claim = c.claim(&t.agent, &["q".into()], Duration::from_secs(5)).await.unwrap().unwrap();
+    let (id, fence) = (claim.item.id.clone(), claim.fence);
+    c.report(&id, fence, ItemEvent::Start).await.unwrap();
+    append(c, &id, fence, 0, "before\n").await;
+    let mut events = c.run_events(&run.run_id, None);
+    for what in ["launch", "claim", "start", "the first line"] {
+        next(&mut events, what).await;
+    }
+    let addr = t.server.addr;
+    t.server.shutdown().await;
+    let mut cfg = ServerConfig::new(t._dir.path().to_path_buf());
+    cfg.listen = addr;
+    cfg.print_admin_key = false;
+    let again = start(cfg).await.expect("the server starts again on its port");
+    append(c, &id, fence, 1, "after\n").await;
+    c.report(&id, fence, ItemEvent::Finish).await.unwrap();
+    assert_eq!(log(&next(&mut events, "the line sent after the restart").await), (1, "after\n"));
+    assert_eq!(transition(&next(&mut events, "the finish").await).0, "finish");
+    assert_eq!(next(&mut events, "the end").await, RunEvent::End { state: ItemState::Finished });
+    again.shutdown().await;
+}
