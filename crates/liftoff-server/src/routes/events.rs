@@ -76,7 +76,7 @@ pub async fn run_stream(
         Some(id) => id.parse::<RunStreamPosition>().map_err(|m| ApiError::bad_request("Last-Event-ID", m))?,
         None => RunStreamPosition::default(),
     };
-    let permit = open_stream(&st)?;
+    let slot = open_stream(&st)?;
     let run = RunStream {
         wake: st.changes.subscribe(),
         st,
@@ -86,7 +86,7 @@ pub async fn run_stream(
         pos,
         ready: VecDeque::new(),
         ended: false,
-        _slot: permit,
+        _slot: slot,
     };
     Ok(sse(stream::unfold(run, |mut run| async move {
         loop {
@@ -113,22 +113,24 @@ pub async fn queue_stream(
     if st.store.get_queue(&entity, &queue).await?.is_none() {
         return Err(ApiError::not_found("queue", format!("queue '{queue}' not found")));
     }
+    // before the head is read: a change committed after it wakes this stream
+    let wake = st.changes.subscribe();
     let after = match last_event_id(&headers)? {
         Some(id) => id.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
             ApiError::bad_request("Last-Event-ID", format!("event id '{id}' is not a queue event number"))
         })?,
         None => st.store.queue_history_head(&entity, &queue).await?,
     };
-    let permit = open_stream(&st)?;
+    let slot = open_stream(&st)?;
     let q = QueueStream {
-        wake: st.changes.subscribe(),
+        wake,
         st,
         entity,
         queue,
         after,
         ready: VecDeque::new(),
         ended: false,
-        _slot: permit,
+        _slot: slot,
     };
     Ok(sse(stream::unfold(q, |mut q| async move {
         loop {
