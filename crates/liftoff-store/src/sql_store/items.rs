@@ -88,8 +88,11 @@ impl SqlStore {
             resumes: view.resumes,
         };
         item.apply(event, self.max_attempts)?;
+        // The details this change set (a re-queue says why even when an
+        // earlier one said the same).
+        let requeue = matches!(event, ItemEvent::Preempt | ItemEvent::Release);
         let (reason, exit_code, stage) = (
-            changed(&item.reason, &view.reason),
+            if requeue { item.reason.clone() } else { changed(&item.reason, &view.reason) },
             changed(&item.exit_code, &view.exit_code),
             changed(&item.stage, &view.stage),
         );
