@@ -614,12 +614,24 @@ async fn history_records_every_change_with_its_cause(s: SqlStore) {
     assert_eq!(h[2].agent_id.as_deref(), Some("agent-1"), "the expiry names the agent that lost the lease");
     assert_eq!((h[4].reason.as_deref(), h[4].exit_code, h[4].stage), (Some("boom"), Some(3), Some(Stage::Run)));
 
+    // an agent's release of a claim it never started
+    s.enqueue(&item("r", "q", Priority::Medium, false)).await.unwrap();
+    let cr = claim_one(&s, "q").await.unwrap();
+    assert_eq!(s.release_unstarted("acme", "agent-1", &[]).await.unwrap(), vec!["r".to_string()]);
+    let h = s.item_history("acme", "r", 0, 100).await.unwrap();
+    let last = h.last().unwrap();
+    assert_eq!(
+        (last.event.as_str(), last.to, last.cause, last.fence),
+        ("release", Pending, TransitionCause::Agent, Some(cr.fence))
+    );
+    assert!(last.reason.as_deref().unwrap().contains("released unstarted"), "{last:?}");
+
     // the queue's changes, in commit order, numbered without gaps
     let q = s.queue_history("acme", "q", 0, 100).await.unwrap();
     let seqs: Vec<i64> = q.iter().map(|t| t.queue_seq.unwrap()).collect();
-    assert_eq!(seqs, (1..=11).collect::<Vec<_>>());
-    assert_eq!(s.queue_history_head("acme", "q").await.unwrap(), 11);
-    assert_eq!(s.queue_history("acme", "q", 9, 100).await.unwrap().len(), 2);
+    assert_eq!(seqs, (1..=14).collect::<Vec<_>>());
+    assert_eq!(s.queue_history_head("acme", "q").await.unwrap(), 14);
+    assert_eq!(s.queue_history("acme", "q", 12, 100).await.unwrap().len(), 2);
     assert!(s.queue_history("other", "q", 0, 100).await.unwrap().is_empty(), "scoped by entity");
     for pair in q.windows(2).filter(|w| w[0].item_id == w[1].item_id) {
         assert!(pair[0].seq < pair[1].seq, "an item's changes keep their order in the queue's: {pair:?}");
@@ -628,8 +640,8 @@ async fn history_records_every_change_with_its_cause(s: SqlStore) {
     // later changes take the next numbers
     s.enqueue(&item("n", "q", Priority::Medium, false)).await.unwrap();
     assert_eq!(s.item_history("acme", "n", 0, 100).await.unwrap()[0].queue_seq, None, "not numbered before a look");
-    let next = s.queue_history("acme", "q", 11, 100).await.unwrap();
-    assert_eq!((next.len(), next[0].item_id.as_str(), next[0].queue_seq), (1, "n", Some(12)));
+    let next = s.queue_history("acme", "q", 14, 100).await.unwrap();
+    assert_eq!((next.len(), next[0].item_id.as_str(), next[0].queue_seq), (1, "n", Some(15)));
 }
 
 async fn stale_writes_record_nothing(s: SqlStore) {

@@ -122,16 +122,7 @@ pub async fn queue_stream(
         None => st.store.queue_history_head(&entity, &queue).await?,
     };
     let slot = open_stream(&st)?;
-    let q = QueueStream {
-        wake,
-        st,
-        entity,
-        queue,
-        after,
-        ready: VecDeque::new(),
-        ended: false,
-        _slot: slot,
-    };
+    let q = QueueStream { wake, st, entity, queue, after, ready: VecDeque::new(), ended: false, _slot: slot };
     Ok(sse(stream::unfold(q, |mut q| async move {
         loop {
             if let Some(event) = q.ready.pop_front() {
