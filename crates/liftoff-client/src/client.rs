@@ -1,7 +1,8 @@
 use crate::ClientError;
+use crate::events::{EventStream, QueueEvents, RunEvents};
 use bytes::Bytes;
-use liftoff_core::ItemEvent;
 use liftoff_core::api::*;
+use liftoff_core::{ItemEvent, ItemTransition};
 use liftoff_core::{Queue, api::ErrorBody};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -12,6 +13,9 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// For event streams: no overall timeout, but one on each read (the
+    /// server sends a keep-alive every 15 s), so a dead peer is noticed.
+    streams: reqwest::Client,
     base: String,
     key: String,
     entity: String,
@@ -24,6 +28,9 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Silence after which an event stream counts as broken: three keep-alives missed.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(45);
+
 /// Largest response body read into memory (a log page or a code archive).
 const MAX_RESPONSE: usize = 512 << 20;
 
@@ -35,7 +42,12 @@ impl Client {
             .pool_max_idle_per_host(32)
             .build()
             .map_err(|source| ClientError::Http { url: base.clone(), source })?;
-        Ok(Self { http, base, key: api_key.to_string(), entity: entity.to_string() })
+        let streams = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(STREAM_READ_TIMEOUT)
+            .build()
+            .map_err(|source| ClientError::Http { url: base.clone(), source })?;
+        Ok(Self { http, streams, base, key: api_key.to_string(), entity: entity.to_string() })
     }
 
     pub fn entity(&self) -> &str {
@@ -59,7 +71,7 @@ impl Client {
         &self.base
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/api/v1/entities/{}{path}", self.base, self.entity)
     }
 
@@ -77,12 +89,7 @@ impl Client {
         }
         let body = resp.bytes().await.map_err(|source| ClientError::Http { url: url.to_string(), source })?;
         if !status.is_success() {
-            let body = serde_json::from_slice::<ErrorBody>(&body).unwrap_or_else(|_| ErrorBody {
-                code: "http".into(),
-                message: String::from_utf8_lossy(&body[..body.len().min(500)]).trim().to_string(),
-                field: None,
-            });
-            return Err(ClientError::Api { status: status.as_u16(), body });
+            return Err(ClientError::Api { status: status.as_u16(), body: error_body(&body) });
         }
         Ok((status, body))
     }
@@ -160,6 +167,46 @@ impl Client {
 
     pub async fn read_logs(&self, id: &str, after: i64) -> Result<LogPage, ClientError> {
         self.call(Method::GET, &format!("/items/{}/logs?after={after}", enc(id)), None::<&()>).await
+    }
+
+    /// The item's state changes, oldest first, each with its time and cause.
+    pub async fn item_history(&self, id: &str) -> Result<Vec<ItemTransition>, ClientError> {
+        self.call(Method::GET, &format!("/items/{}/events", enc(id)), None::<&()>).await
+    }
+
+    /// The run's state changes and log as they happen, from its launch (or
+    /// after `last_event_id`) until it ends; reconnects by itself.
+    pub fn run_events(&self, id: &str, last_event_id: Option<String>) -> RunEvents {
+        RunEvents::new(self.clone(), id, last_event_id)
+    }
+
+    /// The queue's state changes from now (or after `last_event_id`) on.
+    pub async fn queue_events(&self, queue: &str, last_event_id: Option<&str>) -> Result<QueueEvents, ClientError> {
+        Ok(QueueEvents::new(self.open_stream(&format!("/queues/{}/stream", enc(queue)), last_event_id).await?))
+    }
+
+    /// One connection to a run's event stream, as the server sends it.
+    pub async fn open_run_stream(&self, id: &str, last_event_id: Option<&str>) -> Result<EventStream, ClientError> {
+        self.open_stream(&format!("/items/{}/stream", enc(id)), last_event_id).await
+    }
+
+    async fn open_stream(&self, path: &str, last_event_id: Option<&str>) -> Result<EventStream, ClientError> {
+        let url = self.url(path);
+        let mut rb = self.streams.get(&url).bearer_auth(&self.key).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            rb = rb.header("last-event-id", id);
+        }
+        let resp = rb.send().await.map_err(|source| ClientError::Http { url: url.clone(), source })?;
+        if !resp.status().is_success() {
+            return Self::send_error(&url, resp).await;
+        }
+        Ok(EventStream::new(url, resp))
+    }
+
+    async fn send_error<T>(url: &str, resp: reqwest::Response) -> Result<T, ClientError> {
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|source| ClientError::Http { url: url.to_string(), source })?;
+        Err(ClientError::Api { status: status.as_u16(), body: error_body(&body) })
     }
 
     pub async fn register_agent(&self, req: &RegisterAgent) -> Result<AgentView, ClientError> {
@@ -283,8 +330,16 @@ const UNRESERVED: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Percent-encodes a path segment or query value (only unreserved characters pass).
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
+}
+
+fn error_body(body: &[u8]) -> ErrorBody {
+    serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| ErrorBody {
+        code: "http".into(),
+        message: String::from_utf8_lossy(&body[..body.len().min(500)]).trim().to_string(),
+        field: None,
+    })
 }
 
 #[cfg(test)]

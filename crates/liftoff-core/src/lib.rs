@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod docker_options;
+pub mod history;
 pub mod image_ref;
 pub mod item;
 pub mod job;
@@ -17,6 +18,7 @@ pub mod resource;
 pub mod run_env;
 pub mod template;
 
+pub use history::{ItemTransition, RunStreamPosition, TransitionCause};
 pub use image_ref::ImageRef;
 pub use item::{Item, ItemEvent, ItemState, MAX_RESUMES, Stage, TransitionError};
 pub use job::{JobRef, JobSource, JobSourceSpec};

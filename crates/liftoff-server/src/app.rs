@@ -1,3 +1,4 @@
+use crate::changes::Changes;
 use crate::config::ServerConfig;
 use crate::dispatch::Dispatch;
 use crate::metrics::Metrics;
@@ -14,6 +15,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub blobs: BlobStore,
     pub dispatch: Dispatch,
+    /// Wakes event streams; bounds how many are open.
+    pub changes: Changes,
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<Metrics>,
     /// Recently verified API keys by hash, so a request costs no key lookup.
@@ -32,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/entities/{entity}/queues", post(routes::queues::create).get(routes::queues::list))
         .route("/entities/{entity}/queues/{queue}", get(routes::queues::show))
         .route("/entities/{entity}/queues/{queue}/items", post(routes::items::launch))
+        .route("/entities/{entity}/queues/{queue}/stream", get(routes::events::queue_stream))
         .route(
             "/entities/{entity}/blobs/{digest}",
             put(routes::blobs::upload).get(routes::blobs::download).layer(DefaultBodyLimit::max(blob_limit)),
@@ -42,7 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/entities/{entity}/items/{id}", get(routes::items::show))
         .route("/entities/{entity}/items/{id}/stop", post(routes::items::stop))
         .route("/entities/{entity}/items/{id}/lease", post(routes::leases::renew))
-        .route("/entities/{entity}/items/{id}/events", post(routes::leases::event))
+        .route("/entities/{entity}/items/{id}/events", post(routes::leases::event).get(routes::events::history))
+        .route("/entities/{entity}/items/{id}/stream", get(routes::events::run_stream))
         .route("/entities/{entity}/items/{id}/warnings", post(routes::items::add_warning))
         .route("/entities/{entity}/items/{id}/build", post(routes::builds::record))
         .route("/entities/{entity}/builds/claim", post(routes::builds::claim))

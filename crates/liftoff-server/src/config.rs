@@ -27,6 +27,11 @@ pub struct ServerConfig {
     pub max_json_body: usize,
     /// Bound on uploaded code archives.
     pub max_blob_body: usize,
+    /// Event streams (SSE) open at once; more are refused with 503.
+    pub max_event_streams: usize,
+    /// How often an event stream looks at the store without a wake-up (a
+    /// change made through another server sharing the database wakes no one here).
+    pub stream_recheck: Duration,
     /// Print the admin key on first start (off in tests and quickstart).
     pub print_admin_key: bool,
 }
@@ -45,6 +50,8 @@ impl ServerConfig {
             claim_recheck: Duration::from_secs(1),
             max_json_body: 1 << 20,
             max_blob_body: 256 << 20,
+            max_event_streams: 512,
+            stream_recheck: Duration::from_secs(1),
             print_admin_key: true,
         }
     }

@@ -3,6 +3,7 @@
 
 mod app;
 mod auth;
+mod changes;
 mod config;
 mod data_dir_lock;
 mod dispatch;

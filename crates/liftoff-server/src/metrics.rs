@@ -118,6 +118,8 @@ pub struct Metrics {
     lease_expiries: Counter,
     stale_writes: Counter,
     log_chunks: Counter,
+    /// Event streams (SSE) open on this server.
+    pub event_streams: Gauge,
     queue_wait: Histograms<QueueLabels>,
     claim_to_running: Histograms<RunnerLabels>,
     runs_finished: Family<RunEndLabels, Counter>,
@@ -148,6 +150,7 @@ impl Metrics {
             lease_expiries: Counter::default(),
             stale_writes: Counter::default(),
             log_chunks: Counter::default(),
+            event_streams: Gauge::default(),
             queue_wait: histograms(0.05, 4.0, 10),
             claim_to_running: histograms(0.1, 3.0, 10),
             runs_finished: Family::default(),
@@ -171,6 +174,7 @@ impl Metrics {
         );
         r.register("stale_writes", format!("Writes refused for a stale fencing token{this}"), m.stale_writes.clone());
         r.register("log_chunks", format!("Log chunks accepted{this}"), m.log_chunks.clone());
+        r.register("event_streams", format!("Event streams (SSE) open{this}"), m.event_streams.clone());
         r.register_with_unit(
             "queue_wait",
             format!("Time from enqueue to claim, per claim; a re-queued item counts from its first enqueue{this}"),

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod blobs;
 pub mod builds;
+pub mod events;
 pub mod items;
 pub mod jobs;
 pub mod keys;

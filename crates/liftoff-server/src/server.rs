@@ -106,12 +106,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let listen = |source| StartError::Listen { addr: config.listen, source };
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen)?;
     let addr = listener.local_addr().map_err(listen)?;
+    let metrics = Arc::new(Metrics::new());
     let state = AppState {
         store: store.clone(),
         blobs,
         dispatch: Dispatch::new(),
+        changes: crate::changes::Changes::new(config.max_event_streams, metrics.event_streams.clone()),
         config: Arc::new(config),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         key_cache: Default::default(),
         known_agents: Default::default(),
         run_keys: crate::auth::RunKeys::load(store.as_ref())
@@ -181,6 +183,7 @@ async fn reap_leases(state: AppState, mut stop: tokio::sync::watch::Receiver<boo
                         }
                         tracing::warn!(count = ids.len(), items = ?ids, "leases expired");
                         state.dispatch.notify();
+                        state.changes.any();
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "lease reaper failed"),

@@ -4,7 +4,7 @@ use liftoff_core::api::{
     AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition,
     LogStream, RegisterAgent,
 };
-use liftoff_core::{ItemEvent, Queue, Stage};
+use liftoff_core::{ItemEvent, ItemTransition, Queue, Stage};
 
 /// Everything the control plane persists. Every item state change goes
 /// through [`liftoff_core::Item::apply`] inside the implementation, guarded by
@@ -49,6 +49,31 @@ pub trait Store: Send + Sync {
     /// name means at most one item.
     async fn get_item(&self, entity: &str, id: &str) -> Result<Option<ItemView>, StoreError>;
     async fn list_items(&self, entity: &str, queue: Option<&str>, limit: i64) -> Result<Vec<ItemView>, StoreError>;
+
+    /// The item's state changes after the one numbered `after` (0: from its
+    /// launch), oldest first, at most `limit`. Written by the change itself,
+    /// in its transaction: the history of a committed state is complete.
+    async fn item_history(
+        &self,
+        entity: &str,
+        id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ItemTransition>, StoreError>;
+    /// The state changes of the queue's items with `queue_seq > after`, at
+    /// most `limit`, after numbering the committed changes that have no
+    /// `queue_seq` yet (a write). A number, once seen, has every lower
+    /// number visible too: no change ever appears below it later.
+    async fn queue_history(
+        &self,
+        entity: &str,
+        queue: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ItemTransition>, StoreError>;
+    /// The queue's latest `queue_seq` (0 before its first change), after
+    /// numbering as [`Store::queue_history`] does.
+    async fn queue_history_head(&self, entity: &str, queue: &str) -> Result<i64, StoreError>;
 
     /// Atomically claims the first pending item of the first queue (in the
     /// given order) that has one: priority order, then FIFO. Each item is

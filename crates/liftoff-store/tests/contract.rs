@@ -3,7 +3,7 @@
 
 use liftoff_core::api::{AgentStatus, LaunchSpec, LogStream, RegisterAgent};
 use liftoff_core::job::{ImageSource, JobSource};
-use liftoff_core::{ItemEvent, ItemState, Priority, Queue, ResourceType, Stage};
+use liftoff_core::{ItemEvent, ItemState, Priority, Queue, ResourceType, Stage, TransitionCause};
 use liftoff_store::{ApiKeyRecord, KeyRole, NewItem, NewJobVersion, SqlStore, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -458,6 +458,7 @@ async fn item_ids_and_run_ids_never_collide(s: SqlStore) {
     assert_eq!(s.get_item("acme", "r3").await.unwrap(), None);
     // an item whose run id is its own id is one item; names are per entity
     s.enqueue(&NewItem { run_id: "same".into(), ..item("same", "q", Priority::Medium, false) }).await.unwrap();
+    s.create_queue(&Queue { entity: "other".into(), ..queue("q", false) }).await.unwrap();
     let other = NewItem { entity: "other".into(), run_id: "r1".into(), ..item("o1", "q", Priority::Medium, false) };
     s.enqueue(&other).await.unwrap();
     assert_eq!(s.get_item("other", "r1").await.unwrap().map(|i| i.id), Some("o1".into()));
@@ -535,6 +536,132 @@ async fn build_records(s: SqlStore) {
     assert_eq!(s.get_item("acme", "i1").await.unwrap().unwrap().build, Some(record));
 }
 
+/// `(event, from, to, cause, agent, fence)` of each history entry.
+type Entry = (String, Option<ItemState>, ItemState, TransitionCause, Option<String>, Option<i64>);
+
+async fn history(s: &SqlStore, id: &str) -> Vec<Entry> {
+    let h = s.item_history("acme", id, 0, 100).await.unwrap();
+    let seqs: Vec<i64> = h.iter().map(|t| t.seq).collect();
+    assert_eq!(seqs, (1..=h.len() as i64).collect::<Vec<_>>(), "item seqs are dense from 1");
+    h.into_iter().map(|t| (t.event, t.from, t.to, t.cause, t.agent_id, t.fence)).collect()
+}
+
+fn entry(event: &str, from: Option<ItemState>, to: ItemState, cause: TransitionCause) -> Entry {
+    (event.into(), from, to, cause, None, None)
+}
+
+async fn history_records_every_change_with_its_cause(s: SqlStore) {
+    use ItemState::*;
+    s.create_queue(&queue("q", false)).await.unwrap();
+    assert_eq!(s.queue_history_head("acme", "q").await.unwrap(), 0);
+    s.enqueue(&NewItem { now_ms: 100, ..item("i", "q", Priority::Medium, false) }).await.unwrap();
+    let c = claim_one(&s, "q").await.unwrap();
+    s.apply_event("acme", "i", Some(c.fence), &ItemEvent::Start, 200).await.unwrap();
+    s.append_log("acme", "i", c.fence, 0, LogStream::Stdout, "a\n").await.unwrap();
+    s.append_log("acme", "i", c.fence, 1, LogStream::Stdout, "b\n").await.unwrap();
+    s.apply_event("acme", "i", Some(c.fence), &ItemEvent::Finish, 300).await.unwrap();
+    let agent = Some("agent-1".to_string());
+    let by_agent = |event: &str, from, to| {
+        (event.to_string(), Some(from), to, TransitionCause::Agent, agent.clone(), Some(c.fence))
+    };
+    assert_eq!(
+        history(&s, "i").await,
+        vec![
+            entry("launch", None, Pending, TransitionCause::User),
+            by_agent("claim", Pending, Claimed),
+            by_agent("start", Claimed, Running),
+            by_agent("finish", Running, Finished),
+        ]
+    );
+    let full = s.item_history("acme", "run-i", 0, 100).await.unwrap();
+    assert_eq!(full.len(), 4, "found by run id too");
+    let times: Vec<i64> = full.iter().map(|t| t.at_ms).collect();
+    assert_eq!((times[0], times[2], times[3]), (100, 200, 300));
+    let log_seqs: Vec<i64> = full.iter().map(|t| t.log_seq).collect();
+    assert_eq!(log_seqs, [0, 0, 0, 2], "the finish came after both log chunks");
+    assert_eq!(full[3].exit_code, Some(0));
+    assert_eq!(s.item_history("acme", "i", 2, 100).await.unwrap().len(), 2, "after seq 2");
+
+    // a user's stop, the reaper's expiry and an agent's failure, with their details
+    s.enqueue(&item("s", "q", Priority::Medium, false)).await.unwrap();
+    s.apply_event("acme", "s", None, &ItemEvent::RequestStop, 1).await.unwrap();
+    s.apply_event("acme", "s", None, &ItemEvent::RequestStop, 2).await.unwrap_err();
+    assert_eq!(
+        history(&s, "s").await,
+        vec![
+            entry("launch", None, Pending, TransitionCause::User),
+            entry("request-stop", Some(Pending), Stopped, TransitionCause::User)
+        ]
+    );
+    s.enqueue(&item("e", "q", Priority::Medium, false)).await.unwrap();
+    let c1 = claim_for(&s, "q", SHORT).await.unwrap();
+    assert_eq!(expire_soon(&s).await, vec!["e".to_string()]);
+    let c2 = claim_one(&s, "q").await.unwrap();
+    let fail = ItemEvent::Fail { reason: "boom".into(), exit_code: Some(3), stage: Some(Stage::Run) };
+    s.apply_event("acme", "e", Some(c2.fence), &fail, 5).await.unwrap();
+    let h = s.item_history("acme", "e", 0, 100).await.unwrap();
+    let got: Vec<_> = h.iter().map(|t| (t.event.as_str(), t.to, t.cause, t.fence)).collect();
+    assert_eq!(
+        got,
+        [
+            ("launch", Pending, TransitionCause::User, None),
+            ("claim", Claimed, TransitionCause::Agent, Some(c1.fence)),
+            ("lease-expired", Pending, TransitionCause::LeaseExpiry, None),
+            ("claim", Claimed, TransitionCause::Agent, Some(c2.fence)),
+            ("fail", Failed, TransitionCause::Agent, Some(c2.fence)),
+        ]
+    );
+    assert_eq!(h[2].agent_id.as_deref(), Some("agent-1"), "the expiry names the agent that lost the lease");
+    assert_eq!((h[4].reason.as_deref(), h[4].exit_code, h[4].stage), (Some("boom"), Some(3), Some(Stage::Run)));
+
+    // an agent's release of a claim it never started
+    s.enqueue(&item("r", "q", Priority::Medium, false)).await.unwrap();
+    let cr = claim_one(&s, "q").await.unwrap();
+    assert_eq!(s.release_unstarted("acme", "agent-1", &[]).await.unwrap(), vec!["r".to_string()]);
+    let h = s.item_history("acme", "r", 0, 100).await.unwrap();
+    let last = h.last().unwrap();
+    assert_eq!(
+        (last.event.as_str(), last.to, last.cause, last.fence),
+        ("release", Pending, TransitionCause::Agent, Some(cr.fence))
+    );
+    assert!(last.reason.as_deref().unwrap().contains("released unstarted"), "{last:?}");
+
+    // the queue's changes, in commit order, numbered without gaps
+    let q = s.queue_history("acme", "q", 0, 100).await.unwrap();
+    let seqs: Vec<i64> = q.iter().map(|t| t.queue_seq.unwrap()).collect();
+    assert_eq!(seqs, (1..=14).collect::<Vec<_>>());
+    assert_eq!(s.queue_history_head("acme", "q").await.unwrap(), 14);
+    assert_eq!(s.queue_history("acme", "q", 12, 100).await.unwrap().len(), 2);
+    assert!(s.queue_history("other", "q", 0, 100).await.unwrap().is_empty(), "scoped by entity");
+    for pair in q.windows(2).filter(|w| w[0].item_id == w[1].item_id) {
+        assert!(pair[0].seq < pair[1].seq, "an item's changes keep their order in the queue's: {pair:?}");
+    }
+    assert_eq!(s.item_history("acme", "i", 0, 100).await.unwrap()[0].queue_seq, Some(1), "numbered once, kept");
+    // later changes take the next numbers
+    s.enqueue(&item("n", "q", Priority::Medium, false)).await.unwrap();
+    assert_eq!(s.item_history("acme", "n", 0, 100).await.unwrap()[0].queue_seq, None, "not numbered before a look");
+    let next = s.queue_history("acme", "q", 14, 100).await.unwrap();
+    assert_eq!((next.len(), next[0].item_id.as_str(), next[0].queue_seq), (1, "n", Some(15)));
+}
+
+async fn stale_writes_record_nothing(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    s.enqueue(&item("i", "q", Priority::Medium, false)).await.unwrap();
+    let first = claim_for(&s, "q", SHORT).await.unwrap();
+    expire_soon(&s).await;
+    let second = claim_one(&s, "q").await.unwrap();
+    let head = s.queue_history_head("acme", "q").await.unwrap();
+    let before = s.item_history("acme", "i", 0, 100).await.unwrap();
+    for event in [ItemEvent::Start, ItemEvent::Finish, ItemEvent::Preempt] {
+        let r = s.apply_event("acme", "i", Some(first.fence), &event, 9).await;
+        assert!(matches!(r, Err(StoreError::StaleFence { .. })), "{event:?}: {r:?}");
+    }
+    // an event the state machine refuses records nothing either
+    assert!(s.apply_event("acme", "i", Some(second.fence), &ItemEvent::Finish, 9).await.is_err());
+    assert_eq!(s.item_history("acme", "i", 0, 100).await.unwrap(), before);
+    assert_eq!(s.queue_history_head("acme", "q").await.unwrap(), head);
+}
+
 /// What `/metrics` reads: every queue of every entity with its counts per
 /// state and its oldest pending item, every agent, items by id alone.
 async fn metrics_stats(s: SqlStore) {
@@ -603,5 +730,7 @@ contract!(
     item_ids_and_run_ids_never_collide,
     builds_are_claimed_once,
     build_records,
+    history_records_every_change_with_its_cause,
+    stale_writes_record_nothing,
     metrics_stats,
 );

@@ -99,6 +99,7 @@ pub async fn release(
     if !released.is_empty() {
         tracing::info!(agent = %id, items = ?released, "claims released");
         st.dispatch.notify();
+        st.changes.any();
     }
     Ok(Json(ReleasedClaims { released }))
 }
@@ -144,6 +145,7 @@ pub async fn claim(
         };
         if let Some(claimed) = claimed {
             st.metrics.claimed(&claimed.item, liftoff_store::now_ms());
+            st.changes.item(&entity, &claimed.item.id, Some(&claimed.item.queue));
             let fence = claimed.item.fence;
             let run_api_key = st.run_keys.mint(&entity, &claimed.item.id, fence);
             let claim = Claim {

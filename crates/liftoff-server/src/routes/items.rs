@@ -105,6 +105,7 @@ pub async fn launch(
     };
     st.metrics.enqueued();
     st.dispatch.notify();
+    st.changes.item(&view.entity, &view.id, Some(&view.queue));
     Ok((StatusCode::CREATED, Json(LaunchResponse { item_id: view.id, run_id: view.run_id })))
 }
 
@@ -209,5 +210,6 @@ pub async fn stop(
         st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?
     };
     st.metrics.transitioned(&item);
+    st.changes.item(&entity, &item.id, Some(&item.queue));
     Ok(Json(item.without_credentials()))
 }

@@ -66,6 +66,7 @@ pub async fn event(
     };
     let item = observe(&st, applied)?;
     st.metrics.transitioned(&item);
+    st.changes.item(&entity, &item.id, Some(&item.queue));
     if item.state == ItemState::Pending {
         // a preempted run went back on its queue: wake waiting agents
         st.dispatch.notify();

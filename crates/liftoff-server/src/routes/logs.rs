@@ -8,7 +8,7 @@ use crate::routes::leases::observe;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use liftoff_core::api::{AppendLog, LogPage};
+use liftoff_core::api::{AppendLog, ItemView, LogChunk, LogPage};
 use serde::Deserialize;
 
 /// Largest log chunk accepted, in bytes.
@@ -31,6 +31,7 @@ pub async fn append(
         return Err(ApiError::bad_request("seq", "seq must be >= 0"));
     }
     observe(&st, st.store.append_log(&entity, &id, req.fence, req.seq, req.stream, &req.data).await)?;
+    st.changes.item(&entity, &id, None);
     st.metrics.log_chunk();
     Ok(StatusCode::NO_CONTENT)
 }
@@ -51,19 +52,27 @@ pub async fn read(
     let item = readable_item(&st, &caller, &entity, &id, Action::Read).await?;
     let after = q.after.unwrap_or(0).max(0);
     let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
-    let mut chunks = if item.log_archived {
-        read_archived(&st, &entity, &item.id, after, limit).await?
-    } else {
-        st.store.read_log(&entity, &item.id, after, limit).await?
-    };
-    if !item.log_archived && item.state.is_terminal() && (chunks.len() as i64) < limit {
-        // The archiver may have moved the rows between our two reads.
-        let now = st.store.get_item(&entity, &item.id).await?;
-        if now.is_some_and(|i| i.log_archived) {
-            chunks = read_archived(&st, &entity, &item.id, after, limit).await?;
-        }
-    }
+    let chunks = read_chunks(&st, &item, after, limit).await?;
     let next_seq = chunks.last().map_or(after, |c| c.seq + 1);
     let complete = item.state.is_terminal() && (chunks.len() as i64) < limit;
     Ok(Json(LogPage { chunks, next_seq, complete }))
+}
+
+/// Chunks `seq >= after` of `item`'s log (at most `limit`), from the
+/// database or, once archived, from the blob store.
+pub async fn read_chunks(st: &AppState, item: &ItemView, after: i64, limit: i64) -> ApiResult<Vec<LogChunk>> {
+    let entity = &item.entity;
+    let mut chunks = if item.log_archived {
+        read_archived(st, entity, &item.id, after, limit).await?
+    } else {
+        st.store.read_log(entity, &item.id, after, limit).await?
+    };
+    if !item.log_archived && item.state.is_terminal() && (chunks.len() as i64) < limit {
+        // The archiver may have moved the rows between our two reads.
+        let now = st.store.get_item(entity, &item.id).await?;
+        if now.is_some_and(|i| i.log_archived) {
+            chunks = read_archived(st, entity, &item.id, after, limit).await?;
+        }
+    }
+    Ok(chunks)
 }

@@ -1,9 +1,11 @@
 //! Item rows: loading, the one guarded state transition, enqueue, lookups and warnings.
 
+use super::history::Change;
 use super::{SqlStore, corrupt, is_unique_violation};
 use crate::{NewItem, StoreError};
 use liftoff_core::api::{ItemView, LaunchSpec};
-use liftoff_core::{Item, ItemEvent, ItemState, Priority, Stage};
+use liftoff_core::history::LAUNCH_EVENT;
+use liftoff_core::{Item, ItemEvent, ItemState, Priority, Stage, TransitionCause};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
@@ -86,6 +88,15 @@ impl SqlStore {
             resumes: view.resumes,
         };
         item.apply(event, self.max_attempts)?;
+        // The details this change set (a re-queue says why even when an
+        // earlier one said the same).
+        let requeue = matches!(event, ItemEvent::Preempt | ItemEvent::Release);
+        let (reason, exit_code, stage) = (
+            if requeue { item.reason.clone() } else { changed(&item.reason, &view.reason) },
+            changed(&item.exit_code, &view.exit_code),
+            changed(&item.stage, &view.stage),
+        );
+        let holder = view.agent_id.clone();
         view.state = item.state;
         view.attempts = item.attempts;
         view.fence = item.fence;
@@ -133,6 +144,26 @@ impl SqlStore {
         .await?;
         if done.rows_affected() != 1 {
             return Err(StoreError::Conflict(format!("item '{}' changed concurrently; retry", view.id)));
+        }
+        // A repeated stop request changes nothing worth a history entry.
+        if view.state != old_state {
+            let cause = TransitionCause::of(event);
+            let change = Change {
+                event: event.name(),
+                from: Some(old_state),
+                cause,
+                agent_id: if item.state == ItemState::Claimed { view.agent_id.as_deref() } else { holder.as_deref() },
+                fence: match (cause, event) {
+                    (_, ItemEvent::Claim) => Some(view.fence),
+                    (TransitionCause::Agent, _) => Some(old_fence),
+                    _ => None,
+                },
+                at_ms: now_ms,
+                reason: reason.as_deref(),
+                exit_code,
+                stage,
+            };
+            self.record_change(conn, &view, &change).await?;
         }
         Ok(view)
     }
@@ -186,6 +217,18 @@ impl SqlStore {
             }
         }
         let view = self.load_item(&mut tx, &item.entity, &item.id, false).await?;
+        let launch = Change {
+            event: LAUNCH_EVENT,
+            from: None,
+            cause: TransitionCause::User,
+            agent_id: None,
+            fence: None,
+            at_ms: item.now_ms,
+            reason: None,
+            exit_code: None,
+            stage: None,
+        };
+        self.record_change(&mut tx, &view, &launch).await?;
         tx.commit().await?;
         Ok(view)
     }
@@ -267,4 +310,9 @@ pub(super) fn check_holder(view: &ItemView, fence: i64) -> Result<(), StoreError
         )));
     }
     Ok(())
+}
+
+/// `new` when it differs from `old`: the detail a change set.
+fn changed<T: Clone + PartialEq>(new: &Option<T>, old: &Option<T>) -> Option<T> {
+    if new != old { new.clone() } else { None }
 }

@@ -68,6 +68,47 @@ const MIGRATIONS: &[Migration] = &[
             ]
         },
     },
+    Migration {
+        version: 5,
+        description: "every state change of an item, with its time and cause",
+        statements: |dialect| {
+            let id = match dialect {
+                Dialect::Sqlite => "id INTEGER PRIMARY KEY AUTOINCREMENT",
+                Dialect::Postgres => "id BIGSERIAL PRIMARY KEY",
+            };
+            vec![
+                format!(
+                    "CREATE TABLE item_transitions (
+                    {id},
+                    item_id TEXT NOT NULL,
+                    seq BIGINT NOT NULL,
+                    entity TEXT NOT NULL,
+                    queue TEXT NOT NULL,
+                    run_id TEXT NOT NULL,
+                    queue_seq BIGINT,
+                    at BIGINT NOT NULL,
+                    event TEXT NOT NULL,
+                    from_state TEXT,
+                    to_state TEXT NOT NULL,
+                    cause TEXT NOT NULL,
+                    agent_id TEXT,
+                    fence BIGINT,
+                    reason TEXT,
+                    exit_code BIGINT,
+                    stage TEXT,
+                    log_seq BIGINT NOT NULL,
+                    UNIQUE (item_id, seq)
+                )"
+                ),
+                "CREATE INDEX item_transitions_queue ON item_transitions (entity, queue, queue_seq)".into(),
+                "CREATE INDEX item_transitions_unnumbered ON item_transitions (entity, queue, id) \
+                 WHERE queue_seq IS NULL"
+                    .into(),
+                // the queue's last `queue_seq`
+                "ALTER TABLE queues ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0".into(),
+            ]
+        },
+    },
 ];
 
 /// The highest schema version this build knows.

@@ -1,10 +1,13 @@
 //! The [`Store`] over SQL, one file per concept: `items` (rows and the one
 //! guarded state transition), `claims` (claims and leases), `logs`, `jobs`,
-//! `queues`, `warnings`, `agents_keys`, `builds`, `stats` (read-only aggregates for `/metrics`), `migrations`; `store_impl` maps the trait onto them.
+//! `queues`, `warnings`, `agents_keys`, `builds`, `history` (every state
+//! change), `stats` (read-only aggregates for `/metrics`), `migrations`;
+//! `store_impl` maps the trait onto them.
 
 mod agents_keys;
 mod builds;
 mod claims;
+mod history;
 mod items;
 mod jobs;
 mod logs;

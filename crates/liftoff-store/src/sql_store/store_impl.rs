@@ -9,7 +9,7 @@ use liftoff_core::api::{
     AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition,
     LogStream, RegisterAgent,
 };
-use liftoff_core::{ItemEvent, Queue, Stage};
+use liftoff_core::{ItemEvent, ItemTransition, Queue, Stage};
 
 #[async_trait]
 impl Store for SqlStore {
@@ -85,6 +85,30 @@ impl Store for SqlStore {
 
     async fn list_items(&self, entity: &str, queue: Option<&str>, limit: i64) -> Result<Vec<ItemView>, StoreError> {
         SqlStore::list_items(self, entity, queue, limit).await
+    }
+
+    async fn item_history(
+        &self,
+        entity: &str,
+        id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ItemTransition>, StoreError> {
+        SqlStore::item_history(self, entity, id, after, limit).await
+    }
+
+    async fn queue_history(
+        &self,
+        entity: &str,
+        queue: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ItemTransition>, StoreError> {
+        SqlStore::queue_history(self, entity, queue, after, limit).await
+    }
+
+    async fn queue_history_head(&self, entity: &str, queue: &str) -> Result<i64, StoreError> {
+        SqlStore::queue_history_head(self, entity, queue).await
     }
 
     async fn claim(

@@ -4,13 +4,11 @@ use crate::connect::Globals;
 use crate::output::{self, FormatArg, Table};
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use liftoff_client::Client;
-use liftoff_core::api::{ItemView, LogStream};
+use liftoff_client::{Client, ClientError, RunEvent, RunEvents};
+use liftoff_core::api::{ItemView, LogChunk, LogStream};
+use liftoff_core::{ItemTransition, TransitionCause};
 use std::io::Write;
 use std::time::Duration;
-
-/// How often `logs -f` asks for new output when there was none.
-const FOLLOW_POLL: Duration = Duration::from_millis(300);
 
 #[derive(Debug, Subcommand)]
 pub enum RunCmd {
@@ -59,7 +57,15 @@ pub async fn run(globals: &Globals, cmd: RunCmd) -> anyhow::Result<()> {
         }
         RunCmd::Show { id, format } => {
             let item = client.get_item(&id).await.with_context(|| format!("failed to get run '{id}'"))?;
-            output::emit(format.format, &item, show_table)
+            let history = client
+                .item_history(&item.id)
+                .await
+                .with_context(|| format!("failed to get the history of run '{id}'"))?;
+            output::emit(format.format, &item, |i| {
+                let mut t = show_table(i);
+                history_rows(&mut t, &history);
+                t
+            })
         }
         RunCmd::Logs { id, follow } => print_logs(&client, &id, follow).await,
         RunCmd::Stop { id } => {
@@ -71,39 +77,82 @@ pub async fn run(globals: &Globals, cmd: RunCmd) -> anyhow::Result<()> {
 }
 
 /// Prints the run's log chunks (stderr chunks to stderr, the rest to stdout).
-/// With `follow`, polls until the server says the log is complete; then, when
-/// a person watches (stderr is a terminal), the build's output is a spinner
-/// with its latest step instead of a scroll of lines.
+/// With `follow`, prints them as the run writes them (from its event
+/// stream), until it ends; then, when a person watches (stderr is a
+/// terminal), the build's output is a spinner with its latest step instead
+/// of a scroll of lines.
 pub async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
+    let context = || format!("failed to read the logs of run '{id}'");
     let mut build = BuildProgress::new(follow && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if follow {
+        let mut live = LiveLog::new(client, id);
+        while let Some(chunk) = live.next().await.with_context(context)? {
+            write_chunks(&mut build, std::slice::from_ref(&chunk))?;
+        }
+        build.finish();
+        return Ok(());
+    }
     let mut after = 0;
     loop {
-        let page =
-            client.read_logs(id, after).await.with_context(|| format!("failed to read the logs of run '{id}'"))?;
-        let got_chunks = !page.chunks.is_empty();
-        {
-            let mut out = std::io::stdout().lock();
-            let mut err = std::io::stderr().lock();
-            for chunk in &page.chunks {
-                if build.show(chunk.stream, &chunk.data) {
-                    continue;
-                }
-                match chunk.stream {
-                    LogStream::Stderr => err.write_all(chunk.data.as_bytes())?,
-                    LogStream::Stdout | LogStream::Agent | LogStream::Build => out.write_all(chunk.data.as_bytes())?,
-                }
-            }
-            out.flush()?;
-            err.flush()?;
-        }
+        let page = client.read_logs(id, after).await.with_context(context)?;
+        write_chunks(&mut build, &page.chunks)?;
         after = page.next_seq;
-        if page.complete || (!follow && !got_chunks) {
+        if page.complete || page.chunks.is_empty() {
             build.finish();
             return Ok(());
         }
-        if !got_chunks {
-            tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}
+
+fn write_chunks(build: &mut BuildProgress, chunks: &[LogChunk]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    for chunk in chunks {
+        if build.show(chunk.stream, &chunk.data) {
+            continue;
         }
+        match chunk.stream {
+            LogStream::Stderr => err.write_all(chunk.data.as_bytes())?,
+            LogStream::Stdout | LogStream::Agent | LogStream::Build => out.write_all(chunk.data.as_bytes())?,
+        }
+    }
+    out.flush()?;
+    err.flush()
+}
+
+/// A run's log chunks from its start, as they are written, until the run
+/// ends: read from the run's event stream (which resumes by itself after a
+/// broken connection), skipping its state changes.
+pub struct LiveLog {
+    events: RunEvents,
+}
+
+impl LiveLog {
+    pub fn new(client: &Client, id: &str) -> Self {
+        Self { events: client.run_events(id, None) }
+    }
+
+    /// The next chunk; `None` once the run ended and its whole log was read.
+    pub async fn next(&mut self) -> Result<Option<LogChunk>, ClientError> {
+        loop {
+            match self.events.next().await? {
+                Some(RunEvent::Log(chunk)) => return Ok(Some(chunk)),
+                Some(RunEvent::Transition(_) | RunEvent::End { .. }) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// The state timeline: when, what, and who caused it.
+fn history_rows(t: &mut Table, history: &[ItemTransition]) {
+    for (n, h) in history.iter().enumerate() {
+        let who = match (h.cause, &h.agent_id) {
+            (TransitionCause::Agent, Some(agent)) => format!("agent {agent}"),
+            (cause, _) => cause.as_str().to_string(),
+        };
+        let label = if n == 0 { "history:" } else { "" };
+        t.row([label.to_string(), format!("{}  {} -> {} ({who})", output::time_ms(h.at_ms), h.event, h.to)]);
     }
 }
 

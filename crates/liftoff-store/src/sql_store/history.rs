@@ -1,0 +1,194 @@
+//! Item histories: one row per state change, written by the transition
+//! itself (same transaction), read by the history API and the event streams.
+
+use super::{SqlStore, corrupt};
+use crate::StoreError;
+use liftoff_core::api::ItemView;
+use liftoff_core::{ItemState, ItemTransition, Stage, TransitionCause};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use std::str::FromStr;
+
+const COLS: &str = "item_id, run_id, queue, seq, queue_seq, at, event, from_state, to_state, cause, agent_id, fence, \
+                    reason, exit_code, stage, log_seq";
+
+/// What a history row says beyond the item's new state.
+pub(super) struct Change<'a> {
+    pub event: &'a str,
+    pub from: Option<ItemState>,
+    pub cause: TransitionCause,
+    pub agent_id: Option<&'a str>,
+    pub fence: Option<i64>,
+    pub at_ms: i64,
+    /// The outcome's details, on the change that set them.
+    pub reason: Option<&'a str>,
+    pub exit_code: Option<i32>,
+    pub stage: Option<Stage>,
+}
+
+impl SqlStore {
+    /// Records `change` of the item now described by `after`. Called inside
+    /// the transaction that wrote the item, with its row locked, so the
+    /// item's `seq` cannot race. The queue's number (`queue_seq`) is given
+    /// later, by [`Self::number_queue_changes`]: numbering here would lock
+    /// the queue's row until each commit and make a queue's claims commit
+    /// one at a time.
+    pub(super) async fn record_change(
+        &self,
+        conn: &mut AnyConnection,
+        after: &ItemView,
+        change: &Change<'_>,
+    ) -> Result<(), StoreError> {
+        // One statement (the item's next seq and its log position inside):
+        // claims pay one round trip for their history, not three.
+        sqlx::query(
+            "INSERT INTO item_transitions (item_id, seq, entity, queue, run_id, at, event, from_state, \
+             to_state, cause, agent_id, fence, reason, exit_code, stage, log_seq) \
+             SELECT $1, COALESCE((SELECT MAX(seq) FROM item_transitions WHERE item_id = $1), 0) + 1, \
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             COALESCE((SELECT MAX(seq) + 1 FROM log_chunks WHERE item_id = $1), 0)",
+        )
+        .bind(&after.id)
+        .bind(&after.entity)
+        .bind(&after.queue)
+        .bind(&after.run_id)
+        .bind(change.at_ms)
+        .bind(change.event)
+        .bind(change.from.map(ItemState::as_str))
+        .bind(after.state.as_str())
+        .bind(change.cause.as_str())
+        .bind(change.agent_id)
+        .bind(change.fence)
+        .bind(change.reason)
+        .bind(change.exit_code.map(i64::from))
+        .bind(change.stage.map(Stage::as_str))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Numbers the queue's committed, unnumbered changes (`queue_seq`), in
+    /// the order they were inserted, under the queue row's lock. Numbers are
+    /// only handed out here, one numbering at a time, and become visible
+    /// when it commits: so a reader that has seen number `n` never later
+    /// finds a change below `n`, however the changes' own commits
+    /// interleaved. (A change still uncommitted is numbered by a later call.)
+    async fn number_queue_changes(&self, entity: &str, queue: &str) -> Result<(), StoreError> {
+        let unnumbered = sqlx::query(
+            "SELECT 1 AS one FROM item_transitions WHERE entity = $1 AND queue = $2 AND queue_seq IS NULL LIMIT 1",
+        )
+        .bind(entity)
+        .bind(queue)
+        .fetch_optional(&self.read)
+        .await?;
+        if unnumbered.is_none() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        // takes the queue row's lock (PostgreSQL; SQLite writes one at a time)
+        let base: i64 =
+            sqlx::query("UPDATE queues SET event_seq = event_seq WHERE entity = $1 AND name = $2 RETURNING event_seq")
+                .bind(entity)
+                .bind(queue)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("queue '{queue}'")))?
+                .try_get("event_seq")?;
+        let numbered = sqlx::query(
+            "UPDATE item_transitions SET queue_seq = $3 + r.n FROM \
+             (SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM item_transitions \
+              WHERE entity = $1 AND queue = $2 AND queue_seq IS NULL) AS r \
+             WHERE item_transitions.id = r.id",
+        )
+        .bind(entity)
+        .bind(queue)
+        .bind(base)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("UPDATE queues SET event_seq = $3 WHERE entity = $1 AND name = $2")
+            .bind(entity)
+            .bind(queue)
+            .bind(base + numbered as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn item_history(
+        &self,
+        entity: &str,
+        id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ItemTransition>, StoreError> {
+        let sql = format!(
+            "SELECT {COLS} FROM item_transitions \
+             WHERE item_id = (SELECT item_id FROM item_names WHERE entity = $1 AND name = $2) AND entity = $1 \
+             AND seq > $3 ORDER BY seq LIMIT $4"
+        );
+        let rows =
+            sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(id).bind(after).bind(limit).fetch_all(&self.read).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    pub(super) async fn queue_history(
+        &self,
+        entity: &str,
+        queue: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ItemTransition>, StoreError> {
+        self.number_queue_changes(entity, queue).await?;
+        let sql = format!(
+            "SELECT {COLS} FROM item_transitions WHERE entity = $1 AND queue = $2 AND queue_seq > $3 \
+             ORDER BY queue_seq LIMIT $4"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(entity)
+            .bind(queue)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    pub(super) async fn queue_history_head(&self, entity: &str, queue: &str) -> Result<i64, StoreError> {
+        self.number_queue_changes(entity, queue).await?;
+        let row = sqlx::query("SELECT event_seq FROM queues WHERE entity = $1 AND name = $2")
+            .bind(entity)
+            .bind(queue)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("queue '{queue}'")))?;
+        Ok(row.try_get("event_seq")?)
+    }
+}
+
+fn decode(r: &AnyRow) -> Result<ItemTransition, StoreError> {
+    let state = |s: String| ItemState::from_str(&s).map_err(|e| corrupt("transition state", e));
+    Ok(ItemTransition {
+        item_id: r.try_get("item_id")?,
+        run_id: r.try_get("run_id")?,
+        queue: r.try_get("queue")?,
+        seq: r.try_get("seq")?,
+        queue_seq: r.try_get("queue_seq")?,
+        at_ms: r.try_get("at")?,
+        event: r.try_get("event")?,
+        from: r.try_get::<Option<String>, _>("from_state")?.map(state).transpose()?,
+        to: state(r.try_get("to_state")?)?,
+        cause: TransitionCause::from_str(&r.try_get::<String, _>("cause")?)
+            .map_err(|e| corrupt("transition cause", e))?,
+        agent_id: r.try_get("agent_id")?,
+        fence: r.try_get("fence")?,
+        reason: r.try_get("reason")?,
+        exit_code: r.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
+        stage: r
+            .try_get::<Option<String>, _>("stage")?
+            .map(|s| Stage::from_str(&s).map_err(|e| corrupt("transition stage", e)))
+            .transpose()?,
+        log_seq: r.try_get("log_seq")?,
+    })
+}
