@@ -68,6 +68,11 @@ const MIGRATIONS: &[Migration] = &[
             ]
         },
     },
+    Migration {
+        version: 5,
+        description: "a queue's items newest first, for the web UI's keyset-paged queue page",
+        statements: |_| vec!["CREATE INDEX items_queue_seq ON items (entity, queue, seq)".into()],
+    },
 ];
 
 /// The highest schema version this build knows.
