@@ -134,9 +134,34 @@ async fn read_chunks(st: &AppState, item: &ItemView, after: i64) -> Result<Vec<L
     Ok(chunks)
 }
 
-struct Event {
-    at: String,
-    what: String,
+pub struct Event {
+    pub at: String,
+    pub what: String,
+}
+
+/// What the item's row tells of its life: enqueued, started (where, after
+/// how long in the queue), ended (how, after how long), and the lease
+/// expiries and preemptions it went through.
+fn timeline(item: &ItemView) -> Vec<Event> {
+    let mut timeline = vec![Event { at: utc(item.created_at_ms), what: format!("enqueued in {}", item.queue) }];
+    if let Some(t) = item.started_at_ms {
+        let agent = item.agent_id.as_deref().unwrap_or("an agent");
+        timeline.push(Event {
+            at: utc(t),
+            what: format!("started on {agent} after {} in the queue", span(t - item.created_at_ms)),
+        });
+    }
+    if let Some(t) = item.ended_at_ms {
+        let ran = item.started_at_ms.map(|s| format!(" after {}", span(t - s))).unwrap_or_default();
+        timeline.push(Event { at: utc(t), what: format!("ended {}{ran}", item.state) });
+    }
+    if item.attempts > 0 || item.resumes > 0 {
+        timeline.push(Event {
+            at: String::new(),
+            what: format!("{} lease expiries, {} resumes after preemption", item.attempts, item.resumes),
+        });
+    }
+    timeline
 }
 
 #[derive(Template)]
@@ -167,27 +192,7 @@ pub async fn show(State(st): State<AppState>, s: UiSession, Path(id): Path<Strin
         .collect();
     let chunks = read_chunks(&st, &item, 0).await?;
     let next_seq = chunks.last().map_or(0, |c| c.seq + 1);
-    let now = liftoff_store::now_ms();
-    let mut timeline = vec![Event { at: utc(item.created_at_ms), what: format!("enqueued in {}", item.queue) }];
-    if let Some(t) = item.started_at_ms {
-        let agent = item.agent_id.as_deref().unwrap_or("an agent");
-        timeline.push(Event {
-            at: utc(t),
-            what: format!("started on {agent} after {} in the queue", span(t - item.created_at_ms)),
-        });
-    }
-    if let Some(t) = item.ended_at_ms {
-        let ran = item.started_at_ms.map(|s| format!(" after {}", span(t - s))).unwrap_or_default();
-        timeline.push(Event { at: utc(t), what: format!("ended {}{ran}", item.state) });
-    } else if let Some(t) = item.lease_expires_at_ms {
-        timeline.push(Event { at: utc(t), what: format!("lease runs out (in {})", span(t - now)) });
-    }
-    if item.attempts > 0 || item.resumes > 0 {
-        timeline.push(Event {
-            at: String::new(),
-            what: format!("{} lease expiries, {} resumes after preemption", item.attempts, item.resumes),
-        });
-    }
+    let timeline = timeline(&item);
     let image = item
         .build
         .as_ref()
@@ -219,6 +224,7 @@ pub struct TailQuery {
 struct LogTail {
     id: String,
     state: &'static str,
+    timeline: Vec<Event>,
     lines: Vec<LogLine>,
     next_seq: i64,
     /// Keep polling: the run is active or its log not yet all read.
@@ -239,7 +245,7 @@ pub async fn log_tail(
     let chunks = read_chunks(&st, &item, after).await?;
     let next_seq = chunks.last().map_or(after, |c| c.seq + 1);
     let more = !item.state.is_terminal() || chunks.len() as i64 >= LOG_PAGE;
-    render(LogTail { id, state: item.state.as_str(), lines: log_lines(&chunks), next_seq, more })
+    render(LogTail { id, state: item.state.as_str(), timeline: timeline(&item), lines: log_lines(&chunks), next_seq, more })
 }
 
 fn to_run(id: &str) -> Response {
