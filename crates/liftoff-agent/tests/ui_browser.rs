@@ -98,10 +98,7 @@ async fn submit_key(b: &Browser, base: &str, key: &str) {
 
 async fn sign_in(b: &Browser, base: &str, key: &str) {
     submit_key(b, base, key).await;
-    wait_until(b, "the signed-in page", |b| async move {
-        Ok(b.current_url().await?.path() != "/signin")
-    })
-    .await;
+    wait_until(b, "the signed-in page", |b| async move { Ok(b.current_url().await?.path() != "/signin") }).await;
 }
 
 /// Polls `check` (a page look-up) until it holds; the page itself is never reloaded here.
@@ -363,12 +360,10 @@ async fn user_and_job_values_render_as_text_and_entities_stay_apart() {
     assert!(text_of(&b, "tbody").await.contains(&payload("host")), "the host name shows as text");
 
     // Another entity's run: not found, as if it did not exist.
-    let store = liftoff_store::SqlStore::connect(
-        &format!("sqlite://{}", r.dir.path().join("server/liftoff.db").display()),
-        3,
-    )
-    .await
-    .unwrap();
+    let store =
+        liftoff_store::SqlStore::connect(&format!("sqlite://{}", r.dir.path().join("server/liftoff.db").display()), 3)
+            .await
+            .unwrap();
     liftoff_store::Store::ensure_entity(&store, "other", liftoff_store::now_ms()).await.unwrap();
     let other_key = liftoff_server::mint_admin_key(&store, "other").await.unwrap();
     let other = Client::new(&base, &other_key, "other").unwrap();
@@ -418,9 +413,8 @@ async fn user_and_job_values_render_as_text_and_entities_stay_apart() {
     assert!(cookie.http_only().unwrap_or(false), "the session cookie is HttpOnly");
     assert_eq!(cookie.same_site().map(|s| s.to_string()).as_deref(), Some("Strict"));
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let with_session = |path: &str| {
-        http.get(format!("{base}{path}")).header("cookie", format!("lft_session={}", cookie.value()))
-    };
+    let with_session =
+        |path: &str| http.get(format!("{base}{path}")).header("cookie", format!("lft_session={}", cookie.value()));
     let resp = with_session(&format!("/runs/{}", theirs.run_id)).send().await.unwrap();
     assert_eq!(resp.status(), 404, "another entity's run id");
     let resp = with_session(&format!("/runs/{run_id}")).send().await.unwrap();

@@ -87,7 +87,9 @@ pub struct Form(Vec<(String, String)>);
 
 impl Form {
     pub fn parse(body: &[u8]) -> Self {
-        Self(form_urlencoded::parse(body).map(|(k, v): (Cow<str>, Cow<str>)| (k.into_owned(), v.into_owned())).collect())
+        Self(
+            form_urlencoded::parse(body).map(|(k, v): (Cow<str>, Cow<str>)| (k.into_owned(), v.into_owned())).collect(),
+        )
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {

@@ -32,7 +32,11 @@ struct QueuesPage {
     base_url: String,
 }
 
-pub async fn index(State(st): State<AppState>, s: UiSession, headers: axum::http::HeaderMap) -> Result<Response, UiError> {
+pub async fn index(
+    State(st): State<AppState>,
+    s: UiSession,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, UiError> {
     let now = liftoff_store::now_ms();
     let stats = st.store.queue_stats().await?;
     let agents = st.store.list_agents(&s.entity).await?;
@@ -205,4 +209,3 @@ pub async fn bulk_stop(
     to.extend(form_urlencoded::byte_serialize(name.as_bytes()));
     Ok(Redirect::to(&format!("{to}{back}")).into_response())
 }
-

@@ -245,7 +245,14 @@ pub async fn log_tail(
     let chunks = read_chunks(&st, &item, after).await?;
     let next_seq = chunks.last().map_or(after, |c| c.seq + 1);
     let more = !item.state.is_terminal() || chunks.len() as i64 >= LOG_PAGE;
-    render(LogTail { id, state: item.state.as_str(), timeline: timeline(&item), lines: log_lines(&chunks), next_seq, more })
+    render(LogTail {
+        id,
+        state: item.state.as_str(),
+        timeline: timeline(&item),
+        lines: log_lines(&chunks),
+        next_seq,
+        more,
+    })
 }
 
 fn to_run(id: &str) -> Response {

@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(s.verify(&v, 1_000), None, "expired");
         assert_eq!(Sessions::with_secret(b"other").verify(&v, 0), None, "another installation");
         assert_eq!(s.verify(&v.replace("key-1", "key-2"), 0), None, "another key");
-        assert_eq!(s.verify(&v.replace(".1000.", ".9999.").replace("key", "key"), 0), None, "a later expiry");
+        assert_eq!(s.verify(&v.replace(".1000.", ".9999."), 0), None, "a later expiry");
         assert_ne!(s.csrf(&v), s.csrf(&s.mint("acme", "key-1", 2_000)), "one token per session");
     }
 
