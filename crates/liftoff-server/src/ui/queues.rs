@@ -59,7 +59,7 @@ pub async fn index(
             }
         })
         .collect();
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost:8080");
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:7434");
     render(QueuesPage { chrome: s.chrome("queues"), queues, base_url: format!("http://{host}") })
 }
 
