@@ -30,7 +30,8 @@ impl Drop for Driver {
     }
 }
 
-async fn browser() -> Option<(Driver, Browser)> {
+/// A headless chromium; `dark` asks it for `prefers-color-scheme: dark`.
+async fn browser(dark: bool) -> Option<(Driver, Browser)> {
     let driver = required_env("LIFTOFF_TEST_CHROMEDRIVER")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = std::process::Command::new(&driver)
@@ -44,6 +45,9 @@ async fn browser() -> Option<(Driver, Browser)> {
         "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--window-size=1280,900", "--force-prefers-reduced-motion"],
     });
+    if dark {
+        chrome["args"].as_array_mut().unwrap().push("--blink-settings=preferredColorScheme=0".into());
+    }
     if let Ok(bin) = std::env::var("LIFTOFF_TEST_CHROMIUM") {
         chrome["binary"] = bin.into();
     }
@@ -140,7 +144,7 @@ async fn queue(r: &Rig, name: &str, config: serde_json::Value, vars: serde_json:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent() {
-    let Some((_driver, b)) = browser().await else { return };
+    let Some((_driver, b)) = browser(false).await else { return };
     let r = bare_rig().await;
     let base = r.server.base_url();
     let key = r.server.admin_key.clone().unwrap();
@@ -167,6 +171,9 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     let empty = text_of(&b, ".empty").await;
     assert!(empty.contains("liftoff queue create") && empty.contains("liftoff launch"), "{empty}");
     shot(&b, "empty-state").await;
+    // The keyboard's first stop is the link that skips to the content.
+    b.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Tab).await.unwrap();
+    assert_eq!(b.active_element().await.unwrap().text().await.unwrap(), "Skip to content");
 
     queue(
         &r,
@@ -217,6 +224,14 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     let invalid = b.find(Locator::Css("#var-epochs")).await.unwrap().attr("aria-invalid").await.unwrap();
     assert_eq!(invalid.as_deref(), Some("true"));
     assert_eq!(r.client.list_items(Some("train"), 10).await.unwrap().len(), 0, "nothing was launched");
+    // Every field, then the button, by the keyboard alone.
+    b.find(Locator::Css("#job")).await.unwrap().click().await.unwrap();
+    for want in ["priority", "var-epochs"] {
+        b.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Tab).await.unwrap();
+        assert_eq!(b.active_element().await.unwrap().attr("id").await.unwrap().as_deref(), Some(want));
+    }
+    b.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Tab).await.unwrap();
+    assert_eq!(b.active_element().await.unwrap().text().await.unwrap(), "Launch");
     shot(&b, "launch-form-error").await;
 
     let epochs = b.find(Locator::Css("#var-epochs")).await.unwrap();
@@ -298,7 +313,8 @@ async fn attacker() -> (String, Arc<AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_and_job_values_render_as_text_and_entities_stay_apart() {
-    let Some((_driver, b)) = browser().await else { return };
+    // in the dark colour scheme, to see that one too
+    let Some((_driver, b)) = browser(true).await else { return };
     let r = bare_rig().await;
     let base = r.server.base_url();
     let (evil, hits) = attacker().await;
@@ -349,7 +365,9 @@ async fn user_and_job_values_render_as_text_and_entities_stay_apart() {
     assert!(spec.contains(&payload("spec")), "the launch spec shows the markup as text: {spec}");
     assert_eq!(text_of(&b, ".failure h2").await, "Failed at stage run");
     assert!(b.find_all(Locator::Css("main script, main img")).await.unwrap().is_empty(), "no element was injected");
-    shot(&b, "run-failed-with-markup").await;
+    let bg = b.execute("return getComputedStyle(document.body).backgroundColor;", vec![]).await.unwrap();
+    assert_eq!(bg, serde_json::json!("rgb(18, 19, 23)"), "the dark scheme follows the system setting");
+    shot(&b, "run-failed-with-markup-dark").await;
     for page in ["/", "/agents", "/queues/xss", "/jobs"] {
         b.goto(&format!("{base}{page}")).await.unwrap();
         no_dialog(&b, page).await;
@@ -417,6 +435,12 @@ async fn user_and_job_values_render_as_text_and_entities_stay_apart() {
         |path: &str| http.get(format!("{base}{path}")).header("cookie", format!("lft_session={}", cookie.value()));
     let resp = with_session(&format!("/runs/{}", theirs.run_id)).send().await.unwrap();
     assert_eq!(resp.status(), 404, "another entity's run id");
+    assert_eq!(with_session(&format!("/runs/{}/log.txt", theirs.run_id)).send().await.unwrap().status(), 404);
+    let log = with_session(&format!("/runs/{run_id}/log.txt")).send().await.unwrap();
+    assert_eq!(log.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(log.headers()["content-disposition"], format!("attachment; filename=\"run-{run_id}.log\""));
+    let log = log.text().await.unwrap();
+    assert!(log.contains(&payload("log")) && log.contains(&payload("stderr")), "the whole log, as written: {log}");
     let resp = with_session(&format!("/runs/{run_id}")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();

@@ -15,6 +15,7 @@ pub fn router() -> Router<AppState> {
         .route("/queues/{queue}/launch", get(jobs::launch_form).post(jobs::launch))
         .route("/runs/{id}", get(runs::show))
         .route("/runs/{id}/log", get(runs::log_tail))
+        .route("/runs/{id}/log.txt", get(runs::log_download))
         .route("/runs/{id}/stop", post(runs::stop))
         .route("/runs/{id}/relaunch", post(runs::relaunch))
         .route("/agents", get(agents::index))

@@ -255,6 +255,34 @@ pub async fn log_tail(
     })
 }
 
+/// `GET /runs/{id}/log.txt`: the whole log as plain text, every stream in
+/// the order it was written, to save or search.
+pub async fn log_download(
+    State(st): State<AppState>,
+    s: UiSession,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    let item = own_item(&st, &s, &id).await?;
+    let mut text = String::new();
+    let mut after = 0;
+    loop {
+        let chunks = read_chunks(&st, &item, after).await?;
+        for c in &chunks {
+            text.push_str(&c.data);
+        }
+        match chunks.last() {
+            Some(last) if chunks.len() as i64 >= LOG_PAGE => after = last.seq + 1,
+            _ => break,
+        }
+    }
+    let disposition = format!("attachment; filename=\"run-{}.log\"", item.run_id);
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+        (axum::http::header::CONTENT_DISPOSITION, disposition),
+    ];
+    Ok((headers, text).into_response())
+}
+
 fn to_run(id: &str) -> Response {
     let mut to = String::from("/runs/");
     to.extend(form_urlencoded::byte_serialize(id.as_bytes()));
