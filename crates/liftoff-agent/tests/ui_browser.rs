@@ -291,6 +291,8 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     b.set_window_size(390, 844).await.unwrap();
     b.goto(&base).await.unwrap();
     shot(&b, "queues-phone").await;
+    b.goto(&format!("{base}/queues/train")).await.unwrap();
+    shot(&b, "queue-phone").await;
 
     stop_agent.send(()).unwrap();
     agent.await.unwrap().unwrap();
