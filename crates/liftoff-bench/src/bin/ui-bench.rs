@@ -115,7 +115,9 @@ async fn main() -> anyhow::Result<()> {
         ("first page", String::new()),
         ("a page half way down (keyset before)", format!("?before={deep}")),
         ("state=pending filter", "?state=pending".to_string()),
-        ("state=failed filter, which no item matches (reads the whole queue)", "?state=failed".to_string()),
+        ("state=failed filter, which no item matches", "?state=failed".to_string()),
+        ("agent filter, which no item matches", "?agent=nobody".to_string()),
+        ("job filter, which no item matches (not indexed: reads the whole queue)", "?job=x%2Fy%2Fz%3Av1".to_string()),
     ] {
         let url = format!("{base}/queues/{queue}{query}");
         let mut times = Vec::with_capacity(args.samples);
@@ -126,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             let body = resp.text().await?;
             if i >= 5 {
                 times.push(t.elapsed());
-            } else if !query.contains("failed") {
+            } else if !query.contains("failed") && !query.contains("nobody") && !query.contains("job=") {
                 anyhow::ensure!(body.contains("Stop selected"), "{url} shows no items");
             }
         }
