@@ -40,21 +40,26 @@ impl SqlStore {
             Dialect::Sqlite => "json_extract(spec, '$.job')",
             Dialect::Postgres => "(spec::jsonb ->> 'job')",
         };
+        // Only the filters in use go into the statement (a `$n = '' OR ...`
+        // would keep the planners from the state and agent indexes).
+        let mut conds = String::new();
+        let mut binds: Vec<&str> = Vec::new();
+        for (column, value) in [("state", &filter.state), (job, &filter.job), ("agent_id", &filter.agent)] {
+            if let Some(v) = value {
+                binds.push(v);
+                conds.push_str(&format!(" AND {column} = ${}", 4 + binds.len()));
+            }
+        }
         let sql = format!(
-            "SELECT seq, {ITEM_COLS} FROM items WHERE entity = $1 AND queue = $2 AND seq < $3 \
-             AND ($4 = '' OR state = $4) AND ($5 = '' OR {job} = $5) AND ($6 = '' OR agent_id = $6) \
-             ORDER BY seq DESC LIMIT $7"
+            "SELECT seq, {ITEM_COLS} FROM items WHERE entity = $1 AND queue = $2 AND seq < $3{conds} \
+             ORDER BY seq DESC LIMIT $4"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(entity)
-            .bind(queue)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(filter.state.as_deref().unwrap_or(""))
-            .bind(filter.job.as_deref().unwrap_or(""))
-            .bind(filter.agent.as_deref().unwrap_or(""))
-            .bind(limit + 1)
-            .fetch_all(&self.read)
-            .await?;
+        let mut query =
+            sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(queue).bind(before.unwrap_or(i64::MAX)).bind(limit + 1);
+        for v in binds {
+            query = query.bind(v);
+        }
+        let rows = query.fetch_all(&self.read).await?;
         let more = rows.len() as i64 > limit;
         let mut items = Vec::with_capacity(rows.len());
         let mut last_seq = None;
