@@ -26,6 +26,15 @@ pub struct ItemPage {
     pub next_before: Option<i64>,
 }
 
+/// The item's job, read from the spec's JSON; migration 5 indexes this very
+/// expression, which the planners match only when written the same way.
+pub(super) fn job_expr(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "json_extract(spec, '$.job')",
+        Dialect::Postgres => "(spec::jsonb ->> 'job')",
+    }
+}
+
 impl SqlStore {
     pub(super) async fn queue_page(
         &self,
@@ -35,11 +44,7 @@ impl SqlStore {
         before: Option<i64>,
         limit: i64,
     ) -> Result<ItemPage, StoreError> {
-        // The job lives in the spec's JSON; both dialects read it natively.
-        let job = match self.dialect {
-            Dialect::Sqlite => "json_extract(spec, '$.job')",
-            Dialect::Postgres => "(spec::jsonb ->> 'job')",
-        };
+        let job = job_expr(self.dialect);
         // Only the filters in use go into the statement (a `$n = '' OR ...`
         // would keep the planners from the state and agent indexes).
         let mut conds = String::new();
