@@ -261,6 +261,31 @@ async fn queue_pages_bulk_stop_relaunch_and_the_launch_form() {
     let page = ui.get(&s.cookie, &format!("/runs/{run}")).await;
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("hx-get=\"/runs/"), "an active run's log is polled");
+    // An enumeration becomes a select of its values, the default chosen.
+    ui.client
+        .create_queue(&CreateQueue {
+            name: "sizes".into(),
+            resource: ResourceType::LocalContainer,
+            config: serde_json::json!({"size": "{{size}}"}),
+            template_variables: vec![TemplateVariable {
+                name: "size".into(),
+                kind: VarKind::String,
+                min: None,
+                max: None,
+                allowed: Some(vec![serde_json::json!("small"), serde_json::json!("large")]),
+                default: Some(serde_json::json!("large")),
+                description: None,
+            }],
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+    let form = ui.get(&s.cookie, "/queues/sizes/launch").await.text().await.unwrap();
+    assert!(form.contains("<select id=\"var-size\" name=\"var.size\""), "{form}");
+    assert!(form.contains("<option value=\"small\" >small</option>"), "{form}");
+    assert!(form.contains("<option value=\"large\" selected>large</option>"), "{form}");
+    let resp = ui.post(&s, "/queues/sizes/launch", "job=hello&var.size=huge").await;
+    assert!(resp.text().await.unwrap().contains("id=\"var-size-error\""), "a value outside the enum");
     assert_eq!(ui.get(&s.cookie, "/runs/nope").await.status(), StatusCode::NOT_FOUND);
     assert_eq!(ui.get(&s.cookie, "/queues/nope").await.status(), StatusCode::NOT_FOUND);
 }
