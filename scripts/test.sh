@@ -4,7 +4,8 @@
 # emulators (moto and azurite, from PyPI and npm), the Docker engine, the
 # local registries (htpasswd, token auth, cloud logins), a Python base
 # image for real builds (from Debian packages), Prometheus and promtool
-# (unpacked from Debian's package), then every test.
+# (unpacked from Debian's package), chromium and chromedriver for the web
+# UI's browser tests, then every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=/dev/null
@@ -22,6 +23,8 @@ source .ci/token-registry.sh
 source .ci/python-base.sh
 # shellcheck source=/dev/null
 source .ci/prometheus.sh
+# shellcheck source=/dev/null
+source .ci/browser.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

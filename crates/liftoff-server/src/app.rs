@@ -26,6 +26,8 @@ pub struct AppState {
     pub known_agents: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
     /// Signs run keys (see `auth::RunKeys`).
     pub run_keys: crate::auth::RunKeys,
+    /// Signs the web UI's session cookies and CSRF tokens.
+    pub ui_sessions: crate::ui::session::Sessions,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(routes::meta::openapi));
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::ui::routes::router())
         .route("/healthz", get(routes::meta::health))
         .route("/metrics", get(routes::meta::metrics))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::meta::track_http))

@@ -1,4 +1,4 @@
-//! The Liftoff control plane: REST API under `/api/v1`, API-key auth,
+//! The Liftoff control plane: REST API under `/api/v1`, the web UI at `/`, API-key auth,
 //! long-poll dispatch of leased claims, and the lease reaper.
 
 mod app;
@@ -13,6 +13,7 @@ mod log_archive;
 mod metrics;
 mod routes;
 mod server;
+mod ui;
 
 pub use auth::{hash_key, mint_admin_key};
 pub use config::ServerConfig;

@@ -119,6 +119,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         run_keys: crate::auth::RunKeys::load(store.as_ref())
             .await
             .map_err(store_error("failed to load the run-key secret"))?,
+        ui_sessions: crate::ui::session::Sessions::load(store.as_ref())
+            .await
+            .map_err(store_error("failed to load the web UI's session secret"))?,
     };
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let reaper = tokio::spawn(reap_leases(state.clone(), shutdown.subscribe()));

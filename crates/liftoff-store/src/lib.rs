@@ -13,7 +13,7 @@ pub mod testing;
 pub use blobs::BlobStore;
 pub use error::StoreError;
 pub use records::{ApiKeyRecord, Claimed, KeyRole, NewItem, NewJobVersion};
-pub use sql_store::{AgentStats, Dialect, QueueStats, SqlStore};
+pub use sql_store::{AgentStats, Dialect, ItemFilter, ItemPage, QueueStats, SqlStore};
 pub use store::Store;
 
 /// Milliseconds since the Unix epoch.

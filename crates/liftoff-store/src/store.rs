@@ -1,4 +1,4 @@
-use crate::{AgentStats, ApiKeyRecord, Claimed, NewItem, NewJobVersion, QueueStats, StoreError};
+use crate::{AgentStats, ApiKeyRecord, Claimed, ItemFilter, ItemPage, NewItem, NewJobVersion, QueueStats, StoreError};
 use async_trait::async_trait;
 use liftoff_core::api::{
     AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition,
@@ -49,6 +49,16 @@ pub trait Store: Send + Sync {
     /// name means at most one item.
     async fn get_item(&self, entity: &str, id: &str) -> Result<Option<ItemView>, StoreError>;
     async fn list_items(&self, entity: &str, queue: Option<&str>, limit: i64) -> Result<Vec<ItemView>, StoreError>;
+    /// A queue's items newest first, matching `filter`, below sequence
+    /// `before` (keyset pagination; `None` for the first page).
+    async fn queue_page(
+        &self,
+        entity: &str,
+        queue: &str,
+        filter: &ItemFilter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<ItemPage, StoreError>;
 
     /// The item's state changes after the one numbered `after` (0: from its
     /// launch), oldest first, at most `limit`. Written by the change itself,

@@ -701,6 +701,49 @@ async fn metrics_stats(s: SqlStore) {
     assert_eq!(found.iter().map(|i| (i.id.as_str(), i.state)).collect::<Vec<_>>(), [("i1", ItemState::Claimed)]);
 }
 
+/// The web UI's queue page: newest first, keyset pages by sequence, filters
+/// by state, job and agent, one queue and one entity only.
+async fn queue_pages(s: SqlStore) {
+    use liftoff_store::ItemFilter;
+    s.create_queue(&queue("q", false)).await.unwrap();
+    s.create_queue(&queue("other", false)).await.unwrap();
+    for i in 0..5 {
+        let mut it = item(&format!("i{i}"), "q", Priority::Medium, false);
+        if i == 3 {
+            it.spec.job = "acme/p/other:v2".into();
+        }
+        s.enqueue(&it).await.unwrap();
+    }
+    s.enqueue(&item("elsewhere", "other", Priority::Medium, false)).await.unwrap();
+    let claimed = claim_one(&s, "q").await.unwrap();
+    assert_eq!(claimed.id, "i0");
+    let ids = |p: &liftoff_store::ItemPage| p.items.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+
+    let all = ItemFilter::default();
+    let first = s.queue_page("acme", "q", &all, None, 2).await.unwrap();
+    assert_eq!(ids(&first), ["i4", "i3"]);
+    let second = s.queue_page("acme", "q", &all, first.next_before, 2).await.unwrap();
+    assert_eq!(ids(&second), ["i2", "i1"]);
+    let last = s.queue_page("acme", "q", &all, second.next_before, 2).await.unwrap();
+    assert_eq!((ids(&last), last.next_before), (vec!["i0".to_string()], None));
+
+    let f = |state: Option<&str>, job: Option<&str>, agent: Option<&str>| ItemFilter {
+        state: state.map(Into::into),
+        job: job.map(Into::into),
+        agent: agent.map(Into::into),
+    };
+    let page = |filter: ItemFilter| {
+        let s = s.clone();
+        async move { ids(&s.queue_page("acme", "q", &filter, None, 10).await.unwrap()) }
+    };
+    assert_eq!(page(f(Some("claimed"), None, None)).await, ["i0"]);
+    assert_eq!(page(f(Some("pending"), None, None)).await, ["i4", "i3", "i2", "i1"]);
+    assert_eq!(page(f(None, Some("acme/p/other:v2"), None)).await, ["i3"]);
+    assert_eq!(page(f(None, None, Some("agent-1"))).await, ["i0"]);
+    assert!(page(f(Some("pending"), None, Some("agent-1"))).await.is_empty());
+    assert!(s.queue_page("nobody", "q", &all, None, 10).await.unwrap().items.is_empty(), "entity-scoped");
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod on_sqlite { $(
@@ -733,4 +776,5 @@ contract!(
     history_records_every_change_with_its_cause,
     stale_writes_record_nothing,
     metrics_stats,
+    queue_pages,
 );

@@ -14,7 +14,7 @@ use liftoff_store::NewItem;
 use serde::Deserialize;
 
 /// Short run ids as the reference makes them: 8 chars of `[a-z0-9]`.
-fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     let raw = uuid::Uuid::new_v4().as_u128();
     (0..8)
         .map(|i| {
@@ -33,13 +33,24 @@ pub async fn launch(
     ApiJson(req): ApiJson<LaunchRequest>,
 ) -> ApiResult<(StatusCode, Json<LaunchResponse>)> {
     caller.may(&entity, Action::Launch)?;
+    Ok((StatusCode::CREATED, Json(launch_item(&st, entity, &queue_name, req).await?)))
+}
+
+/// The launch itself, shared by the API and the web UI's launch form (so
+/// both give the same errors, each naming its field).
+pub(crate) async fn launch_item(
+    st: &AppState,
+    entity: String,
+    queue_name: &str,
+    req: LaunchRequest,
+) -> ApiResult<LaunchResponse> {
     liftoff_core::api::check_launch_bounds(&req).map_err(|(field, m)| {
         let message = format!("{field} {m}");
         ApiError::bad_request(field, message)
     })?;
     let queue = st
         .store
-        .get_queue(&entity, &queue_name)
+        .get_queue(&entity, queue_name)
         .await?
         .ok_or_else(|| ApiError::not_found("queue", format!("queue '{queue_name}' not found")))?;
     let job_ref = JobRef::parse(&req.job).map_err(|m| ApiError::bad_request("job", m))?;
@@ -106,7 +117,7 @@ pub async fn launch(
     st.metrics.enqueued();
     st.dispatch.notify();
     st.changes.item(&view.entity, &view.id, Some(&view.queue));
-    Ok((StatusCode::CREATED, Json(LaunchResponse { item_id: view.id, run_id: view.run_id })))
+    Ok(LaunchResponse { item_id: view.id, run_id: view.run_id })
 }
 
 #[derive(Deserialize)]

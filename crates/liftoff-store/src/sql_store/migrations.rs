@@ -109,6 +109,22 @@ const MIGRATIONS: &[Migration] = &[
             ]
         },
     },
+    Migration {
+        version: 6,
+        description: "a queue's items newest first, for the web UI's keyset-paged queue page",
+        // by state, agent and job too, so that a filter matching few items
+        // reads only those; the job is an expression over the spec's JSON,
+        // written exactly as `queue_page` queries it
+        statements: |dialect| {
+            let job = super::queue_page::job_expr(dialect);
+            vec![
+                "CREATE INDEX items_queue_seq ON items (entity, queue, seq)".into(),
+                "CREATE INDEX items_queue_state_seq ON items (entity, queue, state, seq)".into(),
+                "CREATE INDEX items_queue_agent_seq ON items (entity, queue, agent_id, seq)".into(),
+                format!("CREATE INDEX items_queue_job_seq ON items (entity, queue, {job}, seq)"),
+            ]
+        },
+    },
 ];
 
 /// The highest schema version this build knows.

@@ -1,8 +1,9 @@
 //! The [`Store`] over SQL, one file per concept: `items` (rows and the one
 //! guarded state transition), `claims` (claims and leases), `logs`, `jobs`,
 //! `queues`, `warnings`, `agents_keys`, `builds`, `history` (every state
-//! change), `stats` (read-only aggregates for `/metrics`), `migrations`;
-//! `store_impl` maps the trait onto them.
+//! change), `stats` (read-only aggregates for `/metrics`), `queue_page` (the
+//! UI's keyset-paged queue view), `migrations`; `store_impl` maps the trait
+//! onto them.
 
 mod agents_keys;
 mod builds;
@@ -12,6 +13,7 @@ mod items;
 mod jobs;
 mod logs;
 mod migrations;
+mod queue_page;
 mod queues;
 mod stats;
 mod store_impl;
@@ -19,6 +21,7 @@ mod store_impl;
 mod tests;
 mod warnings;
 
+pub use queue_page::{ItemFilter, ItemPage};
 pub use stats::{AgentStats, QueueStats};
 
 use crate::StoreError;

@@ -111,6 +111,17 @@ impl Store for SqlStore {
         SqlStore::queue_history_head(self, entity, queue).await
     }
 
+    async fn queue_page(
+        &self,
+        entity: &str,
+        queue: &str,
+        filter: &crate::ItemFilter,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<crate::ItemPage, StoreError> {
+        SqlStore::queue_page(self, entity, queue, filter, before, limit).await
+    }
+
     async fn claim(
         &self,
         entity: &str,

@@ -39,7 +39,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         cfg.lease_ttl = Duration::from_secs(secs);
     }
     let server = liftoff_server::start(cfg).await.context("failed to start the server")?;
-    println!("liftoff server listening on {}", server.base_url());
+    println!("liftoff server listening on {} (web UI at {}/)", server.base_url(), server.base_url());
     crate::signal::shutdown_requested().await;
     eprintln!("shutting down");
     server.shutdown().await;

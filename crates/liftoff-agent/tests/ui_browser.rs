@@ -1,0 +1,474 @@
+//! The web UI in a real browser: Debian's headless chromium driven through
+//! chromedriver's WebDriver (fantoccini, plain HTTP on loopback, so no TLS
+//! stack), against a real server and a real agent running local processes.
+//! Screenshots of every main page go to `target/ui-screenshots/`.
+//!
+//! Needs `LIFTOFF_TEST_CHROMEDRIVER` (and `LIFTOFF_TEST_CHROMIUM`), which
+//! `.ci/browser.sh` exports; under `CI` a missing driver fails the tests.
+
+mod support;
+
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use liftoff_client::Client;
+use liftoff_core::api::{AppendLog, CreateQueue, LaunchRequest, LogStream, RegisterAgent};
+use liftoff_core::{ItemEvent, ItemState, ResourceType, Stage};
+use liftoff_server::{ServerConfig, start};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use support::{Rig, required_env};
+
+/// A chromedriver of our own on a free loopback port; killed on drop.
+struct Driver {
+    child: std::process::Child,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A headless chromium; `dark` asks it for `prefers-color-scheme: dark`.
+async fn browser(dark: bool) -> Option<(Driver, Browser)> {
+    let driver = required_env("LIFTOFF_TEST_CHROMEDRIVER")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(&driver)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {driver}: {e}"));
+    let guard = Driver { child };
+    let mut chrome = serde_json::json!({
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,900", "--force-prefers-reduced-motion"],
+    });
+    if dark {
+        chrome["args"].as_array_mut().unwrap().push("--blink-settings=preferredColorScheme=0".into());
+    }
+    if let Ok(bin) = std::env::var("LIFTOFF_TEST_CHROMIUM") {
+        chrome["binary"] = bin.into();
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), chrome);
+    let url = format!("http://127.0.0.1:{port}");
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .clone();
+        match builder.connect(&url).await {
+            Ok(b) => return Some((guard, b)),
+            Err(e) if Instant::now() < until => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("chromedriver at {url} did not start a session: {e}"),
+        }
+    }
+}
+
+/// A server with no queue yet (the rig's usual `local` queue would hide the empty state).
+async fn bare_rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(dir.path().join("server"));
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.print_admin_key = false;
+    cfg.lease_ttl = Duration::from_secs(3);
+    let server = start(cfg).await.unwrap();
+    let client = Client::new(&server.base_url(), server.admin_key.as_deref().unwrap(), "default").unwrap();
+    let work = dir.path().join("work");
+    Rig { server, client, dir, work }
+}
+
+fn shots_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(b: &Browser, name: &str) {
+    let png = b.screenshot().await.unwrap();
+    std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn submit_key(b: &Browser, base: &str, key: &str) {
+    b.goto(&format!("{base}/signin")).await.unwrap();
+    b.find(Locator::Css("#api_key")).await.unwrap().send_keys(key).await.unwrap();
+    b.find(Locator::Css("form[action='/signin'] button[type=submit]")).await.unwrap().click().await.unwrap();
+}
+
+async fn sign_in(b: &Browser, base: &str, key: &str) {
+    submit_key(b, base, key).await;
+    wait_until(b, "the signed-in page", |b| async move { Ok(b.current_url().await?.path() != "/signin") }).await;
+}
+
+/// Polls `check` (a page look-up) until it holds; the page itself is never reloaded here.
+async fn wait_until<F, Fut>(b: &Browser, what: &str, check: F)
+where
+    F: Fn(Browser) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, fantoccini::error::CmdError>>,
+{
+    let until = Instant::now() + Duration::from_secs(40);
+    loop {
+        if check(b.clone()).await.unwrap_or(false) {
+            return;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}; page: {}", b.source().await.unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text_of(b: &Browser, css: &str) -> String {
+    b.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+}
+
+async fn no_dialog(b: &Browser, page: &str) {
+    assert!(b.get_alert_text().await.is_err(), "{page}: a dialog opened, so a script ran");
+}
+
+async fn queue(r: &Rig, name: &str, config: serde_json::Value, vars: serde_json::Value) {
+    r.client
+        .create_queue(&CreateQueue {
+            name: name.into(),
+            resource: ResourceType::LocalProcess,
+            config,
+            template_variables: serde_json::from_value(vars).unwrap(),
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent() {
+    let Some((_driver, b)) = browser(false).await else { return };
+    let r = bare_rig().await;
+    let base = r.server.base_url();
+    let key = r.server.admin_key.clone().unwrap();
+
+    // Without a session every page leads to the sign-in page, and back after it.
+    b.goto(&format!("{base}/queues/train?state=running")).await.unwrap();
+    let url = b.current_url().await.unwrap();
+    assert_eq!(url.path(), "/signin", "a page without a session redirects to sign-in");
+    assert_eq!(url.query(), Some("next=%2Fqueues%2Ftrain%3Fstate%3Drunning"));
+    shot(&b, "signin").await;
+
+    // A wrong key is refused on the page; an agent key cannot sign in.
+    b.find(Locator::Css("#api_key")).await.unwrap().send_keys("lft_wrong").await.unwrap();
+    b.find(Locator::Css("form[action='/signin'] button")).await.unwrap().click().await.unwrap();
+    assert_eq!(text_of(&b, "#api_key-error").await, "unknown API key");
+    let agent_key = r.client.create_key("agent").await.unwrap().secret;
+    submit_key(&b, &base, &agent_key).await;
+    assert_eq!(b.current_url().await.unwrap().path(), "/signin");
+    assert!(text_of(&b, "#api_key-error").await.contains("agent key cannot sign in"));
+
+    // The first page of a new installation: how to get a first run.
+    sign_in(&b, &base, &key).await;
+    assert_eq!(b.current_url().await.unwrap().path(), "/");
+    let empty = text_of(&b, ".empty").await;
+    assert!(empty.contains("liftoff queue create") && empty.contains("liftoff launch"), "{empty}");
+    shot(&b, "empty-state").await;
+    // The keyboard's first stop is the link that skips to the content.
+    b.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Tab).await.unwrap();
+    assert_eq!(b.active_element().await.unwrap().text().await.unwrap(), "Skip to content");
+
+    queue(
+        &r,
+        "train",
+        serde_json::json!({"env": {"EPOCHS": "e{{epochs}}"}}),
+        serde_json::json!([{"name": "epochs", "type": "integer", "min": 1, "max": 10, "default": 2,
+                            "description": "passes over the data"}]),
+    )
+    .await;
+    // Prints a coloured line to stdout and one to stderr every 0.2 s for two
+    // minutes: the test stops it long before it could end by itself.
+    let script = "i=0\nwhile [ $i -lt 600 ]; do i=$((i+1)); printf '\\033[32mtick %s\\033[0m\\n' $i; \
+                  echo \"err $i\" >&2; sleep 0.2; done\n";
+    r.job("ticker", script).await;
+    let opts = liftoff_agent::AgentOptions { queues: vec!["train".into()], ..r.options(2, Duration::from_secs(5)) };
+    let (stop_agent, agent) = r.agent_with(opts);
+
+    // The agent appears on the Agents page (reloading the page is fine here).
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        b.goto(&format!("{base}/agents")).await.unwrap();
+        let rows = b.find_all(Locator::Css("tbody tr")).await.unwrap();
+        if !rows.is_empty() {
+            let row = rows[0].text().await.unwrap();
+            assert!(row.contains("test") && row.contains("train"), "{row}");
+            break;
+        }
+        assert!(Instant::now() < until, "the agent never showed up on the Agents page");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shot(&b, "agents").await;
+    b.goto(&base).await.unwrap();
+    let row = text_of(&b, "tbody tr").await;
+    assert!(row.contains("train") && row.contains("local-process") && row.contains("test"), "{row}");
+    shot(&b, "queues").await;
+
+    // The launch form: a value out of bounds comes back beside its field.
+    b.goto(&format!("{base}/queues/train/launch")).await.unwrap();
+    let epochs = b.find(Locator::Css("#var-epochs")).await.unwrap();
+    assert_eq!(epochs.attr("type").await.unwrap().as_deref(), Some("number"));
+    assert_eq!(epochs.attr("max").await.unwrap().as_deref(), Some("10"));
+    b.find(Locator::Css("#job")).await.unwrap().send_keys("ticker").await.unwrap();
+    epochs.clear().await.unwrap();
+    epochs.send_keys("50").await.unwrap();
+    b.find(Locator::Css("form.launch button[type=submit]")).await.unwrap().click().await.unwrap();
+    let error = text_of(&b, ".field #var-epochs-error").await;
+    assert!(error.contains("10"), "the server's bound error is shown beside the field: {error}");
+    let invalid = b.find(Locator::Css("#var-epochs")).await.unwrap().attr("aria-invalid").await.unwrap();
+    assert_eq!(invalid.as_deref(), Some("true"));
+    assert_eq!(r.client.list_items(Some("train"), 10).await.unwrap().len(), 0, "nothing was launched");
+    // Every field, then the button, by the keyboard alone.
+    b.find(Locator::Css("#job")).await.unwrap().click().await.unwrap();
+    for want in ["priority", "var-epochs"] {
+        b.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Tab).await.unwrap();
+        assert_eq!(b.active_element().await.unwrap().attr("id").await.unwrap().as_deref(), Some(want));
+    }
+    b.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Tab).await.unwrap();
+    assert_eq!(b.active_element().await.unwrap().text().await.unwrap(), "Launch");
+    shot(&b, "launch-form-error").await;
+
+    let epochs = b.find(Locator::Css("#var-epochs")).await.unwrap();
+    epochs.clear().await.unwrap();
+    epochs.send_keys("3").await.unwrap();
+    b.find(Locator::Css("form.launch button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_until(&b, "the run page", |b| async move { Ok(b.current_url().await?.path().starts_with("/runs/")) }).await;
+    let run_id = b.current_url().await.unwrap().path().trim_start_matches("/runs/").to_string();
+    let item = r.client.get_item(&run_id).await.unwrap();
+    assert_eq!(item.spec.resource_config, serde_json::json!({"env": {"EPOCHS": "e3"}}));
+
+    // Log lines appear while it runs, without a reload: a mark set on the
+    // page now is still there once they have.
+    b.execute("window.liftoffMark = 'same page'; return null;", vec![]).await.unwrap();
+    wait_until(&b, "stdout and stderr lines in the log", |b| async move {
+        let out = b.find_all(Locator::Css("#log .ln.out")).await?.len();
+        let err = b.find_all(Locator::Css("#log .ln.err")).await?.len();
+        Ok(out >= 3 && err >= 3)
+    })
+    .await;
+    let seen = b.find_all(Locator::Css("#log .ln")).await.unwrap().len();
+    wait_until(&b, "more log lines", |b| async move { Ok(b.find_all(Locator::Css("#log .ln")).await?.len() > seen) })
+        .await;
+    let mark = b.execute("return window.liftoffMark || null;", vec![]).await.unwrap();
+    assert_eq!(mark, serde_json::json!("same page"), "the log grew without reloading the page");
+    assert_eq!(text_of(&b, "#run-state").await, "running");
+    assert!(text_of(&b, "#timeline").await.contains("started on"), "the timeline follows the run too");
+    let green = b.find(Locator::Css("#log .ln.out span.fg2")).await.unwrap().text().await.unwrap();
+    assert!(green.starts_with("tick "), "ANSI green became a class, its escape codes gone: {green:?}");
+    assert!(!b.source().await.unwrap().contains('\u{1b}'));
+    shot(&b, "run-live").await;
+    b.set_window_size(390, 844).await.unwrap();
+    shot(&b, "run-live-phone").await;
+    b.set_window_size(1280, 900).await.unwrap();
+
+    // Stop from the page; the state turns `stopped` on its own.
+    b.find(Locator::Css("form[action$='/stop'] button")).await.unwrap().click().await.unwrap();
+    wait_until(&b, "the run to be stopped", |b| async move {
+        Ok(b.find(Locator::Css("#run-state")).await?.text().await? == "stopped")
+    })
+    .await;
+    assert_eq!(r.client.get_item(&run_id).await.unwrap().state, ItemState::Stopped);
+    shot(&b, "run-stopped").await;
+
+    // The queue page lists it, filtered by state in the URL.
+    b.goto(&format!("{base}/queues/train?state=stopped")).await.unwrap();
+    let rows = b.find_all(Locator::Css("#bulk tbody tr")).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].text().await.unwrap().contains(&run_id));
+    shot(&b, "queue").await;
+    b.goto(&format!("{base}/queues/train?state=pending")).await.unwrap();
+    assert!(b.find_all(Locator::Css("#bulk tbody tr")).await.unwrap().is_empty());
+    assert!(text_of(&b, "main").await.contains("No item matches these filters."));
+    b.goto(&format!("{base}/jobs")).await.unwrap();
+    assert!(text_of(&b, "tbody").await.contains("default/ticker"));
+    shot(&b, "jobs").await;
+    b.set_window_size(390, 844).await.unwrap();
+    b.goto(&base).await.unwrap();
+    shot(&b, "queues-phone").await;
+    b.goto(&format!("{base}/queues/train")).await.unwrap();
+    shot(&b, "queue-phone").await;
+
+    stop_agent.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+    b.close().await.unwrap();
+}
+
+/// Counts connections to a loopback port an injected tag would load from.
+async fn attacker() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            h.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_job_values_render_as_text_and_entities_stay_apart() {
+    // in the dark colour scheme, to see that one too
+    let Some((_driver, b)) = browser(true).await else { return };
+    let r = bare_rig().await;
+    let base = r.server.base_url();
+    let (evil, hits) = attacker().await;
+    let payload = |tag: &str| format!("<script>alert('{tag}')</script><img src={evil}/{tag} onerror=alert('{tag}')>");
+
+    queue(&r, "xss", serde_json::json!({}), serde_json::json!([])).await;
+    r.job("plain", "echo hi\n").await;
+    let req = LaunchRequest {
+        job: "plain".into(),
+        run_config: serde_json::json!({"note": payload("spec")}),
+        ..Default::default()
+    };
+    let run_id = r.client.launch("xss", &req).await.unwrap().run_id;
+    // An agent (the admin key acting as one) whose host name, log, warning
+    // and failure reason all carry markup.
+    let agent = r
+        .client
+        .register_agent(&RegisterAgent {
+            queues: vec!["xss".into()],
+            hostname: payload("host"),
+            max_jobs: 1,
+            version: String::new(),
+        })
+        .await
+        .unwrap();
+    let claim = r.client.claim(&agent.id, &["xss".into()], Duration::from_secs(5)).await.unwrap().unwrap();
+    let id = claim.item.id.clone();
+    r.client.report(&id, claim.fence, ItemEvent::Start).await.unwrap();
+    for (seq, stream, data) in [
+        (0, LogStream::Stdout, format!("{}\n", payload("log"))),
+        (1, LogStream::Stderr, format!("\u{1b}[31m{}\u{1b}[0m\n", payload("stderr"))),
+    ] {
+        let chunk = AppendLog { fence: claim.fence, seq: claim.log_seq_start + seq, stream, data };
+        r.client.append_log(&id, &chunk).await.unwrap();
+    }
+    r.client.add_warning(&id, Some(claim.fence), Stage::Run, &payload("warning")).await.unwrap();
+    let fail = ItemEvent::Fail { reason: payload("reason"), exit_code: Some(3), stage: Some(Stage::Run) };
+    r.client.report(&id, claim.fence, fail).await.unwrap();
+
+    sign_in(&b, &base, r.server.admin_key.as_deref().unwrap()).await;
+    b.goto(&format!("{base}/runs/{run_id}")).await.unwrap();
+    no_dialog(&b, "run page").await;
+    let page = text_of(&b, "main").await;
+    for tag in ["log", "stderr", "warning", "reason"] {
+        assert!(page.contains(&payload(tag)), "the {tag} shows as text: {page}");
+    }
+    let spec = b.find(Locator::Css("pre.spec")).await.unwrap().prop("textContent").await.unwrap().unwrap();
+    assert!(spec.contains(&payload("spec")), "the launch spec shows the markup as text: {spec}");
+    assert_eq!(text_of(&b, ".failure h2").await, "Failed at stage run");
+    assert!(b.find_all(Locator::Css("main script, main img")).await.unwrap().is_empty(), "no element was injected");
+    let bg = b.execute("return getComputedStyle(document.body).backgroundColor;", vec![]).await.unwrap();
+    assert_eq!(bg, serde_json::json!("rgb(18, 19, 23)"), "the dark scheme follows the system setting");
+    shot(&b, "run-failed-with-markup-dark").await;
+    for page in ["/", "/agents", "/queues/xss", "/jobs"] {
+        b.goto(&format!("{base}{page}")).await.unwrap();
+        no_dialog(&b, page).await;
+        assert!(b.find_all(Locator::Css("main script, main img")).await.unwrap().is_empty(), "{page}");
+    }
+    assert!(text_of(&b, "body").await.contains("Jobs"));
+    b.goto(&format!("{base}/agents")).await.unwrap();
+    assert!(text_of(&b, "tbody").await.contains(&payload("host")), "the host name shows as text");
+
+    // Another entity's run: not found, as if it did not exist.
+    let store =
+        liftoff_store::SqlStore::connect(&format!("sqlite://{}", r.dir.path().join("server/liftoff.db").display()), 3)
+            .await
+            .unwrap();
+    liftoff_store::Store::ensure_entity(&store, "other", liftoff_store::now_ms()).await.unwrap();
+    let other_key = liftoff_server::mint_admin_key(&store, "other").await.unwrap();
+    let other = Client::new(&base, &other_key, "other").unwrap();
+    other
+        .create_queue(&CreateQueue {
+            name: "xss".into(),
+            resource: ResourceType::LocalProcess,
+            config: serde_json::json!({}),
+            template_variables: vec![],
+            prioritization: false,
+        })
+        .await
+        .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("run.sh"), "echo secret\n").unwrap();
+    let gz = liftoff_archive::pack_dir(src.path()).unwrap();
+    let digest = liftoff_archive::sha256_digest(&gz);
+    other.upload_blob(&digest, gz).await.unwrap();
+    let source = liftoff_core::job::JobSourceSpec {
+        code: Some(liftoff_core::job::CodeSource {
+            digest,
+            entrypoint: vec!["sh".into(), "run.sh".into()],
+            build_context: None,
+            dockerfile: None,
+            base_image: None,
+        }),
+        ..Default::default()
+    };
+    let job = liftoff_core::api::CreateJob {
+        project: "default".into(),
+        name: "secret".into(),
+        source,
+        aliases: vec![],
+        runtime: None,
+    };
+    other.create_job(&job).await.unwrap();
+    let theirs = other.launch("xss", &LaunchRequest { job: "secret".into(), ..Default::default() }).await.unwrap();
+    b.goto(&format!("{base}/runs/{}", theirs.run_id)).await.unwrap();
+    assert_eq!(text_of(&b, "h1").await, "Not found");
+    b.goto(&format!("{base}/queues/xss")).await.unwrap();
+    let rows = text_of(&b, "#bulk tbody").await;
+    assert!(rows.contains(&run_id) && !rows.contains(&theirs.run_id), "only this entity's items: {rows}");
+
+    // The same over plain HTTP with the browser's session: status codes,
+    // headers, and a mutation without the CSRF token.
+    let cookie = b.get_named_cookie("lft_session").await.unwrap();
+    assert!(cookie.http_only().unwrap_or(false), "the session cookie is HttpOnly");
+    assert_eq!(cookie.same_site().map(|s| s.to_string()).as_deref(), Some("Strict"));
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let with_session =
+        |path: &str| http.get(format!("{base}{path}")).header("cookie", format!("lft_session={}", cookie.value()));
+    let resp = with_session(&format!("/runs/{}", theirs.run_id)).send().await.unwrap();
+    assert_eq!(resp.status(), 404, "another entity's run id");
+    assert_eq!(with_session(&format!("/runs/{}/log.txt", theirs.run_id)).send().await.unwrap().status(), 404);
+    let log = with_session(&format!("/runs/{run_id}/log.txt")).send().await.unwrap();
+    assert_eq!(log.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(log.headers()["content-disposition"], format!("attachment; filename=\"run-{run_id}.log\""));
+    let log = log.text().await.unwrap();
+    assert!(log.contains(&payload("log")) && log.contains(&payload("stderr")), "the whole log, as written: {log}");
+    let resp = with_session(&format!("/runs/{run_id}")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    let resp = http.get(format!("{base}/agents")).send().await.unwrap();
+    assert_eq!(resp.status(), 303, "no session");
+    assert_eq!(resp.headers()["location"], "/signin?next=%2Fagents");
+    let pending = other.get_item(&theirs.run_id).await.unwrap();
+    assert_eq!(pending.state, ItemState::Pending);
+    let mine = r.client.launch("xss", &LaunchRequest { job: "plain".into(), ..Default::default() }).await.unwrap();
+    let stop = |csrf: Option<&str>| {
+        http.post(format!("{base}/runs/{}/stop", mine.run_id))
+            .header("cookie", format!("lft_session={}", cookie.value()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(csrf.map(|t| format!("csrf={t}")).unwrap_or_default())
+    };
+    assert_eq!(stop(None).send().await.unwrap().status(), 403, "a mutation without the CSRF token");
+    assert_eq!(stop(Some("forged")).send().await.unwrap().status(), 403);
+    assert_eq!(r.client.get_item(&mine.run_id).await.unwrap().state, ItemState::Pending);
+    b.goto(&format!("{base}/runs/{}", mine.run_id)).await.unwrap();
+    b.find(Locator::Css("form[action$='/stop'] button")).await.unwrap().click().await.unwrap();
+    wait_until(&b, "the pending run to stop", |b| async move {
+        Ok(b.find(Locator::Css("#run-state")).await?.text().await? == "stopped")
+    })
+    .await;
+
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "no page made a request to the attacker's address");
+    b.close().await.unwrap();
+}

@@ -1,0 +1,357 @@
+//! A run's page: state, timeline, failure, warnings, image, launch spec and
+//! the log, which grows while the run is active through an htmx poll of a
+//! log-tail fragment; and the stop and re-launch actions.
+
+use super::page::{Chrome, Form, UiError, render, span, utc};
+use super::session::UiSession;
+use crate::app::AppState;
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use liftoff_core::api::{ItemView, LogChunk, LogStream};
+use liftoff_core::{ItemEvent, ItemState};
+use liftoff_store::NewItem;
+use serde::Deserialize;
+
+/// Chunks one log request shows at most.
+const LOG_PAGE: i64 = 2000;
+
+/// A piece of a log line in one ANSI style; askama escapes its text.
+pub struct Seg {
+    pub class: String,
+    pub text: String,
+}
+
+pub struct LogLine {
+    pub stream: &'static str,
+    pub segs: Vec<Seg>,
+}
+
+/// Splits a line at ANSI SGR sequences (`ESC [ ... m`) into styled pieces:
+/// colours 30-37 and 90-97 (foreground), 40-47 (background), bold; every
+/// other escape sequence and control character is dropped, never passed on.
+pub fn ansi_segments(line: &str) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    let (mut fg, mut bg, mut bold) = (None::<u8>, None::<u8>, false);
+    let mut text = String::new();
+    let class = |fg: Option<u8>, bg: Option<u8>, bold: bool| {
+        let mut c = Vec::new();
+        if let Some(f) = fg {
+            c.push(format!("fg{f}"));
+        }
+        if let Some(b) = bg {
+            c.push(format!("bg{b}"));
+        }
+        if bold {
+            c.push("b".to_string());
+        }
+        c.join(" ")
+    };
+    let mut chars = line.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch != '\u{1b}' {
+            if !ch.is_control() || ch == '\t' {
+                text.push(ch);
+            }
+            continue;
+        }
+        if chars.peek() != Some(&'[') {
+            chars.next();
+            continue;
+        }
+        chars.next();
+        let mut params = String::new();
+        let mut fin = None;
+        for c in chars.by_ref() {
+            if ('\u{40}'..='\u{7e}').contains(&c) {
+                fin = Some(c);
+                break;
+            }
+            params.push(c);
+        }
+        if fin != Some('m') {
+            continue;
+        }
+        if !text.is_empty() {
+            segs.push(Seg { class: class(fg, bg, bold), text: std::mem::take(&mut text) });
+        }
+        for p in params.split(';') {
+            match p.parse::<u8>().unwrap_or(0) {
+                0 => (fg, bg, bold) = (None, None, false),
+                1 => bold = true,
+                22 => bold = false,
+                n @ 30..=37 => fg = Some(n - 30),
+                39 => fg = None,
+                n @ 40..=47 => bg = Some(n - 40),
+                49 => bg = None,
+                n @ 90..=97 => fg = Some(n - 90 + 8),
+                _ => {}
+            }
+        }
+    }
+    if !text.is_empty() || segs.is_empty() {
+        segs.push(Seg { class: class(fg, bg, bold), text });
+    }
+    segs
+}
+
+fn log_lines(chunks: &[LogChunk]) -> Vec<LogLine> {
+    let mut lines = Vec::new();
+    for c in chunks {
+        let stream = match c.stream {
+            LogStream::Stdout => "out",
+            LogStream::Stderr => "err",
+            LogStream::Agent => "agent",
+            _ => "build",
+        };
+        for line in c.data.strip_suffix('\n').unwrap_or(&c.data).split('\n') {
+            lines.push(LogLine { stream, segs: ansi_segments(line) });
+        }
+    }
+    lines
+}
+
+/// The item `id` (item or run id) of the session's entity: another entity's
+/// run is "not found", like one that does not exist.
+async fn own_item(st: &AppState, s: &UiSession, id: &str) -> Result<ItemView, UiError> {
+    st.store.get_item(&s.entity, id).await?.ok_or_else(|| UiError::NotFound(format!("run '{id}' not found")))
+}
+
+async fn read_chunks(st: &AppState, item: &ItemView, after: i64) -> Result<Vec<LogChunk>, UiError> {
+    let archived = |e: crate::error::ApiError| UiError::Internal(e.message);
+    if item.log_archived {
+        return crate::log_archive::read_archived(st, &item.entity, &item.id, after, LOG_PAGE).await.map_err(archived);
+    }
+    let chunks = st.store.read_log(&item.entity, &item.id, after, LOG_PAGE).await?;
+    if chunks.is_empty() && item.state.is_terminal() {
+        // the archiver may have moved the rows since the item was read
+        if let Some(now) = st.store.get_item(&item.entity, &item.id).await?.filter(|i| i.log_archived) {
+            return crate::log_archive::read_archived(st, &now.entity, &now.id, after, LOG_PAGE)
+                .await
+                .map_err(archived);
+        }
+    }
+    Ok(chunks)
+}
+
+pub struct Event {
+    pub at: String,
+    pub what: String,
+}
+
+/// What the item's row tells of its life: enqueued, started (where, after
+/// how long in the queue), ended (how, after how long), and the lease
+/// expiries and preemptions it went through.
+fn timeline(item: &ItemView) -> Vec<Event> {
+    let mut timeline = vec![Event { at: utc(item.created_at_ms), what: format!("enqueued in {}", item.queue) }];
+    if let Some(t) = item.started_at_ms {
+        let agent = item.agent_id.as_deref().unwrap_or("an agent");
+        timeline.push(Event {
+            at: utc(t),
+            what: format!("started on {agent} after {} in the queue", span(t - item.created_at_ms)),
+        });
+    }
+    if let Some(t) = item.ended_at_ms {
+        let ran = item.started_at_ms.map(|s| format!(" after {}", span(t - s))).unwrap_or_default();
+        timeline.push(Event { at: utc(t), what: format!("ended {}{ran}", item.state) });
+    }
+    if item.attempts > 0 || item.resumes > 0 {
+        timeline.push(Event {
+            at: String::new(),
+            what: format!("{} lease expiries, {} resumes after preemption", item.attempts, item.resumes),
+        });
+    }
+    timeline
+}
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage {
+    chrome: Chrome,
+    item: ItemView,
+    state: &'static str,
+    active: bool,
+    stoppable: bool,
+    timeline: Vec<Event>,
+    stage: String,
+    warnings: Vec<(String, String, String)>,
+    image: String,
+    spec: String,
+    lines: Vec<LogLine>,
+    next_seq: i64,
+}
+
+pub async fn show(State(st): State<AppState>, s: UiSession, Path(id): Path<String>) -> Result<Response, UiError> {
+    let item = own_item(&st, &s, &id).await?.without_credentials();
+    let warnings = st
+        .store
+        .list_warnings(&s.entity, &item.id)
+        .await?
+        .into_iter()
+        .map(|w| (utc(w.created_at_ms), w.stage.as_str().to_string(), w.message))
+        .collect();
+    let chunks = read_chunks(&st, &item, 0).await?;
+    let next_seq = chunks.last().map_or(0, |c| c.seq + 1);
+    let timeline = timeline(&item);
+    let image = item
+        .build
+        .as_ref()
+        .map(|b| format!("{} ({} by {} in {:.1}s)", b.image, b.how.as_str(), b.builder, b.seconds))
+        .unwrap_or_default();
+    render(RunPage {
+        chrome: s.chrome("queues"),
+        state: item.state.as_str(),
+        active: !item.state.is_terminal(),
+        stoppable: !item.state.is_terminal() && item.state != ItemState::Stopping,
+        timeline,
+        stage: item.stage.map(|s| s.as_str().to_string()).unwrap_or_default(),
+        warnings,
+        image,
+        spec: serde_json::to_string_pretty(&item.spec).unwrap_or_default(),
+        lines: log_lines(&chunks),
+        next_seq,
+        item,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct TailQuery {
+    after: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "log_tail.html")]
+struct LogTail {
+    id: String,
+    state: &'static str,
+    timeline: Vec<Event>,
+    lines: Vec<LogLine>,
+    next_seq: i64,
+    /// Keep polling: the run is active or its log not yet all read.
+    more: bool,
+}
+
+/// `GET /runs/{id}/log?after=N`: the log lines from chunk N on, appended
+/// out of band, and the poller that asks for the next ones (none once the
+/// run has ended and its log is all shown).
+pub async fn log_tail(
+    State(st): State<AppState>,
+    s: UiSession,
+    Path(id): Path<String>,
+    Query(q): Query<TailQuery>,
+) -> Result<Response, UiError> {
+    let item = own_item(&st, &s, &id).await?;
+    let after = q.after.unwrap_or(0).max(0);
+    let chunks = read_chunks(&st, &item, after).await?;
+    let next_seq = chunks.last().map_or(after, |c| c.seq + 1);
+    let more = !item.state.is_terminal() || chunks.len() as i64 >= LOG_PAGE;
+    render(LogTail {
+        id,
+        state: item.state.as_str(),
+        timeline: timeline(&item),
+        lines: log_lines(&chunks),
+        next_seq,
+        more,
+    })
+}
+
+/// `GET /runs/{id}/log.txt`: the whole log as plain text, every stream in
+/// the order it was written, to save or search.
+pub async fn log_download(
+    State(st): State<AppState>,
+    s: UiSession,
+    Path(id): Path<String>,
+) -> Result<Response, UiError> {
+    let item = own_item(&st, &s, &id).await?;
+    let mut text = String::new();
+    let mut after = 0;
+    loop {
+        let chunks = read_chunks(&st, &item, after).await?;
+        for c in &chunks {
+            text.push_str(&c.data);
+        }
+        match chunks.last() {
+            Some(last) if chunks.len() as i64 >= LOG_PAGE => after = last.seq + 1,
+            _ => break,
+        }
+    }
+    let disposition = format!("attachment; filename=\"run-{}.log\"", item.run_id);
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+        (axum::http::header::CONTENT_DISPOSITION, disposition),
+    ];
+    Ok((headers, text).into_response())
+}
+
+fn to_run(id: &str) -> Response {
+    let mut to = String::from("/runs/");
+    to.extend(form_urlencoded::byte_serialize(id.as_bytes()));
+    Redirect::to(&to).into_response()
+}
+
+/// `POST /runs/{id}/stop`.
+pub async fn stop(
+    State(st): State<AppState>,
+    s: UiSession,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, UiError> {
+    s.check_csrf(Form::parse(&body).get("csrf"))?;
+    let item = own_item(&st, &s, &id).await?;
+    match st.store.apply_event(&s.entity, &item.id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await {
+        Ok(item) => st.metrics.transitioned(&item),
+        Err(liftoff_store::StoreError::Transition(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(to_run(&item.run_id))
+}
+
+/// `POST /runs/{id}/relaunch`: a new run of the same launch spec, on the same
+/// queue, with the same priority.
+pub async fn relaunch(
+    State(st): State<AppState>,
+    s: UiSession,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, UiError> {
+    s.check_csrf(Form::parse(&body).get("csrf"))?;
+    let item = own_item(&st, &s, &id).await?;
+    let queue = st
+        .store
+        .get_queue(&s.entity, &item.queue)
+        .await?
+        .ok_or_else(|| UiError::NotFound(format!("queue '{}' not found", item.queue)))?;
+    let new = NewItem {
+        id: uuid::Uuid::new_v4().to_string(),
+        run_id: crate::routes::items::new_run_id(),
+        entity: s.entity.clone(),
+        queue: item.queue,
+        priority: item.priority,
+        prioritized: queue.prioritization,
+        spec: item.spec,
+        now_ms: liftoff_store::now_ms(),
+    };
+    let view = st.store.enqueue(&new).await?;
+    st.metrics.enqueued();
+    st.dispatch.notify();
+    Ok(to_run(&view.run_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(segs: &[Seg]) -> Vec<(&str, &str)> {
+        segs.iter().map(|s| (s.class.as_str(), s.text.as_str())).collect()
+    }
+
+    #[test]
+    fn ansi_colours_become_classes_and_other_escapes_vanish() {
+        let segs = ansi_segments("\u{1b}[1;31merror\u{1b}[0m: \u{1b}[92mok\u{1b}[39m done\u{1b}[2K\u{7}");
+        assert_eq!(flat(&segs), [("fg1 b", "error"), ("", ": "), ("fg10", "ok"), ("", " done")]);
+        assert_eq!(flat(&ansi_segments("")), [("", "")]);
+        assert_eq!(flat(&ansi_segments("<script>alert(1)</script>")), [("", "<script>alert(1)</script>")]);
+        // OSC: ESC and the next char dropped, the rest plain text without controls
+        assert_eq!(flat(&ansi_segments("\u{1b}]0;title\u{7}x")), [("", "0;titlex")]);
+    }
+}
