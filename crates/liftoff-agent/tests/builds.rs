@@ -65,6 +65,29 @@ fn job_files(c: &Components, marker: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// [`job_files`] with a slow step before the copy (unique, so the engine's
+/// layer cache cannot skip it): how long the build takes.
+fn slow_job_files(c: &Components, marker: &str, seconds: u32) -> Vec<(&'static str, String)> {
+    let mut files = job_files(c, marker);
+    files[0].1 = format!(
+        "FROM {}\nRUN sleep {seconds} && echo {marker}\nCOPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n",
+        c.base
+    );
+    files
+}
+
+/// An agent config with the docker builder pushing to `repo`.
+fn docker_to(repo: &str) -> String {
+    format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n")
+}
+
+/// A server with one `local-container` queue, `boxes`.
+async fn boxes_rig() -> Rig {
+    let r = rig().await;
+    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    r
+}
+
 /// A docker config dir holding `password` for the test registry.
 fn docker_config(r: &Rig, c: &Components, password: &str) -> std::path::PathBuf {
     let dir = r.dir.path().join(format!("docker-config-{}", uuid::Uuid::new_v4()));
@@ -101,12 +124,11 @@ fn options(r: &Rig, c: &Components, build: BuildSetup) -> AgentOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_job_is_built_once_found_next_time_and_built_again_when_its_code_changes() {
     let Some(c) = components() else { return };
-    let r = rig().await;
-    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let r = boxes_rig().await;
     let marker = uuid::Uuid::new_v4().to_string();
     files_job(&r, "built", &job_files(&c, &marker)).await;
     let repo = format!("{}/liftoff-test/built-{}", c.registry, &marker[..8]);
-    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    let yaml = docker_to(&repo);
     let creds = docker_config(&r, &c, &c.password);
     let (stop, agent) = r.agent_with(options(&r, &c, setup(&c, &yaml, Some(creds.clone())).await));
 
@@ -153,19 +175,14 @@ async fn a_code_job_is_built_once_found_next_time_and_built_again_when_its_code_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_build_the_same_new_content_once() {
     let Some(c) = components() else { return };
-    let r = rig().await;
-    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let r = boxes_rig().await;
     let marker = uuid::Uuid::new_v4().to_string();
     // a slow step (unique, so the engine's layer cache cannot skip it): the
     // second agent asks while the first builds
-    let mut files = job_files(&c, &marker);
-    files[0].1 = format!(
-        "FROM {}\nRUN sleep 2 && echo {marker}\nCOPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n",
-        c.base
-    );
+    let files = slow_job_files(&c, &marker, 2);
     files_job(&r, "shared", &files).await;
     let repo = format!("{}/liftoff-test/shared-{}", c.registry, &marker[..8]);
-    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    let yaml = docker_to(&repo);
     let creds = docker_config(&r, &c, &c.password);
     let a = r.launch_on("boxes", "shared").await;
     let b = r.launch_on("boxes", "shared").await;
@@ -198,12 +215,11 @@ async fn two_agents_build_the_same_new_content_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_with_wrong_credentials_fails_at_build_naming_the_registry_and_the_credentials() {
     let Some(c) = components() else { return };
-    let r = rig().await;
-    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let r = boxes_rig().await;
     let marker = uuid::Uuid::new_v4().to_string();
     files_job(&r, "refused", &job_files(&c, &marker)).await;
     let repo = format!("{}/liftoff-test/refused-{}", c.registry, &marker[..8]);
-    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    let yaml = docker_to(&repo);
     let creds = docker_config(&r, &c, "not-the-password");
     let (stop, agent) = r.agent_with(options(&r, &c, setup(&c, &yaml, Some(creds)).await));
     let id = r.launch_on("boxes", "refused").await;
@@ -221,8 +237,7 @@ async fn a_push_with_wrong_credentials_fails_at_build_naming_the_registry_and_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_registry_the_image_stays_in_the_engine_and_is_found_there() {
     let Some(c) = components() else { return };
-    let r = rig().await;
-    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let r = boxes_rig().await;
     let marker = uuid::Uuid::new_v4().to_string();
     let job = format!("local-{}", &marker[..8]);
     files_job(&r, &job, &job_files(&c, &marker)).await;
@@ -247,8 +262,7 @@ async fn without_a_registry_the_image_stays_in_the_engine_and_is_found_there() {
 async fn a_python_job_without_a_dockerfile_gets_a_generated_one_that_really_builds() {
     let Some(c) = components() else { return };
     let Some(python) = required_env("LIFTOFF_TEST_PYTHON_IMAGE") else { return };
-    let r = rig().await;
-    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let r = boxes_rig().await;
     let marker = uuid::Uuid::new_v4().to_string();
     let src = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -297,8 +311,7 @@ async fn a_python_job_without_a_dockerfile_gets_a_generated_one_that_really_buil
 /// once with the reference's words and what to do, before anything is fetched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_builder_a_code_job_without_a_base_image_fails_clearly() {
-    let r = rig().await;
-    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let r = boxes_rig().await;
     r.code_job("plain", "echo never\n", None).await;
     let opts = AgentOptions {
         queues: vec!["boxes".into()],
@@ -325,17 +338,12 @@ async fn without_a_builder_a_code_job_without_a_base_image_fails_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_whose_agent_dies_is_built_by_another_agent() {
     let Some(c) = components() else { return };
-    let r = rig().await;
-    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let r = boxes_rig().await;
     let marker = uuid::Uuid::new_v4().to_string();
-    let mut files = job_files(&c, &marker);
-    files[0].1 = format!(
-        "FROM {}\nRUN sleep 6 && echo {marker}\nCOPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n",
-        c.base
-    );
+    let files = slow_job_files(&c, &marker, 6);
     files_job(&r, "orphan", &files).await;
     let repo = format!("{}/liftoff-test/orphan-{}", c.registry, &marker[..8]);
-    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    let yaml = docker_to(&repo);
     let creds = docker_config(&r, &c, &c.password);
     let id = r.launch_on("boxes", "orphan").await;
     let first = AgentOptions {
@@ -375,12 +383,11 @@ async fn a_build_whose_agent_dies_is_built_by_another_agent() {
 async fn a_push_refused_after_the_build_fails_at_build_naming_the_registry_and_the_credentials() {
     let Some(c) = components() else { return };
     let Some(registry) = required_env("LIFTOFF_TEST_TOKEN_REGISTRY") else { return };
-    let r = rig().await;
-    r.queue("boxes", ResourceType::LocalContainer, serde_json::json!({})).await;
+    let r = boxes_rig().await;
     let marker = uuid::Uuid::new_v4().to_string();
     files_job(&r, "pull-only", &job_files(&c, &marker)).await;
     let repo = format!("{registry}/liftoff-test/pull-only-{}", &marker[..8]);
-    let yaml = format!("queues: [boxes]\nbuilder:\n  type: docker\n  destination: {repo}\n");
+    let yaml = docker_to(&repo);
     // .ci/token-registry.sh: `puller` may pull, not push
     let creds = r.dir.path().join("puller");
     std::fs::create_dir_all(&creds).unwrap();
