@@ -412,3 +412,26 @@ async fn a_push_refused_after_the_build_fails_at_build_naming_the_registry_and_t
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }
+
+/// A Dockerfile step that fails fails the run at stage `build`, with the
+/// engine's words, and the build's output in the run's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_dockerfile_step_fails_the_run_at_build() {
+    let Some(c) = components() else { return };
+    let r = boxes_rig().await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    let mut files = job_files(&c, &marker);
+    files[0].1 = format!("FROM {}\nRUN echo {marker} && exit 3\n", c.base);
+    files_job(&r, "broken", &files).await;
+    let (stop, agent) =
+        r.agent_with(options(&r, &c, setup(&c, "queues: [boxes]\nbuilder: {type: docker}\n", None).await));
+    let id = r.launch_on("boxes", "broken").await;
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Build)), "{:?}", item.reason);
+    let reason = item.reason.unwrap();
+    assert!(reason.contains("the build of liftoff/broken:lf-") && reason.contains("non-zero code: 3"), "{reason}");
+    assert!(r.logs(&id, LogStream::Build).await.contains(&marker), "the step's output is in the log");
+    assert!(item.build.is_none(), "no image was recorded");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
