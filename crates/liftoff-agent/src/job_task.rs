@@ -294,6 +294,7 @@ async fn drive(
 
     // Everything up to a started run must finish within the start timeout.
     let start_timeout = opts.start_timeout;
+    let build_watch = stop.clone();
     let prepare = async {
         let (runner, plan, will_build) = runners::plan(registry, item, &dir, run_key, client.base_url(), opts)?;
         for w in &plan.warnings {
@@ -321,7 +322,9 @@ async fn drive(
                     ),
                 )
                 .await;
-                if let Err(e) = client.record_build(&item.id, item.fence, b.record).await {
+                // retried like the start: a server restarting must not lose the record
+                let record = || client.record_build(&item.id, item.fence, b.record.clone());
+                if let Err(e) = retry_transient(&item.id, "record the run's image", &build_watch, record).await {
                     tracing::warn!(item = %item.id, error = %e, "could not record the run's image");
                 }
                 Some(b.image)
