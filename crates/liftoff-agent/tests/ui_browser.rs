@@ -258,7 +258,7 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     let mark = b.execute("return window.liftoffMark || null;", vec![]).await.unwrap();
     assert_eq!(mark, serde_json::json!("same page"), "the log grew without reloading the page");
     assert_eq!(text_of(&b, "#run-state").await, "running");
-    assert!(text_of(&b, "#timeline").await.contains("started on"), "the timeline follows the run too");
+    assert!(text_of(&b, "#timeline").await.contains("claimed → running"), "the timeline follows the run too");
     let green = b.find(Locator::Css("#log .ln.out span.fg2")).await.unwrap().text().await.unwrap();
     assert!(green.starts_with("tick "), "ANSI green became a class, its escape codes gone: {green:?}");
     assert!(!b.source().await.unwrap().contains('\u{1b}'));

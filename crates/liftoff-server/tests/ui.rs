@@ -225,6 +225,11 @@ async fn queue_pages_bulk_stop_relaunch_and_the_launch_form() {
     assert_eq!(ui.client.get_item(&runs[2]).await.unwrap().state, ItemState::Pending);
     let stopped = ui.get(&s.cookie, "/queues/q?state=stopped").await.text().await.unwrap();
     assert_eq!(stopped.matches("class=\"state s-stopped\"").count(), 2);
+    // the run page's timeline is the recorded history: each change, its time and cause
+    let page = ui.get(&s.cookie, &format!("/runs/{}", a.run_id)).await.text().await.unwrap();
+    let timeline = page.split("id=\"timeline\"").nth(1).unwrap().split("</ol>").next().unwrap();
+    assert!(timeline.contains("pending in q (launch, by user)"), "{timeline}");
+    assert!(timeline.contains("pending → stopped") && timeline.matches("by user").count() == 2, "{timeline}");
     let without_token = ui
         .http
         .post(ui.url("/queues/q/stop"))

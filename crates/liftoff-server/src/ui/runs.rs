@@ -9,6 +9,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use liftoff_core::api::{ItemView, LogChunk, LogStream};
+use liftoff_core::history::TransitionCause;
 use liftoff_core::{ItemEvent, ItemState};
 use liftoff_store::NewItem;
 use serde::Deserialize;
@@ -139,10 +140,37 @@ pub struct Event {
     pub what: String,
 }
 
+/// Every state change the store recorded (`item_transitions`), with its
+/// time and cause; an item older than that record gets [`row_timeline`].
+async fn timeline(st: &AppState, entity: &str, item: &ItemView) -> Result<Vec<Event>, UiError> {
+    let history = st.store.item_history(entity, &item.id, 0, TIMELINE_LIMIT).await?;
+    if history.is_empty() {
+        return Ok(row_timeline(item));
+    }
+    Ok(history
+        .iter()
+        .map(|t| {
+            let change = match t.from {
+                Some(from) => format!("{from} → {}", t.to),
+                None => format!("{} in {}", t.to, t.queue),
+            };
+            let by = match (t.cause, &t.agent_id) {
+                (TransitionCause::Agent, Some(agent)) => format!("agent {agent}"),
+                (cause, _) => cause.as_str().to_string(),
+            };
+            let reason = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            Event { at: utc(t.at_ms), what: format!("{change} ({}, by {by}){reason}", t.event) }
+        })
+        .collect())
+}
+
+/// The most state changes a run page shows.
+const TIMELINE_LIMIT: i64 = 200;
+
 /// What the item's row tells of its life: enqueued, started (where, after
 /// how long in the queue), ended (how, after how long), and the lease
 /// expiries and preemptions it went through.
-fn timeline(item: &ItemView) -> Vec<Event> {
+fn row_timeline(item: &ItemView) -> Vec<Event> {
     let mut timeline = vec![Event { at: utc(item.created_at_ms), what: format!("enqueued in {}", item.queue) }];
     if let Some(t) = item.started_at_ms {
         let agent = item.agent_id.as_deref().unwrap_or("an agent");
@@ -192,7 +220,7 @@ pub async fn show(State(st): State<AppState>, s: UiSession, Path(id): Path<Strin
         .collect();
     let chunks = read_chunks(&st, &item, 0).await?;
     let next_seq = chunks.last().map_or(0, |c| c.seq + 1);
-    let timeline = timeline(&item);
+    let timeline = timeline(&st, &s.entity, &item).await?;
     let image = item
         .build
         .as_ref()
@@ -248,7 +276,7 @@ pub async fn log_tail(
     render(LogTail {
         id,
         state: item.state.as_str(),
-        timeline: timeline(&item),
+        timeline: timeline(&st, &s.entity, &item).await?,
         lines: log_lines(&chunks),
         next_seq,
         more,
