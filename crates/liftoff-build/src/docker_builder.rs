@@ -65,12 +65,9 @@ impl Builder for DockerBuilder {
         // not here yet: pulled as the run's images are (the build would pull it anyway)
         let engine = self.engine.get().await.map_err(|e| BuildError::Engine(format!("{e:#}")))?;
         let runner = ContainerRunner::with_engine(std::sync::Arc::new(engine.clone()));
-        let auth = match self.docker_config.clone().or_else(liftoff_run::registry_auth::default_config_dir) {
-            Some(dir) => liftoff_run::registry_auth::registry_auth(image, &dir)
-                .await
-                .map_err(|e| BuildError::Base { image: image.into(), message: format!("{e:#}") })?,
-            None => None,
-        };
+        let auth = liftoff_run::registry_auth::pull_auth(image, self.docker_config.as_deref())
+            .await
+            .map_err(|e| BuildError::Base { image: image.into(), message: format!("{e:#}") })?;
         runner
             .ensure_image(image, auth, logs)
             .await

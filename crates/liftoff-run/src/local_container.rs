@@ -125,12 +125,11 @@ impl Runner for LocalContainerRunner {
             }
             built_auth = b.auth;
         }
-        let auth = match (built_auth, self.docker_config.clone().or_else(crate::registry_auth::default_config_dir)) {
-            (Some(auth), _) => Some(auth),
-            (None, Some(dir)) => crate::registry_auth::registry_auth(&spec.image, &dir)
+        let auth = match built_auth {
+            Some(auth) => Some(auth),
+            None => crate::registry_auth::pull_auth(&spec.image, self.docker_config.as_deref())
                 .await
                 .map_err(|e| JobError::from_chain(Stage::Build, JobErrorCode::Credentials, &e))?,
-            (None, None) => None,
         };
         agent_line(
             logs,

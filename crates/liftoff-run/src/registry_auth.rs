@@ -34,6 +34,16 @@ pub async fn registry_auth(image: &str, dir: &Path) -> anyhow::Result<Option<Reg
     registry_auth_with(image, dir, None, HELPER_TIMEOUT).await
 }
 
+/// [`registry_auth`] in `dir`, else in [`default_config_dir`]: what pulls
+/// use (the `local-container` runner's, the docker builder's base images).
+/// `None` when there is no config directory at all.
+pub async fn pull_auth(image: &str, dir: Option<&Path>) -> anyhow::Result<Option<RegistryAuth>> {
+    match dir.map(Path::to_path_buf).or_else(default_config_dir) {
+        Some(dir) => registry_auth(image, &dir).await,
+        None => Ok(None),
+    }
+}
+
 /// [`registry_auth`] and the source of the credentials, for messages:
 /// `credHelpers.<host> in <dir>/config.json (docker-credential-<name>)`,
 /// `credsStore in ...` or `auths.<host> in ...`. Pushes (liftoff-build's
