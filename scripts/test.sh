@@ -25,6 +25,8 @@ source .ci/python-base.sh
 source .ci/prometheus.sh
 # shellcheck source=/dev/null
 source .ci/browser.sh
+# shellcheck source=/dev/null
+source .ci/schemathesis.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -80,7 +80,7 @@ async fn an_ignored_stop_request_becomes_a_kill_after_stopped_run_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsafe_docker_options_fail_only_their_item_naming_each_option() {
     let r = rig().await;
-    r.queue(
+    r.queue_unchecked(
         "boxes",
         ResourceType::LocalContainer,
         serde_json::json!({"privileged": true, "cap-add": "SYS_ADMIN", "memory": "64m"}),
@@ -185,7 +185,7 @@ async fn unsafe_kubernetes_args_are_named_before_anything_runs() {
         "hostNetwork": true,
         "containers": [{"name": "c", "securityContext": {"privileged": true}}]
     }}}});
-    r.queue("k8s", ResourceType::Kubernetes, manifest).await;
+    r.queue_unchecked("k8s", ResourceType::Kubernetes, manifest).await;
     r.image_job("img", "busybox:1", &[]).await;
     let opts = AgentOptions { queues: vec!["k8s".into()], ..r.options(1, Duration::from_secs(5)) };
     let (stop, agent) = r.agent_with(opts);

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every error response: a stable machine code, a sentence, and the request field at fault.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -18,14 +18,19 @@ pub struct ErrorBody {
     pub field: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateQueue {
+    #[schema(schema_with = crate::rules::name_schema)]
     pub name: String,
     pub resource: ResourceType,
     #[serde(default = "empty_object")]
+    #[schema(schema_with = crate::rules::object_schema)]
     pub config: serde_json::Value,
-    #[serde(default)]
+    /// Ours, a list of variables; or the reference's shape, an object of
+    /// `{name: {schema: {type, minimum, maximum, enum, default}, description}}`.
+    #[serde(default, deserialize_with = "crate::queue::template_variables")]
+    #[schema(schema_with = crate::queue::template_variables_schema)]
     pub template_variables: Vec<TemplateVariable>,
     #[serde(default)]
     pub prioritization: bool,
@@ -35,14 +40,17 @@ pub fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(Default::default())
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     #[serde(default = "default_project")]
+    #[schema(schema_with = crate::rules::name_schema)]
     pub project: String,
+    #[schema(schema_with = crate::rules::name_schema)]
     pub name: String,
     pub source: JobSourceSpec,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::names_schema)]
     pub aliases: Vec<String>,
     /// Python version the job expects, e.g. "3.11".
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,7 +61,7 @@ pub fn default_project() -> String {
     "default".to_string()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     pub entity: String,
     pub project: String,
@@ -79,22 +87,27 @@ impl JobView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchRequest {
     /// `[[entity/]project/]name[:alias]`.
+    #[schema(schema_with = crate::rules::job_ref_schema)]
     pub job: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::rules::command_schema)]
     pub entrypoint: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::args_schema)]
     pub args: Vec<String>,
     #[serde(default = "empty_object")]
+    #[schema(schema_with = crate::rules::object_schema)]
     pub run_config: serde_json::Value,
     #[serde(default)]
     pub template_variables: BTreeMap<String, serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::rules::name_schema)]
     pub run_id: Option<String>,
     /// `{relative path of a .json/.yaml/.yml config file: partial document}`,
     /// handed to the run (`LIFTOFF_FILE_OVERRIDES`) to merge into its files.
@@ -117,14 +130,14 @@ impl Default for LaunchRequest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LaunchResponse {
     pub item_id: String,
     pub run_id: String,
 }
 
 /// What an agent needs to run an item, frozen at launch time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LaunchSpec {
     pub job: String,
     pub project: String,
@@ -217,7 +230,7 @@ mod launch_bounds_tests {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemView {
     pub id: String,
     pub run_id: String,
@@ -270,12 +283,13 @@ impl ItemView {
 }
 
 /// The image a run got from its agent's builder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildRecord {
     /// The reference the run starts from: `repo:tag@sha256:...` when pushed
     /// to a registry, `repo:tag` (with the engine's image id in `digest`)
     /// when it stays in the agent's engine.
+    #[schema(schema_with = crate::rules::image_schema)]
     pub image: String,
     /// `sha256:...`: the manifest digest in a registry, or the image id in a local engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,13 +298,15 @@ pub struct BuildRecord {
     /// `waited` (another agent built it while this one waited).
     pub how: BuildHow,
     /// Time spent getting the image, build and push included.
+    #[schema(minimum = 0.0)]
     pub seconds: f64,
     /// The builder: `docker`, `noop`.
+    #[schema(max_length = 32)]
     pub builder: String,
 }
 
 /// How a run got its image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BuildHow {
     Built,
@@ -309,28 +325,35 @@ impl BuildHow {
 }
 
 /// `POST /items/{id}/build`: the holder records the run's image.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FencedBuildRecord {
+    #[serde(deserialize_with = "crate::rules::int::i64")]
     pub fence: i64,
     pub build: BuildRecord,
 }
 
 /// The longest build key (an image reference without digest).
 pub const MAX_BUILD_KEY: usize = 512;
+/// Longest warning, in characters.
+pub const MAX_WARNING_CHARS: usize = 4096;
+/// Longest log chunk, in characters (the agent sends at most this many bytes).
+pub const MAX_LOG_CHUNK_CHARS: usize = 256 * 1024;
 
 /// `POST /builds/claim`: an agent asks to build the image `key` (the
 /// content-addressed reference it will push). Two agents that need the same
 /// content build it once: the first wins a lease; the others wait.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildClaimRequest {
+    #[schema(schema_with = crate::rules::build_key_schema)]
     pub key: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub agent_id: String,
 }
 
 /// The answer to a [`BuildClaimRequest`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum BuildClaimAnswer {
     /// Build it: renew with `fence` every `lease_ttl_ms / 3`, then finish.
@@ -342,18 +365,21 @@ pub enum BuildClaimAnswer {
 }
 
 /// `POST /builds/renew` and `POST /builds/finish`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildUpdate {
+    #[schema(schema_with = crate::rules::build_key_schema)]
     pub key: String,
+    #[serde(deserialize_with = "crate::rules::int::i64")]
     pub fence: i64,
     /// Finish: the image pushed (`None`: the build failed; the next agent that asks builds it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::rules::image_schema)]
     pub image: Option<String>,
 }
 
 /// A problem worth a user's attention that did not end the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemWarning {
     pub stage: crate::Stage,
     pub message: String,
@@ -362,28 +388,33 @@ pub struct ItemWarning {
 
 /// `POST /items/{id}/warnings`: by the item's agent (with its fence) or by the
 /// run itself (with its run key, no fence). The same message twice is kept once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddWarning {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "crate::rules::int::opt_i64")]
     pub fence: Option<i64>,
     pub stage: crate::Stage,
+    #[schema(schema_with = crate::rules::warning_schema)]
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgent {
+    #[schema(schema_with = crate::rules::some_names_schema)]
     pub queues: Vec<String>,
     #[serde(default)]
     pub hostname: String,
     /// -1 means unlimited.
+    #[schema(schema_with = crate::rules::max_jobs_schema)]
+    #[serde(deserialize_with = "crate::rules::int::i64")]
     pub max_jobs: i64,
     #[serde(default)]
     pub version: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
     Polling,
@@ -391,7 +422,7 @@ pub enum AgentStatus {
     Stopped,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentView {
     pub id: String,
     pub entity: String,
@@ -404,28 +435,39 @@ pub struct AgentView {
     pub created_at_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentHeartbeat {
     pub status: AgentStatus,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentHeartbeatResponse {
     pub stop_polling: bool,
 }
 
 /// `POST /keys`: a new API key of the entity.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The roles a key can be created with (run keys are minted by claims).
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum NewKeyRole {
+    Admin,
+    Member,
+    Agent,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// `admin` (everything in the entity), `member` (launch, stop, read) or
     /// `agent` (register, claim, renew, report, log).
+    #[schema(value_type = NewKeyRole)]
     pub role: String,
 }
 
 /// A stored API key, without its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKeyView {
     pub id: String,
     pub role: String,
@@ -433,7 +475,7 @@ pub struct ApiKeyView {
 }
 
 /// The answer to `POST /keys`: the secret is shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedApiKey {
     pub key: ApiKeyView,
     pub secret: String,
@@ -441,31 +483,33 @@ pub struct CreatedApiKey {
 
 /// `POST /agents/{id}/release`: the agent gives back every item it claimed
 /// and never started, except those it holds (`keep`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseClaims {
     #[serde(default)]
     pub keep: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReleasedClaims {
     /// Ids of the items put back in their queues.
     pub released: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     pub agent_id: String,
     /// Tried in this order; the agent rotates it for round robin.
+    #[schema(schema_with = crate::rules::some_names_schema)]
     pub queues: Vec<String>,
     /// Long-poll bound; 0 returns at once. Capped by the server.
     #[serde(default)]
+    #[serde(deserialize_with = "crate::rules::int::u64")]
     pub wait_ms: u64,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Claim {
     pub item: ItemView,
     /// Fencing token: send it with every write about this item.
@@ -493,9 +537,10 @@ impl std::fmt::Debug for Claim {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FencedHeartbeat {
+    #[serde(deserialize_with = "crate::rules::int::i64")]
     pub fence: i64,
     /// Set by an agent taking a run back after a restart: the response then
     /// carries the item's [`LogPosition`] for this claim. (The run
@@ -504,7 +549,7 @@ pub struct FencedHeartbeat {
     pub resume: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemHeartbeatResponse {
     pub state: ItemState,
     pub stop_requested: bool,
@@ -516,7 +561,7 @@ pub struct ItemHeartbeatResponse {
 
 /// Where a run's log stands for one claim, so that an agent taking the run
 /// back after a restart neither repeats nor loses output.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogPosition {
     /// The sequence number the next chunk must carry.
     pub next_seq: i64,
@@ -526,15 +571,16 @@ pub struct LogPosition {
     pub stderr_bytes: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FencedEvent {
+    #[serde(deserialize_with = "crate::rules::int::i64")]
     pub fence: i64,
     /// `{"event": "start"}`, `{"event": "fail", "reason": "...", "exit_code": 1}`, ...
     pub event: crate::item::ItemEvent,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     Stdout,
@@ -545,25 +591,29 @@ pub enum LogStream {
     Build,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendLog {
+    #[serde(deserialize_with = "crate::rules::int::i64")]
     pub fence: i64,
     /// Must equal the item's next sequence number; a repeat of an earlier
     /// sequence number is accepted and ignored, so retries are safe.
+    #[schema(minimum = 0)]
+    #[serde(deserialize_with = "crate::rules::int::i64")]
     pub seq: i64,
     pub stream: LogStream,
+    #[schema(schema_with = crate::rules::log_data_schema)]
     pub data: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogChunk {
     pub seq: i64,
     pub stream: LogStream,
     pub data: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogPage {
     pub chunks: Vec<LogChunk>,
     /// Ask for `after=next_seq` to continue.
@@ -573,14 +623,14 @@ pub struct LogPage {
 }
 
 /// `GET /whoami`: what the caller's key is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhoAmI {
     pub entity: String,
     /// `admin`, `member`, `agent` or `run`.
     pub role: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BlobRef {
     pub digest: String,
     pub size: u64,

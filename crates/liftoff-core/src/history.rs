@@ -10,7 +10,7 @@ use std::str::FromStr;
 pub const LAUNCH_EVENT: &str = "launch";
 
 /// Who made a state change happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TransitionCause {
     /// A user: a launch or a stop request.
@@ -59,7 +59,7 @@ impl FromStr for TransitionCause {
 }
 
 /// One entry of an item's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemTransition {
     pub item_id: String,
     pub run_id: String,

@@ -9,7 +9,7 @@ use std::str::FromStr;
 ///
 /// `pending → claimed → running → finished | failed | stopped | preempted`,
 /// with `stopping` between a stop request and `stopped`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ItemState {
     Pending,
@@ -71,7 +71,7 @@ impl FromStr for ItemState {
 }
 
 /// Something that happens to an item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum ItemEvent {
     /// An agent claimed the item (the store issues a new fencing token).
@@ -83,7 +83,7 @@ pub enum ItemEvent {
     /// The run, or the agent's preparation of it, failed.
     Fail {
         reason: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::rules::int::opt_i32")]
         exit_code: Option<i32>,
         /// Where it failed; `agent` when not given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,7 +93,7 @@ pub enum ItemEvent {
     RequestStop,
     /// The agent stopped the run.
     Stopped {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::rules::int::opt_i32")]
         exit_code: Option<i32>,
     },
     /// The resource preempted the run.
@@ -123,7 +123,7 @@ impl ItemEvent {
 }
 
 /// Where in its life a run failed or warned, as the reference reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// Claiming, preparing the source, checking the spec, talking to the server.

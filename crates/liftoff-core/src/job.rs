@@ -40,10 +40,44 @@ impl JobSource {
     }
 }
 
+// By hand: utoipa's schema of an internally tagged enum refers to each
+// variant's own schema, whose `additionalProperties: false` (the variants
+// refuse unknown fields) then refuses the `type` tag itself.
+impl utoipa::PartialSchema for JobSource {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+        let tagged = |tag: &str, variant: RefOr<Schema>| {
+            let RefOr::T(Schema::Object(mut object)) = variant else {
+                unreachable!("a derived struct schema is an inline object")
+            };
+            object
+                .properties
+                .insert("type".into(), ObjectBuilder::new().schema_type(Type::String).enum_values(Some([tag])).into());
+            object.required.push("type".into());
+            Schema::Object(object)
+        };
+        OneOfBuilder::new()
+            .item(tagged("git", <GitSource as utoipa::PartialSchema>::schema()))
+            .item(tagged("code", <CodeSource as utoipa::PartialSchema>::schema()))
+            .item(tagged("image", <ImageSource as utoipa::PartialSchema>::schema()))
+            .description(Some("What a job runs: one of three kinds, told apart by `type`."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for JobSource {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        <GitSource as utoipa::ToSchema>::schemas(schemas);
+        <CodeSource as utoipa::ToSchema>::schemas(schemas);
+        <ImageSource as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// `remote` may carry a credential (`https://user:token@host/...`): it is stored so that
 /// agents can fetch, but `Debug` and every view shown to users redact it (see
 /// [`JobSource::without_credentials`]).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GitSource {
     pub remote: String,
@@ -75,10 +109,11 @@ impl fmt::Debug for GitSource {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeSource {
     /// `sha256:<64 hex>` of the gzipped tar archive held in the blob store.
+    #[schema(schema_with = crate::rules::digest_schema)]
     pub digest: String,
     pub entrypoint: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,7 +124,7 @@ pub struct CodeSource {
     pub base_image: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageSource {
     pub image: String,
@@ -99,7 +134,7 @@ pub struct ImageSource {
 
 /// The source as a user writes it: the three kinds side by side, so that
 /// naming two of them is an error we can explain rather than a parse failure.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@ pub mod priority;
 pub mod process_options;
 pub mod queue;
 pub mod resource;
+pub mod rules;
 pub mod run_env;
 pub mod template;
 

@@ -5,7 +5,9 @@ use crate::metrics::Metrics;
 use crate::routes;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use liftoff_store::{BlobStore, Store};
 use std::sync::{Arc, Mutex};
 
@@ -33,38 +35,11 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let json_limit = state.config.max_json_body;
     let blob_limit = state.config.max_blob_body;
-    let api = Router::new()
-        .route("/entities/{entity}/queues", post(routes::queues::create).get(routes::queues::list))
-        .route("/entities/{entity}/queues/{queue}", get(routes::queues::show))
-        .route("/entities/{entity}/queues/{queue}/items", post(routes::items::launch))
-        .route("/entities/{entity}/queues/{queue}/stream", get(routes::events::queue_stream))
-        .route(
-            "/entities/{entity}/blobs/{digest}",
-            put(routes::blobs::upload).get(routes::blobs::download).layer(DefaultBodyLimit::max(blob_limit)),
-        )
-        .route("/entities/{entity}/jobs", post(routes::jobs::create).get(routes::jobs::list))
-        .route("/entities/{entity}/jobs/{project}/{name}", get(routes::jobs::show))
-        .route("/entities/{entity}/items", get(routes::items::list))
-        .route("/entities/{entity}/items/{id}", get(routes::items::show))
-        .route("/entities/{entity}/items/{id}/stop", post(routes::items::stop))
-        .route("/entities/{entity}/items/{id}/lease", post(routes::leases::renew))
-        .route("/entities/{entity}/items/{id}/events", post(routes::leases::event).get(routes::events::history))
-        .route("/entities/{entity}/items/{id}/stream", get(routes::events::run_stream))
-        .route("/entities/{entity}/items/{id}/warnings", post(routes::items::add_warning))
-        .route("/entities/{entity}/items/{id}/build", post(routes::builds::record))
-        .route("/entities/{entity}/builds/claim", post(routes::builds::claim))
-        .route("/entities/{entity}/builds/renew", post(routes::builds::renew))
-        .route("/entities/{entity}/builds/finish", post(routes::builds::finish))
-        .route("/entities/{entity}/items/{id}/logs", post(routes::logs::append).get(routes::logs::read))
-        .route("/entities/{entity}/agents", post(routes::agents::register).get(routes::agents::list))
-        .route("/entities/{entity}/agents/{id}/heartbeat", post(routes::agents::heartbeat))
-        .route("/entities/{entity}/agents/{id}/stop-polling", post(routes::agents::stop_polling))
-        .route("/entities/{entity}/agents/{id}/release", post(routes::agents::release))
-        .route("/entities/{entity}/claims", post(routes::agents::claim))
-        .route("/entities/{entity}/keys", post(routes::keys::create).get(routes::keys::list))
-        .route("/entities/{entity}/keys/{id}", delete(routes::keys::revoke))
-        .route("/whoami", get(routes::meta::whoami))
-        .route("/openapi.json", get(routes::meta::openapi));
+    let (api, doc) = api_routes(blob_limit).split_for_parts();
+    let doc = Arc::new(crate::openapi::document(doc));
+    let api = api
+        .route_layer(axum::middleware::from_fn(crate::extract::json_errors))
+        .layer(axum::Extension(doc));
     Router::new()
         .nest("/api/v1", api)
         .merge(crate::ui::routes::router())
@@ -73,4 +48,42 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::meta::track_http))
         .layer(DefaultBodyLimit::max(json_limit))
         .with_state(state)
+}
+
+/// `/api/v1`: every route is registered from its `#[utoipa::path]`
+/// annotation, which also gives its place in the OpenAPI document, so a
+/// route and its documentation cannot part.
+fn api_routes(blob_limit: usize) -> OpenApiRouter<AppState> {
+    use routes::*;
+    let (schemas, paths, blobs) = routes!(blobs::upload, blobs::download);
+    let blobs = (schemas, paths, blobs.layer(DefaultBodyLimit::max(blob_limit)));
+    OpenApiRouter::new()
+        .routes(routes!(queues::create, queues::list))
+        .routes(routes!(queues::show))
+        .routes(routes!(items::launch))
+        .routes(routes!(events::queue_stream))
+        .routes(blobs)
+        .routes(routes!(jobs::create, jobs::list))
+        .routes(routes!(jobs::show))
+        .routes(routes!(items::list))
+        .routes(routes!(items::show))
+        .routes(routes!(items::stop))
+        .routes(routes!(leases::renew))
+        .routes(routes!(leases::event, events::history))
+        .routes(routes!(events::run_stream))
+        .routes(routes!(items::add_warning))
+        .routes(routes!(builds::record))
+        .routes(routes!(builds::claim))
+        .routes(routes!(builds::renew))
+        .routes(routes!(builds::finish))
+        .routes(routes!(logs::append, logs::read))
+        .routes(routes!(agents::register, agents::list))
+        .routes(routes!(agents::heartbeat))
+        .routes(routes!(agents::stop_polling))
+        .routes(routes!(agents::release))
+        .routes(routes!(agents::claim))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(meta::whoami))
+        .routes(routes!(meta::openapi))
 }

@@ -13,6 +13,8 @@ pub struct Caller {
     pub role: KeyRole,
     /// For a run key: the claim (fencing token) it was minted for.
     pub run_fence: Option<i64>,
+    /// The stored key's id (run keys are not stored).
+    pub key_id: Option<String>,
 }
 
 /// Run keys are not stored: a key is `lft_run.<hex entity>.<item>.<fence>.<mac>`,
@@ -200,13 +202,13 @@ impl FromRequestParts<AppState> for Caller {
         if secret.starts_with(RUN_KEY_PREFIX) {
             let (entity, item_id, fence) =
                 state.run_keys.verify(secret).ok_or_else(|| unauthorized("unknown API key"))?;
-            return Ok(Caller { entity, role: KeyRole::Run { item_id }, run_fence: Some(fence) });
+            return Ok(Caller { entity, role: KeyRole::Run { item_id }, run_fence: Some(fence), key_id: None });
         }
         let key = lookup_key(state, &hash_key(secret)).await?.ok_or_else(|| unauthorized("unknown API key"))?;
         if key.expires_at_ms.is_some_and(|t| t <= liftoff_store::now_ms()) {
             return Err(unauthorized("API key has expired"));
         }
-        Ok(Caller { entity: key.entity, role: key.role, run_fence: None })
+        Ok(Caller { entity: key.entity, role: key.role, run_fence: None, key_id: Some(key.id) })
     }
 }
 

@@ -27,6 +27,12 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid", message).field(field)
     }
 
+    /// The request is what the OpenAPI document admits, but it fails a rule
+    /// no schema can state (see `liftoff_core::rules`).
+    pub fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message).field(field)
+    }
+
     pub fn not_found(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message).field(field)
     }

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 /// `Json<T>` whose rejections are API errors: 413 when the body is over the
-/// bound, 400 naming the offending field otherwise.
+/// bound, 415 when it is not JSON, 400 naming the offending field otherwise.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -44,4 +44,55 @@ pub fn bytes_rejection(r: BytesRejection) -> ApiError {
     } else {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
     }
+}
+
+/// A query parameter's value, or its default when absent; out of
+/// `min..=max` is refused naming the parameter (the OpenAPI document gives
+/// the same bounds), rather than quietly clamped.
+pub fn bounded(field: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        let range = if max == i64::MAX { format!("at least {min}") } else { format!("from {min} to {max}") };
+        return Err(ApiError::bad_request(field, format!("{field} must be {range}, got {v}")));
+    }
+    Ok(v)
+}
+
+/// Makes every error of `/api/v1` the documented `{code, message}` JSON:
+/// axum's own refusals (no such route, wrong method, a query or path that
+/// does not parse) are plain text; their status and headers are kept.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // axum's rejection texts are short; anything longer is cut.
+    let text = axum::body::to_bytes(body, 16 * 1024).await.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let message = match text {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST => "invalid",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "error",
+    };
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let mut rebuilt = ApiError::new(status, code, message).into_response();
+    for (name, value) in parts.headers.iter() {
+        rebuilt.headers_mut().insert(name.clone(), value.clone());
+    }
+    rebuilt
 }

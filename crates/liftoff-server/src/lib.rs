@@ -11,6 +11,7 @@ mod error;
 mod extract;
 mod log_archive;
 mod metrics;
+mod openapi;
 mod routes;
 mod server;
 mod ui;

@@ -456,13 +456,13 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         let mut req = launch("j");
         req.template_variables = BTreeMap::from([("gpus".into(), value)]);
         let (s, b) = api_err(c.launch("q", &req).await);
-        assert_eq!((s, b.field.as_deref()), (400, Some("template_variables.gpus")));
+        assert_eq!((s, b.field.as_deref()), (422, Some("template_variables.gpus")));
         assert!(b.message.contains(needle), "{}", b.message);
     }
     let mut req = launch("j");
     req.template_variables = BTreeMap::from([("cpus".into(), serde_json::json!(1))]);
     let (s, b) = api_err(c.launch("q", &req).await);
-    assert_eq!((s, b.field.as_deref()), (400, Some("template_variables.cpus")));
+    assert_eq!((s, b.field.as_deref()), (422, Some("template_variables.cpus")));
 
     // a job naming both an image and a code source
     let both = CreateJob {
@@ -483,14 +483,14 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         runtime: None,
     };
     let (s, b) = api_err(c.create_job(&both).await);
-    assert_eq!((s, b.field.as_deref()), (400, Some("source")));
+    assert_eq!((s, b.field.as_deref()), (422, Some("source")));
 
     // archives with ../, absolute paths or escaping links: refused, nothing stored
     for (name, link) in [("../evil", None), ("/abs", None), ("link", Some("../../etc/passwd"))] {
         let gz = evil_archive(name, link);
         let digest = liftoff_archive::sha256_digest(&gz);
         let (s, b) = api_err(c.upload_blob(&digest, gz).await);
-        assert_eq!((s, b.field.as_deref()), (400, Some("archive")), "{name}: {}", b.message);
+        assert_eq!((s, b.field.as_deref()), (422, Some("archive")), "{name}: {}", b.message);
         let (s, _) = api_err(c.download_blob(&digest).await);
         assert_eq!(s, 404);
     }
@@ -499,7 +499,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     // digest mismatch
     let good = liftoff_archive::pack_dir(t.dir.path().join("blobs").as_path()).unwrap();
     let (s, b) = api_err(c.upload_blob(&format!("sha256:{}", "1".repeat(64)), good).await);
-    assert_eq!((s, b.field.as_deref()), (400, Some("digest")));
+    assert_eq!((s, b.field.as_deref()), (422, Some("digest")));
 
     // another entity's key sees nothing
     let store = SqlStore::connect(&format!("sqlite://{}", t.dir.path().join("liftoff.db").display()), 3).await.unwrap();
@@ -535,20 +535,43 @@ async fn openapi_document_covers_the_routes() {
     let t = serve(Duration::from_secs(30)).await;
     let doc: serde_json::Value =
         reqwest::get(format!("{}/api/v1/openapi.json", t.server.base_url())).await.unwrap().json().await.unwrap();
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
-    // every route the router serves under /api/v1, read from its source
-    let app = include_str!("../src/app.rs");
-    let routes: Vec<&str> = app
-        .split(".route(")
-        .skip(1)
-        .filter_map(|r| r.trim_start().strip_prefix('"')?.split('"').next())
-        .filter(|p| p.starts_with("/entities"))
-        .collect();
-    assert!(routes.len() >= 17, "found only {routes:?}");
-    for p in routes {
-        assert!(paths.contains_key(p), "openapi.json lacks {p}");
+    // every handler's annotation, read from the sources, is in the document
+    let sources = [
+        include_str!("../src/routes/agents.rs"),
+        include_str!("../src/routes/blobs.rs"),
+        include_str!("../src/routes/builds.rs"),
+        include_str!("../src/routes/events.rs"),
+        include_str!("../src/routes/items.rs"),
+        include_str!("../src/routes/jobs.rs"),
+        include_str!("../src/routes/keys.rs"),
+        include_str!("../src/routes/leases.rs"),
+        include_str!("../src/routes/logs.rs"),
+        include_str!("../src/routes/meta.rs"),
+        include_str!("../src/routes/queues.rs"),
+    ];
+    let mut operation_ids = std::collections::BTreeSet::new();
+    for annotation in sources.iter().flat_map(|s| s.split("#[utoipa::path(").skip(1)) {
+        let path = annotation.split("path = \"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+        let method = annotation.split(',').next().unwrap().trim();
+        let op = &paths.get(path).unwrap_or_else(|| panic!("the document lacks {path}"))[method];
+        let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+        assert!(operation_ids.insert(id.to_string()), "operationId {id} is used twice");
+        // every operation but the document itself needs a key and says so
+        if path != "/openapi.json" {
+            assert!(op["responses"]["401"].is_object(), "{method} {path} does not document 401");
+        }
+        // every error it documents is the one error body
+        for (status, response) in op["responses"].as_object().unwrap() {
+            if status.starts_with('4') || status.starts_with('5') {
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path} {status}");
+            }
+        }
     }
+    assert!(operation_ids.len() >= 34, "found only {operation_ids:?}");
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     let metrics = reqwest::get(format!("{}/metrics", t.server.base_url())).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("liftoff_items_claimed_total 0"));
 }
@@ -654,4 +677,55 @@ async fn git_credentials_reach_claims_only() {
     assert_eq!(g.remote, redacted);
     let stopped = c.stop_item(&launched.item_id).await.unwrap();
     assert!(!serde_json::to_string(&stopped).unwrap().contains("T0ken-s3cret"), "the stop response");
+}
+
+/// A queue's config is checked against its resource type when the queue is
+/// created, and again, filled, at each launch: 422 naming the option. The
+/// reference's shape of template variables is read as ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_configs_are_checked_at_the_door_and_the_references_variables_are_accepted() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    let create = |name: &str, resource: &str, config: serde_json::Value, vars: serde_json::Value| {
+        let body = serde_json::json!({"name": name, "resource": resource, "config": config, "template_variables": vars});
+        let url = format!("{}/api/v1/entities/default/queues", t.server.base_url());
+        let key = t.server.admin_key.clone().unwrap();
+        async move { reqwest::Client::new().post(url).bearer_auth(key).json(&body).send().await.unwrap() }
+    };
+    // the reference's nesting, an unknown option, a bad value: refused, each named
+    for (config, field, needle) in [
+        (serde_json::json!({"resource_args": {"local-container": {"memory": "1g"}}}), "config.resource_args", "top level"),
+        (serde_json::json!({"memory": "1g", "privileged": true}), "config.privileged", "unsupported"),
+        (serde_json::json!({"memory": "lots"}), "config.memory", "memory"),
+    ] {
+        let r = create("bad", "local-container", config, serde_json::json!([])).await;
+        assert_eq!(r.status(), 422);
+        let body: ErrorBody = r.json().await.unwrap();
+        assert_eq!(body.field.as_deref(), Some(field), "{}", body.message);
+        assert!(body.message.contains(needle), "{}", body.message);
+    }
+    assert!(c.list_queues().await.unwrap().is_empty(), "nothing was created");
+    // the reference's shape of variables; a placeholder waits for the launch
+    let vars = serde_json::json!({"mem": {"schema": {"type": "string", "enum": ["1g", "lots"], "default": "1g"}}});
+    let r = create("ref", "local-container", serde_json::json!({"memory": "{{mem}}"}), vars).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let q = c.get_queue("ref").await.unwrap();
+    assert_eq!(q.template_variables[0].name, "mem");
+    assert_eq!(q.template_variables[0].allowed, Some(vec![serde_json::json!("1g"), serde_json::json!("lots")]));
+    // a launch whose filled template breaks the option's syntax: 422 at the door
+    let job = CreateJob {
+        project: "default".into(),
+        name: "j".into(),
+        source: JobSourceSpec { image: Some(ImageSource { image: "busybox".into(), args: vec![] }), ..Default::default() },
+        aliases: vec![],
+        runtime: None,
+    };
+    c.create_job(&job).await.unwrap();
+    let mut req = LaunchRequest { job: "j".into(), ..Default::default() };
+    req.template_variables = BTreeMap::from([("mem".into(), serde_json::json!("lots"))]);
+    let (s, b) = api_err(c.launch("ref", &req).await);
+    assert_eq!((s, b.field.as_deref()), (422, Some("config.memory")), "{}", b.message);
+    req.template_variables = BTreeMap::new();
+    c.launch("ref", &req).await.unwrap();
+    assert_eq!(c.list_items(None, 100).await.unwrap().len(), 1);
 }

@@ -105,7 +105,8 @@ async fn each_role_may_do_its_part_and_nothing_else() {
     agent.report(&id, claim.fence, ItemEvent::Finish).await.unwrap();
     assert_eq!(member.read_logs(&id, 0).await.unwrap().chunks[0].data, "hi\n");
 
-    // keys are listed without secrets; the last admin key cannot be revoked
+    // keys are listed without secrets; a key cannot revoke itself (so the
+    // last admin key, which only itself could revoke, stays)
     let keys = admin.list_keys().await.unwrap();
     let mut roles: Vec<&str> = keys.iter().map(|k| k.role.as_str()).collect();
     roles.sort();
@@ -113,12 +114,18 @@ async fn each_role_may_do_its_part_and_nothing_else() {
     let admin_id = keys.iter().find(|k| k.role == "admin").unwrap().id.clone();
     assert!(!serde_json::to_string(&keys).unwrap().contains(&member_key.secret));
     match admin.revoke_key(&admin_id).await {
-        Err(ClientError::Api { status: 400, body }) => {
-            assert!(body.message.contains("last admin key"), "{}", body.message)
+        Err(ClientError::Api { status: 409, body }) => {
+            assert_eq!((body.code.as_str(), body.field.as_deref()), ("self_revocation", Some("id")), "{}", body.message)
         }
         other => panic!("expected the last admin key to be kept, got {other:?}"),
     }
     assert_eq!(status(admin.create_key("root").await), 400);
+    // another admin key may revoke it; then the new one is the last and stays
+    let second = admin.create_key("admin").await.unwrap();
+    let second_client = Client::new(&url, &second.secret, "default").unwrap();
+    second_client.revoke_key(&admin_id).await.unwrap();
+    assert_eq!(status(admin.list_keys().await), 401, "the revoked key stops working");
+    assert_eq!(status(second_client.revoke_key(&second.key.id).await), 409);
     server.shutdown().await;
 }
 

@@ -114,7 +114,7 @@ async fn failures_keep_their_stage_and_warnings_are_recorded_once() {
         Err(ClientError::Api { status, body }) => (status, body.field),
         other => panic!("{other:?}"),
     };
-    assert_eq!((code, field.as_deref()), (400, Some("fence")));
+    assert_eq!((code, field.as_deref()), (422, Some("fence")));
     let fail = ItemEvent::Fail { reason: "image not found".into(), exit_code: None, stage: Some(Stage::Build) };
     t.client.report(&c.item.id, c.fence, fail).await.unwrap();
     let v = t.client.get_item(&c.item.id).await.unwrap();

@@ -271,7 +271,7 @@ async fn queue_pages_bulk_stop_relaunch_and_the_launch_form() {
         .create_queue(&CreateQueue {
             name: "sizes".into(),
             resource: ResourceType::LocalContainer,
-            config: serde_json::json!({"size": "{{size}}"}),
+            config: serde_json::json!({"env": ["SIZE={{size}}"]}),
             template_variables: vec![TemplateVariable {
                 name: "size".into(),
                 kind: VarKind::String,

@@ -157,7 +157,7 @@ async fn claims_follow_priority_then_fifo(s: SqlStore) {
     assert_eq!((got.item.id.as_str(), got.log_seq_start), ("y", 0));
     assert!(matches!(
         s.enqueue(&item("z", "fifo", Priority::Low, false)).await.and(s.enqueue(&NewItem { id: "z2".into(), ..item("z", "fifo", Priority::Low, false) }).await),
-        Err(StoreError::Invalid { field, .. }) if field == "run_id"
+        Err(StoreError::Conflict(m)) if m.contains("run id")
     ));
 }
 
@@ -446,7 +446,7 @@ async fn item_ids_and_run_ids_never_collide(s: SqlStore) {
     let a = s.enqueue(&NewItem { run_id: "r1".into(), ..item("i1", "q", Priority::Medium, false) }).await.unwrap();
     let run_id_is_an_item_id =
         s.enqueue(&NewItem { run_id: "i1".into(), ..item("i2", "q", Priority::Medium, false) }).await;
-    assert!(matches!(run_id_is_an_item_id, Err(StoreError::Invalid { field, .. }) if field == "run_id"));
+    assert!(matches!(run_id_is_an_item_id, Err(StoreError::Conflict(m)) if m.contains("run id 'i1'")));
     let item_id_is_a_run_id =
         s.enqueue(&NewItem { run_id: "r3".into(), ..item("r1", "q", Priority::Medium, false) }).await;
     assert!(matches!(item_id_is_a_run_id, Err(StoreError::Conflict(_))), "{item_id_is_a_run_id:?}");

@@ -35,6 +35,38 @@ pub async fn rig() -> Rig {
 }
 
 impl Rig {
+    /// A queue whose config the server refuses at its door (an unsafe or
+    /// unknown option), written straight into the store, as an older server
+    /// may have left one: the agent checks every spec again.
+    pub async fn queue_unchecked(&self, name: &str, resource: ResourceType, config: serde_json::Value) {
+        let db = format!("sqlite://{}", self.dir.path().join("server").join("liftoff.db").display());
+        let store = liftoff_store::SqlStore::connect(&db, 1).await.unwrap();
+        let queue = liftoff_core::Queue {
+            entity: "default".into(),
+            name: name.into(),
+            resource,
+            config,
+            template_variables: vec![],
+            prioritization: false,
+            created_at_ms: 1,
+        };
+        liftoff_store::Store::create_queue(&store, &queue).await.unwrap();
+        let refused = self
+            .client
+            .create_queue(&CreateQueue {
+                name: format!("{name}-checked"),
+                resource,
+                config: queue.config.clone(),
+                template_variables: vec![],
+                prioritization: false,
+            })
+            .await;
+        assert!(
+            matches!(refused, Err(liftoff_client::ClientError::Api { status: 422, .. })),
+            "the server refuses this config itself: {refused:?}"
+        );
+    }
+
     pub async fn queue(&self, name: &str, resource: ResourceType, config: serde_json::Value) {
         self.client
             .create_queue(&CreateQueue {

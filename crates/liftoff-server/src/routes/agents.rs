@@ -12,6 +12,14 @@ use liftoff_core::api::{
 };
 use std::time::Duration;
 
+#[utoipa::path(post, path = "/entities/{entity}/agents", operation_id = "registerAgent", tag = "agents",
+    summary = "Register an agent polling some queues",
+    params(crate::openapi::EntityPath), request_body = liftoff_core::api::RegisterAgent,
+    responses((status = 201, description = "the agent", body = liftoff_core::api::AgentView, links(
+        ("heartbeat" = (operation_id = "agentHeartbeat", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/id")))),
+        ("stopPolling" = (operation_id = "stopPolling", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/id")))),
+        ("release" = (operation_id = "releaseClaims", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/id"))))
+    )), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody)))]
 pub async fn register(
     State(st): State<AppState>,
     caller: Caller,
@@ -50,6 +58,10 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(agent)))
 }
 
+#[utoipa::path(post, path = "/entities/{entity}/agents/{id}/heartbeat", operation_id = "agentHeartbeat", tag = "agents",
+    summary = "An agent's heartbeat; answers whether it was told to stop polling",
+    params(crate::openapi::IdPath), request_body = liftoff_core::api::AgentHeartbeat,
+    responses((status = 200, description = "what the agent must know", body = liftoff_core::api::AgentHeartbeatResponse), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody)))]
 pub async fn heartbeat(
     State(st): State<AppState>,
     caller: Caller,
@@ -61,6 +73,9 @@ pub async fn heartbeat(
     Ok(Json(AgentHeartbeatResponse { stop_polling: agent.stop_polling }))
 }
 
+#[utoipa::path(get, path = "/entities/{entity}/agents", operation_id = "listAgents", tag = "agents", summary = "List agents",
+    params(crate::openapi::EntityPath),
+    responses((status = 200, description = "the agents", body = Vec<liftoff_core::api::AgentView>), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody)))]
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
@@ -70,6 +85,10 @@ pub async fn list(
     Ok(Json(st.store.list_agents(&entity).await?))
 }
 
+#[utoipa::path(post, path = "/entities/{entity}/agents/{id}/stop-polling", operation_id = "stopPolling", tag = "agents",
+    summary = "Tell an agent to claim nothing more (its running items go on)",
+    params(crate::openapi::IdPath),
+    responses((status = 200, description = "the agent", body = liftoff_core::api::AgentView), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody)))]
 pub async fn stop_polling(
     State(st): State<AppState>,
     caller: Caller,
@@ -85,6 +104,10 @@ pub async fn stop_polling(
 /// `POST /agents/{id}/release`: puts back in their queues the items this
 /// agent claimed and never started, except those it says it holds. An agent
 /// calls it when a claim's answer may have been lost, and when it stops.
+#[utoipa::path(post, path = "/entities/{entity}/agents/{id}/release", operation_id = "releaseClaims", tag = "agents",
+    summary = "Give back the items an agent claimed and never started, except those it keeps",
+    params(crate::openapi::IdPath), request_body = liftoff_core::api::ReleaseClaims,
+    responses((status = 200, description = "the items put back in their queues", body = liftoff_core::api::ReleasedClaims), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody)))]
 pub async fn release(
     State(st): State<AppState>,
     caller: Caller,
@@ -107,6 +130,21 @@ pub async fn release(
 /// `POST /claims`: claims the next item of the first of `queues` that has
 /// one. Waits up to `wait_ms` (capped by the server) for one to appear; an
 /// enqueue wakes the wait at once. 204 when nothing came.
+#[utoipa::path(post, path = "/entities/{entity}/claims", operation_id = "claim", tag = "agents",
+    summary = "Claim the next item of the first of some queues that has one (long poll)",
+    description = "Waits up to `wait_ms` (capped by the server) for an item; an enqueue wakes the wait at once. The claim carries a lease and a fencing token that every later write about the item must carry.",
+    params(crate::openapi::EntityPath), request_body = liftoff_core::api::ClaimRequest,
+    responses((status = 200, description = "the claimed item, its fence and lease", body = liftoff_core::api::Claim, links(
+        ("getItem" = (operation_id = "getItem", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item/id")))),
+        ("renewLease" = (operation_id = "renewLease", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item/id")))),
+        ("reportEvent" = (operation_id = "reportEvent", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item/id")))),
+        ("appendLog" = (operation_id = "appendLog", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item/id")))),
+        ("readLogs" = (operation_id = "readLogs", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item/id")))),
+        ("addWarning" = (operation_id = "addWarning", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item/id")))),
+        ("recordBuild" = (operation_id = "recordBuild", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item/id")))),
+        ("itemHistory" = (operation_id = "itemHistory", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item/id")))),
+        ("stopItem" = (operation_id = "stopItem", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item/id"))))
+    )), (status = 204, description = "nothing came within the wait, or the agent was told to stop polling"), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody)))]
 pub async fn claim(
     State(st): State<AppState>,
     caller: Caller,

@@ -16,16 +16,20 @@ fn ttl_ms(st: &AppState) -> i64 {
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty() || key.len() > MAX_BUILD_KEY || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if key.len() > MAX_BUILD_KEY || !liftoff_core::rules::matches(liftoff_core::rules::IMAGE_REF, key) {
         return Err(ApiError::bad_request(
             "key",
-            format!("a build key is an image reference of 1 to {MAX_BUILD_KEY} bytes without spaces"),
+            format!("a build key is an image reference of 1 to {MAX_BUILD_KEY} visible ASCII characters"),
         ));
     }
     Ok(())
 }
 
 /// `POST /builds/claim`.
+#[utoipa::path(post, path = "/entities/{entity}/builds/claim", operation_id = "claimBuild", tag = "builds",
+    summary = "Claim the build of an image (one build per content across agents)",
+    params(crate::openapi::EntityPath), request_body = liftoff_core::api::BuildClaimRequest,
+    responses((status = 200, description = "won (build it), done (use the image) or held (wait)", body = liftoff_core::api::BuildClaimAnswer), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody)))]
 pub async fn claim(
     State(st): State<AppState>,
     caller: Caller,
@@ -34,13 +38,17 @@ pub async fn claim(
 ) -> ApiResult<Json<BuildClaimAnswer>> {
     caller.may(&entity, Action::Work)?;
     check_key(&req.key)?;
-    if req.agent_id.is_empty() || req.agent_id.len() > 128 {
+    if req.agent_id.is_empty() || req.agent_id.chars().count() > 128 {
         return Err(ApiError::bad_request("agent_id", "an agent id of 1 to 128 bytes"));
     }
     Ok(Json(st.store.claim_build(&entity, &req.key, &req.agent_id, ttl_ms(&st)).await?))
 }
 
 /// `POST /builds/renew`: the holder's heartbeat; 409 once it lost the build.
+#[utoipa::path(post, path = "/entities/{entity}/builds/renew", operation_id = "renewBuild", tag = "builds",
+    summary = "The builder's heartbeat; 409 once it lost the build",
+    params(crate::openapi::EntityPath), request_body = liftoff_core::api::BuildUpdate,
+    responses((status = 204, description = "renewed"), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody)))]
 pub async fn renew(
     State(st): State<AppState>,
     caller: Caller,
@@ -55,6 +63,10 @@ pub async fn renew(
 
 /// `POST /builds/finish`: with `image`, the build is done and every waiter
 /// uses it; without, it failed and the next agent to ask builds it.
+#[utoipa::path(post, path = "/entities/{entity}/builds/finish", operation_id = "finishBuild", tag = "builds",
+    summary = "End a build: with `image` it is done and waiters use it; without, it failed",
+    params(crate::openapi::EntityPath), request_body = liftoff_core::api::BuildUpdate,
+    responses((status = 204, description = "recorded"), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody)))]
 pub async fn finish(
     State(st): State<AppState>,
     caller: Caller,
@@ -63,8 +75,10 @@ pub async fn finish(
 ) -> ApiResult<StatusCode> {
     caller.may(&entity, Action::Work)?;
     check_key(&req.key)?;
-    if let Some(image) = &req.image {
-        check_key(image).map_err(|_| ApiError::bad_request("image", "an image reference without spaces"))?;
+    if let Some(image) = &req.image
+        && (image.len() > MAX_BUILD_KEY + 80 || !liftoff_core::rules::matches(liftoff_core::rules::IMAGE_REF, image))
+    {
+        return Err(ApiError::bad_request("image", "an image reference of 1 to 592 visible ASCII characters"));
     }
     let finish = Some(req.image.as_deref());
     super::leases::observe(&st, st.store.update_build(&entity, &req.key, req.fence, ttl_ms(&st), finish).await)?;
@@ -72,6 +86,10 @@ pub async fn finish(
 }
 
 /// `POST /items/{id}/build`: the holder records the run's image.
+#[utoipa::path(post, path = "/entities/{entity}/items/{id}/build", operation_id = "recordBuild", tag = "builds",
+    summary = "The holder records the run's image and how it got it",
+    params(crate::openapi::ItemPath), request_body = liftoff_core::api::FencedBuildRecord,
+    responses((status = 204, description = "recorded"), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody)))]
 pub async fn record(
     State(st): State<AppState>,
     caller: Caller,
@@ -80,10 +98,10 @@ pub async fn record(
 ) -> ApiResult<StatusCode> {
     caller.may(&entity, Action::Work)?;
     let b = &req.build;
-    if b.image.is_empty() || b.image.len() > MAX_BUILD_KEY + 80 {
-        return Err(ApiError::bad_request("build.image", "an image reference of at most 592 bytes"));
+    if b.image.len() > MAX_BUILD_KEY + 80 || !liftoff_core::rules::matches(liftoff_core::rules::IMAGE_REF, &b.image) {
+        return Err(ApiError::bad_request("build.image", "an image reference of 1 to 592 visible ASCII characters"));
     }
-    if b.builder.len() > 32 || !b.seconds.is_finite() || b.seconds < 0.0 {
+    if b.builder.chars().count() > 32 || !b.seconds.is_finite() || b.seconds < 0.0 {
         return Err(ApiError::bad_request("build", "a builder name of at most 32 bytes and a time of 0 s or more"));
     }
     super::leases::observe(&st, st.store.set_build_record(&entity, &id, req.fence, b).await)?;

@@ -27,6 +27,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::routes::items::readable_item;
 use crate::routes::logs::read_chunks;
 use axum::Json;
+use crate::extract::bounded;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -46,13 +47,22 @@ const ARCHIVED_PAGE: i64 = 5000;
 /// Comment lines that keep idle connections (and proxies) open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// The first transition wanted (default 0: from the start).
+    #[param(minimum = 0)]
     after: Option<i64>,
+    /// At most this many (default 1000).
+    #[param(minimum = 1, maximum = 5000)]
     limit: Option<i64>,
 }
 
 /// `GET /items/{id}/events`: the item's state changes, oldest first.
+#[utoipa::path(get, path = "/entities/{entity}/items/{id}/events", operation_id = "itemHistory", tag = "events",
+    summary = "An item's state changes, oldest first, each with its time and cause",
+    params(crate::openapi::ItemPath, HistoryQuery),
+    responses((status = 200, description = "the transitions", body = Vec<liftoff_core::history::ItemTransition>), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody)))]
 pub async fn history(
     State(st): State<AppState>,
     caller: Caller,
@@ -60,11 +70,17 @@ pub async fn history(
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<Vec<ItemTransition>>> {
     let item = readable_item(&st, &caller, &entity, &id, Action::Read).await?;
-    let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
-    Ok(Json(st.store.item_history(&entity, &item.id, q.after.unwrap_or(0).max(0), limit).await?))
+    let after = bounded("after", q.after, 0, 0, i64::MAX)?;
+    let limit = bounded("limit", q.limit, 1000, 1, 5000)?;
+    Ok(Json(st.store.item_history(&entity, &item.id, after, limit).await?))
 }
 
 /// `GET /items/{id}/stream`: the run's state changes and log, live.
+#[utoipa::path(get, path = "/entities/{entity}/items/{id}/stream", operation_id = "runStream", tag = "events",
+    summary = "A run's state changes and log lines, live (server-sent events)",
+    description = "Events `transition` (an ItemTransition), `log` (a LogChunk) and `end` (a RunStreamEnd) with ids `<transitions>.<log>`; send the last id seen as `Last-Event-ID` to resume exactly there. Comment lines keep the connection open every 15 s; the stream ends with the run.",
+    params(crate::openapi::ItemPath, ("Last-Event-ID" = Option<String>, Header, description = "`<transitions>.<log>` of the last event received", pattern = "^[0-9]+\\.[0-9]+$")),
+    responses((status = 200, description = "the event stream", content_type = "text/event-stream", body = String), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 503, description = "too many event streams are open on this server", body = liftoff_core::api::ErrorBody)))]
 pub async fn run_stream(
     State(st): State<AppState>,
     caller: Caller,
@@ -73,7 +89,15 @@ pub async fn run_stream(
 ) -> ApiResult<Response> {
     let item = readable_item(&st, &caller, &entity, &id, Action::Read).await?;
     let pos = match last_event_id(&headers)? {
-        Some(id) => id.parse::<RunStreamPosition>().map_err(|m| ApiError::bad_request("Last-Event-ID", m))?,
+        Some(id) if liftoff_core::rules::matches(liftoff_core::rules::RUN_EVENT_ID, &id) => {
+            id.parse::<RunStreamPosition>().map_err(|m| ApiError::bad_request("Last-Event-ID", m))?
+        }
+        Some(id) => {
+            return Err(ApiError::bad_request(
+                "Last-Event-ID",
+                format!("event id '{id}' is not <transitions>.<log> (two numbers of 1 to 18 digits)"),
+            ));
+        }
         None => RunStreamPosition::default(),
     };
     let slot = open_stream(&st)?;
@@ -103,6 +127,11 @@ pub async fn run_stream(
 
 /// `GET /queues/{queue}/stream`: state changes of the queue's items, live.
 /// Without `Last-Event-ID` it starts with the next change.
+#[utoipa::path(get, path = "/entities/{entity}/queues/{queue}/stream", operation_id = "queueStream", tag = "events",
+    summary = "State changes of a queue's items, live (server-sent events)",
+    description = "Events `transition` (an ItemTransition) with the change's queue number as id; without `Last-Event-ID` the stream starts with the next change.",
+    params(crate::openapi::QueuePath, ("Last-Event-ID" = Option<String>, Header, description = "the queue number of the last event received", pattern = "^[0-9]+$")),
+    responses((status = 200, description = "the event stream", content_type = "text/event-stream", body = String), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 503, description = "too many event streams are open on this server", body = liftoff_core::api::ErrorBody)))]
 pub async fn queue_stream(
     State(st): State<AppState>,
     caller: Caller,
@@ -116,7 +145,7 @@ pub async fn queue_stream(
     // before the head is read: a change committed after it wakes this stream
     let wake = st.changes.subscribe();
     let after = match last_event_id(&headers)? {
-        Some(id) => id.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+        Some(id) => Some(&id).filter(|id| liftoff_core::rules::matches(liftoff_core::rules::QUEUE_EVENT_ID, id)).and_then(|id| id.parse::<i64>().ok()).ok_or_else(|| {
             ApiError::bad_request("Last-Event-ID", format!("event id '{id}' is not a queue event number"))
         })?,
         None => st.store.queue_history_head(&entity, &queue).await?,

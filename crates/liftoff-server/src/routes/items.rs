@@ -1,7 +1,7 @@
 use crate::app::AppState;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, bounded};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -26,6 +26,16 @@ pub(crate) fn new_run_id() -> String {
 
 /// `POST /queues/{queue}/items`: resolves the job, fills the queue's template
 /// and enqueues an item. Every check happens before anything is written.
+#[utoipa::path(post, path = "/entities/{entity}/queues/{queue}/items", operation_id = "launch", tag = "items",
+    summary = "Launch a job on a queue",
+    description = "Resolves the job, fills the queue's template with the typed variables and enqueues an item. Every check happens before anything is written.",
+    params(crate::openapi::QueuePath), request_body = liftoff_core::api::LaunchRequest,
+    responses((status = 201, description = "the item and its run id", body = liftoff_core::api::LaunchResponse, links(
+        ("getItem" = (operation_id = "getItem", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item_id")))),
+        ("stopItem" = (operation_id = "stopItem", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item_id")))),
+        ("itemHistory" = (operation_id = "itemHistory", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item_id")))),
+        ("readLogs" = (operation_id = "readLogs", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/run_id"))))
+    )), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody), (status = 422, description = "the request is what this document admits, but fails a rule it can only describe in words (named in `field`): the resource type's options, the queue's template variables, a git remote's form", body = liftoff_core::api::ErrorBody)))]
 pub async fn launch(
     State(st): State<AppState>,
     caller: Caller,
@@ -46,7 +56,8 @@ pub(crate) async fn launch_item(
 ) -> ApiResult<LaunchResponse> {
     liftoff_core::api::check_launch_bounds(&req).map_err(|(field, m)| {
         let message = format!("{field} {m}");
-        ApiError::bad_request(field, message)
+        // One argument's bound is in the document; the total is not.
+        if field == "args" { ApiError::unprocessable(field, message) } else { ApiError::bad_request(field, message) }
     })?;
     let queue = st
         .store
@@ -67,7 +78,7 @@ pub(crate) async fn launch_item(
         validate_name("run id", id).map_err(|m| ApiError::bad_request("run_id", m))?;
     }
     if queue.resource == ResourceType::LocalProcess && matches!(job.source, JobSource::Image(_)) {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::unprocessable(
             "job",
             format!(
                 "job '{}' is an image job; queue '{queue_name}' runs local-process, which cannot run images",
@@ -76,10 +87,18 @@ pub(crate) async fn launch_item(
         ));
     }
     let resource_config = render(&queue.config, &queue.template_variables, &req.template_variables, &queue.name)
-        .map_err(|e| ApiError::bad_request(format!("template_variables.{}", e.variable), e.message))?;
+        .map_err(|e| ApiError::unprocessable(format!("template_variables.{}", e.variable), e.message))?;
+    let problems = liftoff_core::resource::check_config(queue.resource, &resource_config);
+    if let Some(first) = problems.first() {
+        let all: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        return Err(ApiError::unprocessable(
+            first.field.clone(),
+            format!("{} (the queue's template filled with this launch's variables)", all.join("; ")),
+        ));
+    }
     for (path, value) in &req.file_overrides {
         liftoff_core::api::check_file_override(path, value)
-            .map_err(|m| ApiError::bad_request(format!("file_overrides.{path}"), m))?;
+            .map_err(|m| ApiError::unprocessable(format!("file_overrides.{path}"), m))?;
     }
     let entrypoint_overridden = req.entrypoint.is_some();
     let entrypoint = match req.entrypoint {
@@ -120,12 +139,20 @@ pub(crate) async fn launch_item(
     Ok(LaunchResponse { item_id: view.id, run_id: view.run_id })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this queue's items.
+    #[param(pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     queue: Option<String>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/entities/{entity}/items", operation_id = "listItems", tag = "items", summary = "List items, newest first",
+    params(crate::openapi::EntityPath, ListQuery),
+    responses((status = 200, description = "the items, without credentials", body = Vec<liftoff_core::api::ItemView>), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody)))]
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
@@ -133,7 +160,10 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ItemView>>> {
     caller.may(&entity, Action::Read)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = bounded("limit", q.limit, 100, 1, 1000)?;
+    if let Some(queue) = &q.queue {
+        validate_name("queue", queue).map_err(|m| ApiError::bad_request("queue", m))?;
+    }
     Ok(Json(
         st.store
             .list_items(&entity, q.queue.as_deref(), limit)
@@ -144,6 +174,9 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(get, path = "/entities/{entity}/items/{id}", operation_id = "getItem", tag = "items", summary = "Show an item (by item id or run id), with its warnings",
+    params(crate::openapi::ItemPath),
+    responses((status = 200, description = "the item", body = liftoff_core::api::ItemView), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody)))]
 pub async fn show(
     State(st): State<AppState>,
     caller: Caller,
@@ -186,6 +219,10 @@ pub async fn readable_item(
 
 /// `POST /items/{id}/warnings`: the item's agent (admin key and fence) or the
 /// run itself (its run key) records a warning. Repeats are kept once.
+#[utoipa::path(post, path = "/entities/{entity}/items/{id}/warnings", operation_id = "addWarning", tag = "items",
+    summary = "Record a warning on a run (its agent with the fence, or the run's own key)",
+    params(crate::openapi::ItemPath), request_body = liftoff_core::api::AddWarning,
+    responses((status = 201, description = "recorded"), (status = 200, description = "the same warning was already recorded"), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody), (status = 422, description = "the request is what this document admits, but fails a rule it can only describe in words (named in `field`): the resource type's options, the queue's template variables, a git remote's form", body = liftoff_core::api::ErrorBody)))]
 pub async fn add_warning(
     State(st): State<AppState>,
     caller: Caller,
@@ -193,13 +230,17 @@ pub async fn add_warning(
     ApiJson(req): ApiJson<AddWarning>,
 ) -> ApiResult<StatusCode> {
     let item = readable_item(&st, &caller, &entity, &id, Action::Work).await?;
+    let max = liftoff_core::api::MAX_WARNING_CHARS;
+    if req.message.is_empty() || req.message.chars().count() > max {
+        return Err(ApiError::bad_request("message", format!("a warning needs a message of 1 to {max} characters")));
+    }
     let message = req.message.trim();
-    if message.is_empty() || message.len() > 4096 {
-        return Err(ApiError::bad_request("message", "a warning needs a message of 1 to 4096 bytes"));
+    if message.is_empty() {
+        return Err(ApiError::unprocessable("message", "a warning's message must not be only spaces"));
     }
     let fence = match caller.role {
         KeyRole::Run { .. } => None,
-        _ => Some(req.fence.ok_or_else(|| ApiError::bad_request("fence", "an agent must send its fencing token"))?),
+        _ => Some(req.fence.ok_or_else(|| ApiError::unprocessable("fence", "an agent must send its fencing token"))?),
     };
     let added = super::leases::observe(
         &st,
@@ -210,6 +251,11 @@ pub async fn add_warning(
 
 /// `POST /items/{id}/stop`: a pending item stops at once; a held one becomes
 /// `stopping` and its agent learns of it at its next lease renewal.
+#[utoipa::path(post, path = "/entities/{entity}/items/{id}/stop", operation_id = "stopItem", tag = "items",
+    summary = "Stop an item",
+    description = "A pending item stops at once; a held one becomes `stopping` and its agent stops it. 409 once it has ended.",
+    params(crate::openapi::ItemPath),
+    responses((status = 200, description = "the item after the request", body = liftoff_core::api::ItemView), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody)))]
 pub async fn stop(
     State(st): State<AppState>,
     caller: Caller,

@@ -11,6 +11,12 @@ use liftoff_core::queue::validate_name;
 use liftoff_store::NewJobVersion;
 use serde::Deserialize;
 
+#[utoipa::path(post, path = "/entities/{entity}/jobs", operation_id = "createJob", tag = "jobs",
+    summary = "Create a job, or a new version of it",
+    params(crate::openapi::EntityPath), request_body = liftoff_core::api::CreateJob,
+    responses((status = 201, description = "the new version", body = liftoff_core::api::JobView, links(
+        ("getJob" = (operation_id = "getJob", parameters(("entity" = "$request.path.entity"), ("project" = "$response.body#/project"), ("name" = "$response.body#/name"))))
+    )), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody), (status = 422, description = "the request is what this document admits, but fails a rule it can only describe in words (named in `field`): the resource type's options, the queue's template variables, a git remote's form", body = liftoff_core::api::ErrorBody)))]
 pub async fn create(
     State(st): State<AppState>,
     caller: Caller,
@@ -23,17 +29,17 @@ pub async fn create(
     for (i, a) in req.aliases.iter().enumerate() {
         validate_name("alias", a).map_err(|m| ApiError::bad_request(format!("aliases[{i}]"), m))?;
         if a.strip_prefix('v').is_some_and(|n| n.parse::<u64>().is_ok()) {
-            return Err(ApiError::bad_request(
+            return Err(ApiError::unprocessable(
                 format!("aliases[{i}]"),
                 format!("alias '{a}' is reserved for versions"),
             ));
         }
     }
-    let source = req.source.resolve().map_err(|(f, m)| ApiError::bad_request(f, m))?;
+    let source = req.source.resolve().map_err(|(f, m)| ApiError::unprocessable(f, m))?;
     if let JobSource::Code(c) = &source
         && !st.store.has_blob(&entity, &c.digest).await?
     {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::unprocessable(
             "source.code.digest",
             format!("no code archive with digest {} was uploaded to entity '{entity}'", c.digest),
         ));
@@ -53,6 +59,9 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(job.without_credentials())))
 }
 
+#[utoipa::path(get, path = "/entities/{entity}/jobs", operation_id = "listJobs", tag = "jobs", summary = "List every version of every job",
+    params(crate::openapi::EntityPath),
+    responses((status = 200, description = "the jobs", body = Vec<liftoff_core::api::JobView>), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody)))]
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
@@ -62,11 +71,17 @@ pub async fn list(
     Ok(Json(st.store.list_jobs(&entity).await?.into_iter().map(JobView::without_credentials).collect()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AliasQuery {
+    /// `latest` (the default), `vN` or an alias the job was given.
+    #[param(pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     alias: Option<String>,
 }
 
+#[utoipa::path(get, path = "/entities/{entity}/jobs/{project}/{name}", operation_id = "getJob", tag = "jobs", summary = "Show a job version by alias (default `latest`)",
+    params(crate::openapi::JobPath, AliasQuery),
+    responses((status = 200, description = "the version", body = liftoff_core::api::JobView), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody)))]
 pub async fn show(
     State(st): State<AppState>,
     caller: Caller,

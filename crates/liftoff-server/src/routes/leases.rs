@@ -18,6 +18,10 @@ pub fn observe<T>(st: &AppState, r: Result<T, StoreError>) -> Result<T, ApiError
 
 /// `POST /items/{id}/lease`: the holder's heartbeat. Extends the lease and
 /// tells the agent whether a stop was requested.
+#[utoipa::path(post, path = "/entities/{entity}/items/{id}/lease", operation_id = "renewLease", tag = "leases",
+    summary = "The holder's heartbeat: extends the lease, tells whether a stop was asked",
+    params(crate::openapi::ItemPath), request_body = liftoff_core::api::FencedHeartbeat,
+    responses((status = 200, description = "the lease and the item's state", body = liftoff_core::api::ItemHeartbeatResponse), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody)))]
 pub async fn renew(
     State(st): State<AppState>,
     caller: Caller,
@@ -41,6 +45,10 @@ pub async fn renew(
 }
 
 /// `POST /items/{id}/events`: the holder reports progress or an outcome.
+#[utoipa::path(post, path = "/entities/{entity}/items/{id}/events", operation_id = "reportEvent", tag = "leases",
+    summary = "The holder reports progress or an outcome (start, finish, fail, stopped, preempt, release)",
+    params(crate::openapi::ItemPath), request_body = liftoff_core::api::FencedEvent,
+    responses((status = 200, description = "the item after the event", body = liftoff_core::api::ItemView), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody), (status = 422, description = "the request is what this document admits, but fails a rule it can only describe in words (named in `field`): the resource type's options, the queue's template variables, a git remote's form", body = liftoff_core::api::ErrorBody)))]
 pub async fn event(
     State(st): State<AppState>,
     caller: Caller,
@@ -50,7 +58,7 @@ pub async fn event(
     caller.may(&entity, Action::Work)?;
     match req.event {
         ItemEvent::Claim | ItemEvent::LeaseExpired | ItemEvent::RequestStop => {
-            return Err(ApiError::bad_request(
+            return Err(ApiError::unprocessable(
                 "event",
                 format!(
                     "'{}' is not an event an agent may report (use start, finish, fail, stopped or preempt)",

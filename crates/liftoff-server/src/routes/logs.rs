@@ -1,7 +1,7 @@
 use crate::app::AppState;
 use crate::auth::{Action, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, bounded};
 use crate::log_archive::read_archived;
 use crate::routes::items::readable_item;
 use crate::routes::leases::observe;
@@ -12,8 +12,12 @@ use liftoff_core::api::{AppendLog, ItemView, LogChunk, LogPage};
 use serde::Deserialize;
 
 /// Largest log chunk accepted, in bytes.
-pub const MAX_CHUNK: usize = 256 * 1024;
+pub const MAX_CHUNK: usize = liftoff_core::api::MAX_LOG_CHUNK_CHARS;
 
+#[utoipa::path(post, path = "/entities/{entity}/items/{id}/logs", operation_id = "appendLog", tag = "logs",
+    summary = "The holder appends a log chunk (`seq` must be the next; a repeat is ignored)",
+    params(crate::openapi::ItemPath), request_body = liftoff_core::api::AppendLog,
+    responses((status = 204, description = "stored, or already stored"), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody)))]
 pub async fn append(
     State(st): State<AppState>,
     caller: Caller,
@@ -21,10 +25,10 @@ pub async fn append(
     ApiJson(req): ApiJson<AppendLog>,
 ) -> ApiResult<StatusCode> {
     caller.may(&entity, Action::Work)?;
-    if req.data.len() > MAX_CHUNK {
+    if req.data.chars().count() > MAX_CHUNK {
         return Err(ApiError::bad_request(
             "data",
-            format!("log chunk is {} bytes; the limit is {MAX_CHUNK}", req.data.len()),
+            format!("log chunk is {} characters; the limit is {MAX_CHUNK}", req.data.chars().count()),
         ));
     }
     if req.seq < 0 {
@@ -36,13 +40,22 @@ pub async fn append(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
+    /// The first chunk wanted (default 0: from the start).
+    #[param(minimum = 0)]
     after: Option<i64>,
+    /// At most this many (default 1000).
+    #[param(minimum = 1, maximum = 5000)]
     limit: Option<i64>,
 }
 
 /// `GET /items/{id}/logs?after=N`: chunks from sequence number N on.
+#[utoipa::path(get, path = "/entities/{entity}/items/{id}/logs", operation_id = "readLogs", tag = "logs",
+    summary = "Read a run's log from chunk `after` on",
+    params(crate::openapi::ItemPath, ReadQuery),
+    responses((status = 200, description = "a page of chunks", body = liftoff_core::api::LogPage), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody)))]
 pub async fn read(
     State(st): State<AppState>,
     caller: Caller,
@@ -50,8 +63,8 @@ pub async fn read(
     Query(q): Query<ReadQuery>,
 ) -> ApiResult<Json<LogPage>> {
     let item = readable_item(&st, &caller, &entity, &id, Action::Read).await?;
-    let after = q.after.unwrap_or(0).max(0);
-    let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
+    let after = bounded("after", q.after, 0, 0, i64::MAX)?;
+    let limit = bounded("limit", q.limit, 1000, 1, 5000)?;
     let chunks = read_chunks(&st, &item, after, limit).await?;
     let next_seq = chunks.last().map_or(after, |c| c.seq + 1);
     let complete = item.state.is_terminal() && (chunks.len() as i64) < limit;

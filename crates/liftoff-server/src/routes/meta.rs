@@ -8,12 +8,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use liftoff_core::api::WhoAmI;
 
-/// The OpenAPI 3.1 description of `/api/v1`, kept beside the routes and
-/// checked against them by the API tests.
-pub const OPENAPI: &str = include_str!("../../openapi.json");
-
-pub async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "meta", summary = "This document", security(()),
+    responses((status = 200, description = "the OpenAPI 3.1 document of /api/v1", content_type = "application/json", body = Object)))]
+pub async fn openapi(axum::Extension(doc): axum::Extension<std::sync::Arc<utoipa::openapi::OpenApi>>) -> Response {
+    Json(doc.as_ref()).into_response()
 }
 
 pub async fn health() -> &'static str {
@@ -52,6 +50,8 @@ pub async fn track_http(State(st): State<AppState>, req: Request, next: Next) ->
 
 /// `GET /whoami`: the entity and role of the caller's key, so that clients
 /// (an agent without `entity` in its config) need only the key.
+#[utoipa::path(get, path = "/whoami", operation_id = "whoami", tag = "meta", summary = "The entity and role of the caller's key",
+    responses((status = 200, description = "who the key is", body = liftoff_core::api::WhoAmI), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody)))]
 pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
     Json(WhoAmI { entity: caller.entity, role: caller.role.as_str().to_string() })
 }

@@ -10,6 +10,15 @@ use liftoff_core::api::CreateQueue;
 use liftoff_core::queue::validate_name;
 use liftoff_core::template::validate_template;
 
+#[utoipa::path(post, path = "/entities/{entity}/queues", operation_id = "createQueue", tag = "queues",
+    summary = "Create a queue",
+    description = "The config is checked against the resource type's rules and the template variables against the config's placeholders, each error naming its field.",
+    params(crate::openapi::EntityPath), request_body = liftoff_core::api::CreateQueue,
+    responses((status = 201, description = "the queue", body = liftoff_core::Queue, links(
+        ("getQueue" = (operation_id = "getQueue", parameters(("entity" = "$request.path.entity"), ("queue" = "$response.body#/name")))),
+        ("launch" = (operation_id = "launch", parameters(("entity" = "$request.path.entity"), ("queue" = "$response.body#/name")))),
+        ("queueStream" = (operation_id = "queueStream", parameters(("entity" = "$request.path.entity"), ("queue" = "$response.body#/name"))))
+    )), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody), (status = 422, description = "the request is what this document admits, but fails a rule it can only describe in words (named in `field`): the resource type's options, the queue's template variables, a git remote's form", body = liftoff_core::api::ErrorBody)))]
 pub async fn create(
     State(st): State<AppState>,
     caller: Caller,
@@ -22,7 +31,12 @@ pub async fn create(
         return Err(ApiError::bad_request("config", "queue config must be a JSON object"));
     }
     validate_template(&req.config, &req.template_variables)
-        .map_err(|e| ApiError::bad_request(format!("template_variables.{}", e.variable), e.message))?;
+        .map_err(|e| ApiError::unprocessable(format!("template_variables.{}", e.variable), e.message))?;
+    let problems = liftoff_core::resource::check_config(req.resource, &req.config);
+    if let Some(first) = problems.first() {
+        let all: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        return Err(ApiError::unprocessable(first.field.clone(), all.join("; ")));
+    }
     let queue = Queue {
         entity,
         name: req.name,
@@ -36,6 +50,9 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(queue)))
 }
 
+#[utoipa::path(get, path = "/entities/{entity}/queues", operation_id = "listQueues", tag = "queues", summary = "List queues",
+    params(crate::openapi::EntityPath),
+    responses((status = 200, description = "the entity's queues", body = Vec<liftoff_core::Queue>), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody)))]
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
@@ -45,6 +62,9 @@ pub async fn list(
     Ok(Json(st.store.list_queues(&entity).await?))
 }
 
+#[utoipa::path(get, path = "/entities/{entity}/queues/{queue}", operation_id = "getQueue", tag = "queues", summary = "Show a queue",
+    params(crate::openapi::QueuePath),
+    responses((status = 200, description = "the queue", body = liftoff_core::Queue), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody)))]
 pub async fn show(
     State(st): State<AppState>,
     caller: Caller,

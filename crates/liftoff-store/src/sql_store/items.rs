@@ -169,9 +169,8 @@ impl SqlStore {
     }
 
     pub(super) async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError> {
-        let run_id_taken = || StoreError::Invalid {
-            field: "run_id".into(),
-            message: format!("run id '{}' is already used in entity '{}'", item.run_id, item.entity),
+        let run_id_taken = || {
+            StoreError::Conflict(format!("run id '{}' is already used in entity '{}'", item.run_id, item.entity))
         };
         let mut tx = self.begin_write().await?;
         let res = sqlx::query(

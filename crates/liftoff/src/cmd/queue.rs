@@ -28,7 +28,8 @@ pub struct CreateArgs {
     /// Where the queue's items run: local-process, local-container, kubernetes, sagemaker or vertex.
     #[arg(long, value_name = "TYPE")]
     resource: ResourceType,
-    /// JSON or YAML file: a resource-config object, or {"config": ..., "template_variables": [...]}.
+    /// JSON or YAML file: a resource-config object, or {"config": ..., "template_variables": ...}
+    /// (a list of variables, or the reference's {name: {schema: {type, minimum, maximum, enum, default}}}).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Claim items by priority instead of first-in first-out.
@@ -82,9 +83,9 @@ fn read_queue_config(path: &Path) -> anyhow::Result<(serde_json::Value, Vec<Temp
         anyhow::bail!("{}: 'config' must be an object", path.display());
     }
     let vars = match map.remove("template_variables") {
-        Some(v) => {
-            serde_json::from_value(v).with_context(|| format!("{}: invalid 'template_variables'", path.display()))?
-        }
+        // ours (a list) or the reference's shape (an object of {name: {schema: ...}})
+        Some(v) => liftoff_core::queue::template_variables(v)
+            .with_context(|| format!("{}: invalid 'template_variables'", path.display()))?,
         None => Vec::new(),
     };
     Ok((config, vars))

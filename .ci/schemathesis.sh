@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs schemathesis (PyPI) into a venv outside the clone, for the API
+# contract test (crates/liftoff-server/tests/api_contract.rs), which runs it against
+# a live `liftoff server`. The version is pinned: a new release may add checks,
+# and a contract test that changes under us is not a test.
+# Usage: source .ci/schemathesis.sh   (exports LIFTOFF_TEST_SCHEMATHESIS)
+set -euo pipefail
+ST_VERSION=4.32.5
+ST_ROOT="${ST_ROOT:-/tmp/liftoff-ci-schemathesis}"
+if [ ! -x "$ST_ROOT/$ST_VERSION/bin/st" ]; then
+  echo "ci: installing schemathesis $ST_VERSION (pip)" >&2
+  rm -rf "$ST_ROOT/$ST_VERSION"
+  python3 -m venv "$ST_ROOT/$ST_VERSION"
+  "$ST_ROOT/$ST_VERSION/bin/pip" install -q "schemathesis==$ST_VERSION" >&2
+fi
+LIFTOFF_TEST_SCHEMATHESIS="$ST_ROOT/$ST_VERSION/bin/st"
+"$LIFTOFF_TEST_SCHEMATHESIS" --version >/dev/null 2>&1 || { echo "ci: $LIFTOFF_TEST_SCHEMATHESIS does not run" >&2; exit 1; }
+export LIFTOFF_TEST_SCHEMATHESIS

@@ -1,0 +1,206 @@
+//! The request rules a JSON Schema can state, written once: the server
+//! checks values with these patterns and bounds, and the OpenAPI document
+//! it serves gives the same ones (`schema_with` the functions below), so
+//! the two cannot drift.
+//!
+//! The split the API keeps: a request that breaks a rule stated here is
+//! refused with **400**; a request the document admits but that fails a
+//! rule no schema can state (the resource type's option syntax, the queue's
+//! template variables, a git remote's form) is refused with **422**, its
+//! message naming the field.
+
+use regex_automata::meta::Regex;
+use std::sync::OnceLock;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+
+/// A name (entity, queue, project, job, alias, run id): 1–64 of
+/// `[A-Za-z0-9._-]`, not starting with `.` or `-` (`queue::validate_name`).
+pub const NAME: &str = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$";
+/// A job reference `[[entity/]project/]name[:alias]`, each part a [`NAME`].
+pub const JOB_REF: &str = "^(?:[A-Za-z0-9_][A-Za-z0-9._-]{0,63}/){0,2}[A-Za-z0-9_][A-Za-z0-9._-]{0,63}(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,63})?$";
+/// `sha256:` and 64 lowercase hex digits.
+pub const SHA256_DIGEST: &str = "^sha256:[0-9a-f]{64}$";
+/// A build key or image reference: visible ASCII (OCI references are ASCII).
+pub const IMAGE_REF: &str = "^[!-~]+$";
+/// A run stream's event id, `<transitions>.<log>`.
+pub const RUN_EVENT_ID: &str = "^[0-9]{1,18}\\.[0-9]{1,18}$";
+/// A queue stream's event id.
+pub const QUEUE_EVENT_ID: &str = "^[0-9]{1,18}$";
+/// A template variable's name.
+pub const VARIABLE_NAME: &str = "^[A-Za-z0-9_]+$";
+
+/// Whether `value` matches `pattern` (one of the constants above), with the
+/// compiled expressions kept for the process's life.
+pub fn matches(pattern: &'static str, value: &str) -> bool {
+    static CACHE: OnceLock<std::sync::Mutex<Vec<(&'static str, Regex)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, re)) = cache.iter().find(|(p, _)| std::ptr::eq(*p, pattern)) {
+        return re.is_match(value);
+    }
+    // The patterns are constants of this module, checked by its tests.
+    let re = Regex::new(pattern).expect("a valid rules pattern");
+    let found = re.is_match(value);
+    cache.push((pattern, re));
+    found
+}
+
+/// Integers as JSON Schema counts them: `3.0` is the integer 3 (the
+/// document says `integer`, and a client or tester may send either form);
+/// serde alone would refuse it. For request fields, with `deserialize_with`.
+pub mod int {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    fn integral<'de, D: Deserializer<'de>>(n: serde_json::Number) -> Result<i128, D::Error> {
+        if let Some(i) = n.as_i64() {
+            return Ok(i.into());
+        }
+        if let Some(u) = n.as_u64() {
+            return Ok(u.into());
+        }
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1.8e19 => Ok(f as i128),
+            _ => Err(D::Error::custom(format!("invalid type: {n}, expected an integer"))),
+        }
+    }
+
+    fn number<'de, D: Deserializer<'de>, T: TryFrom<i128>>(n: serde_json::Number) -> Result<T, D::Error> {
+        let i = integral::<D>(n)?;
+        T::try_from(i).map_err(|_| D::Error::custom(format!("{i} is out of range")))
+    }
+
+    pub fn i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        number::<D, i64>(serde_json::Number::deserialize(d)?)
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        number::<D, u64>(serde_json::Number::deserialize(d)?)
+    }
+
+    pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?.map(number::<D, i64>).transpose()
+    }
+
+    pub fn opt_i32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?.map(number::<D, i32>).transpose()
+    }
+}
+
+fn string(pattern: Option<&str>, max_length: Option<usize>) -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).pattern(pattern).max_length(max_length)
+}
+
+pub fn name_schema() -> Schema {
+    string(Some(NAME), None).into()
+}
+
+pub fn names_schema() -> Schema {
+    ArrayBuilder::new().items(string(Some(NAME), None)).into()
+}
+
+/// At least one name.
+pub fn some_names_schema() -> Schema {
+    ArrayBuilder::new().items(string(Some(NAME), None)).min_items(Some(1)).into()
+}
+
+pub fn job_ref_schema() -> Schema {
+    string(Some(JOB_REF), None).into()
+}
+
+pub fn digest_schema() -> Schema {
+    string(Some(SHA256_DIGEST), None).into()
+}
+
+pub fn build_key_schema() -> Schema {
+    string(Some(IMAGE_REF), Some(crate::api::MAX_BUILD_KEY)).into()
+}
+
+pub fn image_schema() -> Schema {
+    string(Some(IMAGE_REF), Some(crate::api::MAX_BUILD_KEY + 80)).into()
+}
+
+/// Any JSON object.
+pub fn object_schema() -> Schema {
+    ObjectBuilder::new().schema_type(Type::Object).into()
+}
+
+/// `max_jobs`: -1 (unlimited) or at least 1.
+pub fn max_jobs_schema() -> Schema {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(-1)).maximum(Some(-1)))
+        .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(i32::MAX)))
+        .description(Some("-1 for unlimited, else at least 1"))
+        .into()
+}
+
+/// A non-empty list of command-line words, each within Linux's bound.
+pub fn command_schema() -> Schema {
+    ArrayBuilder::new()
+        .items(string(None, Some(crate::api::MAX_LAUNCH_ARG_BYTES)))
+        .min_items(Some(1))
+        .into()
+}
+
+pub fn args_schema() -> Schema {
+    ArrayBuilder::new().items(string(None, Some(crate::api::MAX_LAUNCH_ARG_BYTES))).into()
+}
+
+/// A warning: 1 to 4096 characters.
+pub fn warning_schema() -> Schema {
+    string(None, Some(crate::api::MAX_WARNING_CHARS)).min_length(Some(1)).into()
+}
+
+/// A log chunk's text.
+pub fn log_data_schema() -> Schema {
+    string(None, Some(crate::api::MAX_LOG_CHUNK_CHARS)).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The name pattern and `validate_name` agree, on the edges of the rule.
+    #[test]
+    fn name_pattern_is_validate_name() {
+        let long = "a".repeat(64);
+        let too_long = "a".repeat(65);
+        for s in [
+            "a", "A9", "_x", "9", "a.b", "a-b", "a_b", &long, &too_long, "", ".a", "-a", "a b", "a/b", "é", "a\n",
+            "a:b", "a..b", "\na",
+        ] {
+            let server = crate::queue::validate_name("name", s).is_ok();
+            assert_eq!(matches(NAME, s), server, "{s:?}: pattern and validate_name disagree");
+        }
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        #[derive(serde::Deserialize, Debug)]
+        struct T {
+            #[serde(deserialize_with = "int::i64")]
+            a: i64,
+            #[serde(default, deserialize_with = "int::opt_i32")]
+            b: Option<i32>,
+        }
+        let t: T = serde_json::from_str(r#"{"a": 3.0, "b": -2}"#).unwrap();
+        assert_eq!((t.a, t.b), (3, Some(-2)));
+        assert!(serde_json::from_str::<T>(r#"{"a": 3.5}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"a": 1, "b": 3e10}"#).unwrap_err().to_string().contains("out of range"));
+        assert!(serde_json::from_str::<T>(r#"{"a": "1"}"#).is_err());
+    }
+
+    #[test]
+    fn job_ref_pattern_is_job_ref_parse() {
+        for s in ["n", "p/n", "e/p/n", "n:v3", "e/p/n:latest", "a/b/c/d", "n:", ":a", "p//n", "p/.n", "n:a:b", "é", ""] {
+            assert_eq!(matches(JOB_REF, s), crate::job::JobRef::parse(s).is_ok(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn digest_pattern_is_is_sha256_digest() {
+        let good = format!("sha256:{}", "a".repeat(64));
+        for s in [good.as_str(), "sha256:", &good.to_uppercase(), &format!("{good}0"), &good[..70]] {
+            assert_eq!(matches(SHA256_DIGEST, s), crate::job::is_sha256_digest(s), "{s:?}");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The API contract: schemathesis (PyPI), with every check it has, against
+//! a live server and the OpenAPI document that server serves. Every
+//! operation is tried with data the document admits (it must be accepted,
+//! or refused only for a reason the document gives: 404, 409, 422) and with
+//! data it does not (it must be refused), every response must match its
+//! documented status, content type and schema, no request may cause a
+//! server error, and the links are followed from created objects.
+//!
+//! The server is seeded first (queues, jobs, an agent, launched and claimed
+//! items) so that the generated requests reach the operations' own rules
+//! rather than 404. The two event streams are left out: they stay open
+//! while a run lives, which a request/response tester cannot judge; their
+//! own tests are in `events.rs`.
+//!
+//! Needs `LIFTOFF_TEST_SCHEMATHESIS` (the `st` program, set by
+//! `.ci/schemathesis.sh`); without it the test skips, or fails under `CI`.
+
+use liftoff_client::Client;
+use liftoff_core::api::*;
+use liftoff_core::job::{CodeSource, ImageSource, JobSourceSpec};
+use liftoff_core::queue::{TemplateVariable, VarKind};
+use liftoff_core::ResourceType;
+use liftoff_server::{ServerConfig, start};
+use std::time::Duration;
+
+fn required_env(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("CI").is_some() => panic!("{var} is not set; run the tests through scripts/test.sh"),
+        _ => {
+            eprintln!("skipping: {var} is not set (source .ci/schemathesis.sh)");
+            None
+        }
+    }
+}
+
+/// Objects for the generated requests to find.
+async fn seed(c: &Client) {
+    let var = |name: &str, kind| TemplateVariable {
+        name: name.into(),
+        kind,
+        min: Some(1.0),
+        max: Some(8.0),
+        allowed: None,
+        default: Some(serde_json::json!(1)),
+        description: None,
+    };
+    c.create_queue(&CreateQueue {
+        name: "gpu".into(),
+        resource: ResourceType::LocalContainer,
+        config: serde_json::json!({"cpus": "{{cpus}}", "memory": "1g"}),
+        template_variables: vec![var("cpus", VarKind::Integer)],
+        prioritization: true,
+    })
+    .await
+    .unwrap();
+    c.create_queue(&CreateQueue {
+        name: "cpu".into(),
+        resource: ResourceType::LocalProcess,
+        config: serde_json::json!({}),
+        template_variables: vec![],
+        prioritization: false,
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.py"), "print('hello')\n").unwrap();
+    let archive = liftoff_archive::pack_dir(dir.path()).unwrap();
+    let digest = liftoff_archive::sha256_digest(&archive);
+    c.upload_blob(&digest, archive).await.unwrap();
+    let code = CodeSource {
+        digest,
+        entrypoint: vec!["python3".into(), "main.py".into()],
+        build_context: None,
+        dockerfile: None,
+        base_image: None,
+    };
+    for (name, source) in [
+        ("hello", JobSourceSpec { code: Some(code), ..Default::default() }),
+        (
+            "boxes",
+            JobSourceSpec {
+                image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let job = CreateJob {
+            project: "default".into(),
+            name: name.into(),
+            source,
+            aliases: vec!["stable".into()],
+            runtime: None,
+        };
+        c.create_job(&job).await.unwrap();
+    }
+    let agent = c
+        .register_agent(&RegisterAgent {
+            queues: vec!["gpu".into(), "cpu".into()],
+            hostname: "contract".into(),
+            max_jobs: 4,
+            version: "test".into(),
+        })
+        .await
+        .unwrap();
+    for (queue, job) in [("cpu", "hello"), ("gpu", "boxes"), ("gpu", "boxes"), ("cpu", "hello")] {
+        c.launch(queue, &LaunchRequest { job: job.into(), ..Default::default() }).await.unwrap();
+    }
+    let claim = c.claim(&agent.id, &["cpu".into()], Duration::from_millis(100)).await.unwrap();
+    assert!(claim.is_some(), "the seed claims an item");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_failure_and_no_server_error() {
+    let Some(st) = required_env("LIFTOFF_TEST_SCHEMATHESIS") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(dir.path().join("data"));
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.print_admin_key = false;
+    // a claim that finds nothing waits at most this long
+    cfg.max_claim_wait = Duration::from_millis(200);
+    let server = start(cfg).await.unwrap();
+    let key = server.admin_key.clone().unwrap();
+    let base = server.base_url();
+    seed(&Client::new(&base, &key, "default").unwrap()).await;
+
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
+    // A fixed seed keeps CI repeatable; set the variable to explore others.
+    let seed = std::env::var("LIFTOFF_TEST_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261130".into());
+    let mut cmd = tokio::process::Command::new(&st);
+    cmd.args(["--config-file", config, "--no-color", "run"])
+        .arg(format!("{base}/api/v1/openapi.json"))
+        .args(["--url", &format!("{base}/api/v1")])
+        .args(["-H", &format!("Authorization: Bearer {key}")])
+        .args(["--checks", "all", "--exclude-operation-id", "runStream", "--exclude-operation-id", "queueStream"])
+        .args(["--max-examples", "20", "--workers", "2", "--seed", &seed, "--request-timeout", "10"])
+        // its example database and caches go to the scratch directory, not the source tree
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(900), cmd.output())
+        .await
+        .expect("schemathesis finishes within 15 minutes")
+        .expect("schemathesis runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "schemathesis (seed {seed}) found problems:\n{text}");
+    // and it really tried every operation but the two streams
+    let counts = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Operations:"))
+        .and_then(|l| l.trim().split_once(" selected / "))
+        .map(|(s, t)| (s.trim().parse::<usize>().unwrap(), t.trim_end_matches(" total").trim().parse::<usize>().unwrap()))
+        .unwrap_or_else(|| panic!("no 'Operations:' line in:\n{text}"));
+    assert_eq!(counts.0 + 2, counts.1, "all but the two streams are selected:\n{text}");
+    assert!(text.contains(&format!("Tested: {}", counts.0)), "every selected operation was tested:\n{text}");
+    assert!(text.contains("Stateful") && !text.contains("No tests were run"), "{text}");
+    server.shutdown().await;
+}
