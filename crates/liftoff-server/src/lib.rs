@@ -13,6 +13,7 @@ mod log_archive;
 mod metrics;
 mod routes;
 mod server;
+mod streams;
 mod ui;
 
 pub use auth::{hash_key, mint_admin_key};
