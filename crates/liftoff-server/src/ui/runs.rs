@@ -252,6 +252,9 @@ pub async fn show(
         (lines, 0, Some(search))
     };
     let (timeline, last_transition) = timeline(&st, &s.entity, &item).await?;
+    // Read again, after the timeline: the state and facts shown are then at
+    // least as new as its last entry, which the live stream goes on after.
+    let item = own_item(&st, &s, &item.id).await?.without_credentials();
     let image = item
         .build
         .as_ref()
