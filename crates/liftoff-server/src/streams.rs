@@ -47,28 +47,8 @@ pub fn run_updates(
     run_id: String,
     pos: RunStreamPosition,
 ) -> impl Stream<Item = (RunStreamPosition, RunUpdate)> + Send + 'static {
-    let run = RunFeed {
-        wake: st.changes.subscribe(),
-        st,
-        entity,
-        id,
-        run_id,
-        pos,
-        ready: VecDeque::new(),
-        ended: false,
-        _slot: slot,
-    };
-    stream::unfold(run, |mut run| async move {
-        loop {
-            if let Some(update) = run.ready.pop_front() {
-                return Some((update, run));
-            }
-            if run.ended {
-                return None;
-            }
-            run.look().await;
-        }
-    })
+    let run = RunFeed { wake: st.changes.subscribe(), st, entity, id, run_id, pos, _slot: slot };
+    drain(run)
 }
 
 /// The queue's numbered state changes after `after` (`queue_seq`), until
@@ -82,16 +62,35 @@ pub fn queue_updates(
     queue: String,
     after: i64,
 ) -> impl Stream<Item = (i64, ItemTransition)> + Send + 'static {
-    let q = QueueFeed { wake, st, entity, queue, after, ready: VecDeque::new(), ended: false, _slot: slot };
-    stream::unfold(q, |mut q| async move {
+    let q = QueueFeed { wake, st, entity, queue, after, _slot: slot };
+    drain(q)
+}
+
+/// What a feed's looks found and was not sent yet, and whether it is over.
+struct Found<U> {
+    ready: VecDeque<U>,
+    ended: bool,
+}
+
+/// A reader that, each time it looks, adds what happened since its last
+/// look to `found` (waiting until there is something), or ends it.
+trait Feed: Send + 'static {
+    type Update: Send + 'static;
+    fn look(&mut self, found: &mut Found<Self::Update>) -> impl Future<Output = ()> + Send;
+}
+
+/// Everything the feed finds, in order, until it ends.
+fn drain<F: Feed>(feed: F) -> impl Stream<Item = F::Update> + Send + 'static {
+    let found = Found { ready: VecDeque::new(), ended: false };
+    stream::unfold((feed, found), |(mut feed, mut found)| async move {
         loop {
-            if let Some(change) = q.ready.pop_front() {
-                return Some((change, q));
+            if let Some(update) = found.ready.pop_front() {
+                return Some((update, (feed, found)));
             }
-            if q.ended {
+            if found.ended {
                 return None;
             }
-            q.look().await;
+            feed.look(&mut found).await;
         }
     })
 }
@@ -142,39 +141,41 @@ struct RunFeed {
     id: String,
     run_id: String,
     pos: RunStreamPosition,
-    ready: VecDeque<(RunStreamPosition, RunUpdate)>,
-    ended: bool,
     _slot: StreamSlot,
 }
 
-impl RunFeed {
+impl Feed for RunFeed {
+    type Update = (RunStreamPosition, RunUpdate);
+
     /// Fills `ready` with what happened since `pos`, waiting until there is
     /// something; sets `ended` once the run ended and all of it was sent.
-    async fn look(&mut self) {
+    async fn look(&mut self, found: &mut Found<Self::Update>) {
         loop {
-            match self.read().await {
-                Ok(_) if !self.ready.is_empty() || self.ended => return,
+            match self.read(found).await {
+                Ok(_) if !found.ready.is_empty() || found.ended => return,
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => {
                     // The client reconnects with its last id and loses nothing.
                     tracing::warn!(item = %self.id, error = e.message, "event stream read failed; ending it");
-                    self.ended = true;
+                    found.ended = true;
                     return;
                 }
             }
             let (entity, id, run_id) = (&self.entity, &self.id, &self.run_id);
             if !wait(&self.st, &mut self.wake, |c| c.concerns_item(entity, id, run_id)).await {
-                self.ended = true;
+                found.ended = true;
                 return;
             }
         }
     }
+}
 
+impl RunFeed {
     /// One look at the store; `true` when there is more to read at once.
-    async fn read(&mut self) -> ApiResult<bool> {
+    async fn read(&mut self, found: &mut Found<(RunStreamPosition, RunUpdate)>) -> ApiResult<bool> {
         let Some(item) = self.st.store.get_item(&self.entity, &self.id).await? else {
-            self.ended = true;
+            found.ended = true;
             return Ok(false);
         };
         // Ended before the reads below: they see everything it will ever have.
@@ -197,20 +198,20 @@ impl RunFeed {
             }
             while let Some(c) = chunks.next_if(|c| c.seq < t.log_seq) {
                 self.pos.log = c.seq + 1;
-                self.ready.push_back((self.pos, RunUpdate::Log(c)));
+                found.ready.push_back((self.pos, RunUpdate::Log(c)));
             }
             self.pos.transitions = t.seq;
             last_state = Some(t.to);
-            self.ready.push_back((self.pos, RunUpdate::Transition(t)));
+            found.ready.push_back((self.pos, RunUpdate::Transition(t)));
         }
         for c in chunks {
             self.pos.log = c.seq + 1;
-            self.ready.push_back((self.pos, RunUpdate::Log(c)));
+            found.ready.push_back((self.pos, RunUpdate::Log(c)));
         }
         if ended && !more && !held_back {
             let state = last_state.unwrap_or(item.state);
-            self.ready.push_back((self.pos, RunUpdate::End(state)));
-            self.ended = true;
+            found.ready.push_back((self.pos, RunUpdate::End(state)));
+            found.ended = true;
         }
         Ok(more || held_back)
     }
@@ -222,13 +223,13 @@ struct QueueFeed {
     entity: String,
     queue: String,
     after: i64,
-    ready: VecDeque<(i64, ItemTransition)>,
-    ended: bool,
     _slot: StreamSlot,
 }
 
-impl QueueFeed {
-    async fn look(&mut self) {
+impl Feed for QueueFeed {
+    type Update = (i64, ItemTransition);
+
+    async fn look(&mut self, found: &mut Found<Self::Update>) {
         loop {
             match self.st.store.queue_history(&self.entity, &self.queue, self.after, PAGE).await {
                 Ok(changes) => {
@@ -236,21 +237,21 @@ impl QueueFeed {
                     for t in changes {
                         let Some(n) = t.queue_seq else { continue };
                         self.after = n;
-                        self.ready.push_back((n, t));
+                        found.ready.push_back((n, t));
                     }
-                    if !self.ready.is_empty() {
+                    if !found.ready.is_empty() {
                         return;
                     }
                 }
                 Err(e) => {
                     tracing::warn!(queue = %self.queue, error = %e, "queue event stream read failed; ending it");
-                    self.ended = true;
+                    found.ended = true;
                     return;
                 }
             }
             let (entity, queue) = (&self.entity, &self.queue);
             if !wait(&self.st, &mut self.wake, |c| c.concerns_queue(entity, queue)).await {
-                self.ended = true;
+                found.ended = true;
                 return;
             }
         }

@@ -372,6 +372,16 @@ impl Live {
     }
 }
 
+/// A server, an admin's session, and a run of it that an agent holds:
+/// `(run id, item id, fence)`.
+async fn claimed_run() -> (Ui, Session, String, String, i64) {
+    let ui = serve().await;
+    let s = ui.session(ui.server.admin_key.as_deref().unwrap()).await;
+    let run = ui.launch().await;
+    let (id, fence) = claim(&ui).await;
+    (ui, s, run, id, fence)
+}
+
 /// An agent holding the one pending run of queue `q`: `(item id, fence)`.
 async fn claim(ui: &Ui) -> (String, i64) {
     let agent = liftoff_core::api::RegisterAgent {
@@ -409,10 +419,7 @@ async fn intruder(ui: &Ui) -> Session {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_page_follows_its_live_stream_of_fragments_resumable_to_the_end() {
-    let ui = serve().await;
-    let s = ui.session(ui.server.admin_key.as_deref().unwrap()).await;
-    let run = ui.launch().await;
-    let (id, fence) = claim(&ui).await;
+    let (ui, s, run, id, fence) = claimed_run().await;
     append(&ui, &id, fence, 0, LogStream::Stdout, "before the page\n").await;
 
     // The page shows the log and timeline so far, and where its stream goes on.
@@ -520,10 +527,7 @@ async fn live_pages_share_the_stream_cap_and_end_when_the_server_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_search_shows_matching_lines_marked_counted_and_bounded() {
-    let ui = serve().await;
-    let s = ui.session(ui.server.admin_key.as_deref().unwrap()).await;
-    let run = ui.launch().await;
-    let (id, fence) = claim(&ui).await;
+    let (ui, s, run, id, fence) = claimed_run().await;
     append(&ui, &id, fence, 0, LogStream::Stdout, "Loading\nan ERROR here\nfine\n").await;
     append(&ui, &id, fence, 1, LogStream::Stderr, "\u{1b}[31merror: <b>x</b> and Error again\u{1b}[0m\n").await;
     let page = ui.get(&s.cookie, &format!("/runs/{run}?q=error")).await.text().await.unwrap();

@@ -15,7 +15,8 @@
 //! to committed changes in increasing order (see `Store::queue_history`),
 //! so a client past `n` never misses a change that shows up below `n`.
 //!
-//! Streams wake on this server's changes ([`crate::changes`]) and look at
+//! Both are read through [`crate::streams`], which the web UI's live pages
+//! share. Streams wake on this server's changes ([`crate::changes`]) and look at
 //! the store every second anyway (another server on the same PostgreSQL);
 //! at most `max_event_streams` are open per server (503 beyond), each sends
 //! a keep-alive comment every 15 s, and all end when the server stops.
