@@ -287,14 +287,8 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     })
     .await;
     assert_eq!(r.client.get_item(&run_id).await.unwrap().state, ItemState::Stopped);
-    // At its end the stream closes and the page shows its final state.
-    wait_until(&b, "the final page", |b| async move {
-        Ok(b.find_all(Locator::Css("[sse-connect], form[action$='/stop']")).await?.is_empty())
-    })
-    .await;
+    wait_until(&b, "the final page", final_page).await;
     assert!(text_of(&b, "#timeline").await.contains("stopping → stopped"));
-    let mark = b.execute("return window.liftoffMark || null;", vec![]).await.unwrap();
-    assert_eq!(mark, serde_json::json!(null), "the stop's form post loaded the page again");
     shot(&b, "run-stopped").await;
 
     // The log search: matching lines only, the match marked, counted.
@@ -314,8 +308,24 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     assert_eq!(rows.len(), 1);
     assert!(rows[0].text().await.unwrap().contains(&run_id));
     shot(&b, "queue").await;
+    // A run that ends while its page is open: the stream's end brings the
+    // final state in place, without a reload.
+    let ticker = LaunchRequest { job: "ticker".into(), ..Default::default() };
+    let other = r.client.launch("train", &ticker).await.unwrap();
+    b.goto(&format!("{base}/runs/{}", other.run_id)).await.unwrap();
+    wait_until(&b, "the other run to log", |b| async move {
+        Ok(!b.find_all(Locator::Css("#log .ln.out")).await?.is_empty())
+    })
+    .await;
+    b.execute("window.liftoffMark = 'same page'; return null;", vec![]).await.unwrap();
+    r.client.stop_item(&other.item_id).await.unwrap();
+    wait_until(&b, "the other run's final page", final_page).await;
+    assert_eq!(text_of(&b, "#run-state").await, "stopped");
+    let mark = b.execute("return window.liftoffMark || null;", vec![]).await.unwrap();
+    assert_eq!(mark, serde_json::json!("same page"), "the final state came without reloading the page");
+
     // A row's state changes on the open queue page, through its stream.
-    let second = r.client.launch("train", &LaunchRequest { job: "ticker".into(), ..Default::default() }).await.unwrap();
+    let second = r.client.launch("train", &ticker).await.unwrap();
     b.goto(&format!("{base}/queues/train")).await.unwrap();
     b.execute("window.liftoffMark = 'same page'; return null;", vec![]).await.unwrap();
     let cell = format!("#state-{}", second.item_id);
@@ -350,6 +360,13 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     stop_agent.send(()).unwrap();
     agent.await.unwrap().unwrap();
     b.close().await.unwrap();
+}
+
+/// The run page once its run ended: no stream, no Stop button.
+async fn final_page(b: Browser) -> Result<bool, fantoccini::error::CmdError> {
+    let state = b.find(Locator::Css("#run-state")).await?.text().await?;
+    let live = b.find_all(Locator::Css("[sse-connect], form[action$='/stop']")).await?;
+    Ok(live.is_empty() && ["stopped", "finished", "failed"].contains(&state.as_str()))
 }
 
 /// `[readyState, url]` of the event source of the page's live part (htmx

@@ -480,4 +480,28 @@ mod tests {
         // OSC: ESC and the next char dropped, the rest plain text without controls
         assert_eq!(flat(&ansi_segments("\u{1b}]0;title\u{7}x")), [("", "0;titlex")]);
     }
+
+    fn marked(line: &str, q: &str) -> Option<Vec<(String, String)>> {
+        let needle: Vec<char> = q.chars().map(fold).collect();
+        let line = LogLine { stream: "out", segs: ansi_segments(line) };
+        mark_matches(line, &needle).map(|l| l.segs.into_iter().map(|s| (s.class, s.text)).collect())
+    }
+
+    #[test]
+    fn a_search_marks_every_match_in_any_case_across_colours() {
+        let pieces = |p: &[(&str, &str)]| p.iter().map(|(c, t)| (c.to_string(), t.to_string())).collect::<Vec<_>>();
+        // the trailing "ab" is no match of "ba"; pieces of one class stay one
+        assert_eq!(
+            marked("Ab\u{1b}[31mAB\u{1b}[0mxab", "bA").unwrap(),
+            pieces(&[("", "A"), ("hit", "b"), ("fg1 hit", "A"), ("fg1", "B"), ("", "xab")])
+        );
+        assert_eq!(marked("ÉTÉ été", "été").unwrap().iter().filter(|(c, _)| c == "hit").count(), 2);
+        // matches do not overlap: "aaa" holds one "aa"
+        assert_eq!(
+            marked("aaa", "aa").unwrap(),
+            [("hit".to_string(), "aa".to_string()), (String::new(), "a".to_string())]
+        );
+        assert!(marked("nothing here", "zzz").is_none());
+        assert!(marked("", "a").is_none());
+    }
 }
