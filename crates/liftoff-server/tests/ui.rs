@@ -543,6 +543,7 @@ async fn the_log_search_shows_matching_lines_marked_counted_and_bounded() {
         "{log}"
     );
     assert!(!page.contains("sse-swap=\"log\""), "a search's result does not grow");
+    assert!(page.contains("The run goes on: search again for newer lines."), "and the page says so");
     assert!(page.contains("value=\"error\"") && page.contains(&format!("href=\"/runs/{run}\">Whole log</a>")));
     let escaped = ui.get(&s.cookie, &format!("/runs/{run}?q=%3Cb%3E")).await.text().await.unwrap();
     assert!(escaped.contains("1 line matches “&#60;b&#62;” in 4 lines."), "the query is escaped");
