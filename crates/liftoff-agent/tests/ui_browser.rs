@@ -219,6 +219,11 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     epochs.clear().await.unwrap();
     epochs.send_keys("50").await.unwrap();
     b.find(Locator::Css("form.launch button[type=submit]")).await.unwrap().click().await.unwrap();
+    // the click returns before the answer's page replaced the form
+    wait_until(&b, "the launch form's error", |b| async move {
+        Ok(!b.find_all(Locator::Css(".field #var-epochs-error")).await?.is_empty())
+    })
+    .await;
     let error = text_of(&b, ".field #var-epochs-error").await;
     assert!(error.contains("10"), "the server's bound error is shown beside the field: {error}");
     let invalid = b.find(Locator::Css("#var-epochs")).await.unwrap().attr("aria-invalid").await.unwrap();
