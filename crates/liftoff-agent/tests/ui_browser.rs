@@ -219,6 +219,11 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     epochs.clear().await.unwrap();
     epochs.send_keys("50").await.unwrap();
     b.find(Locator::Css("form.launch button[type=submit]")).await.unwrap().click().await.unwrap();
+    // the click returns before the answer's page replaced the form
+    wait_until(&b, "the launch form's error", |b| async move {
+        Ok(!b.find_all(Locator::Css(".field #var-epochs-error")).await?.is_empty())
+    })
+    .await;
     let error = text_of(&b, ".field #var-epochs-error").await;
     assert!(error.contains("10"), "the server's bound error is shown beside the field: {error}");
     let invalid = b.find(Locator::Css("#var-epochs")).await.unwrap().attr("aria-invalid").await.unwrap();
@@ -257,14 +262,27 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
         .await;
     let mark = b.execute("return window.liftoffMark || null;", vec![]).await.unwrap();
     assert_eq!(mark, serde_json::json!("same page"), "the log grew without reloading the page");
+    // It grew through the page's event stream, open now, and no request
+    // polled: the browser fetched nothing but the page's assets since.
+    let source = b.execute(LIVE_SOURCE, vec![]).await.unwrap();
+    assert_eq!(source[0], serde_json::json!(EVENT_SOURCE_OPEN), "{source}");
+    assert!(source[1].as_str().unwrap().contains(&format!("/runs/{run_id}/live?from=")), "{source}");
+    let fetched = b.execute(FETCHED, vec![]).await.unwrap();
+    assert!(fetched.as_array().unwrap().iter().all(|u| u.as_str().unwrap().contains("/assets/")), "{fetched}");
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("\nliftoff_event_streams 1\n"), "the server serves the page's stream");
     assert_eq!(text_of(&b, "#run-state").await, "running");
     assert!(text_of(&b, "#timeline").await.contains("claimed → running"), "the timeline follows the run too");
     let green = b.find(Locator::Css("#log .ln.out span.fg2")).await.unwrap().text().await.unwrap();
     assert!(green.starts_with("tick "), "ANSI green became a class, its escape codes gone: {green:?}");
     assert!(!b.source().await.unwrap().contains('\u{1b}'));
     shot(&b, "run-live").await;
+    b.execute("document.getElementById('log').scrollIntoView(); return null;", vec![]).await.unwrap();
+    shot(&b, "run-live-log").await;
     b.set_window_size(390, 844).await.unwrap();
     shot(&b, "run-live-phone").await;
+    b.execute("document.querySelector('form[role=search]').scrollIntoView(); return null;", vec![]).await.unwrap();
+    shot(&b, "run-live-log-phone").await;
     b.set_window_size(1280, 900).await.unwrap();
 
     // Stop from the page; the state turns `stopped` on its own.
@@ -274,7 +292,20 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     })
     .await;
     assert_eq!(r.client.get_item(&run_id).await.unwrap().state, ItemState::Stopped);
+    wait_until(&b, "the final page", final_page).await;
+    assert!(text_of(&b, "#timeline").await.contains("stopping → stopped"));
     shot(&b, "run-stopped").await;
+
+    // The log search: matching lines only, the match marked, counted.
+    b.find(Locator::Css("input[name=q]")).await.unwrap().send_keys("TICK 1").await.unwrap();
+    b.find(Locator::Css("form[role=search] button")).await.unwrap().click().await.unwrap();
+    wait_until(&b, "the search", |b| async move { Ok(b.current_url().await?.query() == Some("q=TICK+1")) }).await;
+    let count = text_of(&b, "#search-count").await;
+    assert!(count.contains(" “TICK 1” in "), "{count}");
+    let hits = b.find_all(Locator::Css("#log .ln.out .hit")).await.unwrap();
+    assert!(!hits.is_empty() && b.find_all(Locator::Css("#log .ln.err")).await.unwrap().is_empty());
+    assert_eq!(hits[0].text().await.unwrap(), "tick 1");
+    shot(&b, "run-search").await;
 
     // The queue page lists it, filtered by state in the URL.
     b.goto(&format!("{base}/queues/train?state=stopped")).await.unwrap();
@@ -282,6 +313,43 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     assert_eq!(rows.len(), 1);
     assert!(rows[0].text().await.unwrap().contains(&run_id));
     shot(&b, "queue").await;
+    // A run that ends while its page is open: the stream's end brings the
+    // final state in place, without a reload.
+    let ticker = LaunchRequest { job: "ticker".into(), ..Default::default() };
+    let other = r.client.launch("train", &ticker).await.unwrap();
+    b.goto(&format!("{base}/runs/{}", other.run_id)).await.unwrap();
+    wait_until(&b, "the other run to log", |b| async move {
+        Ok(!b.find_all(Locator::Css("#log .ln.out")).await?.is_empty())
+    })
+    .await;
+    b.execute("window.liftoffMark = 'same page'; return null;", vec![]).await.unwrap();
+    r.client.stop_item(&other.item_id).await.unwrap();
+    wait_until(&b, "the other run's final page", final_page).await;
+    assert_eq!(text_of(&b, "#run-state").await, "stopped");
+    let mark = b.execute("return window.liftoffMark || null;", vec![]).await.unwrap();
+    assert_eq!(mark, serde_json::json!("same page"), "the final state came without reloading the page");
+
+    // A row's state changes on the open queue page, through its stream.
+    let second = r.client.launch("train", &ticker).await.unwrap();
+    b.goto(&format!("{base}/queues/train")).await.unwrap();
+    b.execute("window.liftoffMark = 'same page'; return null;", vec![]).await.unwrap();
+    let cell = format!("#state-{}", second.item_id);
+    let running = cell.clone();
+    wait_until(&b, "the second run to run", |b| {
+        let cell = running.clone();
+        async move { Ok(b.find(Locator::Css(&cell)).await?.text().await? == "running") }
+    })
+    .await;
+    r.client.stop_item(&second.item_id).await.unwrap();
+    wait_until(&b, "the second run's row to say stopped", |b| {
+        let cell = cell.clone();
+        async move { Ok(b.find(Locator::Css(&cell)).await?.text().await? == "stopped") }
+    })
+    .await;
+    let mark = b.execute("return window.liftoffMark || null;", vec![]).await.unwrap();
+    assert_eq!(mark, serde_json::json!("same page"), "the row changed without reloading the page");
+    let fetched = b.execute(FETCHED, vec![]).await.unwrap();
+    assert!(fetched.as_array().unwrap().iter().all(|u| u.as_str().unwrap().contains("/assets/")), "{fetched}");
     b.goto(&format!("{base}/queues/train?state=pending")).await.unwrap();
     assert!(b.find_all(Locator::Css("#bulk tbody tr")).await.unwrap().is_empty());
     assert!(text_of(&b, "main").await.contains("No item matches these filters."));
@@ -298,6 +366,22 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     agent.await.unwrap().unwrap();
     b.close().await.unwrap();
 }
+
+/// The run page once its run ended: no stream, no Stop button.
+async fn final_page(b: Browser) -> Result<bool, fantoccini::error::CmdError> {
+    let state = b.find(Locator::Css("#run-state")).await?.text().await?;
+    let live = b.find_all(Locator::Css("[sse-connect], form[action$='/stop']")).await?;
+    Ok(live.is_empty() && ["stopped", "finished", "failed"].contains(&state.as_str()))
+}
+
+/// `[readyState, url]` of the event source of the page's live part (htmx
+/// keeps it in the element's internal data).
+const LIVE_SOURCE: &str = "const el = document.querySelector('[sse-connect]'); \
+    const s = el && el['htmx-internal-data'] && el['htmx-internal-data'].sseEventSource; \
+    return s ? [s.readyState, s.url] : [null, null];";
+const EVENT_SOURCE_OPEN: u16 = 1;
+/// Every URL the page fetched since it loaded (XHRs and fetches included).
+const FETCHED: &str = "return performance.getEntriesByType('resource').map(e => e.name);";
 
 /// Counts connections to a loopback port an injected tag would load from.
 async fn attacker() -> (String, Arc<AtomicUsize>) {

@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod routes;
 mod server;
+mod streams;
 mod ui;
 
 pub use auth::{hash_key, mint_admin_key};

@@ -1,10 +1,11 @@
 //! The web UI over real HTTP, without a browser (the browser tests are in
 //! liftoff-agent's `ui_browser.rs`): sessions and their cookie, CSRF, roles,
 //! static assets, the queue page's pages and bulk stop, re-launch and the
-//! launch form's errors.
+//! launch form's errors; the run and queue pages' live streams and the log
+//! search.
 
 use liftoff_client::Client;
-use liftoff_core::api::{CreateQueue, LaunchRequest};
+use liftoff_core::api::{AppendLog, CreateQueue, LaunchRequest, LogStream};
 use liftoff_core::job::{ImageSource, JobSourceSpec};
 use liftoff_core::{ItemState, ResourceType, TemplateVariable, VarKind};
 use liftoff_server::{RunningServer, ServerConfig, start};
@@ -19,10 +20,15 @@ struct Ui {
 }
 
 async fn serve() -> Ui {
+    serve_with(|_| {}).await
+}
+
+async fn serve_with(tweak: impl FnOnce(&mut ServerConfig)) -> Ui {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServerConfig::new(dir.path().to_path_buf());
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.print_admin_key = false;
+    tweak(&mut cfg);
     let server = start(cfg).await.unwrap();
     let client = Client::new(&server.base_url(), server.admin_key.as_deref().unwrap(), "default").unwrap();
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -183,6 +189,7 @@ async fn static_assets_are_embedded_typed_and_cached_for_long() {
         ("htmx.min.js", "text/javascript; charset=utf-8", "var htmx"),
         ("app.css", "text/css; charset=utf-8", ":root"),
         ("app.js", "text/javascript; charset=utf-8", "//"),
+        ("sse.js", "text/javascript; charset=utf-8", "/*\nServer Sent Events Extension"),
     ] {
         let resp = ui.http.get(ui.url(&format!("/assets/{v}/{file}"))).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{file}");
@@ -265,7 +272,9 @@ async fn queue_pages_bulk_stop_relaunch_and_the_launch_form() {
     assert_eq!(item.priority, liftoff_core::Priority::High);
     let page = ui.get(&s.cookie, &format!("/runs/{run}")).await;
     assert_eq!(page.status(), StatusCode::OK);
-    assert!(page.text().await.unwrap().contains("hx-get=\"/runs/"), "an active run's log is polled");
+    let page = page.text().await.unwrap();
+    assert!(page.contains(&format!("sse-connect=\"/runs/{run}/live?from=")), "an active run's page is live");
+    assert!(!page.contains("hx-trigger=\"every"), "and polls nothing");
     // An enumeration becomes a select of its values, the default chosen.
     ui.client
         .create_queue(&CreateQueue {
@@ -293,4 +302,267 @@ async fn queue_pages_bulk_stop_relaunch_and_the_launch_form() {
     assert!(resp.text().await.unwrap().contains("id=\"var-size-error\""), "a value outside the enum");
     assert_eq!(ui.get(&s.cookie, "/runs/nope").await.status(), StatusCode::NOT_FOUND);
     assert_eq!(ui.get(&s.cookie, "/queues/nope").await.status(), StatusCode::NOT_FOUND);
+}
+
+/// One server-sent event: `(event, id, data)`.
+type Sse = (String, String, String);
+
+/// A live stream of the UI read as a browser's `EventSource` would.
+struct Live {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl Live {
+    async fn open(ui: &Ui, cookie: &str, path: &str, last_event_id: Option<&str>) -> reqwest::Response {
+        let mut req = ui.http.get(ui.url(path)).header("cookie", cookie);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn new(ui: &Ui, cookie: &str, path: &str, last_event_id: Option<&str>) -> Live {
+        let resp = Self::open(ui, cookie, path, last_event_id).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(resp.headers()[CONTENT_TYPE], "text/event-stream");
+        Live { resp, buf: Vec::new() }
+    }
+
+    /// The next event (keep-alive comments skipped), `None` once the
+    /// server ended the stream; a failure after 20 s of nothing.
+    async fn next(&mut self, what: &str) -> Option<Sse> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = ("message".to_string(), String::new(), Vec::new());
+                for line in String::from_utf8(block).unwrap().lines() {
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value).to_string();
+                    match field {
+                        "event" => event = value,
+                        "id" => id = value,
+                        "data" => data.push(value),
+                        _ => {}
+                    }
+                }
+                if !data.is_empty() {
+                    return Some((event, id, data.join("\n")));
+                }
+                continue;
+            }
+            let got = tokio::time::timeout(std::time::Duration::from_secs(20), self.resp.chunk()).await;
+            match got.unwrap_or_else(|_| panic!("no event within 20 s while waiting for {what}")).unwrap() {
+                Some(bytes) => self.buf.extend_from_slice(&bytes),
+                None => return None,
+            }
+        }
+    }
+
+    async fn expect(&mut self, what: &str) -> Sse {
+        self.next(what).await.unwrap_or_else(|| panic!("the stream ended while waiting for {what}"))
+    }
+
+    async fn rest(mut self) -> Vec<Sse> {
+        let mut all = Vec::new();
+        while let Some(e) = self.next("the rest").await {
+            all.push(e);
+        }
+        all
+    }
+}
+
+/// A server, an admin's session, and a run of it that an agent holds:
+/// `(run id, item id, fence)`.
+async fn claimed_run() -> (Ui, Session, String, String, i64) {
+    let ui = serve().await;
+    let s = ui.session(ui.server.admin_key.as_deref().unwrap()).await;
+    let run = ui.launch().await;
+    let (id, fence) = claim(&ui).await;
+    (ui, s, run, id, fence)
+}
+
+/// An agent holding the one pending run of queue `q`: `(item id, fence)`.
+async fn claim(ui: &Ui) -> (String, i64) {
+    let agent = liftoff_core::api::RegisterAgent {
+        queues: vec!["q".into()],
+        hostname: "h".into(),
+        max_jobs: -1,
+        version: "t".into(),
+    };
+    let agent = ui.client.register_agent(&agent).await.unwrap().id;
+    let claim = ui.client.claim(&agent, &["q".into()], std::time::Duration::from_secs(5)).await.unwrap().unwrap();
+    (claim.item.id, claim.fence)
+}
+
+async fn append(ui: &Ui, id: &str, fence: i64, seq: i64, stream: LogStream, data: &str) {
+    ui.client.append_log(id, &AppendLog { fence, seq, stream, data: data.into() }).await.unwrap();
+}
+
+/// A session of another entity's admin.
+async fn intruder(ui: &Ui) -> Session {
+    let db = format!("sqlite://{}", ui._dir.path().join("liftoff.db").display());
+    use liftoff_store::Store;
+    let store = liftoff_store::SqlStore::connect(&db, 1).await.unwrap();
+    store.ensure_entity("other", 1).await.unwrap();
+    let key = liftoff_store::ApiKeyRecord {
+        id: "o".into(),
+        hash: liftoff_server::hash_key("lft_other"),
+        entity: "other".into(),
+        role: liftoff_store::KeyRole::Admin,
+        created_at_ms: 1,
+        expires_at_ms: None,
+    };
+    store.insert_api_key(&key).await.unwrap();
+    ui.session("lft_other").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_page_follows_its_live_stream_of_fragments_resumable_to_the_end() {
+    let (ui, s, run, id, fence) = claimed_run().await;
+    append(&ui, &id, fence, 0, LogStream::Stdout, "before the page\n").await;
+
+    // The page shows the log and timeline so far, and where its stream goes on.
+    let page = ui.get(&s.cookie, &format!("/runs/{run}")).await.text().await.unwrap();
+    assert!(page.contains("before the page") && page.contains("pending → claimed"), "{page}");
+    let connect = page.split("sse-connect=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    assert_eq!(connect, format!("/runs/{run}/live?from=2.1"), "after launch and claim, and chunk 0");
+    assert!(page.contains("sse-swap=\"log\" hx-swap=\"beforeend\"") && page.contains("sse-close=\"end\""));
+    assert!(!page.contains("hx-trigger=\"every"), "nothing polls");
+
+    // Each write arrives as a fragment while the stream is open: it is live.
+    let mut live = Live::new(&ui, &s.cookie, &connect, None).await;
+    ui.client.report(&id, fence, liftoff_core::ItemEvent::Start).await.unwrap();
+    let (kind, start_id, html) = live.expect("the start").await;
+    assert_eq!((kind.as_str(), start_id.as_str()), ("transition", "3.1"));
+    assert!(html.starts_with("<ol id=\"timeline\" hx-swap-oob=\"beforeend\"><li><time>"), "{html}");
+    assert!(html.contains("claimed → running (start, by agent "), "{html}");
+    assert!(html.contains("<span class=\"state s-running\" id=\"run-state\" hx-swap-oob=\"true\">running</span>"));
+    append(&ui, &id, fence, 1, LogStream::Stdout, "<script>alert(1)</script> \u{1b}[1;31mred\u{1b}[0m\n").await;
+    let (kind, _, html) = live.expect("the escaped line").await;
+    assert_eq!(kind, "log");
+    assert_eq!(
+        html,
+        "<div class=\"ln out\"><span class=\"\">&#60;script&#62;alert(1)&#60;/script&#62; </span>\
+         <span class=\"fg1 b\">red</span></div>"
+    );
+    append(&ui, &id, fence, 2, LogStream::Stderr, "warn a\nwarn b\n").await;
+    let (_, line_id, html) = live.expect("two stderr lines").await;
+    assert_eq!(line_id, "3.3");
+    assert_eq!(html.matches("<div class=\"ln err\">").count(), 2, "{html}");
+    drop(live);
+
+    // A reconnect with Last-Event-ID gets what came since, nothing twice.
+    append(&ui, &id, fence, 3, LogStream::Stdout, "while away\n").await;
+    ui.client.report(&id, fence, liftoff_core::ItemEvent::Finish).await.unwrap();
+    let resumed = Live::new(&ui, &s.cookie, &connect, Some(&line_id)).await.rest().await;
+    let got: Vec<_> = resumed.iter().map(|(k, i, _)| (k.as_str(), i.as_str())).collect();
+    assert_eq!(got, [("log", "3.4"), ("transition", "4.4"), ("end", "4.4")]);
+    assert!(resumed[0].2.contains("while away") && resumed[1].2.contains("running → finished"));
+    assert_eq!(resumed[2].2, "finished", "the end names the final state, and the stream closes");
+
+    // The whole stream, then from each id exactly the rest.
+    let all = Live::new(&ui, &s.cookie, &format!("/runs/{run}/live"), None).await.rest().await;
+    assert_eq!(all.len(), 9, "launch, claim, chunk 0, start, 3 chunks, finish, end: {all:?}");
+    for k in 0..all.len() - 1 {
+        let rest = Live::new(&ui, &s.cookie, &connect, Some(&all[k].1)).await.rest().await;
+        assert_eq!(rest, all[k + 1..], "resuming after event {k} ({})", all[k].1);
+    }
+    let bad = Live::open(&ui, &s.cookie, &connect, Some("nonsense")).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+
+    // The ended run's page is static: the final state, no stream.
+    let page = ui.get(&s.cookie, &format!("/runs/{run}")).await.text().await.unwrap();
+    assert!(!page.contains("sse-connect") && page.contains("id=\"run-state\">finished</span>"));
+
+    // Another entity's run is not found, live or not.
+    let other = intruder(&ui).await;
+    assert_eq!(Live::open(&ui, &other.cookie, &connect, None).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(ui.get(&other.cookie, &format!("/runs/{run}")).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(Live::open(&ui, &other.cookie, "/queues/q/live", None).await.status(), StatusCode::NOT_FOUND);
+    let signed_out = ui.http.get(ui.url(&connect)).send().await.unwrap();
+    assert_eq!(signed_out.status(), StatusCode::SEE_OTHER, "no session, no stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_page_gets_its_rows_states_live() {
+    let ui = serve().await;
+    let s = ui.session(ui.server.admin_key.as_deref().unwrap()).await;
+    let run = ui.launch().await;
+    let page = ui.get(&s.cookie, "/queues/q").await.text().await.unwrap();
+    let item = ui.client.get_item(&run).await.unwrap();
+    assert!(page.contains(&format!("<span class=\"state s-pending\" id=\"state-{}\">pending</span>", item.id)));
+    let connect = page.split("sse-connect=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    assert_eq!(connect, "/queues/q/live?after=1", "the launch is on the page");
+
+    let mut live = Live::new(&ui, &s.cookie, &connect, None).await;
+    let (id, fence) = claim(&ui).await;
+    let (kind, n, html) = live.expect("the claim").await;
+    assert_eq!((kind.as_str(), n.as_str()), ("transition", "2"));
+    assert_eq!(html, format!("<span class=\"state s-claimed\" id=\"state-{id}\" hx-swap-oob=\"true\">claimed</span>"));
+    drop(live);
+    ui.client.report(&id, fence, liftoff_core::ItemEvent::Start).await.unwrap();
+    let mut resumed = Live::new(&ui, &s.cookie, &connect, Some("2")).await;
+    let (_, n, html) = resumed.expect("the start, missed while away").await;
+    assert_eq!(n, "3");
+    assert!(html.contains(">running</span>"), "{html}");
+    assert_eq!(Live::open(&ui, &s.cookie, "/queues/nope/live", None).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_pages_share_the_stream_cap_and_end_when_the_server_stops() {
+    let ui = serve_with(|cfg| cfg.max_event_streams = 1).await;
+    let s = ui.session(ui.server.admin_key.as_deref().unwrap()).await;
+    let run = ui.launch().await;
+    let mut open = Live::new(&ui, &s.cookie, &format!("/runs/{run}/live"), None).await;
+    open.expect("the launch").await;
+    assert_eq!(Live::open(&ui, &s.cookie, "/queues/q/live", None).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let api = ui.client.queue_events("q", None).await.err().expect("the API shares the cap");
+    assert_eq!(api.status(), Some(503));
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(20), ui.server.shutdown()).await;
+    assert!(stopped.is_ok(), "the server did not stop within 20 s with a live page open");
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), open.resp.chunk()).await.expect("it ended");
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_search_shows_matching_lines_marked_counted_and_bounded() {
+    let (ui, s, run, id, fence) = claimed_run().await;
+    append(&ui, &id, fence, 0, LogStream::Stdout, "Loading\nan ERROR here\nfine\n").await;
+    append(&ui, &id, fence, 1, LogStream::Stderr, "\u{1b}[31merror: <b>x</b> and Error again\u{1b}[0m\n").await;
+    let page = ui.get(&s.cookie, &format!("/runs/{run}?q=error")).await.text().await.unwrap();
+    let log = page.split("id=\"log\"").nth(1).unwrap().split("<details>").next().unwrap().to_string();
+    assert!(page.contains("2 lines match “error” in 4 lines."), "{page}");
+    assert!(!log.contains("Loading") && !log.contains("fine"), "{log}");
+    assert!(log.contains("<span class=\"\">an </span><span class=\"hit\">ERROR</span><span class=\"\"> here</span>"));
+    assert!(
+        log.contains(
+            "<div class=\"ln err\"><span class=\"fg1 hit\">error</span><span class=\"fg1\">: &#60;b&#62;x&#60;/b&#62; and </span>\
+             <span class=\"fg1 hit\">Error</span><span class=\"fg1\"> again</span></div>"
+        ),
+        "{log}"
+    );
+    assert!(!page.contains("sse-swap=\"log\""), "a search's result does not grow");
+    assert!(page.contains("The run goes on: search again for newer lines."), "and the page says so");
+    assert!(page.contains("value=\"error\"") && page.contains(&format!("href=\"/runs/{run}\">Whole log</a>")));
+    let escaped = ui.get(&s.cookie, &format!("/runs/{run}?q=%3Cb%3E")).await.text().await.unwrap();
+    assert!(escaped.contains("1 line matches “&#60;b&#62;” in 4 lines."), "the query is escaped");
+
+    // A search reads 50,000 lines at most and says it stopped.
+    let block: String = (0..10_000).map(|i| format!("line {i:05}\n")).collect();
+    for seq in 2..8 {
+        append(&ui, &id, fence, seq, LogStream::Stdout, &block).await;
+    }
+    append(&ui, &id, fence, 8, LogStream::Stdout, "needle past the bound\n").await;
+    let page = ui.get(&s.cookie, &format!("/runs/{run}?q=NEEDLE")).await.text().await.unwrap();
+    assert!(page.contains("0 lines match “NEEDLE” in 50000 lines. The search stopped there"), "{page}");
+    let page = ui.get(&s.cookie, &format!("/runs/{run}?q=line%2009999")).await.text().await.unwrap();
+    // the fifth block's last line is line 50,004: the bound cuts inside a chunk
+    assert!(page.contains("4 lines match “line 09999” in 50000 lines."), "{page}");
+    let page = ui.get(&s.cookie, &format!("/runs/{run}?q=line%200")).await.text().await.unwrap();
+    assert!(page.contains("lines match “line 0” in 50000 lines; the first 1000 are shown."), "shown lines are bounded");
+    assert_eq!(page.matches("<span class=\"hit\">line 0</span>").count(), 1000);
+    // The download is the whole log.
+    let text = ui.get(&s.cookie, &format!("/runs/{run}/log.txt")).await.text().await.unwrap();
+    assert!(text.ends_with("needle past the bound\n") && text.lines().count() == 60_005);
 }

@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 
 /// htmx 2.0.11 from the `htmx.org` npm package (`dist/htmx.min.js`), 0BSD.
 const HTMX: &[u8] = include_bytes!("../../assets/htmx.min.js");
+/// htmx's SSE extension 2.2.4 from the `htmx-ext-sse` npm package (`dist/sse.js`), 0BSD.
+const SSE: &[u8] = include_bytes!("../../assets/sse.js");
 const CSS: &[u8] = include_bytes!("../../assets/app.css");
 const JS: &[u8] = include_bytes!("../../assets/app.js");
 
@@ -19,6 +21,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub async fn serve(Path((version, file)): Path<(String, String)>) -> Response {
     let (body, kind) = match file.as_str() {
         "htmx.min.js" => (HTMX, "text/javascript; charset=utf-8"),
+        "sse.js" => (SSE, "text/javascript; charset=utf-8"),
         "app.css" => (CSS, "text/css; charset=utf-8"),
         "app.js" => (JS, "text/javascript; charset=utf-8"),
         _ => return StatusCode::NOT_FOUND.into_response(),

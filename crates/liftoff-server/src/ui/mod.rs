@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod assets;
 pub mod jobs;
+pub mod live;
 pub mod page;
 pub mod queues;
 pub mod routes;

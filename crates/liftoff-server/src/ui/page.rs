@@ -40,6 +40,10 @@ pub enum UiError {
     SignIn(String),
     NotFound(String),
     Forbidden(String),
+    /// A malformed request (a live stream's `Last-Event-ID`).
+    BadRequest(String),
+    /// The server serves as many event streams as it may (503).
+    Unavailable(String),
     Internal(String),
 }
 
@@ -61,6 +65,8 @@ impl IntoResponse for UiError {
             }
             Self::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m.as_str()),
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m.as_str()),
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m.as_str()),
+            Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "Busy", m.as_str()),
             Self::Internal(m) => {
                 tracing::error!(error = %m, "web UI error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "internal error; see the server log")

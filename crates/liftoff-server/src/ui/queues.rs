@@ -129,6 +129,8 @@ struct QueuePage {
     /// The query string of the next page, when there is one.
     next: Option<String>,
     filtered: bool,
+    /// The queue's change number the rows are at, where the live stream starts.
+    live_after: i64,
 }
 
 pub async fn show(
@@ -144,6 +146,9 @@ pub async fn show(
         .ok_or_else(|| UiError::NotFound(format!("queue '{name}' not found")))?;
     let state = non_empty(q.state).filter(|v| ItemState::ALL.iter().any(|s| s.as_str() == v));
     let filter = ItemFilter { state, job: non_empty(q.job), agent: non_empty(q.agent) };
+    // before the rows: the live stream goes on from here, so a change made
+    // while the page renders is sent (again), never lost
+    let live_after = st.store.queue_history_head(&s.entity, &name).await?;
     let page = st.store.queue_page(&s.entity, &name, &filter, q.before, PAGE_SIZE).await?;
     let now = liftoff_store::now_ms();
     let next = page.next_before.map(|b| {
@@ -177,6 +182,7 @@ pub async fn show(
         agent: filter.agent.unwrap_or_default(),
         items: page.items.iter().map(|i| ItemRow::new(i, now)).collect(),
         next,
+        live_after,
         queue,
     })
 }

@@ -1,6 +1,6 @@
 //! The UI's routes, mounted at `/` beside `/api/v1`.
 
-use super::{agents, assets, jobs, queues, runs, session};
+use super::{agents, assets, jobs, live, queues, runs, session};
 use crate::app::AppState;
 use axum::Router;
 use axum::routing::{get, post};
@@ -11,10 +11,11 @@ pub fn router() -> Router<AppState> {
         .route("/signin", get(session::signin_page).post(session::signin))
         .route("/signout", post(session::signout))
         .route("/queues/{queue}", get(queues::show))
+        .route("/queues/{queue}/live", get(live::queue))
         .route("/queues/{queue}/stop", post(queues::bulk_stop))
         .route("/queues/{queue}/launch", get(jobs::launch_form).post(jobs::launch))
         .route("/runs/{id}", get(runs::show))
-        .route("/runs/{id}/log", get(runs::log_tail))
+        .route("/runs/{id}/live", get(live::run))
         .route("/runs/{id}/log.txt", get(runs::log_download))
         .route("/runs/{id}/stop", post(runs::stop))
         .route("/runs/{id}/relaunch", post(runs::relaunch))

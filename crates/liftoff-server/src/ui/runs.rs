@@ -1,6 +1,7 @@
 //! A run's page: state, timeline, failure, warnings, image, launch spec and
-//! the log, which grows while the run is active through an htmx poll of a
-//! log-tail fragment; and the stop and re-launch actions.
+//! the log, which grows while the run is active through its live stream
+//! (`ui/live.rs`), or only the log's lines matching a search; and the stop
+//! and re-launch actions.
 
 use super::page::{Chrome, Form, UiError, render, span, utc};
 use super::session::UiSession;
@@ -9,7 +10,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use liftoff_core::api::{ItemView, LogChunk, LogStream};
-use liftoff_core::history::TransitionCause;
+use liftoff_core::history::{ItemTransition, RunStreamPosition, TransitionCause};
 use liftoff_core::{ItemEvent, ItemState};
 use liftoff_store::NewItem;
 use serde::Deserialize;
@@ -96,7 +97,15 @@ pub fn ansi_segments(line: &str) -> Vec<Seg> {
     segs
 }
 
-fn log_lines(chunks: &[LogChunk]) -> Vec<LogLine> {
+/// Log lines as the page shows them (`log_lines.html`), also the live
+/// stream's fragments.
+#[derive(Template)]
+#[template(path = "log_lines.html")]
+pub(super) struct LogLines {
+    pub lines: Vec<LogLine>,
+}
+
+pub(super) fn log_lines(chunks: &[LogChunk]) -> Vec<LogLine> {
     let mut lines = Vec::new();
     for c in chunks {
         let stream = match c.stream {
@@ -114,7 +123,7 @@ fn log_lines(chunks: &[LogChunk]) -> Vec<LogLine> {
 
 /// The item `id` (item or run id) of the session's entity: another entity's
 /// run is "not found", like one that does not exist.
-async fn own_item(st: &AppState, s: &UiSession, id: &str) -> Result<ItemView, UiError> {
+pub(super) async fn own_item(st: &AppState, s: &UiSession, id: &str) -> Result<ItemView, UiError> {
     st.store.get_item(&s.entity, id).await?.ok_or_else(|| UiError::NotFound(format!("run '{id}' not found")))
 }
 
@@ -142,26 +151,27 @@ pub struct Event {
 
 /// Every state change the store recorded (`item_transitions`), with its
 /// time and cause; an item older than that record gets [`row_timeline`].
-async fn timeline(st: &AppState, entity: &str, item: &ItemView) -> Result<Vec<Event>, UiError> {
+/// Also the `seq` of the last change shown, where a live stream goes on.
+async fn timeline(st: &AppState, entity: &str, item: &ItemView) -> Result<(Vec<Event>, i64), UiError> {
     let history = st.store.item_history(entity, &item.id, 0, TIMELINE_LIMIT).await?;
-    if history.is_empty() {
-        return Ok(row_timeline(item));
-    }
-    Ok(history
-        .iter()
-        .map(|t| {
-            let change = match t.from {
-                Some(from) => format!("{from} → {}", t.to),
-                None => format!("{} in {}", t.to, t.queue),
-            };
-            let by = match (t.cause, &t.agent_id) {
-                (TransitionCause::Agent, Some(agent)) => format!("agent {agent}"),
-                (cause, _) => cause.as_str().to_string(),
-            };
-            let reason = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-            Event { at: utc(t.at_ms), what: format!("{change} ({}, by {by}){reason}", t.event) }
-        })
-        .collect())
+    let Some(last) = history.last().map(|t| t.seq) else {
+        return Ok((row_timeline(item), 0));
+    };
+    Ok((history.iter().map(timeline_entry).collect(), last))
+}
+
+/// One recorded state change as a timeline entry (`timeline_entry.html`).
+pub(super) fn timeline_entry(t: &ItemTransition) -> Event {
+    let change = match t.from {
+        Some(from) => format!("{from} → {}", t.to),
+        None => format!("{} in {}", t.to, t.queue),
+    };
+    let by = match (t.cause, &t.agent_id) {
+        (TransitionCause::Agent, Some(agent)) => format!("agent {agent}"),
+        (cause, _) => cause.as_str().to_string(),
+    };
+    let reason = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    Event { at: utc(t.at_ms), what: format!("{change} ({}, by {by}){reason}", t.event) }
 }
 
 /// The most state changes a run page shows.
@@ -198,7 +208,6 @@ struct RunPage {
     chrome: Chrome,
     item: ItemView,
     state: &'static str,
-    active: bool,
     stoppable: bool,
     timeline: Vec<Event>,
     stage: String,
@@ -206,10 +215,24 @@ struct RunPage {
     image: String,
     spec: String,
     lines: Vec<LogLine>,
-    next_seq: i64,
+    /// Where the live stream goes on from what the page shows.
+    live_from: String,
+    /// The page follows the run's live stream (active, not a search).
+    live: bool,
+    search: Option<Search>,
 }
 
-pub async fn show(State(st): State<AppState>, s: UiSession, Path(id): Path<String>) -> Result<Response, UiError> {
+#[derive(Deserialize)]
+pub struct RunQuery {
+    q: Option<String>,
+}
+
+pub async fn show(
+    State(st): State<AppState>,
+    s: UiSession,
+    Path(id): Path<String>,
+    Query(query): Query<RunQuery>,
+) -> Result<Response, UiError> {
     let item = own_item(&st, &s, &id).await?.without_credentials();
     let warnings = st
         .store
@@ -218,9 +241,20 @@ pub async fn show(State(st): State<AppState>, s: UiSession, Path(id): Path<Strin
         .into_iter()
         .map(|w| (utc(w.created_at_ms), w.stage.as_str().to_string(), w.message))
         .collect();
-    let chunks = read_chunks(&st, &item, 0).await?;
-    let next_seq = chunks.last().map_or(0, |c| c.seq + 1);
-    let timeline = timeline(&st, &s.entity, &item).await?;
+    let q: String = query.q.unwrap_or_default().trim().chars().take(SEARCH_MAX_QUERY).collect();
+    // The log before the timeline, as the live stream reads them: the
+    // stream then goes on from both without a gap.
+    let (lines, next_seq, search) = if q.is_empty() {
+        let chunks = read_chunks(&st, &item, 0).await?;
+        (log_lines(&chunks), chunks.last().map_or(0, |c| c.seq + 1), None)
+    } else {
+        let (lines, search) = search_log(&st, &item, q).await?;
+        (lines, 0, Some(search))
+    };
+    let (timeline, last_transition) = timeline(&st, &s.entity, &item).await?;
+    // Read again, after the timeline: the state and facts shown are then at
+    // least as new as its last entry, which the live stream goes on after.
+    let item = own_item(&st, &s, &item.id).await?.without_credentials();
     let image = item
         .build
         .as_ref()
@@ -229,58 +263,122 @@ pub async fn show(State(st): State<AppState>, s: UiSession, Path(id): Path<Strin
     render(RunPage {
         chrome: s.chrome("queues"),
         state: item.state.as_str(),
-        active: !item.state.is_terminal(),
         stoppable: !item.state.is_terminal() && item.state != ItemState::Stopping,
         timeline,
         stage: item.stage.map(|s| s.as_str().to_string()).unwrap_or_default(),
         warnings,
         image,
         spec: serde_json::to_string_pretty(&item.spec).unwrap_or_default(),
-        lines: log_lines(&chunks),
-        next_seq,
+        lines,
+        live_from: RunStreamPosition { transitions: last_transition, log: next_seq }.to_string(),
+        live: !item.state.is_terminal() && search.is_none(),
+        search,
         item,
     })
 }
 
-#[derive(Deserialize)]
-pub struct TailQuery {
-    after: Option<i64>,
+/// A search reads at most this many lines of the log, and this many bytes,
+/// so that searching a huge log costs a bounded read; the page says when
+/// it stopped before the end.
+const SEARCH_MAX_LINES: usize = 50_000;
+const SEARCH_MAX_BYTES: usize = 8 << 20;
+/// Matching lines shown at most (all are counted).
+const SEARCH_SHOWN: usize = 1000;
+/// Characters of a query kept.
+const SEARCH_MAX_QUERY: usize = 200;
+
+/// What a log search found, for the page to say.
+pub struct Search {
+    q: String,
+    matches: usize,
+    searched: usize,
+    /// The log goes on past what was searched.
+    stopped: bool,
+    shown: usize,
 }
 
-#[derive(Template)]
-#[template(path = "log_tail.html")]
-struct LogTail {
-    id: String,
-    state: &'static str,
-    timeline: Vec<Event>,
-    lines: Vec<LogLine>,
-    next_seq: i64,
-    /// Keep polling: the run is active or its log not yet all read.
-    more: bool,
+/// The log's lines containing `q` (case-insensitive), the matches marked
+/// with the class `hit`, from at most [`SEARCH_MAX_LINES`] lines and
+/// [`SEARCH_MAX_BYTES`] bytes of the log.
+async fn search_log(st: &AppState, item: &ItemView, q: String) -> Result<(Vec<LogLine>, Search), UiError> {
+    let needle: Vec<char> = q.chars().map(fold).collect();
+    let mut found = Vec::new();
+    let mut search = Search { q, matches: 0, searched: 0, stopped: false, shown: 0 };
+    let (mut after, mut bytes) = (0, 0);
+    'read: loop {
+        let chunks = read_chunks(st, item, after).await?;
+        for c in &chunks {
+            bytes += c.data.len();
+            if bytes > SEARCH_MAX_BYTES {
+                search.stopped = true;
+                break 'read;
+            }
+            for line in log_lines(std::slice::from_ref(c)) {
+                if search.searched == SEARCH_MAX_LINES {
+                    search.stopped = true;
+                    break 'read;
+                }
+                search.searched += 1;
+                if let Some(marked) = mark_matches(line, &needle) {
+                    search.matches += 1;
+                    if found.len() < SEARCH_SHOWN {
+                        found.push(marked);
+                    }
+                }
+            }
+        }
+        match chunks.last() {
+            Some(last) if chunks.len() as i64 >= LOG_PAGE => after = last.seq + 1,
+            _ => break,
+        }
+    }
+    search.shown = found.len();
+    Ok((found, search))
 }
 
-/// `GET /runs/{id}/log?after=N`: the log lines from chunk N on, appended
-/// out of band, and the poller that asks for the next ones (none once the
-/// run has ended and its log is all shown).
-pub async fn log_tail(
-    State(st): State<AppState>,
-    s: UiSession,
-    Path(id): Path<String>,
-    Query(q): Query<TailQuery>,
-) -> Result<Response, UiError> {
-    let item = own_item(&st, &s, &id).await?;
-    let after = q.after.unwrap_or(0).max(0);
-    let chunks = read_chunks(&st, &item, after).await?;
-    let next_seq = chunks.last().map_or(after, |c| c.seq + 1);
-    let more = !item.state.is_terminal() || chunks.len() as i64 >= LOG_PAGE;
-    render(LogTail {
-        id,
-        state: item.state.as_str(),
-        timeline: timeline(&st, &s.entity, &item).await?,
-        lines: log_lines(&chunks),
-        next_seq,
-        more,
-    })
+/// A character compared without case: its lowercase form when that is one
+/// character (so positions in the line stay positions in the folded line).
+fn fold(c: char) -> char {
+    let mut lower = c.to_lowercase();
+    match (lower.next(), lower.next()) {
+        (Some(l), None) => l,
+        _ => c,
+    }
+}
+
+/// The line with every match of `needle` in its text marked (`hit` added to
+/// its pieces' classes, split where a match starts or ends), or `None`
+/// when it does not match.
+fn mark_matches(line: LogLine, needle: &[char]) -> Option<LogLine> {
+    let text: Vec<char> = line.segs.iter().flat_map(|s| s.text.chars()).map(fold).collect();
+    let mut hit = vec![false; text.len()];
+    let mut any = false;
+    let mut i = 0;
+    while !needle.is_empty() && i + needle.len() <= text.len() {
+        if text[i..i + needle.len()] == *needle {
+            hit[i..i + needle.len()].fill(true);
+            any = true;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    if !any {
+        return None;
+    }
+    let mut segs: Vec<Seg> = Vec::new();
+    let mut at = 0;
+    for seg in line.segs {
+        for ch in seg.text.chars() {
+            let class = if hit[at] { format!("{} hit", seg.class).trim_start().to_string() } else { seg.class.clone() };
+            match segs.last_mut() {
+                Some(last) if last.class == class => last.text.push(ch),
+                _ => segs.push(Seg { class, text: ch.to_string() }),
+            }
+            at += 1;
+        }
+    }
+    Some(LogLine { stream: line.stream, segs })
 }
 
 /// `GET /runs/{id}/log.txt`: the whole log as plain text, every stream in
@@ -381,5 +479,29 @@ mod tests {
         assert_eq!(flat(&ansi_segments("<script>alert(1)</script>")), [("", "<script>alert(1)</script>")]);
         // OSC: ESC and the next char dropped, the rest plain text without controls
         assert_eq!(flat(&ansi_segments("\u{1b}]0;title\u{7}x")), [("", "0;titlex")]);
+    }
+
+    fn marked(line: &str, q: &str) -> Option<Vec<(String, String)>> {
+        let needle: Vec<char> = q.chars().map(fold).collect();
+        let line = LogLine { stream: "out", segs: ansi_segments(line) };
+        mark_matches(line, &needle).map(|l| l.segs.into_iter().map(|s| (s.class, s.text)).collect())
+    }
+
+    #[test]
+    fn a_search_marks_every_match_in_any_case_across_colours() {
+        let pieces = |p: &[(&str, &str)]| p.iter().map(|(c, t)| (c.to_string(), t.to_string())).collect::<Vec<_>>();
+        // the trailing "ab" is no match of "ba"; pieces of one class stay one
+        assert_eq!(
+            marked("Ab\u{1b}[31mAB\u{1b}[0mxab", "bA").unwrap(),
+            pieces(&[("", "A"), ("hit", "b"), ("fg1 hit", "A"), ("fg1", "B"), ("", "xab")])
+        );
+        assert_eq!(marked("ÉTÉ été", "été").unwrap().iter().filter(|(c, _)| c == "hit").count(), 2);
+        // matches do not overlap: "aaa" holds one "aa"
+        assert_eq!(
+            marked("aaa", "aa").unwrap(),
+            [("hit".to_string(), "aa".to_string()), (String::new(), "a".to_string())]
+        );
+        assert!(marked("nothing here", "zzz").is_none());
+        assert!(marked("", "a").is_none());
     }
 }

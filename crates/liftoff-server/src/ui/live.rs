@@ -1,0 +1,122 @@
+//! The live parts of the run and queue pages: `text/event-stream`s of HTML
+//! fragments, read through [`crate::streams`] exactly as the API's streams
+//! are (same ids, resumable with `Last-Event-ID`, same cap, same end), under
+//! the session cookie. htmx's SSE extension swaps them in (`run.html`,
+//! `queue.html`); no page polls.
+
+use super::page::UiError;
+use super::runs::{LogLines, log_lines, own_item, timeline_entry};
+use super::session::UiSession;
+use crate::app::AppState;
+use crate::changes::StreamSlot;
+use crate::streams::{self, RunUpdate};
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::response::sse::Event;
+use futures::StreamExt;
+use liftoff_core::RunStreamPosition;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub struct RunLiveQuery {
+    /// Where the page's own render stopped (`<transitions>.<log>`); a
+    /// reconnect's `Last-Event-ID` wins over it.
+    from: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "run_transition.html")]
+struct TransitionFragment {
+    e: super::runs::Event,
+    state: &'static str,
+}
+
+/// `GET /runs/{id}/live?from=T.L`: the run's stream as fragments: `log`
+/// (its lines, rendered as the page renders them, appended to the log),
+/// `transition` (a timeline entry and the state, swapped out of band) and
+/// `end` (the page then reloads its final state).
+pub async fn run(
+    State(st): State<AppState>,
+    s: UiSession,
+    Path(id): Path<String>,
+    Query(q): Query<RunLiveQuery>,
+    headers: HeaderMap,
+) -> Result<Response, UiError> {
+    let item = own_item(&st, &s, &id).await?;
+    let from = streams::last_event_id(&headers).map_err(|m| UiError::BadRequest(m.to_string()))?;
+    let pos = match from.or(q.from.as_deref()) {
+        Some(p) => p.parse::<RunStreamPosition>().map_err(UiError::BadRequest)?,
+        None => RunStreamPosition::default(),
+    };
+    let slot = open_stream(&st)?;
+    let updates = streams::run_updates(st, slot, s.entity, item.id, item.run_id, pos);
+    Ok(streams::sse(updates.map(|(pos, update)| {
+        let (kind, html) = match update {
+            RunUpdate::Log(c) => ("log", fragment(LogLines { lines: log_lines(&[c]) })),
+            RunUpdate::Transition(t) => {
+                ("transition", fragment(TransitionFragment { e: timeline_entry(&t), state: t.to.as_str() }))
+            }
+            // a browser drops an event without data
+            RunUpdate::End(state) => ("end", state.as_str().to_string()),
+        };
+        Ok(Event::default().event(kind).id(pos.to_string()).data(html))
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct QueueLiveQuery {
+    /// The queue's change number the page was rendered at.
+    after: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "queue_state.html")]
+struct StateCell<'a> {
+    item_id: &'a str,
+    state: &'static str,
+}
+
+/// `GET /queues/{queue}/live?after=N`: each state change of the queue's
+/// items after change `N` (or `Last-Event-ID`) as the item's state cell,
+/// swapped out of band into its row if the page shows it.
+pub async fn queue(
+    State(st): State<AppState>,
+    s: UiSession,
+    Path(name): Path<String>,
+    Query(q): Query<QueueLiveQuery>,
+    headers: HeaderMap,
+) -> Result<Response, UiError> {
+    if st.store.get_queue(&s.entity, &name).await?.is_none() {
+        return Err(UiError::NotFound(format!("queue '{name}' not found")));
+    }
+    // before the head is read: a change committed after it wakes this stream
+    let wake = st.changes.subscribe();
+    let from = streams::last_event_id(&headers).map_err(|m| UiError::BadRequest(m.to_string()))?;
+    let after = match from {
+        Some(id) => streams::queue_event_number(id).map_err(UiError::BadRequest)?,
+        None => match q.after {
+            Some(n) => n.max(0),
+            None => st.store.queue_history_head(&s.entity, &name).await?,
+        },
+    };
+    let slot = open_stream(&st)?;
+    let updates = streams::queue_updates(st, slot, wake, s.entity, name, after);
+    Ok(streams::sse(updates.map(|(n, t)| {
+        let html = fragment(StateCell { item_id: &t.item_id, state: t.to.as_str() });
+        Ok(Event::default().event("transition").id(n.to_string()).data(html))
+    })))
+}
+
+fn open_stream(st: &AppState) -> Result<StreamSlot, UiError> {
+    st.changes.open_stream().ok_or_else(|| UiError::Unavailable(streams::too_many(st)))
+}
+
+fn fragment(t: impl Template) -> String {
+    // rendering into a String fails only on a template's own error
+    t.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "live fragment did not render");
+        String::new()
+    })
+}
