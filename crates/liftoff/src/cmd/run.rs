@@ -41,8 +41,8 @@ pub struct ListArgs {
     /// Only runs of this queue.
     #[arg(short, long, value_name = "QUEUE")]
     queue: Option<String>,
-    /// Most runs to list.
-    #[arg(long, default_value_t = 100)]
+    /// Most runs to list (1 to 1000, the server's bound).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
     limit: i64,
     #[command(flatten)]
     format: FormatArg,
