@@ -258,6 +258,20 @@ pub struct ItemView {
     /// The image the agent built or found for this run, once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildRecord>,
+    /// Who launched it: the launching API key's name (its id when it has
+    /// none). Absent for items launched before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_by: Option<String>,
+    /// The id of the API key that launched it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_by_key: Option<String>,
+}
+
+/// `POST /items/{id}/priority`: a pending item's new priority.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPriority {
+    pub priority: Priority,
 }
 
 impl ItemView {
@@ -402,6 +416,10 @@ pub struct AgentView {
     pub stop_polling: bool,
     pub heartbeat_at_ms: i64,
     pub created_at_ms: i64,
+    /// The liftoff version the agent registered with (absent for agents
+    /// registered before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -422,6 +440,27 @@ pub struct CreateApiKey {
     /// `admin` (everything in the entity), `member` (launch, stop, read) or
     /// `agent` (register, claim, renew, report, log).
     pub role: String,
+    /// Who or what uses it (shown as a run's "launched by"): 1 to 64
+    /// characters, no control characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The longest key or saved-filter name, in characters.
+pub const MAX_LABEL_CHARS: usize = 64;
+
+/// Checks a name people give to things (an API key, a saved filter): 1 to
+/// [`MAX_LABEL_CHARS`] characters, no control characters, not only spaces.
+/// Anything else is allowed: pages escape it.
+pub fn check_label(value: &str) -> Result<(), String> {
+    let n = value.chars().count();
+    if value.trim().is_empty() || n > MAX_LABEL_CHARS {
+        return Err(format!("must be 1 to {MAX_LABEL_CHARS} characters, not only spaces (got {n})"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
 }
 
 /// A stored API key, without its secret.
@@ -430,6 +469,8 @@ pub struct ApiKeyView {
     pub id: String,
     pub role: String,
     pub created_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The answer to `POST /keys`: the secret is shown this once.

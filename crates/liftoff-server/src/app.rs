@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/entities/{entity}/items", get(routes::items::list))
         .route("/entities/{entity}/items/{id}", get(routes::items::show))
         .route("/entities/{entity}/items/{id}/stop", post(routes::items::stop))
+        .route("/entities/{entity}/items/{id}/priority", post(routes::items::set_priority))
         .route("/entities/{entity}/items/{id}/lease", post(routes::leases::renew))
         .route("/entities/{entity}/items/{id}/events", post(routes::leases::event).get(routes::events::history))
         .route("/entities/{entity}/items/{id}/stream", get(routes::events::run_stream))

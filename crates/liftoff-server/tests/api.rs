@@ -512,6 +512,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             role: KeyRole::Admin,
             created_at_ms: 1,
             expires_at_ms: None,
+            name: None,
         })
         .await
         .unwrap();

@@ -57,6 +57,7 @@ fn item(id: &str, queue: &str, priority: Priority, prioritized: bool) -> NewItem
             file_overrides: serde_json::json!({}),
         },
         now_ms: 1,
+        launched_by: None,
     }
 }
 
@@ -94,6 +95,7 @@ async fn entities_keys_and_queues(s: SqlStore) {
         role: KeyRole::Run { item_id: "i1".into() },
         created_at_ms: 1,
         expires_at_ms: Some(99),
+        name: Some("ci <bot>".into()),
     };
     s.insert_api_key(&key).await.unwrap();
     assert_eq!(s.find_api_key("h1").await.unwrap(), Some(key));
@@ -451,7 +453,7 @@ async fn item_ids_and_run_ids_never_collide(s: SqlStore) {
         s.enqueue(&NewItem { run_id: "r3".into(), ..item("r1", "q", Priority::Medium, false) }).await;
     assert!(matches!(item_id_is_a_run_id, Err(StoreError::Conflict(_))), "{item_id_is_a_run_id:?}");
     // the refused enqueues left nothing behind
-    assert_eq!(s.list_items("acme", None, 10).await.unwrap(), vec![a.clone()]);
+    assert_eq!(s.list_items("acme", None, None, 10).await.unwrap(), vec![a.clone()]);
     assert_eq!(s.get_item("acme", "i1").await.unwrap(), Some(a.clone()));
     assert_eq!(s.get_item("acme", "r1").await.unwrap(), Some(a.clone()));
     assert_eq!(s.get_item("acme", "i2").await.unwrap(), None);
@@ -731,6 +733,7 @@ async fn queue_pages(s: SqlStore) {
         state: state.map(Into::into),
         job: job.map(Into::into),
         agent: agent.map(Into::into),
+        ..ItemFilter::default()
     };
     let page = |filter: ItemFilter| {
         let s = s.clone();

@@ -5,12 +5,12 @@ use crate::extract::ApiJson;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use liftoff_core::api::{AddWarning, ItemView, LaunchRequest, LaunchResponse, LaunchSpec};
+use liftoff_core::api::{AddWarning, ItemView, LaunchRequest, LaunchResponse, LaunchSpec, SetPriority};
 use liftoff_core::queue::validate_name;
 use liftoff_core::template::render;
 use liftoff_core::{ItemEvent, JobRef, JobSource, ResourceType};
 use liftoff_store::KeyRole;
-use liftoff_store::NewItem;
+use liftoff_store::{Launcher, NewItem};
 use serde::Deserialize;
 
 /// Short run ids as the reference makes them: 8 chars of `[a-z0-9]`.
@@ -33,16 +33,18 @@ pub async fn launch(
     ApiJson(req): ApiJson<LaunchRequest>,
 ) -> ApiResult<(StatusCode, Json<LaunchResponse>)> {
     caller.may(&entity, Action::Launch)?;
-    Ok((StatusCode::CREATED, Json(launch_item(&st, entity, &queue_name, req).await?)))
+    Ok((StatusCode::CREATED, Json(launch_item(&st, entity, &queue_name, req, caller.launcher).await?)))
 }
 
 /// The launch itself, shared by the API and the web UI's launch form (so
-/// both give the same errors, each naming its field).
+/// both give the same errors, each naming its field). `launched_by` is the
+/// launching key.
 pub(crate) async fn launch_item(
     st: &AppState,
     entity: String,
     queue_name: &str,
     req: LaunchRequest,
+    launched_by: Option<Launcher>,
 ) -> ApiResult<LaunchResponse> {
     liftoff_core::api::check_launch_bounds(&req).map_err(|(field, m)| {
         let message = format!("{field} {m}");
@@ -109,6 +111,7 @@ pub(crate) async fn launch_item(
         prioritized: queue.prioritization,
         spec,
         now_ms: liftoff_store::now_ms(),
+        launched_by,
     };
     let view = {
         let _t = st.metrics.db_timer("enqueue");
@@ -123,6 +126,9 @@ pub(crate) async fn launch_item(
 #[derive(Deserialize)]
 pub struct ListQuery {
     queue: Option<String>,
+    /// Only items launched by this launcher (a key's name, or its id when
+    /// it has none), as items show it in `launched_by`.
+    launched_by: Option<String>,
     limit: Option<i64>,
 }
 
@@ -136,7 +142,7 @@ pub async fn list(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(
         st.store
-            .list_items(&entity, q.queue.as_deref(), limit)
+            .list_items(&entity, q.queue.as_deref(), q.launched_by.as_deref().filter(|l| !l.is_empty()), limit)
             .await?
             .into_iter()
             .map(ItemView::without_credentials)
@@ -221,6 +227,21 @@ pub async fn stop(
         st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?
     };
     st.metrics.transitioned(&item);
+    st.changes.item(&entity, &item.id, Some(&item.queue));
+    Ok(Json(item.without_credentials()))
+}
+
+/// `POST /items/{id}/priority`: a pending item's new priority (and place in
+/// its queue's claim order when the queue orders by priority). 409
+/// `not_pending` once an agent has claimed it or it ended.
+pub async fn set_priority(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<SetPriority>,
+) -> ApiResult<Json<ItemView>> {
+    caller.may(&entity, Action::Launch)?;
+    let item = st.store.set_priority(&entity, &id, req.priority, liftoff_store::now_ms()).await?;
     st.changes.item(&entity, &item.id, Some(&item.queue));
     Ok(Json(item.without_credentials()))
 }

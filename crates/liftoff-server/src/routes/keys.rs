@@ -12,10 +12,16 @@ use liftoff_core::api::{ApiKeyView, CreateApiKey, CreatedApiKey};
 use liftoff_store::{ApiKeyRecord, KeyRole};
 
 fn view(rec: &ApiKeyRecord) -> ApiKeyView {
-    ApiKeyView { id: rec.id.clone(), role: rec.role.as_str().to_string(), created_at_ms: rec.created_at_ms }
+    ApiKeyView {
+        id: rec.id.clone(),
+        role: rec.role.as_str().to_string(),
+        created_at_ms: rec.created_at_ms,
+        name: rec.name.clone(),
+    }
 }
 
-/// `POST /keys`: a new key with `role` (`admin`, `member` or `agent`).
+/// `POST /keys`: a new key with `role` (`admin`, `member` or `agent`) and
+/// an optional `name`, which the runs it launches show as their launcher.
 pub async fn create(
     State(st): State<AppState>,
     caller: Caller,
@@ -26,7 +32,10 @@ pub async fn create(
     let role = KeyRole::parse_stored(&req.role).ok_or_else(|| {
         ApiError::bad_request("role", format!("unknown key role '{}': use admin, member or agent", req.role))
     })?;
-    let (secret, rec) = mint_key(st.store.as_ref(), &entity, role).await?;
+    if let Some(name) = &req.name {
+        liftoff_core::api::check_label(name).map_err(|m| ApiError::bad_request("name", format!("key name {m}")))?;
+    }
+    let (secret, rec) = mint_key(st.store.as_ref(), &entity, role, req.name).await?;
     Ok((StatusCode::CREATED, Json(CreatedApiKey { key: view(&rec), secret })))
 }
 

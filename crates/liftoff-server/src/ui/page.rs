@@ -39,6 +39,8 @@ pub enum UiError {
     /// No valid session: to the sign-in page, then back to this path.
     SignIn(String),
     NotFound(String),
+    /// A form or query value the page refuses; the message names the field.
+    BadRequest(String),
     Forbidden(String),
     Internal(String),
 }
@@ -60,6 +62,7 @@ impl IntoResponse for UiError {
                 return Redirect::to(&to).into_response();
             }
             Self::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m.as_str()),
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m.as_str()),
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m.as_str()),
             Self::Internal(m) => {
                 tracing::error!(error = %m, "web UI error");
