@@ -1,5 +1,6 @@
 use crate::{
-    AgentStats, ApiKeyRecord, Claimed, ItemFilter, ItemPage, NewItem, NewJobVersion, QueueStats, SavedFilter, StoreError,
+    AgentStats, ApiKeyRecord, Claimed, ItemFilter, ItemPage, NewItem, NewJobVersion, QueueStats, SavedFilter,
+    StoreError,
 };
 use async_trait::async_trait;
 use liftoff_core::api::{
@@ -62,8 +63,13 @@ pub trait Store: Send + Sync {
     /// Changes a pending item's priority, and its place in the claim order
     /// when its queue orders by priority; recorded in its history (event
     /// `priority`). Refused ([`StoreError::NotPending`]) once it left `pending`.
-    async fn set_priority(&self, entity: &str, id: &str, priority: Priority, now_ms: i64)
-    -> Result<ItemView, StoreError>;
+    async fn set_priority(
+        &self,
+        entity: &str,
+        id: &str,
+        priority: Priority,
+        now_ms: i64,
+    ) -> Result<ItemView, StoreError>;
     /// Saves a queue page view under a name; refused (`Conflict`) when the
     /// queue already has a filter of that name.
     async fn save_filter(&self, filter: &SavedFilter) -> Result<(), StoreError>;

@@ -120,7 +120,8 @@ const MAX_AGO_MS: i64 = 3650 * 86_400_000;
 /// and a unit, `m` (minutes), `h` (hours) or `d` (days): `30m`, `24h`, `7d`.
 /// Relative, so that a saved filter keeps meaning "the last day".
 pub fn parse_ago(field: &str, value: &str) -> Result<i64, String> {
-    let bad = || format!("{field} must be a span back from now like 30m, 24h or 7d (minutes, hours, days), got '{value}'");
+    let bad =
+        || format!("{field} must be a span back from now like 30m, 24h or 7d (minutes, hours, days), got '{value}'");
     let split = value.len().checked_sub(1).filter(|&i| value.is_char_boundary(i)).ok_or_else(bad)?;
     let (number, unit) = value.split_at(split);
     let unit_ms = match unit {

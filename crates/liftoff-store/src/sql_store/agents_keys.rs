@@ -46,11 +46,12 @@ impl SqlStore {
     }
 
     pub(super) async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, hash, entity, role, item_id, created_at, expires_at, name FROM api_keys WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(&self.read)
-                .await?;
+        let row = sqlx::query(
+            "SELECT id, hash, entity, role, item_id, created_at, expires_at, name FROM api_keys WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.read)
+        .await?;
         row.map(|r| decode_api_key(&r)).transpose()
     }
 

@@ -57,8 +57,12 @@ impl SqlStore {
         // in `seq` order, which follows launch time.
         let mut conds = String::new();
         let mut texts: Vec<&str> = Vec::new();
-        let text_filters =
-            [("state", &filter.state), (job, &filter.job), ("agent_id", &filter.agent), ("launched_by", &filter.launcher)];
+        let text_filters = [
+            ("state", &filter.state),
+            (job, &filter.job),
+            ("agent_id", &filter.agent),
+            ("launched_by", &filter.launcher),
+        ];
         for (column, value) in text_filters {
             if let Some(v) = value {
                 texts.push(v);
