@@ -656,3 +656,120 @@ async fn git_credentials_reach_claims_only() {
     let stopped = c.stop_item(&launched.item_id).await.unwrap();
     assert!(!serde_json::to_string(&stopped).unwrap().contains("T0ken-s3cret"), "the stop response");
 }
+
+/// A run records the key that launched it (its name, else its id); the item
+/// list filters by it; key names are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_record_their_launcher() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    queue(c, "q", ResourceType::LocalContainer).await;
+    queue(c, "other", ResourceType::LocalContainer).await;
+    image_job(c, "j").await;
+    let base = t.server.base_url();
+    let named = c.create_named_key("member", Some("<script>ci</script>")).await.unwrap();
+    assert_eq!(named.key.name.as_deref(), Some("<script>ci</script>"));
+    let unnamed = c.create_key("member").await.unwrap();
+    assert_eq!(unnamed.key.name, None);
+    let ci = Client::new(&base, &named.secret, "default").unwrap();
+    let anon = Client::new(&base, &unnamed.secret, "default").unwrap();
+
+    let by_admin = c.launch("q", &launch("j")).await.unwrap();
+    let by_ci = ci.launch("q", &launch("j")).await.unwrap();
+    let by_ci_elsewhere = ci.launch("other", &launch("j")).await.unwrap();
+    let by_anon = anon.launch("q", &launch("j")).await.unwrap();
+    let shown = |id: String| async move {
+        let i = c.get_item(&id).await.unwrap();
+        (i.launched_by, i.launched_by_key)
+    };
+    let admin_id = c.list_keys().await.unwrap().into_iter().find(|k| k.role == "admin").unwrap().id;
+    assert_eq!(
+        shown(by_admin.run_id.clone()).await,
+        (Some("admin".into()), Some(admin_id)),
+        "the first admin key is named admin"
+    );
+    assert_eq!(shown(by_ci.run_id.clone()).await, (Some("<script>ci</script>".into()), Some(named.key.id.clone())));
+    let unnamed_id = Some(unnamed.key.id.clone());
+    assert_eq!(shown(by_anon.run_id.clone()).await, (unnamed_id.clone(), unnamed_id), "a key without a name: its id");
+
+    let ids = |items: Vec<ItemView>| items.into_iter().map(|i| i.run_id).collect::<Vec<_>>();
+    let ci_runs = c.list_items_launched_by(None, Some("<script>ci</script>"), 10).await.unwrap();
+    assert_eq!(ids(ci_runs), [by_ci_elsewhere.run_id.clone(), by_ci.run_id.clone()]);
+    let ci_on_q = c.list_items_launched_by(Some("q"), Some("<script>ci</script>"), 10).await.unwrap();
+    assert_eq!(ids(ci_on_q), [by_ci.run_id.clone()]);
+    assert!(c.list_items_launched_by(None, Some("nobody"), 10).await.unwrap().is_empty());
+    assert_eq!(c.list_items(None, 10).await.unwrap().len(), 4, "no filter: every run");
+    assert!(
+        serde_json::to_string(&c.get_item(&by_admin.item_id).await.unwrap())
+            .unwrap()
+            .contains("\"launched_by\":\"admin\"")
+    );
+
+    for bad in ["", "   ", "tab\there", &"x".repeat(65)] {
+        let (s, b) = api_err(c.create_named_key("member", Some(bad)).await);
+        assert_eq!((s, b.field.as_deref()), (400, Some("name")), "{bad:?}: {}", b.message);
+        assert!(b.message.starts_with("key name "), "{}", b.message);
+    }
+}
+
+/// A pending run's priority changes (and with it the claim order); once
+/// claimed it is refused with 409 `not_pending`; agent keys may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_changes_only_while_pending() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    queue(c, "q", ResourceType::LocalContainer).await;
+    image_job(c, "j").await;
+    let first = c.launch("q", &launch("j")).await.unwrap();
+    let second = c.launch("q", &launch("j")).await.unwrap();
+    let raised = c.set_priority(&second.run_id, Priority::Critical).await.unwrap();
+    assert_eq!(
+        (raised.id.as_str(), raised.priority, raised.state),
+        (second.item_id.as_str(), Priority::Critical, ItemState::Pending)
+    );
+    let history = c.item_history(&second.item_id).await.unwrap();
+    assert_eq!(
+        history.iter().map(|h| (h.event.as_str(), h.reason.as_deref())).collect::<Vec<_>>(),
+        [("launch", None), ("priority", Some("priority medium → critical"))]
+    );
+
+    let agent_key = c.create_key("agent").await.unwrap().secret;
+    let agent_client = Client::new(&t.server.base_url(), &agent_key, "default").unwrap();
+    let (s, b) = api_err(agent_client.set_priority(&first.run_id, Priority::High).await);
+    assert_eq!((s, b.code.as_str()), (403, "forbidden"));
+    let (s, _) = api_err(c.set_priority("nope", Priority::High).await);
+    assert_eq!(s, 404);
+    let anonymous = Client::new(&t.server.base_url(), "lft_wrong", "default").unwrap();
+    assert_eq!(api_err(anonymous.set_priority(&first.run_id, Priority::High).await).0, 401);
+    let raw = reqwest::Client::new()
+        .post(format!("{}/api/v1/entities/default/items/{}/priority", t.server.base_url(), first.run_id))
+        .bearer_auth(t.server.admin_key.as_deref().unwrap())
+        .json(&serde_json::json!({"priority": "urgent"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400, "an unknown priority is refused");
+
+    let agent_id = agent(c, &["q"]).await;
+    let claim = c.claim(&agent_id, &["q".into()], Duration::ZERO).await.unwrap().expect("an item");
+    assert_eq!(claim.item.id, second.item_id, "the raised run is claimed first");
+    let (s, b) = api_err(c.set_priority(&second.run_id, Priority::Low).await);
+    assert_eq!((s, b.code.as_str()), (409, "not_pending"));
+    assert!(b.message.contains("is claimed: only a pending run's priority can change"), "{}", b.message);
+    assert_eq!(c.get_item(&second.item_id).await.unwrap().priority, Priority::Critical, "unchanged");
+}
+
+/// Agents' versions are stored and shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_show_their_version() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    queue(c, "q", ResourceType::LocalContainer).await;
+    let req =
+        RegisterAgent { queues: vec!["q".into()], hostname: "gpu-1".into(), max_jobs: 1, version: "0.9.2".into() };
+    let registered = c.register_agent(&req).await.unwrap();
+    assert_eq!(registered.version.as_deref(), Some("0.9.2"));
+    assert_eq!(c.list_agents().await.unwrap()[0].version.as_deref(), Some("0.9.2"));
+    let (s, b) = api_err(c.register_agent(&RegisterAgent { version: "v\n1".into(), ..req }).await);
+    assert_eq!((s, b.field.as_deref()), (400, Some("version")));
+}
