@@ -399,3 +399,41 @@ pub async fn bulk_stop(
     to.extend(form_urlencoded::byte_serialize(name.as_bytes()));
     Ok(Redirect::to(&format!("{to}{back}")).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_back_from_now_name_their_field() {
+        assert_eq!(parse_ago("since", "30m"), Ok(1_800_000));
+        assert_eq!(parse_ago("since", "24h"), Ok(86_400_000));
+        assert_eq!(parse_ago("until", "7d"), Ok(7 * 86_400_000));
+        assert_eq!(parse_ago("until", "0h"), Ok(0));
+        for bad in ["", "h", "1", "1.5h", "-1h", "+1h", "1w", "1 h", "é", "1é", "99999999999999999999d"] {
+            let err = parse_ago("since", bad).unwrap_err();
+            assert!(err.starts_with("since must be") || err.starts_with("since reaches"), "{bad:?}: {err}");
+        }
+        assert!(parse_ago("until", "3651d").unwrap_err().contains("at most 3650d"));
+    }
+
+    #[test]
+    fn filters_write_one_query_string() {
+        let f = PageFilters::parse(
+            Some(" failed ".into()),
+            None,
+            Some(String::new()),
+            Some("a&b=c".into()),
+            Some("24h".into()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(f.query(), "state=failed&launched_by=a%26b%3Dc&since=24h");
+        let store = f.item_filter(100_000_000);
+        assert_eq!(
+            (store.launcher.as_deref(), store.since_ms, store.until_ms),
+            (Some("a&b=c"), Some(13_600_000), None)
+        );
+        assert!(PageFilters::parse(Some("nope".into()), None, None, None, None, None).is_err());
+    }
+}
