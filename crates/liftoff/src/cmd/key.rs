@@ -66,6 +66,7 @@ pub async fn run(globals: &Globals, cmd: KeyCmd) -> anyhow::Result<()> {
                 let mut t = Table::key_values();
                 t.row(["id", k.id.as_str()])
                     .row(["role", k.role.as_str()])
+                    .row(["name", &output::opt(k.name.as_deref())])
                     .row(["secret in", &path.display().to_string()]);
                 t
             })
@@ -75,7 +76,10 @@ pub async fn run(globals: &Globals, cmd: KeyCmd) -> anyhow::Result<()> {
                 client.create_named_key(role.as_str(), name.as_deref()).await.context("failed to create the key")?;
             output::emit(format.format, &created, |c| {
                 let mut t = Table::key_values();
-                t.row(["id", c.key.id.as_str()]).row(["role", c.key.role.as_str()]).row(["secret", c.secret.as_str()]);
+                t.row(["id", c.key.id.as_str()])
+                    .row(["role", c.key.role.as_str()])
+                    .row(["name", &output::opt(c.key.name.as_deref())])
+                    .row(["secret", c.secret.as_str()]);
                 t
             })?;
             eprintln!("the secret is shown once; store it now (for an agent: a 0600 file, `--api-key-file`)");
