@@ -696,7 +696,7 @@ async fn runs_record_their_launcher() {
     let ci_runs = c.list_items_launched_by(None, Some("<script>ci</script>"), 10).await.unwrap();
     assert_eq!(ids(ci_runs), [by_ci_elsewhere.run_id.clone(), by_ci.run_id.clone()]);
     let ci_on_q = c.list_items_launched_by(Some("q"), Some("<script>ci</script>"), 10).await.unwrap();
-    assert_eq!(ids(ci_on_q), [by_ci.run_id.clone()]);
+    assert_eq!(ids(ci_on_q), [by_ci.run_id]);
     assert!(c.list_items_launched_by(None, Some("nobody"), 10).await.unwrap().is_empty());
     assert_eq!(c.list_items(None, 10).await.unwrap().len(), 4, "no filter: every run");
     assert!(

@@ -362,8 +362,12 @@ async fn runs_show_their_launcher_and_change_priority_while_pending() {
     assert_eq!(text(&changed.stdout).trim(), "critical");
     let bad = run(&secret, &["run", "priority", &launched.run_id, "urgent"]).await;
     assert!(!bad.status.success() && text(&bad.stderr).contains("urgent"), "{}", text(&bad.stderr));
-    let agent = RegisterAgent { queues: vec!["q".into()], hostname: "h".into(), max_jobs: 1, version: String::new() };
+    let agent = RegisterAgent { queues: vec!["q".into()], hostname: "h".into(), max_jobs: 1, version: "1.2.3".into() };
     let agent_id = admin.register_agent(&agent).await.unwrap().id;
+    let agents = run(&key, &["agent", "list"]).await;
+    assert_ok(&agents);
+    let row = text(&agents.stdout).lines().find(|l| l.starts_with(&agent_id)).map(str::to_string).unwrap_or_default();
+    assert_eq!(row.split_whitespace().take(3).collect::<Vec<_>>(), [agent_id.as_str(), "h", "1.2.3"], "{row}");
     let claim = admin.claim(&agent_id, &["q".into()], std::time::Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(claim.item.run_id, launched.run_id, "the critical run is claimed first");
     let late = run(&secret, &["run", "priority", &launched.run_id, "low"]).await;
