@@ -113,6 +113,9 @@ fn non_empty(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// The longest job, agent or launcher a filter takes (a saved filter stores it).
+const MAX_FILTER_BYTES: usize = 512;
+
 /// The longest `since`/`until`: ten years.
 const MAX_AGO_MS: i64 = 3650 * 86_400_000;
 
@@ -169,6 +172,10 @@ impl PageFilters {
             since: non_empty(since),
             until: non_empty(until),
         };
+        let texts = [("job", &f.job), ("agent", &f.agent), ("launched_by", &f.launched_by)];
+        if let Some((field, _)) = texts.iter().find(|(_, v)| v.as_ref().is_some_and(|v| v.len() > MAX_FILTER_BYTES)) {
+            return Err(UiError::BadRequest(format!("{field} must be at most {MAX_FILTER_BYTES} bytes")));
+        }
         if let Some(s) = &f.state
             && !ItemState::ALL.iter().any(|v| v.as_str() == s)
         {
@@ -435,5 +442,7 @@ mod tests {
             (Some("a&b=c"), Some(13_600_000), None)
         );
         assert!(PageFilters::parse(Some("nope".into()), None, None, None, None, None).is_err());
+        let long = PageFilters::parse(None, Some("j".repeat(513)), None, None, None, None);
+        assert!(matches!(long, Err(UiError::BadRequest(m)) if m == "job must be at most 512 bytes"));
     }
 }
