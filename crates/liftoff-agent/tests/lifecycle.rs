@@ -78,7 +78,11 @@ async fn an_ignored_stop_request_becomes_a_kill_after_stopped_run_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsafe_docker_options_fail_only_their_item_naming_each_option() {
+/// A queue an older server left with unsafe options: each launch on it is
+/// refused at the server's door naming every option (the agent's own check
+/// of the same rules, behind it, is tested in liftoff-core and liftoff-run),
+/// and other work goes on.
+async fn unsafe_docker_options_are_refused_at_launch_naming_each_option() {
     let r = rig().await;
     r.queue_unchecked(
         "boxes",
@@ -90,12 +94,12 @@ async fn unsafe_docker_options_fail_only_their_item_naming_each_option() {
     r.job("ok", "echo fine\n").await;
     let opts = AgentOptions { queues: vec!["boxes".into(), "local".into()], ..r.options(1, Duration::from_secs(5)) };
     let (stop, agent) = r.agent_with(opts);
-    let bad = r.launch_on("boxes", "img").await;
-    let item = r.wait_for(&bad, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
-    assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Agent)));
-    let reason = item.reason.unwrap();
+    let bad = r.client.launch("boxes", &LaunchRequest { job: "img".into(), ..Default::default() }).await;
+    let Err(liftoff_client::ClientError::Api { status: 422, body }) = bad else { panic!("{bad:?}") };
+    let reason = body.message;
     assert!(reason.contains("'privileged'") && reason.contains("'cap-add'"), "{reason}");
     assert!(!reason.contains("option 'memory'"), "allowed options are not blamed: {reason}");
+    assert!(r.client.list_items(Some("boxes"), 10).await.unwrap().is_empty(), "nothing was enqueued");
     let good = r.launch("ok").await;
     assert_eq!(r.wait_for(&good, |i| i.state.is_terminal(), Duration::from_secs(20)).await.state, ItemState::Finished);
     stop.send(()).unwrap();
@@ -179,7 +183,7 @@ async fn arguments_reach_the_process_as_they_are_without_a_shell() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unsafe_kubernetes_args_are_named_before_anything_runs() {
+async fn unsafe_kubernetes_args_are_named_before_anything_is_enqueued() {
     let r = rig().await;
     let manifest = serde_json::json!({"spec": {"template": {"spec": {
         "hostNetwork": true,
@@ -187,14 +191,18 @@ async fn unsafe_kubernetes_args_are_named_before_anything_runs() {
     }}}});
     r.queue_unchecked("k8s", ResourceType::Kubernetes, manifest).await;
     r.image_job("img", "busybox:1", &[]).await;
-    let opts = AgentOptions { queues: vec!["k8s".into()], ..r.options(1, Duration::from_secs(5)) };
+    let bad = r.client.launch("k8s", &LaunchRequest { job: "img".into(), ..Default::default() }).await;
+    let Err(liftoff_client::ClientError::Api { status: 422, body }) = bad else { panic!("{bad:?}") };
+    assert!(body.message.contains("unsafe resource_args.kubernetes option 'securityContext'"), "{}", body.message);
+    assert!(body.message.contains("option 'hostNetwork'"), "{}", body.message);
+    // a safe manifest is enqueued, and an agent without the runner says so
+    r.queue("k8s-safe", ResourceType::Kubernetes, serde_json::json!({"spec": {"backoffLimit": 0}})).await;
+    let opts = AgentOptions { queues: vec!["k8s-safe".into()], ..r.options(1, Duration::from_secs(5)) };
     let (stop, agent) = r.agent_with(opts);
-    let id = r.launch_on("k8s", "img").await;
+    let id = r.launch_on("k8s-safe", "img").await;
     let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
     assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Agent)));
     let reason = item.reason.unwrap();
-    assert!(reason.contains("unsafe resource_args.kubernetes option 'securityContext'"), "{reason}");
-    assert!(reason.contains("option 'hostNetwork'"), "{reason}");
     assert!(
         reason.contains("this agent cannot run resource 'kubernetes' yet (local-process and local-container only)"),
         "no runner is registered for it: {reason}"

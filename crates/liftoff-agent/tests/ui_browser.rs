@@ -414,6 +414,13 @@ async fn user_and_job_values_render_as_text_and_entities_stay_apart() {
         ..Default::default()
     };
     let run_id = r.client.launch("xss", &req).await.unwrap().run_id;
+    // A run launched with a key whose name carries markup (names are at
+    // most 64 characters, hence a shorter payload).
+    let short = |tag: &str| format!("<img src={evil}/{tag} onerror=alert(1)>");
+    let named = r.client.create_named_key("member", Some(&short("k"))).await.unwrap();
+    let by_named = Client::new(&base, &named.secret, "default").unwrap();
+    let plain = LaunchRequest { job: "plain".into(), ..Default::default() };
+    let named_run = by_named.launch("xss", &plain).await.unwrap().run_id;
     // An agent (the admin key acting as one) whose host name, log, warning
     // and failure reason all carry markup.
     let agent = r
@@ -422,7 +429,7 @@ async fn user_and_job_values_render_as_text_and_entities_stay_apart() {
             queues: vec!["xss".into()],
             hostname: payload("host"),
             max_jobs: 1,
-            version: String::new(),
+            version: short("v"),
         })
         .await
         .unwrap();
@@ -462,6 +469,28 @@ async fn user_and_job_values_render_as_text_and_entities_stay_apart() {
     assert!(text_of(&b, "body").await.contains("Jobs"));
     b.goto(&format!("{base}/agents")).await.unwrap();
     assert!(text_of(&b, "tbody").await.contains(&payload("host")), "the host name shows as text");
+    assert!(text_of(&b, "tbody").await.contains(&short("v")), "the agent's version shows as text");
+    // the launcher's name, on the run page (and on the queue page above)
+    b.goto(&format!("{base}/runs/{named_run}")).await.unwrap();
+    no_dialog(&b, "a run launched by a key named with markup").await;
+    assert!(text_of(&b, "main").await.contains(&short("k")), "the launcher shows as text");
+    assert!(b.find_all(Locator::Css("main script, main img")).await.unwrap().is_empty());
+    // a saved filter named with markup, saved through the page's own form
+    b.goto(&format!("{base}/queues/xss?state=pending")).await.unwrap();
+    let name = b.find(Locator::Css("form[action$='/filters'] input[name=name]")).await.unwrap();
+    name.send_keys(&short("f")).await.unwrap();
+    b.find(Locator::Css("form[action$='/filters'] button")).await.unwrap().click().await.unwrap();
+    wait_until(&b, "the saved filter's link", |b| async move {
+        Ok(b.find_all(Locator::Css(".saved-filters a")).await?.len() == 1)
+    })
+    .await;
+    no_dialog(&b, "a saved filter named with markup").await;
+    assert_eq!(text_of(&b, ".saved-filters a").await, short("f"), "the name shows as text");
+    assert!(b.find_all(Locator::Css("main script, main img")).await.unwrap().is_empty());
+    b.goto(&format!("{base}/queues/xss")).await.unwrap();
+    b.find(Locator::Css(".saved-filters a")).await.unwrap().click().await.unwrap();
+    wait_until(&b, "the saved view", |b| async move { Ok(b.current_url().await?.query() == Some("state=pending")) })
+        .await;
 
     // Another entity's run: not found, as if it did not exist.
     let store =

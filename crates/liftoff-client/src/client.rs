@@ -2,7 +2,7 @@ use crate::ClientError;
 use crate::events::{EventStream, QueueEvents, RunEvents};
 use bytes::Bytes;
 use liftoff_core::api::*;
-use liftoff_core::{ItemEvent, ItemTransition};
+use liftoff_core::{ItemEvent, ItemTransition, Priority};
 use liftoff_core::{Queue, api::ErrorBody};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
@@ -153,8 +153,25 @@ impl Client {
     }
 
     pub async fn list_items(&self, queue: Option<&str>, limit: i64) -> Result<Vec<ItemView>, ClientError> {
+        self.list_items_launched_by(queue, None, limit).await
+    }
+
+    /// [`Self::list_items`], only those launched by `launcher` when given
+    /// (as items show it in `launched_by`).
+    pub async fn list_items_launched_by(
+        &self,
+        queue: Option<&str>,
+        launcher: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ItemView>, ClientError> {
         let q = queue.map(|q| format!("&queue={}", enc(q))).unwrap_or_default();
-        self.call(Method::GET, &format!("/items?limit={limit}{q}"), None::<&()>).await
+        let l = launcher.map(|l| format!("&launched_by={}", enc(l))).unwrap_or_default();
+        self.call(Method::GET, &format!("/items?limit={limit}{q}{l}"), None::<&()>).await
+    }
+
+    /// A pending item's new priority (409 `not_pending` once it was claimed or ended).
+    pub async fn set_priority(&self, id: &str, priority: Priority) -> Result<ItemView, ClientError> {
+        self.call(Method::POST, &format!("/items/{}/priority", enc(id)), Some(&SetPriority { priority })).await
     }
 
     pub async fn get_item(&self, id: &str) -> Result<ItemView, ClientError> {
@@ -227,7 +244,13 @@ impl Client {
 
     /// A new key of the entity with `role`; its secret is in the answer only.
     pub async fn create_key(&self, role: &str) -> Result<CreatedApiKey, ClientError> {
-        self.call(Method::POST, "/keys", Some(&CreateApiKey { role: role.to_string() })).await
+        self.create_named_key(role, None).await
+    }
+
+    /// [`Self::create_key`] with a name, which the runs it launches show.
+    pub async fn create_named_key(&self, role: &str, name: Option<&str>) -> Result<CreatedApiKey, ClientError> {
+        let req = CreateApiKey { role: role.to_string(), name: name.map(str::to_string) };
+        self.call(Method::POST, "/keys", Some(&req)).await
     }
 
     pub async fn list_keys(&self) -> Result<Vec<ApiKeyView>, ClientError> {

@@ -94,7 +94,7 @@ pub struct LaunchRequest {
     #[schema(schema_with = crate::rules::job_ref_schema)]
     pub job: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = crate::rules::command_schema)]
+    #[schema(schema_with = crate::rules::optional_command_schema)]
     pub entrypoint: Option<Vec<String>>,
     #[serde(default)]
     #[schema(schema_with = crate::rules::args_schema)]
@@ -107,7 +107,7 @@ pub struct LaunchRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = crate::rules::name_schema)]
+    #[schema(schema_with = crate::rules::optional_name_schema)]
     pub run_id: Option<String>,
     /// `{relative path of a .json/.yaml/.yml config file: partial document}`,
     /// handed to the run (`LIFTOFF_FILE_OVERRIDES`) to merge into its files.
@@ -271,6 +271,20 @@ pub struct ItemView {
     /// The image the agent built or found for this run, once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildRecord>,
+    /// Who launched it: the launching API key's name (its id when it has
+    /// none). Absent for items launched before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_by: Option<String>,
+    /// The id of the API key that launched it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_by_key: Option<String>,
+}
+
+/// `POST /items/{id}/priority`: a pending item's new priority.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPriority {
+    pub priority: Priority,
 }
 
 impl ItemView {
@@ -374,7 +388,7 @@ pub struct BuildUpdate {
     pub fence: i64,
     /// Finish: the image pushed (`None`: the build failed; the next agent that asks builds it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = crate::rules::image_schema)]
+    #[schema(schema_with = crate::rules::optional_image_schema)]
     pub image: Option<String>,
 }
 
@@ -411,6 +425,7 @@ pub struct RegisterAgent {
     #[serde(deserialize_with = "crate::rules::int::i64")]
     pub max_jobs: i64,
     #[serde(default)]
+    #[schema(schema_with = crate::rules::version_schema)]
     pub version: String,
 }
 
@@ -433,6 +448,10 @@ pub struct AgentView {
     pub stop_polling: bool,
     pub heartbeat_at_ms: i64,
     pub created_at_ms: i64,
+    /// The liftoff version the agent registered with (absent for agents
+    /// registered before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -464,6 +483,28 @@ pub struct CreateApiKey {
     /// `agent` (register, claim, renew, report, log).
     #[schema(value_type = NewKeyRole)]
     pub role: String,
+    /// Who or what uses it (shown as a run's "launched by"): 1 to 64
+    /// characters, no control characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::rules::optional_label_schema)]
+    pub name: Option<String>,
+}
+
+/// The longest key or saved-filter name, in characters.
+pub const MAX_LABEL_CHARS: usize = 64;
+
+/// Checks a name people give to things (an API key, a saved filter): 1 to
+/// [`MAX_LABEL_CHARS`] characters, no control characters, not only spaces.
+/// Anything else is allowed: pages escape it.
+pub fn check_label(value: &str) -> Result<(), String> {
+    let n = value.chars().count();
+    if value.trim().is_empty() || n > MAX_LABEL_CHARS {
+        return Err(format!("must be 1 to {MAX_LABEL_CHARS} characters, not only spaces (got {n})"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
 }
 
 /// A stored API key, without its secret.
@@ -472,6 +513,8 @@ pub struct ApiKeyView {
     pub id: String,
     pub role: String,
     pub created_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The answer to `POST /keys`: the secret is shown this once.

@@ -4,7 +4,9 @@ use std::str::FromStr;
 
 /// Run-queue item priority. Lower number = claimed first, as in the reference
 /// (critical=0, high=1, medium=2, low=3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     Critical,

@@ -86,8 +86,45 @@ pub mod int {
     }
 }
 
+/// `schema`, or `null` (for an `Option` field: serde reads `null` as absent).
+fn or_null(schema: Schema) -> Schema {
+    OneOfBuilder::new()
+        .item(utoipa::openapi::RefOr::T(schema))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
+}
+
+pub fn optional_label_schema() -> Schema {
+    or_null(label_schema())
+}
+
+pub fn optional_name_schema() -> Schema {
+    or_null(name_schema())
+}
+
+pub fn optional_image_schema() -> Schema {
+    or_null(image_schema())
+}
+
+pub fn optional_command_schema() -> Schema {
+    or_null(command_schema())
+}
+
 fn string(pattern: Option<&str>, max_length: Option<usize>) -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String).pattern(pattern).max_length(max_length)
+}
+
+/// A key's or saved filter's name: 1 to 64 characters, none a control
+/// character (`api::check_label`; only spaces is refused with 422).
+pub const LABEL: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]+$";
+
+pub fn label_schema() -> Schema {
+    string(Some(LABEL), Some(crate::api::MAX_LABEL_CHARS)).min_length(Some(1)).into()
+}
+
+/// An agent's version: up to 64 characters, none a control character.
+pub fn version_schema() -> Schema {
+    string(Some("^[^\\x00-\\x1f\\x7f-\\x9f]*$"), Some(64)).into()
 }
 
 pub fn name_schema() -> Schema {
@@ -135,10 +172,7 @@ pub fn max_jobs_schema() -> Schema {
 
 /// A non-empty list of command-line words, each within Linux's bound.
 pub fn command_schema() -> Schema {
-    ArrayBuilder::new()
-        .items(string(None, Some(crate::api::MAX_LAUNCH_ARG_BYTES)))
-        .min_items(Some(1))
-        .into()
+    ArrayBuilder::new().items(string(None, Some(crate::api::MAX_LAUNCH_ARG_BYTES))).min_items(Some(1)).into()
 }
 
 pub fn args_schema() -> Schema {
@@ -190,8 +224,21 @@ mod tests {
     }
 
     #[test]
+    fn label_pattern_is_check_label_but_for_spaces() {
+        let long = "é".repeat(64);
+        for s in ["admin", "ci bot <x>", &long, "a\tb", "a\u{85}b", "a\u{7f}", "\n"] {
+            assert_eq!(matches(LABEL, s), crate::api::check_label(s).is_ok(), "{s:?}");
+        }
+        assert!(
+            matches(LABEL, "   ") && crate::api::check_label("   ").is_err(),
+            "only spaces: 422, not in the pattern"
+        );
+    }
+
+    #[test]
     fn job_ref_pattern_is_job_ref_parse() {
-        for s in ["n", "p/n", "e/p/n", "n:v3", "e/p/n:latest", "a/b/c/d", "n:", ":a", "p//n", "p/.n", "n:a:b", "é", ""] {
+        for s in ["n", "p/n", "e/p/n", "n:v3", "e/p/n:latest", "a/b/c/d", "n:", ":a", "p//n", "p/.n", "n:a:b", "é", ""]
+        {
             assert_eq!(matches(JOB_REF, s), crate::job::JobRef::parse(s).is_ok(), "{s:?}");
         }
     }

@@ -6,10 +6,10 @@ use crate::routes;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use liftoff_store::{BlobStore, Store};
 use std::sync::{Arc, Mutex};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -37,9 +37,7 @@ pub fn router(state: AppState) -> Router {
     let blob_limit = state.config.max_blob_body;
     let (api, doc) = api_routes(blob_limit).split_for_parts();
     let doc = Arc::new(crate::openapi::document(doc));
-    let api = api
-        .route_layer(axum::middleware::from_fn(crate::extract::json_errors))
-        .layer(axum::Extension(doc));
+    let api = api.route_layer(axum::middleware::from_fn(crate::extract::json_errors)).layer(axum::Extension(doc));
     Router::new()
         .nest("/api/v1", api)
         .merge(crate::ui::routes::router())
@@ -68,6 +66,7 @@ fn api_routes(blob_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(items::list))
         .routes(routes!(items::show))
         .routes(routes!(items::stop))
+        .routes(routes!(items::set_priority))
         .routes(routes!(leases::renew))
         .routes(routes!(leases::event, events::history))
         .routes(routes!(events::run_stream))

@@ -3,7 +3,7 @@ use crate::error::ApiError;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use liftoff_store::{ApiKeyRecord, KeyRole};
+use liftoff_store::{ApiKeyRecord, KeyRole, Launcher};
 use sha2::{Digest, Sha256};
 
 /// The authenticated caller of a request.
@@ -13,8 +13,8 @@ pub struct Caller {
     pub role: KeyRole,
     /// For a run key: the claim (fencing token) it was minted for.
     pub run_fence: Option<i64>,
-    /// The stored key's id (run keys are not stored).
-    pub key_id: Option<String>,
+    /// A stored key's name and id, which the runs it launches record.
+    pub launcher: Option<Launcher>,
 }
 
 /// Run keys are not stored: a key is `lft_run.<hex entity>.<item>.<fence>.<mac>`,
@@ -154,21 +154,22 @@ pub fn new_key_secret() -> String {
     format!("lft_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
-/// Creates and stores a new admin key of `entity`; returns its secret, which
-/// exists nowhere else afterwards.
+/// Creates and stores a new admin key of `entity`, named `admin`; returns
+/// its secret, which exists nowhere else afterwards.
 pub async fn mint_admin_key(
     store: &dyn liftoff_store::Store,
     entity: &str,
 ) -> Result<String, liftoff_store::StoreError> {
-    Ok(mint_key(store, entity, KeyRole::Admin).await?.0)
+    Ok(mint_key(store, entity, KeyRole::Admin, Some("admin".into())).await?.0)
 }
 
-/// Creates and stores a new key of `entity` with `role`; returns its secret
-/// (which exists nowhere else afterwards) and its record.
+/// Creates and stores a new key of `entity` with `role` and `name`; returns
+/// its secret (which exists nowhere else afterwards) and its record.
 pub async fn mint_key(
     store: &dyn liftoff_store::Store,
     entity: &str,
     role: KeyRole,
+    name: Option<String>,
 ) -> Result<(String, ApiKeyRecord), liftoff_store::StoreError> {
     let secret = new_key_secret();
     let rec = ApiKeyRecord {
@@ -178,6 +179,7 @@ pub async fn mint_key(
         role,
         created_at_ms: liftoff_store::now_ms(),
         expires_at_ms: None,
+        name,
     };
     store.insert_api_key(&rec).await?;
     Ok((secret, rec))
@@ -202,13 +204,14 @@ impl FromRequestParts<AppState> for Caller {
         if secret.starts_with(RUN_KEY_PREFIX) {
             let (entity, item_id, fence) =
                 state.run_keys.verify(secret).ok_or_else(|| unauthorized("unknown API key"))?;
-            return Ok(Caller { entity, role: KeyRole::Run { item_id }, run_fence: Some(fence), key_id: None });
+            return Ok(Caller { entity, role: KeyRole::Run { item_id }, run_fence: Some(fence), launcher: None });
         }
         let key = lookup_key(state, &hash_key(secret)).await?.ok_or_else(|| unauthorized("unknown API key"))?;
         if key.expires_at_ms.is_some_and(|t| t <= liftoff_store::now_ms()) {
             return Err(unauthorized("API key has expired"));
         }
-        Ok(Caller { entity: key.entity, role: key.role, run_fence: None, key_id: Some(key.id) })
+        let launcher = Some(key.launcher());
+        Ok(Caller { entity: key.entity, role: key.role, run_fence: None, launcher })
     }
 }
 

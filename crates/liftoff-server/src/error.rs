@@ -43,6 +43,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            e @ StoreError::NotPending { .. } => Self::new(StatusCode::CONFLICT, "not_pending", e.to_string()),
             e @ StoreError::StaleFence { .. } => {
                 Self::new(StatusCode::CONFLICT, "stale_fence", e.to_string()).field("fence")
             }

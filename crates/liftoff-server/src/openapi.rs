@@ -6,8 +6,8 @@
 //! `crates/liftoff-server/tests/api_contract.rs` runs schemathesis against a live
 //! server with this document.
 
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::OpenApi as Doc;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]

@@ -448,7 +448,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!((s, b.field.as_deref()), (404, Some("queue")));
     assert!(b.message.contains("'nope'"));
     let (s, b) = api_err(c.launch("q", &launch("missing")).await);
-    assert_eq!((s, b.field.as_deref()), (404, Some("job")));
+    assert_eq!((s, b.field.as_deref()), (422, Some("job")));
     assert!(b.message.contains("missing"));
 
     // template variables: wrong type, out of range, unknown
@@ -512,6 +512,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
             role: KeyRole::Admin,
             created_at_ms: 1,
             expires_at_ms: None,
+            name: None,
         })
         .await
         .unwrap();
@@ -687,14 +688,19 @@ async fn queue_configs_are_checked_at_the_door_and_the_references_variables_are_
     let t = serve(Duration::from_secs(30)).await;
     let c = &t.client;
     let create = |name: &str, resource: &str, config: serde_json::Value, vars: serde_json::Value| {
-        let body = serde_json::json!({"name": name, "resource": resource, "config": config, "template_variables": vars});
+        let body =
+            serde_json::json!({"name": name, "resource": resource, "config": config, "template_variables": vars});
         let url = format!("{}/api/v1/entities/default/queues", t.server.base_url());
         let key = t.server.admin_key.clone().unwrap();
         async move { reqwest::Client::new().post(url).bearer_auth(key).json(&body).send().await.unwrap() }
     };
     // the reference's nesting, an unknown option, a bad value: refused, each named
     for (config, field, needle) in [
-        (serde_json::json!({"resource_args": {"local-container": {"memory": "1g"}}}), "config.resource_args", "top level"),
+        (
+            serde_json::json!({"resource_args": {"local-container": {"memory": "1g"}}}),
+            "config.resource_args",
+            "top level",
+        ),
         (serde_json::json!({"memory": "1g", "privileged": true}), "config.privileged", "unsupported"),
         (serde_json::json!({"memory": "lots"}), "config.memory", "memory"),
     ] {
@@ -716,7 +722,10 @@ async fn queue_configs_are_checked_at_the_door_and_the_references_variables_are_
     let job = CreateJob {
         project: "default".into(),
         name: "j".into(),
-        source: JobSourceSpec { image: Some(ImageSource { image: "busybox".into(), args: vec![] }), ..Default::default() },
+        source: JobSourceSpec {
+            image: Some(ImageSource { image: "busybox".into(), args: vec![] }),
+            ..Default::default()
+        },
         aliases: vec![],
         runtime: None,
     };
@@ -728,4 +737,122 @@ async fn queue_configs_are_checked_at_the_door_and_the_references_variables_are_
     req.template_variables = BTreeMap::new();
     c.launch("ref", &req).await.unwrap();
     assert_eq!(c.list_items(None, 100).await.unwrap().len(), 1);
+}
+
+/// A run records the key that launched it (its name, else its id); the item
+/// list filters by it; key names are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_record_their_launcher() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    queue(c, "q", ResourceType::LocalContainer).await;
+    queue(c, "other", ResourceType::LocalContainer).await;
+    image_job(c, "j").await;
+    let base = t.server.base_url();
+    let named = c.create_named_key("member", Some("<script>ci</script>")).await.unwrap();
+    assert_eq!(named.key.name.as_deref(), Some("<script>ci</script>"));
+    let unnamed = c.create_key("member").await.unwrap();
+    assert_eq!(unnamed.key.name, None);
+    let ci = Client::new(&base, &named.secret, "default").unwrap();
+    let anon = Client::new(&base, &unnamed.secret, "default").unwrap();
+
+    let by_admin = c.launch("q", &launch("j")).await.unwrap();
+    let by_ci = ci.launch("q", &launch("j")).await.unwrap();
+    let by_ci_elsewhere = ci.launch("other", &launch("j")).await.unwrap();
+    let by_anon = anon.launch("q", &launch("j")).await.unwrap();
+    let shown = |id: String| async move {
+        let i = c.get_item(&id).await.unwrap();
+        (i.launched_by, i.launched_by_key)
+    };
+    let admin_id = c.list_keys().await.unwrap().into_iter().find(|k| k.role == "admin").unwrap().id;
+    assert_eq!(
+        shown(by_admin.run_id.clone()).await,
+        (Some("admin".into()), Some(admin_id)),
+        "the first admin key is named admin"
+    );
+    assert_eq!(shown(by_ci.run_id.clone()).await, (Some("<script>ci</script>".into()), Some(named.key.id.clone())));
+    let unnamed_id = Some(unnamed.key.id.clone());
+    assert_eq!(shown(by_anon.run_id.clone()).await, (unnamed_id.clone(), unnamed_id), "a key without a name: its id");
+
+    let ids = |items: Vec<ItemView>| items.into_iter().map(|i| i.run_id).collect::<Vec<_>>();
+    let ci_runs = c.list_items_launched_by(None, Some("<script>ci</script>"), 10).await.unwrap();
+    assert_eq!(ids(ci_runs), [by_ci_elsewhere.run_id.clone(), by_ci.run_id.clone()]);
+    let ci_on_q = c.list_items_launched_by(Some("q"), Some("<script>ci</script>"), 10).await.unwrap();
+    assert_eq!(ids(ci_on_q), [by_ci.run_id]);
+    assert!(c.list_items_launched_by(None, Some("nobody"), 10).await.unwrap().is_empty());
+    assert_eq!(c.list_items(None, 10).await.unwrap().len(), 4, "no filter: every run");
+    assert!(
+        serde_json::to_string(&c.get_item(&by_admin.item_id).await.unwrap())
+            .unwrap()
+            .contains("\"launched_by\":\"admin\"")
+    );
+
+    // against the document's rule: 400; only spaces, which it cannot state: 422
+    for (bad, status) in [("", 400), ("   ", 422), ("tab\there", 400), (&"x".repeat(65), 400)] {
+        let (s, b) = api_err(c.create_named_key("member", Some(bad)).await);
+        assert_eq!((s, b.field.as_deref()), (status, Some("name")), "{bad:?}: {}", b.message);
+        assert!(b.message.starts_with("key name "), "{}", b.message);
+    }
+}
+
+/// A pending run's priority changes (and with it the claim order); once
+/// claimed it is refused with 409 `not_pending`; agent keys may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_changes_only_while_pending() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    queue(c, "q", ResourceType::LocalContainer).await;
+    image_job(c, "j").await;
+    let first = c.launch("q", &launch("j")).await.unwrap();
+    let second = c.launch("q", &launch("j")).await.unwrap();
+    let raised = c.set_priority(&second.run_id, Priority::Critical).await.unwrap();
+    assert_eq!(
+        (raised.id.as_str(), raised.priority, raised.state),
+        (second.item_id.as_str(), Priority::Critical, ItemState::Pending)
+    );
+    let history = c.item_history(&second.item_id).await.unwrap();
+    assert_eq!(
+        history.iter().map(|h| (h.event.as_str(), h.reason.as_deref())).collect::<Vec<_>>(),
+        [("launch", None), ("priority", Some("priority medium → critical"))]
+    );
+
+    let agent_key = c.create_key("agent").await.unwrap().secret;
+    let agent_client = Client::new(&t.server.base_url(), &agent_key, "default").unwrap();
+    let (s, b) = api_err(agent_client.set_priority(&first.run_id, Priority::High).await);
+    assert_eq!((s, b.code.as_str()), (403, "forbidden"));
+    let (s, _) = api_err(c.set_priority("nope", Priority::High).await);
+    assert_eq!(s, 404);
+    let anonymous = Client::new(&t.server.base_url(), "lft_wrong", "default").unwrap();
+    assert_eq!(api_err(anonymous.set_priority(&first.run_id, Priority::High).await).0, 401);
+    let raw = reqwest::Client::new()
+        .post(format!("{}/api/v1/entities/default/items/{}/priority", t.server.base_url(), first.run_id))
+        .bearer_auth(t.server.admin_key.as_deref().unwrap())
+        .json(&serde_json::json!({"priority": "urgent"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400, "an unknown priority is refused");
+
+    let agent_id = agent(c, &["q"]).await;
+    let claim = c.claim(&agent_id, &["q".into()], Duration::ZERO).await.unwrap().expect("an item");
+    assert_eq!(claim.item.id, second.item_id, "the raised run is claimed first");
+    let (s, b) = api_err(c.set_priority(&second.run_id, Priority::Low).await);
+    assert_eq!((s, b.code.as_str()), (409, "not_pending"));
+    assert!(b.message.contains("is claimed: only a pending run's priority can change"), "{}", b.message);
+    assert_eq!(c.get_item(&second.item_id).await.unwrap().priority, Priority::Critical, "unchanged");
+}
+
+/// Agents' versions are stored and shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_show_their_version() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    queue(c, "q", ResourceType::LocalContainer).await;
+    let req =
+        RegisterAgent { queues: vec!["q".into()], hostname: "gpu-1".into(), max_jobs: 1, version: "0.9.2".into() };
+    let registered = c.register_agent(&req).await.unwrap();
+    assert_eq!(registered.version.as_deref(), Some("0.9.2"));
+    assert_eq!(c.list_agents().await.unwrap()[0].version.as_deref(), Some("0.9.2"));
+    let (s, b) = api_err(c.register_agent(&RegisterAgent { version: "v\n1".into(), ..req }).await);
+    assert_eq!((s, b.field.as_deref()), (400, Some("version")));
 }

@@ -16,10 +16,10 @@
 //! `.ci/schemathesis.sh`); without it the test skips, or fails under `CI`.
 
 use liftoff_client::Client;
+use liftoff_core::ResourceType;
 use liftoff_core::api::*;
 use liftoff_core::job::{CodeSource, ImageSource, JobSourceSpec};
 use liftoff_core::queue::{TemplateVariable, VarKind};
-use liftoff_core::ResourceType;
 use liftoff_server::{ServerConfig, start};
 use std::time::Duration;
 
@@ -133,7 +133,7 @@ async fn schemathesis_finds_no_failure_and_no_server_error() {
         .args(["--url", &format!("{base}/api/v1")])
         .args(["-H", &format!("Authorization: Bearer {key}")])
         .args(["--checks", "all", "--exclude-operation-id", "runStream", "--exclude-operation-id", "queueStream"])
-        .args(["--max-examples", "20", "--workers", "2", "--seed", &seed, "--request-timeout", "10"])
+        .args(["--max-examples", "50", "--workers", "2", "--seed", &seed, "--request-timeout", "10"])
         // its example database and caches go to the scratch directory, not the source tree
         .current_dir(dir.path())
         .env("HOME", dir.path())
@@ -144,12 +144,17 @@ async fn schemathesis_finds_no_failure_and_no_server_error() {
         .expect("schemathesis runs");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "schemathesis (seed {seed}) found problems:\n{text}");
+    // what it did, for the log
+    let summary = text.split("SUMMARY").nth(1).unwrap_or(&text);
+    eprintln!("schemathesis, seed {seed}:{summary}");
     // and it really tried every operation but the two streams
     let counts = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Operations:"))
         .and_then(|l| l.trim().split_once(" selected / "))
-        .map(|(s, t)| (s.trim().parse::<usize>().unwrap(), t.trim_end_matches(" total").trim().parse::<usize>().unwrap()))
+        .map(|(s, t)| {
+            (s.trim().parse::<usize>().unwrap(), t.trim_end_matches(" total").trim().parse::<usize>().unwrap())
+        })
         .unwrap_or_else(|| panic!("no 'Operations:' line in:\n{text}"));
     assert_eq!(counts.0 + 2, counts.1, "all but the two streams are selected:\n{text}");
     assert!(text.contains(&format!("Tested: {}", counts.0)), "every selected operation was tested:\n{text}");

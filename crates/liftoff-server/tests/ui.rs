@@ -412,6 +412,7 @@ async fn intruder(ui: &Ui) -> Session {
         role: liftoff_store::KeyRole::Admin,
         created_at_ms: 1,
         expires_at_ms: None,
+        name: None,
     };
     store.insert_api_key(&key).await.unwrap();
     ui.session("lft_other").await
@@ -565,4 +566,134 @@ async fn the_log_search_shows_matching_lines_marked_counted_and_bounded() {
     // The download is the whole log.
     let text = ui.get(&s.cookie, &format!("/runs/{run}/log.txt")).await.text().await.unwrap();
     assert!(text.ends_with("needle past the bound\n") && text.lines().count() == 60_005);
+}
+
+#[tokio::test]
+async fn launcher_time_filters_and_saved_filters() {
+    let ui = serve().await;
+    let admin = ui.session(ui.server.admin_key.as_deref().unwrap()).await;
+    let evil = "<script>alert(1)</script>";
+    let member = ui.client.create_named_key("member", Some(evil)).await.unwrap();
+    let m = ui.session(&member.secret).await;
+
+    // The launch form and re-launch record the session's key.
+    let resp = ui.post(&m, "/queues/q/launch", "job=hello&var.gpus=1").await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let by_member = resp.headers()[LOCATION].to_str().unwrap().strip_prefix("/runs/").unwrap().to_string();
+    assert_eq!(ui.client.get_item(&by_member).await.unwrap().launched_by.as_deref(), Some(evil));
+    let by_admin = ui.launch().await;
+    let resp = ui.post(&m, &format!("/runs/{by_admin}/relaunch"), "").await;
+    let relaunched = resp.headers()[LOCATION].to_str().unwrap().strip_prefix("/runs/").unwrap().to_string();
+    assert_eq!(ui.client.get_item(&relaunched).await.unwrap().launched_by.as_deref(), Some(evil));
+    assert_eq!(ui.client.get_item(&by_admin).await.unwrap().launched_by.as_deref(), Some("admin"));
+
+    // Shown escaped on the queue page and the run page.
+    let escaped = "&#60;script&#62;alert(1)&#60;/script&#62;";
+    let page = ui.get(&admin.cookie, "/queues/q").await.text().await.unwrap();
+    assert!(page.contains(escaped) && !page.contains(evil), "the launcher is escaped");
+    assert!(page.contains("<td data-label=\"Launched by\" class=\"wrap\">admin</td>"), "{page}");
+    let run = ui.get(&admin.cookie, &format!("/runs/{by_member}")).await.text().await.unwrap();
+    assert!(run.contains(&format!("<dt>Launched by</dt><dd class=\"wrap\">{escaped}</dd>")), "{run}");
+
+    // Filter by launcher, kept in the older-items link with the other filters.
+    let mut admins = vec![by_admin.clone()];
+    for _ in 0..50 {
+        admins.push(ui.launch().await);
+    }
+    let first = ui.get(&admin.cookie, "/queues/q?launched_by=admin&since=1h").await.text().await.unwrap();
+    assert!(first.contains(&admins[50]) && first.contains(&admins[1]) && !first.contains(&admins[0]));
+    assert!(!first.contains(&by_member) && !first.contains(&relaunched), "only the admin's runs");
+    assert!(first.contains("name=\"launched_by\" value=\"admin\""), "the filter stays in its field");
+    let next = first.split("href=\"/queues/q?").find(|l| l.contains("before=")).unwrap().split('"').next().unwrap();
+    let next = next.replace("&#38;", "&");
+    assert!(next.starts_with("launched_by=admin&since=1h&before="), "{next}");
+    let second = ui.get(&admin.cookie, &format!("/queues/q?{next}")).await.text().await.unwrap();
+    assert!(second.contains(&admins[0]) && !second.contains(&admins[1]) && !second.contains(&by_member));
+    let by_name = ui.get(&admin.cookie, "/queues/q?launched_by=%3Cscript%3Ealert(1)%3C%2Fscript%3E").await;
+    let by_name = by_name.text().await.unwrap();
+    assert!(by_name.contains(&by_member) && by_name.contains(&relaunched) && !by_name.contains(&by_admin));
+
+    // Launch time: everything was launched within the hour, nothing before it.
+    let none = ui.get(&admin.cookie, "/queues/q?until=1h").await.text().await.unwrap();
+    assert!(none.contains("No item matches these filters."), "{none}");
+    for (query, field) in
+        [("since=yesterday", "since"), ("until=5x", "until"), ("since=-1h", "since"), ("state=bogus", "state")]
+    {
+        let resp = ui.get(&admin.cookie, &format!("/queues/q?{query}")).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(&format!("{field} must be")), "{query}: {body}");
+    }
+    let resp = ui.get(&admin.cookie, "/queues/q?since=9999d").await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // Saved filters: the page's own fields, under an escaped name.
+    let save = "name=%3Cb%3Emine%3C%2Fb%3E&state=&job=&agent=&launched_by=admin&since=24h&until=";
+    let resp = ui.post(&admin, "/queues/q/filters", save).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[LOCATION], "/queues/q?launched_by=admin&since=24h");
+    let page = ui.get(&admin.cookie, "/queues/q").await.text().await.unwrap();
+    assert!(
+        page.contains("<a href=\"/queues/q?launched_by=admin&#38;since=24h\">&#60;b&#62;mine&#60;/b&#62;</a>"),
+        "{page}"
+    );
+    assert!(!page.contains("<b>mine"), "the name is escaped");
+    let again = ui.post(&admin, "/queues/q/filters", save).await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    assert!(again.text().await.unwrap().contains("already has a saved filter named"));
+    for bad in ["name=&state=failed", "name=a%09b&state=failed", "name=ok&since=forever"] {
+        assert_eq!(ui.post(&admin, "/queues/q/filters", bad).await.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let forged = Session { csrf: "x".into(), ..admin.clone() };
+    assert_eq!(ui.post(&forged, "/queues/q/filters", "name=x&state=failed").await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(ui.post(&forged, "/queues/q/filters/delete", "name=%3Cb%3Emine%3C%2Fb%3E").await.status(), 403);
+    assert_eq!(ui.post(&admin, "/queues/nope/filters", "name=x&state=failed").await.status(), StatusCode::NOT_FOUND);
+    // every session of the entity sees the queue's saved filters
+    assert!(ui.get(&m.cookie, "/queues/q").await.text().await.unwrap().contains("&#60;b&#62;mine&#60;/b&#62;"));
+    let resp = ui.post(&admin, "/queues/q/filters/delete", "name=%3Cb%3Emine%3C%2Fb%3E").await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(!ui.get(&admin.cookie, "/queues/q").await.text().await.unwrap().contains("mine"));
+    let gone = ui.post(&admin, "/queues/q/filters/delete", "name=%3Cb%3Emine%3C%2Fb%3E").await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn priority_form_while_pending_and_agent_versions() {
+    let ui = serve().await;
+    let s = ui.session(ui.server.admin_key.as_deref().unwrap()).await;
+    let run = ui.launch().await;
+    let page = ui.get(&s.cookie, &format!("/runs/{run}")).await.text().await.unwrap();
+    assert!(page.contains(&format!("action=\"/runs/{run}/priority\"")), "a pending run's page offers the form");
+    assert!(page.contains("<option value=\"medium\" selected>medium</option>"), "{page}");
+    let resp = ui.post(&s, &format!("/runs/{run}/priority"), "priority=critical").await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(ui.client.get_item(&run).await.unwrap().priority, liftoff_core::Priority::Critical);
+    let bad = ui.post(&s, &format!("/runs/{run}/priority"), "priority=urgent").await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(bad.text().await.unwrap().contains("priority must be one of critical, high, medium, low"));
+    let forged = Session { csrf: "x".into(), ..s.clone() };
+    assert_eq!(ui.post(&forged, &format!("/runs/{run}/priority"), "priority=low").await.status(), 403);
+    assert_eq!(ui.client.get_item(&run).await.unwrap().priority, liftoff_core::Priority::Critical);
+    let timeline = ui.get(&s.cookie, &format!("/runs/{run}")).await.text().await.unwrap();
+    assert!(timeline.contains("pending → pending (priority, by user): priority medium → critical"), "{timeline}");
+
+    // Claimed: no form, and a late form post is refused with the reason.
+    let agent = liftoff_core::api::RegisterAgent {
+        queues: vec!["q".into()],
+        hostname: "gpu-<1>".into(),
+        max_jobs: 1,
+        version: "9.8.7".into(),
+    };
+    let agent_id = ui.client.register_agent(&agent).await.unwrap().id;
+    ui.client.claim(&agent_id, &["q".into()], std::time::Duration::ZERO).await.unwrap().expect("the run");
+    let page = ui.get(&s.cookie, &format!("/runs/{run}")).await.text().await.unwrap();
+    assert!(!page.contains("/priority\""), "no form once claimed");
+    let late = ui.post(&s, &format!("/runs/{run}/priority"), "priority=low").await;
+    assert_eq!(late.status(), StatusCode::BAD_REQUEST);
+    assert!(late.text().await.unwrap().contains("is claimed: only a pending run&#39;s priority can change"));
+
+    // The Agents page shows each agent's version beside its host.
+    let agents = ui.get(&s.cookie, "/agents").await.text().await.unwrap();
+    assert!(agents.contains("<td data-label=\"Host\">gpu-&#60;1&#62;</td>"), "{agents}");
+    assert!(agents.contains("<td data-label=\"Version\">9.8.7</td>"), "{agents}");
 }

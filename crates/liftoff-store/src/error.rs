@@ -16,6 +16,9 @@ pub enum StoreError {
     /// The event does not apply in the item's current state.
     #[error(transparent)]
     Transition(#[from] TransitionError),
+    /// Only a pending item's priority can change; this one is `state`.
+    #[error("run '{run_id}' is {state}: only a pending run's priority can change")]
+    NotPending { run_id: String, state: liftoff_core::ItemState },
     /// A request value the store refuses, naming the field.
     #[error("{message}")]
     Invalid { field: String, message: String },

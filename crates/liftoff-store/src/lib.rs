@@ -12,8 +12,8 @@ pub mod testing;
 
 pub use blobs::BlobStore;
 pub use error::StoreError;
-pub use records::{ApiKeyRecord, Claimed, KeyRole, NewItem, NewJobVersion};
-pub use sql_store::{AgentStats, Dialect, ItemFilter, ItemPage, QueueStats, SqlStore};
+pub use records::{ApiKeyRecord, Claimed, KeyRole, Launcher, NewItem, NewJobVersion};
+pub use sql_store::{AgentStats, Dialect, ItemFilter, ItemPage, QueueStats, SavedFilter, SqlStore};
 pub use store::Store;
 
 /// Milliseconds since the Unix epoch.

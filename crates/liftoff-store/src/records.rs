@@ -46,6 +46,23 @@ pub struct ApiKeyRecord {
     pub role: KeyRole,
     pub created_at_ms: i64,
     pub expires_at_ms: Option<i64>,
+    /// Who or what uses the key; a run it launches records it.
+    pub name: Option<String>,
+}
+
+impl ApiKeyRecord {
+    /// What a run launched with this key records as its launcher: the
+    /// key's name, else its id.
+    pub fn launcher(&self) -> Launcher {
+        Launcher { name: self.name.clone().unwrap_or_else(|| self.id.clone()), key_id: self.id.clone() }
+    }
+}
+
+/// Who launched an item: the launching key's name (or id) and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launcher {
+    pub name: String,
+    pub key_id: String,
 }
 
 /// A run-queue item to enqueue.
@@ -60,6 +77,7 @@ pub struct NewItem {
     pub prioritized: bool,
     pub spec: LaunchSpec,
     pub now_ms: i64,
+    pub launched_by: Option<Launcher>,
 }
 
 /// A new version of a job (`entity/project/name`), with the aliases it takes.

@@ -1,10 +1,13 @@
-use crate::{AgentStats, ApiKeyRecord, Claimed, ItemFilter, ItemPage, NewItem, NewJobVersion, QueueStats, StoreError};
+use crate::{
+    AgentStats, ApiKeyRecord, Claimed, ItemFilter, ItemPage, NewItem, NewJobVersion, QueueStats, SavedFilter,
+    StoreError,
+};
 use async_trait::async_trait;
 use liftoff_core::api::{
     AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition,
     LogStream, RegisterAgent,
 };
-use liftoff_core::{ItemEvent, ItemTransition, Queue, Stage};
+use liftoff_core::{ItemEvent, ItemTransition, Priority, Queue, Stage};
 
 /// Everything the control plane persists. Every item state change goes
 /// through [`liftoff_core::Item::apply`] inside the implementation, guarded by
@@ -48,7 +51,31 @@ pub trait Store: Send + Sync {
     /// By item id or by run id: the two share one namespace per entity, so a
     /// name means at most one item.
     async fn get_item(&self, entity: &str, id: &str) -> Result<Option<ItemView>, StoreError>;
-    async fn list_items(&self, entity: &str, queue: Option<&str>, limit: i64) -> Result<Vec<ItemView>, StoreError>;
+    /// The entity's items newest first, of `queue` and launched by
+    /// `launcher` (a launcher's name as items record it) when given.
+    async fn list_items(
+        &self,
+        entity: &str,
+        queue: Option<&str>,
+        launcher: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ItemView>, StoreError>;
+    /// Changes a pending item's priority, and its place in the claim order
+    /// when its queue orders by priority; recorded in its history (event
+    /// `priority`). Refused ([`StoreError::NotPending`]) once it left `pending`.
+    async fn set_priority(
+        &self,
+        entity: &str,
+        id: &str,
+        priority: Priority,
+        now_ms: i64,
+    ) -> Result<ItemView, StoreError>;
+    /// Saves a queue page view under a name; refused (`Conflict`) when the
+    /// queue already has a filter of that name.
+    async fn save_filter(&self, filter: &SavedFilter) -> Result<(), StoreError>;
+    /// The queue's saved filters, by name.
+    async fn list_saved_filters(&self, entity: &str, queue: &str) -> Result<Vec<SavedFilter>, StoreError>;
+    async fn delete_saved_filter(&self, entity: &str, queue: &str, name: &str) -> Result<(), StoreError>;
     /// A queue's items newest first, matching `filter`, below sequence
     /// `before` (keyset pagination; `None` for the first page).
     async fn queue_page(

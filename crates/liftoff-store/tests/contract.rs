@@ -4,7 +4,7 @@
 use liftoff_core::api::{AgentStatus, LaunchSpec, LogStream, RegisterAgent};
 use liftoff_core::job::{ImageSource, JobSource};
 use liftoff_core::{ItemEvent, ItemState, Priority, Queue, ResourceType, Stage, TransitionCause};
-use liftoff_store::{ApiKeyRecord, KeyRole, NewItem, NewJobVersion, SqlStore, Store, StoreError};
+use liftoff_store::{ApiKeyRecord, KeyRole, Launcher, NewItem, NewJobVersion, SqlStore, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -57,6 +57,7 @@ fn item(id: &str, queue: &str, priority: Priority, prioritized: bool) -> NewItem
             file_overrides: serde_json::json!({}),
         },
         now_ms: 1,
+        launched_by: None,
     }
 }
 
@@ -94,6 +95,7 @@ async fn entities_keys_and_queues(s: SqlStore) {
         role: KeyRole::Run { item_id: "i1".into() },
         created_at_ms: 1,
         expires_at_ms: Some(99),
+        name: Some("ci <bot>".into()),
     };
     s.insert_api_key(&key).await.unwrap();
     assert_eq!(s.find_api_key("h1").await.unwrap(), Some(key));
@@ -301,14 +303,17 @@ async fn concurrent_claims_take_each_item_once(s: SqlStore) {
 }
 
 async fn agents(s: SqlStore) {
-    let req = RegisterAgent { queues: vec!["q".into()], hostname: "h".into(), max_jobs: -1, version: "0".into() };
+    let req = RegisterAgent { queues: vec!["q".into()], hostname: "h".into(), max_jobs: -1, version: "0.3.1".into() };
     let a = s.register_agent("acme", "ag1", &req, 1).await.unwrap();
     assert_eq!((a.status, a.stop_polling, a.max_jobs), (AgentStatus::Polling, false, -1));
+    assert_eq!(a.version.as_deref(), Some("0.3.1"));
+    let unversioned = RegisterAgent { version: " ".into(), ..req.clone() };
+    assert_eq!(s.register_agent("acme", "ag0", &unversioned, 1).await.unwrap().version, None, "none sent: none shown");
     let a = s.agent_heartbeat("acme", "ag1", AgentStatus::Running, 5).await.unwrap();
     assert_eq!((a.status, a.heartbeat_at_ms), (AgentStatus::Running, 5));
     assert!(s.set_agent_stop_polling("acme", "ag1").await.unwrap().stop_polling);
     assert!(matches!(s.agent_heartbeat("other", "ag1", AgentStatus::Running, 6).await, Err(StoreError::NotFound(_))));
-    assert_eq!(s.list_agents("acme").await.unwrap().len(), 1);
+    assert_eq!(s.list_agents("acme").await.unwrap().len(), 2);
     assert_eq!(s.get_agent("acme", "ag1").await.unwrap().map(|a| a.id), Some("ag1".to_string()));
     assert_eq!(s.get_agent("other", "ag1").await.unwrap(), None, "agents are entity-scoped");
 }
@@ -451,7 +456,7 @@ async fn item_ids_and_run_ids_never_collide(s: SqlStore) {
         s.enqueue(&NewItem { run_id: "r3".into(), ..item("r1", "q", Priority::Medium, false) }).await;
     assert!(matches!(item_id_is_a_run_id, Err(StoreError::Conflict(_))), "{item_id_is_a_run_id:?}");
     // the refused enqueues left nothing behind
-    assert_eq!(s.list_items("acme", None, 10).await.unwrap(), vec![a.clone()]);
+    assert_eq!(s.list_items("acme", None, None, 10).await.unwrap(), vec![a.clone()]);
     assert_eq!(s.get_item("acme", "i1").await.unwrap(), Some(a.clone()));
     assert_eq!(s.get_item("acme", "r1").await.unwrap(), Some(a.clone()));
     assert_eq!(s.get_item("acme", "i2").await.unwrap(), None);
@@ -731,6 +736,7 @@ async fn queue_pages(s: SqlStore) {
         state: state.map(Into::into),
         job: job.map(Into::into),
         agent: agent.map(Into::into),
+        ..ItemFilter::default()
     };
     let page = |filter: ItemFilter| {
         let s = s.clone();
@@ -742,6 +748,140 @@ async fn queue_pages(s: SqlStore) {
     assert_eq!(page(f(None, None, Some("agent-1"))).await, ["i0"]);
     assert!(page(f(Some("pending"), None, Some("agent-1"))).await.is_empty());
     assert!(s.queue_page("nobody", "q", &all, None, 10).await.unwrap().items.is_empty(), "entity-scoped");
+}
+
+fn launched_by(name: &str) -> Option<Launcher> {
+    Some(Launcher { name: name.into(), key_id: format!("key-{name}") })
+}
+
+/// Items record who launched them; the queue page and the item list filter
+/// by launcher and (the page) by launch time, keyset pages still in order.
+async fn launchers_and_launch_times(s: SqlStore) {
+    use liftoff_store::ItemFilter;
+    s.create_queue(&queue("q", false)).await.unwrap();
+    s.create_queue(&queue("other", false)).await.unwrap();
+    for i in 0..6 {
+        let who = if i % 2 == 0 { "alice" } else { "<script>bob</script>" };
+        let it = NewItem {
+            now_ms: 1_000 * (i + 1),
+            launched_by: launched_by(who),
+            ..item(&format!("i{i}"), "q", Priority::Medium, false)
+        };
+        s.enqueue(&it).await.unwrap();
+    }
+    s.enqueue(&NewItem { launched_by: launched_by("alice"), ..item("o1", "other", Priority::Medium, false) })
+        .await
+        .unwrap();
+    s.enqueue(&item("anon", "q", Priority::Medium, false)).await.unwrap();
+    let shown = s.get_item("acme", "i0").await.unwrap().unwrap();
+    assert_eq!((shown.launched_by.as_deref(), shown.launched_by_key.as_deref()), (Some("alice"), Some("key-alice")));
+    assert_eq!(s.get_item("acme", "anon").await.unwrap().unwrap().launched_by, None);
+
+    let ids = |p: &liftoff_store::ItemPage| p.items.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+    let alice = ItemFilter { launcher: Some("alice".into()), ..ItemFilter::default() };
+    let first = s.queue_page("acme", "q", &alice, None, 2).await.unwrap();
+    assert_eq!(ids(&first), ["i4", "i2"]);
+    let second = s.queue_page("acme", "q", &alice, first.next_before, 2).await.unwrap();
+    assert_eq!((ids(&second), second.next_before), (vec!["i0".to_string()], None));
+    let bob = ItemFilter { launcher: Some("<script>bob</script>".into()), ..ItemFilter::default() };
+    assert_eq!(ids(&s.queue_page("acme", "q", &bob, None, 10).await.unwrap()), ["i5", "i3", "i1"]);
+
+    // launched in [2000, 5000): i1..i3, paged two at a time, with a launcher too
+    let window = ItemFilter { since_ms: Some(2_000), until_ms: Some(5_000), ..ItemFilter::default() };
+    let first = s.queue_page("acme", "q", &window, None, 2).await.unwrap();
+    assert_eq!(ids(&first), ["i3", "i2"]);
+    let second = s.queue_page("acme", "q", &window, first.next_before, 2).await.unwrap();
+    assert_eq!((ids(&second), second.next_before), (vec!["i1".to_string()], None));
+    let both = ItemFilter { launcher: Some("alice".into()), ..window };
+    assert_eq!(ids(&s.queue_page("acme", "q", &both, None, 10).await.unwrap()), ["i2"]);
+
+    let listed = |queue: Option<&'static str>, launcher: Option<&'static str>| {
+        let s = s.clone();
+        async move {
+            s.list_items("acme", queue, launcher, 100).await.unwrap().into_iter().map(|i| i.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(None, Some("alice")).await, ["o1", "i4", "i2", "i0"]);
+    assert_eq!(listed(Some("q"), Some("alice")).await, ["i4", "i2", "i0"]);
+    assert_eq!(listed(Some("other"), None).await, ["o1"]);
+    assert!(listed(None, Some("nobody")).await.is_empty());
+    assert!(s.list_items("other-entity", None, Some("alice"), 10).await.unwrap().is_empty(), "entity-scoped");
+}
+
+/// A pending item's priority changes its place in a prioritising queue's
+/// claim order, is recorded in its history, and is refused once claimed.
+async fn priority_changes_while_pending(s: SqlStore) {
+    s.create_queue(&queue("prio", true)).await.unwrap();
+    s.create_queue(&queue("fifo", false)).await.unwrap();
+    for id in ["a", "b", "c"] {
+        s.enqueue(&item(id, "prio", Priority::Medium, true)).await.unwrap();
+        s.enqueue(&item(&format!("f{id}"), "fifo", Priority::Medium, false)).await.unwrap();
+    }
+    let raised = s.set_priority("acme", "run-c", Priority::Critical, 50).await.unwrap();
+    assert_eq!((raised.id.as_str(), raised.priority), ("c", Priority::Critical), "found by run id too");
+    s.set_priority("acme", "a", Priority::Low, 51).await.unwrap();
+    assert_eq!(s.get_item("acme", "a").await.unwrap().unwrap().priority, Priority::Low);
+    let mut order = vec![];
+    while let Some(i) = claim_one(&s, "prio").await {
+        order.push(i.id);
+    }
+    assert_eq!(order, ["c", "b", "a"]);
+    // a FIFO queue records the priority but keeps its order
+    s.set_priority("acme", "fc", Priority::Critical, 52).await.unwrap();
+    let mut fifo = vec![];
+    while let Some(i) = claim_one(&s, "fifo").await {
+        fifo.push(i.id);
+    }
+    assert_eq!(fifo, ["fa", "fb", "fc"]);
+
+    let history = s.item_history("acme", "c", 0, 10).await.unwrap();
+    let change = &history[1];
+    assert_eq!(
+        (change.event.as_str(), change.from, change.to),
+        ("priority", Some(ItemState::Pending), ItemState::Pending)
+    );
+    assert_eq!((change.cause, change.at_ms), (TransitionCause::User, 50));
+    assert_eq!(change.reason.as_deref(), Some("priority medium → critical"));
+    assert_eq!(history[2].event, "claim");
+
+    let before = s.get_item("acme", "c").await.unwrap().unwrap();
+    let refused = s.set_priority("acme", "c", Priority::Low, 60).await;
+    assert!(
+        matches!(&refused, Err(StoreError::NotPending { run_id, state: ItemState::Claimed }) if run_id == "run-c"),
+        "{refused:?}"
+    );
+    assert_eq!(s.get_item("acme", "c").await.unwrap().unwrap(), before, "nothing changed");
+    assert_eq!(s.item_history("acme", "c", 0, 10).await.unwrap().len(), history.len(), "nothing recorded");
+    assert!(matches!(s.set_priority("other", "b", Priority::Low, 60).await, Err(StoreError::NotFound(_))));
+    // the same priority again changes nothing worth a history entry
+    s.enqueue(&item("d", "prio", Priority::High, true)).await.unwrap();
+    s.set_priority("acme", "d", Priority::High, 70).await.unwrap();
+    assert_eq!(s.item_history("acme", "d", 0, 10).await.unwrap().len(), 1);
+}
+
+/// Saved filters: unique per queue, listed by name, deleted, entity-scoped.
+async fn saved_filters(s: SqlStore) {
+    use liftoff_store::SavedFilter;
+    let f = |queue: &str, name: &str, query: &str| SavedFilter {
+        entity: "acme".into(),
+        queue: queue.into(),
+        name: name.into(),
+        query: query.into(),
+        created_at_ms: 1,
+    };
+    s.save_filter(&f("q", "mine", "launched_by=alice")).await.unwrap();
+    s.save_filter(&f("q", "<b>failed</b>", "state=failed&since=24h")).await.unwrap();
+    s.save_filter(&f("other", "mine", "state=pending")).await.unwrap();
+    let dup = s.save_filter(&f("q", "mine", "state=running")).await;
+    assert!(matches!(&dup, Err(StoreError::Conflict(m)) if m.contains("'mine'")), "{dup:?}");
+    let listed = s.list_saved_filters("acme", "q").await.unwrap();
+    assert_eq!(listed, [f("q", "<b>failed</b>", "state=failed&since=24h"), f("q", "mine", "launched_by=alice")]);
+    assert!(s.list_saved_filters("other-entity", "q").await.unwrap().is_empty());
+    assert!(matches!(s.delete_saved_filter("other-entity", "q", "mine").await, Err(StoreError::NotFound(_))));
+    s.delete_saved_filter("acme", "q", "mine").await.unwrap();
+    assert!(matches!(s.delete_saved_filter("acme", "q", "mine").await, Err(StoreError::NotFound(_))));
+    assert_eq!(s.list_saved_filters("acme", "q").await.unwrap().len(), 1);
+    assert_eq!(s.list_saved_filters("acme", "other").await.unwrap().len(), 1, "the other queue's is kept");
 }
 
 macro_rules! contract {
@@ -777,4 +917,7 @@ contract!(
     stale_writes_record_nothing,
     metrics_stats,
     queue_pages,
+    launchers_and_launch_times,
+    priority_changes_while_pending,
+    saved_filters,
 );

@@ -61,6 +61,9 @@ fn first_release_ddl(seq_column: &str) -> Vec<String> {
          \"entrypoint\": [], \"args\": [], \"run_config\": {}, \"resource\": \"local-process\", \"resource_config\": {}}', 1)"
             .into(),
         "INSERT INTO log_chunks (item_id, seq, stream, data) VALUES ('i1', 0, 'stdout', 'old\n')".into(),
+        "INSERT INTO agents (id, entity, queues, hostname, max_jobs, status, heartbeat_at, created_at) \
+         VALUES ('a1', 'acme', '[\"q\"]', 'old-host', 1, 'stopped', 1, 1)"
+            .into(),
     ]
 }
 
@@ -95,27 +98,34 @@ async fn first_release_database_is_upgraded(url: &str, seq_column: &str) {
     // the tables the first release lacked exist now
     assert!(store.ensure_entity("acme", 1).await.unwrap());
     assert_eq!(store.server_secret("s", "v").await.unwrap(), "v");
-    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6]);
+    // version 7's columns are unknown (NULL) for the rows from before
+    assert_eq!((item.launched_by, item.launched_by_key), (None, None));
+    let agent = store.get_agent("acme", "a1").await.unwrap().expect("the old agent row");
+    assert_eq!((agent.hostname.as_str(), agent.version), ("old-host", None));
+    let by_launcher = store.queue_page("acme", "q", &Default::default(), None, 10).await.unwrap();
+    assert_eq!(by_launcher.items.len(), 1, "the old row is on its queue's page");
+    assert!(store.list_saved_filters("acme", "q").await.unwrap().is_empty());
+    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6, 7]);
     drop(store);
     // a second start finds nothing to do
     SqlStore::connect(url, 3).await.unwrap();
-    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6, 7]);
 }
 
 async fn newer_database_is_refused(url: &str) {
     drop(SqlStore::connect(url, 3).await.unwrap());
     execute_all(
         url,
-        &["INSERT INTO schema_migrations (version, description, applied_at) VALUES (7, 'from the future', 0)".into()],
+        &["INSERT INTO schema_migrations (version, description, applied_at) VALUES (8, 'from the future', 0)".into()],
     )
     .await;
     let err = SqlStore::connect(url, 3).await.err().expect("a newer database is refused");
-    assert!(matches!(err, StoreError::SchemaTooNew { database: 7, known: 6 }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaTooNew { database: 8, known: 7 }), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "database schema version 7 is newer than this liftoff (knows up to 6): upgrade liftoff"
+        "database schema version 8 is newer than this liftoff (knows up to 7): upgrade liftoff"
     );
-    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6, 7], "nothing was changed");
+    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6, 7, 8], "nothing was changed");
 }
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {

@@ -297,3 +297,81 @@ async fn a_second_server_on_one_data_dir_refuses_to_start() {
     assert!(err.contains(&holder), "stderr: {err}");
     server.shutdown().await;
 }
+
+/// `key create --name`, then a run launched with that key: `run show` names
+/// its launcher, `run list --launched-by` finds it, and `run priority`
+/// changes it while pending and is refused once an agent claimed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_show_their_launcher_and_change_priority_while_pending() {
+    use liftoff_core::api::{CreateJob, CreateQueue, LaunchRequest, RegisterAgent};
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key) = start_server(dir.path()).await;
+    let d = dir.path();
+    let run = |api_key: &str, extra: &[&str]| {
+        let mut v = vec!["--base-url", url.as_str(), "--api-key", api_key];
+        v.extend_from_slice(extra);
+        let args: Vec<String> = v.into_iter().map(String::from).collect();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            liftoff_async(d, &refs).await
+        }
+    };
+    let created = run(&key, &["key", "create", "--role", "member", "--name", "ci-bot", "--format", "json"]).await;
+    assert_ok(&created);
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(created["key"]["name"], "ci-bot");
+    let secret = created["secret"].as_str().unwrap().to_string();
+    let refused = run(&key, &["key", "create", "--role", "member", "--name", ""]).await;
+    assert!(
+        !refused.status.success() && text(&refused.stderr).contains("key name must be"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let admin = liftoff_client::Client::new(&url, &key, "default").unwrap();
+    let queue = CreateQueue {
+        name: "q".into(),
+        resource: liftoff_core::ResourceType::LocalContainer,
+        config: serde_json::json!({}),
+        template_variables: vec![],
+        prioritization: true,
+    };
+    admin.create_queue(&queue).await.unwrap();
+    let source = liftoff_core::job::JobSourceSpec {
+        image: Some(liftoff_core::job::ImageSource { image: "busybox:1".into(), args: vec![] }),
+        ..Default::default()
+    };
+    let job = CreateJob { project: "default".into(), name: "j".into(), source, aliases: vec![], runtime: None };
+    admin.create_job(&job).await.unwrap();
+    let ci = liftoff_client::Client::new(&url, &secret, "default").unwrap();
+    let launched = ci.launch("q", &LaunchRequest { job: "j".into(), ..Default::default() }).await.unwrap();
+    admin.launch("q", &LaunchRequest { job: "j".into(), ..Default::default() }).await.unwrap();
+
+    let shown = run(&key, &["run", "show", &launched.run_id]).await;
+    assert_ok(&shown);
+    let line = text(&shown.stdout).lines().find(|l| l.starts_with("launched by:")).map(str::to_string);
+    assert_eq!(line.as_deref().map(|l| l.split_whitespace().last()), Some(Some("ci-bot")), "{}", text(&shown.stdout));
+    let listed = run(&key, &["run", "list", "--launched-by", "ci-bot", "--format", "json"]).await;
+    assert_ok(&listed);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["run_id"], launched.run_id.as_str());
+
+    let changed = run(&secret, &["run", "priority", &launched.run_id, "critical"]).await;
+    assert_ok(&changed);
+    assert_eq!(text(&changed.stdout).trim(), "critical");
+    let bad = run(&secret, &["run", "priority", &launched.run_id, "urgent"]).await;
+    assert!(!bad.status.success() && text(&bad.stderr).contains("urgent"), "{}", text(&bad.stderr));
+    let agent = RegisterAgent { queues: vec!["q".into()], hostname: "h".into(), max_jobs: 1, version: "1.2.3".into() };
+    let agent_id = admin.register_agent(&agent).await.unwrap().id;
+    let agents = run(&key, &["agent", "list"]).await;
+    assert_ok(&agents);
+    let row = text(&agents.stdout).lines().find(|l| l.starts_with(&agent_id)).map(str::to_string).unwrap_or_default();
+    assert_eq!(row.split_whitespace().take(3).collect::<Vec<_>>(), [agent_id.as_str(), "h", "1.2.3"], "{row}");
+    let claim = admin.claim(&agent_id, &["q".into()], std::time::Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(claim.item.run_id, launched.run_id, "the critical run is claimed first");
+    let late = run(&secret, &["run", "priority", &launched.run_id, "low"]).await;
+    assert!(!late.status.success(), "refused once claimed");
+    assert!(text(&late.stderr).contains("only a pending run's priority can change"), "{}", text(&late.stderr));
+    server.shutdown().await;
+}

@@ -2,7 +2,8 @@
 //! items in the store. Starts a server in-process, enqueues `--items` items
 //! on one queue (concurrently, through the API), signs in like a browser,
 //! then times `GET /queues/{queue}` for the first page, a page deep in the
-//! queue (keyset `before`), and a state filter, and prints p50/p90/max.
+//! queue (keyset `before`), and each filter (state, agent, job, launcher,
+//! launch time), and prints p50/p90/max.
 //! Timed over loopback HTTP from the client, so each figure is the server's
 //! time plus one loopback round trip.
 //!
@@ -118,6 +119,10 @@ async fn main() -> anyhow::Result<()> {
         ("state=failed filter, which no item matches", "?state=failed".to_string()),
         ("agent filter, which no item matches", "?agent=nobody".to_string()),
         ("job filter, which no item matches", "?job=x%2Fy%2Fz%3Av1".to_string()),
+        ("launcher filter, which every item matches", "?launched_by=admin".to_string()),
+        ("launcher filter, which no item matches", "?launched_by=nobody".to_string()),
+        ("launched within 1h, which every item matches", "?since=1h".to_string()),
+        ("launched over 1h ago, which no item matches", "?until=1h".to_string()),
     ] {
         let url = format!("{base}/queues/{queue}{query}");
         let mut times = Vec::with_capacity(args.samples);
@@ -128,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
             let body = resp.text().await?;
             if i >= 5 {
                 times.push(t.elapsed());
-            } else if !query.contains("failed") && !query.contains("nobody") && !query.contains("job=") {
+            } else if !["failed", "nobody", "job=", "until="].iter().any(|q| query.contains(q)) {
                 anyhow::ensure!(body.contains("Stop selected"), "{url} shows no items");
             }
         }

@@ -36,6 +36,12 @@ pub async fn register(
     if req.queues.is_empty() {
         return Err(ApiError::bad_request("queues", "an agent needs at least one queue"));
     }
+    if req.version.chars().count() > 64 || req.version.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "version",
+            "version must be at most 64 characters, none a control character",
+        ));
+    }
     let mut missing = vec![];
     for q in &req.queues {
         if st.store.get_queue(&entity, q).await?.is_none() {

@@ -5,12 +5,12 @@ use crate::extract::{ApiJson, bounded};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use liftoff_core::api::{AddWarning, ItemView, LaunchRequest, LaunchResponse, LaunchSpec};
+use liftoff_core::api::{AddWarning, ItemView, LaunchRequest, LaunchResponse, LaunchSpec, SetPriority};
 use liftoff_core::queue::validate_name;
 use liftoff_core::template::render;
 use liftoff_core::{ItemEvent, JobRef, JobSource, ResourceType};
 use liftoff_store::KeyRole;
-use liftoff_store::NewItem;
+use liftoff_store::{Launcher, NewItem};
 use serde::Deserialize;
 
 /// Short run ids as the reference makes them: 8 chars of `[a-z0-9]`.
@@ -33,9 +33,10 @@ pub(crate) fn new_run_id() -> String {
     responses((status = 201, description = "the item and its run id", body = liftoff_core::api::LaunchResponse, links(
         ("getItem" = (operation_id = "getItem", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item_id")))),
         ("stopItem" = (operation_id = "stopItem", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item_id")))),
+        ("setPriority" = (operation_id = "setPriority", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item_id")))),
         ("itemHistory" = (operation_id = "itemHistory", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/item_id")))),
         ("readLogs" = (operation_id = "readLogs", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/run_id"))))
-    )), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody), (status = 422, description = "the request is what this document admits, but fails a rule it can only describe in words (named in `field`): the resource type's options, the queue's template variables, a git remote's form", body = liftoff_core::api::ErrorBody)))]
+    )), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody), (status = 422, description = "the request is what this document admits, but fails a rule it can only describe in words (named in `field`): the resource type's options, the queue's template variables, a git remote's form, a job the body names that does not exist", body = liftoff_core::api::ErrorBody)))]
 pub async fn launch(
     State(st): State<AppState>,
     caller: Caller,
@@ -43,16 +44,18 @@ pub async fn launch(
     ApiJson(req): ApiJson<LaunchRequest>,
 ) -> ApiResult<(StatusCode, Json<LaunchResponse>)> {
     caller.may(&entity, Action::Launch)?;
-    Ok((StatusCode::CREATED, Json(launch_item(&st, entity, &queue_name, req).await?)))
+    Ok((StatusCode::CREATED, Json(launch_item(&st, entity, &queue_name, req, caller.launcher).await?)))
 }
 
 /// The launch itself, shared by the API and the web UI's launch form (so
-/// both give the same errors, each naming its field).
+/// both give the same errors, each naming its field). `launched_by` is the
+/// launching key.
 pub(crate) async fn launch_item(
     st: &AppState,
     entity: String,
     queue_name: &str,
     req: LaunchRequest,
+    launched_by: Option<Launcher>,
 ) -> ApiResult<LaunchResponse> {
     liftoff_core::api::check_launch_bounds(&req).map_err(|(field, m)| {
         let message = format!("{field} {m}");
@@ -65,7 +68,9 @@ pub(crate) async fn launch_item(
         .await?
         .ok_or_else(|| ApiError::not_found("queue", format!("queue '{queue_name}' not found")))?;
     let job_ref = JobRef::parse(&req.job).map_err(|m| ApiError::bad_request("job", m))?;
-    let not_found = || ApiError::not_found("job", format!("job '{}' not found", req.job));
+    // The launch's target, the queue, exists; the job is named in the body,
+    // so its absence makes the body unprocessable (422), not the path unknown.
+    let not_found = || ApiError::unprocessable("job", format!("job '{}' not found", req.job));
     if job_ref.entity.as_deref().is_some_and(|e| e != entity) {
         return Err(not_found());
     }
@@ -128,6 +133,7 @@ pub(crate) async fn launch_item(
         prioritized: queue.prioritization,
         spec,
         now_ms: liftoff_store::now_ms(),
+        launched_by,
     };
     let view = {
         let _t = st.metrics.db_timer("enqueue");
@@ -145,6 +151,9 @@ pub struct ListQuery {
     /// Only this queue's items.
     #[param(pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     queue: Option<String>,
+    /// Only items launched by this launcher (a key's name, or its id when
+    /// it has none), as items show it in `launched_by`.
+    launched_by: Option<String>,
     /// At most this many (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
@@ -166,7 +175,7 @@ pub async fn list(
     }
     Ok(Json(
         st.store
-            .list_items(&entity, q.queue.as_deref(), limit)
+            .list_items(&entity, q.queue.as_deref(), q.launched_by.as_deref().filter(|l| !l.is_empty()), limit)
             .await?
             .into_iter()
             .map(ItemView::without_credentials)
@@ -222,7 +231,7 @@ pub async fn readable_item(
 #[utoipa::path(post, path = "/entities/{entity}/items/{id}/warnings", operation_id = "addWarning", tag = "items",
     summary = "Record a warning on a run (its agent with the fence, or the run's own key)",
     params(crate::openapi::ItemPath), request_body = liftoff_core::api::AddWarning,
-    responses((status = 201, description = "recorded"), (status = 200, description = "the same warning was already recorded"), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody), (status = 422, description = "the request is what this document admits, but fails a rule it can only describe in words (named in `field`): the resource type's options, the queue's template variables, a git remote's form", body = liftoff_core::api::ErrorBody)))]
+    responses((status = 201, description = "recorded"), (status = 200, description = "the same warning was already recorded"), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 409, description = "conflict", body = liftoff_core::api::ErrorBody), (status = 422, description = "the request is what this document admits, but fails a rule it can only describe in words (named in `field`): the resource type's options, the queue's template variables, a git remote's form, a job the body names that does not exist", body = liftoff_core::api::ErrorBody)))]
 pub async fn add_warning(
     State(st): State<AppState>,
     caller: Caller,
@@ -267,6 +276,26 @@ pub async fn stop(
         st.store.apply_event(&entity, &id, None, &ItemEvent::RequestStop, liftoff_store::now_ms()).await?
     };
     st.metrics.transitioned(&item);
+    st.changes.item(&entity, &item.id, Some(&item.queue));
+    Ok(Json(item.without_credentials()))
+}
+
+/// `POST /items/{id}/priority`: a pending item's new priority (and place in
+/// its queue's claim order when the queue orders by priority). 409
+/// `not_pending` once an agent has claimed it or it ended.
+#[utoipa::path(post, path = "/entities/{entity}/items/{id}/priority", operation_id = "setPriority", tag = "items",
+    summary = "Change a pending item's priority (and its place in a prioritising queue)",
+    params(crate::openapi::ItemPath), request_body = liftoff_core::api::SetPriority,
+    responses((status = 200, description = "the item after the change", body = liftoff_core::api::ItemView), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 409, description = "`not_pending`: an agent claimed the item, or it ended", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody))
+)]
+pub async fn set_priority(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((entity, id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<SetPriority>,
+) -> ApiResult<Json<ItemView>> {
+    caller.may(&entity, Action::Launch)?;
+    let item = st.store.set_priority(&entity, &id, req.priority, liftoff_store::now_ms()).await?;
     st.changes.item(&entity, &item.id, Some(&item.queue));
     Ok(Json(item.without_credentials()))
 }

@@ -12,16 +12,22 @@ use liftoff_core::api::{ApiKeyView, CreateApiKey, CreatedApiKey};
 use liftoff_store::{ApiKeyRecord, KeyRole};
 
 fn view(rec: &ApiKeyRecord) -> ApiKeyView {
-    ApiKeyView { id: rec.id.clone(), role: rec.role.as_str().to_string(), created_at_ms: rec.created_at_ms }
+    ApiKeyView {
+        id: rec.id.clone(),
+        role: rec.role.as_str().to_string(),
+        created_at_ms: rec.created_at_ms,
+        name: rec.name.clone(),
+    }
 }
 
-/// `POST /keys`: a new key with `role` (`admin`, `member` or `agent`).
+/// `POST /keys`: a new key with `role` (`admin`, `member` or `agent`) and
+/// an optional `name`, which the runs it launches show as their launcher.
 #[utoipa::path(post, path = "/entities/{entity}/keys", operation_id = "createKey", tag = "keys",
-    summary = "Create an API key; its secret is shown only in this answer",
+    summary = "Create an API key (with an optional name, which its runs show as their launcher); its secret is shown only in this answer",
     params(crate::openapi::EntityPath), request_body = liftoff_core::api::CreateApiKey,
     responses((status = 201, description = "the key and its secret", body = liftoff_core::api::CreatedApiKey, links(
         ("revoke" = (operation_id = "revokeKey", parameters(("entity" = "$request.path.entity"), ("id" = "$response.body#/key/id"))))
-    )), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody)))]
+    )), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 413, description = "body larger than the server accepts", body = liftoff_core::api::ErrorBody), (status = 415, description = "body is not application/json", body = liftoff_core::api::ErrorBody), (status = 422, description = "a name of only spaces", body = liftoff_core::api::ErrorBody)))]
 pub async fn create(
     State(st): State<AppState>,
     caller: Caller,
@@ -32,7 +38,17 @@ pub async fn create(
     let role = KeyRole::parse_stored(&req.role).ok_or_else(|| {
         ApiError::bad_request("role", format!("unknown key role '{}': use admin, member or agent", req.role))
     })?;
-    let (secret, rec) = mint_key(st.store.as_ref(), &entity, role).await?;
+    if let Some(name) = &req.name {
+        liftoff_core::api::check_label(name).map_err(|m| {
+            // only spaces is the one part of the rule the document cannot state
+            if liftoff_core::rules::matches(liftoff_core::rules::LABEL, name) && name.chars().count() <= 64 {
+                ApiError::unprocessable("name", format!("key name {m}"))
+            } else {
+                ApiError::bad_request("name", format!("key name {m}"))
+            }
+        })?;
+    }
+    let (secret, rec) = mint_key(st.store.as_ref(), &entity, role, req.name).await?;
     Ok((StatusCode::CREATED, Json(CreatedApiKey { key: view(&rec), secret })))
 }
 
@@ -63,7 +79,7 @@ pub async fn revoke(
     caller.may(&entity, Action::Manage)?;
     // An admin cannot lock itself out (nor can a client that walks the key
     // list, as API testers do): a key is revoked with another one.
-    if caller.key_id.as_deref() == Some(id.as_str()) {
+    if caller.launcher.as_ref().is_some_and(|l| l.key_id == id) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "self_revocation",

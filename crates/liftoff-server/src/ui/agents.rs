@@ -1,5 +1,5 @@
 //! The Agents page: each agent's status, last contact, queues, running
-//! items and host; and telling one to stop polling.
+//! items, host and version; and telling one to stop polling.
 
 use super::page::{Chrome, Form, UiError, render, span};
 use super::session::UiSession;
@@ -12,6 +12,7 @@ use liftoff_core::ItemState;
 struct AgentRow {
     id: String,
     host: String,
+    version: Option<String>,
     status: &'static str,
     stop_polling: bool,
     last_contact: String,
@@ -33,7 +34,7 @@ const HELD_SCAN: i64 = 1000;
 
 pub async fn index(State(st): State<AppState>, s: UiSession) -> Result<Response, UiError> {
     let now = liftoff_store::now_ms();
-    let items = st.store.list_items(&s.entity, None, HELD_SCAN).await?;
+    let items = st.store.list_items(&s.entity, None, None, HELD_SCAN).await?;
     let held: Vec<_> = items
         .into_iter()
         .filter(|i| matches!(i.state, ItemState::Claimed | ItemState::Running | ItemState::Stopping))
@@ -53,6 +54,7 @@ pub async fn index(State(st): State<AppState>, s: UiSession) -> Result<Response,
             last_contact: format!("{} ago", span(now - a.heartbeat_at_ms)),
             queues: a.queues.join(", "),
             host: a.hostname,
+            version: a.version,
             stop_polling: a.stop_polling,
             max_jobs: a.max_jobs,
             id: a.id,

@@ -237,7 +237,8 @@ pub async fn launch(
             "priority": priority_value,
         }));
         let req = req.map_err(|e| UiError::Internal(format!("launch request: {e}")))?;
-        match crate::routes::items::launch_item(&st, s.entity.clone(), &queue.name, req).await {
+        match crate::routes::items::launch_item(&st, s.entity.clone(), &queue.name, req, Some(s.launcher.clone())).await
+        {
             Ok(launched) => {
                 let mut to = String::from("/runs/");
                 to.extend(form_urlencoded::byte_serialize(launched.run_id.as_bytes()));

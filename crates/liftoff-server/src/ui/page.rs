@@ -39,9 +39,10 @@ pub enum UiError {
     /// No valid session: to the sign-in page, then back to this path.
     SignIn(String),
     NotFound(String),
-    Forbidden(String),
-    /// A malformed request (a live stream's `Last-Event-ID`).
+    /// A form or query value the page refuses (or a live stream's
+    /// `Last-Event-ID`); the message names the field.
     BadRequest(String),
+    Forbidden(String),
     /// The server serves as many event streams as it may (503).
     Unavailable(String),
     Internal(String),
@@ -64,8 +65,8 @@ impl IntoResponse for UiError {
                 return Redirect::to(&to).into_response();
             }
             Self::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m.as_str()),
-            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m.as_str()),
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m.as_str()),
+            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m.as_str()),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "Busy", m.as_str()),
             Self::Internal(m) => {
                 tracing::error!(error = %m, "web UI error");

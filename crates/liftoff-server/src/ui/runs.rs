@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use liftoff_core::api::{ItemView, LogChunk, LogStream};
 use liftoff_core::history::{ItemTransition, RunStreamPosition, TransitionCause};
-use liftoff_core::{ItemEvent, ItemState};
+use liftoff_core::{ItemEvent, ItemState, Priority};
 use liftoff_store::NewItem;
 use serde::Deserialize;
 
@@ -209,6 +209,9 @@ struct RunPage {
     item: ItemView,
     state: &'static str,
     stoppable: bool,
+    /// Pending: its priority can still change.
+    pending: bool,
+    priorities: Vec<&'static str>,
     timeline: Vec<Event>,
     stage: String,
     warnings: Vec<(String, String, String)>,
@@ -264,6 +267,8 @@ pub async fn show(
         chrome: s.chrome("queues"),
         state: item.state.as_str(),
         stoppable: !item.state.is_terminal() && item.state != ItemState::Stopping,
+        pending: item.state == ItemState::Pending,
+        priorities: Priority::ALL.iter().map(|p| p.as_str()).collect(),
         timeline,
         stage: item.stage.map(|s| s.as_str().to_string()).unwrap_or_default(),
         warnings,
@@ -432,6 +437,30 @@ pub async fn stop(
     Ok(to_run(&item.run_id))
 }
 
+/// `POST /runs/{id}/priority`: a pending run's new priority (as the API's
+/// `POST /items/{id}/priority`); a run claimed meanwhile says so.
+pub async fn set_priority(
+    State(st): State<AppState>,
+    s: UiSession,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, UiError> {
+    let form = Form::parse(&body);
+    s.check_csrf(form.get("csrf"))?;
+    let value = form.get("priority").unwrap_or("");
+    let priority: Priority = value.parse().map_err(|_| {
+        let all: Vec<_> = Priority::ALL.iter().map(|p| p.as_str()).collect();
+        UiError::BadRequest(format!("priority must be one of {}, got '{value}'", all.join(", ")))
+    })?;
+    let item = own_item(&st, &s, &id).await?;
+    match st.store.set_priority(&s.entity, &item.id, priority, liftoff_store::now_ms()).await {
+        Ok(item) => st.changes.item(&s.entity, &item.id, Some(&item.queue)),
+        Err(e @ liftoff_store::StoreError::NotPending { .. }) => return Err(UiError::BadRequest(e.to_string())),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(to_run(&item.run_id))
+}
+
 /// `POST /runs/{id}/relaunch`: a new run of the same launch spec, on the same
 /// queue, with the same priority.
 pub async fn relaunch(
@@ -456,6 +485,7 @@ pub async fn relaunch(
         prioritized: queue.prioritization,
         spec: item.spec,
         now_ms: liftoff_store::now_ms(),
+        launched_by: Some(s.launcher.clone()),
     };
     let view = st.store.enqueue(&new).await?;
     st.metrics.enqueued();

@@ -17,7 +17,7 @@ use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
-use liftoff_store::KeyRole;
+use liftoff_store::{KeyRole, Launcher};
 use serde::Deserialize;
 use sha2::Sha256;
 use std::sync::Arc;
@@ -90,6 +90,8 @@ pub struct UiSession {
     pub entity: String,
     pub role: KeyRole,
     pub csrf: String,
+    /// The session's key, which the runs launched from the UI record.
+    pub launcher: Launcher,
 }
 
 impl UiSession {
@@ -134,7 +136,8 @@ impl FromRequestParts<AppState> for UiSession {
         if key.expires_at_ms.is_some_and(|t| t <= liftoff_store::now_ms()) || !ui_role(&key.role) {
             return Err(to_signin());
         }
-        Ok(UiSession { entity, role: key.role, csrf: st.ui_sessions.csrf(value) })
+        let launcher = key.launcher();
+        Ok(UiSession { entity, role: key.role, csrf: st.ui_sessions.csrf(value), launcher })
     }
 }
 

@@ -29,7 +29,8 @@ impl SqlStore {
         };
         let role = key.role.as_str();
         sqlx::query(
-            "INSERT INTO api_keys (id, hash, entity, role, item_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_keys (id, hash, entity, role, item_id, created_at, expires_at, name) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&key.id)
         .bind(&key.hash)
@@ -38,23 +39,25 @@ impl SqlStore {
         .bind(item)
         .bind(key.created_at_ms)
         .bind(key.expires_at_ms)
+        .bind(&key.name)
         .execute(&self.write)
         .await?;
         Ok(())
     }
 
     pub(super) async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, hash, entity, role, item_id, created_at, expires_at FROM api_keys WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(&self.read)
-                .await?;
+        let row = sqlx::query(
+            "SELECT id, hash, entity, role, item_id, created_at, expires_at, name FROM api_keys WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.read)
+        .await?;
         row.map(|r| decode_api_key(&r)).transpose()
     }
 
     pub(super) async fn list_api_keys(&self, entity: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, hash, entity, role, item_id, created_at, expires_at FROM api_keys WHERE entity = $1 \
+            "SELECT id, hash, entity, role, item_id, created_at, expires_at, name FROM api_keys WHERE entity = $1 \
              ORDER BY created_at, id",
         )
         .bind(entity)
@@ -66,7 +69,7 @@ impl SqlStore {
     pub(super) async fn revoke_api_key(&self, entity: &str, id: &str) -> Result<ApiKeyRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "SELECT id, hash, entity, role, item_id, created_at, expires_at FROM api_keys WHERE entity = $1 AND id = $2",
+            "SELECT id, hash, entity, role, item_id, created_at, expires_at, name FROM api_keys WHERE entity = $1 AND id = $2",
         )
         .bind(entity)
         .bind(id)
@@ -112,8 +115,8 @@ impl SqlStore {
         now_ms: i64,
     ) -> Result<AgentView, StoreError> {
         sqlx::query(
-            "INSERT INTO agents (id, entity, queues, hostname, max_jobs, status, stop_polling, heartbeat_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'polling', 0, $6, $6)",
+            "INSERT INTO agents (id, entity, queues, hostname, max_jobs, status, stop_polling, heartbeat_at, created_at, \
+             version) VALUES ($1, $2, $3, $4, $5, 'polling', 0, $6, $6, $7)",
         )
         .bind(id)
         .bind(entity)
@@ -121,6 +124,7 @@ impl SqlStore {
         .bind(&req.hostname)
         .bind(req.max_jobs)
         .bind(now_ms)
+        .bind(Some(req.version.trim()).filter(|v| !v.is_empty()))
         .execute(&self.write)
         .await?;
         self.agent(entity, id).await
@@ -211,6 +215,7 @@ fn decode_api_key(r: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
         role,
         created_at_ms: r.try_get("created_at")?,
         expires_at_ms: r.try_get("expires_at")?,
+        name: r.try_get("name")?,
     })
 }
 
@@ -227,6 +232,7 @@ fn decode_agent(r: &AnyRow) -> Result<AgentView, StoreError> {
         stop_polling: r.try_get::<i64, _>("stop_polling")? != 0,
         heartbeat_at_ms: r.try_get("heartbeat_at")?,
         created_at_ms: r.try_get("created_at")?,
+        version: r.try_get("version")?,
     })
 }
 

@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, Row};
 use std::str::FromStr;
 
 pub(super) const ITEM_COLS: &str = "id, run_id, entity, queue, state, priority, attempts, fence, spec, agent_id, exit_code, reason, \
-     created_at, lease_expires_at, started_at, ended_at, log_archived, stage, resumes, build";
+     created_at, lease_expires_at, started_at, ended_at, log_archived, stage, resumes, build, launched_by, launched_by_key";
 
 impl SqlStore {
     /// The item named `id` (its item id or its run id: `item_names` holds
@@ -169,13 +169,12 @@ impl SqlStore {
     }
 
     pub(super) async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError> {
-        let run_id_taken = || {
-            StoreError::Conflict(format!("run id '{}' is already used in entity '{}'", item.run_id, item.entity))
-        };
+        let run_id_taken =
+            || StoreError::Conflict(format!("run id '{}' is already used in entity '{}'", item.run_id, item.entity));
         let mut tx = self.begin_write().await?;
         let res = sqlx::query(
-            "INSERT INTO items (id, run_id, entity, queue, state, priority, sort_prio, attempts, fence, spec, created_at) \
-             VALUES ($1, $2, $3, $4, 'pending', $5, $6, 0, 0, $7, $8)",
+            "INSERT INTO items (id, run_id, entity, queue, state, priority, sort_prio, attempts, fence, spec, created_at, \
+             launched_by, launched_by_key) VALUES ($1, $2, $3, $4, 'pending', $5, $6, 0, 0, $7, $8, $9, $10)",
         )
         .bind(&item.id)
         .bind(&item.run_id)
@@ -185,6 +184,8 @@ impl SqlStore {
         .bind(if item.prioritized { item.priority.rank() } else { 0 })
         .bind(serde_json::to_string(&item.spec).map_err(|e| corrupt("launch spec", e))?)
         .bind(item.now_ms)
+        .bind(item.launched_by.as_ref().map(|l| l.name.clone()))
+        .bind(item.launched_by.as_ref().map(|l| l.key_id.clone()))
         .execute(&mut *tx)
         .await;
         match res {
@@ -245,17 +246,25 @@ impl SqlStore {
         &self,
         entity: &str,
         queue: Option<&str>,
+        launcher: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ItemView>, StoreError> {
-        let sql = format!(
-            "SELECT {ITEM_COLS} FROM items WHERE entity = $1 AND ($2 = '' OR queue = $2) ORDER BY seq DESC LIMIT $3"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(entity)
-            .bind(queue.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
+        // Only the filters in use go into the statement, so that the
+        // planners can use the launcher indexes (as in `queue_page`).
+        let mut conds = String::new();
+        let mut binds = Vec::new();
+        for (column, value) in [("queue", queue), ("launched_by", launcher)] {
+            if let Some(v) = value {
+                binds.push(v);
+                conds.push_str(&format!(" AND {column} = ${}", 2 + binds.len()));
+            }
+        }
+        let sql = format!("SELECT {ITEM_COLS} FROM items WHERE entity = $1{conds} ORDER BY seq DESC LIMIT $2");
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(limit);
+        for v in binds {
+            query = query.bind(v);
+        }
+        let rows = query.fetch_all(&self.read).await?;
         rows.iter().map(decode_item).collect()
     }
 }
@@ -292,6 +301,8 @@ pub(super) fn decode_item(r: &AnyRow) -> Result<ItemView, StoreError> {
             .try_get::<Option<String>, _>("build")?
             .map(|s| serde_json::from_str(&s).map_err(|e| corrupt("item build", e)))
             .transpose()?,
+        launched_by: r.try_get("launched_by")?,
+        launched_by_key: r.try_get("launched_by_key")?,
     })
 }
 

@@ -125,6 +125,33 @@ const MIGRATIONS: &[Migration] = &[
             ]
         },
     },
+    Migration {
+        version: 7,
+        description: "who launched each item, key names, agent versions and the queue page's saved filters",
+        // Rows from before keep NULL: their launcher and version are unknown.
+        // The launcher indexes serve the queue page's and the item list's
+        // launcher filters, keyset-paged by `seq` like the others.
+        statements: |_| {
+            [
+                "ALTER TABLE items ADD COLUMN launched_by TEXT",
+                "ALTER TABLE items ADD COLUMN launched_by_key TEXT",
+                "CREATE INDEX items_queue_launcher_seq ON items (entity, queue, launched_by, seq)",
+                "CREATE INDEX items_launcher_seq ON items (entity, launched_by, seq)",
+                "ALTER TABLE api_keys ADD COLUMN name TEXT",
+                "ALTER TABLE agents ADD COLUMN version TEXT",
+                "CREATE TABLE saved_filters (
+                    entity TEXT NOT NULL,
+                    queue TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    query TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    PRIMARY KEY (entity, queue, name)
+                )",
+            ]
+            .map(String::from)
+            .to_vec()
+        },
+    },
 ];
 
 /// The highest schema version this build knows.

@@ -2,8 +2,9 @@
 //! guarded state transition), `claims` (claims and leases), `logs`, `jobs`,
 //! `queues`, `warnings`, `agents_keys`, `builds`, `history` (every state
 //! change), `stats` (read-only aggregates for `/metrics`), `queue_page` (the
-//! UI's keyset-paged queue view), `migrations`; `store_impl` maps the trait
-//! onto them.
+//! UI's keyset-paged queue view), `saved_filters` (its named views),
+//! `priority` (a pending item's priority change), `migrations`; `store_impl`
+//! maps the trait onto them.
 
 mod agents_keys;
 mod builds;
@@ -13,8 +14,10 @@ mod items;
 mod jobs;
 mod logs;
 mod migrations;
+mod priority;
 mod queue_page;
 mod queues;
+mod saved_filters;
 mod stats;
 mod store_impl;
 #[cfg(test)]
@@ -22,6 +25,7 @@ mod tests;
 mod warnings;
 
 pub use queue_page::{ItemFilter, ItemPage};
+pub use saved_filters::SavedFilter;
 pub use stats::{AgentStats, QueueStats};
 
 use crate::StoreError;

@@ -1,5 +1,5 @@
 //! One page of a queue's items for the web UI: newest first, filtered by
-//! state, job and agent, paged by the items' insertion sequence (keyset: the
+//! state, job, agent, launcher and launch time, paged by the items' insertion sequence (keyset: the
 //! next page starts below the last `seq` shown), so a page costs the same at
 //! item 100,000 as at item 1.
 
@@ -16,6 +16,12 @@ pub struct ItemFilter {
     /// The job's full name as the launch spec records it.
     pub job: Option<String>,
     pub agent: Option<String>,
+    /// The launcher's name as items record it (`launched_by`).
+    pub launcher: Option<String>,
+    /// Launched at or after this time (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Launched before this time (ms since the epoch).
+    pub until_ms: Option<i64>,
 }
 
 /// A page of items and where the next one starts.
@@ -46,13 +52,28 @@ impl SqlStore {
     ) -> Result<ItemPage, StoreError> {
         let job = job_expr(self.dialect);
         // Only the filters in use go into the statement (a `$n = '' OR ...`
-        // would keep the planners from the state and agent indexes).
+        // would keep the planners from the state, agent and launcher
+        // indexes). The launch-time bounds filter the rows an index walks
+        // in `seq` order, which follows launch time.
         let mut conds = String::new();
-        let mut binds: Vec<&str> = Vec::new();
-        for (column, value) in [("state", &filter.state), (job, &filter.job), ("agent_id", &filter.agent)] {
+        let mut texts: Vec<&str> = Vec::new();
+        let text_filters = [
+            ("state", &filter.state),
+            (job, &filter.job),
+            ("agent_id", &filter.agent),
+            ("launched_by", &filter.launcher),
+        ];
+        for (column, value) in text_filters {
             if let Some(v) = value {
-                binds.push(v);
-                conds.push_str(&format!(" AND {column} = ${}", 4 + binds.len()));
+                texts.push(v);
+                conds.push_str(&format!(" AND {column} = ${}", 4 + texts.len()));
+            }
+        }
+        let mut times: Vec<i64> = Vec::new();
+        for (op, value) in [(">=", filter.since_ms), ("<", filter.until_ms)] {
+            if let Some(v) = value {
+                times.push(v);
+                conds.push_str(&format!(" AND created_at {op} ${}", 4 + texts.len() + times.len()));
             }
         }
         let sql = format!(
@@ -61,7 +82,10 @@ impl SqlStore {
         );
         let mut query =
             sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(queue).bind(before.unwrap_or(i64::MAX)).bind(limit + 1);
-        for v in binds {
+        for v in texts {
+            query = query.bind(v);
+        }
+        for v in times {
             query = query.bind(v);
         }
         let rows = query.fetch_all(&self.read).await?;

@@ -3,13 +3,13 @@
 //! calls the implementation, not itself).
 
 use super::SqlStore;
-use crate::{AgentStats, ApiKeyRecord, Claimed, NewItem, NewJobVersion, QueueStats, Store, StoreError};
+use crate::{AgentStats, ApiKeyRecord, Claimed, NewItem, NewJobVersion, QueueStats, SavedFilter, Store, StoreError};
 use async_trait::async_trait;
 use liftoff_core::api::{
     AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition,
     LogStream, RegisterAgent,
 };
-use liftoff_core::{ItemEvent, ItemTransition, Queue, Stage};
+use liftoff_core::{ItemEvent, ItemTransition, Priority, Queue, Stage};
 
 #[async_trait]
 impl Store for SqlStore {
@@ -83,8 +83,36 @@ impl Store for SqlStore {
         SqlStore::get_item(self, entity, id).await
     }
 
-    async fn list_items(&self, entity: &str, queue: Option<&str>, limit: i64) -> Result<Vec<ItemView>, StoreError> {
-        SqlStore::list_items(self, entity, queue, limit).await
+    async fn list_items(
+        &self,
+        entity: &str,
+        queue: Option<&str>,
+        launcher: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ItemView>, StoreError> {
+        SqlStore::list_items(self, entity, queue, launcher, limit).await
+    }
+
+    async fn set_priority(
+        &self,
+        entity: &str,
+        id: &str,
+        priority: Priority,
+        now_ms: i64,
+    ) -> Result<ItemView, StoreError> {
+        SqlStore::set_priority(self, entity, id, priority, now_ms).await
+    }
+
+    async fn save_filter(&self, filter: &SavedFilter) -> Result<(), StoreError> {
+        SqlStore::save_filter(self, filter).await
+    }
+
+    async fn list_saved_filters(&self, entity: &str, queue: &str) -> Result<Vec<SavedFilter>, StoreError> {
+        SqlStore::list_saved_filters(self, entity, queue).await
+    }
+
+    async fn delete_saved_filter(&self, entity: &str, queue: &str, name: &str) -> Result<(), StoreError> {
+        SqlStore::delete_saved_filter(self, entity, queue, name).await
     }
 
     async fn item_history(

@@ -237,11 +237,13 @@ fn read_private_key(path: &Path) -> anyhow::Result<String> {
 }
 
 fn list_table(agents: &[AgentView]) -> Table {
-    let mut t = Table::with_header(["AGENT", "HOST", "STATUS", "QUEUES", "MAX JOBS", "HEARTBEAT", "STOP POLLING"]);
+    let mut t =
+        Table::with_header(["AGENT", "HOST", "VERSION", "STATUS", "QUEUES", "MAX JOBS", "HEARTBEAT", "STOP POLLING"]);
     for a in agents {
         t.row([
             a.id.clone(),
             a.hostname.clone(),
+            output::opt(a.version.as_deref()),
             format!("{:?}", a.status).to_lowercase(),
             a.queues.join(","),
             if a.max_jobs < 0 { "unlimited".to_string() } else { a.max_jobs.to_string() },

@@ -15,6 +15,9 @@ pub enum KeyCmd {
         /// agent: what `liftoff agent` needs and nothing else.
         #[arg(long, value_enum)]
         role: Role,
+        /// Who or what will use it; runs it launches show it as "launched by".
+        #[arg(long)]
+        name: Option<String>,
         /// Write the secret to this new file (mode 0600) instead of printing it.
         #[arg(long, value_name = "FILE")]
         secret_file: Option<std::path::PathBuf>,
@@ -47,10 +50,10 @@ impl Role {
 pub async fn run(globals: &Globals, cmd: KeyCmd) -> anyhow::Result<()> {
     let client = globals.client()?;
     match cmd {
-        KeyCmd::Create { role, secret_file: Some(path), format } => {
+        KeyCmd::Create { role, name, secret_file: Some(path), format } => {
             // Created first, so that an existing file is never overwritten by a key that then fails.
             let mut file = new_secret_file(&path)?;
-            let created = match client.create_key(role.as_str()).await {
+            let created = match client.create_named_key(role.as_str(), name.as_deref()).await {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = std::fs::remove_file(&path);
@@ -63,15 +66,20 @@ pub async fn run(globals: &Globals, cmd: KeyCmd) -> anyhow::Result<()> {
                 let mut t = Table::key_values();
                 t.row(["id", k.id.as_str()])
                     .row(["role", k.role.as_str()])
+                    .row(["name", &output::opt(k.name.as_deref())])
                     .row(["secret in", &path.display().to_string()]);
                 t
             })
         }
-        KeyCmd::Create { role, secret_file: None, format } => {
-            let created = client.create_key(role.as_str()).await.context("failed to create the key")?;
+        KeyCmd::Create { role, name, secret_file: None, format } => {
+            let created =
+                client.create_named_key(role.as_str(), name.as_deref()).await.context("failed to create the key")?;
             output::emit(format.format, &created, |c| {
                 let mut t = Table::key_values();
-                t.row(["id", c.key.id.as_str()]).row(["role", c.key.role.as_str()]).row(["secret", c.secret.as_str()]);
+                t.row(["id", c.key.id.as_str()])
+                    .row(["role", c.key.role.as_str()])
+                    .row(["name", &output::opt(c.key.name.as_deref())])
+                    .row(["secret", c.secret.as_str()]);
                 t
             })?;
             eprintln!("the secret is shown once; store it now (for an agent: a 0600 file, `--api-key-file`)");
@@ -98,9 +106,9 @@ fn new_secret_file(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
 }
 
 fn list_table(keys: &[ApiKeyView]) -> Table {
-    let mut t = Table::with_header(["ID", "ROLE", "CREATED"]);
+    let mut t = Table::with_header(["ID", "ROLE", "NAME", "CREATED"]);
     for k in keys {
-        t.row([k.id.clone(), k.role.clone(), output::time_ms(k.created_at_ms)]);
+        t.row([k.id.clone(), k.role.clone(), output::opt(k.name.as_deref()), output::time_ms(k.created_at_ms)]);
     }
     t
 }

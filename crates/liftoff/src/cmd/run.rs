@@ -1,4 +1,5 @@
-//! `liftoff run`: list, show, follow the logs of, and stop runs (run-queue items).
+//! `liftoff run`: list, show, follow the logs of, stop and re-prioritise runs
+//! (run-queue items).
 
 use crate::connect::Globals;
 use crate::output::{self, FormatArg, Table};
@@ -6,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use liftoff_client::{Client, ClientError, RunEvent, RunEvents};
 use liftoff_core::api::{ItemView, LogChunk, LogStream};
-use liftoff_core::{ItemTransition, TransitionCause};
+use liftoff_core::{ItemTransition, Priority, TransitionCause};
 use std::io::Write;
 use std::time::Duration;
 
@@ -34,6 +35,13 @@ pub enum RunCmd {
         /// Run-queue item id.
         id: String,
     },
+    /// Change a pending run's priority (refused once an agent claimed it).
+    Priority {
+        /// Run id or run-queue item id.
+        id: String,
+        /// critical, high, medium or low.
+        priority: Priority,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +49,9 @@ pub struct ListArgs {
     /// Only runs of this queue.
     #[arg(short, long, value_name = "QUEUE")]
     queue: Option<String>,
+    /// Only runs launched by this key name (or key id, for a key without a name).
+    #[arg(long, value_name = "NAME")]
+    launched_by: Option<String>,
     /// Most runs to list (1 to 1000, the server's bound).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
     limit: i64,
@@ -52,7 +63,10 @@ pub async fn run(globals: &Globals, cmd: RunCmd) -> anyhow::Result<()> {
     let client = globals.client()?;
     match cmd {
         RunCmd::List(a) => {
-            let items = client.list_items(a.queue.as_deref(), a.limit).await.context("failed to list runs")?;
+            let items = client
+                .list_items_launched_by(a.queue.as_deref(), a.launched_by.as_deref(), a.limit)
+                .await
+                .context("failed to list runs")?;
             output::emit(a.format.format, &items, |is| list_table(is))
         }
         RunCmd::Show { id, format } => {
@@ -71,6 +85,14 @@ pub async fn run(globals: &Globals, cmd: RunCmd) -> anyhow::Result<()> {
         RunCmd::Stop { id } => {
             let item = client.stop_item(&id).await.with_context(|| format!("failed to stop run '{id}'"))?;
             println!("{}", item.state);
+            Ok(())
+        }
+        RunCmd::Priority { id, priority } => {
+            let item = client
+                .set_priority(&id, priority)
+                .await
+                .with_context(|| format!("failed to change the priority of run '{id}'"))?;
+            println!("{}", item.priority);
             Ok(())
         }
     }
@@ -178,6 +200,7 @@ fn show_table(i: &ItemView) -> Table {
     t.row(["item:", &i.id]).row(["run:", &i.run_id]).row(["queue:", &i.queue]);
     t.row(["state:", i.state.as_str()]).row(["priority:", i.priority.as_str()]);
     t.row(["job:", &i.spec.job]);
+    t.row(["launched by:".to_string(), output::opt(i.launched_by.as_deref())]);
     let ep = i.spec.entrypoint.iter().chain(&i.spec.args).map(String::as_str);
     t.row(["command:".to_string(), shlex::try_join(ep).unwrap_or_default()]);
     t.row(["attempts:".to_string(), i.attempts.to_string()]);
