@@ -52,6 +52,7 @@ fn quickstart_runs_the_hello_job_to_finished() {
     assert!(stdout.contains("hello from liftoff"), "the run config reached the job:\n{stdout}");
     assert!(stderr.contains("finished"), "final state printed:\n{stderr}");
     assert!(stderr.contains("http://127.0.0.1:"), "server URL printed:\n{stderr}");
+    assert!(stderr.contains("web UI:    run `liftoff quickstart --keep`"), "the way to the web UI:\n{stderr}");
     assert!(data.path().join("admin.key").exists());
 }
 

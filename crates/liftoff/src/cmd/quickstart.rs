@@ -133,6 +133,15 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         eprintln!("item id:   {}", item.id);
         eprintln!("server:    {base_url}");
         eprintln!("data dir:  {}", data_dir.display());
+        if args.keep {
+            eprintln!(
+                "web UI:    {base_url}/runs/{} (sign in with the key in {})",
+                item.run_id,
+                data_dir.join("admin.key").display()
+            );
+        } else {
+            eprintln!("web UI:    run `liftoff quickstart --keep` to keep the server up and see this run at {base_url}/");
+        }
     }
     if args.keep && item.is_ok() {
         step("server and agent keep running; press ctrl-c to stop them");
