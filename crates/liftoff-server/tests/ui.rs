@@ -439,6 +439,9 @@ async fn a_run_page_follows_its_live_stream_of_fragments_resumable_to_the_end() 
     assert!(html.starts_with("<ol id=\"timeline\" hx-swap-oob=\"beforeend\"><li><time>"), "{html}");
     assert!(html.contains("claimed → running (start, by agent "), "{html}");
     assert!(html.contains("<span class=\"state s-running\" id=\"run-state\" hx-swap-oob=\"true\">running</span>"));
+    // the Agent fact follows the holder, and a held run's priority form goes
+    assert!(html.contains("<dd class=\"wrap\" id=\"run-agent\" hx-swap-oob=\"true\">"), "{html}");
+    assert!(html.contains("<form id=\"priority-form\" hx-swap-oob=\"delete\"></form>"), "{html}");
     append(&ui, &id, fence, 1, LogStream::Stdout, "<script>alert(1)</script> \u{1b}[1;31mred\u{1b}[0m\n").await;
     let (kind, _, html) = live.expect("the escaped line").await;
     assert_eq!(kind, "log");

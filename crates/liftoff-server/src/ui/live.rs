@@ -31,6 +31,8 @@ pub struct RunLiveQuery {
 struct TransitionFragment {
     e: super::runs::Event,
     state: &'static str,
+    /// The agent now holding the run (the page's "Agent" fact follows it).
+    agent: Option<String>,
 }
 
 /// `GET /runs/{id}/live?from=T.L`: the run's stream as fragments: `log`
@@ -56,7 +58,8 @@ pub async fn run(
         let (kind, html) = match update {
             RunUpdate::Log(c) => ("log", fragment(LogLines { lines: log_lines(&[c]) })),
             RunUpdate::Transition(t) => {
-                ("transition", fragment(TransitionFragment { e: timeline_entry(&t), state: t.to.as_str() }))
+                let agent = t.agent_id.clone().filter(|_| t.to.is_leased());
+                ("transition", fragment(TransitionFragment { e: timeline_entry(&t), state: t.to.as_str(), agent }))
             }
             // a browser drops an event without data
             RunUpdate::End(state) => ("end", state.as_str().to_string()),

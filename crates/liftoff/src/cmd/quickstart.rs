@@ -140,7 +140,9 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
                 data_dir.join("admin.key").display()
             );
         } else {
-            eprintln!("web UI:    run `liftoff quickstart --keep` to keep the server up and see this run at {base_url}/");
+            eprintln!(
+                "web UI:    run `liftoff quickstart --keep` to keep the server up and see this run at {base_url}/"
+            );
         }
     }
     if args.keep && item.is_ok() {
