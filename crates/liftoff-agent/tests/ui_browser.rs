@@ -273,8 +273,8 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     assert!(metrics.contains("\nliftoff_event_streams 1\n"), "the server serves the page's stream");
     assert_eq!(text_of(&b, "#run-state").await, "running");
     assert!(text_of(&b, "#timeline").await.contains("claimed → running"), "the timeline follows the run too");
-    let agent = text_of(&b, "#run-agent").await;
-    assert!(!agent.contains("none yet") && !agent.is_empty(), "the Agent fact follows the claim: {agent:?}");
+    let holder = text_of(&b, "#run-agent").await;
+    assert!(!holder.contains("none yet") && !holder.is_empty(), "the Agent fact follows the claim: {holder:?}");
     assert!(b.find_all(Locator::Css("#priority-form")).await.unwrap().is_empty(), "no priority change once claimed");
     let green = b.find(Locator::Css("#log .ln.out span.fg2")).await.unwrap().text().await.unwrap();
     assert!(green.starts_with("tick "), "ANSI green became a class, its escape codes gone: {green:?}");
