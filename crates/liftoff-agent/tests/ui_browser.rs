@@ -125,6 +125,20 @@ async fn text_of(b: &Browser, css: &str) -> String {
     b.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
 }
 
+/// The text of `css` once the page shows it: a click returns before the
+/// page it submits is loaded.
+async fn text_when(b: &Browser, css: &str) -> String {
+    let css = css.to_string();
+    let what = format!("{css} to appear");
+    let probe = css.clone();
+    wait_until(b, &what, move |b| {
+        let css = probe.clone();
+        async move { Ok(!b.find_all(Locator::Css(&css)).await?.is_empty()) }
+    })
+    .await;
+    text_of(b, &css).await
+}
+
 async fn no_dialog(b: &Browser, page: &str) {
     assert!(b.get_alert_text().await.is_err(), "{page}: a dialog opened, so a script ran");
 }
@@ -159,11 +173,11 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     // A wrong key is refused on the page; an agent key cannot sign in.
     b.find(Locator::Css("#api_key")).await.unwrap().send_keys("lft_wrong").await.unwrap();
     b.find(Locator::Css("form[action='/signin'] button")).await.unwrap().click().await.unwrap();
-    assert_eq!(text_of(&b, "#api_key-error").await, "unknown API key");
+    assert_eq!(text_when(&b, "#api_key-error").await, "unknown API key");
     let agent_key = r.client.create_key("agent").await.unwrap().secret;
     submit_key(&b, &base, &agent_key).await;
     assert_eq!(b.current_url().await.unwrap().path(), "/signin");
-    assert!(text_of(&b, "#api_key-error").await.contains("agent key cannot sign in"));
+    assert!(text_when(&b, "#api_key-error").await.contains("agent key cannot sign in"));
 
     // The first page of a new installation: how to get a first run.
     sign_in(&b, &base, &key).await;
@@ -303,7 +317,7 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     b.find(Locator::Css("input[name=q]")).await.unwrap().send_keys("TICK 1").await.unwrap();
     b.find(Locator::Css("form[role=search] button")).await.unwrap().click().await.unwrap();
     wait_until(&b, "the search", |b| async move { Ok(b.current_url().await?.query() == Some("q=TICK+1")) }).await;
-    let count = text_of(&b, "#search-count").await;
+    let count = text_when(&b, "#search-count").await;
     assert!(count.contains(" “TICK 1” in "), "{count}");
     let hits = b.find_all(Locator::Css("#log .ln.out .hit")).await.unwrap();
     assert!(!hits.is_empty() && b.find_all(Locator::Css("#log .ln.err")).await.unwrap().is_empty());
