@@ -105,27 +105,27 @@ async fn first_release_database_is_upgraded(url: &str, seq_column: &str) {
     let by_launcher = store.queue_page("acme", "q", &Default::default(), None, 10).await.unwrap();
     assert_eq!(by_launcher.items.len(), 1, "the old row is on its queue's page");
     assert!(store.list_saved_filters("acme", "q").await.unwrap().is_empty());
-    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6, 7, 8]);
     drop(store);
     // a second start finds nothing to do
     SqlStore::connect(url, 3).await.unwrap();
-    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6, 7, 8]);
 }
 
 async fn newer_database_is_refused(url: &str) {
     drop(SqlStore::connect(url, 3).await.unwrap());
     execute_all(
         url,
-        &["INSERT INTO schema_migrations (version, description, applied_at) VALUES (8, 'from the future', 0)".into()],
+        &["INSERT INTO schema_migrations (version, description, applied_at) VALUES (9, 'from the future', 0)".into()],
     )
     .await;
     let err = SqlStore::connect(url, 3).await.err().expect("a newer database is refused");
-    assert!(matches!(err, StoreError::SchemaTooNew { database: 8, known: 7 }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaTooNew { database: 9, known: 8 }), "{err:?}");
     assert_eq!(
         err.to_string(),
-        "database schema version 8 is newer than this liftoff (knows up to 7): upgrade liftoff"
+        "database schema version 9 is newer than this liftoff (knows up to 8): upgrade liftoff"
     );
-    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6, 7, 8], "nothing was changed");
+    assert_eq!(versions(url).await, [1, 2, 3, 4, 5, 6, 7, 8, 9], "nothing was changed");
 }
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {

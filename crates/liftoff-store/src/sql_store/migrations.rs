@@ -152,6 +152,16 @@ const MIGRATIONS: &[Migration] = &[
             .to_vec()
         },
     },
+    Migration {
+        version: 8,
+        description: "the queue page's launch-time filters find their span of a queue by launch time",
+        // With (created_at, seq) the bounds of a launch-time window's `seq`
+        // span are read from this index alone; the page then walks only that
+        // span (see `queue_page`).
+        statements: |_| {
+            vec!["CREATE INDEX items_queue_created_seq ON items (entity, queue, created_at, seq)".to_string()]
+        },
+    },
 ];
 
 /// The highest schema version this build knows.

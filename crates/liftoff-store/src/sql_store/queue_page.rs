@@ -76,6 +76,22 @@ impl SqlStore {
                 conds.push_str(&format!(" AND created_at {op} ${}", 4 + texts.len() + times.len()));
             }
         }
+        // A launch-time window first finds the `seq` span of the items it
+        // holds (from the (created_at, seq) index alone), and the page walks
+        // only that span: a window that holds few items of a long queue
+        // would otherwise be found by walking the whole queue. Exact: the
+        // launch-time bounds still apply to every row.
+        if !times.is_empty() {
+            match self.launch_window_span(entity, queue, filter.since_ms, filter.until_ms).await? {
+                None => return Ok(ItemPage { items: Vec::new(), next_before: None }),
+                Some((first, last)) => {
+                    times.push(first);
+                    conds.push_str(&format!(" AND seq >= ${}", 4 + texts.len() + times.len()));
+                    times.push(last);
+                    conds.push_str(&format!(" AND seq <= ${}", 4 + texts.len() + times.len()));
+                }
+            }
+        }
         let sql = format!(
             "SELECT seq, {ITEM_COLS} FROM items WHERE entity = $1 AND queue = $2 AND seq < $3{conds} \
              ORDER BY seq DESC LIMIT $4"
@@ -97,5 +113,29 @@ impl SqlStore {
             items.push(decode_item(r)?);
         }
         Ok(ItemPage { items, next_before: if more { last_seq } else { None } })
+    }
+
+    /// The lowest and highest `seq` of the queue's items launched in
+    /// `[since, until)`, or `None` when it holds none.
+    async fn launch_window_span(
+        &self,
+        entity: &str,
+        queue: &str,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(seq) AS first, MAX(seq) AS last FROM items \
+             WHERE entity = $1 AND queue = $2 AND created_at >= $3 AND created_at < $4",
+        )
+        .bind(entity)
+        .bind(queue)
+        .bind(since_ms.unwrap_or(i64::MIN))
+        .bind(until_ms.unwrap_or(i64::MAX))
+        .fetch_one(&self.read)
+        .await?;
+        let first: Option<i64> = row.try_get("first")?;
+        let last: Option<i64> = row.try_get("last")?;
+        Ok(first.zip(last))
     }
 }
