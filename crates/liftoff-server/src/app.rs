@@ -37,7 +37,10 @@ pub fn router(state: AppState) -> Router {
     let blob_limit = state.config.max_blob_body;
     let (api, doc) = api_routes(blob_limit).split_for_parts();
     let doc = Arc::new(crate::openapi::document(doc));
-    let api = api.route_layer(axum::middleware::from_fn(crate::extract::json_errors)).layer(axum::Extension(doc));
+    let api = api
+        .fallback(no_such_route)
+        .layer(axum::middleware::from_fn(crate::extract::json_errors))
+        .layer(axum::Extension(doc));
     Router::new()
         .nest("/api/v1", api)
         .merge(crate::ui::routes::router())
@@ -85,4 +88,14 @@ fn api_routes(blob_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(keys::revoke))
         .routes(routes!(meta::whoami))
         .routes(routes!(meta::openapi))
+}
+
+/// An `/api/v1` path no route serves: the documented JSON error, not the
+/// web UI's page.
+async fn no_such_route(uri: axum::http::Uri) -> crate::error::ApiError {
+    crate::error::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no API operation at {}; see /api/v1/openapi.json", uri.path()),
+    )
 }

@@ -572,6 +572,24 @@ async fn openapi_document_covers_the_routes() {
         }
     }
     assert!(operation_ids.len() >= 34, "found only {operation_ids:?}");
+    // axum's own refusals are the documented JSON error too
+    let base = t.server.base_url();
+    let key = t.server.admin_key.clone().unwrap();
+    let http = reqwest::Client::new();
+    for (method, path, status, code) in [
+        (reqwest::Method::GET, "/api/v1/nope", 404, "not_found"),
+        (reqwest::Method::DELETE, "/api/v1/whoami", 405, "method_not_allowed"),
+        (reqwest::Method::GET, "/api/v1/entities/default/items?limit=many", 400, "invalid"),
+        (reqwest::Method::GET, "/api/v1/entities/default/items?limit=0", 400, "invalid"),
+    ] {
+        let r = http.request(method.clone(), format!("{base}{path}")).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        if status == 405 {
+            assert!(r.headers().contains_key("allow"), "{method} {path}: 405 says what is allowed");
+        }
+        let body: ErrorBody = r.json().await.unwrap_or_else(|e| panic!("{method} {path}: not the JSON error: {e}"));
+        assert_eq!(body.code, code, "{method} {path}: {}", body.message);
+    }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     let metrics = reqwest::get(format!("{}/metrics", t.server.base_url())).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("liftoff_items_claimed_total 0"));
