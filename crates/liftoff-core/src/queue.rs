@@ -128,7 +128,7 @@ pub fn template_variables_schema() -> utoipa::openapi::schema::Schema {
         .property("minimum", number())
         .property("maximum", number())
         .property("enum", ArrayBuilder::new())
-        .property("default", ObjectBuilder::new())
+        .property("default", ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::AnyValue))
         .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
     let reference_variable = ObjectBuilder::new()
         .schema_type(Type::Object)
