@@ -170,7 +170,8 @@ async fn form_page(
     Ok(resp)
 }
 
-async fn own_queue(st: &AppState, s: &UiSession, name: &str) -> Result<Queue, UiError> {
+/// The session's entity's queue `name`, or the page's 404.
+pub(super) async fn own_queue(st: &AppState, s: &UiSession, name: &str) -> Result<Queue, UiError> {
     st.store.get_queue(&s.entity, name).await?.ok_or_else(|| UiError::NotFound(format!("queue '{name}' not found")))
 }
 

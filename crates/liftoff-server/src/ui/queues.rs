@@ -265,11 +265,7 @@ pub async fn show(
     Path(name): Path<String>,
     Query(q): Query<QueueQuery>,
 ) -> Result<Response, UiError> {
-    let queue = st
-        .store
-        .get_queue(&s.entity, &name)
-        .await?
-        .ok_or_else(|| UiError::NotFound(format!("queue '{name}' not found")))?;
+    let queue = super::jobs::own_queue(&st, &s, &name).await?;
     let filters = PageFilters::parse(q.state, q.job, q.agent, q.launched_by, q.since, q.until)?;
     // before the rows: the live stream goes on from here, so a change made
     // while the page renders is sent (again), never lost
@@ -340,11 +336,7 @@ pub async fn save_filter(
 ) -> Result<Response, UiError> {
     let form = Form::parse(&body);
     s.check_csrf(form.get("csrf"))?;
-    let queue = st
-        .store
-        .get_queue(&s.entity, &name)
-        .await?
-        .ok_or_else(|| UiError::NotFound(format!("queue '{name}' not found")))?;
+    let queue = super::jobs::own_queue(&st, &s, &name).await?;
     let field = |k: &str| form.get(k).map(str::to_string);
     let filters = PageFilters::parse(
         field("state"),
