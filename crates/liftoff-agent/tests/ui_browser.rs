@@ -357,14 +357,31 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
         async move { Ok(b.find(Locator::Css(&cell)).await?.text().await? == "running") }
     })
     .await;
+    let holder = text_of(&b, &format!("#agent-{}", second.item_id)).await;
+    assert!(!holder.is_empty(), "the row's agent column follows the claim");
     r.client.stop_item(&second.item_id).await.unwrap();
     wait_until(&b, "the second run's row to say stopped", |b| {
         let cell = cell.clone();
         async move { Ok(b.find(Locator::Css(&cell)).await?.text().await? == "stopped") }
     })
     .await;
+    // A new launch joins the top of the table, and its row follows it too.
+    let third = r.client.launch("train", &ticker).await.unwrap();
+    let row = format!("#rows tr:first-child#row-{}", third.item_id);
+    wait_until(&b, "the new launch's row", |b| {
+        let row = row.clone();
+        async move { Ok(!b.find_all(Locator::Css(&row)).await?.is_empty()) }
+    })
+    .await;
+    r.client.stop_item(&third.item_id).await.unwrap();
+    let third_state = format!("#state-{}", third.item_id);
+    wait_until(&b, "the new row to say stopped", |b| {
+        let cell = third_state.clone();
+        async move { Ok(b.find(Locator::Css(&cell)).await?.text().await? == "stopped") }
+    })
+    .await;
     let mark = b.execute("return window.liftoffMark || null;", vec![]).await.unwrap();
-    assert_eq!(mark, serde_json::json!("same page"), "the row changed without reloading the page");
+    assert_eq!(mark, serde_json::json!("same page"), "the rows changed without reloading the page");
     let fetched = b.execute(FETCHED, vec![]).await.unwrap();
     assert!(fetched.as_array().unwrap().iter().all(|u| u.as_str().unwrap().contains("/assets/")), "{fetched}");
     b.goto(&format!("{base}/queues/train?state=pending")).await.unwrap();

@@ -496,20 +496,39 @@ async fn a_queue_page_gets_its_rows_states_live() {
     let page = ui.get(&s.cookie, "/queues/q").await.text().await.unwrap();
     let item = ui.client.get_item(&run).await.unwrap();
     assert!(page.contains(&format!("<span class=\"state s-pending\" id=\"state-{}\">pending</span>", item.id)));
-    let connect = page.split("sse-connect=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
-    assert_eq!(connect, "/queues/q/live?after=1", "the launch is on the page");
+    let connect = page.split("sse-connect=\"").nth(1).unwrap().split('"').next().unwrap().replace("&amp;", "&");
+    assert_eq!(connect, "/queues/q/live?after=1&rows=new", "the launch is on the page, which shows the newest");
 
     let mut live = Live::new(&ui, &s.cookie, &connect, None).await;
     let (id, fence) = claim(&ui).await;
     let (kind, n, html) = live.expect("the claim").await;
     assert_eq!((kind.as_str(), n.as_str()), ("transition", "2"));
-    assert_eq!(html, format!("<span class=\"state s-claimed\" id=\"state-{id}\" hx-swap-oob=\"true\">claimed</span>"));
+    assert!(
+        html.starts_with(&format!(
+            "<span class=\"state s-claimed\" id=\"state-{id}\" hx-swap-oob=\"true\">claimed</span>"
+        )),
+        "{html}"
+    );
+    assert!(html.contains(&format!("id=\"agent-{id}\" hx-swap-oob=\"true\">")), "the agent column follows: {html}");
+    assert!(!html.contains("sel-"), "a claimed run can still be stopped: {html}");
+    // a launch joins the top of the table, as the page renders rows
+    let second = ui.launch().await;
+    let (_, n, html) = live.expect("the new launch").await;
+    assert_eq!(n, "3");
+    assert!(html.starts_with("<tbody hx-swap-oob=\"afterbegin:#rows\"><tr id=\"row-"), "{html}");
+    assert!(html.contains(&format!("<code>{second}</code>")) && html.contains(">pending</span>"), "{html}");
     drop(live);
     ui.client.report(&id, fence, liftoff_core::ItemEvent::Start).await.unwrap();
-    let mut resumed = Live::new(&ui, &s.cookie, &connect, Some("2")).await;
+    let mut resumed = Live::new(&ui, &s.cookie, &connect, Some("3")).await;
     let (_, n, html) = resumed.expect("the start, missed while away").await;
-    assert_eq!(n, "3");
+    assert_eq!(n, "4");
     assert!(html.contains(">running</span>"), "{html}");
+    ui.client.stop_item(&id).await.unwrap();
+    let (_, _, html) = resumed.expect("the stop request").await;
+    assert!(html.contains(&format!("<input id=\"sel-{id}\" hx-swap-oob=\"delete\">")), "no more stopping: {html}");
+    // a filtered page gets no new rows: a launch may not match its filters
+    let filtered = ui.get(&s.cookie, "/queues/q?state=pending").await.text().await.unwrap();
+    assert!(filtered.contains("sse-connect") && !filtered.contains("rows=new"), "{filtered}");
     assert_eq!(Live::open(&ui, &s.cookie, "/queues/nope/live", None).await.status(), StatusCode::NOT_FOUND);
 }
 

@@ -72,18 +72,33 @@ pub async fn run(
 pub struct QueueLiveQuery {
     /// The queue's change number the page was rendered at.
     after: Option<i64>,
+    /// `new`: the page shows the newest items unfiltered, so a launch joins
+    /// its table as a new row.
+    rows: Option<String>,
 }
 
+/// A change to a row the page shows: its state, its agent once one holds
+/// it, and its checkbox gone once it can no longer be stopped.
 #[derive(Template)]
 #[template(path = "queue_state.html")]
-struct StateCell<'a> {
+struct StateCells<'a> {
     item_id: &'a str,
     state: &'static str,
+    agent: Option<&'a str>,
+    stoppable: bool,
 }
 
-/// `GET /queues/{queue}/live?after=N`: each state change of the queue's
-/// items after change `N` (or `Last-Event-ID`) as the item's state cell,
-/// swapped out of band into its row if the page shows it.
+/// A launched item, as a row for the top of the table.
+#[derive(Template)]
+#[template(path = "queue_new_row.html")]
+struct NewRow {
+    i: super::queues::ItemRow,
+}
+
+/// `GET /queues/{queue}/live?after=N[&rows=new]`: each state change of the
+/// queue's items after change `N` (or `Last-Event-ID`) as the cells of its
+/// row that change, swapped out of band if the page shows the row; with
+/// `rows=new`, a launch as a new row at the top of the table.
 pub async fn queue(
     State(st): State<AppState>,
     s: UiSession,
@@ -104,11 +119,37 @@ pub async fn queue(
             None => st.store.queue_history_head(&s.entity, &name).await?,
         },
     };
+    let new_rows = q.rows.as_deref() == Some("new");
     let slot = open_stream(&st)?;
+    let reader = st.clone();
+    let entity = s.entity.clone();
     let updates = streams::queue_updates(st, slot, wake, s.entity, name, after);
-    Ok(streams::sse(updates.map(|(n, t)| {
-        let html = fragment(StateCell { item_id: &t.item_id, state: t.to.as_str() });
-        Ok(Event::default().event("transition").id(n.to_string()).data(html))
+    Ok(streams::sse(updates.then(move |(n, t)| {
+        let (st, entity) = (reader.clone(), entity.clone());
+        async move {
+            let launched = new_rows && t.event == liftoff_core::history::LAUNCH_EVENT;
+            // the row as it is now (a later change to it follows as cells)
+            let item = match launched {
+                true => st.store.get_item(&entity, &t.item_id).await.unwrap_or_else(|e| {
+                    // the page then gets the row's cells, which find no row: it shows the item on reload
+                    tracing::warn!(item = %t.item_id, error = %e, "a launched row could not be read for a live queue page");
+                    None
+                }),
+                false => None,
+            };
+            let html = match item {
+                Some(item) => {
+                    fragment(NewRow { i: super::queues::ItemRow::new(&item, liftoff_store::now_ms()) })
+                }
+                None => fragment(StateCells {
+                    item_id: &t.item_id,
+                    state: t.to.as_str(),
+                    agent: t.agent_id.as_deref().filter(|_| t.to.is_leased()),
+                    stoppable: !t.to.is_terminal() && t.to != liftoff_core::ItemState::Stopping,
+                }),
+            };
+            Ok(Event::default().event("transition").id(n.to_string()).data(html))
+        }
     })))
 }
 

@@ -256,6 +256,8 @@ struct QueuePage {
     filtered: bool,
     /// The queue's change number the rows are at, where the live stream starts.
     live_after: i64,
+    /// New launches join the top of the table live: an unfiltered first page.
+    live_rows: bool,
     saved: Vec<SavedRow>,
 }
 
@@ -270,6 +272,7 @@ pub async fn show(
     // before the rows: the live stream goes on from here, so a change made
     // while the page renders is sent (again), never lost
     let live_after = st.store.queue_history_head(&s.entity, &name).await?;
+    let live_rows = q.before.is_none() && filters == PageFilters::default();
     let now = liftoff_store::now_ms();
     let filter = filters.item_filter(now);
     let page = st.store.queue_page(&s.entity, &name, &filter, q.before, PAGE_SIZE).await?;
@@ -310,6 +313,7 @@ pub async fn show(
         items: page.items.iter().map(|i| ItemRow::new(i, now)).collect(),
         next,
         live_after,
+        live_rows,
         saved,
         queue,
     })
