@@ -349,6 +349,8 @@ pub struct FencedBuildRecord {
 
 /// The longest build key (an image reference without digest).
 pub const MAX_BUILD_KEY: usize = 512;
+/// Longest image reference a build records: a build key with room for `@sha256:<digest>`.
+pub const MAX_IMAGE_REF: usize = MAX_BUILD_KEY + 80;
 /// Longest warning, in characters.
 pub const MAX_WARNING_CHARS: usize = 4096;
 /// Longest log chunk, in characters (the agent sends at most this many bytes).

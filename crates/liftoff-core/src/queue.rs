@@ -142,7 +142,7 @@ pub fn template_variables_schema() -> utoipa::openapi::schema::Schema {
             ObjectBuilder::new()
                 .schema_type(Type::Object)
                 .property_names(Some(
-                    ObjectBuilder::new().schema_type(Type::String).pattern(Some(crate::rules::VARIABLE_NAME)),
+                    ObjectBuilder::new().schema_type(Type::String).pattern(Some(crate::rules::VARIABLE_NAME.pattern)),
                 ))
                 .additional_properties(Some(reference_variable)),
         )

@@ -90,7 +90,7 @@ pub fn check_config(resource: ResourceType, config: &serde_json::Value) -> Vec<C
                 Err(errors) => to_problems(errors, "resource_args.local-container"),
             };
             // an option's name is known now, whatever its value
-            for key in map.keys().filter(|k| !known.as_object().is_some_and(|m| m.contains_key(*k))) {
+            for key in map.iter().filter(|(_, v)| holds_placeholder(v)).map(|(k, _)| k) {
                 let name = crate::docker_options::normalise_name(key);
                 if !crate::docker_options::SUPPORTED_OPTIONS.contains(&name.as_str()) {
                     problems.push(ConfigProblem {

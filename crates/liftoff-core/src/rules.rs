@@ -13,37 +13,47 @@ use regex_automata::meta::Regex;
 use std::sync::OnceLock;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 
+/// One pattern, as the document writes it and as the server checks it
+/// (compiled once, on first use).
+pub struct Rule {
+    pub pattern: &'static str,
+    compiled: OnceLock<Regex>,
+}
+
+impl Rule {
+    const fn new(pattern: &'static str) -> Self {
+        Self { pattern, compiled: OnceLock::new() }
+    }
+
+    pub fn is_match(&self, value: &str) -> bool {
+        // The patterns are this module's statics, each compiled by its tests.
+        self.compiled.get_or_init(|| Regex::new(self.pattern).expect("a valid rules pattern")).is_match(value)
+    }
+}
+
 /// A name (entity, queue, project, job, alias, run id): 1–64 of
 /// `[A-Za-z0-9._-]`, not starting with `.` or `-` (`queue::validate_name`).
-pub const NAME: &str = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$";
+pub static NAME: Rule = Rule::new("^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$");
 /// A job reference `[[entity/]project/]name[:alias]`, each part a [`NAME`].
-pub const JOB_REF: &str = "^(?:[A-Za-z0-9_][A-Za-z0-9._-]{0,63}/){0,2}[A-Za-z0-9_][A-Za-z0-9._-]{0,63}(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,63})?$";
+pub static JOB_REF: Rule = Rule::new(
+    "^(?:[A-Za-z0-9_][A-Za-z0-9._-]{0,63}/){0,2}[A-Za-z0-9_][A-Za-z0-9._-]{0,63}(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,63})?$",
+);
 /// `sha256:` and 64 lowercase hex digits.
-pub const SHA256_DIGEST: &str = "^sha256:[0-9a-f]{64}$";
+pub static SHA256_DIGEST: Rule = Rule::new("^sha256:[0-9a-f]{64}$");
 /// A build key or image reference: visible ASCII (OCI references are ASCII).
-pub const IMAGE_REF: &str = "^[!-~]+$";
+pub static IMAGE_REF: Rule = Rule::new("^[!-~]+$");
 /// A run stream's event id, `<transitions>.<log>`.
-pub const RUN_EVENT_ID: &str = "^[0-9]{1,18}\\.[0-9]{1,18}$";
+pub static RUN_EVENT_ID: Rule = Rule::new("^[0-9]{1,18}\\.[0-9]{1,18}$");
 /// A queue stream's event id.
-pub const QUEUE_EVENT_ID: &str = "^[0-9]{1,18}$";
+pub static QUEUE_EVENT_ID: Rule = Rule::new("^[0-9]{1,18}$");
 /// A template variable's name.
-pub const VARIABLE_NAME: &str = "^[A-Za-z0-9_]+$";
+pub static VARIABLE_NAME: Rule = Rule::new("^[A-Za-z0-9_]+$");
+/// An agent's version: no control characters.
+pub static VERSION: Rule = Rule::new("^[^\\x00-\\x1f\\x7f-\\x9f]*$");
 
-/// Whether `value` matches `pattern` (one of the constants above), with the
-/// compiled expressions kept for the process's life.
-pub fn matches(pattern: &'static str, value: &str) -> bool {
-    static CACHE: OnceLock<std::sync::Mutex<Vec<(&'static str, Regex)>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, re)) = cache.iter().find(|(p, _)| std::ptr::eq(*p, pattern)) {
-        return re.is_match(value);
-    }
-    // The patterns are constants of this module, checked by its tests.
-    let re = Regex::new(pattern).expect("a valid rules pattern");
-    let found = re.is_match(value);
-    cache.push((pattern, re));
-    found
-}
+/// Every pattern here, for the test that the document states no other.
+pub static ALL: [&Rule; 9] =
+    [&NAME, &JOB_REF, &SHA256_DIGEST, &IMAGE_REF, &RUN_EVENT_ID, &QUEUE_EVENT_ID, &VARIABLE_NAME, &VERSION, &LABEL];
 
 /// Integers as JSON Schema counts them: `3.0` is the integer 3 (the
 /// document says `integer`, and a client or tester may send either form);
@@ -116,44 +126,44 @@ fn string(pattern: Option<&str>, max_length: Option<usize>) -> ObjectBuilder {
 
 /// A key's or saved filter's name: 1 to 64 characters, none a control
 /// character (`api::check_label`; only spaces is refused with 422).
-pub const LABEL: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]+$";
+pub static LABEL: Rule = Rule::new("^[^\\x00-\\x1f\\x7f-\\x9f]+$");
 
 pub fn label_schema() -> Schema {
-    string(Some(LABEL), Some(crate::api::MAX_LABEL_CHARS)).min_length(Some(1)).into()
+    string(Some(LABEL.pattern), Some(crate::api::MAX_LABEL_CHARS)).min_length(Some(1)).into()
 }
 
 /// An agent's version: up to 64 characters, none a control character.
 pub fn version_schema() -> Schema {
-    string(Some("^[^\\x00-\\x1f\\x7f-\\x9f]*$"), Some(64)).into()
+    string(Some(VERSION.pattern), Some(64)).into()
 }
 
 pub fn name_schema() -> Schema {
-    string(Some(NAME), None).into()
+    string(Some(NAME.pattern), None).into()
 }
 
 pub fn names_schema() -> Schema {
-    ArrayBuilder::new().items(string(Some(NAME), None)).into()
+    ArrayBuilder::new().items(string(Some(NAME.pattern), None)).into()
 }
 
 /// At least one name.
 pub fn some_names_schema() -> Schema {
-    ArrayBuilder::new().items(string(Some(NAME), None)).min_items(Some(1)).into()
+    ArrayBuilder::new().items(string(Some(NAME.pattern), None)).min_items(Some(1)).into()
 }
 
 pub fn job_ref_schema() -> Schema {
-    string(Some(JOB_REF), None).into()
+    string(Some(JOB_REF.pattern), None).into()
 }
 
 pub fn digest_schema() -> Schema {
-    string(Some(SHA256_DIGEST), None).into()
+    string(Some(SHA256_DIGEST.pattern), None).into()
 }
 
 pub fn build_key_schema() -> Schema {
-    string(Some(IMAGE_REF), Some(crate::api::MAX_BUILD_KEY)).into()
+    string(Some(IMAGE_REF.pattern), Some(crate::api::MAX_BUILD_KEY)).into()
 }
 
 pub fn image_schema() -> Schema {
-    string(Some(IMAGE_REF), Some(crate::api::MAX_BUILD_KEY + 80)).into()
+    string(Some(IMAGE_REF.pattern), Some(crate::api::MAX_IMAGE_REF)).into()
 }
 
 /// Any JSON object.
@@ -193,6 +203,13 @@ pub fn log_data_schema() -> Schema {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_pattern_compiles() {
+        for rule in ALL {
+            rule.is_match("");
+        }
+    }
+
     /// The name pattern and `validate_name` agree, on the edges of the rule.
     #[test]
     fn name_pattern_is_validate_name() {
@@ -203,7 +220,7 @@ mod tests {
             "a:b", "a..b", "\na",
         ] {
             let server = crate::queue::validate_name("name", s).is_ok();
-            assert_eq!(matches(NAME, s), server, "{s:?}: pattern and validate_name disagree");
+            assert_eq!(NAME.is_match(s), server, "{s:?}: pattern and validate_name disagree");
         }
     }
 
@@ -227,10 +244,10 @@ mod tests {
     fn label_pattern_is_check_label_but_for_spaces() {
         let long = "é".repeat(64);
         for s in ["admin", "ci bot <x>", &long, "a\tb", "a\u{85}b", "a\u{7f}", "\n"] {
-            assert_eq!(matches(LABEL, s), crate::api::check_label(s).is_ok(), "{s:?}");
+            assert_eq!(LABEL.is_match(s), crate::api::check_label(s).is_ok(), "{s:?}");
         }
         assert!(
-            matches(LABEL, "   ") && crate::api::check_label("   ").is_err(),
+            LABEL.is_match("   ") && crate::api::check_label("   ").is_err(),
             "only spaces: 422, not in the pattern"
         );
     }
@@ -239,7 +256,7 @@ mod tests {
     fn job_ref_pattern_is_job_ref_parse() {
         for s in ["n", "p/n", "e/p/n", "n:v3", "e/p/n:latest", "a/b/c/d", "n:", ":a", "p//n", "p/.n", "n:a:b", "é", ""]
         {
-            assert_eq!(matches(JOB_REF, s), crate::job::JobRef::parse(s).is_ok(), "{s:?}");
+            assert_eq!(JOB_REF.is_match(s), crate::job::JobRef::parse(s).is_ok(), "{s:?}");
         }
     }
 
@@ -247,7 +264,7 @@ mod tests {
     fn digest_pattern_is_is_sha256_digest() {
         let good = format!("sha256:{}", "a".repeat(64));
         for s in [good.as_str(), "sha256:", &good.to_uppercase(), &format!("{good}0"), &good[..70]] {
-            assert_eq!(matches(SHA256_DIGEST, s), crate::job::is_sha256_digest(s), "{s:?}");
+            assert_eq!(SHA256_DIGEST.is_match(s), crate::job::is_sha256_digest(s), "{s:?}");
         }
     }
 }

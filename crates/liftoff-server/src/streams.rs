@@ -108,7 +108,7 @@ pub fn last_event_id(headers: &HeaderMap) -> Result<Option<&str>, &'static str> 
 /// A queue stream's event id: the number of the last change seen.
 pub fn queue_event_number(id: &str) -> Result<i64, String> {
     Some(id)
-        .filter(|id| liftoff_core::rules::matches(liftoff_core::rules::QUEUE_EVENT_ID, id))
+        .filter(|id| liftoff_core::rules::QUEUE_EVENT_ID.is_match(id))
         .and_then(|id| id.parse::<i64>().ok())
         .ok_or_else(|| format!("event id '{id}' is not a queue event number (1 to 18 digits)"))
 }

@@ -572,6 +572,26 @@ async fn openapi_document_covers_the_routes() {
         }
     }
     assert!(operation_ids.len() >= 34, "found only {operation_ids:?}");
+    // every pattern it states is one the server checks with (the macros take
+    // literals, so the annotations write some out)
+    fn patterns<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(p) = m.get("pattern").and_then(|p| p.as_str()) {
+                    out.push(p);
+                }
+                m.values().for_each(|v| patterns(v, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| patterns(v, out)),
+            _ => {}
+        }
+    }
+    let mut stated = Vec::new();
+    patterns(&doc, &mut stated);
+    assert!(stated.len() > 20, "{stated:?}");
+    for p in stated {
+        assert!(liftoff_core::rules::ALL.iter().any(|r| r.pattern == p), "the document's pattern {p} is not a rule");
+    }
     // axum's own refusals are the documented JSON error too
     let base = t.server.base_url();
     let key = t.server.admin_key.clone().unwrap();

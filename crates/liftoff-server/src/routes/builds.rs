@@ -8,7 +8,9 @@ use crate::extract::ApiJson;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use liftoff_core::api::{BuildClaimAnswer, BuildClaimRequest, BuildUpdate, FencedBuildRecord, MAX_BUILD_KEY};
+use liftoff_core::api::{
+    BuildClaimAnswer, BuildClaimRequest, BuildUpdate, FencedBuildRecord, MAX_BUILD_KEY, MAX_IMAGE_REF,
+};
 
 /// A build lease lasts as long as an item's.
 fn ttl_ms(st: &AppState) -> i64 {
@@ -16,10 +18,20 @@ fn ttl_ms(st: &AppState) -> i64 {
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {
-    if key.len() > MAX_BUILD_KEY || !liftoff_core::rules::matches(liftoff_core::rules::IMAGE_REF, key) {
+    if key.len() > MAX_BUILD_KEY || !liftoff_core::rules::IMAGE_REF.is_match(key) {
         return Err(ApiError::bad_request(
             "key",
             format!("a build key is an image reference of 1 to {MAX_BUILD_KEY} visible ASCII characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_image(field: &str, image: &str) -> Result<(), ApiError> {
+    if image.len() > MAX_IMAGE_REF || !liftoff_core::rules::IMAGE_REF.is_match(image) {
+        return Err(ApiError::bad_request(
+            field,
+            format!("an image reference of 1 to {MAX_IMAGE_REF} visible ASCII characters"),
         ));
     }
     Ok(())
@@ -75,10 +87,8 @@ pub async fn finish(
 ) -> ApiResult<StatusCode> {
     caller.may(&entity, Action::Work)?;
     check_key(&req.key)?;
-    if let Some(image) = &req.image
-        && (image.len() > MAX_BUILD_KEY + 80 || !liftoff_core::rules::matches(liftoff_core::rules::IMAGE_REF, image))
-    {
-        return Err(ApiError::bad_request("image", "an image reference of 1 to 592 visible ASCII characters"));
+    if let Some(image) = &req.image {
+        check_image("image", image)?;
     }
     let finish = Some(req.image.as_deref());
     super::leases::observe(&st, st.store.update_build(&entity, &req.key, req.fence, ttl_ms(&st), finish).await)?;
@@ -98,11 +108,12 @@ pub async fn record(
 ) -> ApiResult<StatusCode> {
     caller.may(&entity, Action::Work)?;
     let b = &req.build;
-    if b.image.len() > MAX_BUILD_KEY + 80 || !liftoff_core::rules::matches(liftoff_core::rules::IMAGE_REF, &b.image) {
-        return Err(ApiError::bad_request("build.image", "an image reference of 1 to 592 visible ASCII characters"));
-    }
+    check_image("build.image", &b.image)?;
     if b.builder.chars().count() > 32 || !b.seconds.is_finite() || b.seconds < 0.0 {
-        return Err(ApiError::bad_request("build", "a builder name of at most 32 bytes and a time of 0 s or more"));
+        return Err(ApiError::bad_request(
+            "build",
+            "a builder name of at most 32 characters and a time of 0 s or more",
+        ));
     }
     super::leases::observe(&st, st.store.set_build_record(&entity, &id, req.fence, b).await)?;
     st.metrics.build_recorded(b.how, b.seconds);

@@ -79,7 +79,7 @@ pub async fn run_stream(
 ) -> ApiResult<Response> {
     let item = readable_item(&st, &caller, &entity, &id, Action::Read).await?;
     let pos = match last_event_id(&headers)? {
-        Some(id) if liftoff_core::rules::matches(liftoff_core::rules::RUN_EVENT_ID, id) => {
+        Some(id) if liftoff_core::rules::RUN_EVENT_ID.is_match(id) => {
             id.parse::<RunStreamPosition>().map_err(|m| ApiError::bad_request("Last-Event-ID", m))?
         }
         Some(id) => {

@@ -93,14 +93,11 @@ pub(crate) async fn launch_item(
     }
     let resource_config = render(&queue.config, &queue.template_variables, &req.template_variables, &queue.name)
         .map_err(|e| ApiError::unprocessable(format!("template_variables.{}", e.variable), e.message))?;
-    let problems = liftoff_core::resource::check_config(queue.resource, &resource_config);
-    if let Some(first) = problems.first() {
-        let all: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
-        return Err(ApiError::unprocessable(
-            first.field.clone(),
-            format!("{} (the queue's template filled with this launch's variables)", all.join("; ")),
-        ));
-    }
+    super::queues::check_config(
+        queue.resource,
+        &resource_config,
+        " (the queue's template filled with this launch's variables)",
+    )?;
     for (path, value) in &req.file_overrides {
         liftoff_core::api::check_file_override(path, value)
             .map_err(|m| ApiError::unprocessable(format!("file_overrides.{path}"), m))?;

@@ -41,7 +41,7 @@ pub async fn create(
     if let Some(name) = &req.name {
         liftoff_core::api::check_label(name).map_err(|m| {
             // only spaces is the one part of the rule the document cannot state
-            if liftoff_core::rules::matches(liftoff_core::rules::LABEL, name) && name.chars().count() <= 64 {
+            if liftoff_core::rules::LABEL.is_match(name) && name.chars().count() <= liftoff_core::api::MAX_LABEL_CHARS {
                 ApiError::unprocessable("name", format!("key name {m}"))
             } else {
                 ApiError::bad_request("name", format!("key name {m}"))

@@ -5,10 +5,10 @@ use crate::extract::ApiJson;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use liftoff_core::Queue;
 use liftoff_core::api::CreateQueue;
 use liftoff_core::queue::validate_name;
 use liftoff_core::template::validate_template;
+use liftoff_core::{Queue, ResourceType};
 
 #[utoipa::path(post, path = "/entities/{entity}/queues", operation_id = "createQueue", tag = "queues",
     summary = "Create a queue",
@@ -32,11 +32,7 @@ pub async fn create(
     }
     validate_template(&req.config, &req.template_variables)
         .map_err(|e| ApiError::unprocessable(format!("template_variables.{}", e.variable), e.message))?;
-    let problems = liftoff_core::resource::check_config(req.resource, &req.config);
-    if let Some(first) = problems.first() {
-        let all: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
-        return Err(ApiError::unprocessable(first.field.clone(), all.join("; ")));
-    }
+    check_config(req.resource, &req.config, "")?;
     let queue = Queue {
         entity,
         name: req.name,
@@ -73,4 +69,18 @@ pub async fn show(
     caller.may(&entity, Action::Read)?;
     let q = st.store.get_queue(&entity, &queue).await?;
     Ok(Json(q.ok_or_else(|| ApiError::not_found("queue", format!("queue '{queue}' not found")))?))
+}
+
+/// A queue config against its resource type's rules: 422 naming the first
+/// field at fault and listing every problem (`after` says what the config
+/// was, at a launch).
+pub(crate) fn check_config(resource: ResourceType, config: &serde_json::Value, after: &str) -> ApiResult<()> {
+    let problems = liftoff_core::resource::check_config(resource, config);
+    match problems.first() {
+        None => Ok(()),
+        Some(first) => {
+            let all: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+            Err(ApiError::unprocessable(first.field.clone(), format!("{}{after}", all.join("; "))))
+        }
+    }
 }
