@@ -27,9 +27,21 @@ source .ci/prometheus.sh
 source .ci/browser.sh
 # shellcheck source=/dev/null
 source .ci/schemathesis.sh
+# Every test that skips for a missing component records why in this file
+# (liftoff_testkit::skip); under CI a skip fails the test instead.
+LIFTOFF_TEST_SKIP_LOG="$(mktemp -t liftoff-skips.XXXXXX)"
+export LIFTOFF_TEST_SKIP_LOG
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 else
   echo "cargo-nextest not found; using cargo test" >&2
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
+skipped="$(sort -u "$LIFTOFF_TEST_SKIP_LOG" | grep -c . || true)"
+{
+  echo "== tests that skipped for a missing component: $skipped"
+  sort -u "$LIFTOFF_TEST_SKIP_LOG" | sed 's/\t/: /; s/^/   /'
+} >&2
+rm -f "$LIFTOFF_TEST_SKIP_LOG"
+exit "$status"

@@ -59,20 +59,43 @@ async fn failures_carry_the_exit_code_and_never_kill_the_agent() {
     agent.await.unwrap().unwrap();
 }
 
+/// A stop signals the job's whole process group, not only its main
+/// process: a background child that traps SIGTERM gets it (the supervisor's
+/// SIGKILL sweep after the main process ends would give it no chance to
+/// say so) and is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_request_stops_the_whole_process_group() {
     let r = rig().await;
-    // the child sleep must die too: the group is signalled
-    r.job("sleepy", "echo started; sleep 60 & wait\n").await;
+    let (pid_file, term_file) = (r.dir.path().join("child.pid"), r.dir.path().join("child.term"));
+    let script = format!(
+        "sh -c 'echo $$ > {pid}; trap \"echo TERM > {term}; exit 0\" TERM; sleep 60 & wait' &\n\
+         while [ ! -s {pid} ]; do sleep 0.02; done\necho started\nwait\n",
+        pid = pid_file.display(),
+        term = term_file.display()
+    );
+    r.job("sleepy", &script).await;
     let (stop, agent) = r.agent(1, Duration::from_secs(5));
     let id = r.launch("sleepy").await;
     r.wait_for(&id, |i| i.state == ItemState::Running, Duration::from_secs(30)).await;
+    let until = Instant::now() + Duration::from_secs(30);
+    while !r.logs(&id, LogStream::Stdout).await.contains("started") {
+        assert!(Instant::now() < until, "the job never started its child");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let child: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(liftoff_testkit::is_alive(child), "the child runs");
     let asked = Instant::now();
     r.client.stop_item(&id).await.unwrap();
     let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
     assert_eq!(item.state, ItemState::Stopped);
     assert!(asked.elapsed() < Duration::from_secs(10), "stopped within the grace period ({:?})", asked.elapsed());
     assert_eq!(item.exit_code, Some(143), "SIGTERM");
+    assert_eq!(
+        std::fs::read_to_string(&term_file).ok().as_deref(),
+        Some("TERM\n"),
+        "the background child got the SIGTERM: the group was signalled"
+    );
+    assert!(!liftoff_testkit::is_alive(child), "the background child is gone");
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }

@@ -172,18 +172,94 @@ async fn a_code_job_is_built_once_found_next_time_and_built_again_when_its_code_
     agent.await.unwrap().unwrap();
 }
 
+/// A proxy in front of the engine's unix socket that holds the first
+/// `POST /.../build` request (the bytes before it pass at once) until
+/// `release` is notified: a build that takes as long as the test needs,
+/// whatever the machine's speed. Returns the `unix://` address and whether
+/// a build was held.
+async fn engine_holding_the_first_build(
+    engine: &str,
+    dir: &std::path::Path,
+    release: Arc<tokio::sync::Notify>,
+) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = engine.strip_prefix("unix://").expect("a unix:// engine").to_string();
+    let path = dir.join(format!("engine-{}.sock", uuid::Uuid::new_v4().simple()));
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let held = Arc::new(AtomicBool::new(false));
+    let seen = held.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (upstream, release, held) = (upstream.clone(), release.clone(), held.clone());
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::UnixStream::connect(&upstream).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                });
+                // Scan what the client sends for the build request's line;
+                // once one is held and released, pass the rest through.
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 65536];
+                    let n = match cr.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    // a request line starting in `buf`, and whether it is whole
+                    let post = buf.windows(6).position(|w| w == b"POST /");
+                    let line_end = post.and_then(|i| buf[i..].iter().position(|b| *b == b'\n').map(|e| i + e));
+                    let is_build =
+                        |i: usize, e: usize| buf[i..e].windows(7).any(|w| w == b"/build?" || w == b"/build ");
+                    let pass = match (post, line_end) {
+                        (Some(i), Some(e)) if is_build(i, e) && !held.swap(true, Ordering::SeqCst) => {
+                            if sw.write_all(&buf[..i]).await.is_err() {
+                                return;
+                            }
+                            release.notified().await;
+                            if sw.write_all(&buf[i..]).await.is_err() {
+                                return;
+                            }
+                            let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                            return;
+                        }
+                        // keep a request line that is not whole yet, or a tail that may begin one
+                        (Some(i), None) => i,
+                        _ => {
+                            (1..6).rev().find(|k| buf.ends_with(&b"POST /"[..*k])).map_or(buf.len(), |k| buf.len() - k)
+                        }
+                    };
+                    if sw.write_all(&buf[..pass]).await.is_err() {
+                        return;
+                    }
+                    buf.drain(..pass);
+                }
+            });
+        }
+    });
+    (format!("unix://{}", path.display()), seen)
+}
+
+/// Two agents get the same new content at once. The first build is held
+/// at the engine until the other agent is seen waiting for it (its run's
+/// build log says so), so the second really waits, on any machine: the
+/// content is built once, the other run records `Waited`, and its log
+/// shows the wait and the image it then used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_build_the_same_new_content_once() {
     let Some(c) = components() else { return };
     let r = boxes_rig().await;
     let marker = uuid::Uuid::new_v4().to_string();
-    // a slow step (unique, so the engine's layer cache cannot skip it): the
-    // second agent asks while the first builds
-    let files = slow_job_files(&c, &marker, 2);
-    files_job(&r, "shared", &files).await;
+    files_job(&r, "shared", &job_files(&c, &marker)).await;
     let repo = format!("{}/liftoff-test/shared-{}", c.registry, &marker[..8]);
     let yaml = docker_to(&repo);
     let creds = docker_config(&r, &c, &c.password);
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (engine, held) = engine_holding_the_first_build(&c.docker_host, r.dir.path(), release.clone()).await;
+    let held_c = Components { docker_host: engine.clone(), ..components().unwrap() };
     let a = r.launch_on("boxes", "shared").await;
     let b = r.launch_on("boxes", "shared").await;
     let mut agents = vec![];
@@ -191,21 +267,41 @@ async fn two_agents_build_the_same_new_content_once() {
         let opts = AgentOptions {
             max_jobs: 1,
             work_dir: r.work.join(format!("agent-{n}")),
-            ..options(&r, &c, setup(&c, &yaml, Some(creds.clone())).await)
+            ..options(&r, &held_c, setup(&held_c, &yaml, Some(creds.clone())).await)
         };
         agents.push(r.agent_with(opts));
     }
-    let mut hows = vec![];
+    const WAITING: &str = "; waiting for it";
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    let waiter = 'seen: loop {
+        for id in [&a, &b] {
+            if r.logs(id, LogStream::Build).await.contains(WAITING) {
+                break 'seen id.clone();
+            }
+        }
+        assert!(std::time::Instant::now() < until, "no agent was seen waiting for the other's build");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(held.load(std::sync::atomic::Ordering::SeqCst), "the build was held at the engine while the other waited");
+    release.notify_one();
+    let builder = if waiter == a { &b } else { &a };
     let mut steps = 0;
     for id in [&a, &b] {
         let item = r.wait_for(id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
         assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
-        hows.push(item.build.expect("recorded").how);
-        steps += r.logs(id, LogStream::Build).await.matches("Step 1/").count();
+        let how = item.build.expect("recorded").how;
+        let log = r.logs(id, LogStream::Build).await;
+        steps += log.matches("Step 1/").count();
+        if id == builder {
+            assert_eq!(how, BuildHow::Built, "{log}");
+        } else {
+            assert_eq!(how, BuildHow::Waited, "{log}");
+            let (wait, used) = (log.find(WAITING), log.find("was built by another agent"));
+            assert!(wait.is_some() && used > wait, "the waiter waited, then used the image:\n{log}");
+        }
+        assert_eq!(r.logs(id, LogStream::Stdout).await, format!("hello from the image: {marker}\n"));
     }
     assert_eq!(steps, 1, "the content was built once");
-    assert_eq!(hows.iter().filter(|h| **h == BuildHow::Built).count(), 1, "{hows:?}");
-    assert!(hows.contains(&BuildHow::Waited), "the other agent waited for the build: {hows:?}");
     for (stop, agent) in agents {
         stop.send(()).unwrap();
         agent.await.unwrap().unwrap();

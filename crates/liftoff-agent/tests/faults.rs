@@ -8,7 +8,7 @@ use liftoff_core::ItemState;
 use liftoff_core::api::{LaunchRequest, LogStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use support::rig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,12 +20,14 @@ fn runs_recorded(marker: &Path) -> usize {
 }
 
 /// What the proxy does to a matching request.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Fault {
     /// Hold it this long, then pass it on.
     Delay(Duration),
-    /// Pass the first one on, then drop the connection before its answer.
-    LoseFirstAnswer,
+    /// Pass the first one on, wait until the server shows item `id`
+    /// running (the request is committed), then drop the connection before
+    /// its answer. Whether it saw that is the returned flag.
+    LoseFirstAnswerOnceRunning { client: liftoff_client::Client, id: String, seen_running: Arc<AtomicBool> },
 }
 
 /// A loopback HTTP/1.1 proxy in front of `upstream` that applies `fault` to
@@ -38,7 +40,7 @@ async fn faulty_proxy(upstream: String, hold_if: &'static [&'static str], fault:
     let count = held.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let (upstream, held) = (upstream.clone(), held.clone());
+            let (upstream, held, fault) = (upstream.clone(), held.clone(), fault.clone());
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(&upstream).await else { return };
                 let (mut cr, mut cw) = client.into_split();
@@ -76,16 +78,23 @@ async fn faulty_proxy(upstream: String, hold_if: &'static [&'static str], fault:
                     let text = String::from_utf8_lossy(&request);
                     if hold_if.iter().all(|needle| text.contains(needle)) {
                         let n = held.fetch_add(1, Ordering::SeqCst);
-                        match fault {
-                            Fault::Delay(d) => tokio::time::sleep(d).await,
-                            Fault::LoseFirstAnswer if n == 0 => {
+                        match &fault {
+                            Fault::Delay(d) => tokio::time::sleep(*d).await,
+                            Fault::LoseFirstAnswerOnceRunning { client, id, seen_running } if n == 0 => {
                                 answers.abort();
                                 let _ = sw.write_all(&request).await;
-                                // let the server store it, then cut the line
-                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                // cut the line only once the server has stored the start
+                                let until = std::time::Instant::now() + Duration::from_secs(30);
+                                while std::time::Instant::now() < until {
+                                    if client.get_item(id).await.is_ok_and(|i| i.state == ItemState::Running) {
+                                        seen_running.store(true, Ordering::SeqCst);
+                                        break;
+                                    }
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
                                 return;
                             }
-                            Fault::LoseFirstAnswer => {}
+                            Fault::LoseFirstAnswerOnceRunning { .. } => {}
                         }
                     }
                     if sw.write_all(&request).await.is_err() {
@@ -215,8 +224,13 @@ async fn a_start_whose_answer_was_lost_is_not_taken_for_a_stop() {
     let marker = r.dir.path().join("runs");
     r.job("once", &format!("echo started >> {}\necho done\n", marker.display())).await;
     let id = r.launch("once").await;
-    let (proxy, matched) =
-        faulty_proxy(r.server.addr.to_string(), &["/events", "\"event\":\"start\""], Fault::LoseFirstAnswer).await;
+    let seen_running = Arc::new(AtomicBool::new(false));
+    let fault = Fault::LoseFirstAnswerOnceRunning {
+        client: r.client.clone(),
+        id: id.clone(),
+        seen_running: seen_running.clone(),
+    };
+    let (proxy, matched) = faulty_proxy(r.server.addr.to_string(), &["/events", "\"event\":\"start\""], fault).await;
     let key = r.server.admin_key.clone().unwrap();
     let client = liftoff_client::Client::new(&proxy, &key, "default").unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -224,9 +238,15 @@ async fn a_start_whose_answer_was_lost_is_not_taken_for_a_stop() {
         let _ = rx.await;
     }));
     let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+    assert!(seen_running.load(Ordering::SeqCst), "the line was cut after the server stored the start");
     assert_eq!(matched.load(Ordering::SeqCst), 2, "the start was sent, its answer lost, and sent again");
     assert_eq!((item.state, item.attempts), (ItemState::Finished, 0), "{:?}", item.reason);
     assert_eq!(runs_recorded(&marker), 1);
+    let agent_log = r.logs(&id, LogStream::Agent).await;
+    assert!(
+        agent_log.contains("the start was already recorded under this claim"),
+        "the retried start took the recovery path (found the item running under its own fence):\n{agent_log}"
+    );
     let _ = tx.send(());
     agent.await.unwrap().unwrap();
 }

@@ -15,21 +15,9 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use liftoff_build::{BuildContext, ContextRequest};
+use liftoff_testkit::required_env;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn required_env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("{var} is not set but CI is: source .ci/docker.sh and .ci/python-base.sh first")
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set (scripts/test.sh starts the component)");
-            None
-        }
-    }
-}
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let path = dir.join(rel);

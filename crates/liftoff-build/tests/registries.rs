@@ -10,23 +10,11 @@
 use liftoff_build::registry::EcrRegistry;
 use liftoff_build::registry::{AcrRegistry, GarRegistry, OciRegistry, PushCheck, Registry, RegistryError, TokenSource};
 use liftoff_cloud::{AccessToken, CloudError, Secret};
+use liftoff_testkit::required_env;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use url::Url;
-
-/// The value of `var`, or `None` (skip) outside CI; under CI a missing
-/// component fails the test.
-fn required_env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var_os("CI").is_some() => panic!("{var} is not set; run the tests through scripts/test.sh"),
-        _ => {
-            eprintln!("skipping: {var} is not set (scripts/test.sh starts the component)");
-            None
-        }
-    }
-}
 
 /// A docker config directory whose `auths` holds `user:password` for `host`.
 fn docker_config(host: &str, login: Option<(&str, &str)>) -> tempfile::TempDir {

@@ -9,7 +9,7 @@ use liftoff_cloud::azure::AzureEnvBuilder;
 use liftoff_cloud::{AwsEnv, AzureEnv, CloudEnv, ContextStore, GcpEnv};
 use liftoff_core::launch_config::BuildContextStore;
 use support::gcp_fake::GcpFake;
-use support::{emulator, sample_tree, unique};
+use support::{required_env, sample_tree, unique};
 
 async fn round_trip(store: &ContextStore) {
     store.verify().await.expect("verify");
@@ -34,7 +34,7 @@ async fn moto_env(endpoint: &str, region: &str) -> AwsEnv {
 
 #[tokio::test]
 async fn s3_upload_and_read_back() {
-    let Some(endpoint) = emulator("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
     let env = CloudEnv::Aws(moto_env(&endpoint, "us-east-1").await);
     let uri = BuildContextStore::parse(&format!("s3://liftoff-test/{}", unique("ctx"))).unwrap();
     let store = ContextStore::open(&uri, &env).await.unwrap();
@@ -44,7 +44,7 @@ async fn s3_upload_and_read_back() {
 
 #[tokio::test]
 async fn s3_missing_bucket_does_not_exist() {
-    let Some(endpoint) = emulator("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
     let env = CloudEnv::Aws(moto_env(&endpoint, "us-east-1").await);
     let uri = BuildContextStore::parse("s3://liftoff-no-such-bucket/ctx").unwrap();
     let e = ContextStore::open(&uri, &env).await.unwrap().verify().await.unwrap_err().to_string();
@@ -53,7 +53,7 @@ async fn s3_missing_bucket_does_not_exist() {
 
 #[tokio::test]
 async fn aws_identity_through_sts() {
-    let Some(endpoint) = emulator("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
     let env = CloudEnv::Aws(moto_env(&endpoint, "us-east-1").await);
     let id = env.identity().await.unwrap().unwrap();
     assert!(id.who.starts_with("arn:aws:"), "{id:?}");
@@ -63,7 +63,7 @@ async fn aws_identity_through_sts() {
 
 #[tokio::test]
 async fn azure_blob_upload_and_read_back() {
-    if emulator("LIFTOFF_TEST_AZURITE").is_none() {
+    if required_env("LIFTOFF_TEST_AZURITE").is_none() {
         return;
     }
     // Azurite takes its well-known account key, not Entra tokens over plain
@@ -76,7 +76,7 @@ async fn azure_blob_upload_and_read_back() {
 
 #[tokio::test]
 async fn azure_missing_container_does_not_exist() {
-    if emulator("LIFTOFF_TEST_AZURITE").is_none() {
+    if required_env("LIFTOFF_TEST_AZURITE").is_none() {
         return;
     }
     let env = CloudEnv::Azure(AzureEnvBuilder::default().azurite().build().unwrap());
@@ -143,7 +143,7 @@ async fn gcp_key_the_endpoint_does_not_trust_is_refused_without_leaking_it() {
 
 #[tokio::test]
 async fn reading_a_missing_key_names_the_key() {
-    let Some(endpoint) = emulator("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
     let env = CloudEnv::Aws(moto_env(&endpoint, "us-east-1").await);
     let uri = BuildContextStore::parse(&format!("s3://liftoff-test/{}", unique("ctx"))).unwrap();
     let e = ContextStore::open(&uri, &env).await.unwrap().get("nope.tar").await.unwrap_err().to_string();

@@ -8,22 +8,11 @@ use liftoff_core::api::LogStream;
 use liftoff_core::docker_options;
 use liftoff_run::LogLine;
 use liftoff_run::container::{CODE_MOUNT, ContainerRunner, ContainerSpec, RegistryAuth, RunningContainer};
+use liftoff_testkit::required_env;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-
-/// The variable, or `None` (skip) when it is unset outside CI.
-fn required_env(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var_os("CI").is_some() => panic!("{name} is not set but CI is: source .ci/docker.sh first"),
-        _ => {
-            eprintln!("skipping: {name} is not set (source .ci/docker.sh to start a docker engine and registry)");
-            None
-        }
-    }
-}
 
 macro_rules! engine {
     () => {

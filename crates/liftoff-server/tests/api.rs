@@ -350,7 +350,7 @@ async fn claim_race_runs_each_item_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_race_runs_each_item_exactly_once_on_postgres() {
-    if let Some(url) = liftoff_store::testing::fresh_postgres_database("liftoff_api").await {
+    if let Some(url) = liftoff_testkit::fresh_postgres_database("liftoff_api").await {
         claim_race(serve_on(Duration::from_secs(60), Some(url)).await).await;
     }
 }

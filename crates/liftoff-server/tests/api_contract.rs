@@ -21,18 +21,8 @@ use liftoff_core::api::*;
 use liftoff_core::job::{CodeSource, ImageSource, JobSourceSpec};
 use liftoff_core::queue::{TemplateVariable, VarKind};
 use liftoff_server::{ServerConfig, start};
+use liftoff_testkit::required_env;
 use std::time::Duration;
-
-fn required_env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var_os("CI").is_some() => panic!("{var} is not set; run the tests through scripts/test.sh"),
-        _ => {
-            eprintln!("skipping: {var} is not set (source .ci/schemathesis.sh)");
-            None
-        }
-    }
-}
 
 /// Objects for the generated requests to find.
 async fn seed(c: &Client) {
@@ -158,6 +148,56 @@ async fn schemathesis_finds_no_failure_and_no_server_error() {
         .unwrap_or_else(|| panic!("no 'Operations:' line in:\n{text}"));
     assert_eq!(counts.0 + 2, counts.1, "all but the two streams are selected:\n{text}");
     assert!(text.contains(&format!("Tested: {}", counts.0)), "every selected operation was tested:\n{text}");
-    assert!(text.contains("Stateful") && !text.contains("No tests were run"), "{text}");
+    assert!(!text.contains("No tests were run"), "{text}");
+    // Each test phase ran and passed: a phase schemathesis skips (the
+    // stateful phase when it finds no links it can follow, say) is listed
+    // as skipped with its reason, and fails this test.
+    let phases = test_phases(&text);
+    for phase in ["Coverage", "Fuzzing", "Stateful"] {
+        let status = phases.iter().find(|(name, _)| name == phase).map(|(_, status)| status.as_str());
+        assert_eq!(status, Some("passed"), "the {phase} phase ran and passed; phases: {phases:?}\n{text}");
+    }
+    let scenarios = stateful_field(&text, "Scenarios:")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no stateful 'Scenarios:' count in:\n{text}"));
+    let links_covered = stateful_field(&text, "API Links:")
+        .and_then(|v| v.split(" covered").next()?.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no stateful 'API Links:' count in:\n{text}"));
+    assert!(scenarios > 0 && links_covered > 0, "stateful scenarios ran and followed links:\n{text}");
     server.shutdown().await;
+}
+
+/// The "Test Phases:" summary schemathesis prints last: each phase's name
+/// and status (`passed`, `skipped (reason)`, `failed`, `errored`,
+/// `interrupted`), from the icon it is printed with.
+fn test_phases(text: &str) -> Vec<(String, String)> {
+    let Some(from) = text.find("Test Phases:") else { panic!("no 'Test Phases:' summary in:\n{text}") };
+    let mut phases = vec![];
+    for line in text[from..].lines().skip(1) {
+        let line = line.trim();
+        if line.is_empty() {
+            break;
+        }
+        let (icon, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let rest = rest.trim();
+        let (name, reason) = match rest.split_once(" (") {
+            Some((name, reason)) => (name.trim(), reason.trim_end_matches(')')),
+            None => (rest, ""),
+        };
+        let status = match icon {
+            "\u{2705}" => "passed".to_string(),
+            "\u{23ed}" | "\u{23ed}\u{fe0f}" => format!("skipped ({reason})"),
+            "\u{274c}" => "failed".to_string(),
+            "\u{1f6ab}" => "errored".to_string(),
+            "\u{26a1}" => "interrupted".to_string(),
+            other => format!("unknown ({other})"),
+        };
+        phases.push((name.to_string(), status));
+    }
+    phases
+}
+
+/// A field of the stateful phase's table (`Scenarios:`, `API Links:`).
+fn stateful_field<'t>(text: &'t str, field: &str) -> Option<&'t str> {
+    text.lines().find_map(|l| l.trim().strip_prefix(field)).map(str::trim)
 }

@@ -8,19 +8,8 @@ use liftoff_core::api::*;
 use liftoff_core::job::{CodeSource, JobSourceSpec};
 use liftoff_core::{ItemEvent, ResourceType};
 use liftoff_server::{ServerConfig, start};
+use liftoff_testkit::required_env;
 use std::time::Duration;
-
-/// The emulator's setting, or `None` (skip) outside CI; under CI a missing emulator fails.
-fn emulator(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) => Some(v),
-        Err(_) => {
-            assert!(std::env::var_os("CI").is_none(), "CI is set but {var} is not: start .ci/emulators.sh");
-            eprintln!("skipping: {var} is not set (source .ci/emulators.sh)");
-            None
-        }
-    }
-}
 
 async fn round_trip(blob_store: String, options: Vec<(String, String)>) {
     let dir = tempfile::tempdir().unwrap();
@@ -96,7 +85,7 @@ fn opts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_blob_store() {
-    let Some(endpoint) = emulator("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
     let options = opts(&[
         ("endpoint", &endpoint),
         ("allow_http", "true"),
@@ -109,7 +98,7 @@ async fn s3_blob_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_blob_store() {
-    if emulator("LIFTOFF_TEST_AZURITE").is_none() {
+    if required_env("LIFTOFF_TEST_AZURITE").is_none() {
         return;
     }
     round_trip(format!("az://liftoff-test/{}", unique()), opts(&[("use_emulator", "true")])).await;

@@ -270,7 +270,7 @@ async fn streams_are_capped_and_end_when_the_server_stops() {
 /// through the other (the periodic look at the store, 1 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_sees_changes_made_through_another_server() {
-    let Some(url) = liftoff_store::testing::fresh_postgres_database("liftoff_events").await else { return };
+    let Some(url) = liftoff_testkit::fresh_postgres_database("liftoff_events").await else { return };
     let a = setup(|cfg| {
         cfg.db_url = Some(url.clone());
         cfg.stream_recheck = Duration::from_secs(1);

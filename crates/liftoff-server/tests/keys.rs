@@ -133,7 +133,7 @@ async fn each_role_may_do_its_part_and_nothing_else() {
 /// on the other within a second, though the other had just used it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_stops_working_on_every_server_within_a_second() {
-    let Some(db) = liftoff_store::testing::fresh_postgres_database("liftoff_keys").await else { return };
+    let Some(db) = liftoff_testkit::fresh_postgres_database("liftoff_keys").await else { return };
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let one = serve(d1.path(), Some(db.clone())).await;
     let two = serve(d2.path(), Some(db)).await;

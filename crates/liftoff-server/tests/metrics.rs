@@ -20,14 +20,7 @@ use std::time::Duration;
 /// The value of `var`, or `None` (skip) outside CI; under CI a missing
 /// component fails the test.
 fn required_env(var: &str) -> Option<PathBuf> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ if std::env::var_os("CI").is_some() => panic!("{var} is not set; run the tests through scripts/test.sh"),
-        _ => {
-            eprintln!("skipping: {var} is not set (source .ci/prometheus.sh)");
-            None
-        }
-    }
+    liftoff_testkit::required_env(var).map(PathBuf::from)
 }
 
 struct TestServer {

@@ -8,7 +8,6 @@ mod records;
 mod schema;
 mod sql_store;
 mod store;
-pub mod testing;
 
 pub use blobs::BlobStore;
 pub use error::StoreError;

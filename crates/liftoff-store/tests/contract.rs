@@ -19,7 +19,7 @@ async fn sqlite() -> (SqlStore, Option<tempfile::TempDir>) {
 }
 
 async fn postgres() -> Option<(SqlStore, Option<tempfile::TempDir>)> {
-    let url = liftoff_store::testing::fresh_postgres_database("liftoff_test").await?;
+    let url = liftoff_testkit::fresh_postgres_database("liftoff_test").await?;
     Some((SqlStore::connect(&url, 3).await.unwrap(), None))
 }
 

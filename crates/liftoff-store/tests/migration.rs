@@ -146,12 +146,12 @@ async fn sqlite_newer_database_is_refused() {
 
 #[tokio::test]
 async fn postgres_first_release_database_is_upgraded() {
-    let Some(url) = liftoff_store::testing::fresh_postgres_database("liftoff_migration").await else { return };
+    let Some(url) = liftoff_testkit::fresh_postgres_database("liftoff_migration").await else { return };
     first_release_database_is_upgraded(&url, "seq BIGSERIAL PRIMARY KEY").await;
 }
 
 #[tokio::test]
 async fn postgres_newer_database_is_refused() {
-    let Some(url) = liftoff_store::testing::fresh_postgres_database("liftoff_migration").await else { return };
+    let Some(url) = liftoff_testkit::fresh_postgres_database("liftoff_migration").await else { return };
     newer_database_is_refused(&url).await;
 }

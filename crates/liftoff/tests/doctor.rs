@@ -5,21 +5,10 @@
 #[path = "../../liftoff-cloud/tests/support/gcp_fake.rs"]
 mod gcp_fake;
 
+use liftoff_testkit::required_env;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
-
-/// The variable's value; `None` (the caller skips) only outside CI.
-fn component(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(std::env::var_os("CI").is_none(), "CI is set but {var} is not: the component is missing");
-            eprintln!("skipping: {var} is not set");
-            None
-        }
-    }
-}
 
 fn unique() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
@@ -77,8 +66,8 @@ fn kaniko(region: &str, store: &str) -> String {
 /// logged in to it with `password`: the env pair to give the binary.
 fn registry_login(dir: &Path, password: &str) -> Option<(String, (&'static str, String))> {
     use base64::Engine;
-    let registry = component("LIFTOFF_TEST_REGISTRY")?;
-    let user = component("LIFTOFF_TEST_REGISTRY_USER")?;
+    let registry = required_env("LIFTOFF_TEST_REGISTRY")?;
+    let user = required_env("LIFTOFF_TEST_REGISTRY_USER")?;
     let config = dir.join(format!("docker-{}", unique()));
     std::fs::create_dir_all(&config).unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -97,8 +86,8 @@ fn aws_to_test_registry(registry: &str, store: &str) -> String {
 
 #[test]
 fn good_aws_setup_passes_every_check() {
-    let Some(endpoint) = component("LIFTOFF_TEST_S3_ENDPOINT") else { return };
-    let Some(password) = component("LIFTOFF_TEST_REGISTRY_PASSWORD") else { return };
+    let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let Some(password) = required_env("LIFTOFF_TEST_REGISTRY_PASSWORD") else { return };
     let dir = tempfile::tempdir().unwrap();
     let Some((registry, login)) = registry_login(dir.path(), &password) else { return };
     let config = aws_to_test_registry(&registry, &format!("s3://liftoff-test/doctor-{}", unique()));
@@ -131,8 +120,8 @@ fn good_aws_setup_passes_every_check() {
 
 #[test]
 fn docker_builder_and_registry_are_reached() {
-    let Some(docker) = component("LIFTOFF_TEST_DOCKER_HOST") else { return };
-    let Some(password) = component("LIFTOFF_TEST_REGISTRY_PASSWORD") else { return };
+    let Some(docker) = required_env("LIFTOFF_TEST_DOCKER_HOST") else { return };
+    let Some(password) = required_env("LIFTOFF_TEST_REGISTRY_PASSWORD") else { return };
     let dir = tempfile::tempdir().unwrap();
     let Some((registry, login)) = registry_login(dir.path(), &password) else { return };
     let config = format!("queues: [default]\nbuilder: {{type: docker, destination: {registry}/liftoff-test/doctor}}\n");
@@ -169,7 +158,7 @@ fn docker_builder_and_registry_are_reached() {
 
 #[test]
 fn missing_bucket_fails_with_how_to_create_it() {
-    let Some(endpoint) = component("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
     let dir = tempfile::tempdir().unwrap();
     let (out, text) =
         run(dir.path(), &kaniko("us-east-1", "s3://liftoff-no-such-bucket/ctx"), &moto_env(&endpoint), &[]);
@@ -182,7 +171,7 @@ fn missing_bucket_fails_with_how_to_create_it() {
 
 #[test]
 fn wrong_region_fails_naming_both_regions() {
-    let Some(endpoint) = component("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
     let dir = tempfile::tempdir().unwrap();
     // the bucket is in us-east-1 (moto's default); the environment says us-west-2
     let (out, text) = run(dir.path(), &kaniko("us-west-2", "s3://liftoff-test/ctx"), &moto_env(&endpoint), &[]);
@@ -195,7 +184,7 @@ fn wrong_region_fails_naming_both_regions() {
 
 #[test]
 fn no_credentials_fail_naming_the_sources_tried() {
-    let Some(endpoint) = component("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
     let dir = tempfile::tempdir().unwrap();
     let env = vec![("AWS_ENDPOINT_URL", endpoint)];
     let (out, text) = run(dir.path(), &kaniko("us-east-1", "s3://liftoff-test/ctx"), &env, &["--format", "json"]);

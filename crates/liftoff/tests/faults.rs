@@ -9,10 +9,13 @@ use liftoff_client::Client;
 use liftoff_core::ItemState;
 use liftoff_core::api::{CreateJob, CreateQueue, LaunchRequest, LogStream};
 use liftoff_core::job::{CodeSource, JobSourceSpec};
+use liftoff_testkit::{processes_with_env, wait_until_none_left};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
@@ -213,7 +216,7 @@ async fn server_killed_and_restarted_after_45_s_loses_no_run_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_and_restarted_after_45_s_loses_no_run_on_postgres() {
-    if let Some(url) = liftoff_store::testing::fresh_postgres_database("liftoff_restart").await {
+    if let Some(url) = liftoff_testkit::fresh_postgres_database("liftoff_restart").await {
         server_restart_keeps_every_run(Some(url)).await;
     }
 }
@@ -245,39 +248,56 @@ async fn an_agent_whose_server_is_gone_stops_within_its_grace_plus_a_bound() {
             .unwrap(),
     );
     let until = Instant::now() + Duration::from_secs(120);
-    while client.get_item(&id).await.unwrap().state != ItemState::Running {
+    let run_id = loop {
+        let item = client.get_item(&id).await.unwrap();
+        if item.state == ItemState::Running {
+            break item.run_id;
+        }
         assert!(Instant::now() < until, "the run never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    let run_processes = format!("LIFTOFF_RUN_ID={run_id}");
+    assert!(!processes_with_env(&run_processes).is_empty(), "the run's processes are found by its run id");
     sigkill(&mut server.child);
     tokio::time::sleep(Duration::from_secs(2)).await; // lines pile up unsent
     let asked = Instant::now();
     kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    // grace 1 s + SIGTERM-to-SIGKILL 5 s + the 10 s report bound + 5 s for
+    // the last calls = 21 s, plus a margin of 4 s for a loaded machine
+    let bound = Duration::from_secs(21 + 4);
     let status = loop {
         if let Some(st) = agent.try_wait().unwrap() {
             break st;
         }
-        // grace 1 s + SIGTERM-to-SIGKILL 5 s + the 10 s report bound + 5 s for the last calls
-        assert!(asked.elapsed() < Duration::from_secs(40), "the agent was still running 40 s after SIGTERM");
+        assert!(asked.elapsed() < bound, "the agent was still running {bound:?} after SIGTERM");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    eprintln!("the agent exited {:?} after SIGTERM", asked.elapsed());
     assert!(status.success(), "{status:?}");
+    // the job was stopped, not left behind: its supervisor and every
+    // process it started are gone once the agent has exited
+    wait_until_none_left(&run_processes, Duration::from_secs(2), "after the agent exited").await;
 }
 
 /// Forwards each connection on a loopback port to one of `backends` in
 /// turn, skipping those that refuse: a load balancer in front of several
-/// servers, as a deployment would have.
-async fn balancer(backends: Vec<u16>) -> u16 {
+/// servers, as a deployment would have. Returns its port and how many
+/// connections each backend has been given.
+async fn balancer(backends: Vec<u16>) -> (u16, Arc<Vec<AtomicUsize>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let given: Arc<Vec<AtomicUsize>> = Arc::new(backends.iter().map(|_| AtomicUsize::new(0)).collect());
+    let counts = given.clone();
     tokio::spawn(async move {
         let mut next = 0usize;
         while let Ok((mut client, _)) = listener.accept().await {
             next += 1;
-            let order: Vec<u16> = (0..backends.len()).map(|i| backends[(next + i) % backends.len()]).collect();
+            let order: Vec<usize> = (0..backends.len()).map(|i| (next + i) % backends.len()).collect();
+            let (backends, given) = (backends.clone(), given.clone());
             tokio::spawn(async move {
-                for port in order {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                for b in order {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", backends[b])).await {
+                        given[b].fetch_add(1, Ordering::SeqCst);
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                         return;
                     }
@@ -285,7 +305,16 @@ async fn balancer(backends: Vec<u16>) -> u16 {
             });
         }
     });
-    port
+    (port, counts)
+}
+
+/// The items this server process handed out in claims (its own counter,
+/// read from its `/metrics` directly, not through the balancer).
+async fn claims_served(port: u16) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("liftoff_items_claimed_total ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no liftoff_items_claimed_total in:\n{text}"))
 }
 
 /// Two servers on one PostgreSQL behind a balancer, 16 agents, 2,000
@@ -295,7 +324,7 @@ async fn balancer(backends: Vec<u16>) -> u16 {
 async fn two_servers_16_agents_2000_items_one_server_killed_halfway() {
     const ITEMS: usize = 2000;
     const AGENTS: usize = 16;
-    let Some(db) = liftoff_store::testing::fresh_postgres_database("liftoff_two").await else { return };
+    let Some(db) = liftoff_testkit::fresh_postgres_database("liftoff_two").await else { return };
     let dir = tempfile::tempdir().unwrap();
     let blobs = format!("file://{}", dir.path().join("blobs").display());
     std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
@@ -303,7 +332,8 @@ async fn two_servers_16_agents_2000_items_one_server_killed_halfway() {
     let extra = ["--blob-store", blobs.as_str()];
     let mut a = start_server(&dir.path().join("a"), pa, Some(&db), 10, &extra).await.child;
     let mut b = start_server(&dir.path().join("b"), pb, Some(&db), 10, &extra).await.child;
-    let url = format!("http://127.0.0.1:{}", balancer(vec![pa, pb]).await);
+    let (lb, connections) = balancer(vec![pa, pb]).await;
+    let url = format!("http://127.0.0.1:{lb}");
     let key = std::fs::read_to_string(dir.path().join("a/data/admin.key")).unwrap().trim().to_string();
     let client = Client::new(&url, &key, "default").unwrap();
     local_queue(&client).await;
@@ -345,6 +375,12 @@ async fn two_servers_16_agents_2000_items_one_server_killed_halfway() {
         assert!(Instant::now() < until, "only {} runs in 900 s; see {}", ended(), dir.path().display());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // both servers carry agents and hand out claims when one dies
+    let given: Vec<usize> = connections.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    let (claimed_a, claimed_b) = (claims_served(pa).await, claims_served(pb).await);
+    eprintln!("before the kill: connections {given:?}, items claimed through a {claimed_a}, through b {claimed_b}");
+    assert!(given.iter().all(|n| *n > 0), "the balancer gave both servers connections: {given:?}");
+    assert!(claimed_a > 0.0 && claimed_b > 0.0, "both servers handed out claims: a {claimed_a}, b {claimed_b}");
     sigkill(&mut a);
     let mut left = ids.clone();
     while !left.is_empty() {
@@ -383,8 +419,13 @@ async fn two_servers_16_agents_2000_items_one_server_killed_halfway() {
     for agent in &mut agents {
         kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
     }
-    for agent in &mut agents {
-        agent.wait().unwrap();
+    for (i, agent) in agents.iter_mut().enumerate() {
+        let status = agent.wait().unwrap();
+        assert!(
+            status.success(),
+            "agent {i} exited {status:?}; see {}",
+            dir.path().join(format!("agent-{i}.log")).display()
+        );
     }
     sigkill(&mut b);
 }

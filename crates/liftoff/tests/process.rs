@@ -5,6 +5,7 @@
 
 use liftoff_client::Client;
 use liftoff_core::ItemState;
+use liftoff_testkit::{is_root, processes_with_env, required_env, skip, wait_until_none_left};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::path::Path;
@@ -139,15 +140,7 @@ async fn sigterm_stops_claiming_then_stops_running_jobs_after_the_grace_period()
 
 /// The Docker engine of scripts/test.sh, or `None` (skip) outside CI.
 fn docker_env() -> Option<(String, String)> {
-    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    match (get("LIFTOFF_TEST_DOCKER_HOST"), get("LIFTOFF_TEST_DOCKER_IMAGE")) {
-        (Some(h), Some(i)) => Some((h, i)),
-        _ if std::env::var_os("CI").is_some() => panic!("LIFTOFF_TEST_DOCKER_HOST is not set; run scripts/test.sh"),
-        _ => {
-            eprintln!("skipping: no Docker engine (scripts/test.sh starts one)");
-            None
-        }
-    }
+    Some((required_env("LIFTOFF_TEST_DOCKER_HOST")?, required_env("LIFTOFF_TEST_DOCKER_IMAGE")?))
 }
 
 /// Creates the local-container queue `boxes` and a job running `sh -c
@@ -198,7 +191,7 @@ async fn wait_until_ended_or_show(
             return item;
         }
         if Instant::now() >= until {
-            let procs: Vec<String> = processes_of(&item.run_id)
+            let procs: Vec<String> = processes_with_env(&format!("LIFTOFF_RUN_ID={}", item.run_id))
                 .iter()
                 .map(|p| {
                     let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
@@ -551,38 +544,10 @@ async fn child_pid(client: &Client, item_id: &str, agent_log: &Path) -> i32 {
     }
 }
 
-/// Live processes of the run: those whose environment has its run id
-/// (the supervisor's and every job process's; a zombie has none).
-fn processes_of(run_id: &str) -> Vec<i32> {
-    let marker = format!("LIFTOFF_RUN_ID={run_id}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        if let Ok(environ) = std::fs::read(entry.path().join("environ"))
-            && environ.split(|b| *b == 0).any(|v| v == marker.as_bytes())
-        {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// Waits until none of the run's processes is left, at most `bound`.
+/// Waits until none of the run's processes is left (the supervisor's and
+/// every job process's carry its run id), at most `bound`.
 async fn assert_all_gone(run_id: &str, bound: Duration, what: &str) {
-    let until = Instant::now() + bound;
-    loop {
-        let left = processes_of(run_id);
-        if left.is_empty() {
-            return;
-        }
-        let cmdlines: Vec<String> = left
-            .iter()
-            .map(|p| std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default())
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .collect();
-        assert!(Instant::now() < until, "{what}: processes of the run left after {bound:?}: {left:?} {cmdlines:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_none_left(&format!("LIFTOFF_RUN_ID={run_id}"), bound, what).await;
 }
 
 /// A background child, in the job's process group or in a session of its
@@ -735,7 +700,7 @@ async fn an_agent_killed_with_sigkill_leaves_no_local_process_running() {
     let mut agent = local_agent(dir.path(), &url, &[], &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
     let item = launch_local(&client, "forever").await;
     let child = child_pid(&client, &item.id, &dir.path().join("agent.log")).await;
-    let before = processes_of(&item.run_id);
+    let before = processes_with_env(&format!("LIFTOFF_RUN_ID={}", item.run_id));
     assert!(before.contains(&child), "the setsid child {child} is found among {before:?}");
     assert!(before.len() >= 4, "supervisor, main, child, sleeps: {before:?}");
     kill(Pid::from_raw(agent.id() as i32), Signal::SIGKILL).unwrap();
@@ -758,7 +723,7 @@ async fn an_agent_killed_with_sigkill_leaves_no_local_process_running() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(client.get_item(&item.id).await.unwrap().attempts, 1, "re-run after the lease ran out");
-    let now = processes_of(&item.run_id);
+    let now = processes_with_env(&format!("LIFTOFF_RUN_ID={}", item.run_id));
     assert!(now.contains(&again) && !now.contains(&child), "only the second copy: {now:?}");
     assert!(now.iter().all(|p| !before.contains(p)), "nothing of the first copy: {now:?} {before:?}");
     kill(Pid::from_raw(second.id() as i32), Signal::SIGTERM).unwrap();
@@ -838,7 +803,7 @@ async fn a_local_process_sees_only_harmless_agent_variables_and_what_its_queue_p
     assert!(agent_line.starts_with("agent: ") && agent_line.contains(" agent -q local"), "{agent_line}");
     let agent_environ: Vec<&str> = rest.skip_while(|l| *l != "agent-environ").skip(1).collect();
     assert!(!agent_environ.join("\n").contains(&key), "the agent's key is not in its environment");
-    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0 {
+    if is_root() {
         // root may read a non-dumpable process's environment: only the key
         // file keeps the key out of it
         assert!(agent_environ.iter().any(|v| v.starts_with("LIFTOFF_API_KEY_FILE=")), "{agent_environ:?}");
@@ -850,9 +815,8 @@ async fn a_local_process_sees_only_harmless_agent_variables_and_what_its_queue_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_run_as_another_user_cannot_read_the_agents_environment() {
-    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
-        eprintln!("skipping: only root can run jobs as another user");
-        return;
+    if !is_root() {
+        return skip("only root can run jobs as another user");
     }
     let dir = tempfile::tempdir().unwrap();
     let (server, url, key, client) = server_in(dir.path()).await;
@@ -887,9 +851,8 @@ async fn a_job_run_as_another_user_cannot_read_the_agents_environment() {
 async fn a_job_of_the_agents_own_user_cannot_read_its_environment() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
-        eprintln!("skipping: only root can start an agent as another user");
-        return;
+    if !is_root() {
+        return skip("only root can start an agent as another user");
     }
     let dir = tempfile::tempdir().unwrap();
     let (server, url, key, client) = server_in(dir.path()).await;

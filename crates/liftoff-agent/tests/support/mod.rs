@@ -221,15 +221,5 @@ impl Rig {
     }
 }
 
-/// The value of `var`, or `None` (skip) outside CI; under CI a missing
-/// component fails the test.
-pub fn required_env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var_os("CI").is_some() => panic!("{var} is not set; run the tests through scripts/test.sh"),
-        _ => {
-            eprintln!("skipping: {var} is not set (scripts/test.sh starts the component)");
-            None
-        }
-    }
-}
+#[allow(unused_imports, reason = "each test binary uses part of it")]
+pub use liftoff_testkit::required_env;

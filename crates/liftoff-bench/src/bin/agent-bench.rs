@@ -9,13 +9,28 @@
 //!   pushed to a registry: the first build of new content against the same
 //!   job unchanged, whose image the registry already has (the agent finds
 //!   its content-addressed tag and builds nothing). Needs a Docker engine
-//!   (`DOCKER_HOST`) and a registry (`--registry`, credentials in
-//!   `DOCKER_CONFIG`'s config.json);
+//!   (`DOCKER_HOST`) and a registry (`--registry`) the agent can push to:
+//!   log in first, `docker login HOST:PORT` (its credentials go to
+//!   `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`, where the
+//!   agent reads them). With the engine and registry of `.ci/docker.sh`:
+//!   `source .ci/docker.sh; export DOCKER_HOST=$LIFTOFF_TEST_DOCKER_HOST
+//!   DOCKER_CONFIG=$(mktemp -d); echo "$LIFTOFF_TEST_REGISTRY_PASSWORD" |
+//!   docker login -u "$LIFTOFF_TEST_REGISTRY_USER" --password-stdin
+//!   $LIFTOFF_TEST_REGISTRY; agent-bench build --registry $LIFTOFF_TEST_REGISTRY`;
 //! * `cpu`: Liftoff's own CPU per run: a `liftoff server` process and a
 //!   `liftoff agent` process run a burst of trivial local-process jobs; the
 //!   CPU the two processes used (from /proc, their own time, not their
 //!   children's) divided by the runs. The supervisors' and jobs' CPU is
 //!   printed apart.
+//!
+//! Every process a bench starts (`liftoff agent`, `liftoff server`) runs in a
+//! process group of its own, held by a guard that kills it and all its
+//! descendants when dropped: on success, on any error, on a panic, and on
+//! Ctrl-C or SIGTERM, so a bench leaves nothing running. Their output goes
+//! to a file in the bench's directory. When a run does not end as the bench
+//! expects, the error gives its state, stage, reason and warnings and the
+//! last lines of its log (every stream: the agent's and the build's too);
+//! when a process the bench started exits early, its status and last lines.
 //!
 //! `cargo build --release -p liftoff -p liftoff-bench && target/release/agent-bench container --image liftoff-test/busybox:1`
 
@@ -26,9 +41,14 @@ use liftoff_core::api::{CreateJob, CreateQueue, ItemView, LaunchRequest, LogStre
 use liftoff_core::job::{CodeSource, ImageSource, JobSourceSpec};
 use liftoff_core::{ItemState, ResourceType};
 use liftoff_server::{ServerConfig, start};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use liftoff_testkit::ProcessGroup;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Lines of a run's log, or of a started process's output, an error shows.
+const TAIL_LINES: usize = 30;
 
 #[derive(Parser)]
 struct Args {
@@ -56,7 +76,8 @@ enum What {
     },
     /// Enqueue→running of a built job: first build vs image found.
     Build {
-        /// `host:port` of a registry the agent pushes to (credentials from `DOCKER_CONFIG`).
+        /// `host:port` of a registry the agent pushes to; log in to it first
+        /// (`docker login HOST:PORT`: the agent reads `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`).
         #[arg(long)]
         registry: String,
         /// The base image of the job's Dockerfile, already in the engine.
@@ -76,6 +97,117 @@ enum What {
         #[arg(long)]
         db: Option<String>,
     },
+}
+
+/// A process the bench started (`liftoff agent`, `liftoff server`), as the
+/// leader of a process group of its own, its stdout and stderr in a file.
+/// Dropping it SIGKILLs it and every descendant, those that left its group
+/// included ([`ProcessGroup`]), then reaps it: whether the bench passes,
+/// returns an error (`?` included) or panics, nothing it started outlives it.
+struct Started {
+    /// What it is, for messages: `agent`, `server`.
+    what: &'static str,
+    group: ProcessGroup,
+    output: PathBuf,
+}
+
+impl Started {
+    fn spawn(what: &'static str, cmd: &mut Command, output: PathBuf) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(&output).with_context(|| format!("failed to create {}", output.display()))?;
+        cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file);
+        let group = ProcessGroup::spawn(cmd)
+            .with_context(|| format!("failed to start the {what} ({})", cmd.get_program().to_string_lossy()))?;
+        Ok(Self { what, group, output })
+    }
+
+    fn pid(&self) -> u32 {
+        self.group.id()
+    }
+
+    /// Its exit status, once it has exited.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.group.child().try_wait().ok().flatten()
+    }
+
+    /// An error if the process has exited, with its status and its output's last lines.
+    fn ensure_running(&mut self) -> anyhow::Result<()> {
+        match self.exited() {
+            None => Ok(()),
+            Some(status) => anyhow::bail!("the {} exited early ({status}); {}", self.what, self.output_tail()),
+        }
+    }
+
+    /// The last lines of the process's own output, for an error.
+    fn output_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.output).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let shown = &lines[lines.len().saturating_sub(TAIL_LINES)..];
+        format!("the {} process's own output, last {} lines:{}", self.what, shown.len(), block(shown))
+    }
+}
+
+/// `lines`, each on a line of its own and indented, or ` (empty)`.
+fn block(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return " (empty)".into();
+    }
+    lines.iter().map(|l| format!("\n    {l}")).collect()
+}
+
+/// What became of a run, for an error: its state; its stage, exit code and
+/// reason when the API gives them; its warnings; and the last lines of its
+/// log, every stream (the agent's and the build's as well as the job's),
+/// each line tagged with its stream.
+async fn describe_run(client: &Client, item: &ItemView) -> String {
+    let mut out = format!("run {} {} {}", item.id, if item.state.is_terminal() { "ended" } else { "is" }, item.state);
+    let mut why = vec![];
+    if let Some(stage) = item.stage {
+        why.push(format!("stage {stage}"));
+    }
+    if let Some(code) = item.exit_code {
+        why.push(format!("exit code {code}"));
+    }
+    match (&item.reason, why.is_empty()) {
+        (Some(reason), true) => out += &format!(" ({reason})"),
+        (Some(reason), false) => out += &format!(" ({}: {reason})", why.join(", ")),
+        (None, false) => out += &format!(" ({}, no reason given)", why.join(", ")),
+        (None, true) => {}
+    }
+    for w in &item.warnings {
+        out += &format!("; warning at stage {}: {}", w.stage, w.message);
+    }
+    match log_tail(client, &item.id).await {
+        Ok(lines) => out += &format!("; its log, last {} lines:{}", lines.len(), block(&lines)),
+        Err(e) => out += &format!("; its log could not be read: {e:#}"),
+    }
+    out
+}
+
+/// The last [`TAIL_LINES`] lines of a run's log, all streams, as `stream| line`.
+async fn log_tail(client: &Client, id: &str) -> anyhow::Result<Vec<String>> {
+    let mut lines = VecDeque::new();
+    let mut after = 0;
+    loop {
+        let page = client.read_logs(id, after).await?;
+        for chunk in &page.chunks {
+            let stream = match chunk.stream {
+                LogStream::Stdout => "stdout",
+                LogStream::Stderr => "stderr",
+                LogStream::Agent => "agent",
+                LogStream::Build => "build",
+            };
+            for line in chunk.data.lines() {
+                lines.push_back(format!("{stream:>6}| {line}"));
+                if lines.len() > TAIL_LINES {
+                    lines.pop_front();
+                }
+            }
+        }
+        if page.complete || page.chunks.is_empty() || page.next_seq <= after {
+            return Ok(lines.into());
+        }
+        after = page.next_seq;
+    }
 }
 
 /// CPU seconds a process has used itself (utime + stime), and what its
@@ -98,24 +230,26 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-async fn cpu(liftoff: &PathBuf, runs: usize, jobs: usize, db: Option<String>) -> anyhow::Result<()> {
+async fn cpu(liftoff: &Path, runs: usize, jobs: usize, db: Option<String>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut server = Command::new(liftoff);
-    server
-        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    server.args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(dir.path().join("data"));
     if let Some(db) = &db {
         server.args(["--db", db]);
     }
-    let mut server = server.spawn().with_context(|| format!("failed to start {}", liftoff.display()))?;
+    // declared after `dir`, so dropped (killed) before it is removed
+    let mut server = Started::spawn("server", &mut server, dir.path().join("server.log"))?;
     let url = format!("http://127.0.0.1:{port}");
     let key_file = dir.path().join("data/admin.key");
     let until = Instant::now() + Duration::from_secs(30);
     while !key_file.exists() || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        anyhow::ensure!(Instant::now() < until, "the server did not start (a reused --db has no fresh admin key)");
+        server.ensure_running()?;
+        anyhow::ensure!(
+            Instant::now() < until,
+            "the server did not start in 30 s (a reused --db has no fresh admin key); {}",
+            server.output_tail()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let key = std::fs::read_to_string(&key_file)?.trim().to_string();
@@ -155,19 +289,21 @@ async fn cpu(liftoff: &PathBuf, runs: usize, jobs: usize, db: Option<String>) ->
         })
         .await?;
     let agent_key = client.create_key("agent").await?.secret;
-    let mut agent = Command::new(liftoff)
-        .args(["agent", "-q", "cpu", "-j", &jobs.to_string(), "--agent-key", "bench", "--work-dir"])
-        .arg(dir.path().join("work"))
-        .env("LIFTOFF_BASE_URL", &url)
-        .env("LIFTOFF_API_KEY", &agent_key)
-        .env("TMPDIR", dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut agent = Started::spawn(
+        "agent",
+        Command::new(liftoff)
+            .args(["agent", "-q", "cpu", "-j", &jobs.to_string(), "--agent-key", "bench", "--work-dir"])
+            .arg(dir.path().join("work"))
+            .env("LIFTOFF_BASE_URL", &url)
+            .env("LIFTOFF_API_KEY", &agent_key)
+            .env("TMPDIR", dir.path()),
+        dir.path().join("agent.log"),
+    )?;
     tokio::time::sleep(Duration::from_secs(2)).await; // registered and long-polling
+    agent.ensure_running()?;
     let ticks = clock_ticks();
-    let (s0, _) = cpu_seconds(server.id(), ticks)?;
-    let (a0, c0) = cpu_seconds(agent.id(), ticks)?;
+    let (s0, _) = cpu_seconds(server.pid(), ticks)?;
+    let (a0, c0) = cpu_seconds(agent.pid(), ticks)?;
     let t = Instant::now();
     for _ in 0..runs {
         client.launch("cpu", &LaunchRequest { job: "noop".into(), ..Default::default() }).await?;
@@ -177,17 +313,30 @@ async fn cpu(liftoff: &PathBuf, runs: usize, jobs: usize, db: Option<String>) ->
         let items = client.list_items(Some("cpu"), 1000).await?;
         let ended = items.iter().filter(|i| i.state.is_terminal()).count();
         if ended >= runs {
-            anyhow::ensure!(items.iter().all(|i| i.state == ItemState::Finished), "a run did not finish");
+            if let Some(bad) = items.iter().find(|i| i.state != ItemState::Finished) {
+                let bad = client.get_item(&bad.id).await?;
+                anyhow::bail!("a run did not finish: {}", describe_run(&client, &bad).await);
+            }
             break;
         }
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(600), "only {ended} of {runs} runs ended in 600 s");
+        server.ensure_running()?;
+        agent.ensure_running()?;
+        if t.elapsed() >= Duration::from_secs(600) {
+            let waiting = items.iter().find(|i| !i.state.is_terminal()).context("no run left to wait for")?;
+            let waiting = client.get_item(&waiting.id).await?;
+            anyhow::bail!(
+                "only {ended} of {runs} runs ended in 600 s; the first not ended: {}; {}",
+                describe_run(&client, &waiting).await,
+                agent.output_tail()
+            );
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let wall = t.elapsed();
-    let (s1, _) = cpu_seconds(server.id(), ticks)?;
-    let (a1, c1) = cpu_seconds(agent.id(), ticks)?;
-    agent.kill()?;
-    server.kill()?;
+    let (s1, _) = cpu_seconds(server.pid(), ticks)?;
+    let (a1, c1) = cpu_seconds(agent.pid(), ticks)?;
+    drop(agent);
+    drop(server);
     let per = |x: f64| x * 1000.0 / runs as f64;
     println!(
         "Liftoff's own CPU per run, {runs} runs of `true` on local-process ({}, max_jobs {jobs}), {:.1} s wall:",
@@ -206,6 +355,9 @@ async fn cpu(liftoff: &PathBuf, runs: usize, jobs: usize, db: Option<String>) ->
 }
 
 struct Rig {
+    /// First, so dropped first: the agent is killed before the server stops
+    /// and before its work directory in `dir` is removed.
+    agent: Option<Started>,
     client: Client,
     url: String,
     key: String,
@@ -230,33 +382,83 @@ async fn rig(queue: &str, resource: ResourceType) -> anyhow::Result<Rig> {
             prioritization: false,
         })
         .await?;
-    Ok(Rig { client, url: server.base_url(), key, dir, _server: server })
+    Ok(Rig { agent: None, client, url: server.base_url(), key, dir, _server: server })
 }
 
 impl Rig {
-    fn agent(&self, liftoff: &PathBuf, queue: &str, max_jobs: &str) -> anyhow::Result<Child> {
-        Command::new(liftoff)
-            .args(["agent", "-q", queue, "-j", max_jobs, "--agent-key", "bench", "--work-dir"])
-            .arg(self.dir.path().join("work"))
-            .env("LIFTOFF_BASE_URL", &self.url)
-            .env("LIFTOFF_API_KEY", &self.key)
-            .env("TMPDIR", self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("failed to start {}", liftoff.display()))
+    /// Starts `liftoff agent ARGS --agent-key bench --work-dir DIR/work`
+    /// against the rig's server, waits for it to register and long-poll,
+    /// and holds it (killed when the rig drops).
+    async fn start_agent(&mut self, liftoff: &Path, args: &[&str]) -> anyhow::Result<()> {
+        let agent = Started::spawn(
+            "agent",
+            Command::new(liftoff)
+                .arg("agent")
+                .args(args)
+                .args(["--agent-key", "bench", "--work-dir"])
+                .arg(self.dir.path().join("work"))
+                .env("LIFTOFF_BASE_URL", &self.url)
+                .env("LIFTOFF_API_KEY", &self.key)
+                .env("TMPDIR", self.dir.path()),
+            self.dir.path().join("agent.log"),
+        )?;
+        self.agent = Some(agent);
+        tokio::time::sleep(Duration::from_secs(2)).await; // registered and long-polling
+        self.agent_running()
     }
 
-    async fn wait(&self, id: &str, pred: impl Fn(&ItemView) -> bool) -> anyhow::Result<ItemView> {
+    fn agent_running(&mut self) -> anyhow::Result<()> {
+        self.agent.as_mut().map_or(Ok(()), Started::ensure_running)
+    }
+
+    fn agent_pid(&self) -> anyhow::Result<u32> {
+        Ok(self.agent.as_ref().context("no agent started")?.pid())
+    }
+
+    /// An error about `item`: `what`, then what became of the run.
+    async fn failure(&self, item: &ItemView, what: impl std::fmt::Display) -> anyhow::Error {
+        anyhow::anyhow!("{what}: {}", describe_run(&self.client, item).await)
+    }
+
+    /// Polls the run until `pred` holds; an error, saying what became of
+    /// the run, if the agent exits first or 120 s pass.
+    async fn wait(&mut self, id: &str, pred: impl Fn(&ItemView) -> bool) -> anyhow::Result<ItemView> {
         let until = Instant::now() + Duration::from_secs(120);
         loop {
             let item = self.client.get_item(id).await?;
             if pred(&item) {
                 return Ok(item);
             }
-            anyhow::ensure!(Instant::now() < until, "timed out; item is {} ({:?})", item.state, item.reason);
+            let exited = self.agent.as_mut().and_then(Started::exited);
+            if exited.is_some() || Instant::now() >= until {
+                let what = match exited {
+                    Some(status) => format!("the agent exited early ({status})"),
+                    None => "timed out after 120 s".into(),
+                };
+                let agent = self.agent.as_ref().map(Started::output_tail).unwrap_or_default();
+                return Err(anyhow::anyhow!("{}\n{agent}", self.failure(&item, what).await));
+            }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// Waits until the run is running, or has ended (a quick job may end
+    /// between two polls); an error if it ended other than finished.
+    async fn wait_started(&mut self, id: &str, what: &str) -> anyhow::Result<ItemView> {
+        let item = self.wait(id, |i| i.state == ItemState::Running || i.state.is_terminal()).await?;
+        if item.state.is_terminal() && item.state != ItemState::Finished {
+            return Err(self.failure(&item, format!("{what} did not start")).await);
+        }
+        Ok(item)
+    }
+
+    /// Waits until the run has ended; an error if it ended other than finished.
+    async fn wait_finished(&mut self, id: &str, what: &str) -> anyhow::Result<ItemView> {
+        let item = self.wait(id, |i| i.state.is_terminal()).await?;
+        if item.state != ItemState::Finished {
+            return Err(self.failure(&item, format!("{what} did not finish")).await);
+        }
+        Ok(item)
     }
 }
 
@@ -288,8 +490,8 @@ async fn built_job(r: &Rig, name: &str, base: &str, marker: &str) -> anyhow::Res
     Ok(())
 }
 
-async fn build(liftoff: &PathBuf, registry: &str, base: &str, samples: usize) -> anyhow::Result<()> {
-    let r = rig("boxes", ResourceType::LocalContainer).await?;
+async fn build(liftoff: &Path, registry: &str, base: &str, samples: usize) -> anyhow::Result<()> {
+    let mut r = rig("boxes", ResourceType::LocalContainer).await?;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let config = r.dir.path().join("launch-config.yaml");
     std::fs::write(
@@ -299,49 +501,37 @@ async fn build(liftoff: &PathBuf, registry: &str, base: &str, samples: usize) ->
             &run[..8]
         ),
     )?;
-    let mut agent = Command::new(liftoff)
-        .args(["agent", "-c"])
-        .arg(&config)
-        .args(["--agent-key", "bench", "--work-dir"])
-        .arg(r.dir.path().join("work"))
-        .env("LIFTOFF_BASE_URL", &r.url)
-        .env("LIFTOFF_API_KEY", &r.key)
-        .env("TMPDIR", r.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("failed to start {}", liftoff.display()))?;
-    tokio::time::sleep(Duration::from_secs(2)).await; // registered and long-polling
-    let launch = |job: String| {
-        let client = r.client.clone();
-        async move {
-            let t = Instant::now();
-            let id = client.launch("boxes", &LaunchRequest { job, ..Default::default() }).await?.item_id;
-            anyhow::Ok((t, id))
-        }
-    };
+    r.start_agent(liftoff, &["-c", &config.to_string_lossy()]).await?;
     let (mut first, mut found, mut first_step, mut found_step) = (vec![], vec![], vec![], vec![]);
     for n in 0..samples {
+        let job = format!("new-{n}");
         // new content: built and pushed
-        built_job(&r, &format!("new-{n}"), base, &format!("{run}-{n}")).await?;
-        let (t, id) = launch(format!("new-{n}")).await?;
-        let item = r.wait(&id, |i| i.state == ItemState::Running || i.state.is_terminal()).await?;
+        built_job(&r, &job, base, &format!("{run}-{n}")).await?;
+        let t = Instant::now();
+        let id = r.client.launch("boxes", &LaunchRequest { job: job.clone(), ..Default::default() }).await?.item_id;
+        let item = r.wait_started(&id, &format!("the first run of job {job} (to build and push)")).await?;
         first.push(t.elapsed());
-        let b = item.build.context("no build record")?;
-        anyhow::ensure!(b.how == liftoff_core::api::BuildHow::Built, "expected a build, got {}", b.how.as_str());
+        let b = match &item.build {
+            Some(b) if b.how == liftoff_core::api::BuildHow::Built => b,
+            Some(b) => return Err(r.failure(&item, format!("expected a build, got {}", b.how.as_str())).await),
+            None => return Err(r.failure(&item, "no build record").await),
+        };
         first_step.push(Duration::from_secs_f64(b.seconds));
-        r.wait(&id, |i| i.state.is_terminal()).await?;
+        r.wait_finished(&id, &format!("the first run of job {job}")).await?;
         // the same job again: its image is in the registry
-        let (t, id) = launch(format!("new-{n}")).await?;
-        let item = r.wait(&id, |i| i.state == ItemState::Running || i.state.is_terminal()).await?;
+        let t = Instant::now();
+        let id = r.client.launch("boxes", &LaunchRequest { job: job.clone(), ..Default::default() }).await?.item_id;
+        let item = r.wait_started(&id, &format!("the second run of job {job} (image in the registry)")).await?;
         found.push(t.elapsed());
-        let b = item.build.context("no build record")?;
-        anyhow::ensure!(b.how == liftoff_core::api::BuildHow::Found, "expected found, got {}", b.how.as_str());
+        let b = match &item.build {
+            Some(b) if b.how == liftoff_core::api::BuildHow::Found => b,
+            Some(b) => return Err(r.failure(&item, format!("expected found, got {}", b.how.as_str())).await),
+            None => return Err(r.failure(&item, "no build record").await),
+        };
         found_step.push(Duration::from_secs_f64(b.seconds));
-        let end = r.wait(&id, |i| i.state.is_terminal()).await?;
-        anyhow::ensure!(end.state == ItemState::Finished, "run ended {} ({:?})", end.state, end.reason);
+        r.wait_finished(&id, &format!("the second run of job {job}")).await?;
     }
-    agent.kill()?;
+    drop(r); // kills the agent
     for v in [&mut first, &mut found, &mut first_step, &mut found_step] {
         v.sort();
     }
@@ -371,125 +561,142 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Enqueue→running and enqueue→first output of a tiny image on local-container.
+async fn container(liftoff: &Path, image: String, samples: usize) -> anyhow::Result<()> {
+    let mut r = rig("boxes", ResourceType::LocalContainer).await?;
+    let source = JobSourceSpec {
+        image: Some(ImageSource { image, args: vec!["sh".into(), "-c".into(), "echo up".into()] }),
+        ..Default::default()
+    };
+    r.client
+        .create_job(&CreateJob {
+            project: "default".into(),
+            name: "tiny".into(),
+            source,
+            aliases: vec![],
+            runtime: None,
+        })
+        .await?;
+    r.start_agent(liftoff, &["-q", "boxes", "-j", "1"]).await?;
+    let (mut to_running, mut to_output) = (vec![], vec![]);
+    for _ in 0..samples {
+        let t = Instant::now();
+        let id = r.client.launch("boxes", &LaunchRequest { job: "tiny".into(), ..Default::default() }).await?.item_id;
+        r.wait_started(&id, "a run of the tiny image").await?;
+        to_running.push(t.elapsed());
+        loop {
+            let page = r.client.read_logs(&id, 0).await?;
+            if page.chunks.iter().any(|c| c.stream == LogStream::Stdout && c.data.contains("up")) {
+                break;
+            }
+            if t.elapsed() >= Duration::from_secs(60) {
+                let item = r.client.get_item(&id).await?;
+                return Err(r.failure(&item, "no output from the container in 60 s").await);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        to_output.push(t.elapsed());
+        r.wait_finished(&id, "a run of the tiny image").await?;
+    }
+    drop(r); // kills the agent
+    to_running.sort();
+    to_output.sort();
+    println!("local-container, {samples} runs of a tiny image, one at a time:");
+    println!(
+        "  enqueue -> running (image ready, start reported): p50 {:?}, p90 {:?}",
+        pct(&to_running, 0.5),
+        pct(&to_running, 0.9)
+    );
+    println!(
+        "  enqueue -> first container output at the server:   p50 {:?}, p90 {:?}",
+        pct(&to_output, 0.5),
+        pct(&to_output, 0.9)
+    );
+    Ok(())
+}
+
+/// The agent's resident memory, idle and with `jobs` local-process jobs running.
+async fn rss(liftoff: &Path, jobs: usize) -> anyhow::Result<()> {
+    let mut r = rig("local", ResourceType::LocalProcess).await?;
+    let code = r.dir.path().join("code");
+    std::fs::create_dir_all(&code)?;
+    std::fs::write(code.join("run.sh"), "echo up; sleep 30\n")?;
+    let gz = liftoff_archive::pack_dir(&code)?;
+    let digest = liftoff_archive::sha256_digest(&gz);
+    r.client.upload_blob(&digest, gz).await?;
+    let source = JobSourceSpec {
+        code: Some(CodeSource {
+            digest,
+            entrypoint: vec!["sh".into(), "run.sh".into()],
+            build_context: None,
+            dockerfile: None,
+            base_image: None,
+        }),
+        ..Default::default()
+    };
+    r.client
+        .create_job(&CreateJob {
+            project: "default".into(),
+            name: "nap".into(),
+            source,
+            aliases: vec![],
+            runtime: None,
+        })
+        .await?;
+    r.start_agent(liftoff, &["-q", "local", "-j", "-1"]).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    r.agent_running()?;
+    let idle = rss_kib(r.agent_pid()?)?;
+    let mut ids = vec![];
+    for _ in 0..jobs {
+        ids.push(r.client.launch("local", &LaunchRequest { job: "nap".into(), ..Default::default() }).await?.item_id);
+    }
+    for id in &ids {
+        let item = r.wait_started(id, "a nap run").await?;
+        if item.state != ItemState::Running {
+            return Err(r.failure(&item, "a nap run (sleep 30) ended before the samples").await);
+        }
+    }
+    let mut peak = 0;
+    for _ in 0..20 {
+        r.agent_running()?;
+        peak = peak.max(rss_kib(r.agent_pid()?)?);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for id in &ids {
+        r.client.stop_item(id).await?;
+    }
+    drop(r); // kills the agent and its runs
+    println!("agent resident memory (VmRSS):");
+    println!("  idle, polling one queue:           {:.1} MiB", idle as f64 / 1024.0);
+    println!("  running {jobs} local-process jobs: {:.1} MiB (highest of 20 samples over 5 s)", peak as f64 / 1024.0);
+    Ok(())
+}
+
+/// Runs the bench; on Ctrl-C, SIGTERM or SIGHUP drops it, so that what it
+/// started is killed: it runs in process groups of their own, which a
+/// terminal's signals do not reach.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let args = Args::parse();
     let liftoff = match args.liftoff {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("liftoff"),
     };
-    match args.what {
-        What::Cpu { runs, jobs, db } => cpu(&liftoff, runs, jobs, db).await?,
-        What::Build { registry, base, samples } => build(&liftoff, &registry, &base, samples).await?,
-        What::Container { image, samples } => {
-            let r = rig("boxes", ResourceType::LocalContainer).await?;
-            let source = JobSourceSpec {
-                image: Some(ImageSource { image, args: vec!["sh".into(), "-c".into(), "echo up".into()] }),
-                ..Default::default()
-            };
-            r.client
-                .create_job(&CreateJob {
-                    project: "default".into(),
-                    name: "tiny".into(),
-                    source,
-                    aliases: vec![],
-                    runtime: None,
-                })
-                .await?;
-            let mut agent = r.agent(&liftoff, "boxes", "1")?;
-            tokio::time::sleep(Duration::from_secs(2)).await; // registered and long-polling
-            let (mut to_running, mut to_output) = (vec![], vec![]);
-            for _ in 0..samples {
-                let t = Instant::now();
-                let id = r
-                    .client
-                    .launch("boxes", &LaunchRequest { job: "tiny".into(), ..Default::default() })
-                    .await?
-                    .item_id;
-                r.wait(&id, |i| i.state == ItemState::Running || i.state.is_terminal()).await?;
-                to_running.push(t.elapsed());
-                loop {
-                    let page = r.client.read_logs(&id, 0).await?;
-                    if page.chunks.iter().any(|c| c.stream == LogStream::Stdout && c.data.contains("up")) {
-                        break;
-                    }
-                    anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "no output from the container");
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                to_output.push(t.elapsed());
-                let end = r.wait(&id, |i| i.state.is_terminal()).await?;
-                anyhow::ensure!(end.state == ItemState::Finished, "run ended {} ({:?})", end.state, end.reason);
-            }
-            agent.kill()?;
-            to_running.sort();
-            to_output.sort();
-            println!("local-container, {samples} runs of a tiny image, one at a time:");
-            println!(
-                "  enqueue -> running (image ready, start reported): p50 {:?}, p90 {:?}",
-                pct(&to_running, 0.5),
-                pct(&to_running, 0.9)
-            );
-            println!(
-                "  enqueue -> first container output at the server:   p50 {:?}, p90 {:?}",
-                pct(&to_output, 0.5),
-                pct(&to_output, 0.9)
-            );
+    let bench = async {
+        match args.what {
+            What::Cpu { runs, jobs, db } => cpu(&liftoff, runs, jobs, db).await,
+            What::Build { registry, base, samples } => build(&liftoff, &registry, &base, samples).await,
+            What::Container { image, samples } => container(&liftoff, image, samples).await,
+            What::Rss { jobs } => rss(&liftoff, jobs).await,
         }
-        What::Rss { jobs } => {
-            let r = rig("local", ResourceType::LocalProcess).await?;
-            let code = r.dir.path().join("code");
-            std::fs::create_dir_all(&code)?;
-            std::fs::write(code.join("run.sh"), "echo up; sleep 30\n")?;
-            let gz = liftoff_archive::pack_dir(&code)?;
-            let digest = liftoff_archive::sha256_digest(&gz);
-            r.client.upload_blob(&digest, gz).await?;
-            let source = JobSourceSpec {
-                code: Some(CodeSource {
-                    digest,
-                    entrypoint: vec!["sh".into(), "run.sh".into()],
-                    build_context: None,
-                    dockerfile: None,
-                    base_image: None,
-                }),
-                ..Default::default()
-            };
-            r.client
-                .create_job(&CreateJob {
-                    project: "default".into(),
-                    name: "nap".into(),
-                    source,
-                    aliases: vec![],
-                    runtime: None,
-                })
-                .await?;
-            let mut agent = r.agent(&liftoff, "local", "-1")?;
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let idle = rss_kib(agent.id())?;
-            let mut ids = vec![];
-            for _ in 0..jobs {
-                ids.push(
-                    r.client.launch("local", &LaunchRequest { job: "nap".into(), ..Default::default() }).await?.item_id,
-                );
-            }
-            for id in &ids {
-                r.wait(id, |i| i.state == ItemState::Running).await?;
-            }
-            let mut peak = 0;
-            for _ in 0..20 {
-                peak = peak.max(rss_kib(agent.id())?);
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            for id in &ids {
-                r.client.stop_item(id).await?;
-            }
-            agent.kill()?;
-            println!("agent resident memory (VmRSS):");
-            println!("  idle, polling one queue:           {:.1} MiB", idle as f64 / 1024.0);
-            println!(
-                "  running {jobs} local-process jobs: {:.1} MiB (highest of 20 samples over 5 s)",
-                peak as f64 / 1024.0
-            );
-        }
+    };
+    let (mut term, mut hup) = (signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
+    tokio::select! {
+        outcome = bench => outcome,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted (SIGINT); killed what the bench started"),
+        _ = term.recv() => anyhow::bail!("terminated (SIGTERM); killed what the bench started"),
+        _ = hup.recv() => anyhow::bail!("hung up (SIGHUP); killed what the bench started"),
     }
-    Ok(())
 }

@@ -5,20 +5,7 @@
 
 pub mod gcp_fake;
 
-/// The variable's value; `None` (the caller skips) only outside CI.
-pub fn emulator(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but {var} is not: the emulator is missing (`source .ci/emulators.sh` starts it)"
-            );
-            eprintln!("skipping: {var} is not set (`source .ci/emulators.sh` starts the emulators)");
-            None
-        }
-    }
-}
+pub use liftoff_testkit::required_env;
 
 /// A fresh prefix so parallel tests and reruns never see each other's objects.
 pub fn unique(name: &str) -> String {

@@ -1,0 +1,16 @@
+//! Test support for Liftoff's suites. Only re-exports: one file a concept.
+//!
+//! - [`component`]: a test that needs a component (a Docker engine, a
+//!   registry, an emulator, root) gets it or skips; under `CI` a skip fails
+//!   the test, and every skip is recorded for `scripts/test.sh` to count.
+//! - [`postgres`]: a fresh database on the test PostgreSQL server.
+//! - [`processes`]: process trees tied to a test's lifetime (killed on drop,
+//!   pass or fail), and the processes found by a marker in their environment.
+
+pub mod component;
+pub mod postgres;
+pub mod processes;
+
+pub use component::{is_root, required_env, skip, under_ci};
+pub use postgres::fresh_postgres_database;
+pub use processes::{ProcessGroup, is_alive, processes_with_env, wait_until_none_left};
