@@ -45,8 +45,23 @@ async fn faulty_proxy(upstream: String, hold_if: &'static [&'static str], fault:
                 let Ok(server) = TcpStream::connect(&upstream).await else { return };
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
+                // Answers go back to the client until `swallow` is set; from
+                // then on they are dropped, the client's connection kept open.
+                let swallow = Arc::new(AtomicBool::new(false));
+                let swallowing = swallow.clone();
                 let answers = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    let mut chunk = [0u8; 8192];
+                    loop {
+                        match sr.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) if !swallowing.load(Ordering::SeqCst) => {
+                                if cw.write_all(&chunk[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                        }
+                    }
                 });
                 // Client to server, one request at a time.
                 let mut buf = Vec::new();
@@ -81,9 +96,10 @@ async fn faulty_proxy(upstream: String, hold_if: &'static [&'static str], fault:
                         match &fault {
                             Fault::Delay(d) => tokio::time::sleep(*d).await,
                             Fault::LoseFirstAnswerOnceRunning { client, id, seen_running } if n == 0 => {
-                                answers.abort();
+                                swallow.store(true, Ordering::SeqCst);
                                 let _ = sw.write_all(&request).await;
-                                // cut the line only once the server has stored the start
+                                // cut the line (the client sees it closed, with no
+                                // answer) only once the server has stored the start
                                 let until = std::time::Instant::now() + Duration::from_secs(30);
                                 while std::time::Instant::now() < until {
                                     if client.get_item(id).await.is_ok_and(|i| i.state == ItemState::Running) {
@@ -92,6 +108,7 @@ async fn faulty_proxy(upstream: String, hold_if: &'static [&'static str], fault:
                                     }
                                     tokio::time::sleep(Duration::from_millis(10)).await;
                                 }
+                                answers.abort();
                                 return;
                             }
                             Fault::LoseFirstAnswerOnceRunning { .. } => {}
