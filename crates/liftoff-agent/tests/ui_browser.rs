@@ -932,3 +932,68 @@ async fn a_failing_browser_test_leaves_no_browser_process() {
     let alive: Vec<i32> = before.into_iter().filter(|p| is_alive(*p)).collect();
     assert!(alive.is_empty(), "processes of the browser are still alive: {:?}", described(&alive));
 }
+
+/// The event streams this server has open (its `liftoff_event_streams`).
+async fn streams_open(base: &str) -> u64 {
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("liftoff_event_streams ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no liftoff_event_streams in:\n{metrics}"))
+}
+
+/// Waits until the server has exactly `n` streams open; panics naming
+/// `what` after 20 s (a stream the browser dropped ends on the server at
+/// its next write; keep-alives go every 15 s).
+async fn wait_for_streams(base: &str, n: u64, what: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = streams_open(base).await;
+        if open == n {
+            return;
+        }
+        assert!(Instant::now() < until, "{what}: {open} event streams open on the server, not {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A page left behind closes its live stream: the browser keeps pages in
+/// its back/forward cache, and a cached page holding its SSE connection
+/// open would take one of the six connections a browser allows per host,
+/// until every further request waited for one. Going back shows the page
+/// following its run live again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_page_left_behind_closes_its_stream_and_follows_again_when_shown() {
+    let Some((_chrome, b)) = browser(false).await else { return };
+    let r = bare_rig().await;
+    let base = r.server.base_url();
+    let key = r.server.admin_key.clone().unwrap();
+    queue(&r, "waiting", serde_json::json!({}), serde_json::json!([])).await;
+    r.job("sleeper", "sleep 600\n").await;
+    // pending runs (no agent): each run page follows its run live
+    let mut runs = vec![];
+    for _ in 0..8 {
+        let req = LaunchRequest { job: "sleeper".into(), ..Default::default() };
+        runs.push(r.client.launch("waiting", &req).await.unwrap().run_id);
+    }
+    sign_in(&b, &base, &key).await;
+    for (n, run) in runs.iter().enumerate() {
+        b.goto(&format!("{base}/runs/{run}")).await.unwrap();
+        assert_eq!(text_of(&b, "#run-state").await, "pending");
+        wait_for_streams(&base, 1, &format!("on the run page {}, after {n} others", n + 1)).await;
+    }
+    // back to the previous run page: it follows its run again
+    b.back().await.unwrap();
+    wait_until(&b, "the previous run page", |b| {
+        let path = format!("/runs/{}", runs[6]);
+        async move { Ok(b.current_url().await?.path() == path) }
+    })
+    .await;
+    wait_for_streams(&base, 1, "back on the previous run page").await;
+    r.client.stop_item(&runs[6]).await.unwrap();
+    wait_until(&b, "the page to show the run stopped", |b| async move {
+        Ok(b.find(Locator::Css("#run-state")).await?.text().await? == "stopped")
+    })
+    .await;
+    b.close().await.unwrap();
+}

@@ -5,3 +5,29 @@ document.addEventListener("change", (e) => {
   if (!all) return;
   for (const box of document.querySelectorAll(`#${all.dataset.selectAll} input[name=item]`)) box.checked = all.checked;
 });
+
+// A page that follows a live stream closes it when the browser hides the
+// page. The back/forward cache keeps a page left behind, frozen, and with
+// it its SSE connection: after six such pages every new request to this
+// server waits for one of the browser's six connections per host. The SSE
+// extension makes its EventSources through htmx.createEventSource (its
+// documented hook), so this script sees each one. A page shown again from
+// that cache is reloaded, to follow its streams from now.
+const streams = new Set();
+let streamsClosed = false;
+const openStream = window.htmx.createEventSource;
+window.htmx.createEventSource = (url) => {
+  for (const s of streams) if (s.readyState === EventSource.CLOSED) streams.delete(s);
+  const source = openStream(url);
+  streams.add(source);
+  return source;
+};
+window.addEventListener("pagehide", () => {
+  if (streams.size === 0) return;
+  for (const s of streams) s.close();
+  streams.clear();
+  streamsClosed = true;
+});
+window.addEventListener("pageshow", (e) => {
+  if (e.persisted && streamsClosed) window.location.reload();
+});
