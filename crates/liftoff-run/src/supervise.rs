@@ -49,8 +49,8 @@ pub fn run(agent: i32, user: Option<(u32, u32)>, command: &[OsString]) -> u8 {
         watched.add(s);
     }
     // Blocked before anything else, so a stop that arrives early is kept
-    // pending, never acted on by default. The child gets an empty mask:
-    // std's spawn resets it.
+    // pending, never acted on by default. The command must not inherit this
+    // mask (std's spawn passes it on): `start` gives it an empty one.
     let setup = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&watched), None)
         .and_then(|()| prctl::set_child_subreaper(true))
         .and_then(|()| prctl::set_pdeathsig(PARENT_GONE));
@@ -62,14 +62,8 @@ pub fn run(agent: i32, user: Option<(u32, u32)>, command: &[OsString]) -> u8 {
     if getppid() != agent {
         return 128 + Signal::SIGKILL as u8;
     }
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args).process_group(0);
-    if let Some((uid, gid)) = user {
-        // std drops the supplementary groups too
-        cmd.uid(uid).gid(gid);
-    }
-    let main = match cmd.spawn() {
-        Ok(child) => Pid::from_raw(child.id() as i32),
+    let main = match start(program, args, user) {
+        Ok(pid) => pid,
         Err(e) => {
             eprintln!("liftoff: failed to start {}: {e}", program.to_string_lossy());
             return NOT_STARTED;
@@ -98,6 +92,87 @@ pub fn run(agent: i32, user: Option<(u32, u32)>, command: &[OsString]) -> u8 {
             _ => return kill_all(main, None),
         }
     }
+}
+
+/// Starts the command as the leader of a process group of its own, with
+/// an empty signal mask and default signal dispositions, as a shell would
+/// start it. posix_spawn sets both in the child: std's `Command` passes the
+/// spawning thread's mask on (since Rust 1.66), which here would be the
+/// supervisor's, and a job would start with SIGTERM, SIGINT, SIGHUP and
+/// SIGCHLD blocked: deaf to a stop, and a shell's `wait` never woken. As
+/// another user, the command goes through `liftoff __exec-as` (see
+/// [`exec_as`]), which posix_spawn cannot do itself.
+fn start(program: &OsString, args: &[OsString], user: Option<(u32, u32)>) -> Result<Pid, String> {
+    use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn, posix_spawnp};
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).map_err(|_| "an argument holds a NUL byte".to_string());
+    let mut defaults = SigSet::all();
+    defaults.remove(Signal::SIGKILL);
+    defaults.remove(Signal::SIGSTOP);
+    let attr = (|| {
+        let mut attr = PosixSpawnAttr::init()?;
+        attr.set_pgroup(Pid::from_raw(0))?;
+        attr.set_sigmask(&SigSet::empty())?;
+        attr.set_sigdefault(&defaults)?;
+        attr.set_flags(
+            PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
+                | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+                | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+        )?;
+        Ok::<_, Errno>(attr)
+    })()
+    .map_err(|e| format!("posix_spawn attributes: {e}"))?;
+    let actions = PosixSpawnFileActions::init().map_err(|e| format!("posix_spawn file actions: {e}"))?;
+    let env = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k;
+            kv.push("=");
+            kv.push(v);
+            c(&kv)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut argv = vec![c(program)?];
+    for a in args {
+        argv.push(c(a)?);
+    }
+    match user {
+        None => posix_spawnp(&argv[0], &actions, &attr, &argv, &env).map_err(|e| e.to_string()),
+        Some((uid, gid)) => {
+            let mut shim = vec![
+                c("liftoff".as_ref())?,
+                c(EXEC_AS.as_ref())?,
+                c(format!("--uid={uid}").as_ref())?,
+                c(format!("--gid={gid}").as_ref())?,
+                c("--".as_ref())?,
+            ];
+            shim.extend(argv);
+            posix_spawn("/proc/self/exe", &actions, &attr, &shim, &env).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The hidden subcommand of the `liftoff` binary that runs [`exec_as`].
+pub const EXEC_AS: &str = "__exec-as";
+
+/// `liftoff __exec-as --uid U --gid G -- COMMAND...`: drops to the user and
+/// group (no supplementary groups) and replaces itself with the command.
+/// Returns only on failure, with the shell's "cannot run" code.
+pub fn exec_as(uid: u32, gid: u32, command: &[OsString]) -> u8 {
+    use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("liftoff: nothing to run: the command is empty");
+        return NOT_STARTED;
+    };
+    let dropped = setgroups(&[]).and_then(|()| setgid(Gid::from_raw(gid))).and_then(|()| setuid(Uid::from_raw(uid)));
+    if let Err(e) = dropped {
+        eprintln!("liftoff: could not become user {uid} (group {gid}) to run {}: {e}", program.to_string_lossy());
+        return SETUP_FAILED;
+    }
+    // the signal mask is already empty (set by `start`); std's exec keeps it
+    let e = std::process::Command::new(program).args(args).exec();
+    eprintln!("liftoff: failed to start {}: {e}", program.to_string_lossy());
+    NOT_STARTED
 }
 
 /// Reaps every child that has exited; the main process's exit code once it has.

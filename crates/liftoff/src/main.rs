@@ -66,12 +66,17 @@ enum Command {
     /// Internal: how the agent runs a local process.
     #[command(name = "__supervise", hide = true)]
     Supervise(cmd::supervise::SuperviseArgs),
+    /// Internal: how the supervisor starts a local process as another user.
+    #[command(name = "__exec-as", hide = true)]
+    ExecAs(cmd::supervise::ExecAsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Supervise(args) = &cli.command {
-        return cmd::supervise::run(args);
+    match &cli.command {
+        Command::Supervise(args) => return cmd::supervise::run(args),
+        Command::ExecAs(args) => return cmd::supervise::exec_as(args),
+        _ => {}
     }
     init_tracing(match cli.command {
         Command::Server(_) | Command::Agent(_) => "info",
@@ -118,6 +123,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Config(c) => cmd::config::run(c),
         Command::Doctor(args) => cmd::doctor::run(args).await,
         Command::Permissions(args) => cmd::permissions::run(args),
-        Command::Supervise(_) => unreachable!("run before the runtime starts, in main"),
+        Command::Supervise(_) | Command::ExecAs(_) => unreachable!("run before the runtime starts, in main"),
     }
 }

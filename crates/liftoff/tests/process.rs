@@ -917,3 +917,33 @@ fn an_agent_key_file_others_can_read_is_refused() {
     assert!(!out.status.success());
     assert!(err.contains("given twice") && err.contains(&key_file.display().to_string()), "{err}");
 }
+
+/// A local process starts as a shell would start it: no signal blocked
+/// (the supervisor blocks the ones it waits for; the job must not inherit
+/// that, or it would be deaf to a stop's SIGTERM and a shell's `wait`
+/// would never wake), and as another user too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_process_starts_with_no_signal_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key, client) = server_in(dir.path()).await;
+    let script = "exec grep -E '^(SigBlk|Uid)' /proc/self/status\n";
+    local_queue_and_job(&client, serde_json::json!({}), &[("mask", script)]).await;
+    let users: &[&[&str]] = if is_root() { &[&[], &["--run-as", "nobody"]] } else { &[&[]] };
+    for args in users {
+        let mut agent = local_agent(dir.path(), &url, args, &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+        let item = launch_local(&client, "mask").await;
+        let ended = wait_until_ended(&client, &item.id, "the job printing its signal mask").await;
+        let out = stdout_of(&client, &item.id).await;
+        assert_eq!(ended.state, ItemState::Finished, "{args:?}: {:?}\n{out}", ended.reason);
+        assert!(out.contains("SigBlk:\t0000000000000000\n"), "{args:?}: the job's signal mask is empty:\n{out}");
+        if !args.is_empty() {
+            assert!(out.contains("Uid:\t65534\t65534\t65534\t65534\n"), "run as nobody:\n{out}");
+        }
+        kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+        assert!(agent.wait().unwrap().success());
+    }
+    if !is_root() {
+        skip("only root can run jobs as another user (the run-as half)");
+    }
+    server.shutdown().await;
+}
