@@ -60,15 +60,18 @@ async fn failures_carry_the_exit_code_and_never_kill_the_agent() {
 }
 
 /// A stop signals the job's whole process group, not only its main
-/// process: a background child that traps SIGTERM gets it (the supervisor's
-/// SIGKILL sweep after the main process ends would give it no chance to
-/// say so) and is gone.
+/// process: a background child that traps SIGTERM gets it (the SIGKILL
+/// sweep after the main process ends would give it no chance to say so)
+/// and is gone. The main process traps SIGTERM too, only to give the
+/// child's trap time to write before it exits 143 (at most 2 s): the sweep
+/// follows the main process's exit at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_request_stops_the_whole_process_group() {
     let r = rig().await;
     let (pid_file, term_file) = (r.dir.path().join("child.pid"), r.dir.path().join("child.term"));
     let script = format!(
-        "sh -c 'echo $$ > {pid}; trap \"echo TERM > {term}; exit 0\" TERM; sleep 60 & wait' &\n\
+        "sh -c 'trap \"echo TERM > {term}; exit 0\" TERM; echo $$ > {pid}; sleep 60 & wait' &\n\
+         trap 'i=0; while [ ! -s {term} ] && [ $i -lt 100 ]; do sleep 0.02; i=$((i+1)); done; exit 143' TERM\n\
          while [ ! -s {pid} ]; do sleep 0.02; done\necho started\nwait\n",
         pid = pid_file.display(),
         term = term_file.display()
