@@ -375,12 +375,8 @@ async fn drive(
         Err(ClientError::Api { body, .. }) if body.code == "invalid_transition" => {
             match client.get_item(&item.id).await {
                 Ok(now) if now.state == liftoff_core::ItemState::Running && now.fence == item.fence => {
-                    agent_line(
-                        &logs,
-                        "liftoff agent: the start was already recorded under this claim (its answer was lost)"
-                            .to_string(),
-                    )
-                    .await;
+                    let line = "liftoff agent: the start was already recorded under this claim (its answer was lost)";
+                    agent_line(&logs, line).await;
                     Ok(now)
                 }
                 _ => Err(ClientError::Api { status: 409, body }),

@@ -67,7 +67,7 @@ enum Command {
     #[command(name = "__supervise", hide = true)]
     Supervise(cmd::supervise::SuperviseArgs),
     /// Internal: how the supervisor starts a local process as another user.
-    #[command(name = "__exec-as", hide = true)]
+    #[command(name = liftoff_run::supervise::EXEC_AS, hide = true)]
     ExecAs(cmd::supervise::ExecAsArgs),
 }
 
