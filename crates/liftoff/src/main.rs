@@ -41,8 +41,9 @@ enum Command {
     /// Create and inspect jobs.
     #[command(subcommand)]
     Job(cmd::job::JobCmd),
-    /// Put a job on a queue; prints the run-queue item id.
-    Launch(cmd::launch::LaunchArgs),
+    /// Put a job on a queue (or a directory, commit or image, made a job in
+    /// the same step); prints the run-queue item id, or follows the run to its end.
+    Launch(Box<cmd::launch::LaunchArgs>),
     /// Inspect, follow and stop runs.
     #[command(subcommand)]
     Run(cmd::run::RunCmd),
@@ -90,7 +91,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(dispatch(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -108,13 +109,16 @@ fn init_tracing(default_level: &str) {
         .init();
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let globals = connect::Globals { base_url: cli.base_url, api_key: cli.api_key, entity: cli.entity };
+    if let Command::Launch(args) = cli.command {
+        return cmd::launch::run(&globals, *args).await;
+    }
     match cli.command {
         Command::Server(args) => cmd::server::run(args).await,
         Command::Queue(c) => cmd::queue::run(&globals, c).await,
         Command::Job(c) => cmd::job::run(&globals, c).await,
-        Command::Launch(args) => cmd::launch::run(&globals, args).await,
+        Command::Launch(_) => unreachable!("dispatched above, with its exit code"),
         Command::Run(c) => cmd::run::run(&globals, c).await,
         Command::Agent(args) => cmd::agent::run(&globals, args).await,
         Command::Quickstart(args) => cmd::quickstart::run(args).await,
@@ -125,4 +129,5 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Permissions(args) => cmd::permissions::run(args),
         Command::Supervise(_) | Command::ExecAs(_) => unreachable!("run before the runtime starts, in main"),
     }
+    .map(|()| ExitCode::SUCCESS)
 }

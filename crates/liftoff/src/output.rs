@@ -67,14 +67,20 @@ impl Table {
 
 /// Prints `value` as pretty JSON, or the table `text` builds from it.
 pub fn emit<T: Serialize>(format: Format, value: &T, text: impl FnOnce(&T) -> Table) -> anyhow::Result<()> {
-    let rendered = match format {
-        Format::Json => {
-            let mut s = serde_json::to_string_pretty(value)?;
-            s.push('\n');
-            s
-        }
-        Format::Text => text(value).render(),
-    };
+    match format {
+        Format::Json => print_json(value),
+        Format::Text => print(&text(value).render()),
+    }
+}
+
+/// Pretty JSON on stdout.
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut s = serde_json::to_string_pretty(value)?;
+    s.push('\n');
+    print(&s)
+}
+
+fn print(rendered: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(rendered.as_bytes())?;
     stdout.flush()?;

@@ -72,14 +72,14 @@ pub struct BuildArgs {
     /// `Dockerfile.liftoff` (or `Dockerfile.wandb`) beside the entrypoint's
     /// script, else one generated for Python].
     #[arg(long, value_name = "PATH")]
-    dockerfile: Option<String>,
+    pub(crate) dockerfile: Option<String>,
     /// The subdirectory of the code that is the build context.
     #[arg(long, value_name = "DIR")]
-    build_context: Option<String>,
+    pub(crate) build_context: Option<String>,
     /// An image to run the code in, mounted, on agents without a builder
     /// (with a builder: the base of the generated Dockerfile).
     #[arg(long, value_name = "IMAGE")]
-    base_image: Option<String>,
+    pub(crate) base_image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -197,15 +197,20 @@ async fn create_job(
 
 /// Packs `dir`, uploads the archive and returns its digest and size in bytes.
 pub async fn upload_dir(client: &Client, dir: &Path) -> anyhow::Result<(String, usize)> {
+    let (digest, bytes) = pack_dir(dir).await?;
+    let size = bytes.len();
+    client.upload_blob(&digest, bytes).await.context("failed to upload the code archive")?;
+    Ok((digest, size))
+}
+
+/// Packs `dir` as a code archive: its digest and bytes.
+pub async fn pack_dir(dir: &Path) -> anyhow::Result<(String, Vec<u8>)> {
     let owned = dir.to_path_buf();
     let bytes = tokio::task::spawn_blocking(move || liftoff_archive::pack_dir(&owned))
         .await
         .context("packing task failed")?
         .with_context(|| format!("failed to pack {}", dir.display()))?;
-    let digest = liftoff_archive::sha256_digest(&bytes);
-    let size = bytes.len();
-    client.upload_blob(&digest, bytes).await.context("failed to upload the code archive")?;
-    Ok((digest, size))
+    Ok((liftoff_archive::sha256_digest(&bytes), bytes))
 }
 
 /// Splits `-E` the way a POSIX shell would.
@@ -218,7 +223,7 @@ pub fn split_entrypoint(e: &str) -> anyhow::Result<Vec<String>> {
 }
 
 /// The given name, else one derived from the source.
-fn job_name(given: Option<&str>, derive: impl FnOnce() -> Option<String>) -> anyhow::Result<String> {
+pub(crate) fn job_name(given: Option<&str>, derive: impl FnOnce() -> Option<String>) -> anyhow::Result<String> {
     if let Some(n) = given {
         return Ok(n.to_string());
     }
@@ -228,13 +233,13 @@ fn job_name(given: Option<&str>, derive: impl FnOnce() -> Option<String>) -> any
         .context("cannot derive a job name from the source: pass -n NAME")
 }
 
-fn dir_name(dir: &Path) -> Option<String> {
+pub(crate) fn dir_name(dir: &Path) -> Option<String> {
     let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     abs.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 /// `https://host/org/repo.git` → `repo`.
-fn git_name(url: &str) -> Option<String> {
+pub(crate) fn git_name(url: &str) -> Option<String> {
     // Without its credential, which would be the last part of `https://user:token@host`.
     let (url, _) = split_git_credential(url);
     let last = url.trim_end_matches('/').rsplit(['/', ':']).next()?;
@@ -242,7 +247,7 @@ fn git_name(url: &str) -> Option<String> {
 }
 
 /// `registry:5000/org/repo:tag@sha256:...` → `repo`.
-fn image_name(image: &str) -> Option<String> {
+pub(crate) fn image_name(image: &str) -> Option<String> {
     let without_digest = image.split('@').next()?;
     let last = without_digest.rsplit('/').next()?;
     Some(last.split(':').next()?.to_string())

@@ -109,7 +109,7 @@ pub async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Resu
     if follow {
         let mut live = LiveLog::new(client, id);
         while let Some(chunk) = live.next().await.with_context(context)? {
-            write_chunks(&mut build, std::slice::from_ref(&chunk))?;
+            write_chunks(&mut build, std::slice::from_ref(&chunk), ALL_BUT_STDERR)?;
         }
         build.finish();
         return Ok(());
@@ -117,7 +117,7 @@ pub async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Resu
     let mut after = 0;
     loop {
         let page = client.read_logs(id, after).await.with_context(context)?;
-        write_chunks(&mut build, &page.chunks)?;
+        write_chunks(&mut build, &page.chunks, ALL_BUT_STDERR)?;
         after = page.next_seq;
         if page.complete || page.chunks.is_empty() {
             build.finish();
@@ -126,16 +126,25 @@ pub async fn print_logs(client: &Client, id: &str, follow: bool) -> anyhow::Resu
     }
 }
 
-fn write_chunks(build: &mut BuildProgress, chunks: &[LogChunk]) -> std::io::Result<()> {
+/// What `run logs` prints on stdout: every stream but the job's stderr.
+const ALL_BUT_STDERR: &[LogStream] = &[LogStream::Stdout, LogStream::Agent, LogStream::Build];
+
+/// Prints log chunks: those of `to_stdout`'s streams on stdout, the rest on stderr.
+pub(crate) fn write_chunks(
+    build: &mut BuildProgress,
+    chunks: &[LogChunk],
+    to_stdout: &[LogStream],
+) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     for chunk in chunks {
         if build.show(chunk.stream, &chunk.data) {
             continue;
         }
-        match chunk.stream {
-            LogStream::Stderr => err.write_all(chunk.data.as_bytes())?,
-            LogStream::Stdout | LogStream::Agent | LogStream::Build => out.write_all(chunk.data.as_bytes())?,
+        if to_stdout.contains(&chunk.stream) {
+            out.write_all(chunk.data.as_bytes())?;
+        } else {
+            err.write_all(chunk.data.as_bytes())?;
         }
     }
     out.flush()?;
@@ -229,14 +238,14 @@ fn show_table(i: &ItemView) -> Table {
 }
 
 /// The build stage of a followed log, shown as one updating line.
-struct BuildProgress {
+pub(crate) struct BuildProgress {
     bar: Option<indicatif::ProgressBar>,
     enabled: bool,
     lines: usize,
 }
 
 impl BuildProgress {
-    fn new(enabled: bool) -> Self {
+    pub(crate) fn new(enabled: bool) -> Self {
         Self { bar: None, enabled, lines: 0 }
     }
 
@@ -266,7 +275,7 @@ impl BuildProgress {
         true
     }
 
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
             eprintln!("build: {} lines (the whole build log: `liftoff run logs` without -f)", self.lines);
