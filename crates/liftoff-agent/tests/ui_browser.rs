@@ -269,6 +269,9 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     let script = "i=0\nwhile [ $i -lt 600 ]; do i=$((i+1)); printf '\\033[32mtick %s\\033[0m\\n' $i; \
                   echo \"err $i\" >&2; sleep 0.2; done\n";
     r.job("ticker", script).await;
+    // another job with two versions, for the launch form's version list
+    r.job("other", "echo one\n").await;
+    r.job("other", "echo two\n").await;
     let opts = liftoff_agent::AgentOptions { queues: vec!["train".into()], ..r.options(2, Duration::from_secs(5)) };
     let (stop_agent, agent) = r.agent_with(opts);
 
@@ -312,7 +315,7 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     assert_eq!(r.client.list_items(Some("train"), 10).await.unwrap().len(), 0, "nothing was launched");
     // Every field, then the button, by the keyboard alone.
     b.find(Locator::Css("#job")).await.unwrap().click().await.unwrap();
-    for want in ["priority", "var-epochs"] {
+    for want in ["version", "entrypoint", "args", "run_config", "priority", "var-epochs"] {
         b.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Tab).await.unwrap();
         assert_eq!(b.active_element().await.unwrap().attr("id").await.unwrap().as_deref(), Some(want));
     }
@@ -320,6 +323,27 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     assert_eq!(b.active_element().await.unwrap().text().await.unwrap(), "Launch");
     shot(&b, "launch-form-error").await;
 
+    // The version list shows the typed job's versions only (the page's script).
+    let versions = |b: Browser| async move {
+        let mut shown = Vec::new();
+        for o in b.find_all(Locator::Css("#version option")).await.unwrap() {
+            if o.attr("hidden").await.unwrap().is_none() {
+                shown.push(o.attr("value").await.unwrap().unwrap_or_default());
+            }
+        }
+        shown
+    };
+    assert_eq!(versions(b.clone()).await, ["latest", "v1"], "ticker's versions, not the other job's");
+    b.find(Locator::Css("#job")).await.unwrap().clear().await.unwrap();
+    b.find(Locator::Css("#job")).await.unwrap().send_keys("default/other").await.unwrap();
+    assert_eq!(versions(b.clone()).await, ["latest", "v2", "v1"], "the other job's versions, newest first");
+    b.find(Locator::Css("#job")).await.unwrap().clear().await.unwrap();
+    b.find(Locator::Css("#job")).await.unwrap().send_keys("ticker").await.unwrap();
+    b.find(Locator::Css("#version")).await.unwrap().select_by_value("v1").await.unwrap();
+    // the command, its arguments and a run config in YAML, then a good value
+    b.find(Locator::Css("#entrypoint")).await.unwrap().send_keys("sh run.sh").await.unwrap();
+    b.find(Locator::Css("#args")).await.unwrap().send_keys("--from-form 'two words'").await.unwrap();
+    b.find(Locator::Css("#run_config")).await.unwrap().send_keys("lr: 0.5\nname: from the form\n").await.unwrap();
     let epochs = b.find(Locator::Css("#var-epochs")).await.unwrap();
     epochs.clear().await.unwrap();
     epochs.send_keys("3").await.unwrap();
@@ -328,6 +352,12 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
     let run_id = b.current_url().await.unwrap().path().trim_start_matches("/runs/").to_string();
     let item = r.client.get_item(&run_id).await.unwrap();
     assert_eq!(item.spec.resource_config, serde_json::json!({"env": {"EPOCHS": "e3"}}));
+    assert_eq!(item.spec.job, "default/default/ticker:v1");
+    assert_eq!(
+        (item.spec.entrypoint.as_slice(), item.spec.args.as_slice()),
+        (&["sh".to_string(), "run.sh".into()][..], &["--from-form".to_string(), "two words".into()][..])
+    );
+    assert_eq!(item.spec.run_config, serde_json::json!({"lr": 0.5, "name": "from the form"}));
 
     // Log lines appear while it runs, without a reload: a mark set on the
     // page now is still there once they have.

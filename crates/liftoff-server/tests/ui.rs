@@ -7,7 +7,7 @@
 use liftoff_client::Client;
 use liftoff_core::api::{AppendLog, CreateQueue, LaunchRequest, LogStream};
 use liftoff_core::job::{ImageSource, JobSourceSpec};
-use liftoff_core::{ItemState, ResourceType, TemplateVariable, VarKind};
+use liftoff_core::{ItemState, JobSource, ResourceType, TemplateVariable, VarKind};
 use liftoff_server::{RunningServer, ServerConfig, start};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
@@ -275,6 +275,60 @@ async fn queue_pages_bulk_stop_relaunch_and_the_launch_form() {
     let page = page.text().await.unwrap();
     assert!(page.contains(&format!("sse-connect=\"/runs/{run}/live?from=")), "an active run's page is live");
     assert!(!page.contains("hx-trigger=\"every"), "and polls nothing");
+
+    // The form offers each job's versions, newest first, and launches one
+    // with its command, arguments and run config (YAML or JSON) overridden.
+    let v2 =
+        JobSourceSpec { image: Some(ImageSource { image: "busybox:2".into(), args: vec![] }), ..Default::default() };
+    let job = liftoff_core::api::CreateJob {
+        project: "default".into(),
+        name: "hello".into(),
+        source: v2,
+        aliases: vec!["best".into()],
+        runtime: None,
+    };
+    ui.client.create_job(&job).await.unwrap();
+    let form = ui.get(&s.cookie, "/queues/q/launch?job=default/hello").await.text().await.unwrap();
+    let versions: Vec<&str> = form
+        .split("data-job=\"default/hello\"")
+        .skip(1)
+        .map(|o| o.split('>').nth(1).unwrap().split('<').next().unwrap())
+        .collect();
+    assert_eq!(versions.len(), 2, "{form}");
+    assert!(versions[0].starts_with("v2 (best, latest) · image busybox:2 · "), "{versions:?}");
+    assert!(versions[1].starts_with("v1 · image busybox:1 · "), "{versions:?}");
+    let sent = "job=default/hello&version=v1&entrypoint=python3+train.py&args=--lr+0.1+%27two+words%27\
+        &run_config=lr%3A+0.1%0Alayers%3A+%5B1%2C+2%5D%0A&priority=low&var.gpus=3";
+    let resp = ui.post(&s, "/queues/q/launch", sent).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{}", resp.text().await.unwrap());
+    let run = resp.headers()[LOCATION].to_str().unwrap().strip_prefix("/runs/").unwrap().to_string();
+    let item = ui.client.get_item(&run).await.unwrap();
+    assert_eq!(item.spec.job, "default/default/hello:v1", "the version picked");
+    assert!(matches!(&item.spec.source, JobSource::Image(i) if i.image == "busybox:1"), "{:?}", item.spec.source);
+    assert_eq!(item.spec.entrypoint, ["python3", "train.py"]);
+    assert_eq!(item.spec.args, ["--lr", "0.1", "two words"]);
+    assert_eq!(item.spec.run_config, serde_json::json!({"lr": 0.1, "layers": [1, 2]}));
+    assert_eq!(
+        (item.priority, &item.spec.resource_config),
+        (liftoff_core::Priority::Low, &serde_json::json!({"gpus": 3}))
+    );
+    // every mistake is named beside its field, and what was typed is kept
+    let bad = "job=default/hello&version=v1&entrypoint=python3+%27oops&args=ok&run_config=%7B%22lr%22%3A&var.gpus=2";
+    let resp = ui.post(&s, "/queues/q/launch", bad).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = resp.text().await.unwrap();
+    let error =
+        |id: &str| page.split(&format!("id=\"{id}-error\">")).nth(1).map(|e| e.split('<').next().unwrap().to_string());
+    assert!(error("entrypoint").is_some_and(|e| e.contains("quotes")), "{page}");
+    assert!(error("run_config").is_some_and(|e| e.starts_with("not valid JSON")), "{page}");
+    assert_eq!(error("args"), None);
+    assert!(page.contains(">{&#34;lr&#34;:</textarea>"), "the config as typed: {page}");
+    let page = ui.post(&s, "/queues/q/launch", "job=default/hello&run_config=-+1%0A-+2").await.text().await.unwrap();
+    assert!(page.contains("id=\"run_config-error\">must be an object"), "{page}");
+    let page = ui.post(&s, "/queues/q/launch", "job=default/hello&version=v9").await.text().await.unwrap();
+    assert!(page.contains("id=\"job-error\">"), "a version that does not exist is the job's error: {page}");
+    let page = ui.post(&s, "/queues/q/launch", "job=hello&priority=urgent").await.text().await.unwrap();
+    assert!(page.contains("id=\"priority-error\">&#39;urgent&#39; is not one of"), "{page}");
     // An enumeration becomes a select of its values, the default chosen.
     ui.client
         .create_queue(&CreateQueue {
@@ -437,7 +491,8 @@ async fn a_run_page_follows_its_live_stream_of_fragments_resumable_to_the_end() 
     let (kind, start_id, html) = live.expect("the start").await;
     assert_eq!((kind.as_str(), start_id.as_str()), ("transition", "3.1"));
     assert!(html.starts_with("<ol id=\"timeline\" hx-swap-oob=\"beforeend\"><li><time>"), "{html}");
-    assert!(html.contains("claimed → running (start, by agent "), "{html}");
+    assert!(html.contains("claimed → running (start, by agent <a class=\"agent\" href=\"/agents#agent-"), "{html}");
+    assert!(html.contains("\">h <code>"), "the live timeline and fact name the agent by host: {html}");
     assert!(html.contains("<span class=\"state s-running\" id=\"run-state\" hx-swap-oob=\"true\">running</span>"));
     // the Agent fact follows the holder, and a held run's priority form goes
     assert!(html.contains("<dd class=\"wrap\" id=\"run-agent\" hx-swap-oob=\"true\">"), "{html}");
@@ -509,7 +564,10 @@ async fn a_queue_page_gets_its_rows_states_live() {
         )),
         "{html}"
     );
-    assert!(html.contains(&format!("id=\"agent-{id}\" hx-swap-oob=\"true\">")), "the agent column follows: {html}");
+    assert!(
+        html.contains(&format!("id=\"agent-{id}\" hx-swap-oob=\"true\"><a class=\"agent\" href=\"/agents#agent-")),
+        "the agent column follows, by name: {html}"
+    );
     assert!(!html.contains("sel-"), "a claimed run can still be stopped: {html}");
     // a launch joins the top of the table, as the page renders rows
     let second = ui.launch().await;
@@ -714,8 +772,29 @@ async fn priority_form_while_pending_and_agent_versions() {
     assert_eq!(late.status(), StatusCode::BAD_REQUEST);
     assert!(late.text().await.unwrap().contains("is claimed: only a pending run&#39;s priority can change"));
 
+    // Wherever the agent is shown, it is its host and short id, linked to its row on the Agents page.
+    let label = format!(
+        "<a class=\"agent\" href=\"/agents#agent-{agent_id}\" title=\"agent {agent_id}\">gpu-&#60;1&#62; <code>{}</code></a>",
+        &agent_id[..8]
+    );
+    let facts = page.split("id=\"run-agent\">").nth(1).unwrap().split("</dd>").next().unwrap();
+    assert_eq!(facts, label, "the run's Agent fact");
+    let timeline = page.split("id=\"timeline\"").nth(1).unwrap().split("</ol>").next().unwrap();
+    assert!(timeline.contains(&format!("pending → claimed (claim, by agent {label})")), "{timeline}");
+    let queue = ui.get(&s.cookie, "/queues/q").await.text().await.unwrap();
+    let cell = queue.split(&format!("id=\"agent-{}\">", item_id(&ui, &run).await)).nth(1).unwrap();
+    assert!(cell.starts_with(&format!("{label}</td>")), "the queue row's Agent cell: {cell}");
+    let queues = ui.get(&s.cookie, "/").await.text().await.unwrap();
+    assert!(queues.contains(&label), "the queues list names the agents polling: {queues}");
+
     // The Agents page shows each agent's version beside its host.
     let agents = ui.get(&s.cookie, "/agents").await.text().await.unwrap();
+    assert!(agents.contains(&format!("<tr id=\"agent-{agent_id}\">")), "the label's link target: {agents}");
     assert!(agents.contains("<td data-label=\"Host\">gpu-&#60;1&#62;</td>"), "{agents}");
     assert!(agents.contains("<td data-label=\"Version\">9.8.7</td>"), "{agents}");
+}
+
+/// The item id of run `run`.
+async fn item_id(ui: &Ui, run: &str) -> String {
+    ui.client.get_item(run).await.unwrap().id
 }

@@ -4,6 +4,7 @@
 //! the session cookie. htmx's SSE extension swaps them in (`run.html`,
 //! `queue.html`); no page polls.
 
+use super::agent_names::{AgentLabel, AgentNames};
 use super::page::UiError;
 use super::runs::{LogLines, log_lines, own_item, timeline_entry};
 use super::session::UiSession;
@@ -18,6 +19,8 @@ use axum::response::sse::Event;
 use futures::StreamExt;
 use liftoff_core::RunStreamPosition;
 use serde::Deserialize;
+use std::sync::Arc;
+use tokio::sync::Mutex;
 
 #[derive(Deserialize)]
 pub struct RunLiveQuery {
@@ -32,7 +35,7 @@ struct TransitionFragment {
     e: super::runs::Event,
     state: &'static str,
     /// The agent now holding the run (the page's "Agent" fact follows it).
-    agent: Option<String>,
+    agent: Option<AgentLabel>,
 }
 
 /// `GET /runs/{id}/live?from=T.L`: the run's stream as fragments: `log`
@@ -53,18 +56,28 @@ pub async fn run(
         None => RunStreamPosition::default(),
     };
     let slot = open_stream(&st)?;
+    let names = Arc::new(Mutex::new(AgentNames::lazy(&s.entity)));
+    let reader = st.clone();
     let updates = streams::run_updates(st, slot, s.entity, item.id, item.run_id, pos);
-    Ok(streams::sse(updates.map(|(pos, update)| {
-        let (kind, html) = match update {
-            RunUpdate::Log(c) => ("log", fragment(LogLines { lines: log_lines(&[c]) })),
-            RunUpdate::Transition(t) => {
-                let agent = t.agent_id.clone().filter(|_| t.to.is_leased());
-                ("transition", fragment(TransitionFragment { e: timeline_entry(&t), state: t.to.as_str(), agent }))
-            }
-            // a browser drops an event without data
-            RunUpdate::End(state) => ("end", state.as_str().to_string()),
-        };
-        Ok(Event::default().event(kind).id(pos.to_string()).data(html))
+    Ok(streams::sse(updates.then(move |(pos, update)| {
+        let (st, names) = (reader.clone(), names.clone());
+        async move {
+            let (kind, html) = match update {
+                RunUpdate::Log(c) => ("log", fragment(LogLines { lines: log_lines(&[c]) })),
+                RunUpdate::Transition(t) => {
+                    let mut names = names.lock().await;
+                    if let Some(a) = &t.agent_id {
+                        names.label(&st, a).await;
+                    }
+                    let agent = t.agent_id.as_deref().filter(|_| t.to.is_leased()).map(|a| names.known(a));
+                    let e = timeline_entry(&t, &names);
+                    ("transition", fragment(TransitionFragment { e, state: t.to.as_str(), agent }))
+                }
+                // a browser drops an event without data
+                RunUpdate::End(state) => ("end", state.as_str().to_string()),
+            };
+            Ok(Event::default().event(kind).id(pos.to_string()).data(html))
+        }
     })))
 }
 
@@ -84,7 +97,7 @@ pub struct QueueLiveQuery {
 struct StateCells<'a> {
     item_id: &'a str,
     state: &'static str,
-    agent: Option<&'a str>,
+    agent: Option<AgentLabel>,
     stoppable: bool,
 }
 
@@ -123,10 +136,15 @@ pub async fn queue(
     let slot = open_stream(&st)?;
     let reader = st.clone();
     let entity = s.entity.clone();
+    let names = Arc::new(Mutex::new(AgentNames::lazy(&s.entity)));
     let updates = streams::queue_updates(st, slot, wake, s.entity, name, after);
     Ok(streams::sse(updates.then(move |(n, t)| {
-        let (st, entity) = (reader.clone(), entity.clone());
+        let (st, entity, names) = (reader.clone(), entity.clone(), names.clone());
         async move {
+            let mut names = names.lock().await;
+            if let Some(a) = &t.agent_id {
+                names.label(&st, a).await;
+            }
             let launched = new_rows && t.event == liftoff_core::history::LAUNCH_EVENT;
             // the row as it is now (a later change to it follows as cells)
             let item = match launched {
@@ -139,12 +157,12 @@ pub async fn queue(
             };
             let html = match item {
                 Some(item) => {
-                    fragment(NewRow { i: super::queues::ItemRow::new(&item, liftoff_store::now_ms()) })
+                    fragment(NewRow { i: super::queues::ItemRow::new(&item, liftoff_store::now_ms(), &names) })
                 }
                 None => fragment(StateCells {
                     item_id: &t.item_id,
                     state: t.to.as_str(),
-                    agent: t.agent_id.as_deref().filter(|_| t.to.is_leased()),
+                    agent: t.agent_id.as_deref().filter(|_| t.to.is_leased()).map(|a| names.known(a)),
                     stoppable: !t.to.is_terminal() && t.to != liftoff_core::ItemState::Stopping,
                 }),
             };

@@ -2,6 +2,7 @@
 //! a queue's page (its items, filtered and keyset-paged; its saved filters),
 //! and bulk stop.
 
+use super::agent_names::{AgentLabel, AgentNames};
 use super::page::{Chrome, Form, UiError, render, span, utc};
 use super::session::UiSession;
 use crate::app::AppState;
@@ -22,7 +23,7 @@ struct QueueRow {
     pending: i64,
     running: i64,
     oldest_pending: String,
-    agents: Vec<String>,
+    agents: Vec<AgentLabel>,
 }
 
 #[derive(Template)]
@@ -53,7 +54,7 @@ pub async fn index(
                 agents: agents
                     .iter()
                     .filter(|a| a.queues.contains(&q.queue) && a.status != AgentStatus::Stopped && !a.stop_polling)
-                    .map(|a| a.hostname.clone())
+                    .map(|a| AgentLabel { id: a.id.clone(), host: a.hostname.clone() })
                     .collect(),
                 resource: q.resource.as_str(),
                 name: q.queue,
@@ -73,14 +74,14 @@ pub struct ItemRow {
     pub job: String,
     pub queued_for: String,
     pub ran_for: String,
-    pub agent: String,
+    pub agent: Option<AgentLabel>,
     pub created: String,
     pub stoppable: bool,
     pub launched_by: Option<String>,
 }
 
 impl ItemRow {
-    pub fn new(i: &ItemView, now: i64) -> Self {
+    pub fn new(i: &ItemView, now: i64, agents: &AgentNames) -> Self {
         let queued_until = i.started_at_ms.or(i.ended_at_ms).unwrap_or(now);
         Self {
             id: i.id.clone(),
@@ -90,7 +91,7 @@ impl ItemRow {
             job: i.spec.job.clone(),
             queued_for: span(queued_until - i.created_at_ms),
             ran_for: i.started_at_ms.map(|s| span(i.ended_at_ms.unwrap_or(now) - s)).unwrap_or_default(),
-            agent: i.agent_id.clone().unwrap_or_default(),
+            agent: i.agent_id.as_deref().map(|a| agents.known(a)),
             created: utc(i.created_at_ms),
             stoppable: !i.state.is_terminal() && i.state != ItemState::Stopping,
             launched_by: i.launched_by.clone(),
@@ -276,6 +277,7 @@ pub async fn show(
     let now = liftoff_store::now_ms();
     let filter = filters.item_filter(now);
     let page = st.store.queue_page(&s.entity, &name, &filter, q.before, PAGE_SIZE).await?;
+    let agents = AgentNames::load(&st, &s.entity).await?;
     let query = filters.query();
     let next = page.next_before.map(|b| {
         let sep = if query.is_empty() { "" } else { "&" };
@@ -310,7 +312,7 @@ pub async fn show(
         launched_by: filters.launched_by.unwrap_or_default(),
         since: filters.since.unwrap_or_default(),
         until: filters.until.unwrap_or_default(),
-        items: page.items.iter().map(|i| ItemRow::new(i, now)).collect(),
+        items: page.items.iter().map(|i| ItemRow::new(i, now, &agents)).collect(),
         next,
         live_after,
         live_rows,

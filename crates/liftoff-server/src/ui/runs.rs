@@ -3,6 +3,7 @@
 //! (`ui/live.rs`), or only the log's lines matching a search; and the stop
 //! and re-launch actions.
 
+use super::agent_names::{AgentLabel, AgentNames};
 use super::page::{Chrome, Form, UiError, render, span, utc};
 use super::session::UiSession;
 use crate::app::AppState;
@@ -144,34 +145,52 @@ async fn read_chunks(st: &AppState, item: &ItemView, after: i64) -> Result<Vec<L
     Ok(chunks)
 }
 
+/// A timeline entry: `what`, the agent that caused it (if one did), `after`.
 pub struct Event {
     pub at: String,
     pub what: String,
+    pub agent: Option<AgentLabel>,
+    pub after: String,
+}
+
+impl Event {
+    fn text(at: String, what: String) -> Self {
+        Self { at, what, agent: None, after: String::new() }
+    }
 }
 
 /// Every state change the store recorded (`item_transitions`), with its
 /// time and cause; an item older than that record gets [`row_timeline`].
 /// Also the `seq` of the last change shown, where a live stream goes on.
-async fn timeline(st: &AppState, entity: &str, item: &ItemView) -> Result<(Vec<Event>, i64), UiError> {
+async fn timeline(
+    st: &AppState,
+    entity: &str,
+    item: &ItemView,
+    agents: &AgentNames,
+) -> Result<(Vec<Event>, i64), UiError> {
     let history = st.store.item_history(entity, &item.id, 0, TIMELINE_LIMIT).await?;
     let Some(last) = history.last().map(|t| t.seq) else {
-        return Ok((row_timeline(item), 0));
+        return Ok((row_timeline(item, agents), 0));
     };
-    Ok((history.iter().map(timeline_entry).collect(), last))
+    Ok((history.iter().map(|t| timeline_entry(t, agents)).collect(), last))
 }
 
 /// One recorded state change as a timeline entry (`timeline_entry.html`).
-pub(super) fn timeline_entry(t: &ItemTransition) -> Event {
+pub(super) fn timeline_entry(t: &ItemTransition, agents: &AgentNames) -> Event {
     let change = match t.from {
         Some(from) => format!("{from} → {}", t.to),
         None => format!("{} in {}", t.to, t.queue),
     };
-    let by = match (t.cause, &t.agent_id) {
-        (TransitionCause::Agent, Some(agent)) => format!("agent {agent}"),
-        (cause, _) => cause.as_str().to_string(),
-    };
     let reason = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-    Event { at: utc(t.at_ms), what: format!("{change} ({}, by {by}){reason}", t.event) }
+    match (t.cause, &t.agent_id) {
+        (TransitionCause::Agent, Some(agent)) => Event {
+            at: utc(t.at_ms),
+            what: format!("{change} ({}, by agent ", t.event),
+            agent: Some(agents.known(agent)),
+            after: format!("){reason}"),
+        },
+        (cause, _) => Event::text(utc(t.at_ms), format!("{change} ({}, by {}){reason}", t.event, cause.as_str())),
+    }
 }
 
 /// The most state changes a run page shows.
@@ -180,24 +199,29 @@ const TIMELINE_LIMIT: i64 = 200;
 /// What the item's row tells of its life: enqueued, started (where, after
 /// how long in the queue), ended (how, after how long), and the lease
 /// expiries and preemptions it went through.
-fn row_timeline(item: &ItemView) -> Vec<Event> {
-    let mut timeline = vec![Event { at: utc(item.created_at_ms), what: format!("enqueued in {}", item.queue) }];
+fn row_timeline(item: &ItemView, agents: &AgentNames) -> Vec<Event> {
+    let mut timeline = vec![Event::text(utc(item.created_at_ms), format!("enqueued in {}", item.queue))];
     if let Some(t) = item.started_at_ms {
-        let agent = item.agent_id.as_deref().unwrap_or("an agent");
-        timeline.push(Event {
-            at: utc(t),
-            what: format!("started on {agent} after {} in the queue", span(t - item.created_at_ms)),
+        let queued = span(t - item.created_at_ms);
+        timeline.push(match item.agent_id.as_deref() {
+            Some(agent) => Event {
+                at: utc(t),
+                what: "started on agent ".to_string(),
+                agent: Some(agents.known(agent)),
+                after: format!(" after {queued} in the queue"),
+            },
+            None => Event::text(utc(t), format!("started on an agent after {queued} in the queue")),
         });
     }
     if let Some(t) = item.ended_at_ms {
         let ran = item.started_at_ms.map(|s| format!(" after {}", span(t - s))).unwrap_or_default();
-        timeline.push(Event { at: utc(t), what: format!("ended {}{ran}", item.state) });
+        timeline.push(Event::text(utc(t), format!("ended {}{ran}", item.state)));
     }
     if item.attempts > 0 || item.resumes > 0 {
-        timeline.push(Event {
-            at: String::new(),
-            what: format!("{} lease expiries, {} resumes after preemption", item.attempts, item.resumes),
-        });
+        timeline.push(Event::text(
+            String::new(),
+            format!("{} lease expiries, {} resumes after preemption", item.attempts, item.resumes),
+        ));
     }
     timeline
 }
@@ -213,6 +237,8 @@ struct RunPage {
     pending: bool,
     priorities: Vec<&'static str>,
     timeline: Vec<Event>,
+    /// The agent holding (or last holding) the run.
+    agent: Option<AgentLabel>,
     stage: String,
     warnings: Vec<(String, String, String)>,
     image: String,
@@ -254,7 +280,8 @@ pub async fn show(
         let (lines, search) = search_log(&st, &item, q).await?;
         (lines, 0, Some(search))
     };
-    let (timeline, last_transition) = timeline(&st, &s.entity, &item).await?;
+    let agents = AgentNames::load(&st, &s.entity).await?;
+    let (timeline, last_transition) = timeline(&st, &s.entity, &item, &agents).await?;
     // Read again, after the timeline: the state and facts shown are then at
     // least as new as its last entry, which the live stream goes on after.
     let item = own_item(&st, &s, &item.id).await?.without_credentials();
@@ -270,6 +297,7 @@ pub async fn show(
         pending: item.state == ItemState::Pending,
         priorities: Priority::ALL.iter().map(|p| p.as_str()).collect(),
         timeline,
+        agent: item.agent_id.as_deref().map(|a| agents.known(a)),
         stage: item.stage.map(|s| s.as_str().to_string()).unwrap_or_default(),
         warnings,
         image,
