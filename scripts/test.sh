@@ -5,7 +5,8 @@
 # local registries (htpasswd, token auth, cloud logins), a Python base
 # image for real builds (from Debian packages), Prometheus and promtool
 # (unpacked from Debian's package), chromium and chromedriver for the web
-# UI's browser tests, then every test.
+# UI's browser tests, then every test, then the Python client's
+# (scripts/test-python.sh: a wheel in a virtualenv, mypy, pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=/dev/null
@@ -38,6 +39,11 @@ else
   echo "cargo-nextest not found; using cargo test" >&2
   cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
+# The Python client (python/): its wheel, type check and tests against the
+# binary just built.
+python_status=0
+scripts/test-python.sh || python_status=$?
+if [ "$status" -eq 0 ]; then status=$python_status; fi
 skipped="$(sort -u "$LIFTOFF_TEST_SKIP_LOG" | grep -c . || true)"
 {
   echo "== tests that skipped for a missing component: $skipped"
