@@ -373,10 +373,12 @@ async fn sign_in_launch_from_the_form_watch_the_log_live_stop_and_see_the_agent(
         .await;
     let mark = b.execute("return window.liftoffMark || null;", vec![]).await.unwrap();
     assert_eq!(mark, serde_json::json!("same page"), "the log grew without reloading the page");
-    // It grew through the page's event stream, open now, and no request
-    // polled: the browser fetched nothing but the page's assets since.
+    // It grew through the page's live feed, open now (a WebSocket: see
+    // `twelve_live_pages_...`), and no request polled: the browser fetched
+    // nothing but the page's assets since.
     let source = b.execute(LIVE_SOURCE, vec![]).await.unwrap();
     assert_eq!(source[0], serde_json::json!(EVENT_SOURCE_OPEN), "{source}");
+    assert_eq!(source[2], "websocket", "{source}");
     assert!(source[1].as_str().unwrap().contains(&format!("/runs/{run_id}/live?from=")), "{source}");
     let fetched = b.execute(FETCHED, vec![]).await.unwrap();
     assert!(fetched.as_array().unwrap().iter().all(|u| u.as_str().unwrap().contains("/assets/")), "{fetched}");
@@ -509,7 +511,7 @@ async fn final_page(b: Browser) -> Result<bool, fantoccini::error::CmdError> {
 /// keeps it in the element's internal data).
 const LIVE_SOURCE: &str = "const el = document.querySelector('[sse-connect]'); \
     const s = el && el['htmx-internal-data'] && el['htmx-internal-data'].sseEventSource; \
-    return s ? [s.readyState, s.url] : [null, null];";
+    return s ? [s.readyState, s.url, s.ws instanceof WebSocket ? 'websocket' : 'other'] : [null, null, null];";
 const EVENT_SOURCE_OPEN: u16 = 1;
 /// Every URL the page fetched since it loaded (XHRs and fetches included).
 const FETCHED: &str = "return performance.getEntriesByType('resource').map(e => e.name);";
@@ -1026,4 +1028,103 @@ async fn a_live_page_left_behind_closes_its_stream_and_follows_again_when_shown(
     })
     .await;
     b.close().await.unwrap();
+}
+
+/// Twelve live run pages open in one browser, as a person keeps them in
+/// tabs all day: every page keeps following its run, and any other page
+/// still loads at once. A browser opens at most six HTTP/1.1 connections
+/// per host, and each live page holds one stream: over server-sent events
+/// the seventh tab and every page after it waited for one of the six.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_live_pages_keep_following_their_runs_and_another_page_loads_within_a_second() {
+    const PAGES: usize = 12;
+    let Some((_chrome, b)) = browser(false).await else { return };
+    // a page that cannot load fails the test in seconds rather than minutes
+    let timeouts = fantoccini::wd::TimeoutConfiguration::new(None, Some(Duration::from_secs(15)), None);
+    b.update_timeouts(timeouts).await.unwrap();
+    let r = bare_rig().await;
+    let base = r.server.base_url();
+    let key = r.server.admin_key.clone().unwrap();
+    queue(&r, "live", serde_json::json!({}), serde_json::json!([])).await;
+    r.job("talker", "true\n").await;
+    // this test plays the agent: each run running, with a first line in its log
+    let agent = r
+        .client
+        .register_agent(&RegisterAgent {
+            queues: vec!["live".into()],
+            hostname: "player".into(),
+            max_jobs: -1,
+            version: "t".into(),
+        })
+        .await
+        .unwrap()
+        .id;
+    let mut held = vec![];
+    for _ in 0..PAGES {
+        let req = LaunchRequest { job: "talker".into(), ..Default::default() };
+        let run = r.client.launch("live", &req).await.unwrap().run_id;
+        let claim = r.client.claim(&agent, &["live".into()], Duration::from_secs(5)).await.unwrap().unwrap();
+        let (id, fence) = (claim.item.id.clone(), claim.fence);
+        r.client.report(&id, fence, ItemEvent::Start).await.unwrap();
+        let chunk = AppendLog { fence, seq: 0, stream: LogStream::Stdout, data: format!("first of {run}\n") };
+        r.client.append_log(&id, &chunk).await.unwrap();
+        held.push((run, id, fence));
+    }
+    // the leases (3 s here) are renewed as an agent would, until the test ends
+    let renewer = {
+        let (client, leases) = (r.client.clone(), held.iter().map(|(_, id, f)| (id.clone(), *f)).collect::<Vec<_>>());
+        tokio::spawn(async move {
+            loop {
+                for (id, fence) in &leases {
+                    client.renew_lease(id, *fence).await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    sign_in(&b, &base, &key).await;
+    let mut tabs = vec![b.window().await.unwrap()];
+    for (n, (run, ..)) in held.iter().enumerate() {
+        if n > 0 {
+            let tab = b.new_window(true).await.unwrap().handle;
+            b.switch_to_window(tab.clone()).await.unwrap();
+            tabs.push(tab);
+        }
+        let started = Instant::now();
+        b.goto(&format!("{base}/runs/{run}"))
+            .await
+            .unwrap_or_else(|e| panic!("live page {} of {PAGES} did not load: {e}", n + 1));
+        assert!(text_of(&b, "#log").await.contains("first of"), "page {}", n + 1);
+        eprintln!("live page {} loaded in {:?}", n + 1, started.elapsed());
+    }
+    wait_for_streams(&base, PAGES as u64, "every page follows its run").await;
+
+    // another page, in a thirteenth tab, while the twelve stay live
+    let tab = b.new_window(true).await.unwrap().handle;
+    b.switch_to_window(tab).await.unwrap();
+    let started = Instant::now();
+    b.goto(&format!("{base}/agents")).await.unwrap();
+    let took = started.elapsed();
+    assert!(text_of(&b, "tbody").await.contains("player"), "the agents page shows the agent");
+    eprintln!("the agents page loaded in {took:?} beside {PAGES} live pages");
+    assert!(took < Duration::from_secs(1), "the agents page took {took:?} beside {PAGES} live pages");
+
+    // a new line for every run reaches every open page
+    for (run, id, fence) in &held {
+        let chunk = AppendLog { fence: *fence, seq: 1, stream: LogStream::Stdout, data: format!("second of {run}\n") };
+        r.client.append_log(id, &chunk).await.unwrap();
+    }
+    for (n, (tab, (run, ..))) in tabs.iter().zip(&held).enumerate() {
+        b.switch_to_window(tab.clone()).await.unwrap();
+        let want = format!("second of {run}");
+        wait_until(&b, &format!("the new line on live page {}", n + 1), |b| {
+            let want = want.clone();
+            async move { Ok(b.find(Locator::Css("#log")).await?.text().await?.contains(&want)) }
+        })
+        .await;
+    }
+    renewer.abort();
+    for (_, id, fence) in &held {
+        r.client.report(id, *fence, ItemEvent::Finish).await.unwrap();
+    }
 }

@@ -25,7 +25,7 @@ const PAGE: i64 = 500;
 /// Chunks per look at an archived log, which is fetched whole each time.
 const ARCHIVED_PAGE: i64 = 5000;
 /// Comment lines that keep idle connections (and proxies) open.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// One thing that happened to a run, in commit order.
 pub enum RunUpdate {

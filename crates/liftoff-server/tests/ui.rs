@@ -798,3 +798,78 @@ async fn priority_form_while_pending_and_agent_versions() {
 async fn item_id(ui: &Ui, run: &str) -> String {
     ui.client.get_item(run).await.unwrap().id
 }
+
+/// A live page's feed over a WebSocket, as the page's script opens it:
+/// the same events as frames `{event, id, data}`, resumed after a drop
+/// from `last_event_id` with nothing missed or repeated, closed normally
+/// after `end`; a page of another origin cannot open it, nor can a request
+/// without the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_feed_over_a_websocket_resumes_from_its_last_event_and_only_for_this_servers_pages() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let (ui, s, run, id, fence) = claimed_run().await;
+    let ws_url = |query: &str| format!("{}/runs/{run}/live?{query}", ui.server.base_url().replace("http://", "ws://"));
+    let host = ui.server.base_url().trim_start_matches("http://").to_string();
+    let open = |url: String, origin: String| {
+        let cookie = s.cookie.clone();
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            req.headers_mut().insert("cookie", cookie.parse().unwrap());
+            req.headers_mut().insert("origin", origin.parse().unwrap());
+            tokio_tungstenite::connect_async(req).await
+        }
+    };
+    async fn event(
+        ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        what: &str,
+    ) -> (String, String, String) {
+        loop {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no frame for {what} within 10 s"))
+                .unwrap_or_else(|| panic!("the socket closed before {what}"))
+                .unwrap();
+            if let Message::Text(text) = frame {
+                let e: serde_json::Value = serde_json::from_str(&text).unwrap();
+                let field = |k: &str| e[k].as_str().unwrap().to_string();
+                return (field("event"), field("id"), field("data"));
+            }
+        }
+    }
+
+    // from the page's position, as the page opens it
+    let (mut ws, _) = open(ws_url("from=2.0"), format!("http://{host}")).await.expect("the handshake");
+    append(&ui, &id, fence, 0, LogStream::Stdout, "zero\n").await;
+    let (kind, first, html) = event(&mut ws, "chunk 0").await;
+    assert_eq!((kind.as_str(), first.as_str()), ("log", "2.1"));
+    assert!(html.contains("zero"), "{html}");
+    append(&ui, &id, fence, 1, LogStream::Stdout, "one\n").await;
+    let (_, second, _) = event(&mut ws, "chunk 1").await;
+    assert_eq!(second, "2.2");
+    // dropped: a reconnect from the last id gets only what came since
+    ws.close(None).await.unwrap();
+    append(&ui, &id, fence, 2, LogStream::Stdout, "two\n").await;
+    let (mut ws, _) =
+        open(ws_url(&format!("from=2.0&last_event_id={second}")), format!("http://{host}")).await.unwrap();
+    let (kind, third, html) = event(&mut ws, "chunk 2").await;
+    assert_eq!((kind.as_str(), third.as_str()), ("log", "2.3"), "{html}");
+    assert!(html.contains("two") && !html.contains("one"), "nothing repeated: {html}");
+    ui.client.report(&id, fence, liftoff_core::ItemEvent::Start).await.unwrap();
+    ui.client.report(&id, fence, liftoff_core::ItemEvent::Finish).await.unwrap();
+    assert_eq!(event(&mut ws, "the start").await.0, "transition");
+    assert_eq!(event(&mut ws, "the finish").await.0, "transition");
+    assert_eq!(event(&mut ws, "the end").await, ("end".into(), "4.3".into(), "finished".into()));
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await.unwrap();
+    assert!(matches!(closed, Some(Ok(Message::Close(Some(ref f)))) if u16::from(f.code) == 1000), "{closed:?}");
+
+    // another origin, no session, a bad resume id: refused at the handshake
+    let refused = open(ws_url("from=0.0"), "http://evil.example".into()).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+    let mut bare = ws_url("from=0.0").into_client_request().unwrap();
+    bare.headers_mut().insert("origin", format!("http://{host}").parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(bare).await.unwrap_err();
+    assert!(refused.to_string().contains("303") || refused.to_string().contains("401"), "no session: {refused}");
+    let refused = open(ws_url("last_event_id=x.y"), format!("http://{host}")).await.unwrap_err();
+    assert!(refused.to_string().contains("400"), "{refused}");
+}

@@ -1,10 +1,11 @@
-//! The live parts of the run and queue pages: `text/event-stream`s of HTML
-//! fragments, read through [`crate::streams`] exactly as the API's streams
-//! are (same ids, resumable with `Last-Event-ID`, same cap, same end), under
-//! the session cookie. htmx's SSE extension swaps them in (`run.html`,
-//! `queue.html`); no page polls.
+//! The live parts of the run and queue pages: feeds of HTML fragments, read
+//! through [`crate::streams`] exactly as the API's streams are (same ids,
+//! resumable, same cap, same end), under the session cookie. htmx's SSE
+//! extension swaps them in (`run.html`, `queue.html`); the page's script
+//! carries them over a WebSocket (see [`super::live_socket`]). No page polls.
 
 use super::agent_names::{AgentLabel, AgentNames};
+use super::live_socket::{LiveEvent, Upgrade, respond, resume_id};
 use super::page::UiError;
 use super::runs::{LogLines, log_lines, own_item, timeline_entry};
 use super::session::UiSession;
@@ -15,7 +16,6 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::response::sse::Event;
 use futures::StreamExt;
 use liftoff_core::RunStreamPosition;
 use serde::Deserialize;
@@ -25,8 +25,10 @@ use tokio::sync::Mutex;
 #[derive(Deserialize)]
 pub struct RunLiveQuery {
     /// Where the page's own render stopped (`<transitions>.<log>`); a
-    /// reconnect's `Last-Event-ID` wins over it.
+    /// reconnect's `Last-Event-ID` (or `last_event_id`) wins over it.
     from: Option<String>,
+    /// The last event a reconnecting WebSocket received.
+    last_event_id: Option<String>,
 }
 
 #[derive(Template)]
@@ -48,9 +50,10 @@ pub async fn run(
     Path(id): Path<String>,
     Query(q): Query<RunLiveQuery>,
     headers: HeaderMap,
+    upgrade: Upgrade,
 ) -> Result<Response, UiError> {
     let item = own_item(&st, &s, &id).await?;
-    let from = streams::last_event_id(&headers).map_err(|m| UiError::BadRequest(m.to_string()))?;
+    let from = resume_id(&headers, q.last_event_id.as_deref())?;
     let pos = match from.or(q.from.as_deref()) {
         Some(p) => p.parse::<RunStreamPosition>().map_err(UiError::BadRequest)?,
         None => RunStreamPosition::default(),
@@ -59,7 +62,7 @@ pub async fn run(
     let names = Arc::new(Mutex::new(AgentNames::lazy(&s.entity)));
     let reader = st.clone();
     let updates = streams::run_updates(st, slot, s.entity, item.id, item.run_id, pos);
-    Ok(streams::sse(updates.then(move |(pos, update)| {
+    let events = updates.then(move |(pos, update)| {
         let (st, names) = (reader.clone(), names.clone());
         async move {
             let (kind, html) = match update {
@@ -76,9 +79,10 @@ pub async fn run(
                 // a browser drops an event without data
                 RunUpdate::End(state) => ("end", state.as_str().to_string()),
             };
-            Ok(Event::default().event(kind).id(pos.to_string()).data(html))
+            LiveEvent { kind, id: pos.to_string(), data: html }
         }
-    })))
+    });
+    respond(upgrade, &headers, events)
 }
 
 #[derive(Deserialize)]
@@ -88,6 +92,8 @@ pub struct QueueLiveQuery {
     /// `new`: the page shows the newest items unfiltered, so a launch joins
     /// its table as a new row.
     rows: Option<String>,
+    /// The last event a reconnecting WebSocket received.
+    last_event_id: Option<String>,
 }
 
 /// A change to a row the page shows: its state, its agent once one holds
@@ -118,13 +124,14 @@ pub async fn queue(
     Path(name): Path<String>,
     Query(q): Query<QueueLiveQuery>,
     headers: HeaderMap,
+    upgrade: Upgrade,
 ) -> Result<Response, UiError> {
     if st.store.get_queue(&s.entity, &name).await?.is_none() {
         return Err(UiError::NotFound(format!("queue '{name}' not found")));
     }
     // before the head is read: a change committed after it wakes this stream
     let wake = st.changes.subscribe();
-    let from = streams::last_event_id(&headers).map_err(|m| UiError::BadRequest(m.to_string()))?;
+    let from = resume_id(&headers, q.last_event_id.as_deref())?;
     let after = match from {
         Some(id) => streams::queue_event_number(id).map_err(UiError::BadRequest)?,
         None => match q.after {
@@ -138,7 +145,7 @@ pub async fn queue(
     let entity = s.entity.clone();
     let names = Arc::new(Mutex::new(AgentNames::lazy(&s.entity)));
     let updates = streams::queue_updates(st, slot, wake, s.entity, name, after);
-    Ok(streams::sse(updates.then(move |(n, t)| {
+    let events = updates.then(move |(n, t)| {
         let (st, entity, names) = (reader.clone(), entity.clone(), names.clone());
         async move {
             let mut names = names.lock().await;
@@ -166,9 +173,10 @@ pub async fn queue(
                     stoppable: !t.to.is_terminal() && t.to != liftoff_core::ItemState::Stopping,
                 }),
             };
-            Ok(Event::default().event("transition").id(n.to_string()).data(html))
+            LiveEvent { kind: "transition", id: n.to_string(), data: html }
         }
-    })))
+    });
+    respond(upgrade, &headers, events)
 }
 
 fn open_stream(st: &AppState) -> Result<StreamSlot, UiError> {

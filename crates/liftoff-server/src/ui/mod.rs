@@ -6,6 +6,7 @@ pub mod agents;
 pub mod assets;
 pub mod jobs;
 pub mod live;
+pub mod live_socket;
 pub mod page;
 pub mod queues;
 pub mod routes;
