@@ -806,7 +806,7 @@ async fn item_id(ui: &Ui, run: &str) -> String {
 /// without the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_feed_over_a_websocket_resumes_from_its_last_event_and_only_for_this_servers_pages() {
-    use futures::{SinkExt, StreamExt};
+    use futures::StreamExt;
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
     let (ui, s, run, id, fence) = claimed_run().await;
     let ws_url = |query: &str| format!("{}/runs/{run}/live?{query}", ui.server.base_url().replace("http://", "ws://"));
