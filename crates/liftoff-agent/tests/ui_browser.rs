@@ -88,6 +88,11 @@ fn described(pids: &[i32]) -> Vec<String> {
 
 /// A headless chromium; `dark` asks it for `prefers-color-scheme: dark`.
 async fn browser(dark: bool) -> Option<(Chrome, Browser)> {
+    browser_with(dark, &[]).await
+}
+
+/// [`browser`], with more chromium flags.
+async fn browser_with(dark: bool, flags: &[&str]) -> Option<(Chrome, Browser)> {
     let driver = required_env("LIFTOFF_TEST_CHROMEDRIVER")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let profile = tempfile::tempdir().unwrap();
@@ -107,6 +112,9 @@ async fn browser(dark: bool) -> Option<(Chrome, Browser)> {
     });
     if dark {
         chrome["args"].as_array_mut().unwrap().push("--blink-settings=preferredColorScheme=0".into());
+    }
+    for flag in flags {
+        chrome["args"].as_array_mut().unwrap().push((*flag).into());
     }
     if let Ok(bin) = std::env::var("LIFTOFF_TEST_CHROMIUM") {
         chrome["binary"] = bin.into();
@@ -1037,15 +1045,34 @@ async fn a_live_page_left_behind_closes_its_stream_and_follows_again_when_shown(
 /// the seventh tab and every page after it waited for one of the six.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_live_pages_keep_following_their_runs_and_another_page_loads_within_a_second() {
-    const PAGES: usize = 12;
     let Some((_chrome, b)) = browser(false).await else { return };
+    let r = bare_rig().await;
+    let base = r.server.base_url();
+    twelve_live_pages(&b, &r, &base).await;
+}
+
+/// The same over HTTPS, through a TLS-terminating proxy before the server
+/// (as users deploy it; the server itself speaks plain HTTP), which offers
+/// only HTTP/1.1, so the six-connection limit holds there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_twelve_live_pages_keep_following_and_another_page_loads_within_a_second() {
+    let Some((_chrome, b)) = browser_with(false, &["--ignore-certificate-errors"]).await else { return };
+    let r = bare_rig().await;
+    let (front, _tls) = tls_front(r.server.base_url().trim_start_matches("http://")).await;
+    twelve_live_pages(&b, &r, &front).await;
+}
+
+/// Opens a live page for each of twelve running runs in its own tab of
+/// `b`, at `base` (the server, or a front of it), then the agents page in
+/// a thirteenth; a new log line of each run then reaches its page.
+async fn twelve_live_pages(b: &Browser, r: &Rig, base: &str) {
+    const PAGES: usize = 12;
     // a page that cannot load fails the test in seconds rather than minutes
     let timeouts = fantoccini::wd::TimeoutConfiguration::new(None, Some(Duration::from_secs(15)), None);
     b.update_timeouts(timeouts).await.unwrap();
-    let r = bare_rig().await;
-    let base = r.server.base_url();
+    let server = r.server.base_url();
     let key = r.server.admin_key.clone().unwrap();
-    queue(&r, "live", serde_json::json!({}), serde_json::json!([])).await;
+    queue(r, "live", serde_json::json!({}), serde_json::json!([])).await;
     r.job("talker", "true\n").await;
     // this test plays the agent: each run running, with a first line in its log
     let agent = r
@@ -1082,7 +1109,7 @@ async fn twelve_live_pages_keep_following_their_runs_and_another_page_loads_with
             }
         })
     };
-    sign_in(&b, &base, &key).await;
+    sign_in(b, base, &key).await;
     let mut tabs = vec![b.window().await.unwrap()];
     for (n, (run, ..)) in held.iter().enumerate() {
         if n > 0 {
@@ -1090,14 +1117,12 @@ async fn twelve_live_pages_keep_following_their_runs_and_another_page_loads_with
             b.switch_to_window(tab.clone()).await.unwrap();
             tabs.push(tab);
         }
-        let started = Instant::now();
         b.goto(&format!("{base}/runs/{run}"))
             .await
             .unwrap_or_else(|e| panic!("live page {} of {PAGES} did not load: {e}", n + 1));
-        assert!(text_of(&b, "#log").await.contains("first of"), "page {}", n + 1);
-        eprintln!("live page {} loaded in {:?}", n + 1, started.elapsed());
+        assert!(text_of(b, "#log").await.contains("first of"), "page {}", n + 1);
     }
-    wait_for_streams(&base, PAGES as u64, "every page follows its run").await;
+    wait_for_streams(&server, PAGES as u64, "every page follows its run").await;
 
     // another page, in a thirteenth tab, while the twelve stay live
     let tab = b.new_window(true).await.unwrap().handle;
@@ -1105,8 +1130,8 @@ async fn twelve_live_pages_keep_following_their_runs_and_another_page_loads_with
     let started = Instant::now();
     b.goto(&format!("{base}/agents")).await.unwrap();
     let took = started.elapsed();
-    assert!(text_of(&b, "tbody").await.contains("player"), "the agents page shows the agent");
-    eprintln!("the agents page loaded in {took:?} beside {PAGES} live pages");
+    assert!(text_of(b, "tbody").await.contains("player"), "the agents page shows the agent");
+    eprintln!("the agents page loaded in {took:?} beside {PAGES} live pages at {base}");
     assert!(took < Duration::from_secs(1), "the agents page took {took:?} beside {PAGES} live pages");
 
     // a new line for every run reaches every open page
@@ -1117,7 +1142,7 @@ async fn twelve_live_pages_keep_following_their_runs_and_another_page_loads_with
     for (n, (tab, (run, ..))) in tabs.iter().zip(&held).enumerate() {
         b.switch_to_window(tab.clone()).await.unwrap();
         let want = format!("second of {run}");
-        wait_until(&b, &format!("the new line on live page {}", n + 1), |b| {
+        wait_until(b, &format!("the new line on live page {}", n + 1), |b| {
             let want = want.clone();
             async move { Ok(b.find(Locator::Css("#log")).await?.text().await?.contains(&want)) }
         })
@@ -1127,4 +1152,48 @@ async fn twelve_live_pages_keep_following_their_runs_and_another_page_loads_with
     for (_, id, fence) in &held {
         r.client.report(id, *fence, ItemEvent::Finish).await.unwrap();
     }
+}
+
+/// An HTTPS front for the server at `upstream` (`host:port`): TLS with a
+/// self-signed certificate for 127.0.0.1 (made by `openssl`), HTTP/1.1
+/// only, each connection relayed as is. Its URL, and the task serving it.
+async fn tls_front(upstream: &str) -> (String, tokio::task::JoinHandle<()>) {
+    use rustls_pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes the front's certificate");
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(&cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let upstream = upstream.to_string();
+    let task = tokio::spawn(async move {
+        let _dir = dir;
+        while let Ok((conn, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(conn).await else { return };
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+    (url, task)
 }
