@@ -321,6 +321,7 @@ async fn launch_refuses_ambiguous_or_incomplete_sources() {
         (vec!["launch", "-q", "q", empty, "-E", "a", "--", "b"], "give the command once"),
         (vec!["launch", "-q", "q", "-j", "x", "--base-image", "python:3.11"], "not -j"),
         (vec!["launch", "-q", "q", "/nonexistent/dir", "--", "true"], "is not a directory"),
+        (vec!["launch", "-q", "nope", empty, "--", "true"], "cannot launch on queue 'nope'"),
     ] {
         let (status, out, err) = Cli::start(&s.url, &s.key, &args).end().await;
         assert_eq!(status.code(), Some(1), "{args:?}: {err}");

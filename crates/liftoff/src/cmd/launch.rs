@@ -125,6 +125,8 @@ pub async fn run(globals: &Globals, args: LaunchArgs) -> anyhow::Result<ExitCode
     let (job, entrypoint) = match origin {
         None => (args.job.clone().unwrap_or_default(), command),
         Some(origin) => {
+            // the queue first: a launch that cannot happen makes no job version
+            client.get_queue(&args.queue).await.with_context(|| format!("cannot launch on queue '{}'", args.queue))?;
             let is_image = matches!(origin, Origin::Image(_));
             // A directory's or commit's command is its job's entrypoint; an image's overrides.
             let (job_command, launch_command) = if is_image { (None, command) } else { (command, None) };
