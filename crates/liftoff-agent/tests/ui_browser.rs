@@ -140,11 +140,16 @@ async fn browser_with(dark: bool, flags: &[&str]) -> Option<(Chrome, Browser)> {
 
 /// A server with no queue yet (the rig's usual `local` queue would hide the empty state).
 async fn bare_rig() -> Rig {
+    bare_rig_with_ttl(Duration::from_secs(3)).await
+}
+
+/// [`bare_rig`] with leases of `ttl`.
+async fn bare_rig_with_ttl(ttl: Duration) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServerConfig::new(dir.path().join("server"));
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.print_admin_key = false;
-    cfg.lease_ttl = Duration::from_secs(3);
+    cfg.lease_ttl = ttl;
     let server = start(cfg).await.unwrap();
     let client = Client::new(&server.base_url(), server.admin_key.as_deref().unwrap(), "default").unwrap();
     let work = dir.path().join("work");
@@ -1046,7 +1051,7 @@ async fn a_live_page_left_behind_closes_its_stream_and_follows_again_when_shown(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_live_pages_keep_following_their_runs_and_another_page_loads_within_a_second() {
     let Some((_chrome, b)) = browser(false).await else { return };
-    let r = bare_rig().await;
+    let r = bare_rig_with_ttl(TWELVE_TTL).await;
     let base = r.server.base_url();
     twelve_live_pages(&b, &r, &base).await;
 }
@@ -1057,10 +1062,14 @@ async fn twelve_live_pages_keep_following_their_runs_and_another_page_loads_with
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_https_twelve_live_pages_keep_following_and_another_page_loads_within_a_second() {
     let Some((_chrome, b)) = browser_with(false, &["--ignore-certificate-errors"]).await else { return };
-    let r = bare_rig().await;
+    let r = bare_rig_with_ttl(TWELVE_TTL).await;
     let (front, _tls) = tls_front(r.server.base_url().trim_start_matches("http://")).await;
     twelve_live_pages(&b, &r, &front).await;
 }
+
+/// The leases of the twelve runs the test holds (it plays their agent and
+/// renews nothing): longer than the test.
+const TWELVE_TTL: Duration = Duration::from_secs(300);
 
 /// Opens a live page for each of twelve running runs in its own tab of
 /// `b`, at `base` (the server, or a front of it), then the agents page in
@@ -1097,18 +1106,6 @@ async fn twelve_live_pages(b: &Browser, r: &Rig, base: &str) {
         r.client.append_log(&id, &chunk).await.unwrap();
         held.push((run, id, fence));
     }
-    // the leases (3 s here) are renewed as an agent would, until the test ends
-    let renewer = {
-        let (client, leases) = (r.client.clone(), held.iter().map(|(_, id, f)| (id.clone(), *f)).collect::<Vec<_>>());
-        tokio::spawn(async move {
-            loop {
-                for (id, fence) in &leases {
-                    client.renew_lease(id, *fence).await.unwrap();
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
     sign_in(b, base, &key).await;
     let mut tabs = vec![b.window().await.unwrap()];
     for (n, (run, ..)) in held.iter().enumerate() {
@@ -1148,7 +1145,6 @@ async fn twelve_live_pages(b: &Browser, r: &Rig, base: &str) {
         })
         .await;
     }
-    renewer.abort();
     for (_, id, fence) in &held {
         r.client.report(id, *fence, ItemEvent::Finish).await.unwrap();
     }
