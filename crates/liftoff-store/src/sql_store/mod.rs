@@ -9,6 +9,7 @@
 mod agents_keys;
 mod builds;
 mod claims;
+mod group_commit;
 mod history;
 mod items;
 mod jobs;
@@ -57,10 +58,46 @@ pub struct SqlStore {
     dialect: Dialect,
     /// Lease expiries an item may suffer before it fails.
     max_attempts: u32,
+    /// SQLite's writes, several requests to a commit (`group_commit.rs`).
+    group: Option<std::sync::Arc<group_commit::GroupCommit>>,
 }
 
-/// A write transaction.
-pub(super) type WriteTx = sqlx::Transaction<'static, sqlx::Any>;
+/// A request's write transaction: on SQLite, its savepoint in a shared
+/// transaction committed for several requests at once; on PostgreSQL, its
+/// own transaction. Derefs to the connection either way.
+pub(super) enum WriteTx {
+    Group(group_commit::GroupTx),
+    Own(sqlx::Transaction<'static, sqlx::Any>),
+}
+
+impl WriteTx {
+    /// Answers once the writes are durable.
+    pub(super) async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Group(tx) => tx.commit().await,
+            Self::Own(tx) => Ok(tx.commit().await?),
+        }
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        match self {
+            Self::Group(tx) => tx,
+            Self::Own(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        match self {
+            Self::Group(tx) => tx,
+            Self::Own(tx) => tx,
+        }
+    }
+}
 
 impl SqlStore {
     /// Opens (creating if needed) the database at `url`: `sqlite://PATH` or
@@ -83,15 +120,18 @@ impl SqlStore {
             Dialect::Sqlite => {
                 let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
                 let write = sqlite_pool(&url, 1, &["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL"]).await?;
-                let store = Self { read: write.clone(), write, dialect, max_attempts };
+                let store = Self { read: write.clone(), write: write.clone(), dialect, max_attempts, group: None };
                 // The schema first, so that the readers open a database that has it.
                 store.migrate().await?;
                 let read = sqlite_pool(&url, 4, &["PRAGMA query_only = ON"]).await?;
-                Self { read, ..store }
+                // `LIFTOFF_SQLITE_GROUP_COMMIT=0`: a commit per request, as
+                // before group commit (for `liftoff-bench` to compare the two)
+                let grouped = std::env::var("LIFTOFF_SQLITE_GROUP_COMMIT").map_or(true, |v| v.trim() != "0");
+                Self { read, group: grouped.then(|| group_commit::GroupCommit::new(write)), ..store }
             }
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
-                let store = Self { read: pool.clone(), write: pool, dialect, max_attempts };
+                let store = Self { read: pool.clone(), write: pool, dialect, max_attempts, group: None };
                 store.migrate().await?;
                 store
             }
@@ -103,13 +143,15 @@ impl SqlStore {
         self.dialect
     }
 
-    /// Begins a write transaction. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`): a deferred transaction that read first could not
-    /// wait for the lock when another process (`liftoff entity`) writes.
+    /// Begins a request's write transaction. On SQLite its batch takes the
+    /// write lock at once (`BEGIN IMMEDIATE`): a deferred transaction that
+    /// read first could not wait for the lock when another process
+    /// (`liftoff entity`) writes.
     pub(super) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        Ok(match self.dialect {
-            Dialect::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.write.begin().await?,
+        Ok(match &self.group {
+            Some(group) => WriteTx::Group(group.begin().await?),
+            None if self.dialect == Dialect::Sqlite => WriteTx::Own(self.write.begin_with("BEGIN IMMEDIATE").await?),
+            None => WriteTx::Own(self.write.begin().await?),
         })
     }
 

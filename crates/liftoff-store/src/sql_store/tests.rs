@@ -26,5 +26,62 @@ async fn sqlite_writes_sync_every_commit_and_reads_cannot_write() {
     let blocked = sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await;
     assert!(blocked.is_err(), "BEGIN IMMEDIATE took the lock at once");
     sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
-    tx.rollback().await.unwrap();
+    drop(tx);
+}
+
+/// Requests that wait for the writer while another writes share its
+/// commit, and are answered after it; one that fails or is dropped is
+/// undone alone, and the others' writes are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_requests_waiting_for_the_writer_share_one_commit_and_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    let store = SqlStore::connect(&url, 3).await.unwrap();
+    let group = store.group.clone().expect("SQLite commits in groups");
+    let insert = |name: &'static str| format!("INSERT INTO entities (name, created_at) VALUES ('{name}', 1)");
+    let names = || async {
+        let rows =
+            sqlx::query("SELECT name FROM entities WHERE name LIKE 'g-%' ORDER BY name").fetch_all(&store.read).await;
+        rows.unwrap().iter().map(|r| r.try_get::<String, _>(0).unwrap()).collect::<Vec<_>>()
+    };
+    let before = group.commits();
+
+    // `first` holds the writer while three more requests queue for it
+    let mut first = store.begin_write().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(insert("g-a"))).execute(&mut *first).await.unwrap();
+    let queued = |name: &'static str, keep: bool| {
+        let (store, sql) = (store.clone(), insert(name));
+        tokio::spawn(async move {
+            let mut tx = store.begin_write().await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.unwrap();
+            if keep {
+                tx.commit().await.map(|()| true)
+            } else {
+                Ok(false) // dropped: its insert is undone
+            }
+        })
+    };
+    let (b, c, d) = (queued("g-b", false), queued("g-c", true), queued("g-d", true));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while group.waiting() < 3 {
+        assert!(std::time::Instant::now() < until, "the three requests never queued for the writer");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(names().await.is_empty(), "nothing is visible before the commit");
+    first.commit().await.unwrap();
+    for (task, kept) in [(b, false), (c, true), (d, true)] {
+        assert_eq!(task.await.unwrap().unwrap(), kept);
+    }
+    assert_eq!(names().await, ["g-a", "g-c", "g-d"], "the dropped request's insert alone is undone");
+    assert_eq!(group.commits() - before, 1, "four requests, one commit");
+
+    // a request whose statement fails is undone alone too, and a lone request commits at once
+    let mut dup = store.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO entities (name, created_at) VALUES ('g-e', 1)").execute(&mut *dup).await.unwrap();
+    assert!(sqlx::query(sqlx::AssertSqlSafe(insert("g-a"))).execute(&mut *dup).await.is_err(), "a duplicate");
+    drop(dup);
+    let mut lone = store.begin_write().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(insert("g-f"))).execute(&mut *lone).await.unwrap();
+    lone.commit().await.unwrap();
+    assert_eq!(names().await, ["g-a", "g-c", "g-d", "g-f"]);
 }
