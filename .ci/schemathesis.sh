@@ -11,7 +11,10 @@ ST_VERSION=4.32.5
 # (Debian's 3.11.2 has it) and ends operations with a runtime error.
 HYPOTHESIS_VERSION=6.131.0
 ST_ROOT="${ST_ROOT:-/tmp/liftoff-ci-schemathesis}"
-if [ ! -x "$ST_ROOT/$ST_VERSION/bin/st" ] || ! "$ST_ROOT/$ST_VERSION/bin/pip" show hypothesis 2>/dev/null | grep -qx "Version: $HYPOTHESIS_VERSION"; then
+# grep reads all of pip's output (no -q): with pipefail, a grep that quits
+# at the first match can kill pip with SIGPIPE, which made the check fail
+# and reinstall (rm -rf of a venv that another run may be using) each time.
+if [ ! -x "$ST_ROOT/$ST_VERSION/bin/st" ] || ! "$ST_ROOT/$ST_VERSION/bin/pip" show hypothesis 2>/dev/null | grep -x "Version: $HYPOTHESIS_VERSION" >/dev/null; then
   echo "ci: installing schemathesis $ST_VERSION (pip)" >&2
   rm -rf "$ST_ROOT/$ST_VERSION"
   python3 -m venv "$ST_ROOT/$ST_VERSION"

@@ -113,17 +113,39 @@ impl fmt::Display for RunStreamPosition {
     }
 }
 
+/// One counter of an event id: 1 to 18 ASCII digits (an `i64` always holds
+/// them), nothing else: no sign, no space, no other script's digits.
+fn event_counter(s: &str) -> Option<i64> {
+    if s.is_empty() || s.len() > 18 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Exactly the ids [`crate::rules::RUN_EVENT_ID`] admits (the document
+/// states that pattern for `Last-Event-ID`; the rules' tests hold the two
+/// to each other), so a client sending an id the document admits is never
+/// refused.
 impl FromStr for RunStreamPosition {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("event id '{s}' is not <transitions>.<log> (two non-negative integers)");
-        let (t, l) = s.trim().split_once('.').ok_or_else(bad)?;
-        let (transitions, log) = (t.parse::<i64>().map_err(|_| bad())?, l.parse::<i64>().map_err(|_| bad())?);
-        if transitions < 0 || log < 0 {
-            return Err(bad());
-        }
+        let bad = || format!("event id '{s}' is not <transitions>.<log> (two numbers of 1 to 18 digits)");
+        let (t, l) = s.split_once('.').ok_or_else(bad)?;
+        let (transitions, log) = (event_counter(t).ok_or_else(bad)?, event_counter(l).ok_or_else(bad)?);
         Ok(Self { transitions, log })
     }
+}
+
+/// A queue stream's event id (the `queue_seq` of the last change a client
+/// got): exactly the ids [`crate::rules::QUEUE_EVENT_ID`] admits.
+pub fn queue_event_number(id: &str) -> Result<i64, String> {
+    event_counter(id).ok_or_else(|| format!("event id '{id}' is not a queue event number (1 to 18 digits)"))
+}
+
+/// The `data` of a run stream's last event, `end`: the state the run ended in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunStreamEnd {
+    pub state: ItemState,
 }
 
 #[cfg(test)]
@@ -135,7 +157,7 @@ mod tests {
         let p = RunStreamPosition { transitions: 3, log: 17 };
         assert_eq!(p.to_string(), "3.17");
         assert_eq!("3.17".parse::<RunStreamPosition>().unwrap(), p);
-        for bad in ["", "3", "3.", ".4", "a.b", "-1.0", "1.2.3"] {
+        for bad in ["", "3", "3.", ".4", "a.b", "-1.0", "+1.0", " 1.2", "1.2 ", "1.2.3", "1234567890123456789.0"] {
             assert!(bad.parse::<RunStreamPosition>().is_err(), "{bad:?} was accepted");
         }
     }

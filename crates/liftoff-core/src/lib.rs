@@ -19,7 +19,7 @@ pub mod rules;
 pub mod run_env;
 pub mod template;
 
-pub use history::{ItemTransition, RunStreamPosition, TransitionCause};
+pub use history::{ItemTransition, RunStreamEnd, RunStreamPosition, TransitionCause, queue_event_number};
 pub use image_ref::ImageRef;
 pub use item::{Item, ItemEvent, ItemState, MAX_RESUMES, Stage, TransitionError};
 pub use job::{JobRef, JobSource, JobSourceSpec};

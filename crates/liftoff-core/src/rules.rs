@@ -42,9 +42,11 @@ pub static JOB_REF: Rule = Rule::new(
 pub static SHA256_DIGEST: Rule = Rule::new("^sha256:[0-9a-f]{64}$");
 /// A build key or image reference: visible ASCII (OCI references are ASCII).
 pub static IMAGE_REF: Rule = Rule::new("^[!-~]+$");
-/// A run stream's event id, `<transitions>.<log>`.
+/// A run stream's event id, `<transitions>.<log>`: what `Last-Event-ID`
+/// may be (`RunStreamPosition`'s parser takes exactly these).
 pub static RUN_EVENT_ID: Rule = Rule::new("^[0-9]{1,18}\\.[0-9]{1,18}$");
-/// A queue stream's event id.
+/// A queue stream's event id (`history::queue_event_number` takes exactly
+/// these).
 pub static QUEUE_EVENT_ID: Rule = Rule::new("^[0-9]{1,18}$");
 /// A template variable's name.
 pub static VARIABLE_NAME: Rule = Rule::new("^[A-Za-z0-9_]+$");
@@ -257,6 +259,75 @@ mod tests {
         for s in ["n", "p/n", "e/p/n", "n:v3", "e/p/n:latest", "a/b/c/d", "n:", ":a", "p//n", "p/.n", "n:a:b", "é", ""]
         {
             assert_eq!(JOB_REF.is_match(s), crate::job::JobRef::parse(s).is_ok(), "{s:?}");
+        }
+    }
+
+    /// Odd strings a `Last-Event-ID` might hold, for the two tests below.
+    const ODD_EVENT_IDS: [&str; 20] = [
+        "", " ", "null", "-1", "+1", " 1", "1 ", "1\n", "\n1", "1\u{0}", "0x1", "1e3", "1_0", "\u{ff11}", "\u{663}",
+        "1/2", ".", "..", "1..2", "a",
+    ];
+
+    /// The `Last-Event-ID` pattern the document states for a run stream
+    /// and the parser the server reads it with agree: an id the document
+    /// admits is never refused, one it does not is.
+    #[test]
+    fn run_event_id_pattern_is_the_position_parser() {
+        use crate::history::RunStreamPosition;
+        let max = "9".repeat(18);
+        let over = "1".repeat(19);
+        let accepted = ["0.0", "3.17", "007.010", &format!("{max}.{max}"), &format!("0.{max}"), "1.0", "0.1"];
+        let refused = [
+            "3",
+            "3.",
+            ".4",
+            "a.b",
+            "-1.0",
+            "1.-0",
+            "+1.0",
+            "1.+0",
+            " 1.2",
+            "1.2 ",
+            "1.2\n",
+            "1 .2",
+            "1. 2",
+            "1.2.3",
+            "1,2",
+            "1:2",
+            &format!("{over}.0"),
+            &format!("0.{over}"),
+            "\u{ff11}.\u{ff12}",
+            "\u{663}.1",
+            "0x1.0",
+            "1e2.0",
+        ];
+        for s in accepted {
+            assert!(RUN_EVENT_ID.is_match(s), "{s:?} is outside the pattern");
+            assert!(s.parse::<RunStreamPosition>().is_ok(), "{s:?} is refused");
+        }
+        for s in refused.iter().copied().chain(ODD_EVENT_IDS).chain(["0", "12345"]) {
+            assert_eq!(RUN_EVENT_ID.is_match(s), s.parse::<RunStreamPosition>().is_ok(), "{s:?}");
+            assert!(!RUN_EVENT_ID.is_match(s), "{s:?} is inside the pattern");
+        }
+        // and what the server writes as ids, it reads back
+        let p = RunStreamPosition { transitions: 999_999_999_999_999_999, log: 0 };
+        assert!(RUN_EVENT_ID.is_match(&p.to_string()));
+        assert_eq!(p.to_string().parse::<RunStreamPosition>(), Ok(p));
+    }
+
+    /// The same for a queue stream's ids.
+    #[test]
+    fn queue_event_id_pattern_is_the_queue_number_parser() {
+        use crate::history::queue_event_number;
+        let max = "9".repeat(18);
+        let over = "1".repeat(19);
+        for s in ["0", "5", "007", "123456789", max.as_str()] {
+            assert!(QUEUE_EVENT_ID.is_match(s), "{s:?} is outside the pattern");
+            assert_eq!(queue_event_number(s), Ok(s.parse::<i64>().unwrap()), "{s:?}");
+        }
+        for s in ODD_EVENT_IDS.iter().copied().chain([over.as_str(), "0.0", "3.17", "9223372036854775807"]) {
+            assert_eq!(QUEUE_EVENT_ID.is_match(s), queue_event_number(s).is_ok(), "{s:?}");
+            assert!(!QUEUE_EVENT_ID.is_match(s), "{s:?} is inside the pattern");
         }
     }
 

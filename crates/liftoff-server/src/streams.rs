@@ -105,14 +105,6 @@ pub fn last_event_id(headers: &HeaderMap) -> Result<Option<&str>, &'static str> 
     headers.get("last-event-id").map(|v| v.to_str().map_err(|_| "Last-Event-ID is not visible ASCII")).transpose()
 }
 
-/// A queue stream's event id: the number of the last change seen.
-pub fn queue_event_number(id: &str) -> Result<i64, String> {
-    Some(id)
-        .filter(|id| liftoff_core::rules::QUEUE_EVENT_ID.is_match(id))
-        .and_then(|id| id.parse::<i64>().ok())
-        .ok_or_else(|| format!("event id '{id}' is not a queue event number (1 to 18 digits)"))
-}
-
 /// Waits until something may have changed: a matching wake-up, the
 /// periodic re-check, or the server stopping (`false`).
 async fn wait(st: &AppState, wake: &mut broadcast::Receiver<Change>, concerns: impl Fn(&Change) -> bool) -> bool {

@@ -536,8 +536,28 @@ async fn openapi_document_covers_the_routes() {
     let t = serve(Duration::from_secs(30)).await;
     let doc: serde_json::Value =
         reqwest::get(format!("{}/api/v1/openapi.json", t.server.base_url())).await.unwrap().json().await.unwrap();
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    // 3.2 for the streams' `itemSchema`
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.2"));
     let paths = doc["paths"].as_object().unwrap();
+    // each stream describes its events, and the id a client sends back is a
+    // string of the events' id form (never `null`)
+    for (path, event, id) in [
+        ("/entities/{entity}/items/{id}/stream", "RunStreamEvent", &liftoff_core::rules::RUN_EVENT_ID),
+        ("/entities/{entity}/queues/{queue}/stream", "QueueStreamEvent", &liftoff_core::rules::QUEUE_EVENT_ID),
+    ] {
+        let op = &paths[path]["get"];
+        let stream = &op["responses"]["200"]["content"]["text/event-stream"];
+        assert_eq!(stream["itemSchema"]["$ref"], format!("#/components/schemas/{event}"), "{path}");
+        assert!(doc["components"]["schemas"][event].is_object(), "{event} is in the document");
+        let header = op["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "Last-Event-ID").unwrap();
+        assert_eq!(
+            (&header["in"], &header["required"], &header["schema"]["type"]),
+            (&"header".into(), &false.into(), &"string".into())
+        );
+        assert_eq!(header["schema"]["pattern"], id.pattern, "{path}");
+        let schema = serde_json::to_string(&doc["components"]["schemas"][event]).unwrap();
+        assert!(schema.contains(&serde_json::to_string(id.pattern).unwrap()), "{event}'s ids are {}", id.pattern);
+    }
     // every handler's annotation, read from the sources, is in the document
     let sources = [
         include_str!("../src/routes/agents.rs"),

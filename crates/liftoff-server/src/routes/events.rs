@@ -34,7 +34,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::response::sse::Event;
 use futures::StreamExt;
-use liftoff_core::{ItemState, ItemTransition, RunStreamPosition};
+use liftoff_core::{ItemState, ItemTransition, RunStreamEnd, RunStreamPosition, queue_event_number};
 use serde::Deserialize;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -68,9 +68,9 @@ pub async fn history(
 /// `GET /items/{id}/stream`: the run's state changes and log, live.
 #[utoipa::path(get, path = "/entities/{entity}/items/{id}/stream", operation_id = "runStream", tag = "events",
     summary = "A run's state changes and log lines, live (server-sent events)",
-    description = "Events `transition` (an ItemTransition), `log` (a LogChunk) and `end` (a RunStreamEnd) with ids `<transitions>.<log>`; send the last id seen as `Last-Event-ID` to resume exactly there. Comment lines keep the connection open every 15 s; the stream ends with the run.",
-    params(crate::openapi::ItemPath, ("Last-Event-ID" = Option<String>, Header, description = "`<transitions>.<log>` of the last event received", pattern = "^[0-9]{1,18}\\.[0-9]{1,18}$")),
-    responses((status = 200, description = "the event stream", content_type = "text/event-stream", body = String), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 503, description = "too many event streams are open on this server", body = liftoff_core::api::ErrorBody)))]
+    description = "Events `transition` (an ItemTransition), `log` (a LogChunk) and `end` (a RunStreamEnd), each with an id `<transitions>.<log>` and its data as JSON (the response's `itemSchema`); send the last id seen as `Last-Event-ID` to resume exactly there. Comment lines keep the connection open every 15 s; the stream ends with the run (at once, after `end`, for a run that has ended).",
+    params(crate::openapi::ItemPath, ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "`<transitions>.<log>` of the last event received: two numbers of 1 to 18 digits", pattern = "^[0-9]{1,18}\\.[0-9]{1,18}$")),
+    responses((status = 200, description = "the event stream", content_type = "text/event-stream", item_schema = crate::openapi::RunStreamEvent), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 503, description = "too many event streams are open on this server", body = liftoff_core::api::ErrorBody)))]
 pub async fn run_stream(
     State(st): State<AppState>,
     caller: Caller,
@@ -78,16 +78,9 @@ pub async fn run_stream(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let item = readable_item(&st, &caller, &entity, &id, Action::Read).await?;
+    // the parser takes exactly the ids the document's pattern admits
     let pos = match last_event_id(&headers)? {
-        Some(id) if liftoff_core::rules::RUN_EVENT_ID.is_match(id) => {
-            id.parse::<RunStreamPosition>().map_err(|m| ApiError::bad_request("Last-Event-ID", m))?
-        }
-        Some(id) => {
-            return Err(ApiError::bad_request(
-                "Last-Event-ID",
-                format!("event id '{id}' is not <transitions>.<log> (two numbers of 1 to 18 digits)"),
-            ));
-        }
+        Some(id) => id.parse::<RunStreamPosition>().map_err(|m| ApiError::bad_request("Last-Event-ID", m))?,
         None => RunStreamPosition::default(),
     };
     let slot = open_stream(&st)?;
@@ -105,9 +98,9 @@ pub async fn run_stream(
 /// Without `Last-Event-ID` it starts with the next change.
 #[utoipa::path(get, path = "/entities/{entity}/queues/{queue}/stream", operation_id = "queueStream", tag = "events",
     summary = "State changes of a queue's items, live (server-sent events)",
-    description = "Events `transition` (an ItemTransition) with the change's queue number as id; without `Last-Event-ID` the stream starts with the next change.",
-    params(crate::openapi::QueuePath, ("Last-Event-ID" = Option<String>, Header, description = "the queue number of the last event received", pattern = "^[0-9]{1,18}$")),
-    responses((status = 200, description = "the event stream", content_type = "text/event-stream", body = String), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 503, description = "too many event streams are open on this server", body = liftoff_core::api::ErrorBody)))]
+    description = "Events `transition` (an ItemTransition, as JSON) with the change's queue number as id (the response's `itemSchema`); without `Last-Event-ID` the stream starts with the next change. Comment lines keep the connection open every 15 s; the stream stays open until the client or the server leaves.",
+    params(crate::openapi::QueuePath, ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "the queue number of the last event received: 1 to 18 digits", pattern = "^[0-9]{1,18}$")),
+    responses((status = 200, description = "the event stream", content_type = "text/event-stream", item_schema = crate::openapi::QueueStreamEvent), (status = 400, description = "invalid request: the field at fault is named", body = liftoff_core::api::ErrorBody), (status = 401, description = "no key, or an unknown or revoked one", body = liftoff_core::api::ErrorBody), (status = 403, description = "the key's role may not do this", body = liftoff_core::api::ErrorBody), (status = 404, description = "not found (another entity's objects answer 404 too)", body = liftoff_core::api::ErrorBody), (status = 503, description = "too many event streams are open on this server", body = liftoff_core::api::ErrorBody)))]
 pub async fn queue_stream(
     State(st): State<AppState>,
     caller: Caller,
@@ -121,7 +114,7 @@ pub async fn queue_stream(
     // before the head is read: a change committed after it wakes this stream
     let wake = st.changes.subscribe();
     let after = match last_event_id(&headers)? {
-        Some(id) => streams::queue_event_number(id).map_err(|m| ApiError::bad_request("Last-Event-ID", m))?,
+        Some(id) => queue_event_number(id).map_err(|m| ApiError::bad_request("Last-Event-ID", m))?,
         None => st.store.queue_history_head(&entity, &queue).await?,
     };
     let slot = open_stream(&st)?;
@@ -144,7 +137,7 @@ fn event(kind: &'static str, pos: RunStreamPosition, data: &impl serde::Serializ
 }
 
 fn end_event(pos: RunStreamPosition, state: ItemState) -> Event {
-    json(Event::default().event("end").id(pos.to_string()), &serde_json::json!({ "state": state }))
+    json(Event::default().event("end").id(pos.to_string()), &RunStreamEnd { state })
 }
 
 fn json(event: Event, data: &impl serde::Serialize) -> Event {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use liftoff_core::api::WhoAmI;
 
 #[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "meta", summary = "This document", security(()),
-    responses((status = 200, description = "the OpenAPI 3.1 document of /api/v1", content_type = "application/json", body = Object)))]
+    responses((status = 200, description = "the OpenAPI 3.2 document of /api/v1", content_type = "application/json", body = Object)))]
 pub async fn openapi(axum::Extension(doc): axum::Extension<std::sync::Arc<utoipa::openapi::OpenApi>>) -> Response {
     Json(doc.as_ref()).into_response()
 }

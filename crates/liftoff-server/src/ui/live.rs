@@ -133,7 +133,7 @@ pub async fn queue(
     let wake = st.changes.subscribe();
     let from = resume_id(&headers, q.last_event_id.as_deref())?;
     let after = match from {
-        Some(id) => streams::queue_event_number(id).map_err(UiError::BadRequest)?,
+        Some(id) => liftoff_core::queue_event_number(id).map_err(UiError::BadRequest)?,
         None => match q.after {
             Some(n) => n.max(0),
             None => st.store.queue_history_head(&s.entity, &name).await?,
