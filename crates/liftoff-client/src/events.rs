@@ -56,11 +56,6 @@ pub enum RunEvent {
     },
 }
 
-#[derive(serde::Deserialize)]
-struct EndData {
-    state: ItemState,
-}
-
 /// A run's events, from its launch (or from a given event id) to its end.
 /// A broken connection is opened again with the last event id seen, so
 /// nothing is missed and nothing comes twice.
@@ -119,7 +114,7 @@ impl RunEvents {
                 "log" => RunEvent::Log(stream.decode(&event)?),
                 "end" => {
                     self.ended = true;
-                    RunEvent::End { state: stream.decode::<EndData>(&event)?.state }
+                    RunEvent::End { state: stream.decode::<liftoff_core::RunStreamEnd>(&event)?.state }
                 }
                 _ => continue, // a kind this client does not know
             };
