@@ -4,7 +4,6 @@
 
 use super::SqlStore;
 use super::items::{ITEM_COLS, check_holder, decode_item};
-use super::logs::next_seq;
 use crate::{Claimed, StoreError};
 use liftoff_core::ItemEvent;
 use liftoff_core::api::ItemView;
@@ -23,8 +22,12 @@ impl SqlStore {
     ) -> Result<Option<Claimed>, StoreError> {
         // An agent told to stop polling gets nothing: checked in the same
         // statement, so a claim costs no extra round trip.
+        // The log's next seq comes with the pick (a claim does not write
+        // log chunks): one statement fewer per claim.
         let pick = format!(
-            "SELECT {ITEM_COLS}, {} AS db_now FROM items WHERE entity = $1 AND queue = $2 AND state = 'pending' \
+            "SELECT {ITEM_COLS}, {} AS db_now, \
+             (SELECT COALESCE(MAX(seq) + 1, 0) FROM log_chunks WHERE log_chunks.item_id = items.id) AS next_log_seq \
+             FROM items WHERE entity = $1 AND queue = $2 AND state = 'pending' \
              AND NOT EXISTS (SELECT 1 FROM agents WHERE entity = $1 AND id = $3 AND stop_polling <> 0) \
              ORDER BY sort_prio, seq LIMIT 1{}",
             self.now_sql(),
@@ -41,10 +44,10 @@ impl SqlStore {
             let Some(row) = row else { continue };
             let view = decode_item(&row)?;
             let now: i64 = row.try_get("db_now")?;
+            let log_seq_start: i64 = row.try_get("next_log_seq")?;
             let item = self
                 .transition_loaded(&mut tx, view, None, &ItemEvent::Claim, now, Some((agent_id, now + lease_ttl_ms)))
                 .await?;
-            let log_seq_start = next_seq(&mut tx, &item.id).await?;
             tx.commit().await?;
             return Ok(Some(Claimed { item, log_seq_start }));
         }

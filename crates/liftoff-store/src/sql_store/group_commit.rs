@@ -50,9 +50,19 @@ struct Open {
     conn: Option<PoolConnection<Any>>,
     /// Where the open batch's requests learn how its commit went.
     batch: Option<watch::Sender<Outcome>>,
-    /// A request's savepoint is still open: it went away before it
-    /// finished, and its writes are to be rolled back.
-    abandoned: bool,
+    /// A request went away before it finished: how its writes are undone.
+    abandoned: Option<Undo>,
+}
+
+/// How an unfinished request's writes are undone.
+#[derive(Clone, Copy)]
+enum Undo {
+    /// Back to its savepoint; the batch goes on.
+    Savepoint,
+    /// It opened the batch and is alone in it (it held the writer from the
+    /// `BEGIN`): the whole transaction is rolled back. A batch's first
+    /// request runs without a savepoint, which saves two statements.
+    Batch,
 }
 
 /// The savepoint each request runs in.
@@ -96,19 +106,23 @@ impl GroupCommit {
         let mut open = self.state.clone().lock_owned().await;
         drop(waited);
         undo_abandoned(&mut open).await;
-        if open.conn.is_none() {
+        let undo = if open.conn.is_none() {
             let mut conn = self.pool.acquire().await?;
             sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
             open.conn = Some(conn);
             open.batch = Some(watch::channel(None).0);
-        }
-        let conn = open.conn.as_mut().expect("a batch is open");
-        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!("SAVEPOINT {SAVEPOINT}"))).execute(&mut **conn).await {
-            // the batch's transaction is unusable: end it, failing the others
-            finish(&mut open, Err(format!("a request could not start in the shared transaction: {e}"))).await;
-            return Err(e.into());
-        }
-        open.abandoned = true; // until its commit or rollback
+            Undo::Batch
+        } else {
+            let conn = open.conn.as_mut().expect("a batch is open");
+            let savepoint = sqlx::query(sqlx::AssertSqlSafe(format!("SAVEPOINT {SAVEPOINT}")));
+            if let Err(e) = savepoint.execute(&mut **conn).await {
+                // the batch's transaction is unusable: end it, failing the others
+                finish(&mut open, Err(format!("a request could not start in the shared transaction: {e}"))).await;
+                return Err(e.into());
+            }
+            Undo::Savepoint
+        };
+        open.abandoned = Some(undo); // until its commit
         let outcome = open.batch.as_ref().expect("a batch is open").subscribe();
         Ok(GroupTx {
             open: Some(open),
@@ -128,7 +142,7 @@ impl Drop for GroupCommit {
 }
 
 /// One request's writes: derefs to the writer connection, inside the
-/// request's savepoint.
+/// request's savepoint (or, for the batch's first, the batch itself).
 pub(crate) struct GroupTx {
     open: Option<OwnedMutexGuard<Open>>,
     outcome: watch::Receiver<Outcome>,
@@ -142,14 +156,16 @@ impl GroupTx {
     /// is committed; fails if that commit does.
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
         let mut open = self.open.take().expect("not committed twice");
-        let conn = open.conn.as_mut().expect("a batch is open");
-        let released = sqlx::query(sqlx::AssertSqlSafe(format!("RELEASE {SAVEPOINT}"))).execute(&mut **conn).await;
-        if let Err(e) = released {
-            // its writes cannot be kept apart from the batch's: the batch fails
-            finish(&mut open, Err(format!("a request's writes could not be kept: {e}"))).await;
-            return Err(e.into());
+        if let Some(Undo::Savepoint) = open.abandoned {
+            let conn = open.conn.as_mut().expect("a batch is open");
+            let released = sqlx::query(sqlx::AssertSqlSafe(format!("RELEASE {SAVEPOINT}"))).execute(&mut **conn).await;
+            if let Err(e) = released {
+                // its writes cannot be kept apart from the batch's: the batch fails
+                finish(&mut open, Err(format!("a request's writes could not be kept: {e}"))).await;
+                return Err(e.into());
+            }
         }
-        open.abandoned = false;
+        open.abandoned = None;
         if self.waiting.load(Ordering::Relaxed) == 0 {
             // no one to share the commit with: commit now
             finish(&mut open, Ok(())).await;
@@ -194,13 +210,19 @@ impl DerefMut for GroupTx {
     }
 }
 
-/// Rolls back an abandoned request's savepoint; if even that fails, the
-/// batch cannot be trusted and fails whole.
+/// Undoes an abandoned request's writes: back to its savepoint, or the
+/// whole batch when it was alone in it; if even that fails, the batch
+/// cannot be trusted and fails whole.
 async fn undo_abandoned(open: &mut Open) {
-    if !open.abandoned {
-        return;
+    match open.abandoned.take() {
+        None => return,
+        Some(Undo::Batch) => {
+            // no one else's writes are in it, and no one waits for its outcome
+            finish(open, Err("its only request went away".into())).await;
+            return;
+        }
+        Some(Undo::Savepoint) => {}
     }
-    open.abandoned = false;
     let Some(conn) = open.conn.as_mut() else { return };
     let undo = async {
         sqlx::query(sqlx::AssertSqlSafe(format!("ROLLBACK TO {SAVEPOINT}"))).execute(&mut **conn).await?;

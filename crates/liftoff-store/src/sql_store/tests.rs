@@ -75,6 +75,20 @@ async fn sqlite_requests_waiting_for_the_writer_share_one_commit_and_fail_alone(
     assert_eq!(names().await, ["g-a", "g-c", "g-d"], "the dropped request's insert alone is undone");
     assert_eq!(group.commits() - before, 1, "four requests, one commit");
 
+    // the batch's first request (which runs without a savepoint) dropped
+    // while two wait behind it: its writes go, theirs are kept
+    let mut opener = store.begin_write().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(insert("g-x"))).execute(&mut *opener).await.unwrap();
+    let (y, z) = (queued("g-y", true), queued("g-z", true));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while group.waiting() < 2 {
+        assert!(std::time::Instant::now() < until, "the two requests never queued for the writer");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    drop(opener);
+    assert!(y.await.unwrap().unwrap() && z.await.unwrap().unwrap());
+    assert_eq!(names().await, ["g-a", "g-c", "g-d", "g-y", "g-z"], "the dropped opener's insert alone is undone");
+
     // a request whose statement fails is undone alone too, and a lone request commits at once
     let mut dup = store.begin_write().await.unwrap();
     sqlx::query("INSERT INTO entities (name, created_at) VALUES ('g-e', 1)").execute(&mut *dup).await.unwrap();
@@ -83,5 +97,5 @@ async fn sqlite_requests_waiting_for_the_writer_share_one_commit_and_fail_alone(
     let mut lone = store.begin_write().await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(insert("g-f"))).execute(&mut *lone).await.unwrap();
     lone.commit().await.unwrap();
-    assert_eq!(names().await, ["g-a", "g-c", "g-d", "g-f"]);
+    assert_eq!(names().await, ["g-a", "g-c", "g-d", "g-f", "g-y", "g-z"]);
 }
