@@ -103,26 +103,16 @@ impl GroupCommit {
         let waited = scopeguard(|| {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
         });
-        let mut open = self.state.clone().lock_owned().await;
+        let open = self.state.clone().lock_owned().await;
         drop(waited);
-        undo_abandoned(&mut open).await;
-        let undo = if open.conn.is_none() {
-            let mut conn = self.pool.acquire().await?;
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-            open.conn = Some(conn);
-            open.batch = Some(watch::channel(None).0);
-            Undo::Batch
-        } else {
-            let conn = open.conn.as_mut().expect("a batch is open");
-            let savepoint = sqlx::query(sqlx::AssertSqlSafe(format!("SAVEPOINT {SAVEPOINT}")));
-            if let Err(e) = savepoint.execute(&mut **conn).await {
-                // the batch's transaction is unusable: end it, failing the others
-                finish(&mut open, Err(format!("a request could not start in the shared transaction: {e}"))).await;
-                return Err(e.into());
-            }
-            Undo::Savepoint
-        };
-        open.abandoned = Some(undo); // until its commit
+        // The statements that change the writer's state run in a task of
+        // their own: a caller that goes away cannot cut them half way
+        // (leaving, say, a connection inside `BEGIN` back in the pool). If
+        // it does go away, the committer is woken to undo what was begun.
+        let mut wake = WakeOnDrop(Some(self.pending.clone()));
+        let (open, started) = tokio::spawn(start(open, self.pool.clone())).await.map_err(join_error)?;
+        wake.0 = None;
+        started?;
         let outcome = open.batch.as_ref().expect("a batch is open").subscribe();
         Ok(GroupTx {
             open: Some(open),
@@ -132,6 +122,39 @@ impl GroupCommit {
             commits: self.commits.clone(),
         })
     }
+}
+
+/// Opens the request's part of the batch (the batch itself when none is
+/// open): a savepoint, or `BEGIN IMMEDIATE` on the writer connection.
+async fn start(mut open: OwnedMutexGuard<Open>, pool: AnyPool) -> (OwnedMutexGuard<Open>, Result<(), StoreError>) {
+    undo_abandoned(&mut open).await;
+    let undo = if open.conn.is_none() {
+        let mut conn = match pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => return (open, Err(e.into())),
+        };
+        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            return (open, Err(e.into()));
+        }
+        open.conn = Some(conn);
+        open.batch = Some(watch::channel(None).0);
+        Undo::Batch
+    } else {
+        let conn = open.conn.as_mut().expect("a batch is open");
+        let savepoint = sqlx::query(sqlx::AssertSqlSafe(format!("SAVEPOINT {SAVEPOINT}")));
+        if let Err(e) = savepoint.execute(&mut **conn).await {
+            // the batch's transaction is unusable: end it, failing the others
+            finish(&mut open, Err(format!("a request could not start in the shared transaction: {e}"))).await;
+            return (open, Err(e.into()));
+        }
+        Undo::Savepoint
+    };
+    open.abandoned = Some(undo); // until its commit
+    (open, Ok(()))
+}
+
+fn join_error(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Db(sqlx::Error::Protocol(format!("the writer's task failed: {e}")))
 }
 
 impl Drop for GroupCommit {
@@ -155,25 +178,12 @@ impl GroupTx {
     /// Keeps the request's writes and answers once the batch holding them
     /// is committed; fails if that commit does.
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
-        let mut open = self.open.take().expect("not committed twice");
-        if let Some(Undo::Savepoint) = open.abandoned {
-            let conn = open.conn.as_mut().expect("a batch is open");
-            let released = sqlx::query(sqlx::AssertSqlSafe(format!("RELEASE {SAVEPOINT}"))).execute(&mut **conn).await;
-            if let Err(e) = released {
-                // its writes cannot be kept apart from the batch's: the batch fails
-                finish(&mut open, Err(format!("a request's writes could not be kept: {e}"))).await;
-                return Err(e.into());
-            }
-        }
-        open.abandoned = None;
-        if self.waiting.load(Ordering::Relaxed) == 0 {
-            // no one to share the commit with: commit now
-            finish(&mut open, Ok(())).await;
-            self.commits.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.pending.notify_one();
-        }
-        drop(open);
+        let open = self.open.take().expect("not committed twice");
+        // In a task of its own, so that a caller going away cannot cut the
+        // release or the commit half way; the caller only waits for the outcome.
+        let (pending, waiting, commits) = (self.pending.clone(), self.waiting.clone(), self.commits.clone());
+        let kept = tokio::spawn(keep(open, pending, waiting, commits)).await.map_err(join_error)?;
+        kept?;
         let outcome = self.outcome.wait_for(Option::is_some).await.map(|o| o.clone());
         match outcome {
             Ok(Some(Ok(()))) => Ok(()),
@@ -181,6 +191,45 @@ impl GroupTx {
             Ok(None) | Err(_) => {
                 Err(StoreError::Db(sqlx::Error::Protocol("the shared transaction ended without a commit".into())))
             }
+        }
+    }
+}
+
+/// Releases the request's savepoint, then commits the batch at once when
+/// no one waits for the writer, else wakes the committer.
+async fn keep(
+    mut open: OwnedMutexGuard<Open>,
+    pending: Arc<Notify>,
+    waiting: Arc<AtomicUsize>,
+    commits: Arc<AtomicU64>,
+) -> Result<(), StoreError> {
+    if let Some(Undo::Savepoint) = open.abandoned {
+        let conn = open.conn.as_mut().expect("a batch is open");
+        let released = sqlx::query(sqlx::AssertSqlSafe(format!("RELEASE {SAVEPOINT}"))).execute(&mut **conn).await;
+        if let Err(e) = released {
+            // its writes cannot be kept apart from the batch's: the batch fails
+            finish(&mut open, Err(format!("a request's writes could not be kept: {e}"))).await;
+            return Err(e.into());
+        }
+    }
+    open.abandoned = None;
+    if waiting.load(Ordering::Relaxed) == 0 {
+        // no one to share the commit with: commit now
+        finish(&mut open, Ok(())).await;
+        commits.fetch_add(1, Ordering::Relaxed);
+    } else {
+        pending.notify_one();
+    }
+    Ok(())
+}
+
+/// Wakes the committer when dropped, unless disarmed (`None`).
+struct WakeOnDrop(Option<Arc<Notify>>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        if let Some(pending) = self.0.take() {
+            pending.notify_one();
         }
     }
 }

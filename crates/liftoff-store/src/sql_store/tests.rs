@@ -99,3 +99,36 @@ async fn sqlite_requests_waiting_for_the_writer_share_one_commit_and_fail_alone(
     lone.commit().await.unwrap();
     assert_eq!(names().await, ["g-a", "g-c", "g-d", "g-f", "g-y", "g-z"]);
 }
+
+/// Requests cancelled at any point (their callers went away: a claim's
+/// HTTP client disconnecting drops its handler) leave the writer usable:
+/// the next request begins and commits, and a plain write on the writer
+/// pool, which needs the connection an open batch holds, goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_requests_cancelled_anywhere_leave_the_writer_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    let store = SqlStore::connect(&url, 3).await.unwrap();
+    let bound = std::time::Duration::from_secs(10);
+    for n in 0..40u64 {
+        // cut while beginning, after a few polls of it
+        let cut = std::time::Duration::from_micros(n * 53 % 400);
+        let _ = tokio::time::timeout(cut, store.begin_write()).await;
+        // cut while committing
+        let mut tx = tokio::time::timeout(bound, store.begin_write()).await.expect("begins").unwrap();
+        let sql = format!("INSERT INTO entities (name, created_at) VALUES ('c-{n}', 1)");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await.unwrap();
+        let _ = tokio::time::timeout(cut, tx.commit()).await;
+        // the writer still works, for requests and for plain writes
+        let mut next = tokio::time::timeout(bound, store.begin_write())
+            .await
+            .unwrap_or_else(|_| panic!("round {n}: no request could begin"))
+            .unwrap_or_else(|e| panic!("round {n}: the next request could not begin: {e}"));
+        let sql = format!("INSERT INTO entities (name, created_at) VALUES ('d-{n}', 1)");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *next).await.unwrap();
+        tokio::time::timeout(bound, next.commit()).await.expect("commits in time").unwrap();
+        let plain = format!("INSERT INTO entities (name, created_at) VALUES ('plain-{n}', 1)");
+        let done = tokio::time::timeout(bound, sqlx::query(sqlx::AssertSqlSafe(plain)).execute(&store.write)).await;
+        assert!(done.is_ok_and(|r| r.is_ok()), "round {n}: the writer stayed taken after the cancelled requests");
+    }
+}
