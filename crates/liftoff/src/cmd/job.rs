@@ -260,7 +260,8 @@ fn sanitize(s: &str) -> String {
     cleaned.trim_start_matches(['.', '-']).chars().take(64).collect()
 }
 
-fn source_summary(s: &JobSource) -> String {
+/// A source in a few words: the kind, a short digest, commit or image.
+pub(crate) fn source_summary(s: &JobSource) -> String {
     match s {
         JobSource::Code(c) => format!("code {}", c.digest.get(..19).unwrap_or(&c.digest)),
         JobSource::Git(g) => {

@@ -1,7 +1,7 @@
 //! The job a one-step launch runs: a directory, a git commit or an image
 //! becomes a version of a job, or reuses the latest one when nothing changed.
 
-use crate::cmd::job::{BuildArgs, dir_name, git_name, image_name, job_name, pack_dir};
+use crate::cmd::job::{BuildArgs, dir_name, git_name, image_name, job_name, pack_dir, source_summary};
 use anyhow::{Context, bail};
 use liftoff_client::Client;
 use liftoff_core::api::{CreateJob, JobView};
@@ -77,7 +77,11 @@ pub async fn ensure_job(
         && job.source.clone().without_credentials() == source.clone().without_credentials()
         && job.runtime == runtime
     {
-        eprintln!("job: {} unchanged ({}): nothing uploaded, no new version", job.full_name(), summary(&job.source));
+        eprintln!(
+            "job: {} unchanged ({}): nothing uploaded, no new version",
+            job.full_name(),
+            source_summary(&job.source)
+        );
         return Ok(pinned(&job));
     }
     let mut uploaded = String::new();
@@ -95,7 +99,7 @@ pub async fn ensure_job(
         .create_job(&req)
         .await
         .with_context(|| format!("failed to create a version of job '{}/{}'", req.project, req.name))?;
-    eprintln!("job: {} created ({}{uploaded})", job.full_name(), summary(&job.source));
+    eprintln!("job: {} created ({}{uploaded})", job.full_name(), source_summary(&job.source));
     Ok(pinned(&job))
 }
 
@@ -124,13 +128,5 @@ fn spec(source: JobSource) -> JobSourceSpec {
         JobSource::Code(c) => JobSourceSpec { code: Some(c), ..Default::default() },
         JobSource::Git(g) => JobSourceSpec { git: Some(g), ..Default::default() },
         JobSource::Image(i) => JobSourceSpec { image: Some(i), ..Default::default() },
-    }
-}
-
-fn summary(source: &JobSource) -> String {
-    match source {
-        JobSource::Code(c) => format!("code {}", c.digest.get(..19).unwrap_or(&c.digest)),
-        JobSource::Git(g) => format!("git commit {}", g.commit.get(..12).unwrap_or(&g.commit)),
-        JobSource::Image(i) => format!("image {}", i.image),
     }
 }
