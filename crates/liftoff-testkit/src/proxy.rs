@@ -19,6 +19,16 @@ pub enum Upstream {
     Unix(PathBuf),
 }
 
+/// What a held connection does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    Wait,
+    /// Forwards what it held and goes on.
+    Release,
+    /// Closes without forwarding it.
+    Cut,
+}
+
 #[derive(Default)]
 struct Shared {
     sent: Vec<u8>,
@@ -32,8 +42,8 @@ pub struct RecordingProxy {
     /// `127.0.0.1:<port>`.
     pub addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
-    /// Set to cut every held connection.
-    cut: watch::Sender<bool>,
+    /// What held connections do next.
+    resume: watch::Sender<Resume>,
 }
 
 impl RecordingProxy {
@@ -42,30 +52,30 @@ impl RecordingProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let addr = listener.local_addr().expect("the proxy's address");
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let (cut, cut_rx) = watch::channel(false);
+        let (resume, resume_rx) = watch::channel(Resume::Wait);
         let state = shared.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (state, upstream, cut_rx) = (state.clone(), upstream.clone(), cut_rx.clone());
+                let (state, upstream, resume_rx) = (state.clone(), upstream.clone(), resume_rx.clone());
                 tokio::spawn(async move {
                     match upstream {
                         Upstream::Tcp(a) => {
                             if let Ok(server) = tokio::net::TcpStream::connect(a).await {
                                 let (rx, tx) = server.into_split();
-                                forward(client, rx, tx, state, cut_rx).await;
+                                forward(client, rx, tx, state, resume_rx).await;
                             }
                         }
                         Upstream::Unix(p) => {
                             if let Ok(server) = tokio::net::UnixStream::connect(p).await {
                                 let (rx, tx) = server.into_split();
-                                forward(client, rx, tx, state, cut_rx).await;
+                                forward(client, rx, tx, state, resume_rx).await;
                             }
                         }
                     }
                 });
             }
         });
-        RecordingProxy { addr, shared, cut }
+        RecordingProxy { addr, shared, resume }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -87,7 +97,8 @@ impl RecordingProxy {
 
     /// From now on, a connection whose client sends `needle` is held: that
     /// chunk and everything after it stay here, and the server never sees
-    /// the request, until [`RecordingProxy::cut_held`].
+    /// the request, until [`RecordingProxy::release_held`] or
+    /// [`RecordingProxy::cut_held`].
     pub fn hold(&self, needle: &[u8]) {
         self.shared.lock().expect("proxy state").hold = Some(needle.to_vec());
     }
@@ -101,7 +112,13 @@ impl RecordingProxy {
     /// what they were sending.
     pub fn cut_held(&self) {
         self.shared.lock().expect("proxy state").hold = None;
-        let _ = self.cut.send(true);
+        let _ = self.resume.send(Resume::Cut);
+    }
+
+    /// Stops holding, and lets the held connections go on as if nothing happened.
+    pub fn release_held(&self) {
+        self.shared.lock().expect("proxy state").hold = None;
+        let _ = self.resume.send(Resume::Release);
     }
 }
 
@@ -110,7 +127,7 @@ async fn forward(
     mut server_rx: impl AsyncRead + Unpin + Send + 'static,
     mut server_tx: impl AsyncWrite + Unpin,
     state: Arc<Mutex<Shared>>,
-    mut cut: watch::Receiver<bool>,
+    mut resume: watch::Receiver<Resume>,
 ) {
     let (mut client_rx, mut client_tx) = client.into_split();
     let up = async move {
@@ -135,8 +152,10 @@ async fn forward(
                 hit
             };
             if hold {
-                let _ = cut.wait_for(|c| *c).await;
-                return true;
+                let next = resume.wait_for(|r| *r != Resume::Wait).await.map(|r| *r).unwrap_or(Resume::Cut);
+                if next == Resume::Cut {
+                    return true;
+                }
             }
             if server_tx.write_all(&buf[..n]).await.is_err() {
                 break;
