@@ -8,7 +8,6 @@ use crate::abort_on_drop::AbortOnDrop;
 use crate::agent::AgentOptions;
 use liftoff_build::append::{AppendError, AppendRequest};
 use liftoff_build::context::{BuildContext, ContextRequest};
-use liftoff_build::registry::SharedRegistry;
 use liftoff_build::tag::{TagInputs, content_tag};
 use liftoff_build::{BuildRequest, BuildSetup, Destination, Push, TarContext};
 use liftoff_client::Client;
@@ -36,6 +35,9 @@ pub struct Built {
     /// The context's warnings (a missing requirements file...).
     pub warnings: Vec<String>,
 }
+
+/// The local repository of dependency images that stay in the agent's engine.
+const LOCAL_DEPENDENCIES: &str = "liftoff/dependencies";
 
 /// The local name of images that stay in the agent's engine: the job's
 /// name (without entity, project or version), docker-safe.
@@ -131,33 +133,34 @@ pub async fn build(
         });
     }
 
-    // A generated Dockerfile's code is appended to its dependency image
-    // (no builder run for the code) where the image goes to a registry.
-    let appendable = match (&setup.destination, context.dependency_context()) {
-        (Destination::Registry(r), Ok(deps)) => Some((r.clone(), deps)),
-        (Destination::LocalEngine, Ok(_)) => {
-            say(logs, "liftoff build: building the whole image: appending a code layer needs a registry").await;
-            None
-        }
-        (_, Err(why)) => {
+    // A generated Dockerfile's code is appended to its dependency image:
+    // no builder run for the code.
+    let appendable = match context.dependency_context() {
+        Ok(deps) => Some(deps),
+        Err(why) => {
             say(logs, format!("liftoff build: building the whole image: {why}")).await;
             None
         }
     };
 
-    // One build per content: images kept in an engine are per host.
-    let key = match &setup.destination {
-        Destination::LocalEngine => format!("{}/{image}", opts.hostname),
-        Destination::Registry(_) => image.clone(),
-    };
+    let key = claim_key(setup, opts, &image);
     let context = Arc::new(context);
     let work = async {
         match appendable {
-            Some((registry, deps)) => {
-                let deps = dependency_image(client, setup, &registry, deps, &base_digests, opts, logs).await?;
-                let appended =
-                    append_code(&*registry, &deps, &context, &context_digest, &tag, &entrypoint, logs).await?;
-                Ok((format!("{}@{}", registry.repository(), appended), Some(appended), BuildHow::Appended))
+            Some(deps) => {
+                // shared by every job with the same dependencies: one repository per registry or engine
+                let deps_repository = match &setup.destination {
+                    Destination::LocalEngine => LOCAL_DEPENDENCIES.to_string(),
+                    Destination::Registry(_) => repository.clone(),
+                };
+                let deps = dependency_image(client, setup, &deps_repository, deps, &base_digests, opts, logs).await?;
+                let digest =
+                    append_code(setup, &deps, &context, &context_digest, &tag, &image, &entrypoint, logs).await?;
+                let reference = match &setup.destination {
+                    Destination::Registry(r) => format!("{}@{digest}", r.repository()),
+                    Destination::LocalEngine => image.clone(),
+                };
+                Ok((reference, Some(digest), BuildHow::Appended))
             }
             None => {
                 let tar: Arc<dyn TarContext> = context.clone();
@@ -247,11 +250,11 @@ async fn under_build_claim<T>(
 /// The run's dependency image in `registry`, keyed by what determines it
 /// (the dependency context's digest, base images, build args, platform):
 /// found, built by this agent under a build claim, or waited for. Returns
-/// its tag.
+/// its reference (`repo:lf-deps-<hex>`).
 async fn dependency_image(
     client: &Client,
     setup: &BuildSetup,
-    registry: &SharedRegistry,
+    repository: &str,
     deps: BuildContext,
     base_digests: &[(String, String)],
     opts: &AgentOptions,
@@ -271,17 +274,19 @@ async fn dependency_image(
         build_args: &setup.build_args,
         platform: setup.platform.as_deref(),
     }));
-    let image = format!("{}:{tag}", registry.repository());
+    let image = format!("{repository}:{tag}");
     if let Some((_, Some(d))) = find(setup, &image, &tag).await? {
         say(logs, format!("liftoff build: dependency image {image} exists ({d})")).await;
-        return Ok(tag);
+        return Ok(image);
     }
     say(logs, format!("liftoff build: building the dependency image {image}")).await;
     let work = async {
         let (reference, digest) = build_and_push(setup, deps.clone(), &image, &tag, logs).await?;
         Ok((reference, digest, ()))
     };
-    if let Claimed::Theirs = under_build_claim(client, &image, &image, opts, logs, work).await? {
+    if let Claimed::Theirs =
+        under_build_claim(client, &claim_key(setup, opts, &image), &image, opts, logs, work).await?
+    {
         if find(setup, &image, &tag).await?.is_none() {
             return Err(build_error(
                 JobErrorCode::Build,
@@ -290,7 +295,15 @@ async fn dependency_image(
         }
         say(logs, format!("liftoff build: dependency image {image} was built by another agent")).await;
     }
-    Ok(tag)
+    Ok(image)
+}
+
+/// The build claim's key for `image`: images kept in an engine are per host.
+fn claim_key(setup: &BuildSetup, opts: &AgentOptions, image: &str) -> String {
+    match &setup.destination {
+        Destination::LocalEngine => format!("{}/{image}", opts.hostname),
+        Destination::Registry(_) => image.to_string(),
+    }
 }
 
 /// `lf-deps-<hex>` from a content tag `lf-<hex>`: dependency images are told
@@ -299,14 +312,17 @@ fn dependency_tag(content_tag: &str) -> String {
     format!("{}{}", liftoff_build::append::DEPENDENCY_TAG_PREFIX, content_tag.trim_start_matches("lf-"))
 }
 
-/// Appends the code as a layer to dependency image `deps` and tags it `tag`;
-/// returns the new manifest's digest.
+/// Appends the code as a layer to dependency image `deps` (`repo:tag`) and
+/// tags it `tag` (`image` in full): through the registry's API, or loaded
+/// into the engine. Returns the new manifest's digest (the image id in an engine).
+#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
 async fn append_code(
-    registry: &dyn liftoff_build::Registry,
+    setup: &BuildSetup,
     deps: &str,
     context: &Arc<BuildContext>,
     context_digest: &str,
     tag: &str,
+    image: &str,
     entrypoint: &[String],
     logs: &LogSender,
 ) -> Result<String, JobError> {
@@ -319,33 +335,54 @@ async fn append_code(
             .map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?
     };
     let packed = started.elapsed();
-    let req = AppendRequest { dependencies: deps, tag, layer: &layer, entrypoint, context_digest };
-    let appended = liftoff_build::append::append(registry, &req).await.map_err(|e| {
+    let failed = |e: AppendError| {
         let code = match e {
             AppendError::Registry(liftoff_build::RegistryError::Unauthorized { .. }) => JobErrorCode::Credentials,
             AppendError::Registry(_) => JobErrorCode::Push,
-            AppendError::Dependencies { .. } => JobErrorCode::Build,
+            AppendError::Dependencies { .. } | AppendError::Engine(_) => JobErrorCode::Build,
         };
         build_error(code, e.to_string())
-    })?;
-    let sent = |uploaded: bool| if uploaded { "uploaded" } else { "already in the registry" };
+    };
+    let sizes = format!("{} KiB, {} KiB compressed", layer.tar_bytes / 1024, layer.gzip.len() / 1024);
+    let (digest, how) = match &setup.destination {
+        Destination::Registry(registry) => {
+            let deps_tag = deps.rsplit_once(':').map_or(deps, |(_, t)| t);
+            let req = AppendRequest { dependencies: deps_tag, tag, layer: &layer, entrypoint, context_digest };
+            let appended = liftoff_build::append::append(&**registry, &req).await.map_err(failed)?;
+            let sent = |uploaded: bool| if uploaded { "uploaded" } else { "already in the registry" };
+            let how = format!(
+                "layer {}, config {}; {deps} is {}",
+                sent(appended.layer_uploaded),
+                sent(appended.config_uploaded),
+                appended.dependencies_digest
+            );
+            (appended.digest, how)
+        }
+        Destination::LocalEngine => {
+            let engine = setup.engine.get().await.map_err(|e| build_error(JobErrorCode::Build, format!("{e:#}")))?;
+            let id = liftoff_build::append::append_in_engine(
+                engine.docker(),
+                deps,
+                image,
+                &layer,
+                entrypoint,
+                context_digest,
+            )
+            .await
+            .map_err(failed)?;
+            (id, "loaded into the engine".to_string())
+        }
+    };
     say(
         logs,
         format!(
-            "liftoff build: appended the code ({} KiB, {} KiB compressed; layer {}, config {}) to {deps} ({}): \
-             {} in {} ms ({} ms to pack)",
-            layer.tar_bytes / 1024,
-            layer.gzip.len() / 1024,
-            sent(appended.layer_uploaded),
-            sent(appended.config_uploaded),
-            appended.dependencies_digest,
-            appended.digest,
+            "liftoff build: appended the code ({sizes}) to {deps}: {image} is {digest} ({how}) in {} ms, {} ms of it to pack",
             started.elapsed().as_millis(),
             packed.as_millis(),
         ),
     )
     .await;
-    Ok(appended.digest)
+    Ok(digest)
 }
 
 /// The image to run if it exists: `repo@digest` in a registry, `repo:tag` in the engine.

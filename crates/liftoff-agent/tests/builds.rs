@@ -393,9 +393,26 @@ async fn a_python_job_without_a_dockerfile_gets_a_generated_one_that_really_buil
     let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(240)).await;
     assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
     assert_eq!(r.logs(&id, LogStream::Stdout).await, format!("trained on {marker} (3, 11)\n"));
-    assert_eq!(item.build.expect("recorded").how, BuildHow::Built);
     let build_log = r.logs(&id, LogStream::Build).await;
+    let record = item.build.expect("recorded");
+    assert_eq!(record.how, BuildHow::Appended, "{build_log}");
     assert!(build_log.contains(&format!("FROM {repo}:3.11")), "the generated Dockerfile was used: {build_log}");
+    assert!(build_log.contains("building the dependency image liftoff/dependencies:lf-deps-"), "{build_log}");
+    assert!(build_log.contains("loaded into the engine"), "{build_log}");
+    // the engine has the appended image under its recorded name and id
+    let docker = bollard::Docker::connect_with_unix(
+        c.docker_host.trim_start_matches("unix://"),
+        60,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap();
+    let inspect = docker.inspect_image(&record.image).await.unwrap();
+    assert_eq!(inspect.id, record.digest);
+    let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
+    assert!(
+        labels.get("dev.liftoff.dependencies").is_some_and(|d| d.starts_with("liftoff/dependencies:lf-deps-")),
+        "{labels:?}"
+    );
     // no Python version was given: the default is a warning on the run, at stage build
     assert!(item.warnings.iter().any(|w| w.stage == Stage::Build && w.message.contains("3.11")), "{:?}", item.warnings);
     stop.send(()).unwrap();

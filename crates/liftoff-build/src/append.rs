@@ -8,12 +8,19 @@
 //! the same content gives the same manifest digest (`created` stays the
 //! dependency image's).
 //!
+//! Images that stay in the agent's engine are loaded into it instead
+//! (`engine.rs`).
+//!
 //! Only what the registry lacks is uploaded (blob HEAD first), and the
 //! manifest last: an append cut between the two leaves blobs that the next
 //! attempt finds and does not send again. Blobs go up in one piece (POST,
 //! then a monolithic PUT), which every registry takes: no chunked upload and
 //! no cross-repository mount is needed, since the dependency image lives in
 //! the same repository.
+
+mod engine;
+
+pub use engine::append_in_engine;
 
 use crate::context::{BuildContext, ContextError};
 use crate::registry::{Manifest, Registry, RegistryError};
@@ -119,6 +126,18 @@ pub enum AppendError {
     /// The dependency image is not one this code can extend.
     #[error("the dependency image {reference}: {message}")]
     Dependencies { reference: String, message: String },
+    /// The engine refused the appended image.
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// The labels an appended image gets: its dependency image
+/// (`reference@digest`) and its build context's digest.
+fn labels(dependencies: &str, context_digest: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (DEPENDENCIES_LABEL.to_string(), dependencies.to_string()),
+        (CONTEXT_LABEL.to_string(), context_digest.to_string()),
+    ])
 }
 
 /// Appends `req.layer` to the dependency image in `registry` and tags the
@@ -137,10 +156,7 @@ pub async fn append(registry: &dyn Registry, req: &AppendRequest<'_>) -> Result<
         .ok_or_else(|| bad("its manifest names no config (an index? only single-platform images are extended)".into()))?
         .to_string();
     let config = registry.blob(&config_digest, CONFIG_LIMIT).await?;
-    let labels = BTreeMap::from([
-        (DEPENDENCIES_LABEL.to_string(), format!("{}@{}", req.dependencies, base.digest)),
-        (CONTEXT_LABEL.to_string(), req.context_digest.to_string()),
-    ]);
+    let labels = labels(&format!("{}@{}", req.dependencies, base.digest), req.context_digest);
     let new_config = appended_config(&config, &req.layer.diff_id, req.entrypoint, &labels).map_err(bad)?;
     let new_config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&new_config)));
     let (media_type, new_manifest) =

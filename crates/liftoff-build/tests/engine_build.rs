@@ -193,8 +193,9 @@ async fn dockerfile_beside_the_script_builds_and_runs() {
 /// Distribution API. Inside both running containers: the same user, the
 /// same environment, the same tree under the working directory (names,
 /// owners, modes, kinds, sizes, link targets, contents) and the same output
-/// from the image's own entrypoint. Appending again gives the same manifest
-/// digest and uploads nothing.
+/// from the image's own entrypoint; and the same for the image appended in
+/// the engine (`POST /images/load`). Appending again gives the same
+/// manifest digest and uploads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_appended_image_runs_exactly_as_the_built_one() {
     use base64::Engine;
@@ -320,9 +321,18 @@ async fn an_appended_image_runs_exactly_as_the_built_one() {
                    find . -printf '%p %U:%G %m %y %s %l\\n' | sort; \
                    find . -type f -exec sha256sum {} + | sort -k2";
     let shell = Some(vec!["sh".to_string(), "-c".to_string(), inspect.to_string()]);
+    // and loaded into the engine from the dependency image it built, as for an agent without a registry
+    let loaded = format!("liftoff-test/append-loaded-{}:lf-test", &marker[..8]);
+    let id = liftoff_build::append::append_in_engine(&docker, &deps_image, &loaded, &layer, ctx.entrypoint(), &digest)
+        .await
+        .unwrap();
+    assert_eq!(docker.inspect_image(&loaded).await.unwrap().id, Some(id));
+
     let (code_built, tree_built) = run_keeping(&docker, &built, shell.clone()).await;
-    let (code_appended, tree_appended) = run_keeping(&docker, &appended, shell).await;
-    assert_eq!((code_built, code_appended), (0, 0), "{tree_built}\n{tree_appended}");
+    let (code_appended, tree_appended) = run_keeping(&docker, &appended, shell.clone()).await;
+    let (code_loaded, tree_loaded) = run_keeping(&docker, &loaded, shell).await;
+    assert_eq!((code_built, code_appended, code_loaded), (0, 0, 0), "{tree_built}\n{tree_appended}");
+    assert_eq!(tree_loaded, tree_built, "the image loaded into the engine is the built one too");
     assert!(tree_built.contains("uid=1000") && tree_built.contains("./pkg/helper.py 1000:0 644 f"), "{tree_built}");
     assert!(
         tree_built.contains("./run.sh 1000:0 755 f") && tree_built.contains("./link.txt 1000:0 777 l"),
@@ -335,6 +345,8 @@ async fn an_appended_image_runs_exactly_as_the_built_one() {
     assert_eq!((code_built, code_appended), (0, 0), "{out_built}\n{out_appended}");
     assert_eq!(out_built, "liftoff-hello 0.1 42 1000 /home/liftoff ['--epochs', '1']\nkept True\n");
     assert_eq!(out_appended, out_built, "the entrypoint's output");
+    let (code_loaded, out_loaded) = run(&docker, &loaded, None).await;
+    assert_eq!((code_loaded, out_loaded), (0, out_built));
 }
 
 /// [`run`] without removing the image afterwards.
