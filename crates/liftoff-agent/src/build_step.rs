@@ -90,7 +90,17 @@ pub async fn build(
     let (context, context_digest) = context.map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?;
     let warnings = context.warnings().to_vec();
     let entrypoint = context.entrypoint().to_vec();
-    say(logs, format!("liftoff build: context {context_digest}, {}", context.dockerfile_path())).await;
+    say(
+        logs,
+        format!(
+            "liftoff build: context {context_digest}, {} ({} files, {} KiB; +{} ms)",
+            context.dockerfile_path(),
+            context.paths().count(),
+            context.total_bytes() / 1024,
+            started.elapsed().as_millis()
+        ),
+    )
+    .await;
 
     let builder = &setup.builder;
     let mut base_digests = Vec::new();
@@ -99,6 +109,12 @@ pub async fn build(
             builder.base_digest(&base, logs).await.map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?;
         base_digests.push((base, digest));
     }
+    let bases: Vec<&str> = base_digests.iter().map(|(b, _)| b.as_str()).collect();
+    say(
+        logs,
+        format!("liftoff build: base images {} resolved (+{} ms)", bases.join(", "), started.elapsed().as_millis()),
+    )
+    .await;
     let tag = content_tag(&TagInputs {
         context_digest: &context_digest,
         base_digests: &base_digests,

@@ -28,6 +28,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 /// The name of the Dockerfile liftoff generates, and the first name looked
 /// for beside the entrypoint.
@@ -36,6 +37,9 @@ pub const GENERATED_DOCKERFILE: &str = "Dockerfile.liftoff";
 pub const REFERENCE_DOCKERFILE: &str = "Dockerfile.wandb";
 /// Where a generated Dockerfile's context keeps the code (as the reference).
 const CODE_DIR: &str = "src";
+/// The code's directory of wheels, which a generated Dockerfile installs
+/// from offline; its context keeps it beside `src/`, not in it.
+const WHEELS: &str = "wheels";
 
 /// What a job brings to a build.
 #[derive(Debug, Clone)]
@@ -148,8 +152,19 @@ struct Entry {
 #[derive(Debug, Clone)]
 enum EntryKind {
     Dir,
-    File { disk: PathBuf, executable: bool, size: u64, dev: u64, ino: u64 },
-    Symlink { target: PathBuf },
+    File {
+        disk: PathBuf,
+        executable: bool,
+        size: u64,
+        dev: u64,
+        ino: u64,
+        /// SHA-256 of its content once read for a digest, shared with the
+        /// clones of the entry (a dependency context's): a file is hashed once.
+        hash: Arc<OnceLock<[u8; 32]>>,
+    },
+    Symlink {
+        target: PathBuf,
+    },
     Memory(Vec<u8>),
 }
 
@@ -320,9 +335,10 @@ impl BuildContext {
         self.total_bytes
     }
 
-    /// `sha256:<hex>` over every entry's kind, path, mode and content (or
-    /// link target), in order, and the Dockerfile's path: everything the
-    /// context contributes to the image. Times and owners do not count.
+    /// `sha256:<hex>` over every entry's kind, path, mode and content's
+    /// SHA-256 (or link target), in order, and the Dockerfile's path:
+    /// everything the context contributes to the image. Times and owners do
+    /// not count. A file's content is read once, whatever contexts share it.
     pub fn content_digest(&self) -> Result<String, ContextError> {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -347,17 +363,27 @@ impl BuildContext {
                     hasher.update((bytes.len() as u64).to_le_bytes());
                     hasher.update(bytes);
                 }
-                EntryKind::File { size, .. } => {
+                EntryKind::File { size, hash, .. } => {
                     hasher.update(size.to_le_bytes());
-                    let mut reader = open_listed(entry)?;
-                    loop {
-                        let n = reader.read(&mut buf).map_err(io_err(format!("failed to read '{}'", entry.path)))?;
-                        if n == 0 {
-                            break;
+                    let content = match hash.get() {
+                        Some(h) => *h,
+                        None => {
+                            let mut file_hasher = Sha256::new();
+                            let mut reader = open_listed(entry)?;
+                            loop {
+                                let n = reader
+                                    .read(&mut buf)
+                                    .map_err(io_err(format!("failed to read '{}'", entry.path)))?;
+                                if n == 0 {
+                                    break;
+                                }
+                                file_hasher.update(&buf[..n]);
+                            }
+                            reader.finish()?;
+                            *hash.get_or_init(|| file_hasher.finalize().into())
                         }
-                        hasher.update(&buf[..n]);
-                    }
-                    reader.finish()?;
+                    };
+                    hasher.update(content);
                 }
             }
         }
@@ -608,6 +634,20 @@ fn generate(
         .filter_map(python::wheel_name)
         .collect();
     let wheels = !wheel_names.is_empty();
+    if wheels {
+        // beside the code, not in it: the install stage copies them, and the
+        // image's code (the code layer of an append) is not weighed down by
+        // dependencies the venv already holds
+        for e in walk.entries.iter_mut() {
+            if let Some(rest) = e
+                .path
+                .strip_prefix(&format!("{CODE_DIR}/"))
+                .filter(|r| *r == WHEELS || r.starts_with(&format!("{WHEELS}/")))
+            {
+                e.path = rest.to_string();
+            }
+        }
+    }
     if let (true, Some(text), Some(file)) = (wheels, &requirements_text, requirements.file_name()) {
         for name in python::requirement_names(text) {
             if !wheel_names.contains(&name) {
@@ -720,7 +760,14 @@ impl Walk {
             let target = std::fs::read_link(&disk).map_err(io_err(format!("failed to read the link '{rel}'")))?;
             EntryKind::Symlink { target }
         } else if ft.is_file() {
-            EntryKind::File { executable: md.mode() & 0o111 != 0, size: md.len(), dev: md.dev(), ino: md.ino(), disk }
+            EntryKind::File {
+                executable: md.mode() & 0o111 != 0,
+                size: md.len(),
+                dev: md.dev(),
+                ino: md.ino(),
+                disk,
+                hash: Arc::default(),
+            }
         } else {
             return Ok(()); // sockets, fifos and devices have no place in an image
         };

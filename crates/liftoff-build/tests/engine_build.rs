@@ -249,8 +249,8 @@ async fn an_appended_image_runs_exactly_as_the_built_one() {
             "Dockerfile.liftoff",
             "src",
             "src/requirements.txt",
-            "src/wheels",
-            "src/wheels/liftoff_hello-0.1-py3-none-any.whl"
+            "wheels",
+            "wheels/liftoff_hello-0.1-py3-none-any.whl"
         ],
         "the dependency image's context holds only what its Dockerfile copies"
     );
@@ -339,6 +339,7 @@ async fn an_appended_image_runs_exactly_as_the_built_one() {
         "{tree_built}"
     );
     assert!(!tree_built.contains("skip.bin"), "{tree_built}");
+    assert!(!tree_built.contains("./wheels"), "the wheels are installed, not copied into the code: {tree_built}");
     assert_eq!(tree_appended, tree_built, "user, environment and tree are the built image's");
     let (code_built, out_built) = run(&docker, &built, None).await;
     let (code_appended, out_appended) = run(&docker, &appended, None).await;

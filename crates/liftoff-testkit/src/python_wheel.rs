@@ -7,14 +7,22 @@ use std::path::{Path, PathBuf};
 /// Writes `liftoff_hello-<version>-py3-none-any.whl` (module `liftoff_hello`,
 /// whose `NAME` is `'liftoff-hello <version>'`) into `dir/wheels/`; returns its path.
 pub fn make_wheel(dir: &Path, version: &str) -> PathBuf {
+    make_wheel_with_payload(dir, version, 0)
+}
+
+/// [`make_wheel`] with `liftoff_hello/payload.bin`, `payload_mib` MiB of
+/// random bytes (stored, not compressed): a dependency of a realistic size.
+pub fn make_wheel_with_payload(dir: &Path, version: &str, payload_mib: u32) -> PathBuf {
     let script = r#"
-import base64, sys, hashlib, zipfile
-out, v = sys.argv[1], sys.argv[2]
+import base64, os, sys, hashlib, zipfile
+out, v, mib = sys.argv[1], sys.argv[2], int(sys.argv[3])
 files = {
     "liftoff_hello/__init__.py": f"NAME = 'liftoff-hello {v}'\n".encode(),
     f"liftoff_hello-{v}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: liftoff-hello\nVersion: {v}\n".encode(),
     f"liftoff_hello-{v}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: liftoff-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
 }
+if mib:
+    files["liftoff_hello/payload.bin"] = os.urandom(mib << 20)
 record = ""
 for name, data in files.items():
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
@@ -32,6 +40,7 @@ with zipfile.ZipFile(out, "w") as z:
         .arg(script)
         .arg(&out)
         .arg(version)
+        .arg(payload_mib.to_string())
         .status()
         .expect("run python3 (the host's Python makes the test wheel)");
     assert!(status.success(), "making the test wheel failed");

@@ -17,6 +17,12 @@
 //!   DOCKER_CONFIG=$(mktemp -d); echo "$LIFTOFF_TEST_REGISTRY_PASSWORD" |
 //!   docker login -u "$LIFTOFF_TEST_REGISTRY_USER" --password-stdin
 //!   $LIFTOFF_TEST_REGISTRY; agent-bench build --registry $LIFTOFF_TEST_REGISTRY`;
+//! * `append`: the build step of a code-only change of a Python job (1 MiB
+//!   of code on a 200 MiB dependency), appended to its dependency image
+//!   against a whole docker rebuild with the layer cache warm, alternating
+//!   in one sitting; enqueue→running for both. Needs what `build` needs and
+//!   the test's Python image (`.ci/python-base.sh`): `agent-bench append
+//!   --registry $LIFTOFF_TEST_REGISTRY`;
 //! * `cpu`: Liftoff's own CPU per run: a `liftoff server` process and a
 //!   `liftoff agent` process run a burst of trivial local-process jobs; the
 //!   CPU the two processes used (from /proc, their own time, not their
@@ -83,6 +89,24 @@ enum What {
         /// The base image of the job's Dockerfile, already in the engine.
         #[arg(long, default_value = "liftoff-test/busybox:1")]
         base: String,
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
+    },
+    /// The build step of a code-only change of a Python job: appended to its
+    /// dependency image vs a full docker rebuild with its layer cache warm.
+    Append {
+        /// `host:port` of a registry the agent pushes to (log in first, as for `build`).
+        #[arg(long)]
+        registry: String,
+        /// The Python image of the generated Dockerfile, already in the engine.
+        #[arg(long, default_value = "liftoff-test/python:3.11")]
+        python: String,
+        /// Size of the job's one dependency (a wheel of random bytes), MiB.
+        #[arg(long, default_value_t = 200)]
+        deps_mib: u32,
+        /// Size of the job's code tree, KiB.
+        #[arg(long, default_value_t = 1024)]
+        code_kib: usize,
         #[arg(long, default_value_t = 10)]
         samples: usize,
     },
@@ -551,6 +575,204 @@ async fn build(liftoff: &Path, registry: &str, base: &str, samples: usize) -> an
     Ok(())
 }
 
+/// A Python job on the generated Dockerfile: `train.py` (which prints
+/// `marker`), `data/` of `code_kib` KiB of random bytes, requirements from
+/// `wheels/` in `deps`. With `own_dockerfile`, the job carries the
+/// generated Dockerfile as its own, with its files laid out as the
+/// generated context lays them out (the code under `src/`, `wheels/` beside
+/// it), so that the very same Dockerfile is built whole.
+async fn python_job(
+    r: &Rig,
+    name: &str,
+    deps: &Path,
+    marker: &str,
+    code_kib: usize,
+    python: &str,
+    own_dockerfile: bool,
+) -> anyhow::Result<()> {
+    let root = r.dir.path().join(format!("code-{name}-{marker}"));
+    let code = if own_dockerfile { root.join("src") } else { root.clone() };
+    std::fs::create_dir_all(code.join("data"))?;
+    std::fs::write(code.join("train.py"), format!("import liftoff_hello\nprint('up {marker}')\n"))?;
+    // xorshift bytes: incompressible, the worst case for packing and sending
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..code_kib.div_ceil(64) {
+        let bytes: Vec<u8> = (0..64 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(code.join(format!("data/part-{i:03}.bin")), bytes)?;
+    }
+    std::fs::copy(deps.join("requirements.txt"), code.join("requirements.txt"))?;
+    std::fs::create_dir_all(root.join("wheels"))?;
+    for wheel in std::fs::read_dir(deps.join("wheels"))? {
+        let wheel = wheel?.path();
+        std::fs::hard_link(&wheel, root.join("wheels").join(wheel.file_name().context("a wheel's name")?))?;
+    }
+    let entrypoint = vec!["python".to_string(), "train.py".to_string()];
+    let dockerfile = if own_dockerfile {
+        let generated = liftoff_build::dockerfile::generate(&liftoff_build::dockerfile::GeneratedSpec {
+            python_version: "3.11",
+            python_image: python,
+            accelerator_base_image: None,
+            requirements_file: Some("requirements.txt"),
+            wheels: true,
+            extra_index_url: None,
+            entrypoint: &entrypoint,
+        });
+        std::fs::write(root.join("Dockerfile"), generated)?;
+        Some("Dockerfile".to_string())
+    } else {
+        None
+    };
+    let gz = liftoff_archive::pack_dir(&root)?;
+    let digest = liftoff_archive::sha256_digest(&gz);
+    r.client.upload_blob(&digest, gz).await?;
+    let source = JobSourceSpec {
+        code: Some(CodeSource {
+            digest,
+            entrypoint,
+            build_context: None,
+            dockerfile,
+            base_image: Some(python.to_string()),
+        }),
+        ..Default::default()
+    };
+    let job = CreateJob {
+        project: "default".into(),
+        name: name.into(),
+        source,
+        aliases: vec![],
+        runtime: Some("3.11".into()),
+    };
+    r.client.create_job(&job).await?;
+    Ok(())
+}
+
+/// One sample of a code-only change: the job's new version launched,
+/// enqueue→running, its build step and its build log.
+async fn code_change(
+    r: &mut Rig,
+    job: &str,
+    how: liftoff_core::api::BuildHow,
+) -> anyhow::Result<(Duration, Duration, String)> {
+    let t = Instant::now();
+    let id = r.client.launch("boxes", &LaunchRequest { job: job.into(), ..Default::default() }).await?.item_id;
+    let item = r.wait_started(&id, &format!("a run of job {job}")).await?;
+    let to_running = t.elapsed();
+    let step = match &item.build {
+        Some(b) if b.how == how => Duration::from_secs_f64(b.seconds),
+        Some(b) => return Err(r.failure(&item, format!("expected {}, got {}", how.as_str(), b.how.as_str())).await),
+        None => return Err(r.failure(&item, "no build record").await),
+    };
+    r.wait_finished(&id, &format!("a run of job {job}")).await?;
+    let log = r.client.read_logs(&id, 0).await?;
+    let build_log = log.chunks.iter().filter(|c| c.stream == LogStream::Build).map(|c| c.data.as_str()).collect();
+    Ok((to_running, step, build_log))
+}
+
+/// `append`: the same Python job, changed in one line per sample, built
+/// two ways in one sitting: appended (its code as a layer on its
+/// dependency image) and whole by the docker builder from the same
+/// Dockerfile with the engine's layer cache warm (every step but the code
+/// copy is cached).
+async fn append(
+    liftoff: &Path,
+    registry: &str,
+    python: &str,
+    deps_mib: u32,
+    code_kib: usize,
+    samples: usize,
+) -> anyhow::Result<()> {
+    let mut r = rig("boxes", ResourceType::LocalContainer).await?;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let config = r.dir.path().join("launch-config.yaml");
+    let repo = format!("{registry}/liftoff-bench/append-{}", &run[..8]);
+    std::fs::write(
+        &config,
+        format!("queues: [boxes]\nmax_jobs: 1\nbuilder:\n  type: docker\n  destination: {repo}\n"),
+    )?;
+    let deps = r.dir.path().join("deps");
+    std::fs::create_dir_all(&deps)?;
+    std::fs::write(deps.join("requirements.txt"), "liftoff-hello==0.1\n")?;
+    liftoff_testkit::python_wheel::make_wheel_with_payload(&deps, "0.1", deps_mib);
+    r.start_agent(liftoff, &["-c", &config.to_string_lossy()]).await?;
+    use liftoff_core::api::BuildHow;
+    // warm-up: the dependency image built and pushed, the whole image built once (the cache warm)
+    let t = Instant::now();
+    python_job(&r, "appended", &deps, "warm-up", code_kib, python, false).await?;
+    let (_, deps_step, _) = code_change(&mut r, "appended", BuildHow::Appended).await?;
+    python_job(&r, "rebuilt", &deps, "warm-up", code_kib, python, true).await?;
+    code_change(&mut r, "rebuilt", BuildHow::Built).await?;
+    eprintln!(
+        "warm-up (dependency image of {deps_mib} MiB built and pushed in {deps_step:?}; a whole build): {:?}",
+        t.elapsed()
+    );
+    let (mut appended, mut rebuilt) = (Samples::default(), Samples::default());
+    for n in 0..samples {
+        let marker = format!("{run}-{n}");
+        python_job(&r, "appended", &deps, &marker, code_kib, python, false).await?;
+        let (to_running, step, log) = code_change(&mut r, "appended", BuildHow::Appended).await?;
+        appended.push(to_running, step);
+        let lines: Vec<&str> = log.lines().filter_map(|l| l.strip_prefix("liftoff build: ")).collect();
+        appended.notes.push(lines.join("\n    "));
+        python_job(&r, "rebuilt", &deps, &marker, code_kib, python, true).await?;
+        let (to_running, step, _) = code_change(&mut r, "rebuilt", BuildHow::Built).await?;
+        rebuilt.push(to_running, step);
+    }
+    drop(r); // kills the agent
+    println!(
+        "code-only change of a Python job ({code_kib} KiB of code, a {deps_mib} MiB dependency on {python}), {samples} samples each, alternating, push to {registry}:"
+    );
+    appended.print("appended (no builder run)");
+    rebuilt.print("docker rebuild, cache warm");
+    println!(
+        "  build step p50: the append is {:.1}x faster",
+        rebuilt.step_p(0.5).as_secs_f64() / appended.step_p(0.5).as_secs_f64().max(1e-9)
+    );
+    if let Some(line) = appended.notes.get(appended.notes.len() / 2) {
+        println!("  where an append's time goes (the build log of sample {}):\n    {line}", appended.notes.len() / 2);
+    }
+    Ok(())
+}
+
+/// Timings of one way of building.
+#[derive(Default)]
+struct Samples {
+    to_running: Vec<Duration>,
+    step: Vec<Duration>,
+    notes: Vec<String>,
+}
+
+impl Samples {
+    fn push(&mut self, to_running: Duration, step: Duration) {
+        self.to_running.push(to_running);
+        self.step.push(step);
+    }
+
+    fn step_p(&self, p: f64) -> Duration {
+        let mut v = self.step.clone();
+        v.sort();
+        pct(&v, p)
+    }
+
+    fn print(&self, what: &str) {
+        let mut running = self.to_running.clone();
+        running.sort();
+        println!(
+            "  {what:<28} build step p50 {:>9.3?} p90 {:>9.3?} | enqueue -> running p50 {:>9.3?} p90 {:>9.3?}",
+            self.step_p(0.5),
+            self.step_p(0.9),
+            pct(&running, 0.5),
+            pct(&running, 0.9)
+        );
+    }
+}
+
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
@@ -688,6 +910,9 @@ async fn main() -> anyhow::Result<()> {
         match args.what {
             What::Cpu { runs, jobs, db } => cpu(&liftoff, runs, jobs, db).await,
             What::Build { registry, base, samples } => build(&liftoff, &registry, &base, samples).await,
+            What::Append { registry, python, deps_mib, code_kib, samples } => {
+                append(&liftoff, &registry, &python, deps_mib, code_kib, samples).await
+            }
             What::Container { image, samples } => container(&liftoff, image, samples).await,
             What::Rss { jobs } => rss(&liftoff, jobs).await,
         }

@@ -36,12 +36,12 @@ impl BuildContext {
         {
             return Err(format!("'{}' has a name that layers reserve for deletions (.wh.)", e.path));
         }
-        // what the dependency Dockerfile copies: `COPY src/<name> ...`
+        // what the dependency Dockerfile copies from the context: `COPY [--flags] <path> <dest>`
         let copied: Vec<String> = dockerfile
             .lines()
             .filter_map(|l| l.strip_prefix("COPY "))
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|from| from.starts_with(&format!("{CODE_DIR}/")))
+            .filter(|l| !l.contains("--from="))
+            .filter_map(|l| l.split_whitespace().find(|w| !w.starts_with("--")))
             .map(|from| from.trim_end_matches('/').to_string())
             .collect();
         let keep = |e: &Entry| {
