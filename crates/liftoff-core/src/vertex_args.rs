@@ -43,6 +43,16 @@ pub fn unwrap(args: &Value) -> &Value {
 /// Every problem, naming the field: `spec.worker_pool_specs` (at least one,
 /// each with a `container_spec`) and `spec.staging_bucket` are required.
 pub fn check(args: &Value) -> Vec<ConfigProblem> {
+    check_with(args, &holds_placeholder)
+}
+
+/// [`check`] of a launch's options once its macros are expanded (at plan
+/// time): every value is checked, whatever it holds.
+pub fn check_planned(args: &Value) -> Vec<ConfigProblem> {
+    check_with(args, &|_| false)
+}
+
+fn check_with(args: &Value, holds_placeholder: &dyn Fn(&Value) -> bool) -> Vec<ConfigProblem> {
     let args = unwrap(args);
     let problem =
         |field: &str, message: &str| ConfigProblem { field: format!("config.{field}"), message: message.into() };

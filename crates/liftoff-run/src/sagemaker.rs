@@ -116,7 +116,7 @@ impl Runner for SageMakerRunner {
 
     fn check(&self, req: &RunRequest<'_>) -> Result<Plan, JobError> {
         let spec = &req.item.spec;
-        let mut problems: Vec<String> = sagemaker_args::check(&req.resource_args)
+        let mut problems: Vec<String> = sagemaker_args::check_planned(&req.resource_args)
             .into_iter()
             .map(|p| format!("{}: {}", p.field.replacen("config", "resource_args", 1), p.message))
             .collect();

@@ -6,8 +6,10 @@
 //! - [`postgres`]: a fresh database on the test PostgreSQL server.
 //! - [`processes`]: process trees tied to a test's lifetime (killed on drop,
 //!   pass or fail), and the processes found by a marker in their environment.
+//! - [`fakes`]: faithful fakes of SageMaker and Vertex AI (+ Cloud Logging).
 
 pub mod component;
+pub mod fakes;
 pub mod postgres;
 pub mod processes;
 
