@@ -155,9 +155,9 @@ impl SageMakerFake {
         self.wait_until(within, || self.job(name).filter(|j| pred(j))).await
     }
 
-    /// Waits until some job exists and returns its name.
-    pub async fn wait_for_job(&self, within: Duration) -> Option<String> {
-        self.wait_until(within, || self.job_names().into_iter().next_back()).await
+    /// Waits until at least `n` jobs exist; all of them, in id order.
+    pub async fn wait_for_jobs(&self, n: usize, within: Duration) -> Option<Vec<String>> {
+        self.wait_until(within, || Some(self.job_names()).filter(|ids| ids.len() >= n)).await
     }
 
     async fn wait_until<T>(&self, within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {

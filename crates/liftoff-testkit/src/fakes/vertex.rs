@@ -141,9 +141,9 @@ impl VertexFake {
         self.wait_until(within, || self.job(id).filter(|j| pred(j))).await
     }
 
-    /// Waits until some job exists and returns its id.
-    pub async fn wait_for_job(&self, within: Duration) -> Option<String> {
-        self.wait_until(within, || self.job_ids().into_iter().next_back()).await
+    /// Waits until at least `n` jobs exist; all of them, in id order.
+    pub async fn wait_for_jobs(&self, n: usize, within: Duration) -> Option<Vec<String>> {
+        self.wait_until(within, || Some(self.job_ids()).filter(|ids| ids.len() >= n)).await
     }
 
     async fn wait_until<T>(&self, within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
