@@ -53,7 +53,11 @@ async fn setup(queue_config: Value) -> Vx {
 
 impl Vx {
     fn options(&self, queue: &str) -> AgentOptions {
-        AgentOptions { queues: vec![queue.into()], agent_key: "vx-test".into(), ..self.r.options(4, Duration::from_millis(500)) }
+        AgentOptions {
+            queues: vec![queue.into()],
+            agent_key: "vx-test".into(),
+            ..self.r.options(4, Duration::from_millis(500))
+        }
     }
 
     async fn agent_on(&self, queue: &str) -> Agent {
@@ -123,7 +127,12 @@ async fn a_custom_job_is_created_streams_each_replicas_lines_while_running_and_s
     let item = vx.r.client.get_item(&id).await.unwrap();
     assert_eq!(created["labels"]["liftoff-run-id"], liftoff_core::vertex_args::label_value(&item.run_id));
     assert_eq!(created["jobSpec"]["scheduling"]["timeout"], "3600s");
-    assert_eq!(created["jobSpec"]["baseOutputDirectory"]["outputUriPrefix"].as_str().map(|s| s.starts_with("gs://liftoff-test/staging/")), Some(true));
+    assert_eq!(
+        created["jobSpec"]["baseOutputDirectory"]["outputUriPrefix"]
+            .as_str()
+            .map(|s| s.starts_with("gs://liftoff-test/staging/")),
+        Some(true)
+    );
 
     vx.fake.drive(&job, "JOB_STATE_RUNNING", None).unwrap();
     vx.fake.emit(&job, "workerpool0-0", "INFO", &["chief 1"]).unwrap();
@@ -151,7 +160,9 @@ async fn failed_and_expired_jobs_fail_the_run_with_vertexs_message() {
     let agent = vx.agent().await;
     let (id, job) = vx.launch().await;
     vx.fake.drive(&job, "JOB_STATE_RUNNING", None).unwrap();
-    vx.fake.drive(&job, "JOB_STATE_FAILED", Some("The replica workerpool0-0 exited with a non-zero status of 1.")).unwrap();
+    vx.fake
+        .drive(&job, "JOB_STATE_FAILED", Some("The replica workerpool0-0 exited with a non-zero status of 1."))
+        .unwrap();
     let done = vx.ends(&id).await;
     assert_eq!((done.state, done.stage), (ItemState::Failed, Some(Stage::Run)));
     assert_eq!(done.reason.as_deref(), Some("The replica workerpool0-0 exited with a non-zero status of 1."));
@@ -222,7 +233,11 @@ async fn a_restarted_agent_re_adopts_the_job_by_its_labels_and_repeats_no_line()
     vx.logs_contain(&id, LogStream::Stdout, "four").await;
     vx.fake.drive(&job, "JOB_STATE_SUCCEEDED", None).unwrap();
     assert_eq!(vx.ends(&id).await.state, ItemState::Finished);
-    assert_eq!(vx.r.logs(&id, LogStream::Stdout).await, "one\ntwo\nthree\nfour\n", "nothing repeated after the restart");
+    assert_eq!(
+        vx.r.logs(&id, LogStream::Stdout).await,
+        "one\ntwo\nthree\nfour\n",
+        "nothing repeated after the restart"
+    );
     assert_eq!(vx.fake.job_ids(), vec![job], "one job: adopted, not created again");
     stop_agent(second).await;
 }
@@ -230,20 +245,23 @@ async fn a_restarted_agent_re_adopts_the_job_by_its_labels_and_repeats_no_line()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_keys_are_refused_at_queue_creation_and_at_plan_time() {
     let vx = setup(config(1)).await;
-    let refused = vx
-        .r
-        .client
-        .create_queue(&CreateQueue {
-            name: "bad".into(),
-            resource: ResourceType::Vertex,
-            config: json!({"spec": {"worker_pool_specs": [{"replica_count": 1}]}}),
-            template_variables: vec![],
-            prioritization: false,
-        })
-        .await;
+    let refused =
+        vx.r.client
+            .create_queue(&CreateQueue {
+                name: "bad".into(),
+                resource: ResourceType::Vertex,
+                config: json!({"spec": {"worker_pool_specs": [{"replica_count": 1}]}}),
+                template_variables: vec![],
+                prioritization: false,
+            })
+            .await;
     let Err(liftoff_client::ClientError::Api { status: 422, body }) = refused else { panic!("{refused:?}") };
     assert_eq!(body.field.as_deref(), Some("config.spec.worker_pool_specs[0].container_spec"));
-    assert!(body.message.contains("requires a container spec") && body.message.contains("staging bucket"), "{}", body.message);
+    assert!(
+        body.message.contains("requires a container spec") && body.message.contains("staging bucket"),
+        "{}",
+        body.message
+    );
     // a macro the server cannot judge is checked by the agent once expanded, before anything is created
     let mut planned = config(1);
     planned["spec"]["worker_pool_specs"] = json!("${run_id}");
@@ -253,7 +271,10 @@ async fn required_keys_are_refused_at_queue_creation_and_at_plan_time() {
     let done = vx.ends(&id).await;
     assert_eq!((done.state, done.stage), (ItemState::Failed, Some(Stage::Agent)));
     let reason = done.reason.unwrap();
-    assert!(reason.contains("resource_args.spec.worker_pool_specs: Vertex requires at least one worker pool spec"), "{reason}");
+    assert!(
+        reason.contains("resource_args.spec.worker_pool_specs: Vertex requires at least one worker pool spec"),
+        "{reason}"
+    );
     assert!(vx.fake.job_ids().is_empty(), "nothing was created");
     stop_agent(agent).await;
 }
