@@ -89,7 +89,7 @@ fn check_with(args: &Value, skip_placeholders: bool) -> Vec<ConfigProblem> {
         let field = format!("config.{key}");
         let bad = |m: &str| ConfigProblem { field: field.clone(), message: m.to_string() };
         match key.as_str() {
-            "RoleArn" if !value.as_str().is_some_and(|s| !s.is_empty()) => {
+            "RoleArn" if value.as_str().is_none_or(str::is_empty) => {
                 problems.push(bad("RoleArn must be a role name or ARN"))
             }
             "OutputDataConfig" | "ResourceConfig" | "StoppingCondition" | "AlgorithmSpecification"

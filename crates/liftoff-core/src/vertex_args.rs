@@ -90,7 +90,7 @@ fn check_with(args: &Value, holds_placeholder: &dyn Fn(&Value) -> bool) -> Vec<C
                 }
                 _ => problems.push(problem("spec.worker_pool_specs", "Vertex requires at least one worker pool spec")),
             }
-            if !spec.get("staging_bucket").is_some_and(|b| b.as_str().is_some_and(|s| !s.is_empty())) {
+            if spec.get("staging_bucket").and_then(Value::as_str).is_none_or(str::is_empty) {
                 problems.push(problem("spec.staging_bucket", "Vertex requires a staging bucket (gs://...)"));
             }
         }

@@ -258,21 +258,18 @@ fn gerror(code: StatusCode, status: &str, message: &str) -> Response {
     (code, axum::Json(json!({"error": {"code": code.as_u16(), "message": message, "status": status}}))).into_response()
 }
 
-fn authorized(st: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if st.store.lock().unwrap().tokens.iter().any(|t| t == bearer) {
-        Ok(())
-    } else {
-        Err(gerror(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
-        ))
-    }
+/// Whether the request carries a token this fake issued.
+fn authorized(st: &Shared, headers: &HeaderMap) -> bool {
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    st.store.lock().unwrap().tokens.iter().any(|t| t == bearer)
+}
+
+fn unauthenticated() -> Response {
+    gerror(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHENTICATED",
+        "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+    )
 }
 
 async fn token(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -300,8 +297,8 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
-        return r;
+    if !authorized(&st, &headers) {
+        return unauthenticated();
     }
     let Ok(mut job) = serde_json::from_slice::<Value>(&body) else {
         return gerror(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "Invalid JSON payload received.");
@@ -385,8 +382,8 @@ async fn get(
     Path((project, location, job)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
-        return r;
+    if !authorized(&st, &headers) {
+        return unauthenticated();
     }
     let out = {
         let mut store = st.store.lock().unwrap();
@@ -420,8 +417,8 @@ async fn cancel(
     Path((project, location, job)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
-        return r;
+    if !authorized(&st, &headers) {
+        return unauthenticated();
     }
     let Some(id) = job.strip_suffix(":cancel").map(str::to_string) else {
         return gerror(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested URL was not found on this server.");
@@ -468,8 +465,8 @@ async fn list(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
-        return r;
+    if !authorized(&st, &headers) {
+        return unauthenticated();
     }
     let mut wanted = Vec::new();
     if let Some(f) = q.get("filter").filter(|f| !f.is_empty()) {
@@ -507,8 +504,8 @@ async fn list(
 }
 
 async fn entries_list(State(st): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorized(&st, &headers) {
-        return r;
+    if !authorized(&st, &headers) {
+        return unauthenticated();
     }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return gerror(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "Invalid JSON payload received.");
