@@ -260,7 +260,11 @@ fn gerror(code: StatusCode, status: &str, message: &str) -> Response {
 
 /// Whether the request carries a token this fake issued.
 fn authorized(st: &Shared, headers: &HeaderMap) -> bool {
-    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or("");
     st.store.lock().unwrap().tokens.iter().any(|t| t == bearer)
 }
 
