@@ -215,6 +215,36 @@ impl<S: RemoteService> AdoptedWork for FoundRemote<S> {
     }
 }
 
+/// The checks every cloud runner makes of a run before planning it: the
+/// options' `problems` (fields named as `resource_args.<...>`) and an image
+/// to run (`service` runs images from `registry`). Returns the run's arguments.
+pub fn check_cloud_run(
+    req: &crate::runner::RunRequest<'_>,
+    problems: Vec<liftoff_core::resource::ConfigProblem>,
+    service: &str,
+    registry: &str,
+) -> Result<Vec<String>, JobError> {
+    let spec = &req.item.spec;
+    let mut problems: Vec<String> = problems
+        .into_iter()
+        .map(|p| format!("{}: {}", p.field.replacen("config", "resource_args", 1), p.message))
+        .collect();
+    if req.image.is_none() && !req.will_build {
+        problems.push(format!(
+            "job '{}' has no image, and this agent has no builder to build one: {service} runs images; give the \
+             agent a builder with a registry {service} can pull from ({registry}), or launch an image job",
+            spec.job
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(JobError::new(Stage::Agent, JobErrorCode::Spec, problems.join("; ")));
+    }
+    Ok(match &spec.source {
+        liftoff_core::JobSource::Image(i) if spec.args.is_empty() => i.args.clone(),
+        _ => spec.args.clone(),
+    })
+}
+
 /// A digest of the agent key, for tags and labels (whose values allow few
 /// characters and should not spell out a host name).
 pub fn agent_digest(agent_key: &str) -> String {

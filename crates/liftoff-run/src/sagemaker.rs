@@ -7,14 +7,14 @@
 
 use crate::aws_json::{AwsError, AwsJson, JsonService};
 use crate::lines::agent_line;
-use crate::remote_job::{FoundRemote, RemoteJob, RemoteService, RemoteState, agent_digest};
+use crate::remote_job::{FoundRemote, RemoteJob, RemoteService, RemoteState, agent_digest, check_cloud_run};
 use crate::runner::{Adoptable, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput};
 use crate::{JobError, JobErrorCode, LogLine};
 use async_trait::async_trait;
 use liftoff_cloud::AwsEnv;
 use liftoff_core::api::LogStream;
 use liftoff_core::sagemaker_args::{self, TrainingRun, tags};
-use liftoff_core::{JobSource, ResourceType, Stage};
+use liftoff_core::{ResourceType, Stage};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -96,10 +96,6 @@ struct SageMakerStart {
     body: Value,
 }
 
-fn spec_error(problems: Vec<String>) -> JobError {
-    JobError::new(Stage::Agent, JobErrorCode::Spec, problems.join("; "))
-}
-
 #[async_trait]
 impl Runner for SageMakerRunner {
     fn resource(&self) -> ResourceType {
@@ -116,25 +112,8 @@ impl Runner for SageMakerRunner {
 
     fn check(&self, req: &RunRequest<'_>) -> Result<Plan, JobError> {
         let spec = &req.item.spec;
-        let mut problems: Vec<String> = sagemaker_args::check_planned(&req.resource_args)
-            .into_iter()
-            .map(|p| format!("{}: {}", p.field.replacen("config", "resource_args", 1), p.message))
-            .collect();
-        if req.image.is_none() && !req.will_build {
-            problems.push(format!(
-                "job '{}' has no image, and this agent has no builder to build one: SageMaker runs images; \
-                 give the agent a builder with a registry SageMaker can pull from (ECR), or launch an image job",
-                spec.job
-            ));
-        }
+        let args = check_cloud_run(req, sagemaker_args::check_planned(&req.resource_args), "SageMaker", "ECR")?;
         let options = sagemaker_args::normalise(&req.resource_args).unwrap_or_default();
-        if !problems.is_empty() {
-            return Err(spec_error(problems));
-        }
-        let args = match &spec.source {
-            JobSource::Image(i) if spec.args.is_empty() => i.args.clone(),
-            _ => spec.args.clone(),
-        };
         let item = req.item;
         let plan = SageMakerPlan {
             options,

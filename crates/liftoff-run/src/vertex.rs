@@ -5,14 +5,16 @@
 //! label and watches them again.
 
 use crate::lines::agent_line;
-use crate::remote_job::{FoundRemote, RemoteJob, RemoteService, RemoteState, agent_digest, read_bounded};
+use crate::remote_job::{
+    FoundRemote, RemoteJob, RemoteService, RemoteState, agent_digest, check_cloud_run, read_bounded,
+};
 use crate::runner::{Adoptable, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput};
 use crate::{JobError, JobErrorCode, LogLine};
 use async_trait::async_trait;
 use liftoff_cloud::GcpEnv;
 use liftoff_core::api::LogStream;
 use liftoff_core::vertex_args::{self, CustomJobRun, labels};
-use liftoff_core::{JobSource, ResourceType, Stage};
+use liftoff_core::{ResourceType, Stage};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -148,25 +150,9 @@ impl Runner for VertexRunner {
 
     fn check(&self, req: &RunRequest<'_>) -> Result<Plan, JobError> {
         let spec = &req.item.spec;
-        let mut problems: Vec<String> = vertex_args::check_planned(&req.resource_args)
-            .into_iter()
-            .map(|p| format!("{}: {}", p.field.replacen("config", "resource_args", 1), p.message))
-            .collect();
-        if req.image.is_none() && !req.will_build {
-            problems.push(format!(
-                "job '{}' has no image, and this agent has no builder to build one: Vertex runs images; give the \
-                 agent a builder with a registry Vertex can pull from (Artifact Registry), or launch an image job",
-                spec.job
-            ));
-        }
-        if !problems.is_empty() {
-            return Err(JobError::new(Stage::Agent, JobErrorCode::Spec, problems.join("; ")));
-        }
+        let cmd_args =
+            check_cloud_run(req, vertex_args::check_planned(&req.resource_args), "Vertex AI", "Artifact Registry")?;
         let item = req.item;
-        let cmd_args = match &spec.source {
-            JobSource::Image(i) if spec.args.is_empty() => i.args.clone(),
-            _ => spec.args.clone(),
-        };
         Ok(Plan::new(
             false,
             vec![],

@@ -4,5 +4,6 @@
 //! They speak the services' wire protocols, so the production clients are
 //! driven exactly as the clouds would drive them. See the README.
 
+mod changes;
 pub mod sagemaker;
 pub mod vertex;

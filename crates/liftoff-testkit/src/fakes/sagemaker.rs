@@ -25,6 +25,7 @@
 //! operation exists (`UnknownOperationException`); state changes happen
 //! only when driven (or with `--auto`), never on their own.
 
+use super::changes::Changes;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
@@ -37,7 +38,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::watch;
 
 pub const LOG_GROUP: &str = "/aws/sagemaker/TrainingJobs";
 pub const ACCOUNT: &str = "123456789012";
@@ -103,7 +103,7 @@ pub struct SageMakerFake {
 struct Shared {
     opts: SageMakerFakeOptions,
     jobs: Mutex<Jobs>,
-    changed: watch::Sender<u64>,
+    changed: Changes,
     http: reqwest::Client,
 }
 
@@ -120,7 +120,7 @@ impl SageMakerFake {
         let state = Arc::new(Shared {
             opts,
             jobs: Mutex::new(Jobs::default()),
-            changed: watch::channel(0).0,
+            changed: Changes::default(),
             http: reqwest::Client::new(),
         });
         let app = Router::new()
@@ -152,25 +152,12 @@ impl SageMakerFake {
 
     /// Waits until `pred` holds of the job named `name`, or `within` passes.
     pub async fn wait_for(&self, name: &str, within: Duration, pred: impl Fn(&FakeJob) -> bool) -> Option<FakeJob> {
-        self.wait_until(within, || self.job(name).filter(|j| pred(j))).await
+        self.state.changed.wait_until(within, || self.job(name).filter(|j| pred(j))).await
     }
 
     /// Waits until at least `n` jobs exist; all of them, in id order.
     pub async fn wait_for_jobs(&self, n: usize, within: Duration) -> Option<Vec<String>> {
-        self.wait_until(within, || Some(self.job_names()).filter(|ids| ids.len() >= n)).await
-    }
-
-    async fn wait_until<T>(&self, within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-        let mut rx = self.state.changed.subscribe();
-        let until = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(v) = f() {
-                return Some(v);
-            }
-            if tokio::time::timeout_at(until, rx.changed()).await.is_err() {
-                return f();
-            }
-        }
+        self.state.changed.wait_until(within, || Some(self.job_names()).filter(|ids| ids.len() >= n)).await
     }
 
     /// Moves the job to `status` (`InProgress`, `Completed`, `Failed`,
@@ -186,10 +173,6 @@ impl SageMakerFake {
 }
 
 impl Shared {
-    fn bump(&self) {
-        self.changed.send_modify(|n| *n += 1);
-    }
-
     fn set(&self, name: &str, status: &str, secondary: &str, reason: Option<&str>) -> Result<(), String> {
         const STATUSES: [&str; 5] = ["InProgress", "Completed", "Failed", "Stopping", "Stopped"];
         if !STATUSES.contains(&status) {
@@ -202,7 +185,7 @@ impl Shared {
             job.secondary = secondary.into();
             job.failure_reason = reason.map(str::to_string);
         }
-        self.bump();
+        self.changed.bump();
         Ok(())
     }
 
@@ -303,7 +286,7 @@ async fn api(
         "Search" => search(&st, &req),
         _ => return aws_error(StatusCode::BAD_REQUEST, "UnknownOperationException", ""),
     };
-    st.bump();
+    st.changed.bump();
     match out {
         Ok(v) => ok(v),
         Err((kind, message)) => aws_error(StatusCode::BAD_REQUEST, kind, &message),

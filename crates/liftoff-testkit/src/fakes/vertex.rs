@@ -26,6 +26,7 @@
 //! the form above are refused with `INVALID_ARGUMENT`; state changes after
 //! `PENDING` happen only when driven (or with `--auto`).
 
+use super::changes::Changes;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -35,7 +36,6 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 pub const TASK_LABEL: &str = "ml.googleapis.com/task_name";
 pub const REFRESH_TOKEN: &str = "1//vertex-fake-refresh-token";
@@ -75,7 +75,7 @@ struct Store {
 struct Shared {
     opts: VertexFakeOptions,
     store: Mutex<Store>,
-    changed: watch::Sender<u64>,
+    changed: Changes,
 }
 
 pub struct VertexFake {
@@ -94,7 +94,7 @@ impl VertexFake {
     pub async fn start(opts: VertexFakeOptions) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let state = Arc::new(Shared { opts, store: Mutex::new(Store::default()), changed: watch::channel(0).0 });
+        let state = Arc::new(Shared { opts, store: Mutex::new(Store::default()), changed: Changes::default() });
         let app = Router::new()
             .route("/token", axum::routing::post(token))
             .route("/v1/projects/{project}/locations/{location}/customJobs", axum::routing::post(create).get(list))
@@ -138,25 +138,12 @@ impl VertexFake {
         within: Duration,
         pred: impl Fn(&FakeCustomJob) -> bool,
     ) -> Option<FakeCustomJob> {
-        self.wait_until(within, || self.job(id).filter(|j| pred(j))).await
+        self.state.changed.wait_until(within, || self.job(id).filter(|j| pred(j))).await
     }
 
     /// Waits until at least `n` jobs exist; all of them, in id order.
     pub async fn wait_for_jobs(&self, n: usize, within: Duration) -> Option<Vec<String>> {
-        self.wait_until(within, || Some(self.job_ids()).filter(|ids| ids.len() >= n)).await
-    }
-
-    async fn wait_until<T>(&self, within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-        let mut rx = self.state.changed.subscribe();
-        let until = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(v) = f() {
-                return Some(v);
-            }
-            if tokio::time::timeout_at(until, rx.changed()).await.is_err() {
-                return f();
-            }
-        }
+        self.state.changed.wait_until(within, || Some(self.job_ids()).filter(|ids| ids.len() >= n)).await
     }
 
     /// Moves the job to `state` (`JOB_STATE_RUNNING`...), with an error message for failures.
@@ -200,10 +187,6 @@ fn now_rfc3339() -> String {
 }
 
 impl Shared {
-    fn bump(&self) {
-        self.changed.send_modify(|n| *n += 1);
-    }
-
     fn set(&self, id: &str, state: &str, error: Option<&str>) -> Result<(), String> {
         if !STATES.contains(&state) {
             return Err(format!("state must be one of {}", STATES.join(", ")));
@@ -224,7 +207,7 @@ impl Shared {
                 r["error"] = json!({"code": 3, "message": m});
             }
         }
-        self.bump();
+        self.changed.bump();
         Ok(())
     }
 
@@ -249,7 +232,7 @@ impl Shared {
                 store.entries.push(entry);
             }
         }
-        self.bump();
+        self.changed.bump();
         Ok(())
     }
 }
@@ -360,7 +343,7 @@ async fn create(
         }
         job
     };
-    st.bump();
+    st.changed.bump();
     axum::Json(resource).into_response()
 }
 
@@ -451,7 +434,7 @@ async fn cancel(
             }
         }
     };
-    st.bump();
+    st.changed.bump();
     if let Err(r) = result {
         return r;
     }
@@ -528,20 +511,13 @@ async fn entries_list(State(st): State<Arc<Shared>>, headers: HeaderMap, body: B
     let mut equals: Vec<(String, String)> = Vec::new();
     let mut since: Option<(jiff::Timestamp, bool)> = None;
     for term in req["filter"].as_str().unwrap_or("").split(" AND ").map(str::trim).filter(|t| !t.is_empty()) {
-        if let Some(t) = term.strip_prefix("timestamp>=") {
+        let bound = term
+            .strip_prefix("timestamp>=")
+            .map(|t| (t, true))
+            .or_else(|| term.strip_prefix("timestamp>").map(|t| (t, false)));
+        if let Some((t, inclusive)) = bound {
             match t.trim_matches('"').parse() {
-                Ok(ts) => since = Some((ts, true)),
-                Err(_) => {
-                    return gerror(
-                        StatusCode::BAD_REQUEST,
-                        "INVALID_ARGUMENT",
-                        &format!("Invalid timestamp in filter: {t}"),
-                    );
-                }
-            }
-        } else if let Some(t) = term.strip_prefix("timestamp>") {
-            match t.trim_matches('"').parse() {
-                Ok(ts) => since = Some((ts, false)),
+                Ok(ts) => since = Some((ts, inclusive)),
                 Err(_) => {
                     return gerror(
                         StatusCode::BAD_REQUEST,
