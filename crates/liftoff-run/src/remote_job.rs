@@ -199,6 +199,9 @@ impl<S: RemoteService> Drop for RemoteJob<S> {
 pub struct FoundRemote<S: RemoteService> {
     pub service: Arc<S>,
     pub poll: Duration,
+    /// Not ended when found: an orphan must be stopped. (An ended job, one
+    /// of the key's past runs, needs nothing.)
+    pub running: bool,
 }
 
 #[async_trait]
@@ -209,6 +212,9 @@ impl<S: RemoteService> AdoptedWork for FoundRemote<S> {
 
     /// Its lease is gone: the run belongs to another claim now.
     async fn discard(self: Box<Self>) {
+        if !self.running {
+            return;
+        }
         if let Err(e) = self.service.request_stop().await {
             tracing::warn!(job = %self.service.what(), error = %e, "could not stop an orphaned job");
         }

@@ -218,6 +218,7 @@ impl Runner for SageMakerRunner {
                     continue;
                 };
                 let status = job["TrainingJobStatus"].as_str().unwrap_or("");
+                let running = matches!(status, "InProgress" | "Stopping");
                 let service = Arc::new(TrainingJob::new(self.api.clone(), name.to_string()));
                 found.push(Adoptable {
                     item_id,
@@ -225,8 +226,8 @@ impl Runner for SageMakerRunner {
                     run_id,
                     kind: "SageMaker training job",
                     id: name.to_string(),
-                    running: matches!(status, "InProgress" | "Stopping"),
-                    work: Box::new(FoundRemote { service, poll: self.poll }),
+                    running,
+                    work: Box::new(FoundRemote { service, poll: self.poll, running }),
                 });
             }
             token = out["NextToken"].as_str().filter(|t| !t.is_empty()).map(str::to_string);

@@ -252,7 +252,7 @@ impl Runner for VertexRunner {
                 ) else {
                     continue;
                 };
-                let state = job_state(job);
+                let running = !job_state(job).is_end();
                 let service = Arc::new(CustomJob::new(self.api.clone(), name.to_string(), replicas(job)));
                 found.push(Adoptable {
                     item_id,
@@ -260,8 +260,8 @@ impl Runner for VertexRunner {
                     run_id,
                     kind: "Vertex AI custom job",
                     id: name.rsplit('/').next().unwrap_or(name).to_string(),
-                    running: !state.is_end(),
-                    work: Box::new(FoundRemote { service, poll: self.poll }),
+                    running,
+                    work: Box::new(FoundRemote { service, poll: self.poll, running }),
                 });
             }
             token = out["nextPageToken"].as_str().unwrap_or("").to_string();
