@@ -10,6 +10,8 @@ pub enum ResourceType {
     LocalContainer,
     Kubernetes,
     Sagemaker,
+    /// Also read as the reference's legacy name `gcp-vertex`.
+    #[serde(alias = "gcp-vertex")]
     Vertex,
 }
 
@@ -37,6 +39,9 @@ impl fmt::Display for ResourceType {
 impl FromStr for ResourceType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "gcp-vertex" {
+            return Ok(Self::Vertex);
+        }
         Self::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
             let known: Vec<_> = Self::ALL.iter().map(|r| r.as_str()).collect();
             format!("unknown resource type '{s}': expected one of {}", known.join(", "))
@@ -145,6 +150,13 @@ mod config_tests {
         let p = check_config(ResourceType::LocalContainer, &json!({"resource_args": {"local-container": {}}}));
         assert_eq!(p[0].field, "config.resource_args");
         assert!(p[0].message.contains("top level"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn gcp_vertex_is_the_legacy_name_of_vertex() {
+        assert_eq!("gcp-vertex".parse::<ResourceType>(), Ok(ResourceType::Vertex));
+        assert_eq!(serde_json::from_value::<ResourceType>(json!("gcp-vertex")).unwrap(), ResourceType::Vertex);
+        assert_eq!(ResourceType::Vertex.as_str(), "vertex");
     }
 
     #[test]
