@@ -256,11 +256,7 @@ mod tests {
         let p = check(&json!({"RoleArn": "r"}));
         let fields: Vec<&str> = p.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["config.OutputDataConfig", "config.ResourceConfig", "config.StoppingCondition"]);
-        assert!(
-            p[0].message.contains("missing: OutputDataConfig, ResourceConfig, StoppingCondition"),
-            "{}",
-            p[0].message
-        );
+        assert_eq!(p[0].message, "sagemaker requires OutputDataConfig (one of 3 missing)");
         assert_eq!(check(&complete()), vec![]);
         assert_eq!(
             check(
