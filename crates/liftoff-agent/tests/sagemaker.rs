@@ -310,3 +310,23 @@ async fn a_request_signed_with_the_wrong_secret_is_refused_as_sagemaker_refuses_
     assert!(sm.fake.job_names().is_empty());
     stop_agent(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_instances_stream_is_read_and_its_lines_named() {
+    let resources =
+        json!({"ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 10}});
+    let Some(sm) = setup(config(resources)).await else { return };
+    let agent = sm.agent().await;
+    let (id, name) = sm.launch().await;
+    sm.fake.drive(&name, "InProgress", "Training", None).unwrap();
+    sm.fake.emit(&name, "algo-1", &["a1"]).await.unwrap();
+    sm.logs_contain(&id, "[algo-1] a1").await;
+    sm.fake.emit(&name, "algo-2", &["b1"]).await.unwrap();
+    sm.logs_contain(&id, "[algo-2] b1").await;
+    sm.fake.emit(&name, "algo-1", &["a2"]).await.unwrap();
+    sm.logs_contain(&id, "[algo-1] a2").await;
+    sm.fake.drive(&name, "Completed", "Completed", None).unwrap();
+    assert_eq!(sm.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await.state, ItemState::Finished);
+    assert_eq!(sm.r.logs(&id, LogStream::Stdout).await, "[algo-1] a1\n[algo-2] b1\n[algo-1] a2\n");
+    stop_agent(agent).await;
+}

@@ -278,3 +278,21 @@ async fn required_keys_are_refused_at_queue_creation_and_at_plan_time() {
     assert!(vx.fake.job_ids().is_empty(), "nothing was created");
     stop_agent(agent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_log_is_read_across_pages_of_entries_once_and_in_order() {
+    let vx = setup(config(1)).await;
+    let agent = vx.agent().await;
+    let (id, job) = vx.launch().await;
+    vx.fake.drive(&job, "JOB_STATE_RUNNING", None).unwrap();
+    // entries:list pages by 1000: three pages, most of them at one timestamp
+    let lines: Vec<String> = (0..2500).map(|i| format!("line {i:04}")).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    vx.fake.emit(&job, "workerpool0-0", "INFO", &refs).unwrap();
+    vx.logs_contain(&id, LogStream::Stdout, "line 2499").await;
+    vx.fake.drive(&job, "JOB_STATE_SUCCEEDED", None).unwrap();
+    assert_eq!(vx.ends(&id).await.state, ItemState::Finished);
+    let expected: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    assert!(vx.r.logs(&id, LogStream::Stdout).await == expected, "every line once, in order");
+    stop_agent(agent).await;
+}
