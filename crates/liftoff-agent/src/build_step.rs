@@ -6,6 +6,7 @@
 
 use crate::abort_on_drop::AbortOnDrop;
 use crate::agent::AgentOptions;
+use liftoff_build::append::{AppendError, AppendRequest};
 use liftoff_build::context::{BuildContext, ContextRequest};
 use liftoff_build::tag::{TagInputs, content_tag};
 use liftoff_build::{BuildRequest, BuildSetup, Destination, Push, TarContext};
@@ -34,6 +35,9 @@ pub struct Built {
     /// The context's warnings (a missing requirements file...).
     pub warnings: Vec<String>,
 }
+
+/// The local repository of dependency images that stay in the agent's engine.
+const LOCAL_DEPENDENCIES: &str = "liftoff/dependencies";
 
 /// The local name of images that stay in the agent's engine: the job's
 /// name (without entity, project or version), docker-safe.
@@ -129,15 +133,82 @@ pub async fn build(
         });
     }
 
-    // One build per content: images kept in an engine are per host.
-    let key = match &setup.destination {
-        Destination::LocalEngine => format!("{}/{image}", opts.hostname),
-        Destination::Registry(_) => image.clone(),
+    // A generated Dockerfile's code is appended to its dependency image:
+    // no builder run for the code.
+    let appendable = match context.dependency_context() {
+        Ok(deps) => Some(deps),
+        Err(why) => {
+            say(logs, format!("liftoff build: building the whole image: {why}")).await;
+            None
+        }
     };
-    let context: Arc<dyn TarContext> = Arc::new(context);
+
+    let key = claim_key(setup, opts, &image);
+    let context = Arc::new(context);
+    let work = async {
+        match appendable {
+            Some(deps) => {
+                // shared by every job with the same dependencies: one repository per registry or engine
+                let deps_repository = match &setup.destination {
+                    Destination::LocalEngine => LOCAL_DEPENDENCIES.to_string(),
+                    Destination::Registry(_) => repository.clone(),
+                };
+                let deps = dependency_image(client, setup, &deps_repository, deps, &base_digests, opts, logs).await?;
+                let digest =
+                    append_code(setup, &deps, &context, &context_digest, &tag, &image, &entrypoint, logs).await?;
+                let reference = match &setup.destination {
+                    Destination::Registry(r) => format!("{}@{digest}", r.repository()),
+                    Destination::LocalEngine => image.clone(),
+                };
+                Ok((reference, Some(digest), BuildHow::Appended))
+            }
+            None => {
+                let tar: Arc<dyn TarContext> = context.clone();
+                let (reference, digest) = build_and_push(setup, tar, &image, &tag, logs).await?;
+                Ok((reference, digest, BuildHow::Built))
+            }
+        }
+    };
+    let (reference, digest, how) = match under_build_claim(client, &key, &image, opts, logs, work).await? {
+        Claimed::Mine(done) => done,
+        Claimed::Theirs => {
+            // the registry (or engine) is the truth: the server only says who built
+            let Some(found) = find(setup, &image, &tag).await? else {
+                return Err(build_error(
+                    JobErrorCode::Build,
+                    format!("{image} was reported built by another agent but is not there"),
+                ));
+            };
+            say(logs, format!("liftoff build: {image} was built by another agent")).await;
+            (found.0, found.1, BuildHow::Waited)
+        }
+    };
+    let auth = registry_auth(setup).await?;
+    Ok(Built { image: BuiltImage { image: reference, entrypoint, auth }, record: record(how, digest), warnings })
+}
+
+/// Who did the work a build claim guards.
+enum Claimed<T> {
+    /// This agent, with its result.
+    Mine(T),
+    /// Another agent finished it while this one waited.
+    Theirs,
+}
+
+/// Runs `work` under the server's build claim on `key` (one agent per
+/// content does it; the others wait, then find its result), renewing the
+/// claim while it runs and finishing it with the outcome.
+async fn under_build_claim<T>(
+    client: &Client,
+    key: &str,
+    image: &str,
+    opts: &AgentOptions,
+    logs: &LogSender,
+    work: impl std::future::Future<Output = Result<(String, Option<String>, T), JobError>>,
+) -> Result<Claimed<(String, Option<String>, T)>, JobError> {
     let mut waited = false;
     loop {
-        let answer = match client.claim_build(&key, &opts.agent_id).await {
+        let answer = match client.claim_build(key, &opts.agent_id).await {
             Ok(a) => a,
             // a server restarting: asked again (the job's start timeout bounds it)
             Err(e) if e.is_transient() => {
@@ -157,43 +228,161 @@ pub async fn build(
                 }
                 tokio::time::sleep(Duration::from_millis(retry_after_ms.clamp(100, 5000) as u64)).await;
             }
-            BuildClaimAnswer::Done { .. } => {
-                // the registry (or engine) is the truth: the server only says who built
-                let Some(found) = find(setup, &image, &tag).await? else {
-                    return Err(build_error(
-                        JobErrorCode::Build,
-                        format!("{image} was reported built by another agent but is not there"),
-                    ));
-                };
-                say(logs, format!("liftoff build: {image} was built by another agent")).await;
-                let auth = registry_auth(setup).await?;
-                return Ok(Built {
-                    image: BuiltImage { image: found.0.clone(), entrypoint, auth },
-                    record: record(BuildHow::Waited, found.1),
-                    warnings,
-                });
-            }
+            BuildClaimAnswer::Done { .. } => return Ok(Claimed::Theirs),
             BuildClaimAnswer::Won { fence, lease_ttl_ms } => {
                 // renewals stop with the build, also when the job is dropped
                 // midway (a stop, the agent shutting down): the lease then
                 // runs out and another agent builds
-                let keeper = AbortOnDrop(tokio::spawn(keep_build(client.clone(), key.clone(), fence, lease_ttl_ms)));
-                let result = build_and_push(setup, context.clone(), &image, &tag, logs).await;
+                let keeper =
+                    AbortOnDrop(tokio::spawn(keep_build(client.clone(), key.to_string(), fence, lease_ttl_ms)));
+                let result = work.await;
                 drop(keeper);
-                let finished = result.as_ref().ok().map(|(reference, _)| reference.as_str());
-                if let Err(e) = client.update_build(&key, fence, true, finished).await {
+                let finished = result.as_ref().ok().map(|(reference, _, _)| reference.as_str());
+                if let Err(e) = client.update_build(key, fence, true, finished).await {
                     tracing::warn!(%key, error = %e, "could not finish the build claim");
                 }
-                let (reference, digest) = result?;
-                let auth = registry_auth(setup).await?;
-                return Ok(Built {
-                    image: BuiltImage { image: reference, entrypoint, auth },
-                    record: record(BuildHow::Built, digest),
-                    warnings,
-                });
+                return result.map(Claimed::Mine);
             }
         }
     }
+}
+
+/// The run's dependency image in `registry`, keyed by what determines it
+/// (the dependency context's digest, base images, build args, platform):
+/// found, built by this agent under a build claim, or waited for. Returns
+/// its reference (`repo:lf-deps-<hex>`).
+async fn dependency_image(
+    client: &Client,
+    setup: &BuildSetup,
+    repository: &str,
+    deps: BuildContext,
+    base_digests: &[(String, String)],
+    opts: &AgentOptions,
+    logs: &LogSender,
+) -> Result<String, JobError> {
+    let deps = Arc::new(deps);
+    let digest = {
+        let deps = deps.clone();
+        tokio::task::spawn_blocking(move || deps.content_digest())
+            .await
+            .map_err(|e| build_error(JobErrorCode::Internal, e.to_string()))?
+            .map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?
+    };
+    let tag = dependency_tag(&content_tag(&TagInputs {
+        context_digest: &digest,
+        base_digests,
+        build_args: &setup.build_args,
+        platform: setup.platform.as_deref(),
+    }));
+    let image = format!("{repository}:{tag}");
+    if let Some((_, Some(d))) = find(setup, &image, &tag).await? {
+        say(logs, format!("liftoff build: dependency image {image} exists ({d})")).await;
+        return Ok(image);
+    }
+    say(logs, format!("liftoff build: building the dependency image {image}")).await;
+    let work = async {
+        let (reference, digest) = build_and_push(setup, deps.clone(), &image, &tag, logs).await?;
+        Ok((reference, digest, ()))
+    };
+    if let Claimed::Theirs =
+        under_build_claim(client, &claim_key(setup, opts, &image), &image, opts, logs, work).await?
+    {
+        if find(setup, &image, &tag).await?.is_none() {
+            return Err(build_error(
+                JobErrorCode::Build,
+                format!("{image} was reported built by another agent but is not there"),
+            ));
+        }
+        say(logs, format!("liftoff build: dependency image {image} was built by another agent")).await;
+    }
+    Ok(image)
+}
+
+/// The build claim's key for `image`: images kept in an engine are per host.
+fn claim_key(setup: &BuildSetup, opts: &AgentOptions, image: &str) -> String {
+    match &setup.destination {
+        Destination::LocalEngine => format!("{}/{image}", opts.hostname),
+        Destination::Registry(_) => image.to_string(),
+    }
+}
+
+/// `lf-deps-<hex>` from a content tag `lf-<hex>`: dependency images are told
+/// apart from code images in the repository (and by `liftoff image prune`).
+fn dependency_tag(content_tag: &str) -> String {
+    format!("{}{}", liftoff_build::append::DEPENDENCY_TAG_PREFIX, content_tag.trim_start_matches("lf-"))
+}
+
+/// Appends the code as a layer to dependency image `deps` (`repo:tag`) and
+/// tags it `tag` (`image` in full): through the registry's API, or loaded
+/// into the engine. Returns the new manifest's digest (the image id in an engine).
+#[expect(clippy::too_many_arguments, reason = "one call site; a struct would only rename them")]
+async fn append_code(
+    setup: &BuildSetup,
+    deps: &str,
+    context: &Arc<BuildContext>,
+    context_digest: &str,
+    tag: &str,
+    image: &str,
+    entrypoint: &[String],
+    logs: &LogSender,
+) -> Result<String, JobError> {
+    let started = Instant::now();
+    let layer = {
+        let context = context.clone();
+        tokio::task::spawn_blocking(move || liftoff_build::append::code_layer(&context))
+            .await
+            .map_err(|e| build_error(JobErrorCode::Internal, e.to_string()))?
+            .map_err(|e| build_error(JobErrorCode::Build, e.to_string()))?
+    };
+    let packed = started.elapsed();
+    let failed = |e: AppendError| {
+        let code = match e {
+            AppendError::Registry(liftoff_build::RegistryError::Unauthorized { .. }) => JobErrorCode::Credentials,
+            AppendError::Registry(_) => JobErrorCode::Push,
+            AppendError::Dependencies { .. } | AppendError::Engine(_) => JobErrorCode::Build,
+        };
+        build_error(code, e.to_string())
+    };
+    let sizes = format!("{} KiB, {} KiB compressed", layer.tar_bytes / 1024, layer.gzip.len() / 1024);
+    let (digest, how) = match &setup.destination {
+        Destination::Registry(registry) => {
+            let deps_tag = deps.rsplit_once(':').map_or(deps, |(_, t)| t);
+            let req = AppendRequest { dependencies: deps_tag, tag, layer: &layer, entrypoint, context_digest };
+            let appended = liftoff_build::append::append(&**registry, &req).await.map_err(failed)?;
+            let sent = |uploaded: bool| if uploaded { "uploaded" } else { "already in the registry" };
+            let how = format!(
+                "layer {}, config {}; {deps} is {}",
+                sent(appended.layer_uploaded),
+                sent(appended.config_uploaded),
+                appended.dependencies_digest
+            );
+            (appended.digest, how)
+        }
+        Destination::LocalEngine => {
+            let engine = setup.engine.get().await.map_err(|e| build_error(JobErrorCode::Build, format!("{e:#}")))?;
+            let id = liftoff_build::append::append_in_engine(
+                engine.docker(),
+                deps,
+                image,
+                &layer,
+                entrypoint,
+                context_digest,
+            )
+            .await
+            .map_err(failed)?;
+            (id, "loaded into the engine".to_string())
+        }
+    };
+    say(
+        logs,
+        format!(
+            "liftoff build: appended the code ({sizes}) to {deps}: {image} is {digest} ({how}) in {} ms, {} ms of it to pack",
+            started.elapsed().as_millis(),
+            packed.as_millis(),
+        ),
+    )
+    .await;
+    Ok(digest)
 }
 
 /// The image to run if it exists: `repo@digest` in a registry, `repo:tag` in the engine.

@@ -393,9 +393,26 @@ async fn a_python_job_without_a_dockerfile_gets_a_generated_one_that_really_buil
     let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(240)).await;
     assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
     assert_eq!(r.logs(&id, LogStream::Stdout).await, format!("trained on {marker} (3, 11)\n"));
-    assert_eq!(item.build.expect("recorded").how, BuildHow::Built);
     let build_log = r.logs(&id, LogStream::Build).await;
+    let record = item.build.expect("recorded");
+    assert_eq!(record.how, BuildHow::Appended, "{build_log}");
     assert!(build_log.contains(&format!("FROM {repo}:3.11")), "the generated Dockerfile was used: {build_log}");
+    assert!(build_log.contains("building the dependency image liftoff/dependencies:lf-deps-"), "{build_log}");
+    assert!(build_log.contains("loaded into the engine"), "{build_log}");
+    // the engine has the appended image under its recorded name and id
+    let docker = bollard::Docker::connect_with_unix(
+        c.docker_host.trim_start_matches("unix://"),
+        60,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .unwrap();
+    let inspect = docker.inspect_image(&record.image).await.unwrap();
+    assert_eq!(inspect.id, record.digest);
+    let labels = inspect.config.and_then(|c| c.labels).unwrap_or_default();
+    assert!(
+        labels.get("dev.liftoff.dependencies").is_some_and(|d| d.starts_with("liftoff/dependencies:lf-deps-")),
+        "{labels:?}"
+    );
     // no Python version was given: the default is a warning on the run, at stage build
     assert!(item.warnings.iter().any(|w| w.stage == Stage::Build && w.message.contains("3.11")), "{:?}", item.warnings);
     stop.send(()).unwrap();
@@ -530,4 +547,172 @@ async fn a_failing_dockerfile_step_fails_the_run_at_build() {
     assert!(item.build.is_none(), "no image was recorded");
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
+}
+
+/// A Python code job built from the generated Dockerfile on `python` (the
+/// test's Python image): `train.py` prints `line`, and its one dependency
+/// comes from `wheels/`.
+async fn python_job(r: &Rig, name: &str, python: &str, line: &str) {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("train.py"), format!("import liftoff_hello\nprint({line:?}, liftoff_hello.NAME)\n"))
+        .unwrap();
+    std::fs::write(src.path().join("requirements.txt"), "liftoff-hello==0.1\n").unwrap();
+    liftoff_testkit::python_wheel::make_wheel(src.path(), "0.1");
+    let gz = liftoff_archive::pack_dir(src.path()).unwrap();
+    let digest = liftoff_archive::sha256_digest(&gz);
+    r.client.upload_blob(&digest, gz).await.unwrap();
+    let source = JobSourceSpec {
+        code: Some(CodeSource {
+            digest,
+            entrypoint: vec!["python".into(), "train.py".into()],
+            build_context: None,
+            dockerfile: None,
+            base_image: Some(python.to_string()),
+        }),
+        ..Default::default()
+    };
+    let req = CreateJob {
+        project: "default".into(),
+        name: name.into(),
+        source,
+        aliases: vec![],
+        runtime: Some("3.11".into()),
+    };
+    r.client.create_job(&req).await.unwrap();
+}
+
+/// Issue 16's first proof, on the local registry: a Python job with its
+/// dependency in `wheels/` gets its dependency image built once, and its
+/// code appended; a one-line change of its code is appended again with no
+/// builder run (the engine, behind a recording proxy, gets no `/build`
+/// request) and the container runs the new line; an unchanged relaunch
+/// finds its image with one manifest HEAD (the registry is behind a
+/// recording proxy too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_only_change_is_appended_to_the_dependency_image_with_no_builder_run() {
+    use liftoff_testkit::{RecordingProxy, Upstream};
+    let Some(c) = components() else { return };
+    let Some(python) = required_env("LIFTOFF_TEST_PYTHON_IMAGE") else { return };
+    let r = boxes_rig().await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    let engine = RecordingProxy::start(Upstream::Unix(c.docker_host.trim_start_matches("unix://").into())).await;
+    let registry = RecordingProxy::start(Upstream::Tcp(c.registry.parse().unwrap())).await;
+    let proxied = Components {
+        docker_host: format!("tcp://{}", engine.addr),
+        registry: registry.addr.to_string(),
+        ..components().unwrap()
+    };
+    let path = format!("liftoff-test/instant-{}", &marker[..8]);
+    let repo = format!("{}/{path}", proxied.registry);
+    let creds = docker_config(&r, &proxied, &c.password);
+    let (stop, agent) = r.agent_with(options(&r, &proxied, setup(&proxied, &docker_to(&repo), Some(creds)).await));
+    const BUILD: &[u8] = b"/build?";
+
+    python_job(&r, "instant", &python, &format!("first {marker}")).await;
+    let first = r.launch_on("boxes", "instant").await;
+    let item = r.wait_for(&first, |i| i.state.is_terminal(), Duration::from_secs(240)).await;
+    let log = r.logs(&first, LogStream::Build).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}\n{log}", item.reason);
+    assert_eq!(r.logs(&first, LogStream::Stdout).await, format!("first {marker} liftoff-hello 0.1\n"));
+    assert_eq!(item.build.as_ref().expect("recorded").how, BuildHow::Appended, "{log}");
+    assert!(log.contains(&format!("building the dependency image {repo}:lf-deps-")), "{log}");
+    assert!(log.contains(": RUN pip install --no-cache-dir --no-index --find-links wheels"), "{log}");
+    assert!(!log.contains("COPY --chown=1000:0 src/"), "the dependency image has no code: {log}");
+    assert_eq!(engine.count(BUILD), 1, "one engine build: the dependency image's");
+
+    python_job(&r, "instant", &python, &format!("second {marker}")).await;
+    let second = r.launch_on("boxes", "instant").await;
+    let item = r.wait_for(&second, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+    let log = r.logs(&second, LogStream::Build).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}\n{log}", item.reason);
+    let record = item.build.expect("recorded");
+    assert_eq!(record.how, BuildHow::Appended, "{log}");
+    assert!(record.image.starts_with(&format!("{repo}:lf-")) && !record.image.contains("lf-deps-"), "{}", record.image);
+    assert!(log.contains(&format!("dependency image {repo}:lf-deps-")) && log.contains(" exists ("), "{log}");
+    assert!(log.contains("layer uploaded"), "{log}");
+    assert_eq!(engine.count(BUILD), 1, "a code-only change starts no builder");
+    assert_eq!(
+        r.logs(&second, LogStream::Stdout).await,
+        format!("second {marker} liftoff-hello 0.1\n"),
+        "the new code ran"
+    );
+
+    let heads = format!("HEAD /v2/{path}/manifests/");
+    let before = registry.count(heads.as_bytes());
+    let third = r.launch_on("boxes", "instant").await;
+    let item = r.wait_for(&third, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+    let found = item.build.expect("recorded");
+    assert_eq!((found.how, &found.image), (BuildHow::Found, &record.image));
+    assert_eq!(registry.count(heads.as_bytes()) - before, 1, "found with one manifest HEAD");
+    assert_eq!(engine.count(BUILD), 1);
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}
+
+/// Two agents get the same new code at once, on a dependency image that
+/// exists: the append's manifest PUT is held at the registry until the
+/// other agent is seen waiting for the image's build claim, so the second
+/// really waits: the code is appended once (one manifest PUT, two blob
+/// uploads: the layer and the config), the other run records `Waited`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_appending_the_same_new_code_upload_it_once() {
+    use liftoff_testkit::{RecordingProxy, Upstream};
+    let Some(c) = components() else { return };
+    let Some(python) = required_env("LIFTOFF_TEST_PYTHON_IMAGE") else { return };
+    let r = boxes_rig().await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    let registry = RecordingProxy::start(Upstream::Tcp(c.registry.parse().unwrap())).await;
+    let proxied = Components { registry: registry.addr.to_string(), ..components().unwrap() };
+    let path = format!("liftoff-test/twice-{}", &marker[..8]);
+    let repo = format!("{}/{path}", proxied.registry);
+    let creds = docker_config(&r, &proxied, &c.password);
+    let mut agents = vec![];
+    for n in 0..2 {
+        let opts = AgentOptions {
+            max_jobs: 1,
+            work_dir: r.work.join(format!("agent-{n}")),
+            ..options(&r, &proxied, setup(&proxied, &docker_to(&repo), Some(creds.clone())).await)
+        };
+        agents.push(r.agent_with(opts));
+    }
+    python_job(&r, "twice", &python, &format!("first {marker}")).await;
+    let first = r.launch_on("boxes", "twice").await;
+    let item = r.wait_for(&first, |i| i.state.is_terminal(), Duration::from_secs(240)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+
+    python_job(&r, "twice", &python, &format!("second {marker}")).await;
+    let put_manifest = format!("PUT /v2/{path}/manifests/lf-");
+    let post_blob = format!("POST /v2/{path}/blobs/uploads/");
+    let (manifests, blobs) = (registry.count(put_manifest.as_bytes()), registry.count(post_blob.as_bytes()));
+    registry.hold(put_manifest.as_bytes());
+    let a = r.launch_on("boxes", "twice").await;
+    let b = r.launch_on("boxes", "twice").await;
+    const WAITING: &str = "; waiting for it";
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    let waiter = 'seen: loop {
+        for id in [&a, &b] {
+            if r.logs(id, LogStream::Build).await.contains(WAITING) {
+                break 'seen id.clone();
+            }
+        }
+        assert!(std::time::Instant::now() < until, "no agent was seen waiting for the other's append");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(registry.held(), 1, "the append's manifest was held while the other agent waited");
+    registry.release_held();
+    for id in [&a, &b] {
+        let item = r.wait_for(id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
+        let log = r.logs(id, LogStream::Build).await;
+        assert_eq!(item.state, ItemState::Finished, "{:?}\n{log}", item.reason);
+        let expected = if *id == waiter { BuildHow::Waited } else { BuildHow::Appended };
+        assert_eq!(item.build.expect("recorded").how, expected, "{log}");
+        assert_eq!(r.logs(id, LogStream::Stdout).await, format!("second {marker} liftoff-hello 0.1\n"));
+    }
+    assert_eq!(registry.count(put_manifest.as_bytes()) - manifests, 1, "one append");
+    assert_eq!(registry.count(post_blob.as_bytes()) - blobs, 2, "the layer and the config, uploaded once");
+    for (stop, agent) in agents {
+        stop.send(()).unwrap();
+        agent.await.unwrap().unwrap();
+    }
 }

@@ -16,6 +16,8 @@
 //! `.git` directories are never sent: they change with every fetch and have
 //! no place in an image.
 
+mod split;
+
 use crate::dockerfile::{self, BadBaseImage, GeneratedSpec};
 use crate::dockerignore::{DockerIgnore, DockerIgnoreError};
 use crate::python::{self, BadPyproject, BadPythonVersion, Requirements};
@@ -131,6 +133,9 @@ pub struct BuildContext {
     entrypoint: Vec<String>,
     warnings: Vec<String>,
     total_bytes: u64,
+    /// For a generated Dockerfile: the Dockerfile of the dependency image
+    /// alone (see [`BuildContext::dependency_context`]).
+    dependencies_dockerfile: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +238,7 @@ impl BuildContext {
             walk.file(&context_dir, ".dockerignore", ".dockerignore")?;
         }
 
+        let mut dependencies_dockerfile = None;
         let (dockerfile_path, dockerfile_text) = match choice {
             Choice::Named { text, inside } => {
                 let path = match inside {
@@ -251,7 +257,8 @@ impl BuildContext {
             }
             Choice::Adjacent { name, text, .. } => (name.to_string(), text),
             Choice::Generated => {
-                let text = generate(req, &root, &context_dir, &mut walk, &entrypoint, &mut warnings)?;
+                let (text, deps) = generate(req, &root, &context_dir, &mut walk, &entrypoint, &mut warnings)?;
+                dependencies_dockerfile = Some(deps);
                 (GENERATED_DOCKERFILE.to_string(), text)
             }
         };
@@ -265,7 +272,15 @@ impl BuildContext {
         entries.dedup_by(|later, earlier| later.path == earlier.path);
         entries.reverse();
         let total_bytes = entries.iter().map(Entry::size).sum();
-        Ok(BuildContext { entries, dockerfile_path, dockerfile_text, entrypoint, warnings, total_bytes })
+        Ok(BuildContext {
+            entries,
+            dockerfile_path,
+            dockerfile_text,
+            entrypoint,
+            warnings,
+            total_bytes,
+            dependencies_dockerfile,
+        })
     }
 
     /// The Dockerfile's path inside the context.
@@ -355,44 +370,53 @@ impl BuildContext {
     /// `/build` takes): sorted, times 0, owner 0, normalised modes. Returns
     /// the bytes written.
     pub fn write_tar<W: Write>(&self, w: W) -> Result<u64, ContextError> {
-        let mut builder = tar::Builder::new(Counting { inner: w, written: 0 });
-        builder.mode(tar::HeaderMode::Deterministic);
-        builder.follow_symlinks(false);
-        for entry in &self.entries {
-            let mut header = tar::Header::new_gnu();
-            header.set_mtime(0);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_mode(entry.mode());
-            let failed = io_err(format!("failed to add '{}' to the build context", entry.path));
-            match &entry.kind {
-                EntryKind::Dir => {
-                    header.set_entry_type(tar::EntryType::Directory);
-                    header.set_size(0);
-                    builder.append_data(&mut header, &entry.path, std::io::empty()).map_err(failed)?;
-                }
-                EntryKind::Symlink { target } => {
-                    header.set_entry_type(tar::EntryType::Symlink);
-                    header.set_size(0);
-                    builder.append_link(&mut header, &entry.path, target).map_err(failed)?;
-                }
-                EntryKind::Memory(bytes) => {
-                    header.set_entry_type(tar::EntryType::Regular);
-                    header.set_size(bytes.len() as u64);
-                    builder.append_data(&mut header, &entry.path, bytes.as_slice()).map_err(failed)?;
-                }
-                EntryKind::File { size, .. } => {
-                    header.set_entry_type(tar::EntryType::Regular);
-                    header.set_size(*size);
-                    let mut reader = open_listed(entry)?;
-                    builder.append_data(&mut header, &entry.path, &mut reader).map_err(failed)?;
-                    reader.finish()?;
-                }
+        write_entries(w, self.entries.iter().map(|e| (e, e.path.clone(), 0, 0)))
+    }
+}
+
+/// Writes `entries` as a tar under the names and owners given: times 0,
+/// normalised modes, directories without contents. Returns the bytes written.
+fn write_entries<'a, W: Write>(
+    w: W,
+    entries: impl Iterator<Item = (&'a Entry, String, u64, u64)>,
+) -> Result<u64, ContextError> {
+    let mut builder = tar::Builder::new(Counting { inner: w, written: 0 });
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.follow_symlinks(false);
+    for (entry, path, uid, gid) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(uid);
+        header.set_gid(gid);
+        header.set_mode(entry.mode());
+        let failed = io_err(format!("failed to add '{}' to the tar", entry.path));
+        match &entry.kind {
+            EntryKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                builder.append_data(&mut header, &path, std::io::empty()).map_err(failed)?;
+            }
+            EntryKind::Symlink { target } => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                builder.append_link(&mut header, &path, target).map_err(failed)?;
+            }
+            EntryKind::Memory(bytes) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(bytes.len() as u64);
+                builder.append_data(&mut header, &path, bytes.as_slice()).map_err(failed)?;
+            }
+            EntryKind::File { size, .. } => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(*size);
+                let mut reader = open_listed(entry)?;
+                builder.append_data(&mut header, &path, &mut reader).map_err(failed)?;
+                reader.finish()?;
             }
         }
-        let counting = builder.into_inner().map_err(io_err("failed to finish the build context"))?;
-        Ok(counting.written)
     }
+    let counting = builder.into_inner().map_err(io_err("failed to finish the tar"))?;
+    Ok(counting.written)
 }
 
 /// Chunks of a streamed tar: big enough to keep the per-chunk cost (a
@@ -524,7 +548,7 @@ fn generate(
     walk: &mut Walk,
     entrypoint: &[String],
     warnings: &mut Vec<String>,
-) -> Result<String, ContextError> {
+) -> Result<(String, String), ContextError> {
     if entrypoint.is_empty() {
         return Err(ContextError::NoEntrypoint);
     }
@@ -600,7 +624,7 @@ fn generate(
     }
     let extra_index_url = requirements_text.as_deref().and_then(python::torch_index_url);
     let python_image = req.python_base_image.replace("{version}", &version);
-    Ok(dockerfile::generate(&GeneratedSpec {
+    let spec = GeneratedSpec {
         python_version: &version,
         python_image: &python_image,
         accelerator_base_image: req.accelerator_base_image,
@@ -608,7 +632,8 @@ fn generate(
         wheels,
         extra_index_url: extra_index_url.as_deref(),
         entrypoint,
-    }))
+    };
+    Ok((dockerfile::generate(&spec), dockerfile::generate_dependencies(&spec)))
 }
 
 /// A path the job gave: relative, without `..`.

@@ -4,8 +4,10 @@
 //! (`docker_builder`), `tag` the content-addressed tags. `context` turns a job's code into what a builder
 //! gets: the Dockerfile (`dockerfile`, with the Python one generated from
 //! `python`), the files `.dockerignore` (`dockerignore`) leaves in, as a
-//! deterministic tar and a content digest.
+//! deterministic tar and a content digest. `append` makes instant images: a
+//! generated build's code appended as one layer to its dependency image.
 
+pub mod append;
 pub mod builder;
 pub mod context;
 pub mod docker_builder;
@@ -20,5 +22,5 @@ pub use builder::{BuildError, BuildRequest, Builder, Push, TarContext};
 pub use context::{BuildContext, ContextError, ContextLimits, ContextRequest};
 pub use docker_builder::DockerBuilder;
 pub use dockerignore::DockerIgnore;
-pub use registry::{Destination, Registry, RegistryError};
+pub use registry::{Destination, Manifest, Registry, RegistryError};
 pub use setup::{BuildSetup, DEFAULT_PYTHON_BASE_IMAGE};

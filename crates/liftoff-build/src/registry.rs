@@ -61,6 +61,42 @@ pub trait Registry: Send + Sync {
     /// [`Registry::check_push`], saying whether the blob could be deleted
     /// (a registry without deletes keeps it: the push is proven all the same).
     async fn push_check(&self) -> Result<PushCheck, RegistryError>;
+
+    /// The manifest `reference` (a tag or digest) as stored, if present.
+    async fn manifest(&self, reference: &str) -> Result<Option<Manifest>, RegistryError>;
+
+    /// Blob `digest`, at most `limit` bytes, checked against its digest.
+    async fn blob(&self, digest: &str, limit: usize) -> Result<Vec<u8>, RegistryError>;
+
+    /// Whether the repository has blob `digest` (a HEAD).
+    async fn has_blob(&self, digest: &str) -> Result<bool, RegistryError>;
+
+    /// Uploads blob `digest` in one piece.
+    async fn put_blob(&self, digest: &str, blob: bytes::Bytes) -> Result<(), RegistryError>;
+
+    /// Puts a manifest under `reference`; returns its digest.
+    async fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        body: bytes::Bytes,
+    ) -> Result<String, RegistryError>;
+
+    /// Every tag of the repository.
+    async fn tags(&self) -> Result<Vec<String>, RegistryError>;
+
+    /// Deletes the manifest `digest` and the tags on it.
+    async fn delete_manifest(&self, digest: &str) -> Result<(), RegistryError>;
+}
+
+/// A manifest as the registry stores it.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Its `Content-Type` (`application/vnd.docker.distribution.manifest.v2+json`...).
+    pub media_type: String,
+    /// `sha256:` of `bytes`.
+    pub digest: String,
+    pub bytes: Vec<u8>,
 }
 
 /// What a push check did with its blob.

@@ -25,32 +25,6 @@ fn write(dir: &Path, rel: &str, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// A pure-Python wheel made with the host's Python (zipfile, with a RECORD
-/// whose hashes pip checks): the job's one dependency, installed offline.
-fn make_wheel(dir: &Path) {
-    let script = r#"
-import base64, hashlib, sys, zipfile
-files = {
-    "liftoff_hello/__init__.py": b"NAME = 'liftoff-hello 0.1'\n",
-    "liftoff_hello-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: liftoff-hello\nVersion: 0.1\n",
-    "liftoff_hello-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: liftoff-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-}
-record = ""
-for name, data in files.items():
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    record += f"{name},sha256={digest},{len(data)}\n"
-record += "liftoff_hello-0.1.dist-info/RECORD,,\n"
-with zipfile.ZipFile(sys.argv[1], "w") as z:
-    for name, data in files.items():
-        z.writestr(name, data)
-    z.writestr("liftoff_hello-0.1.dist-info/RECORD", record)
-"#;
-    let out = dir.join("wheels/liftoff_hello-0.1-py3-none-any.whl");
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let status = std::process::Command::new("python3").arg("-c").arg(script).arg(&out).status().unwrap();
-    assert!(status.success(), "making the test wheel failed");
-}
-
 async fn connect(host: &str) -> Docker {
     let socket = host.strip_prefix("unix://").unwrap_or(host);
     Docker::connect_with_unix(socket, 600, bollard::API_DEFAULT_VERSION).unwrap().negotiate_version().await.unwrap()
@@ -93,39 +67,9 @@ async fn build(docker: &Docker, ctx: &BuildContext, name: &str) -> (String, Stri
 /// Runs the image without network (with `entrypoint` if given), then
 /// removes the container and the image; returns the exit code and output.
 async fn run(docker: &Docker, tag: &str, entrypoint: Option<Vec<String>>) -> (i64, String) {
-    let container = docker
-        .create_container(
-            None::<bollard::query_parameters::CreateContainerOptions>,
-            ContainerCreateBody {
-                image: Some(tag.to_string()),
-                entrypoint,
-                host_config: Some(HostConfig { network_mode: Some("none".to_string()), ..Default::default() }),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-        .id;
-    docker.start_container(&container, None).await.unwrap();
-    let waited = docker
-        .wait_container(&container, Some(WaitContainerOptions { condition: "not-running".to_string() }))
-        .next()
-        .await;
-    let code = match waited {
-        Some(Ok(r)) => r.status_code,
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-        other => panic!("waiting for the container failed: {other:?}"),
-    };
-    let logs_options = LogsOptions { stdout: true, stderr: true, ..Default::default() };
-    let logs: Vec<String> = docker
-        .logs(&container, Some(logs_options))
-        .map(|frame| frame.map(|f| f.to_string()).unwrap_or_default())
-        .collect()
-        .await;
-    let remove = RemoveContainerOptions { force: true, ..Default::default() };
-    let _ = docker.remove_container(&container, Some(remove)).await;
+    let out = run_keeping(docker, tag, entrypoint).await;
     let _ = docker.remove_image(tag, Some(RemoveImageOptions { force: true, ..Default::default() }), None).await;
-    (code, logs.concat())
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +97,7 @@ async fn generated_python_dockerfile_builds_and_runs_offline() {
     write(d, "data/big.bin", "a checkpoint\n");
     write(d, "data/keep.txt", "kept by an exception\n");
     write(d, ".dockerignore", "secret.txt\ndata\n!data/keep.txt\n");
-    make_wheel(d);
+    liftoff_testkit::python_wheel::make_wheel(d, "0.1");
 
     let ep: Vec<String> = ["python", "train.py", "--epochs", "1"].iter().map(|s| s.to_string()).collect();
     let req = ContextRequest {
@@ -239,4 +183,204 @@ async fn dockerfile_beside_the_script_builds_and_runs() {
     want.sort();
     want.push("a long path");
     assert_eq!(logs.lines().collect::<Vec<_>>(), want, "{logs}");
+}
+
+/// Issue 16's proof that an appended image is the built one: the same
+/// Python job (a dependency from `wheels/`, a package directory, an
+/// executable script, a link, a `.dockerignore`) built whole by the engine
+/// from the generated Dockerfile, and as its dependency image (built and
+/// pushed by the docker builder) plus the code appended through the
+/// Distribution API. Inside both running containers: the same user, the
+/// same environment, the same tree under the working directory (names,
+/// owners, modes, kinds, sizes, link targets, contents) and the same output
+/// from the image's own entrypoint; and the same for the image appended in
+/// the engine (`POST /images/load`). Appending again gives the same
+/// manifest digest and uploads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appended_image_runs_exactly_as_the_built_one() {
+    use base64::Engine;
+    use liftoff_build::append::{AppendRequest, append, code_layer};
+    use liftoff_build::registry::OciRegistry;
+    use liftoff_build::{BuildRequest, Builder, DockerBuilder, Push, Registry};
+    let Some(host) = required_env("LIFTOFF_TEST_DOCKER_HOST") else { return };
+    let Some(python_image) = required_env("LIFTOFF_TEST_PYTHON_IMAGE") else { return };
+    let Some(registry_host) = required_env("LIFTOFF_TEST_REGISTRY") else { return };
+    let Some(user) = required_env("LIFTOFF_TEST_REGISTRY_USER") else { return };
+    let Some(password) = required_env("LIFTOFF_TEST_REGISTRY_PASSWORD") else { return };
+    let docker = connect(&host).await;
+
+    let code = tempfile::tempdir().unwrap();
+    let d = code.path();
+    write(
+        d,
+        "train.py",
+        "import os, sys, liftoff_hello\nfrom pkg import helper\n\
+         print(liftoff_hello.NAME, helper.VALUE, os.getuid(), os.getcwd(), sys.argv[1:])\n\
+         print(open('link.txt').read().strip(), os.access('run.sh', os.X_OK))\n",
+    );
+    write(d, "pkg/__init__.py", "");
+    write(d, "pkg/helper.py", "VALUE = 42\n");
+    write(d, "data/notes.txt", "kept\n");
+    write(d, "data/skip.bin", "left out\n");
+    write(d, ".dockerignore", "data/skip.bin\n");
+    write(d, "run.sh", "#!/bin/sh\necho run\n");
+    write(d, "requirements.txt", "liftoff-hello==0.1\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("run.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("data/notes.txt", d.join("link.txt")).unwrap();
+    liftoff_testkit::python_wheel::make_wheel(d, "0.1");
+    let ep: Vec<String> = ["python", "train.py", "--epochs", "1"].iter().map(|s| s.to_string()).collect();
+    let ctx = BuildContext::prepare(&ContextRequest {
+        source_dir: d,
+        build_context: None,
+        job_dockerfile: None,
+        dockerfile_override: None,
+        entrypoint: &ep,
+        python_version: Some("3.11"),
+        accelerator_base_image: None,
+        python_base_image: &python_image,
+    })
+    .unwrap();
+    let deps = ctx.dependency_context().expect("a generated build splits");
+    let deps_paths: Vec<&str> = deps.paths().collect();
+    assert_eq!(
+        deps_paths,
+        vec![
+            "Dockerfile.liftoff",
+            "src",
+            "src/requirements.txt",
+            "src/wheels",
+            "src/wheels/liftoff_hello-0.1-py3-none-any.whl"
+        ],
+        "the dependency image's context holds only what its Dockerfile copies"
+    );
+
+    // whole, from the generated Dockerfile
+    let (built, _, _) = build(&docker, &ctx, "equivalence-built").await;
+
+    // the dependency image, built and pushed as the docker builder does
+    let marker = uuid::Uuid::new_v4().to_string();
+    let path = format!("liftoff-test/append-{}", &marker[..8]);
+    let config_dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    std::fs::write(
+        config_dir.path().join("config.json"),
+        serde_json::json!({"auths": {registry_host.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let registry = OciRegistry::new(&registry_host, &path, Some(config_dir.path().to_path_buf())).unwrap();
+    let login = registry.login().await.unwrap();
+    let builder = DockerBuilder::new(liftoff_run::SharedEngine::new(Some(host.clone())), None);
+    let (logs, mut rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let deps_image = format!("{registry_host}/{path}:lf-deps-test");
+    let push = Push { registry: registry.describe(), auth: login.auth.clone(), source: login.source.clone() };
+    let args = Default::default();
+    let req = BuildRequest {
+        context: std::sync::Arc::new(deps),
+        image: &deps_image,
+        platform: None,
+        build_args: &args,
+        push: Some(push),
+    };
+    builder.build(req, &logs).await.unwrap();
+
+    // the code appended
+    let layer = code_layer(&ctx).unwrap();
+    let digest = ctx.content_digest().unwrap();
+    let req = AppendRequest {
+        dependencies: "lf-deps-test",
+        tag: "lf-appended",
+        layer: &layer,
+        entrypoint: ctx.entrypoint(),
+        context_digest: &digest,
+    };
+    let first = append(&registry, &req).await.unwrap();
+    assert!(first.layer_uploaded && first.config_uploaded, "{first:?}");
+    let again = append(&registry, &AppendRequest { tag: "lf-appended-again", ..req }).await.unwrap();
+    assert_eq!(again.digest, first.digest, "the same content gives the same manifest digest");
+    assert!(!again.layer_uploaded && !again.config_uploaded, "nothing is sent twice: {again:?}");
+    assert_eq!(registry.manifest_digest("lf-appended").await.unwrap(), Some(first.digest.clone()));
+
+    // pulled from the registry into the engine, as a run would
+    let appended = format!("{registry_host}/{path}@{}", first.digest);
+    let credentials = bollard::auth::DockerCredentials {
+        username: Some(user.clone()),
+        password: Some(password.clone()),
+        serveraddress: Some(registry_host.clone()),
+        ..Default::default()
+    };
+    let pull =
+        bollard::query_parameters::CreateImageOptions { from_image: Some(appended.clone()), ..Default::default() };
+    let mut stream = docker.create_image(Some(pull), None, Some(credentials));
+    while let Some(event) = stream.next().await {
+        event.unwrap();
+    }
+
+    let inspect = "id; pwd; env | grep -v '^HOSTNAME=' | sort; \
+                   find . -printf '%p %U:%G %m %y %s %l\\n' | sort; \
+                   find . -type f -exec sha256sum {} + | sort -k2";
+    let shell = Some(vec!["sh".to_string(), "-c".to_string(), inspect.to_string()]);
+    // and loaded into the engine from the dependency image it built, as for an agent without a registry
+    let loaded = format!("liftoff-test/append-loaded-{}:lf-test", &marker[..8]);
+    let id = liftoff_build::append::append_in_engine(&docker, &deps_image, &loaded, &layer, ctx.entrypoint(), &digest)
+        .await
+        .unwrap();
+    assert_eq!(docker.inspect_image(&loaded).await.unwrap().id, Some(id));
+
+    let (code_built, tree_built) = run_keeping(&docker, &built, shell.clone()).await;
+    let (code_appended, tree_appended) = run_keeping(&docker, &appended, shell.clone()).await;
+    let (code_loaded, tree_loaded) = run_keeping(&docker, &loaded, shell).await;
+    assert_eq!((code_built, code_appended, code_loaded), (0, 0, 0), "{tree_built}\n{tree_appended}");
+    assert_eq!(tree_loaded, tree_built, "the image loaded into the engine is the built one too");
+    assert!(tree_built.contains("uid=1000") && tree_built.contains("./pkg/helper.py 1000:0 644 f"), "{tree_built}");
+    assert!(
+        tree_built.contains("./run.sh 1000:0 755 f") && tree_built.contains("./link.txt 1000:0 777 l"),
+        "{tree_built}"
+    );
+    assert!(!tree_built.contains("skip.bin"), "{tree_built}");
+    assert_eq!(tree_appended, tree_built, "user, environment and tree are the built image's");
+    let (code_built, out_built) = run(&docker, &built, None).await;
+    let (code_appended, out_appended) = run(&docker, &appended, None).await;
+    assert_eq!((code_built, code_appended), (0, 0), "{out_built}\n{out_appended}");
+    assert_eq!(out_built, "liftoff-hello 0.1 42 1000 /home/liftoff ['--epochs', '1']\nkept True\n");
+    assert_eq!(out_appended, out_built, "the entrypoint's output");
+    let (code_loaded, out_loaded) = run(&docker, &loaded, None).await;
+    assert_eq!((code_loaded, out_loaded), (0, out_built));
+}
+
+/// [`run`] without removing the image afterwards.
+async fn run_keeping(docker: &Docker, image: &str, entrypoint: Option<Vec<String>>) -> (i64, String) {
+    let container = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            ContainerCreateBody {
+                image: Some(image.to_string()),
+                entrypoint,
+                host_config: Some(HostConfig { network_mode: Some("none".to_string()), ..Default::default() }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    docker.start_container(&container, None).await.unwrap();
+    let waited = docker
+        .wait_container(&container, Some(WaitContainerOptions { condition: "not-running".to_string() }))
+        .next()
+        .await;
+    let code = match waited {
+        Some(Ok(r)) => r.status_code,
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+        other => panic!("waiting for the container failed: {other:?}"),
+    };
+    let logs_options = LogsOptions { stdout: true, stderr: true, ..Default::default() };
+    let logs: Vec<String> = docker
+        .logs(&container, Some(logs_options))
+        .map(|frame| frame.map(|f| f.to_string()).unwrap_or_default())
+        .collect()
+        .await;
+    let remove = RemoveContainerOptions { force: true, ..Default::default() };
+    let _ = docker.remove_container(&container, Some(remove)).await;
+    (code, logs.concat())
 }

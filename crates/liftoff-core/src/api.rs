@@ -308,8 +308,10 @@ pub struct BuildRecord {
     /// `sha256:...`: the manifest digest in a registry, or the image id in a local engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
-    /// `built` (this run built it), `found` (it existed: no build) or
-    /// `waited` (another agent built it while this one waited).
+    /// `built` (this run built it), `found` (it existed: no build),
+    /// `waited` (another agent built it while this one waited) or
+    /// `appended` (the code appended as a layer to its dependency image:
+    /// no builder ran for the code).
     pub how: BuildHow,
     /// Time spent getting the image, build and push included.
     #[schema(minimum = 0.0)]
@@ -326,6 +328,8 @@ pub enum BuildHow {
     Built,
     Found,
     Waited,
+    /// The code appended as a layer to the dependency image: no builder ran.
+    Appended,
 }
 
 impl BuildHow {
@@ -334,6 +338,7 @@ impl BuildHow {
             Self::Built => "built",
             Self::Found => "found",
             Self::Waited => "waited",
+            Self::Appended => "appended",
         }
     }
 }

@@ -234,7 +234,7 @@ impl Metrics {
         for stage in [Stage::Agent, Stage::Build, Stage::Run] {
             let _ = m.item_failures.get_or_create(&StageLabels { stage: stage.as_str() });
         }
-        for how in ["built", "found", "waited"] {
+        for how in [BuildHow::Built, BuildHow::Found, BuildHow::Waited, BuildHow::Appended].map(|h| h.as_str()) {
             let _ = m.builds.get_or_create(&BuildLabels { how });
             let _ = m.build_duration.get_or_create(&BuildLabels { how });
         }
@@ -311,11 +311,7 @@ impl Metrics {
 
     /// An agent recorded how it got a run's image.
     pub fn build_recorded(&self, how: BuildHow, seconds: f64) {
-        let how = match how {
-            BuildHow::Built => "built",
-            BuildHow::Found => "found",
-            BuildHow::Waited => "waited",
-        };
+        let how = how.as_str();
         self.builds.get_or_create(&BuildLabels { how }).inc();
         self.build_duration.get_or_create(&BuildLabels { how }).observe(seconds);
     }

@@ -8,16 +8,13 @@
 use liftoff_client::Client;
 use liftoff_core::api::{CreateQueue, ItemView, empty_object};
 use liftoff_core::{ItemState, JobSource, ResourceType};
-use liftoff_testkit::ProcessGroup;
+use liftoff_testkit::{ProcessGroup, RecordingProxy, Upstream};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BOUND: Duration = Duration::from_secs(60);
 // The codes `liftoff launch --help` documents.
@@ -167,7 +164,8 @@ fn agent_log(dir: &Path) -> String {
 async fn launch_follows_a_directory_to_its_end_with_the_jobs_exit_code_and_reuses_an_unchanged_version() {
     let s = setup().await;
     // Only the command goes through this proxy, which records what it sends.
-    let (proxy_url, sent) = recording_proxy(s.url.trim_start_matches("http://").parse().unwrap()).await;
+    let proxy = RecordingProxy::start(Upstream::Tcp(s.url.trim_start_matches("http://").parse().unwrap())).await;
+    let proxy_url = proxy.url();
     let code = s.dir.path().join("trainer");
     std::fs::create_dir_all(&code).unwrap();
     std::fs::write(
@@ -177,10 +175,7 @@ async fn launch_follows_a_directory_to_its_end_with_the_jobs_exit_code_and_reuse
     )
     .unwrap();
     let dir = code.to_str().unwrap();
-    let uploads = || {
-        let sent = sent.lock().unwrap();
-        sent.windows(UPLOAD.len()).filter(|w| *w == UPLOAD).count()
-    };
+    let uploads = || proxy.count(UPLOAD);
 
     // first launch: a new job named after the directory, uploaded once
     let cli = Cli::start(&proxy_url, &s.key, &["launch", "-q", "q", dir, "--follow", "--", "python3", "main.py"]);
@@ -348,41 +343,3 @@ async fn wait_for_launch(client: &Client, name: &str, n: usize) -> String {
 
 /// The request line of a code archive upload.
 const UPLOAD: &[u8] = b"PUT /api/v1/entities/default/blobs/";
-
-/// A TCP proxy to `upstream` that keeps every byte the client sends.
-async fn recording_proxy(upstream: SocketAddr) -> (String, Arc<Mutex<Vec<u8>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let record = sent.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return };
-                let (mut client_rx, mut client_tx) = client.into_split();
-                let (mut server_rx, mut server_tx) = server.into_split();
-                let up = async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = match client_rx.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        record.lock().unwrap().extend_from_slice(&buf[..n]);
-                        if server_tx.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = server_tx.shutdown().await;
-                };
-                let down = async move {
-                    let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
-                    let _ = client_tx.shutdown().await;
-                };
-                tokio::join!(up, down);
-            });
-        }
-    });
-    (url, sent)
-}

@@ -30,7 +30,7 @@ LogStream = Literal["stdout", "stderr", "agent", "build"]
 Stage = Literal["agent", "build", "run"]
 TransitionCause = Literal["user", "agent", "lease-expiry"]
 AgentStatus = Literal["polling", "running", "stopped"]
-BuildHow = Literal["built", "found", "waited"]
+BuildHow = Literal["built", "found", "waited", "appended"]
 
 #: Schema name of each enumeration above, for the drift test.
 ENUMS: Dict[str, Any] = {

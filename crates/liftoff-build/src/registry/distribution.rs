@@ -8,7 +8,7 @@
 //! would bring its own token cache and error types to wrap, and more crates.
 
 use super::challenge::parse_challenges;
-use super::{Login, LoginSource, PushCheck, RegistryError};
+use super::{Login, LoginSource, Manifest, PushCheck, RegistryError};
 use base64::Engine;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use sha2::{Digest, Sha256};
@@ -28,6 +28,8 @@ const ERROR_BODY_LIMIT: usize = 16 * 1024;
 const TOKEN_BODY_LIMIT: usize = 256 * 1024;
 /// The most read of a manifest (only when the registry sent no digest header).
 const MANIFEST_BODY_LIMIT: usize = 4 << 20;
+/// The most read of one page of a tag list.
+const TAGS_BODY_LIMIT: usize = 8 << 20;
 /// How long a login without an expiry is reused (a docker config can change).
 const LOGIN_REUSE: Duration = Duration::from_secs(300);
 /// Tokens and logins are renewed this long before they expire.
@@ -78,6 +80,39 @@ impl<T: OverDistribution> super::Registry for T {
 
     async fn push_check(&self) -> Result<PushCheck, RegistryError> {
         self.client().push_check().await
+    }
+
+    async fn manifest(&self, reference: &str) -> Result<Option<Manifest>, RegistryError> {
+        self.client().manifest(reference).await
+    }
+
+    async fn blob(&self, digest: &str, limit: usize) -> Result<Vec<u8>, RegistryError> {
+        self.client().blob(digest, limit).await
+    }
+
+    async fn has_blob(&self, digest: &str) -> Result<bool, RegistryError> {
+        self.client().has_blob(digest).await
+    }
+
+    async fn put_blob(&self, digest: &str, blob: bytes::Bytes) -> Result<(), RegistryError> {
+        self.client().put_blob(digest, blob).await
+    }
+
+    async fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        body: bytes::Bytes,
+    ) -> Result<String, RegistryError> {
+        self.client().put_manifest(reference, media_type, body).await
+    }
+
+    async fn tags(&self) -> Result<Vec<String>, RegistryError> {
+        self.client().tags().await
+    }
+
+    async fn delete_manifest(&self, digest: &str) -> Result<(), RegistryError> {
+        self.client().delete_manifest(digest).await
     }
 }
 
@@ -385,36 +420,7 @@ impl Distribution {
     pub(crate) async fn push_check(&self) -> Result<PushCheck, RegistryError> {
         let blob = bytes::Bytes::from(format!("liftoff push check {}\n", uuid::Uuid::new_v4()));
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&blob)));
-        let start = self.url("blobs/uploads/");
-        let resp = self.send("pull,push", |c| c.post(start.clone()).header(header::CONTENT_LENGTH, 0)).await?;
-        if resp.status() != StatusCode::ACCEPTED {
-            let s = resp.status();
-            return Err(self.other(format!("starting a blob upload answered {s}: {}", error_text(resp).await)));
-        }
-        let location = resp
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| self.other("starting a blob upload answered no Location"))?;
-        let mut put = self.base.join(location).map_err(|e| self.other(format!("bad upload Location: {e}")))?;
-        put.query_pairs_mut().append_pair("digest", &digest);
-        if put.host_str() != self.base.host_str() || put.port_or_known_default() != self.base.port_or_known_default() {
-            return Err(
-                self.other(format!("the upload Location leaves the registry: {}", put.origin().ascii_serialization()))
-            );
-        }
-        let resp = self
-            .send("pull,push", |c| {
-                c.put(put.clone())
-                    .header(header::CONTENT_TYPE, "application/octet-stream")
-                    .header(header::CONTENT_LENGTH, blob.len())
-                    .body(blob.clone())
-            })
-            .await?;
-        if resp.status() != StatusCode::CREATED {
-            let s = resp.status();
-            return Err(self.other(format!("uploading a blob answered {s}: {}", error_text(resp).await)));
-        }
+        self.put_blob(&digest, blob).await?;
         let blob_url = self.url(&format!("blobs/{digest}"));
         match self.send("delete", |c| c.delete(blob_url.clone())).await {
             Ok(r) if r.status().is_success() => Ok(PushCheck::Deleted),
@@ -430,6 +436,199 @@ impl Distribution {
                 reason: format!("the push works; these credentials may not delete the test blob {digest}: {message}"),
             }),
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl Distribution {
+    /// `GET /v2/<name>/manifests/<reference>`: the manifest as stored (its
+    /// bytes are what its digest is of), `None` on 404.
+    pub(crate) async fn manifest(&self, reference: &str) -> Result<Option<Manifest>, RegistryError> {
+        check_reference(reference).map_err(|m| self.other(m))?;
+        let url = self.url(&format!("manifests/{reference}"));
+        let resp = self.send("pull", |c| c.get(url.clone()).header(header::ACCEPT, MANIFEST_TYPES)).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if s.is_success() => {}
+            s => return Err(self.other(format!("manifest GET {reference} answered {s}: {}", error_text(resp).await))),
+        }
+        let media_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+            .unwrap_or_default();
+        let bytes = read_bounded(resp, MANIFEST_BODY_LIMIT)
+            .await
+            .map_err(|e| self.other(format!("reading manifest {reference}: {e}")))?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if reference.starts_with("sha256:") && reference != digest {
+            return Err(self.other(format!("manifest {reference} arrived with digest {digest}")));
+        }
+        Ok(Some(Manifest { media_type, digest, bytes }))
+    }
+
+    /// `GET /v2/<name>/blobs/<digest>`, at most `limit` bytes, checked
+    /// against its digest. A redirect (ECR and the clouds keep blobs in
+    /// object storage) is followed without the registry's credentials.
+    pub(crate) async fn blob(&self, digest: &str, limit: usize) -> Result<Vec<u8>, RegistryError> {
+        check_reference(digest).map_err(|m| self.other(m))?;
+        let url = self.url(&format!("blobs/{digest}"));
+        let mut resp = self.send("pull", |c| c.get(url.clone())).await?;
+        if resp.status().is_redirection() {
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| self.other(format!("blob {digest}: a redirect without Location")))?;
+            let target = url.join(location).map_err(|e| self.other(format!("blob {digest}: bad redirect: {e}")))?;
+            resp = self
+                .http
+                .get(target)
+                .send()
+                .await
+                .map_err(|e| self.other(format!("blob {digest}: {}", error_chain(&e))))?;
+        }
+        if !resp.status().is_success() {
+            let s = resp.status();
+            return Err(self.other(format!("blob GET {digest} answered {s}: {}", error_text(resp).await)));
+        }
+        let bytes = read_bounded(resp, limit).await.map_err(|e| self.other(format!("reading blob {digest}: {e}")))?;
+        let got = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if got != digest {
+            return Err(self.other(format!("blob {digest} arrived with digest {got}")));
+        }
+        Ok(bytes)
+    }
+
+    /// `HEAD /v2/<name>/blobs/<digest>`: whether the repository has it.
+    pub(crate) async fn has_blob(&self, digest: &str) -> Result<bool, RegistryError> {
+        check_reference(digest).map_err(|m| self.other(m))?;
+        let url = self.url(&format!("blobs/{digest}"));
+        let resp = self.send("pull,push", |c| c.head(url.clone())).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            // a redirect to object storage: the registry has it
+            s if s.is_success() || s.is_redirection() => Ok(true),
+            s => Err(self.other(format!("blob HEAD {digest} answered {s}"))),
+        }
+    }
+
+    /// Uploads a blob in one piece: `POST .../blobs/uploads/`, then a
+    /// monolithic `PUT` with its digest. Every registry takes this form (a
+    /// chunked `PATCH` or a single-request `POST ?digest=` are optional in
+    /// the spec, and ECR refuses the latter).
+    pub(crate) async fn put_blob(&self, digest: &str, blob: bytes::Bytes) -> Result<(), RegistryError> {
+        let start = self.url("blobs/uploads/");
+        let resp = self.send("pull,push", |c| c.post(start.clone()).header(header::CONTENT_LENGTH, 0)).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            let s = resp.status();
+            return Err(self.other(format!("starting a blob upload answered {s}: {}", error_text(resp).await)));
+        }
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.other("starting a blob upload answered no Location"))?;
+        let mut put = self.base.join(location).map_err(|e| self.other(format!("bad upload Location: {e}")))?;
+        put.query_pairs_mut().append_pair("digest", digest);
+        if put.host_str() != self.base.host_str() || put.port_or_known_default() != self.base.port_or_known_default() {
+            return Err(
+                self.other(format!("the upload Location leaves the registry: {}", put.origin().ascii_serialization()))
+            );
+        }
+        let resp = self
+            .send("pull,push", |c| {
+                c.put(put.clone())
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .header(header::CONTENT_LENGTH, blob.len())
+                    .body(blob.clone())
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            let s = resp.status();
+            return Err(self.other(format!("uploading blob {digest} answered {s}: {}", error_text(resp).await)));
+        }
+        Ok(())
+    }
+
+    /// `PUT /v2/<name>/manifests/<reference>`; returns the manifest's digest.
+    pub(crate) async fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        body: bytes::Bytes,
+    ) -> Result<String, RegistryError> {
+        check_reference(reference).map_err(|m| self.other(m))?;
+        let url = self.url(&format!("manifests/{reference}"));
+        let resp = self
+            .send("pull,push", |c| c.put(url.clone()).header(header::CONTENT_TYPE, media_type).body(body.clone()))
+            .await?;
+        if !resp.status().is_success() {
+            let s = resp.status();
+            return Err(self.other(format!("manifest PUT {reference} answered {s}: {}", error_text(resp).await)));
+        }
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+        match digest_header(&resp) {
+            Some(d) if d != digest => {
+                Err(self.other(format!("manifest PUT {reference}: the registry says {d}, not {digest}")))
+            }
+            _ => Ok(digest),
+        }
+    }
+
+    /// `GET /v2/<name>/tags/list`, every page (the `Link` header's `next`).
+    pub(crate) async fn tags(&self) -> Result<Vec<String>, RegistryError> {
+        let mut tags = Vec::new();
+        let mut first = self.url("tags/list");
+        first.set_query(Some("n=1000"));
+        let mut next = Some(first.to_string());
+        let mut pages = 0;
+        while let Some(page) = next.take() {
+            pages += 1;
+            if pages > 10_000 {
+                return Err(self.other("tags/list: more than 10,000 pages"));
+            }
+            let url = self.base.join(&page).map_err(|e| self.other(format!("tags/list: bad next page: {e}")))?;
+            if url.origin() != self.base.origin() {
+                return Err(self.other("tags/list: the next page leaves the registry"));
+            }
+            let resp = self.send("pull", |c| c.get(url.clone())).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(tags);
+            }
+            if !resp.status().is_success() {
+                let s = resp.status();
+                return Err(self.other(format!("tags/list answered {s}: {}", error_text(resp).await)));
+            }
+            next =
+                resp.headers().get(header::LINK).and_then(|v| v.to_str().ok()).and_then(|l| {
+                    l.split_once('<').and_then(|(_, rest)| rest.split_once('>')).map(|(u, _)| u.to_string())
+                });
+            let body =
+                read_bounded(resp, TAGS_BODY_LIMIT).await.map_err(|e| self.other(format!("reading tags/list: {e}")))?;
+            #[derive(serde::Deserialize)]
+            struct TagList {
+                tags: Option<Vec<String>>,
+            }
+            let list: TagList =
+                serde_json::from_slice(&body).map_err(|e| self.other(format!("tags/list is not a tag list: {e}")))?;
+            tags.extend(list.tags.unwrap_or_default());
+        }
+        Ok(tags)
+    }
+
+    /// `DELETE /v2/<name>/manifests/<digest>`: removes the manifest and
+    /// every tag on it (the registry's garbage collector frees the blobs).
+    pub(crate) async fn delete_manifest(&self, digest: &str) -> Result<(), RegistryError> {
+        check_reference(digest).map_err(|m| self.other(m))?;
+        let url = self.url(&format!("manifests/{digest}"));
+        let resp = self.send("delete", |c| c.delete(url.clone())).await?;
+        match resp.status() {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            StatusCode::METHOD_NOT_ALLOWED => Err(self
+                .other(format!("deleting manifest {digest} answered 405: deletes are not enabled on this registry"))),
+            s => Err(self.other(format!("deleting manifest {digest} answered {s}: {}", error_text(resp).await))),
         }
     }
 }
