@@ -221,15 +221,39 @@ impl<S: RemoteService> AdoptedWork for FoundRemote<S> {
     }
 }
 
+/// What a cloud run executes: an image and its command, until the image
+/// the agent builds (and its command) replaces them.
+pub struct CloudCommand {
+    pub image: Option<String>,
+    /// Empty: the image's own entrypoint.
+    pub entrypoint: Vec<String>,
+    pub args: Vec<String>,
+}
+
+impl CloudCommand {
+    /// Takes the image the agent built, with the command the build set, if
+    /// any; the image to run.
+    pub fn apply(&mut self, built: Option<crate::runner::BuiltImage>) -> String {
+        if let Some(b) = built {
+            self.image = Some(b.image);
+            if !b.entrypoint.is_empty() {
+                self.entrypoint = b.entrypoint;
+                self.args.clear();
+            }
+        }
+        self.image.clone().unwrap_or_default()
+    }
+}
+
 /// The checks every cloud runner makes of a run before planning it: the
 /// options' `problems` (fields named as `resource_args.<...>`) and an image
-/// to run (`service` runs images from `registry`). Returns the run's arguments.
+/// to run (`service` runs images from `registry`).
 pub fn check_cloud_run(
     req: &crate::runner::RunRequest<'_>,
     problems: Vec<liftoff_core::resource::ConfigProblem>,
     service: &str,
     registry: &str,
-) -> Result<Vec<String>, JobError> {
+) -> Result<CloudCommand, JobError> {
     let spec = &req.item.spec;
     let mut problems: Vec<String> = problems
         .into_iter()
@@ -245,10 +269,11 @@ pub fn check_cloud_run(
     if !problems.is_empty() {
         return Err(JobError::new(Stage::Agent, JobErrorCode::Spec, problems.join("; ")));
     }
-    Ok(match &spec.source {
+    let args = match &spec.source {
         liftoff_core::JobSource::Image(i) if spec.args.is_empty() => i.args.clone(),
         _ => spec.args.clone(),
-    })
+    };
+    Ok(CloudCommand { image: req.image.clone(), entrypoint: spec.entrypoint.clone(), args })
 }
 
 /// A digest of the agent key, for tags and labels (whose values allow few

@@ -7,7 +7,9 @@
 
 use crate::aws_json::{AwsError, AwsJson, JsonService};
 use crate::lines::agent_line;
-use crate::remote_job::{FoundRemote, RemoteJob, RemoteService, RemoteState, agent_digest, check_cloud_run};
+use crate::remote_job::{
+    CloudCommand, FoundRemote, RemoteJob, RemoteService, RemoteState, agent_digest, check_cloud_run,
+};
 use crate::runner::{Adoptable, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput};
 use crate::{JobError, JobErrorCode, LogLine};
 use async_trait::async_trait;
@@ -83,9 +85,7 @@ impl SageMakerRunner {
 struct SageMakerPlan {
     options: Map<String, Value>,
     name: String,
-    image: Option<String>,
-    entrypoint: Vec<String>,
-    args: Vec<String>,
+    cmd: CloudCommand,
     env: BTreeMap<String, String>,
     tags: Vec<(&'static str, String)>,
 }
@@ -111,16 +111,13 @@ impl Runner for SageMakerRunner {
     }
 
     fn check(&self, req: &RunRequest<'_>) -> Result<Plan, JobError> {
-        let spec = &req.item.spec;
-        let args = check_cloud_run(req, sagemaker_args::check_planned(&req.resource_args), "SageMaker", "ECR")?;
+        let cmd = check_cloud_run(req, sagemaker_args::check_planned(&req.resource_args), "SageMaker", "ECR")?;
         let options = sagemaker_args::normalise(&req.resource_args).unwrap_or_default();
         let item = req.item;
         let plan = SageMakerPlan {
             options,
             name: sagemaker_args::job_name(&item.run_id, item.fence),
-            image: req.image.clone(),
-            entrypoint: spec.entrypoint.clone(),
-            args,
+            cmd,
             env: req.env.clone(),
             tags: vec![
                 (tags::RUN_ID, item.run_id.clone()),
@@ -134,14 +131,7 @@ impl Runner for SageMakerRunner {
 
     async fn prepare(&self, plan: Plan, built: Option<BuiltImage>, _logs: &LogSender) -> Result<Prepared, JobError> {
         let mut p: SageMakerPlan = plan.into_work()?;
-        if let Some(b) = built {
-            p.image = Some(b.image);
-            if !b.entrypoint.is_empty() {
-                p.entrypoint = b.entrypoint;
-                p.args.clear();
-            }
-        }
-        let image = p.image.clone().unwrap_or_default();
+        let image = p.cmd.apply(built);
         let role = p.options.get("RoleArn").and_then(Value::as_str).unwrap_or_default().to_string();
         if !role.starts_with("arn:") {
             // a bare role name: the caller's partition and account (STS GetCallerIdentity)
@@ -155,8 +145,8 @@ impl Runner for SageMakerRunner {
         let run = TrainingRun {
             name: Some(p.name.clone()),
             image: &image,
-            entrypoint: &p.entrypoint,
-            args: &p.args,
+            entrypoint: &p.cmd.entrypoint,
+            args: &p.cmd.args,
             env: &p.env,
             tags: &p.tags,
         };

@@ -6,7 +6,7 @@
 
 use crate::lines::agent_line;
 use crate::remote_job::{
-    FoundRemote, RemoteJob, RemoteService, RemoteState, agent_digest, check_cloud_run, read_bounded,
+    CloudCommand, FoundRemote, RemoteJob, RemoteService, RemoteState, agent_digest, check_cloud_run, read_bounded,
 };
 use crate::runner::{Adoptable, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput};
 use crate::{JobError, JobErrorCode, LogLine};
@@ -127,9 +127,7 @@ impl VertexRunner {
 struct VertexPlan {
     args: Value,
     run_id: String,
-    image: Option<String>,
-    entrypoint: Vec<String>,
-    cmd_args: Vec<String>,
+    cmd: CloudCommand,
     env: BTreeMap<String, String>,
     labels: Vec<(&'static str, String)>,
 }
@@ -149,8 +147,7 @@ impl Runner for VertexRunner {
     }
 
     fn check(&self, req: &RunRequest<'_>) -> Result<Plan, JobError> {
-        let spec = &req.item.spec;
-        let cmd_args =
+        let cmd =
             check_cloud_run(req, vertex_args::check_planned(&req.resource_args), "Vertex AI", "Artifact Registry")?;
         let item = req.item;
         Ok(Plan::new(
@@ -159,9 +156,7 @@ impl Runner for VertexRunner {
             VertexPlan {
                 args: vertex_args::unwrap(&req.resource_args).clone(),
                 run_id: item.run_id.clone(),
-                image: req.image.clone(),
-                entrypoint: spec.entrypoint.clone(),
-                cmd_args,
+                cmd,
                 env: req.env.clone(),
                 labels: vec![
                     (labels::RUN_ID, vertex_args::label_value(&item.run_id)),
@@ -174,21 +169,14 @@ impl Runner for VertexRunner {
 
     async fn prepare(&self, plan: Plan, built: Option<BuiltImage>, _logs: &LogSender) -> Result<Prepared, JobError> {
         let mut p: VertexPlan = plan.into_work()?;
-        if let Some(b) = built {
-            p.image = Some(b.image);
-            if !b.entrypoint.is_empty() {
-                p.entrypoint = b.entrypoint;
-                p.cmd_args.clear();
-            }
-        }
-        let image = p.image.clone().unwrap_or_default();
+        let image = p.cmd.apply(built);
         let job = vertex_args::custom_job(
             &p.args,
             &CustomJobRun {
                 display_name: &p.run_id,
                 image: &image,
-                command: &p.entrypoint,
-                args: &p.cmd_args,
+                command: &p.cmd.entrypoint,
+                args: &p.cmd.args,
                 env: &p.env,
                 labels: &p.labels,
             },
