@@ -15,7 +15,7 @@ mkdir -p "$EMU"
 if [ ! -x "$EMU/v/bin/moto_server" ] || [ ! -x "$EMU/v/bin/python" ]; then
   echo "ci: installing moto and azure-storage-blob (pip)" >&2
   python3 -m venv "$EMU/v"
-  "$EMU/v/bin/pip" install -q 'moto[s3,ecr,sts,server]' azure-storage-blob >&2
+  "$EMU/v/bin/pip" install -q 'moto[s3,ecr,sts,logs,server]' azure-storage-blob >&2
 fi
 if [ ! -x "$EMU/node_modules/.bin/azurite-blob" ]; then
   echo "ci: installing azurite (npm)" >&2

@@ -107,11 +107,7 @@ pub async fn run_agent(
     opts: AgentOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
-    let engine = match &opts.build {
-        Some(setup) => setup.engine.clone(),
-        None => liftoff_run::SharedEngine::new(opts.docker_host.clone()),
-    };
-    let registry = crate::runners::local_runners(&opts, &engine);
+    let registry = crate::runners::agent_runners(&opts, &liftoff_cloud::CloudEnv::Local);
     run_agent_with(client, opts, registry, shutdown).await
 }
 

@@ -434,6 +434,14 @@ pub async fn watch_run(
                 exit_code: Some(code),
                 stage: Some(Stage::Run),
             }),
+            Err(e) if e.code == JobErrorCode::Preempted => {
+                agent_line(logs, format!("liftoff agent: the run was preempted: {}", e.message)).await;
+                Some(ItemEvent::Preempt)
+            }
+            Err(e) if e.code == JobErrorCode::StoppedElsewhere => {
+                agent_line(logs, format!("liftoff agent: {}", e.message)).await;
+                Some(ItemEvent::Stopped { exit_code: None })
+            }
             Err(e) => fail(logs, e).await,
         },
         cause = stop_cause(stop) => {

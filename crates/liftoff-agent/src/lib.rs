@@ -16,4 +16,4 @@ mod runners;
 pub use agent::{AgentError, AgentOptions, run_agent, run_agent_with};
 pub use agent_lock::AgentLockError;
 pub use git_source::{ALLOW_HTTP_GIT_ENV, CheckedOut, GitError, GitPolicy, check_git_remote, fetch_git};
-pub use runners::local_runners;
+pub use runners::{agent_runners, local_runners};

@@ -24,6 +24,30 @@ pub fn local_runners(opts: &AgentOptions, engine: &SharedEngine) -> RunnerRegist
     registry
 }
 
+/// Every runner this agent has: the local ones (on the builder's engine
+/// connection, if it builds), and the cloud runner of its environment:
+/// `sagemaker` with an `aws` environment, `vertex` with a `gcp` one.
+pub fn agent_runners(opts: &AgentOptions, env: &liftoff_cloud::CloudEnv) -> RunnerRegistry {
+    let engine = match &opts.build {
+        Some(setup) => setup.engine.clone(),
+        None => SharedEngine::new(opts.docker_host.clone()),
+    };
+    let mut registry = local_runners(opts, &engine);
+    let poll = liftoff_run::remote_job::poll_from_env();
+    match env {
+        liftoff_cloud::CloudEnv::Aws(aws) => {
+            let api = liftoff_run::sagemaker::SageMakerApi::new(aws.clone());
+            registry.register(Arc::new(liftoff_run::sagemaker::SageMakerRunner::new(api, poll)));
+        }
+        liftoff_cloud::CloudEnv::Gcp(gcp) => {
+            let api = liftoff_run::vertex::VertexApi::new(gcp.clone());
+            registry.register(Arc::new(liftoff_run::vertex::VertexRunner::new(api, poll)));
+        }
+        _ => {}
+    }
+    registry
+}
+
 /// Checks the spec against the agent's rules and its runner's, and builds
 /// what to run, and whether its image is to be built. Every problem found
 /// is reported at once.
@@ -99,8 +123,13 @@ pub fn plan(
             problems.extend(errors);
         }
         let served: Vec<&str> = registry.resources().into_iter().map(ResourceType::as_str).collect();
+        let why = match spec.resource {
+            ResourceType::Sagemaker => " (sagemaker needs an agent with an aws environment)",
+            ResourceType::Vertex => " (vertex needs an agent with a gcp environment)",
+            _ => " yet",
+        };
         problems.push(format!(
-            "this agent cannot run resource '{}' yet ({} only)",
+            "this agent cannot run resource '{}'{why} ({} only)",
             spec.resource,
             served.join(" and ")
         ));

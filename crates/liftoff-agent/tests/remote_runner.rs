@@ -144,7 +144,10 @@ impl AdoptedWork for Watched {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_run_is_detached_at_shutdown_and_re_adopted_by_the_next_agent() {
     let r = rig().await;
-    r.queue("remote", ResourceType::Sagemaker, serde_json::json!({})).await;
+    // a config the server takes (the child runner reads none of it)
+    let config =
+        serde_json::json!({"RoleArn": "r", "OutputDataConfig": {}, "ResourceConfig": {}, "StoppingCondition": {}});
+    r.queue("remote", ResourceType::Sagemaker, config).await;
     r.image_job("img", "busybox:1", &[]).await;
     let service = Arc::new(Service::default());
     let done_flag = r.dir.path().join("done");

@@ -25,6 +25,6 @@ pub use environment::{AccessToken, CloudEnv, Identity};
 pub use error::CloudError;
 #[cfg(feature = "gcp")]
 pub use gcp::GcpEnv;
-pub use permissions::{Permissions, permissions};
+pub use permissions::{Permissions, permissions, permissions_with_runners};
 pub use secret::Secret;
 pub use storage::ContextStore;

@@ -2,6 +2,7 @@
 //! as the setup document lists them, scoped to the configured repository
 //! and build-context store. Pure: no cloud is called.
 
+use liftoff_core::ResourceType;
 use liftoff_core::launch_config::{AgentConfig, BuildContextStore, EnvironmentConfig, ImageDestination, RegistryType};
 use serde::Serialize;
 use serde_json::json;
@@ -33,6 +34,24 @@ pub const ARTIFACT_REGISTRY_PERMISSIONS: &[&str] = &[
 ];
 pub const GCS_PERMISSIONS: &[&str] =
     &["storage.buckets.get", "storage.objects.create", "storage.objects.delete", "storage.objects.get"];
+/// The `sagemaker` runner, on its training jobs (`sagemaker:AddTags`: a
+/// create with tags needs it).
+pub const SAGEMAKER_JOB_ACTIONS: &[&str] =
+    &["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob", "sagemaker:AddTags"];
+/// On `*`: re-adoption finds an agent's jobs by tag, and `Search` takes no resource.
+pub const SAGEMAKER_SEARCH_ACTION: &str = "sagemaker:Search";
+/// On the training jobs' log group.
+pub const SAGEMAKER_LOG_ACTIONS: &[&str] = &["logs:DescribeLogStreams", "logs:GetLogEvents"];
+/// On the role the training jobs run as, passed to SageMaker only.
+pub const PASS_ROLE_ACTION: &str = "iam:PassRole";
+/// The `vertex` runner (`list`: re-adoption finds an agent's jobs by label).
+pub const VERTEX_PERMISSIONS: &[&str] = &[
+    "aiplatform.customJobs.create",
+    "aiplatform.customJobs.get",
+    "aiplatform.customJobs.cancel",
+    "aiplatform.customJobs.list",
+    "logging.logEntries.list",
+];
 pub const ACR_ROLE: &str = "AcrPush";
 pub const BLOB_ROLE: &str = "Storage Blob Data Contributor";
 /// The custom role's id in `gcloud iam roles create`.
@@ -67,10 +86,12 @@ pub struct Statement {
     pub effect: &'static str,
     pub action: Vec<&'static str>,
     pub resource: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<serde_json::Value>,
 }
 
 fn allow(sid: &'static str, action: &[&'static str], resource: impl Into<String>) -> Statement {
-    Statement { sid, effect: "Allow", action: action.to_vec(), resource: resource.into() }
+    Statement { sid, effect: "Allow", action: action.to_vec(), resource: resource.into(), condition: None }
 }
 
 /// GCP permission names, the custom role holding them, and where to bind it.
@@ -93,6 +114,12 @@ pub struct AzureAssignment {
 /// The grants `cfg` needs: its image destination (or `registry` block) and
 /// its build-context store.
 pub fn permissions(cfg: &AgentConfig) -> Permissions {
+    permissions_with_runners(cfg, &[])
+}
+
+/// [`permissions`], plus what the cloud runners in `runners` need
+/// (`sagemaker` in the aws environment's region, `vertex` in the gcp project).
+pub fn permissions_with_runners(cfg: &AgentConfig, runners: &[ResourceType]) -> Permissions {
     let mut p = Permissions::default();
     let env = cfg.environment.as_ref();
     let mut aws_statements = Vec::new();
@@ -169,6 +196,51 @@ pub fn permissions(cfg: &AgentConfig) -> Permissions {
         None => {}
     }
 
+    if runners.contains(&ResourceType::Sagemaker) {
+        let region = match env {
+            Some(EnvironmentConfig::Aws { region, .. }) => region.clone(),
+            _ => {
+                p.notes.push("the sagemaker runner needs environment.type aws (its region and credentials)".into());
+                "<region>".into()
+            }
+        };
+        let part = crate_partition(&region);
+        aws_statements.push(allow(
+            "LiftoffSageMakerJobs",
+            SAGEMAKER_JOB_ACTIONS,
+            format!("arn:{part}:sagemaker:{region}:<account-id>:training-job/*"),
+        ));
+        aws_statements.push(allow("LiftoffSageMakerSearch", &[SAGEMAKER_SEARCH_ACTION], "*"));
+        aws_statements.push(allow(
+            "LiftoffSageMakerLogs",
+            SAGEMAKER_LOG_ACTIONS,
+            format!("arn:{part}:logs:{region}:<account-id>:log-group:/aws/sagemaker/TrainingJobs:*"),
+        ));
+        aws_statements.push(Statement {
+            condition: Some(json!({"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}})),
+            ..allow(
+                "LiftoffSageMakerPassRole",
+                &[PASS_ROLE_ACTION],
+                format!("arn:{part}:iam::<account-id>:role/<RoleArn of the sagemaker queues>"),
+            )
+        });
+    }
+    if runners.contains(&ResourceType::Vertex) {
+        if !matches!(env, Some(EnvironmentConfig::Gcp { .. })) {
+            p.notes.push("the vertex runner needs environment.type gcp (its project, region and credentials)".into());
+        }
+        gcp_perms.extend(VERTEX_PERMISSIONS);
+        let project = gcp_role_project.clone().unwrap_or_else(|| "<project-id>".into());
+        gcp_bindings.push(format!(
+            "gcloud projects add-iam-policy-binding {project} --member=serviceAccount:<agent-service-account> \
+             --role=projects/{project}/roles/{GCP_ROLE_ID}"
+        ));
+        p.notes.push(
+            "a vertex queue whose run.service_account is set also needs iam.serviceAccounts.actAs on that account"
+                .into(),
+        );
+    }
+
     if !aws_statements.is_empty() {
         p.aws = Some(PolicyDocument { version: "2012-10-17", statement: aws_statements });
     }
@@ -178,7 +250,7 @@ pub fn permissions(cfg: &AgentConfig) -> Permissions {
             permissions: gcp_perms.iter().map(|s| s.to_string()).collect(),
             role: json!({
                 "title": "Liftoff agent",
-                "description": format!("What a Liftoff agent needs to push images and upload build contexts (project {project})"),
+                "description": format!("What a Liftoff agent needs (project {project})"),
                 "stage": "GA",
                 "includedPermissions": gcp_perms,
             }),

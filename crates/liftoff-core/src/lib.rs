@@ -17,7 +17,9 @@ pub mod queue;
 pub mod resource;
 pub mod rules;
 pub mod run_env;
+pub mod sagemaker_args;
 pub mod template;
+pub mod vertex_args;
 
 pub use history::{ItemTransition, RunStreamEnd, RunStreamPosition, TransitionCause, queue_event_number};
 pub use image_ref::ImageRef;

@@ -10,6 +10,8 @@ pub enum ResourceType {
     LocalContainer,
     Kubernetes,
     Sagemaker,
+    /// Also read as the reference's legacy name `gcp-vertex`.
+    #[serde(alias = "gcp-vertex")]
     Vertex,
 }
 
@@ -37,6 +39,9 @@ impl fmt::Display for ResourceType {
 impl FromStr for ResourceType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "gcp-vertex" {
+            return Ok(Self::Vertex);
+        }
         Self::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
             let known: Vec<_> = Self::ALL.iter().map(|r| r.as_str()).collect();
             format!("unknown resource type '{s}': expected one of {}", known.join(", "))
@@ -57,7 +62,8 @@ pub struct ConfigProblem {
 /// on is refused when the queue is created rather than at every launch.
 /// Top-level options whose value holds a `{{variable}}` or `${macro}` are
 /// left to the launch (their value is not known yet); everything else is
-/// checked. `sagemaker` and `vertex` have no checks yet.
+/// checked (`sagemaker` and `vertex` check their required keys' presence
+/// whatever their value).
 pub fn check_config(resource: ResourceType, config: &serde_json::Value) -> Vec<ConfigProblem> {
     let Some(map) = config.as_object() else {
         return vec![ConfigProblem { field: "config".into(), message: "config must be a JSON object".into() }];
@@ -112,11 +118,13 @@ pub fn check_config(resource: ResourceType, config: &serde_json::Value) -> Vec<C
             Ok(()) => vec![],
             Err(errors) => errors.into_iter().map(|m| ConfigProblem { field: "config".into(), message: m }).collect(),
         },
-        ResourceType::Sagemaker | ResourceType::Vertex => vec![],
+        ResourceType::Sagemaker => crate::sagemaker_args::check(config),
+        ResourceType::Vertex => crate::vertex_args::check(config),
     }
 }
 
-fn holds_placeholder(v: &serde_json::Value) -> bool {
+/// Whether `v` holds a `{{variable}}` or `${macro}`, so its value is known only at launch.
+pub(crate) fn holds_placeholder(v: &serde_json::Value) -> bool {
     match v {
         serde_json::Value::String(s) => s.contains("{{") || s.contains("${"),
         serde_json::Value::Array(a) => a.iter().any(holds_placeholder),
@@ -145,6 +153,13 @@ mod config_tests {
     }
 
     #[test]
+    fn gcp_vertex_is_the_legacy_name_of_vertex() {
+        assert_eq!("gcp-vertex".parse::<ResourceType>(), Ok(ResourceType::Vertex));
+        assert_eq!(serde_json::from_value::<ResourceType>(json!("gcp-vertex")).unwrap(), ResourceType::Vertex);
+        assert_eq!(ResourceType::Vertex.as_str(), "vertex");
+    }
+
+    #[test]
     fn placeholders_wait_for_the_launch() {
         assert_eq!(check_config(ResourceType::LocalContainer, &json!({"memory": "{{mem}}"})), vec![]);
         assert_eq!(check_config(ResourceType::LocalContainer, &json!({"env": ["RUN=${run_id}"]})), vec![]);
@@ -158,6 +173,12 @@ mod config_tests {
         assert!(!k.is_empty());
         let p = check_config(ResourceType::LocalProcess, &json!({"env": 3}));
         assert_eq!(p[0].field, "config.env");
-        assert_eq!(check_config(ResourceType::Vertex, &json!({"anything": 1})), vec![]);
+        let v = check_config(ResourceType::Vertex, &json!({"anything": 1}));
+        assert_eq!(
+            v.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(),
+            ["config.anything", "config.spec.worker_pool_specs", "config.spec.staging_bucket"]
+        );
+        let s = check_config(ResourceType::Sagemaker, &json!({"RoleArn": "{{role}}"}));
+        assert_eq!(s.len(), 3, "{s:?}");
     }
 }

@@ -31,6 +31,13 @@ pub enum JobErrorCode {
     Wait,
     /// The run could not be stopped.
     Stop,
+    /// A remote run ended failed; the message is the service's reason.
+    RemoteFailed,
+    /// A remote run was stopped by someone else (its console, its CLI).
+    StoppedElsewhere,
+    /// The resource took the run away (a spot interruption it will not
+    /// resume by itself): the run is re-queued.
+    Preempted,
     /// The server did not take a report about the run (its start).
     Report,
     /// A bug: e.g. a plan handed to a runner that did not make it.

@@ -2,8 +2,11 @@
 //! ([`Runner`], [`RunningJob`], [`RunnerRegistry`]). `local_process` runs
 //! the entrypoint as a local process group under `supervise`;
 //! `local_container` runs it in a container through the Docker Engine API
-//! (`container`).
+//! (`container`). With their features, `sagemaker` and `vertex` run it as
+//! a cloud training job, watched by `remote_job`.
 
+#[cfg(feature = "sagemaker")]
+pub mod aws_json;
 pub mod bollard_engine;
 pub mod container;
 pub mod engine;
@@ -14,9 +17,15 @@ pub mod local_process;
 pub mod process;
 pub mod registry;
 pub mod registry_auth;
+#[cfg(any(feature = "sagemaker", feature = "vertex"))]
+pub mod remote_job;
 pub mod runner;
+#[cfg(feature = "sagemaker")]
+pub mod sagemaker;
 pub mod shared_engine;
 pub mod supervise;
+#[cfg(feature = "vertex")]
+pub mod vertex;
 
 pub use engine::{ContainerEngine, EngineError};
 pub use job_error::{JobError, JobErrorCode};

@@ -6,12 +6,14 @@
 //! - [`postgres`]: a fresh database on the test PostgreSQL server.
 //! - [`processes`]: process trees tied to a test's lifetime (killed on drop,
 //!   pass or fail), and the processes found by a marker in their environment.
+//! - [`fakes`]: faithful fakes of SageMaker and Vertex AI (+ Cloud Logging).
 //! - [`proxy`]: a TCP proxy that records what clients send and can hold a
 //!   request (fault injection between two steps of a client).
 //! - [`python_wheel`]: a pure-Python wheel made with the host's Python, for
 //!   offline installs in test builds.
 
 pub mod component;
+pub mod fakes;
 pub mod postgres;
 pub mod processes;
 pub mod proxy;

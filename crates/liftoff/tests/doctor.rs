@@ -262,3 +262,109 @@ async fn gcp_setup_shows_where_project_and_region_come_from() {
     assert!(!fake.state.issued.lock().unwrap().is_empty());
     assert!(fake.state.refused.lock().unwrap().is_empty());
 }
+
+#[test]
+fn permissions_lists_what_the_cloud_runners_need() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aws.yaml"), "queues: [q]\nenvironment: {type: aws, region: eu-west-1}\n").unwrap();
+    let out = liftoff(dir.path(), &["permissions", "-c", "aws.yaml", "--runner", "sagemaker", "--format", "json"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statements = v["aws"]["Statement"].as_array().unwrap();
+    let mut actions: Vec<&str> =
+        statements.iter().flat_map(|s| s["Action"].as_array().unwrap()).map(|a| a.as_str().unwrap()).collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            "iam:PassRole",
+            "logs:DescribeLogStreams",
+            "logs:GetLogEvents",
+            "sagemaker:AddTags",
+            "sagemaker:CreateTrainingJob",
+            "sagemaker:DescribeTrainingJob",
+            "sagemaker:Search",
+            "sagemaker:StopTrainingJob",
+        ]
+    );
+    let pass_role = statements.iter().find(|s| s["Action"][0] == "iam:PassRole").unwrap();
+    assert_eq!(pass_role["Condition"]["StringEquals"]["iam:PassedToService"], "sagemaker.amazonaws.com");
+    let logs = statements.iter().find(|s| s["Sid"] == "LiftoffSageMakerLogs").unwrap();
+    assert_eq!(logs["Resource"], "arn:aws:logs:eu-west-1:<account-id>:log-group:/aws/sagemaker/TrainingJobs:*");
+    let jobs = statements.iter().find(|s| s["Sid"] == "LiftoffSageMakerJobs").unwrap();
+    assert_eq!(jobs["Resource"], "arn:aws:sagemaker:eu-west-1:<account-id>:training-job/*");
+    // without --runner, none of it
+    let out = liftoff(dir.path(), &["permissions", "-c", "aws.yaml"], &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No cloud grants are needed"));
+
+    std::fs::write(
+        dir.path().join("gcp.yaml"),
+        "queues: [q]\nenvironment: {type: gcp, region: europe-west4, project: my-project-1}\n",
+    )
+    .unwrap();
+    let out = liftoff(dir.path(), &["permissions", "-c", "gcp.yaml", "--runner", "vertex"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for p in [
+        "aiplatform.customJobs.create",
+        "aiplatform.customJobs.get",
+        "aiplatform.customJobs.cancel",
+        "aiplatform.customJobs.list",
+        "logging.logEntries.list",
+    ] {
+        assert!(text.contains(&format!("  {p}\n")), "{p}: {text}");
+    }
+    assert!(text.contains("gcloud projects add-iam-policy-binding my-project-1"), "{text}");
+    let out = liftoff(dir.path(), &["permissions", "-c", "gcp.yaml", "--runner", "vertex", "--format", "json"], &[]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["gcp"]["permissions"].as_array().unwrap().len(), 5);
+    let bad = liftoff(dir.path(), &["permissions", "-c", "gcp.yaml", "--runner", "lambda"], &[]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown resource type 'lambda'"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_calls_each_cloud_runners_service_with_the_agents_credentials() {
+    use liftoff_testkit::fakes::sagemaker::{SageMakerFake, SageMakerFakeOptions};
+    use liftoff_testkit::fakes::vertex::{VertexFake, VertexFakeOptions};
+    let Some(moto) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let sm = SageMakerFake::start(SageMakerFakeOptions::default()).await.unwrap();
+    let vx = VertexFake::start(VertexFakeOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let aws = "queues: [q]\nenvironment: {type: aws, region: us-east-1}\n";
+    let mut env = moto_env(&moto);
+    env.push(("AWS_ENDPOINT_URL_SAGEMAKER", sm.url.clone()));
+    let path = dir.path().to_path_buf();
+    let (out, text) = {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || run(&path, aws, &env, &["--runner", "sagemaker"])).await.unwrap()
+    };
+    assert!(out.status.success(), "{text}");
+    assert!(line(&text, "sagemaker").starts_with("PASS"), "{text}");
+    assert!(sm.calls().contains(&"DescribeTrainingJob".to_string()), "the call reached SageMaker");
+    // keys SageMaker does not know
+    env[1].1 = "AKIAUNKNOWN".into();
+    let path = dir.path().to_path_buf();
+    let (out, text) =
+        tokio::task::spawn_blocking(move || run(&path, aws, &env, &["--runner", "sagemaker"])).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let failed = line(&text, "sagemaker");
+    assert!(failed.starts_with("FAIL") && failed.contains("UnrecognizedClientException"), "{text}");
+    assert!(text.contains("liftoff permissions -c <config> --runner sagemaker"), "{text}");
+
+    let credentials = dir.path().join("adc.json");
+    std::fs::write(&credentials, vx.credentials_json("my-project-1").to_string()).unwrap();
+    let gcp = "queues: [q]\nenvironment: {type: gcp, region: europe-west4, project: my-project-1}\n";
+    let env = vec![
+        ("GOOGLE_APPLICATION_CREDENTIALS", credentials.display().to_string()),
+        ("LIFTOFF_VERTEX_ENDPOINT", vx.url.clone()),
+        ("LIFTOFF_LOGGING_ENDPOINT", vx.url.clone()),
+        ("CLOUDSDK_CONFIG", dir.path().join("gcloud").display().to_string()),
+    ];
+    let path = dir.path().to_path_buf();
+    let (out, text) =
+        tokio::task::spawn_blocking(move || run(&path, gcp, &env, &["--runner", "vertex"])).await.unwrap();
+    assert!(out.status.success(), "{text}");
+    let passed = line(&text, "vertex");
+    assert!(passed.starts_with("PASS") && passed.contains("projects/my-project-1/locations/europe-west4"), "{text}");
+}

@@ -196,7 +196,9 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
         ..AgentOptions::default()
     };
     tracing::info!(%entity, %base_url, queues = ?opts.queues, max_jobs = opts.max_jobs, work_dir = %opts.work_dir.display(), "starting agent");
-    Ok(liftoff_agent::run_agent(client, opts, crate::signal::shutdown_requested()).await?)
+    let registry = liftoff_agent::agent_runners(&opts, &environment);
+    tracing::info!(runners = ?registry.resources(), "runners");
+    Ok(liftoff_agent::run_agent_with(client, opts, registry, crate::signal::shutdown_requested()).await?)
 }
 
 /// This binary, which the agent runs as `liftoff __supervise` for each local process.

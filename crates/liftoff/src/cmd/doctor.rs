@@ -20,6 +20,9 @@ pub struct DoctorArgs {
     /// Docker engine of the docker builder [default: DOCKER_HOST, else unix:///var/run/docker.sock].
     #[arg(long, value_name = "HOST")]
     docker_host: Option<String>,
+    /// A cloud runner the agent serves queues of (`sagemaker`, `vertex`): its service is called. Repeatable.
+    #[arg(long = "runner", value_name = "TYPE")]
+    runners: Vec<liftoff_core::ResourceType>,
     #[command(flatten)]
     format: FormatArg,
 }
@@ -122,7 +125,70 @@ async fn checks(args: &DoctorArgs) -> Vec<Check> {
     out.push(check_builder(&cfg, args.docker_host.as_deref()).await);
     out.push(check_registry(&cfg, env.as_ref()).await);
     out.push(check_regions(&cfg, env.as_ref(), store.as_ref()).await);
+    for r in &args.runners {
+        out.push(check_runner(*r, env.as_ref()).await);
+    }
     out
+}
+
+/// The runner's service answers the environment's credentials: a read of a
+/// job that does not exist ("not found" is a pass: the call was allowed)
+/// and of its logs.
+async fn check_runner(runner: liftoff_core::ResourceType, env: Option<&CloudEnv>) -> Check {
+    use liftoff_core::ResourceType;
+    const PROBE: &str = "liftoff-doctor-probe";
+    let fix = format!("grant what `liftoff permissions -c <config> --runner {runner}` lists");
+    match (runner, env) {
+        (ResourceType::Sagemaker, Some(CloudEnv::Aws(aws))) => {
+            let api = liftoff_run::sagemaker::SageMakerApi::new(aws.clone());
+            match api.sagemaker("DescribeTrainingJob", serde_json::json!({"TrainingJobName": PROBE})).await {
+                Ok(_) => {}
+                // "Requested resource not found": the call was allowed
+                Err(e) if e.code == "ValidationException" => {}
+                Err(e) => return fail("sagemaker", format!("DescribeTrainingJob failed: {e}"), fix),
+            }
+            let streams = serde_json::json!({"logGroupName": liftoff_run::sagemaker::LOG_GROUP, "logStreamNamePrefix": format!("{PROBE}/")});
+            match api.logs("DescribeLogStreams", streams).await {
+                Ok(_) => {}
+                Err(e) if e.code == "ResourceNotFoundException" => {}
+                Err(e) => return fail("sagemaker", format!("CloudWatch Logs DescribeLogStreams failed: {e}"), fix),
+            }
+            pass(
+                "sagemaker",
+                format!(
+                    "SageMaker and CloudWatch Logs answer in {} (DescribeTrainingJob, DescribeLogStreams)",
+                    aws.region()
+                ),
+            )
+        }
+        (ResourceType::Vertex, Some(CloudEnv::Gcp(gcp))) => {
+            let api = liftoff_run::vertex::VertexApi::new(gcp.clone());
+            let path = format!("{}/customJobs/0", api.parent());
+            match api.vertex(reqwest::Method::GET, &path, None).await {
+                Ok(_) => {}
+                Err(e) if e.status == "NOT_FOUND" => {}
+                Err(e) => return fail("vertex", format!("customJobs.get failed: {e}"), fix),
+            }
+            let list = serde_json::json!({"resourceNames": [format!("projects/{}", api.project())], "pageSize": 1,
+                "filter": format!("resource.type=\"ml_job\" AND resource.labels.job_id=\"{PROBE}\"")});
+            if let Err(e) = api.list_entries(&list).await {
+                return fail("vertex", format!("Cloud Logging entries:list failed: {e}"), fix);
+            }
+            pass(
+                "vertex",
+                format!("Vertex AI and Cloud Logging answer in {} (customJobs.get, entries:list)", api.parent()),
+            )
+        }
+        (ResourceType::Sagemaker, _) => fail(
+            "sagemaker",
+            "the sagemaker runner needs an aws environment",
+            "set environment: {type: aws, region: ...}",
+        ),
+        (ResourceType::Vertex, _) => {
+            fail("vertex", "the vertex runner needs a gcp environment", "set environment: {type: gcp, ...}")
+        }
+        (other, _) => skip("runner", format!("{other} is not a cloud runner: nothing to call")),
+    }
 }
 
 /// The registry answers and accepts a push: a tiny blob is uploaded with the

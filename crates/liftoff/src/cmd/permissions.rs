@@ -1,6 +1,7 @@
 //! `liftoff permissions -c launch-config.yaml`: the least-privilege grants the
 //! configuration needs (an IAM policy, a GCP custom role, Azure role
-//! assignments), scoped to its repository and build-context store.
+//! assignments), scoped to its repository and build-context store, and with
+//! `--runner sagemaker`/`--runner vertex` what those runners call.
 
 use crate::cmd::config::read_bounded;
 use crate::output::{Format, FormatArg};
@@ -15,6 +16,9 @@ pub struct PermissionsArgs {
     /// The launch-config.yaml to read.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: PathBuf,
+    /// A cloud runner the agent serves queues of (`sagemaker`, `vertex`): its grants are added. Repeatable.
+    #[arg(long = "runner", value_name = "TYPE")]
+    runners: Vec<liftoff_core::ResourceType>,
     #[command(flatten)]
     format: FormatArg,
 }
@@ -29,7 +33,7 @@ pub fn run(args: PermissionsArgs) -> anyhow::Result<()> {
             bail!("{} is not a valid launch config ({} error(s))", args.config.display(), issues.len());
         }
     };
-    let p = liftoff_cloud::permissions(&cfg);
+    let p = liftoff_cloud::permissions_with_runners(&cfg, &args.runners);
     let out = match args.format.format {
         Format::Json => serde_json::to_string_pretty(&p)? + "\n",
         Format::Text => p.render_text(),
