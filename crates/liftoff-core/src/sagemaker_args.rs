@@ -56,7 +56,14 @@ pub fn normalise(args: &Value) -> Result<Map<String, Value>, ConfigProblem> {
 
 /// `role_arn` → `RoleArn`; `RoleArn` stays.
 fn camel(key: &str) -> String {
-    key.split('_').filter(|p| !p.is_empty()).map(|p| p[..1].to_ascii_uppercase() + &p[1..]).collect()
+    key.split('_').map(capitalise).collect()
+}
+
+/// `word` with its first character upper-cased (ASCII): by character, not
+/// byte, since a key is the user's text, whatever its script.
+pub(crate) fn capitalise(word: &str) -> String {
+    let mut chars = word.chars();
+    chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
 }
 
 /// Every problem with the options, naming the field: the required keys
@@ -230,6 +237,16 @@ fn valid_env_key(k: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by schemathesis: a key starting with a multi-byte character
+    /// made the server panic (a byte slice inside the character).
+    #[test]
+    fn keys_in_any_script_are_camel_cased_without_a_panic() {
+        assert_eq!(camel("role_arn"), "RoleArn");
+        assert_eq!(camel("RoleArn"), "RoleArn");
+        assert_eq!(camel("𡽭h^_éclair"), "𡽭h^éclair");
+        assert_eq!(camel("__"), "");
+    }
 
     fn complete() -> Value {
         json!({

@@ -204,9 +204,7 @@ fn camel_keys(v: &Value) -> Value {
                 .map(|(k, v)| {
                     let mut parts = k.split('_');
                     let first = parts.next().unwrap_or("").to_string();
-                    let key = parts
-                        .filter(|p| !p.is_empty())
-                        .fold(first, |acc, p| acc + &p[..1].to_ascii_uppercase() + &p[1..]);
+                    let key = parts.fold(first, |acc, p| acc + &crate::sagemaker_args::capitalise(p));
                     (key, camel_keys(v))
                 })
                 .collect(),
@@ -231,6 +229,16 @@ pub fn label_value(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_in_any_script_are_camel_cased_without_a_panic() {
+        let v = camel_keys(&serde_json::json!({"container_spec": {"image_uri": 1}, "a_é_𡽭x": 2}));
+        assert_eq!(
+            v,
+            serde_json::json!({"containerSpec": {"imageUri": 1}, "aé𡽭x": 2}),
+            "ASCII letters only are upper-cased"
+        );
+    }
 
     fn options() -> Value {
         json!({"spec": {

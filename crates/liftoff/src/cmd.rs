@@ -4,6 +4,7 @@ pub mod agent;
 pub mod config;
 pub mod doctor;
 pub mod entity;
+pub mod image;
 pub mod job;
 pub mod key;
 pub mod launch;

@@ -49,6 +49,9 @@ enum Command {
     Run(cmd::run::RunCmd),
     /// Run an agent that claims and runs items from queues.
     Agent(cmd::agent::AgentArgs),
+    /// Manage the images Liftoff builds and appends in registries.
+    #[command(subcommand)]
+    Image(cmd::image::ImageCmd),
     /// Start a throwaway server and agent and run the hello example end to end.
     Quickstart(cmd::quickstart::QuickstartArgs),
     /// Create entities and their admin keys (on the server's database).
@@ -124,6 +127,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quickstart(args) => cmd::quickstart::run(args).await,
         Command::Entity(c) => cmd::entity::run(c).await,
         Command::Key(c) => cmd::key::run(&globals, c).await,
+        Command::Image(c) => cmd::image::run(c).await,
         Command::Config(c) => cmd::config::run(c),
         Command::Doctor(args) => cmd::doctor::run(args).await,
         Command::Permissions(args) => cmd::permissions::run(args),

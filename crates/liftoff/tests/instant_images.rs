@@ -181,3 +181,115 @@ async fn an_agent_killed_between_the_layer_upload_and_the_manifest_leaves_an_ima
     assert_eq!(log_of(&client, &id, LogStream::Stdout).await, format!("second {marker}\n"), "it ran once");
     second.kill_all();
 }
+
+/// Pushes a layerless image whose config says `created` and carries `labels`; returns its digest.
+async fn push_image(
+    registry: &dyn liftoff_build::Registry,
+    tag: &str,
+    created: &str,
+    labels: serde_json::Value,
+) -> String {
+    use sha2::Digest;
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": created,
+        "config": {"Labels": labels}, "rootfs": {"type": "layers", "diff_ids": []}, "history": []
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&config)));
+    registry.put_blob(&digest, config.clone().into()).await.unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": digest},
+        "layers": []
+    });
+    let media = "application/vnd.docker.distribution.manifest.v2+json";
+    registry.put_manifest(tag, media, serde_json::to_vec(&manifest).unwrap().into()).await.unwrap()
+}
+
+/// `liftoff image prune` on the local registry: a dry run lists and deletes
+/// nothing; the real one deletes the old dependency image, the image
+/// appended to it and an old whole build, and keeps the two newest of each
+/// kind, the young, the appended image of a kept dependency image, and an
+/// old image that a tag of someone else's names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_prune_deletes_old_images_and_those_appended_to_them_and_keeps_the_rest() {
+    use liftoff_build::Registry;
+    use liftoff_build::registry::OciRegistry;
+    let Some(registry_host) = required_env("LIFTOFF_TEST_REGISTRY") else { return };
+    let Some(user) = required_env("LIFTOFF_TEST_REGISTRY_USER") else { return };
+    let Some(password) = required_env("LIFTOFF_TEST_REGISTRY_PASSWORD") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::json!({"auths": {registry_host.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let path = format!("liftoff-test/prune-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let registry = OciRegistry::new(&registry_host, &path, Some(dir.path().to_path_buf())).unwrap();
+    let ago = |days: i64| (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days)).to_string();
+    let on = |deps: &str| serde_json::json!({"dev.liftoff.dependencies": format!("{registry_host}/{path}:{deps}@sha256:00")});
+    push_image(&registry, "lf-deps-new", &ago(1), serde_json::json!({})).await;
+    push_image(&registry, "lf-deps-old", &ago(40), serde_json::json!({})).await;
+    push_image(&registry, "lf-deps-older", &ago(50), serde_json::json!({})).await;
+    push_image(&registry, "lf-on-new", &ago(1), on("lf-deps-new")).await;
+    push_image(&registry, "lf-on-older", &ago(50), on("lf-deps-older")).await;
+    push_image(&registry, "lf-built-young", &ago(10), serde_json::json!({})).await;
+    push_image(&registry, "lf-built-old", &ago(60), serde_json::json!({})).await;
+    push_image(&registry, "lf-built-older", &ago(65), serde_json::json!({})).await;
+    let long_ago = ago(70);
+    let shared = push_image(&registry, "lf-built-shared", &long_ago, serde_json::json!({"shared": "yes"})).await;
+    assert_eq!(push_image(&registry, "release", &long_ago, serde_json::json!({"shared": "yes"})).await, shared);
+
+    let repository = format!("{registry_host}/{path}");
+    let prune = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+            .args(["image", "prune", &repository, "--older-than", "30d", "--keep-last", "2"])
+            .args(extra)
+            .env("DOCKER_CONFIG", dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let line =
+        |out: &str, tag: &str| out.lines().find(|l| l.contains(&format!(" {tag} "))).unwrap_or_default().to_string();
+    let dry = prune(&["--dry-run"]);
+    assert!(line(&dry, "lf-deps-older").starts_with("would delete"), "{dry}");
+    assert!(line(&dry, "lf-on-older").contains("its dependency image lf-deps-older goes"), "{dry}");
+    assert!(dry.contains("dry run: 3 of 9 Liftoff images would be deleted; nothing was"), "{dry}");
+    assert!(registry.manifest_digest("lf-deps-older").await.unwrap().is_some(), "a dry run deletes nothing");
+
+    let out = prune(&[]);
+    assert!(line(&out, "lf-built-shared").contains("a tag not made by Liftoff names the same image"), "{out}");
+    assert!(line(&out, "lf-deps-old").contains("among the 2 newest"), "{out}");
+    for gone in ["lf-deps-older", "lf-on-older", "lf-built-older"] {
+        assert_eq!(registry.manifest_digest(gone).await.unwrap(), None, "{gone} was deleted\n{out}");
+    }
+    for kept in
+        ["lf-deps-new", "lf-deps-old", "lf-on-new", "lf-built-young", "lf-built-old", "lf-built-shared", "release"]
+    {
+        assert!(registry.manifest_digest(kept).await.unwrap().is_some(), "{kept} was kept\n{out}");
+    }
+    assert_eq!(registry.manifest_digest("release").await.unwrap(), Some(shared));
+    // by kind, newest first
+    let tags: Vec<&str> =
+        out.lines().skip(1).take(9).filter_map(|l| l.split_whitespace().find(|w| w.starts_with("lf-"))).collect();
+    assert_eq!(
+        tags,
+        [
+            "lf-deps-new",
+            "lf-deps-old",
+            "lf-deps-older",
+            "lf-on-new",
+            "lf-on-older",
+            "lf-built-young",
+            "lf-built-old",
+            "lf-built-older",
+            "lf-built-shared"
+        ],
+        "{out}"
+    );
+    assert!(out.contains("1 tags not made by Liftoff were left alone"), "{out}");
+}
