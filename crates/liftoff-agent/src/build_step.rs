@@ -161,15 +161,16 @@ pub async fn build(
 
     let key = claim_key(setup, opts, &image);
     let context = Arc::new(context);
-    let work = async {
-        match appendable {
+    let work = || async {
+        match &appendable {
             Some(deps) => {
                 // shared by every job with the same dependencies: one repository per registry or engine
                 let deps_repository = match &setup.destination {
                     Destination::LocalEngine => LOCAL_DEPENDENCIES.to_string(),
                     Destination::Registry(_) => repository.clone(),
                 };
-                let deps = dependency_image(client, setup, &deps_repository, deps, &base_digests, opts, logs).await?;
+                let deps =
+                    dependency_image(client, setup, &deps_repository, deps.clone(), &base_digests, opts, logs).await?;
                 let digest =
                     append_code(setup, &deps, &context, &context_digest, &tag, &image, &entrypoint, logs).await?;
                 let reference = match &setup.destination {
@@ -185,22 +186,19 @@ pub async fn build(
             }
         }
     };
-    let (reference, digest, how) = match under_build_claim(client, &key, &image, opts, logs, work).await? {
-        Claimed::Mine(done) => done,
-        Claimed::Theirs => {
-            // the registry (or engine) is the truth: the server only says who built
-            let Some(found) = find(setup, &image, &tag).await? else {
-                return Err(build_error(
-                    JobErrorCode::Build,
-                    format!("{image} was reported built by another agent but is not there"),
-                ));
-            };
-            say(logs, format!("liftoff build: {image} was built by another agent")).await;
-            (found.0, found.1, BuildHow::Waited)
-        }
+    let (reference, digest, how) = match claimed_or_found(client, setup, &key, &image, &tag, opts, logs, work).await? {
+        Got::Mine(done) => done,
+        Got::Found((reference, digest)) => (reference, digest, BuildHow::Waited),
     };
     let auth = registry_auth(setup).await?;
     Ok(Built { image: BuiltImage { image: reference, entrypoint, auth }, record: record(how, digest), warnings })
+}
+
+/// An image this agent made, or found made by another.
+enum Got<T> {
+    Mine(T),
+    /// `(reference, digest)`.
+    Found((String, Option<String>)),
 }
 
 /// Who did the work a build claim guards.
@@ -213,18 +211,20 @@ enum Claimed<T> {
 
 /// Runs `work` under the server's build claim on `key` (one agent per
 /// content does it; the others wait, then find its result), renewing the
-/// claim while it runs and finishing it with the outcome.
+/// claim while it runs and finishing it with the outcome. `gone`: the image
+/// of a done claim was found missing (pruned): win it again.
 async fn under_build_claim<T>(
     client: &Client,
     key: &str,
     image: &str,
     opts: &AgentOptions,
     logs: &LogSender,
+    gone: bool,
     work: impl std::future::Future<Output = Result<(String, Option<String>, T), JobError>>,
 ) -> Result<Claimed<(String, Option<String>, T)>, JobError> {
     let mut waited = false;
     loop {
-        let answer = match client.claim_build(key, &opts.agent_id).await {
+        let answer = match client.claim_build(key, &opts.agent_id, gone).await {
             Ok(a) => a,
             // a server restarting: asked again (the job's start timeout bounds it)
             Err(e) if e.is_transient() => {
@@ -263,6 +263,51 @@ async fn under_build_claim<T>(
     }
 }
 
+/// [`under_build_claim`], then the image of a claim another agent finished:
+/// this agent's result, or the image (reference, digest) found where the
+/// other agent put it. An image whose claim is done but which is gone from the
+/// registry (pruned) is claimed again (`gone`) and rebuilt.
+#[expect(clippy::too_many_arguments, reason = "the claim's key and the image's names, each needed")]
+async fn claimed_or_found<T, F, Fut>(
+    client: &Client,
+    setup: &BuildSetup,
+    key: &str,
+    image: &str,
+    tag: &str,
+    opts: &AgentOptions,
+    logs: &LogSender,
+    work: F,
+) -> Result<Got<(String, Option<String>, T)>, JobError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(String, Option<String>, T), JobError>>,
+{
+    let mut gone = false;
+    loop {
+        if let Claimed::Mine(done) = under_build_claim(client, key, image, opts, logs, gone, work()).await? {
+            return Ok(Got::Mine(done));
+        }
+        // the registry (or engine) is the truth: the server only says who built
+        match find(setup, image, tag).await? {
+            Some(found) => {
+                say(logs, format!("liftoff build: {image} was built by another agent")).await;
+                return Ok(Got::Found(found));
+            }
+            None if !gone => {
+                say(logs, format!("liftoff build: {image} was built before but is gone (pruned?); building it again"))
+                    .await;
+                gone = true;
+            }
+            None => {
+                return Err(build_error(
+                    JobErrorCode::Build,
+                    format!("{image} was reported built by another agent but is not there"),
+                ));
+            }
+        }
+    }
+}
+
 /// The run's dependency image in `registry`, keyed by what determines it
 /// (the dependency context's digest, base images, build args, platform):
 /// found, built by this agent under a build claim, or waited for. Returns
@@ -296,21 +341,12 @@ async fn dependency_image(
         return Ok(image);
     }
     say(logs, format!("liftoff build: building the dependency image {image}")).await;
-    let work = async {
+    let work = || async {
         let (reference, digest) = build_and_push(setup, deps.clone(), &image, &tag, logs).await?;
         Ok((reference, digest, ()))
     };
-    if let Claimed::Theirs =
-        under_build_claim(client, &claim_key(setup, opts, &image), &image, opts, logs, work).await?
-    {
-        if find(setup, &image, &tag).await?.is_none() {
-            return Err(build_error(
-                JobErrorCode::Build,
-                format!("{image} was reported built by another agent but is not there"),
-            ));
-        }
-        say(logs, format!("liftoff build: dependency image {image} was built by another agent")).await;
-    }
+    // found built by another agent, or built here: either way it is there now
+    claimed_or_found(client, setup, &claim_key(setup, opts, &image), &image, &tag, opts, logs, work).await?;
     Ok(image)
 }
 

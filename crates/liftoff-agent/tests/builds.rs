@@ -587,7 +587,8 @@ async fn python_job(r: &Rig, name: &str, python: &str, line: &str) {
 /// builder run (the engine, behind a recording proxy, gets no `/build`
 /// request) and the container runs the new line; an unchanged relaunch
 /// finds its image with one manifest HEAD (the registry is behind a
-/// recording proxy too).
+/// recording proxy too); once both images are pruned from the registry,
+/// the next launch makes them again although the server's claims say done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_only_change_is_appended_to_the_dependency_image_with_no_builder_run() {
     use liftoff_testkit::{RecordingProxy, Upstream};
@@ -605,7 +606,8 @@ async fn a_code_only_change_is_appended_to_the_dependency_image_with_no_builder_
     let path = format!("liftoff-test/instant-{}", &marker[..8]);
     let repo = format!("{}/{path}", proxied.registry);
     let creds = docker_config(&r, &proxied, &c.password);
-    let (stop, agent) = r.agent_with(options(&r, &proxied, setup(&proxied, &docker_to(&repo), Some(creds)).await));
+    let (stop, agent) =
+        r.agent_with(options(&r, &proxied, setup(&proxied, &docker_to(&repo), Some(creds.clone())).await));
     const BUILD: &[u8] = b"/build?";
 
     python_job(&r, "instant", &python, &format!("first {marker}")).await;
@@ -646,6 +648,29 @@ async fn a_code_only_change_is_appended_to_the_dependency_image_with_no_builder_
     assert_eq!((found.how, &found.image), (BuildHow::Found, &record.image));
     assert_eq!(registry.count(heads.as_bytes()) - before, 1, "found with one manifest HEAD");
     assert_eq!(engine.count(BUILD), 1);
+
+    // both images pruned from the registry: the server's claims say done, the
+    // registry says gone; the agent claims them again and makes them again
+    use liftoff_build::Registry;
+    let oci = liftoff_build::registry::OciRegistry::new(&proxied.registry, &path, Some(creds)).unwrap();
+    let deps_tag = log.split(&format!("{repo}:")).find_map(|rest| rest.strip_prefix("lf-deps-")).unwrap();
+    let deps_tag = format!("lf-deps-{}", &deps_tag[..24]);
+    for tag in [record.image.split('@').next().unwrap().rsplit_once(':').unwrap().1, deps_tag.as_str()] {
+        let digest = oci.manifest_digest(tag).await.unwrap().unwrap_or_else(|| panic!("{tag} is there"));
+        oci.delete_manifest(&digest).await.unwrap();
+    }
+    let fourth = r.launch_on("boxes", "instant").await;
+    let item = r.wait_for(&fourth, |i| i.state.is_terminal(), Duration::from_secs(240)).await;
+    let log = r.logs(&fourth, LogStream::Build).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}\n{log}", item.reason);
+    assert_eq!(item.build.expect("recorded").how, BuildHow::Appended, "{log}");
+    assert_eq!(
+        log.matches("is gone (pruned?); building it again").count(),
+        2,
+        "the image and its dependency image: {log}"
+    );
+    assert_eq!(engine.count(BUILD), 2, "the dependency image was built again");
+    assert_eq!(r.logs(&fourth, LogStream::Stdout).await, format!("second {marker} liftoff-hello 0.1\n"));
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }

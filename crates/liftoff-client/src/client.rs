@@ -328,8 +328,9 @@ impl Client {
         &self,
         key: &str,
         agent_id: &str,
+        gone: bool,
     ) -> Result<liftoff_core::api::BuildClaimAnswer, ClientError> {
-        let body = liftoff_core::api::BuildClaimRequest { key: key.to_string(), agent_id: agent_id.to_string() };
+        let body = liftoff_core::api::BuildClaimRequest { key: key.to_string(), agent_id: agent_id.to_string(), gone };
         self.call(Method::POST, "/builds/claim", Some(&body)).await
     }
 

@@ -371,6 +371,10 @@ pub struct BuildClaimRequest {
     pub key: String,
     #[schema(min_length = 1, max_length = 128)]
     pub agent_id: String,
+    /// The claim is done, but the image it names is gone from the registry
+    /// (pruned): claim it again to build it again, as if it were free.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gone: bool,
 }
 
 /// The answer to a [`BuildClaimRequest`].

@@ -215,13 +215,15 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     async fn list_warnings(&self, entity: &str, id: &str) -> Result<Vec<ItemWarning>, StoreError>;
     /// Asks to build image `key` (see [`BuildClaimAnswer`]); the lease
-    /// deadline comes from the database clock.
+    /// deadline comes from the database clock. `gone`: the caller found the
+    /// image of a done claim missing (pruned), so a done claim is won again.
     async fn claim_build(
         &self,
         entity: &str,
         key: &str,
         agent_id: &str,
         ttl_ms: i64,
+        gone: bool,
     ) -> Result<BuildClaimAnswer, StoreError>;
     /// The build holder's heartbeat (`finish: None`) or its end: `Some(Some(image))`
     /// pushed, `Some(None)` failed (free for the next agent). A fence that no

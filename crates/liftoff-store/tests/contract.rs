@@ -472,14 +472,17 @@ async fn item_ids_and_run_ids_never_collide(s: SqlStore) {
 
 /// One build per image content: of many agents asking at once one wins;
 /// the rest wait until it finishes and then get its image; a failed or
-/// abandoned build is claimed again, and its old holder's writes are refused.
+/// abandoned build, or a done one whose image is gone, is claimed again, and
+/// its old holder's writes are refused.
 async fn builds_are_claimed_once(s: SqlStore) {
     use liftoff_core::api::BuildClaimAnswer as A;
     let s = Arc::new(s);
     let mut tasks = vec![];
     for a in 0..8 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.claim_build("acme", "reg/app:abc", &format!("agent-{a}"), TTL).await }));
+        tasks.push(tokio::spawn(async move {
+            s.claim_build("acme", "reg/app:abc", &format!("agent-{a}"), TTL, false).await
+        }));
     }
     let mut won = vec![];
     for t in tasks {
@@ -498,24 +501,39 @@ async fn builds_are_claimed_once(s: SqlStore) {
         Err(StoreError::StaleFence { .. })
     ));
     // the same key in another entity is another build
-    assert!(matches!(s.claim_build("other", "reg/app:abc", "x", TTL).await.unwrap(), A::Won { .. }));
+    assert!(matches!(s.claim_build("other", "reg/app:abc", "x", TTL, false).await.unwrap(), A::Won { .. }));
     // a failure frees it at once: the next asker builds, under a new fence
     s.update_build("acme", "reg/app:abc", fence, TTL, Some(None)).await.unwrap();
-    let A::Won { fence: second, .. } = s.claim_build("acme", "reg/app:abc", "agent-9", TTL).await.unwrap() else {
+    let A::Won { fence: second, .. } = s.claim_build("acme", "reg/app:abc", "agent-9", TTL, false).await.unwrap()
+    else {
         panic!("a failed build is claimed again")
     };
     assert!(second > fence);
     assert!(s.update_build("acme", "reg/app:abc", fence, TTL, Some(Some("reg/app:abc@sha256:00"))).await.is_err());
     s.update_build("acme", "reg/app:abc", second, TTL, Some(Some("reg/app:abc@sha256:11"))).await.unwrap();
     assert_eq!(
-        s.claim_build("acme", "reg/app:abc", "agent-1", TTL).await.unwrap(),
+        s.claim_build("acme", "reg/app:abc", "agent-1", TTL, false).await.unwrap(),
         A::Done { image: "reg/app:abc@sha256:11".into() }
     );
+    // its image pruned from the registry: an agent that found it gone wins it
+    // again, under a new fence; the others then wait for that build
+    let A::Won { fence: third, .. } = s.claim_build("acme", "reg/app:abc", "agent-2", TTL, true).await.unwrap() else {
+        panic!("a done build whose image is gone is claimed again")
+    };
+    assert!(third > second);
+    assert!(matches!(s.claim_build("acme", "reg/app:abc", "agent-3", TTL, true).await.unwrap(), A::Held { .. }));
+    s.update_build("acme", "reg/app:abc", third, TTL, Some(Some("reg/app:abc@sha256:22"))).await.unwrap();
+    assert_eq!(
+        s.claim_build("acme", "reg/app:abc", "agent-1", TTL, false).await.unwrap(),
+        A::Done { image: "reg/app:abc@sha256:22".into() }
+    );
     // an abandoned build (its lease ran out) is claimed again
-    let A::Won { fence: f, .. } = s.claim_build("acme", "reg/app:def", "agent-1", 30).await.unwrap() else { panic!() };
-    assert!(matches!(s.claim_build("acme", "reg/app:def", "agent-2", TTL).await.unwrap(), A::Held { .. }));
+    let A::Won { fence: f, .. } = s.claim_build("acme", "reg/app:def", "agent-1", 30, false).await.unwrap() else {
+        panic!()
+    };
+    assert!(matches!(s.claim_build("acme", "reg/app:def", "agent-2", TTL, false).await.unwrap(), A::Held { .. }));
     tokio::time::sleep(std::time::Duration::from_millis(60)).await;
-    assert!(matches!(s.claim_build("acme", "reg/app:def", "agent-2", TTL).await.unwrap(), A::Won { .. }));
+    assert!(matches!(s.claim_build("acme", "reg/app:def", "agent-2", TTL, false).await.unwrap(), A::Won { .. }));
     assert!(s.update_build("acme", "reg/app:def", f, TTL, None).await.is_err(), "the old holder lost it");
 }
 

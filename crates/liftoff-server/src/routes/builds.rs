@@ -53,7 +53,7 @@ pub async fn claim(
     if req.agent_id.is_empty() || req.agent_id.chars().count() > 128 {
         return Err(ApiError::bad_request("agent_id", "an agent id of 1 to 128 bytes"));
     }
-    Ok(Json(st.store.claim_build(&entity, &req.key, &req.agent_id, ttl_ms(&st)).await?))
+    Ok(Json(st.store.claim_build(&entity, &req.key, &req.agent_id, ttl_ms(&st), req.gone).await?))
 }
 
 /// `POST /builds/renew`: the holder's heartbeat; 409 once it lost the build.

@@ -23,6 +23,7 @@ impl SqlStore {
         key: &str,
         agent_id: &str,
         ttl_ms: i64,
+        gone: bool,
     ) -> Result<BuildClaimAnswer, StoreError> {
         let mut tx = self.begin_write().await?;
         // The row first, so that two first claims meet on one locked row.
@@ -45,9 +46,11 @@ impl SqlStore {
             (row.try_get("holder")?, row.try_get("fence")?, row.try_get("state")?);
         let (lease_until, now): (i64, i64) = (row.try_get("lease_until")?, row.try_get("db_now")?);
         let answer = match state.as_str() {
-            "done" => BuildClaimAnswer::Done { image: row.try_get::<Option<String>, _>("image")?.unwrap_or_default() },
+            "done" if !gone => {
+                BuildClaimAnswer::Done { image: row.try_get::<Option<String>, _>("image")?.unwrap_or_default() }
+            }
             "building" if lease_until > now => BuildClaimAnswer::Held { holder, retry_after_ms: RETRY_AFTER_MS },
-            // free, failed, or a holder whose lease ran out
+            // free, failed, a holder whose lease ran out, or done with its image gone
             _ => {
                 let fence = fence + 1;
                 sqlx::query(

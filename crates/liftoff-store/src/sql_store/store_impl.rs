@@ -276,8 +276,9 @@ impl Store for SqlStore {
         key: &str,
         agent_id: &str,
         ttl_ms: i64,
+        gone: bool,
     ) -> Result<BuildClaimAnswer, StoreError> {
-        SqlStore::claim_build(self, entity, key, agent_id, ttl_ms).await
+        SqlStore::claim_build(self, entity, key, agent_id, ttl_ms, gone).await
     }
 
     async fn update_build(
