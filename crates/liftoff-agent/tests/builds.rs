@@ -715,6 +715,11 @@ async fn two_agents_appending_the_same_new_code_upload_it_once() {
     let b = r.launch_on("boxes", "twice").await;
     const WAITING: &str = "; waiting for it";
     let until = std::time::Instant::now() + Duration::from_secs(120);
+    // the append reaches its manifest (held), and the other agent waits for its claim
+    while registry.held() == 0 {
+        assert!(std::time::Instant::now() < until, "no append reached its manifest");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let waiter = 'seen: loop {
         for id in [&a, &b] {
             if r.logs(id, LogStream::Build).await.contains(WAITING) {
@@ -724,7 +729,7 @@ async fn two_agents_appending_the_same_new_code_upload_it_once() {
         assert!(std::time::Instant::now() < until, "no agent was seen waiting for the other's append");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(registry.held(), 1, "the append's manifest was held while the other agent waited");
+    assert_eq!(registry.held(), 1, "one append only reached its manifest");
     registry.release_held();
     for id in [&a, &b] {
         let item = r.wait_for(id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;
