@@ -153,6 +153,47 @@ async fn a_token_auth_registry_gets_bearer_tokens_for_the_scope_it_needs() {
     assert!(source.starts_with("anonymous"), "{source}");
 }
 
+/// An append through a token-auth registry: Bearer tokens for `pull` (the
+/// dependency image's manifest and config) and `pull,push` (blob HEADs,
+/// uploads, the manifest PUT), then the tag list and a delete with a
+/// `delete` token; a user who may push but not delete appends too.
+#[tokio::test]
+async fn an_append_through_a_token_auth_registry_uses_the_scopes_it_needs() {
+    use liftoff_build::append::{AppendRequest, append, code_layer};
+    use liftoff_build::{BuildContext, ContextRequest};
+    let Some(host) = required_env("LIFTOFF_TEST_TOKEN_REGISTRY") else { return };
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(code.path().join("train.py"), format!("print({:?})\n", uuid::Uuid::new_v4().to_string())).unwrap();
+    let ep = vec!["python".to_string(), "train.py".to_string()];
+    let ctx = BuildContext::prepare(&ContextRequest {
+        source_dir: code.path(),
+        build_context: None,
+        job_dockerfile: None,
+        dockerfile_override: None,
+        entrypoint: &ep,
+        python_version: Some("3.11"),
+        accelerator_base_image: None,
+        python_base_image: "python:{version}",
+    })
+    .unwrap();
+    let layer = code_layer(&ctx).unwrap();
+    let digest = ctx.content_digest().unwrap();
+    let tag = format!("lf-append-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    // busybox:1 stands for a dependency image: any single-platform image is extended alike
+    let req = AppendRequest { dependencies: "1", tag: &tag, layer: &layer, entrypoint: &ep, context_digest: &digest };
+    let dir = docker_config(&host, Some(("pusher", "pusher-password")));
+    let pusher = OciRegistry::new(&host, "liftoff-test/busybox", Some(dir.path().to_path_buf())).unwrap();
+    let appended = append(&pusher, &req).await.unwrap();
+    assert!(appended.layer_uploaded && appended.config_uploaded, "{appended:?}");
+    assert_eq!(pusher.manifest_digest(&tag).await.unwrap(), Some(appended.digest.clone()));
+
+    let dir = docker_config(&host, Some(("liftoff", "liftoff-token-password")));
+    let reg = OciRegistry::new(&host, "liftoff-test/busybox", Some(dir.path().to_path_buf())).unwrap();
+    assert!(reg.tags().await.unwrap().contains(&tag), "the tag list has it");
+    reg.delete_manifest(&appended.digest).await.unwrap();
+    assert_eq!(reg.manifest_digest(&tag).await.unwrap(), None, "deleted");
+}
+
 #[cfg(feature = "aws")]
 #[tokio::test]
 async fn ecr_logs_in_with_the_token_of_get_authorization_token() {
