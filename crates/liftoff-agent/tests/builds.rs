@@ -367,8 +367,9 @@ async fn a_python_job_without_a_dockerfile_gets_a_generated_one_that_really_buil
     )
     .unwrap();
     std::fs::write(src.path().join("data.txt"), &marker).unwrap();
-    // no network in builds here: nothing to install
-    std::fs::write(src.path().join("requirements.txt"), "").unwrap();
+    // no network in builds here: nothing to install; the comment makes this
+    // run's dependency image its own (dependency images are shared by content)
+    std::fs::write(src.path().join("requirements.txt"), format!("# {marker}\n")).unwrap();
     let gz = liftoff_archive::pack_dir(src.path()).unwrap();
     let digest = liftoff_archive::sha256_digest(&gz);
     r.client.upload_blob(&digest, gz).await.unwrap();
