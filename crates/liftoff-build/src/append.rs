@@ -32,8 +32,8 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Write;
 
-/// The most read of a dependency image's config.
-const CONFIG_LIMIT: usize = 8 << 20;
+/// The most read of an image's config.
+pub const CONFIG_LIMIT: usize = 8 << 20;
 
 /// The tags of dependency images start with this (`lf-deps-<hex>`); code
 /// images' tags are `lf-<hex>`.

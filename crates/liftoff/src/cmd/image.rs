@@ -17,7 +17,7 @@ use crate::cmd::config::read_bounded;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use futures::{StreamExt, TryStreamExt};
-use liftoff_build::append::{DEPENDENCIES_LABEL, DEPENDENCY_TAG_PREFIX};
+use liftoff_build::append::{CONFIG_LIMIT, DEPENDENCIES_LABEL, DEPENDENCY_TAG_PREFIX};
 use liftoff_build::registry::{Destination, OciRegistry, SharedRegistry};
 use liftoff_core::launch_config;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,8 +29,6 @@ use std::time::Duration;
 const LIFTOFF_TAG_PREFIX: &str = "lf-";
 /// Registry requests in flight at once.
 const CONCURRENCY: usize = 8;
-/// The most read of one image's config.
-const CONFIG_LIMIT: usize = 8 << 20;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCmd {
