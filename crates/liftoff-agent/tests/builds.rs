@@ -34,27 +34,39 @@ fn components() -> Option<Components> {
     })
 }
 
+/// `dir` uploaded as a code archive and made job `name`'s new version.
+async fn code_job_from(
+    r: &Rig,
+    name: &str,
+    dir: &std::path::Path,
+    entrypoint: &[&str],
+    dockerfile: Option<&str>,
+    base_image: Option<&str>,
+    runtime: Option<&str>,
+) {
+    let gz = liftoff_archive::pack_dir(dir).unwrap();
+    let digest = liftoff_archive::sha256_digest(&gz);
+    r.client.upload_blob(&digest, gz).await.unwrap();
+    let code = CodeSource {
+        digest,
+        entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
+        build_context: None,
+        dockerfile: dockerfile.map(str::to_string),
+        base_image: base_image.map(str::to_string),
+    };
+    let source = JobSourceSpec { code: Some(code), ..Default::default() };
+    let runtime = runtime.map(str::to_string);
+    let req = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime };
+    r.client.create_job(&req).await.unwrap();
+}
+
 /// A code job from `files`, run as `sh run.sh`, built from its own Dockerfile.
 async fn files_job(r: &Rig, name: &str, files: &[(&str, String)]) {
     let src = tempfile::tempdir().unwrap();
     for (path, text) in files {
         std::fs::write(src.path().join(path), text).unwrap();
     }
-    let gz = liftoff_archive::pack_dir(src.path()).unwrap();
-    let digest = liftoff_archive::sha256_digest(&gz);
-    r.client.upload_blob(&digest, gz).await.unwrap();
-    let source = JobSourceSpec {
-        code: Some(CodeSource {
-            digest,
-            entrypoint: vec!["sh".into(), "run.sh".into()],
-            build_context: None,
-            dockerfile: Some("Dockerfile".into()),
-            base_image: None,
-        }),
-        ..Default::default()
-    };
-    let req = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime: None };
-    r.client.create_job(&req).await.unwrap();
+    code_job_from(r, name, src.path(), &["sh", "run.sh"], Some("Dockerfile"), None, None).await;
 }
 
 fn job_files(c: &Components, marker: &str) -> Vec<(&'static str, String)> {
@@ -370,21 +382,7 @@ async fn a_python_job_without_a_dockerfile_gets_a_generated_one_that_really_buil
     // no network in builds here: nothing to install; the comment makes this
     // run's dependency image its own (dependency images are shared by content)
     std::fs::write(src.path().join("requirements.txt"), format!("# {marker}\n")).unwrap();
-    let gz = liftoff_archive::pack_dir(src.path()).unwrap();
-    let digest = liftoff_archive::sha256_digest(&gz);
-    r.client.upload_blob(&digest, gz).await.unwrap();
-    let source = JobSourceSpec {
-        code: Some(CodeSource {
-            digest,
-            entrypoint: vec!["python".into(), "train.py".into()],
-            build_context: None,
-            dockerfile: None,
-            base_image: None,
-        }),
-        ..Default::default()
-    };
-    let job = CreateJob { project: "default".into(), name: "py".into(), source, aliases: vec![], runtime: None };
-    r.client.create_job(&job).await.unwrap();
+    code_job_from(&r, "py", src.path(), &["python", "train.py"], None, None, None).await;
     let mut build = setup(&c, "queues: [boxes]\nbuilder: {type: docker}\n", None).await;
     // the engine has a Python 3.11 image made from Debian's packages under this name
     let (repo, _) = python.rsplit_once(':').unwrap();
@@ -559,27 +557,7 @@ async fn python_job(r: &Rig, name: &str, python: &str, line: &str) {
         .unwrap();
     std::fs::write(src.path().join("requirements.txt"), "liftoff-hello==0.1\n").unwrap();
     liftoff_testkit::python_wheel::make_wheel(src.path(), "0.1");
-    let gz = liftoff_archive::pack_dir(src.path()).unwrap();
-    let digest = liftoff_archive::sha256_digest(&gz);
-    r.client.upload_blob(&digest, gz).await.unwrap();
-    let source = JobSourceSpec {
-        code: Some(CodeSource {
-            digest,
-            entrypoint: vec!["python".into(), "train.py".into()],
-            build_context: None,
-            dockerfile: None,
-            base_image: Some(python.to_string()),
-        }),
-        ..Default::default()
-    };
-    let req = CreateJob {
-        project: "default".into(),
-        name: name.into(),
-        source,
-        aliases: vec![],
-        runtime: Some("3.11".into()),
-    };
-    r.client.create_job(&req).await.unwrap();
+    code_job_from(r, name, src.path(), &["python", "train.py"], None, Some(python), Some("3.11")).await;
 }
 
 /// Issue 16's first proof, on the local registry: a Python job with its
