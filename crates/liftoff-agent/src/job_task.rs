@@ -401,14 +401,27 @@ async fn drive(
         };
     }
     agent_line(&logs, format!("liftoff agent: starting {}", prepared.description)).await;
-    let run = match runner.start(prepared, &logs).await {
+    let mut run = match runner.start(prepared, &logs).await {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
             return fail(&logs, e).await;
         }
     };
-    let outcome = watch_run(run, runner.runs_remotely(), &mut stop, opts, &logs).await;
+    // a runner's warnings while the run goes on (a pod's pending reason) are recorded as they come
+    let warnings = run.warnings();
+    let forward = async {
+        if let Some(mut rx) = warnings {
+            while let Some(w) = rx.recv().await {
+                warn(client, item, &logs, Stage::Run, &w).await;
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    let outcome = tokio::select! {
+        o = watch_run(run, runner.runs_remotely(), &mut stop, opts, &logs) => o,
+        () = forward => unreachable!("forwarding warnings never ends"),
+    };
     drop(logs);
     let _ = std::fs::remove_dir_all(&dir);
     outcome

@@ -275,6 +275,8 @@ impl KubeFake {
             )
             .route("/api/v1/namespaces", get(list_namespaces).post(create_namespace))
             .route("/api/v1/namespaces/{ns}", get(get_namespace))
+            .route("/api/v1/{plural}", get(core_all))
+            .route("/apis/{group}/{version}/{plural}", get(group_all))
             .route("/api/v1/namespaces/{ns}/{plural}", get(core_collection).post(core_create))
             .route("/api/v1/namespaces/{ns}/{plural}/{name}", get(core_get).delete(core_delete))
             .route("/api/v1/namespaces/{ns}/{plural}/{name}/{sub}", get(core_sub))
@@ -461,14 +463,21 @@ async fn create_namespace(State(st): State<Arc<Shared>>, body: Bytes) -> Respons
 type Q = Query<HashMap<String, String>>;
 
 async fn core_collection(st: State<Arc<Shared>>, Path((ns, plural)): Path<(String, String)>, q: Q) -> Response {
-    collection(st, Res::new("", "v1", &plural), ns, q.0).await
+    collection(st, Res::new("", "v1", &plural), Some(ns), q.0).await
+}
+/// Across namespaces (`kubectl get pods -A`).
+async fn core_all(st: State<Arc<Shared>>, Path(plural): Path<String>, q: Q) -> Response {
+    collection(st, Res::new("", "v1", &plural), None, q.0).await
+}
+async fn group_all(st: State<Arc<Shared>>, Path((g, v, plural)): Path<(String, String, String)>, q: Q) -> Response {
+    collection(st, Res::new(&g, &v, &plural), None, q.0).await
 }
 async fn group_collection(
     st: State<Arc<Shared>>,
     Path((g, v, ns, plural)): Path<(String, String, String, String)>,
     q: Q,
 ) -> Response {
-    collection(st, Res::new(&g, &v, &plural), ns, q.0).await
+    collection(st, Res::new(&g, &v, &plural), Some(ns), q.0).await
 }
 async fn core_create(
     State(st): State<Arc<Shared>>,
@@ -642,7 +651,12 @@ fn as_item(v: &Value) -> Value {
     v
 }
 
-async fn collection(State(st): State<Arc<Shared>>, res: Res, ns: String, q: HashMap<String, String>) -> Response {
+async fn collection(
+    State(st): State<Arc<Shared>>,
+    res: Res,
+    ns: Option<String>,
+    q: HashMap<String, String>,
+) -> Response {
     let sel = match Selector::parse(&q) {
         Ok(s) => s,
         Err(e) => return bad_request(e),
@@ -653,7 +667,7 @@ async fn collection(State(st): State<Arc<Shared>>, res: Res, ns: String, q: Hash
         let items: Vec<Value> = s
             .objects
             .iter()
-            .filter(|((r, n, _), v)| *r == res && *n == ns && sel.matches(v))
+            .filter(|((r, n, _), v)| *r == res && ns.as_ref().is_none_or(|ns| ns == n) && sel.matches(v))
             .map(|(_, v)| as_item(v))
             .collect();
         return ok_json(json!({"kind": list_kind(&res), "apiVersion": res.api_version(),
@@ -676,7 +690,7 @@ async fn collection(State(st): State<Arc<Shared>>, res: Res, ns: String, q: Hash
             Some(rv) => (rv, s.watch_epoch),
             None => {
                 for ((r, n, _), v) in &s.objects {
-                    if *r == res && *n == ns && sel.matches(v) {
+                    if *r == res && ns.as_ref().is_none_or(|ns| ns == n) && sel.matches(v) {
                         pending.push_back(json!({"type": "ADDED", "object": v}));
                     }
                 }
@@ -697,7 +711,7 @@ async fn collection(State(st): State<Arc<Shared>>, res: Res, ns: String, q: Hash
 struct Watch {
     st: Arc<Shared>,
     res: Res,
-    ns: String,
+    ns: Option<String>,
     sel: Selector,
     last: u64,
     epoch: u64,
@@ -723,7 +737,7 @@ impl Watch {
                     return None;
                 }
                 for e in s.events.iter().filter(|e| e.rv > self.last) {
-                    if e.res == self.res && e.ns == self.ns && self.sel.matches(&e.object) {
+                    if e.res == self.res && self.ns.as_ref().is_none_or(|n| *n == e.ns) && self.sel.matches(&e.object) {
                         self.pending.push_back(json!({"type": e.kind, "object": e.object}));
                     }
                 }
