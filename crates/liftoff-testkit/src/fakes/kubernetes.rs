@@ -188,6 +188,8 @@ struct Store {
     /// (namespace, pod, container) → (time, line)
     logs: BTreeMap<(String, String, String), Vec<(jiff::Timestamp, String)>>,
     requests: Vec<String>,
+    /// `<plural> <ns>/<name> propagationPolicy=<p> gracePeriodSeconds=<g>` per delete.
+    deletions: Vec<String>,
 }
 
 struct Shared {
@@ -329,6 +331,12 @@ impl KubeFake {
         self.state.store.lock().unwrap().requests.clone()
     }
 
+    /// Every delete received, with its options (the body's or the query's):
+    /// `jobs.batch ns/name propagationPolicy=Foreground gracePeriodSeconds=5`.
+    pub fn deletions(&self) -> Vec<String> {
+        self.state.store.lock().unwrap().deletions.clone()
+    }
+
     /// `f`'s answer once it has one (re-checked at each change), or `None` after `within`.
     pub async fn wait_until<T>(&self, within: Duration, mut f: impl FnMut(&KubeFake) -> Option<T>) -> Option<T> {
         self.state.changed.wait_until(within, || f(self)).await
@@ -373,6 +381,7 @@ async fn record(State(st): State<Arc<Shared>>, req: Request, next: Next) -> Resp
     if !req.uri().path().starts_with("/_fake") {
         let line = format!("{} {}", req.method(), req.uri());
         st.store.lock().unwrap().requests.push(line);
+        st.changed.bump();
     }
     next.run(req).await
 }
@@ -1064,6 +1073,11 @@ impl Shared {
         let grace =
             q.get("gracePeriodSeconds").and_then(|g| g.parse::<i64>().ok()).or(opts["gracePeriodSeconds"].as_i64());
         let mut s = self.store.lock().unwrap();
+        let grace_text = grace.map_or("-".to_string(), |g| g.to_string());
+        s.deletions.push(format!(
+            "{} {ns}/{name} propagationPolicy={policy} gracePeriodSeconds={grace_text}",
+            res.qualified()
+        ));
         let key = (res.clone(), ns.to_string(), name.to_string());
         let Some(mut obj) = s.objects.get(&key).cloned() else { return Err(not_found(res, name)) };
         let owner_uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
