@@ -191,15 +191,20 @@ pub async fn monitor(
     };
     job_watch.abort();
     pod_watch.abort();
-    // the pods as they are now: a short-lived one may have ended unseen
+    // the pods as they are now: a short-lived one may have ended unseen, and
+    // the Job's failure may have been watched before its pod's disruption
+    let mut disrupted = None;
     if let Ok(list) = pods.list(&ListParams::default().labels(&format!("job-name={name}"))).await {
         for p in &list.items {
-            let _ = m.pod(p, &warnings).await;
+            if let Some(e) = m.pod(p, &warnings).await {
+                disrupted = Some(e);
+            }
         }
     }
-    let result = match result {
-        End::Failed(reason) => End::Failed(m.failure.clone().unwrap_or(reason)),
-        other => other,
+    let result = match (result, disrupted) {
+        (End::Failed(_), Some(preempted)) => preempted,
+        (End::Failed(reason), None) => End::Failed(m.failure.clone().unwrap_or(reason)),
+        (other, _) => other,
     };
     let drain = async {
         for (_, h) in std::mem::take(&mut m.streams) {
