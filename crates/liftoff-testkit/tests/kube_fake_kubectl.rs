@@ -133,6 +133,7 @@ async fn kubectl_creates_gets_follows_waits_and_deletes_through_the_fake() {
         }
     }
     let _ = watch.kill();
+    let _ = watch.wait();
     assert_eq!(&phases[..3], ["Pending", "Running", "Succeeded"], "{phases:?}");
 }
 

@@ -113,7 +113,7 @@ pub fn job_manifest(i: &JobInput<'_>) -> Value {
         secrets.push(json!({"name": p}));
         pod["imagePullSecrets"] = json!(secrets);
     }
-    if !pod["containers"].as_array().is_some_and(|c| !c.is_empty()) {
+    if pod["containers"].as_array().is_none_or(|c| c.is_empty()) {
         pod["containers"] = json!([{}]);
     }
     let env: Vec<Value> = i

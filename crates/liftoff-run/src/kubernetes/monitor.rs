@@ -49,9 +49,8 @@ where
     let mut backoff = Duration::from_millis(100);
     loop {
         if rv.is_none() {
-            let mut lp = ListParams::default();
-            lp.label_selector = labels.clone();
-            lp.field_selector = fields.clone();
+            let lp =
+                ListParams { label_selector: labels.clone(), field_selector: fields.clone(), ..ListParams::default() };
             match api.list(&lp).await {
                 Ok(list) => {
                     rv = list.metadata.resource_version.clone();

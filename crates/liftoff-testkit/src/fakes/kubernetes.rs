@@ -37,6 +37,8 @@
 //! ([`KubeFake::emit`]). See the crate's README for where it differs from
 //! a real API server.
 
+#![expect(clippy::result_large_err, reason = "a refusal is the Response the handler sends, built where it is found")]
+
 use super::changes::Changes;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -257,8 +259,7 @@ impl KubeFake {
     pub async fn start(opts: KubeFakeOptions) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(&opts.listen).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let mut store = Store::default();
-        store.rv = 1;
+        let mut store = Store { rv: 1, ..Store::default() };
         store.namespaces.insert("default".into(), namespace_object("default", 1));
         let state = Arc::new(Shared { opts, store: Mutex::new(store), changed: Changes::default() });
         let app = Router::new()
