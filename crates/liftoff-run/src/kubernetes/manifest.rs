@@ -227,7 +227,8 @@ mod tests {
         assert_eq!((c0["name"].as_str(), c0["image"].as_str()), (Some("main-0"), Some("reg/img:1")));
         assert_eq!(c0["command"], json!(["python"]));
         assert_eq!(c0["resources"]["limits"]["cpu"], "1");
-        assert_eq!(c0["env"][0]["valueFrom"]["secretKeyRef"], json!({"name": "lf-r-1-env", "key": "LIFTOFF_API_KEY"}));
+        let key = c0["env"].as_array().unwrap().iter().find(|e| e["name"] == "LIFTOFF_API_KEY").unwrap();
+        assert_eq!(key["valueFrom"]["secretKeyRef"], json!({"name": "lf-r-1-env", "key": "LIFTOFF_API_KEY"}));
         for c in [&pod["containers"][0], &pod["containers"][1], &pod["initContainers"][0]] {
             assert_eq!(c["securityContext"], restricted());
         }
