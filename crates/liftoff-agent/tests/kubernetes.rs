@@ -296,7 +296,10 @@ async fn a_restarted_agent_re_adopts_the_job_by_its_label_and_repeats_no_line() 
     k.fake.emit(NS, &pod, None, &["one", "two"]).unwrap();
     k.logs_contain(&id, LogStream::Stdout, "two").await;
     let running = k.r.client.get_item(&id).await.unwrap();
+    let stopping = Instant::now();
     stop_agent(first).await;
+    // a detached run's watches and log readers end with it: nothing holds the agent's log channel open
+    assert!(stopping.elapsed() < Duration::from_secs(5), "the agent took {:?} to stop", stopping.elapsed());
     assert!(k.fake.deletions().is_empty(), "detached at shutdown, nothing deleted: {:?}", k.fake.deletions());
     assert!(k.fake.objects(&Res::jobs(), NS).iter().any(|j| j["metadata"]["name"] == job.as_str()));
     k.fake.emit(NS, &pod, None, &["three"]).unwrap();

@@ -143,8 +143,9 @@ pub async fn monitor(
 ) {
     let (jtx, mut jrx) = mpsc::channel(64);
     let (ptx, mut prx) = mpsc::channel(64);
-    let job_watch = tokio::spawn(follow_kind(jobs, None, Some(format!("metadata.name={name}")), jtx));
-    let pod_watch = tokio::spawn(follow_kind(pods.clone(), Some(format!("job-name={name}")), None, ptx));
+    // aborted with the monitor (a detach): nothing of it goes on sending
+    let job_watch = Task(tokio::spawn(follow_kind(jobs, None, Some(format!("metadata.name={name}")), jtx)));
+    let pod_watch = Task(tokio::spawn(follow_kind(pods.clone(), Some(format!("job-name={name}")), None, ptx)));
     let mut m = PodsSeen {
         pods: pods.clone(),
         sink: sink.clone(),
@@ -188,8 +189,7 @@ pub async fn monitor(
             else => break End::Deleted,
         }
     };
-    job_watch.abort();
-    pod_watch.abort();
+    drop((job_watch, pod_watch));
     // the pods as they are now: a short-lived one may have ended unseen, and
     // the Job's failure may have been watched before its pod's disruption
     let mut disrupted = None;
@@ -206,8 +206,8 @@ pub async fn monitor(
         (other, _) => other,
     };
     let drain = async {
-        for (_, h) in std::mem::take(&mut m.streams) {
-            let _ = h.await;
+        for (_, mut h) in std::mem::take(&mut m.streams) {
+            let _ = (&mut h.0).await;
         }
     };
     if tokio::time::timeout(DRAIN_BOUND, drain).await.is_err() {
@@ -253,7 +253,7 @@ struct PodsSeen {
     pods: Api<Pod>,
     sink: LogSink,
     /// (pod, container) → its log reader.
-    streams: BTreeMap<(String, String), JoinHandle<()>>,
+    streams: BTreeMap<(String, String), Task>,
     /// The last pending reason passed on.
     warning: Option<String>,
     /// The last failed container: its exit code and reason.
@@ -280,13 +280,13 @@ impl PodsSeen {
             let key = (name.clone(), c.name.clone());
             if started && !self.streams.contains_key(&key) {
                 let prefix = if self.prefix { format!("[{}/{}] ", name, c.name) } else { String::new() };
-                let h = tokio::spawn(stream_logs(
+                let h = Task(tokio::spawn(stream_logs(
                     self.pods.clone(),
                     name.clone(),
                     c.name.clone(),
                     prefix,
                     self.sink.clone(),
-                ));
+                )));
                 self.streams.insert(key, h);
             }
             if let Some(t) = state.and_then(|s| s.terminated.as_ref())
@@ -381,5 +381,15 @@ async fn send(sink: &LogSink, line: String) -> bool {
     match pass {
         Some(l) => sink.logs.send((LogStream::Stdout, l)).await.is_ok(),
         None => true,
+    }
+}
+
+/// A task aborted when dropped: the monitor's watches and log readers end
+/// with it, so a detached run sends nothing more.
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
