@@ -25,6 +25,8 @@ source .ci/python-base.sh
 # shellcheck source=/dev/null
 source .ci/prometheus.sh
 # shellcheck source=/dev/null
+source .ci/kubectl.sh
+# shellcheck source=/dev/null
 source .ci/browser.sh
 # shellcheck source=/dev/null
 source .ci/schemathesis.sh

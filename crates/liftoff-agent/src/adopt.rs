@@ -7,7 +7,7 @@
 //! stopped and removed, since another claim owns the run now.
 
 use crate::agent::AgentOptions;
-use crate::job_task::{JobIo, JobOutcome, Lease, agent_line, under_lease, watch_run};
+use crate::job_task::{JobIo, JobOutcome, Lease, agent_line, under_lease, watch_with_warnings};
 use liftoff_client::Client;
 use liftoff_run::{Adoptable, RunnerRegistry, StoredOutput};
 use tokio::sync::watch;
@@ -99,6 +99,7 @@ async fn adopt(
     shutdown: watch::Receiver<bool>,
 ) -> JobOutcome {
     let o = opts.clone();
+    let (c, item_id, fence) = (client.clone(), lease.item_id.clone(), lease.fence);
     under_lease(client, lease, opts, shutdown, move |io: JobIo| async move {
         let JobIo { logs, mut stop } = io;
         let what = work.kind;
@@ -119,7 +120,7 @@ async fn adopt(
         .await;
         // The whole output is read again; what the server holds already is skipped.
         let run = work.work.resume(stored, logs.clone());
-        watch_run(run, remote, &mut stop, &o, &logs).await
+        watch_with_warnings(run, remote, &mut stop, &o, &logs, &c, &item_id, fence).await
     })
     .await
 }

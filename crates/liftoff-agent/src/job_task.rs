@@ -408,7 +408,8 @@ async fn drive(
             return fail(&logs, e).await;
         }
     };
-    let outcome = watch_run(run, runner.runs_remotely(), &mut stop, opts, &logs).await;
+    let outcome =
+        watch_with_warnings(run, runner.runs_remotely(), &mut stop, opts, &logs, client, &item.id, item.fence).await;
     drop(logs);
     let _ = std::fs::remove_dir_all(&dir);
     outcome
@@ -469,9 +470,48 @@ pub async fn watch_run(
 /// Records a warning on the item and in its log; a failure to record it is
 /// only logged, never fatal.
 async fn warn(client: &Client, item: &ItemView, logs: &mpsc::Sender<(LogStream, String)>, stage: Stage, msg: &str) {
+    record_warning(client, &item.id, item.fence, logs, stage, msg).await;
+}
+
+async fn record_warning(
+    client: &Client,
+    item_id: &str,
+    fence: i64,
+    logs: &mpsc::Sender<(LogStream, String)>,
+    stage: Stage,
+    msg: &str,
+) {
     agent_line(logs, format!("liftoff agent: warning ({stage}): {msg}")).await;
-    if let Err(e) = client.add_warning(&item.id, Some(item.fence), stage, msg).await {
-        tracing::warn!(item = %item.id, error = %e, "could not record a warning");
+    if let Err(e) = client.add_warning(item_id, Some(fence), stage, msg).await {
+        tracing::warn!(item = %item_id, error = %e, "could not record a warning");
+    }
+}
+
+/// [`watch_run`], recording the runner's warnings while the run goes on (a
+/// pod's pending reason) on the item as they come.
+#[expect(clippy::too_many_arguments, reason = "watch_run's, and the item's identity for its warnings")]
+pub async fn watch_with_warnings(
+    mut run: Box<dyn RunningJob>,
+    remote: bool,
+    stop: &mut watch::Receiver<StopCause>,
+    opts: &AgentOptions,
+    logs: &mpsc::Sender<(LogStream, String)>,
+    client: &Client,
+    item_id: &str,
+    fence: i64,
+) -> Option<ItemEvent> {
+    let warnings = run.warnings();
+    let forward = async {
+        if let Some(mut rx) = warnings {
+            while let Some(w) = rx.recv().await {
+                record_warning(client, item_id, fence, logs, Stage::Run, &w).await;
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        o = watch_run(run, remote, stop, opts, logs) => o,
+        () = forward => unreachable!("forwarding warnings never ends"),
     }
 }
 

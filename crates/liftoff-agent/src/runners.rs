@@ -25,8 +25,10 @@ pub fn local_runners(opts: &AgentOptions, engine: &SharedEngine) -> RunnerRegist
 }
 
 /// Every runner this agent has: the local ones (on the builder's engine
-/// connection, if it builds), and the cloud runner of its environment:
-/// `sagemaker` with an `aws` environment, `vertex` with a `gcp` one.
+/// connection, if it builds), the cloud runner of its environment:
+/// `sagemaker` with an `aws` environment, `vertex` with a `gcp` one, and
+/// `kubernetes` when a cluster can be found (`LIFTOFF_KUBECONFIG`,
+/// `KUBECONFIG`, `~/.kube/config`, or the pod's service account).
 pub fn agent_runners(opts: &AgentOptions, env: &liftoff_cloud::CloudEnv) -> RunnerRegistry {
     let engine = match &opts.build {
         Some(setup) => setup.engine.clone(),
@@ -44,6 +46,9 @@ pub fn agent_runners(opts: &AgentOptions, env: &liftoff_cloud::CloudEnv) -> Runn
             registry.register(Arc::new(liftoff_run::vertex::VertexRunner::new(api, poll)));
         }
         _ => {}
+    }
+    if let Some(source) = liftoff_run::kubernetes::ClusterSource::detect() {
+        registry.register(Arc::new(liftoff_run::kubernetes::KubernetesRunner::new(source, opts.docker_config.clone())));
     }
     registry
 }
@@ -126,6 +131,10 @@ pub fn plan(
         let why = match spec.resource {
             ResourceType::Sagemaker => " (sagemaker needs an agent with an aws environment)",
             ResourceType::Vertex => " (vertex needs an agent with a gcp environment)",
+            ResourceType::Kubernetes => {
+                " (kubernetes needs an agent that finds a cluster: LIFTOFF_KUBECONFIG, KUBECONFIG, ~/.kube/config, \
+                 or a pod's service account)"
+            }
             _ => " yet",
         };
         problems.push(format!(

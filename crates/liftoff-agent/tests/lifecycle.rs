@@ -204,7 +204,8 @@ async fn unsafe_kubernetes_args_are_named_before_anything_is_enqueued() {
     assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Agent)));
     let reason = item.reason.unwrap();
     assert!(
-        reason.contains("this agent cannot run resource 'kubernetes' yet (local-process and local-container only)"),
+        reason.contains("this agent cannot run resource 'kubernetes' (kubernetes needs an agent that finds a cluster")
+            && reason.contains("(local-process and local-container only)"),
         "no runner is registered for it: {reason}"
     );
     stop.send(()).unwrap();

@@ -11,13 +11,15 @@ pub mod bollard_engine;
 pub mod container;
 pub mod engine;
 pub mod job_error;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod lines;
 pub mod local_container;
 pub mod local_process;
 pub mod process;
 pub mod registry;
 pub mod registry_auth;
-#[cfg(any(feature = "sagemaker", feature = "vertex"))]
+#[cfg(any(feature = "sagemaker", feature = "vertex", feature = "kubernetes"))]
 pub mod remote_job;
 pub mod runner;
 #[cfg(feature = "sagemaker")]

@@ -145,6 +145,13 @@ pub trait RunningJob: Send {
     /// the exit code.
     async fn stop(&mut self, grace: Duration) -> Result<i32, JobError>;
 
+    /// Warnings about the run while it goes on (a pod that cannot be
+    /// scheduled, an image that cannot be pulled), each to be recorded on
+    /// the item; taken once.
+    fn warnings(&mut self) -> Option<mpsc::Receiver<String>> {
+        None
+    }
+
     /// Lets go of the run without stopping it or releasing anything, so
     /// that [`Runner::adopt`] finds it again.
     async fn detach(self: Box<Self>);

@@ -5,5 +5,6 @@
 //! driven exactly as the clouds would drive them. See the README.
 
 mod changes;
+pub mod kubernetes;
 pub mod sagemaker;
 pub mod vertex;

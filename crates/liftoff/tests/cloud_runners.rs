@@ -2,13 +2,16 @@
 //! `aws` (or `gcp`) environment reaches the SageMaker (Vertex) fake, a line
 //! the fake emits reaches `liftoff run logs -f` within a second, and
 //! `liftoff run stop` reaches the fake within a second. The SageMaker half
-//! needs moto (`LIFTOFF_TEST_S3_ENDPOINT`): STS and CloudWatch Logs.
+//! needs moto (`LIFTOFF_TEST_S3_ENDPOINT`): STS and CloudWatch Logs. The
+//! kubernetes runner the same way, against the Kubernetes API fake
+//! (`LIFTOFF_KUBECONFIG`).
 
 use liftoff_client::Client;
 use liftoff_core::api::{CreateJob, CreateQueue, LaunchRequest};
 use liftoff_core::job::{ImageSource, JobSourceSpec};
 use liftoff_core::{ItemState, ResourceType};
 use liftoff_testkit::ProcessGroup;
+use liftoff_testkit::fakes::kubernetes::{KubeFake, KubeFakeOptions, PodState};
 use liftoff_testkit::fakes::sagemaker::{SageMakerFake, SageMakerFakeOptions};
 use liftoff_testkit::fakes::vertex::{VertexFake, VertexFakeOptions};
 use serde_json::json;
@@ -50,7 +53,8 @@ impl Setup {
     /// `liftoff agent -c` with `environment`, in its own process group.
     fn agent(&self, environment: &str, env: &[(&str, String)]) -> ProcessGroup {
         let config = self.dir.path().join("launch-config.yaml");
-        std::fs::write(&config, format!("queues: [q]\nenvironment: {environment}\n")).unwrap();
+        let environment = if environment.is_empty() { String::new() } else { format!("environment: {environment}\n") };
+        std::fs::write(&config, format!("queues: [q]\n{environment}")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_liftoff"));
         cmd.args(["agent", "-c"])
             .arg(&config)
@@ -217,5 +221,42 @@ async fn vertex_lines_reach_logs_follow_and_a_stop_reaches_vertex_each_within_a_
     let took = cancelled.cancel_requested.unwrap() - stop_at;
     assert!(took < SECOND, "the stop took {took:?} to reach Vertex");
     eprintln!("vertex: line in {:?}, stop in {took:?}", seen - emitted);
+    assert_eq!(s.ends(&id).await, ItemState::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_lines_reach_logs_follow_and_a_stop_deletes_the_job_each_within_a_second() {
+    let fake = KubeFake::start(KubeFakeOptions::default()).await.unwrap();
+    let s = server(ResourceType::Kubernetes, json!({"spec": {"backoffLimit": 0}}), "registry.example/train:1").await;
+    let kubeconfig = s.dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    let _agent = s.agent("", &[("LIFTOFF_KUBECONFIG", kubeconfig.display().to_string())]);
+    let (id, run_id) = s.launch().await;
+    let pod = fake
+        .wait_until(BOUND, |f| {
+            f.pods("default").first().and_then(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        })
+        .await
+        .expect("the Job's pod is created");
+    fake.set_pod("default", &pod, PodState::Running).unwrap();
+    let (_follow, lines) = s.follow(&run_id);
+    line_with(&lines, "created Kubernetes Job default/");
+
+    let emitted = Instant::now();
+    fake.emit("default", &pod, None, &["accuracy=0.9"]).unwrap();
+    let seen = line_with(&lines, "accuracy=0.9");
+    assert!(seen - emitted < SECOND, "the line took {:?} to reach `run logs -f`", seen - emitted);
+
+    let stop_at = Instant::now();
+    let out = s.cli(&["run", "stop", &run_id]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deleted = fake
+        .wait_until(BOUND, |f| f.deletions().into_iter().find(|d| d.starts_with("jobs.batch default/")))
+        .await
+        .expect("the Job is deleted");
+    let took = stop_at.elapsed();
+    assert!(deleted.contains("propagationPolicy=Foreground"), "{deleted}");
+    assert!(took < SECOND, "the stop took {took:?} to reach the cluster");
+    eprintln!("kubernetes: line in {:?}, stop in {took:?}", seen - emitted);
     assert_eq!(s.ends(&id).await, ItemState::Stopped);
 }

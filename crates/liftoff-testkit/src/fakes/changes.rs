@@ -19,6 +19,11 @@ impl Changes {
         self.0.send_modify(|n| *n += 1);
     }
 
+    /// A receiver woken at each change (for streams that wait on the fake).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+
     /// `f`'s value once it has one, or its last answer after `within`.
     pub async fn wait_until<T>(&self, within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
         let mut rx = self.0.subscribe();
