@@ -321,3 +321,21 @@ fn futures_log(k: &Kube, id: &str) -> String {
     let (r, id) = (&k.r, id.to_string());
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(r.logs(&id, LogStream::Agent)))
 }
+
+/// A field a Job does not have (a typo in the queue's manifest) fails the
+/// run at stage agent, naming it, before anything is made in the cluster
+/// (k8s-openapi's types would drop it silently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_a_job_does_not_have_fails_the_run_naming_it_and_makes_nothing() {
+    let k = setup(json!({"namespace": NS, "spec": {"template": {"spec": {"nodeSelectr": {"gpu": "a100"}}}}})).await;
+    let agent = k.agent().await;
+    let id = k.r.launch_on("k8s", "img").await;
+    let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
+    assert_eq!((done.state, done.stage), (ItemState::Failed, Some(Stage::Agent)), "{:?}", done.reason);
+    let reason = done.reason.unwrap();
+    assert!(reason.contains("resource_args.spec.template.spec.nodeSelectr"), "{reason}");
+    let jobs = k.fake.objects(&Res::jobs(), NS);
+    let secrets = k.fake.objects(&Res::secrets(), NS);
+    assert!(jobs.is_empty() && secrets.is_empty(), "nothing was made: {jobs:?} {secrets:?}");
+    stop_agent(agent).await;
+}

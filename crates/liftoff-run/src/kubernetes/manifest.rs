@@ -74,6 +74,44 @@ pub struct JobInput<'a> {
     pub pull_secret: Option<&'a str>,
 }
 
+/// Checks that a run's Job (from [`job_manifest`]) is a `batch/v1` Job and
+/// that it has no field a Job does not have: k8s-openapi's types drop
+/// unknown fields silently, so a typo (`spec.template.spec.nodeSelectr`)
+/// would vanish without a word. Each unknown field is named by its path
+/// under `resource_args`; `null` values are ignored (they mean "unset").
+pub fn check_job_fields(job: &Value) -> Result<(), String> {
+    let typed: k8s_openapi::api::batch::v1::Job =
+        serde_json::from_value(job.clone()).map_err(|e| format!("not a batch/v1 Job: {e}"))?;
+    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+    let mut unknown = Vec::new();
+    fields_missing(job, &back, "resource_args", &mut unknown);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(format!("fields a Kubernetes Job does not have (a typo?): {}", unknown.join(", ")))
+}
+
+/// The paths of `given`'s fields that `kept` lacks.
+fn fields_missing(given: &Value, kept: &Value, path: &str, out: &mut Vec<String>) {
+    match (given, kept) {
+        (Value::Object(g), Value::Object(k)) => {
+            for (key, value) in g.iter().filter(|(_, v)| !v.is_null()) {
+                let here = format!("{path}.{key}");
+                match k.get(key) {
+                    Some(kv) => fields_missing(value, kv, &here, out),
+                    None => out.push(here),
+                }
+            }
+        }
+        (Value::Array(g), Value::Array(k)) => {
+            for (i, (gv, kv)) in g.iter().zip(k).enumerate() {
+                fields_missing(gv, kv, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The `batch/v1` Job for a run.
 pub fn job_manifest(i: &JobInput<'_>) -> Value {
     let mut job = i.args.clone();
@@ -187,6 +225,37 @@ mod tests {
         assert!(long.len() <= 63 && long.ends_with("-12345"), "{long}");
         assert_eq!(label_value("-run/1-"), "run_1");
         assert_eq!(label_value(&"x".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn a_field_a_job_does_not_have_is_named_and_a_null_is_not() {
+        let labels = BTreeMap::new();
+        let job = |args: Value| {
+            job_manifest(&JobInput {
+                args: &args,
+                name: "lf-r-1",
+                namespace: "ml",
+                labels: &labels,
+                annotations: &BTreeMap::new(),
+                image: "reg/img:1",
+                entrypoint: &[],
+                cmd_args: &[],
+                env: &BTreeMap::new(),
+                env_secret: "lf-r-1-env",
+                pull_secret: None,
+            })
+        };
+        let ok = json!({"spec": {"activeDeadlineSeconds": 60, "template": {"spec": {
+            "nodeSelector": {"gpu": "a100"}, "priorityClassName": null,
+            "containers": [{"resources": {"limits": {"cpu": "1", "nvidia.com/gpu": "1"}}}]}}}});
+        check_job_fields(&job(ok)).unwrap();
+        let typos = json!({"spec": {"template": {"spec": {"nodeSelectr": {"gpu": "a100"},
+            "containers": [{"resorces": {"limits": {"cpu": "1"}}}]}}}});
+        let e = check_job_fields(&job(typos)).unwrap_err();
+        assert!(e.contains("resource_args.spec.template.spec.nodeSelectr"), "{e}");
+        assert!(e.contains("resource_args.spec.template.spec.containers[0].resorces"), "{e}");
+        let e = check_job_fields(&job(json!({"spec": {"backoffLimit": "many"}}))).unwrap_err();
+        assert!(e.starts_with("not a batch/v1 Job"), "{e}");
     }
 
     #[test]
