@@ -6,7 +6,6 @@
 
 mod support;
 
-use base64::Engine;
 use liftoff_agent::AgentOptions;
 use liftoff_build::BuildSetup;
 use liftoff_core::api::{BuildHow, CreateJob, LogStream};
@@ -103,10 +102,7 @@ async fn boxes_rig() -> Rig {
 /// A docker config dir holding `password` for the test registry.
 fn docker_config(r: &Rig, c: &Components, password: &str) -> std::path::PathBuf {
     let dir = r.dir.path().join(format!("docker-config-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", c.user));
-    let config = serde_json::json!({"auths": {c.registry.clone(): {"auth": auth}}});
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    liftoff_testkit::write_docker_config(&dir, &c.registry, Some((&c.user, password)));
     dir
 }
 
@@ -502,13 +498,7 @@ async fn a_push_refused_after_the_build_fails_at_build_naming_the_registry_and_t
     let yaml = docker_to(&repo);
     // .ci/token-registry.sh: `puller` may pull, not push
     let creds = r.dir.path().join("puller");
-    std::fs::create_dir_all(&creds).unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode("puller:puller-password");
-    std::fs::write(
-        creds.join("config.json"),
-        serde_json::json!({"auths": {registry.clone(): {"auth": auth}}}).to_string(),
-    )
-    .unwrap();
+    liftoff_testkit::write_docker_config(&creds, &registry, Some(("puller", "puller-password")));
     let (stop, agent) = r.agent_with(options(&r, &c, setup(&c, &yaml, Some(creds)).await));
     let id = r.launch_on("boxes", "pull-only").await;
     let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(120)).await;

@@ -198,7 +198,6 @@ async fn dockerfile_beside_the_script_builds_and_runs() {
 /// manifest digest and uploads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_appended_image_runs_exactly_as_the_built_one() {
-    use base64::Engine;
     use liftoff_build::append::{AppendRequest, append, code_layer};
     use liftoff_build::registry::OciRegistry;
     use liftoff_build::{BuildRequest, Builder, DockerBuilder, Push, Registry};
@@ -262,12 +261,7 @@ async fn an_appended_image_runs_exactly_as_the_built_one() {
     let marker = uuid::Uuid::new_v4().to_string();
     let path = format!("liftoff-test/append-{}", &marker[..8]);
     let config_dir = tempfile::tempdir().unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    std::fs::write(
-        config_dir.path().join("config.json"),
-        serde_json::json!({"auths": {registry_host.clone(): {"auth": auth}}}).to_string(),
-    )
-    .unwrap();
+    liftoff_testkit::write_docker_config(config_dir.path(), &registry_host, Some((&user, &password)));
     let registry = OciRegistry::new(&registry_host, &path, Some(config_dir.path().to_path_buf())).unwrap();
     let login = registry.login().await.unwrap();
     let builder = DockerBuilder::new(liftoff_run::SharedEngine::new(Some(host.clone())), None);

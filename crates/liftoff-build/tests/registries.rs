@@ -18,16 +18,8 @@ use url::Url;
 
 /// A docker config directory whose `auths` holds `user:password` for `host`.
 fn docker_config(host: &str, login: Option<(&str, &str)>) -> tempfile::TempDir {
-    use base64::Engine;
     let dir = tempfile::tempdir().unwrap();
-    let auths = match login {
-        Some((u, p)) => {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-            serde_json::json!({ host: { "auth": b64 } })
-        }
-        None => serde_json::json!({}),
-    };
-    std::fs::write(dir.path().join("config.json"), serde_json::json!({ "auths": auths }).to_string()).unwrap();
+    liftoff_testkit::write_docker_config(dir.path(), host, login);
     dir
 }
 

@@ -9,7 +9,6 @@
 //! Python image (`.ci/python-base.sh`); without them the test returns early,
 //! unless `CI` is set: then it fails.
 
-use base64::Engine;
 use liftoff_client::Client;
 use liftoff_core::api::{BuildHow, CreateJob, CreateQueue, ItemView, LaunchRequest, LogStream, empty_object};
 use liftoff_core::job::{CodeSource, JobSourceSpec};
@@ -133,10 +132,7 @@ async fn an_agent_killed_between_the_layer_upload_and_the_manifest_leaves_an_ima
     let marker = uuid::Uuid::new_v4().simple().to_string();
     let path = format!("liftoff-test/killed-{}", &marker[..8]);
     let docker_config = dir.path().join("docker-config");
-    std::fs::create_dir_all(&docker_config).unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let auths = serde_json::json!({"auths": {registry.addr.to_string(): {"auth": auth}}});
-    std::fs::write(docker_config.join("config.json"), auths.to_string()).unwrap();
+    liftoff_testkit::write_docker_config(&docker_config, &registry.addr.to_string(), Some((&user, &password)));
     let config = dir.path().join("launch-config.yaml");
     let yaml = format!("queues: [q]\nmax_jobs: 1\nbuilder:\n  type: docker\n  destination: {}/{path}\n", registry.addr);
     std::fs::write(&config, yaml).unwrap();
@@ -219,12 +215,7 @@ async fn image_prune_deletes_old_images_and_those_appended_to_them_and_keeps_the
     let Some(user) = required_env("LIFTOFF_TEST_REGISTRY_USER") else { return };
     let Some(password) = required_env("LIFTOFF_TEST_REGISTRY_PASSWORD") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    std::fs::write(
-        dir.path().join("config.json"),
-        serde_json::json!({"auths": {registry_host.clone(): {"auth": auth}}}).to_string(),
-    )
-    .unwrap();
+    liftoff_testkit::write_docker_config(dir.path(), &registry_host, Some((&user, &password)));
     let path = format!("liftoff-test/prune-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let registry = OciRegistry::new(&registry_host, &path, Some(dir.path().to_path_buf())).unwrap();
     let ago = |days: i64| (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days)).to_string();
