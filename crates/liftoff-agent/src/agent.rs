@@ -50,7 +50,7 @@ pub struct AgentOptions {
     /// The agent's builder and where its images go; `None` (no `builder`
     /// block, or `noop`): image jobs, and code and git jobs on a `base_image`.
     pub build: Option<std::sync::Arc<liftoff_build::BuildSetup>>,
-    /// The `liftoff` binary, run as `liftoff __supervise` to start each
+    /// The supervisor binary (`liftoff-supervisor`, or `liftoff`), run as `BINARY __supervise` to start each
     /// local process (see `liftoff_run::supervise`); `None` starts them
     /// directly, which leaves a `setsid` child, or anything when the agent
     /// is killed with SIGKILL, running (the library's tests have no binary).
@@ -67,6 +67,8 @@ pub struct AgentOptions {
     /// 20 s with `verbosity` ≥ 1).
     pub status_every: Duration,
     pub hostname: String,
+    /// Code archives already downloaded, by digest; shared by every job.
+    pub blobs: crate::blob_cache::BlobCache,
 }
 
 impl Default for AgentOptions {
@@ -93,6 +95,7 @@ impl Default for AgentOptions {
             heartbeat: Duration::from_secs(5),
             status_every: Duration::from_secs(300),
             hostname: String::new(),
+            blobs: crate::blob_cache::BlobCache::default(),
         }
     }
 }

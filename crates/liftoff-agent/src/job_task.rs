@@ -153,7 +153,10 @@ fn keep_lease(
     let bound = Duration::from_millis((lease.ttl_ms / 2).max(100) as u64);
     let (id, fence) = (lease.item_id.clone(), lease.fence);
     async move {
-        let mut tick = tokio::time::interval(renew_every);
+        // The first renewal is one period after the claim, not at once: the
+        // claim has just set the lease (a renewal at once cost every run a
+        // request and a write on the server).
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -301,7 +304,7 @@ async fn drive(
             warn(client, item, &logs, Stage::Agent, w).await;
         }
         if plan.needs_source {
-            let fetched = materialize(client, &spec.source, &dir, opts.allow_http_git).await.map_err(|e| {
+            let fetched = materialize(client, &opts.blobs, &spec.source, &dir, opts.allow_http_git).await.map_err(|e| {
                 JobError::new(Stage::Agent, JobErrorCode::SourceFetch, format!("failed to prepare the source: {e:#}"))
             })?;
             agent_line(&logs, format!("liftoff agent: {fetched}")).await;

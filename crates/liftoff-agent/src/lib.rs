@@ -6,6 +6,7 @@ mod abort_on_drop;
 mod adopt;
 mod agent;
 mod agent_lock;
+mod blob_cache;
 mod build_step;
 mod git_source;
 mod job_task;
@@ -15,5 +16,6 @@ mod runners;
 
 pub use agent::{AgentError, AgentOptions, run_agent, run_agent_with};
 pub use agent_lock::AgentLockError;
+pub use blob_cache::BlobCache;
 pub use git_source::{ALLOW_HTTP_GIT_ENV, CheckedOut, GitError, GitPolicy, check_git_remote, fetch_git};
 pub use runners::{agent_runners, local_runners};

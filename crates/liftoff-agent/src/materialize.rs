@@ -1,5 +1,6 @@
 //! Puts a job's source into the run directory.
 
+use crate::blob_cache::BlobCache;
 use crate::git_source::{GitPolicy, fetch_git};
 use liftoff_archive::{ArchiveLimits, sha256_digest, unpack};
 use liftoff_client::Client;
@@ -21,41 +22,45 @@ async fn download(client: &Client, digest: &str) -> Result<bytes::Bytes, liftoff
         .await
 }
 
+/// Blob `digest` from `cache`, else downloaded, checked against its digest
+/// and kept there; whether it came from the cache.
+async fn fetch(
+    client: &Client,
+    cache: &BlobCache,
+    digest: &str,
+    what: &str,
+) -> anyhow::Result<(bytes::Bytes, bool)> {
+    if let Some(bytes) = cache.get(digest) {
+        return Ok((bytes, true));
+    }
+    let bytes = download(client, digest).await.map_err(|e| anyhow::anyhow!("failed to download {what} {digest}: {e}"))?;
+    let actual = sha256_digest(&bytes);
+    anyhow::ensure!(actual == digest, "{what} digest mismatch: expected {digest}, got {actual}");
+    cache.put(digest, bytes.clone());
+    Ok((bytes, false))
+}
+
 /// Fills `dir` with the job's code. Image jobs have nothing to fetch.
 /// Returns a line for the run's log saying what was fetched.
 pub async fn materialize(
     client: &Client,
+    cache: &BlobCache,
     source: &JobSource,
     dir: &Path,
     allow_http_git: bool,
 ) -> anyhow::Result<String> {
     match source {
         JobSource::Code(code) => {
-            let bytes = download(client, &code.digest)
-                .await
-                .map_err(|e| anyhow::anyhow!("failed to download code archive {}: {e}", code.digest))?;
-            let actual = sha256_digest(&bytes);
-            anyhow::ensure!(
-                actual == code.digest,
-                "code archive digest mismatch: expected {}, got {actual}",
-                code.digest
-            );
+            let (bytes, cached) = fetch(client, cache, &code.digest, "code archive").await?;
             let dir = dir.to_path_buf();
             tokio::task::spawn_blocking(move || unpack(&bytes, &dir, ArchiveLimits::default()))
                 .await?
                 .map_err(|e| anyhow::anyhow!("failed to unpack code archive: {e}"))?;
-            Ok(format!("unpacked code archive {}", code.digest))
+            Ok(format!("unpacked code archive {}{}", code.digest, if cached { " (cached by this agent)" } else { "" }))
         }
         JobSource::Git(src) => {
             let patch = match &src.diff_patch {
-                Some(digest) => {
-                    let bytes = download(client, digest)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("failed to download diff.patch {digest}: {e}"))?;
-                    let actual = sha256_digest(&bytes);
-                    anyhow::ensure!(actual == *digest, "diff.patch digest mismatch: expected {digest}, got {actual}");
-                    Some(bytes)
-                }
+                Some(digest) => Some(fetch(client, cache, digest, "diff.patch").await?.0),
                 None => None,
             };
             let policy = GitPolicy::from_config(allow_http_git);

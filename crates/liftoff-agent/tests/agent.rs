@@ -200,3 +200,35 @@ async fn the_server_can_ask_an_agent_to_stop_polling() {
     let a = &r.client.list_agents().await.unwrap()[0];
     assert_eq!((a.status, a.stop_polling), (liftoff_core::api::AgentStatus::Stopped, true));
 }
+
+/// The runs of one code job fetch its archive from the server once: the
+/// agent keeps what it downloaded and checked, by digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_of_one_code_job_download_its_archive_once() {
+    use liftoff_testkit::{RecordingProxy, Upstream};
+    let r = rig().await;
+    r.job("again", "echo \"run $LIFTOFF_RUN_ID\"\n").await;
+    r.job("other", "echo other\n").await;
+    let proxy = RecordingProxy::start(Upstream::Tcp(r.server.addr)).await;
+    let key = r.server.admin_key.as_deref().unwrap();
+    let through_proxy = liftoff_client::Client::new(&proxy.url(), key, "default").unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(run_agent(through_proxy, r.options(1, Duration::from_secs(5)), async move {
+        let _ = stopped.await;
+    }));
+    let mut ids = vec![];
+    for job in ["again", "again", "other", "again"] {
+        let id = r.launch(job).await;
+        let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+        assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+        ids.push(id);
+    }
+    assert_eq!(proxy.count(b"/blobs/sha256:"), 2, "one download per archive, not per run");
+    assert!(!r.logs(&ids[0], LogStream::Agent).await.contains("cached"), "the first run downloaded it");
+    for n in [1, 3] {
+        assert!(r.logs(&ids[n], LogStream::Agent).await.contains("(cached by this agent)"), "run {n}");
+        assert!(r.logs(&ids[n], LogStream::Stdout).await.starts_with("run "), "run {n} ran its code");
+    }
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}

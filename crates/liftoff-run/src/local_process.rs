@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Runs jobs as local processes; holds what every one of them shares.
 pub struct LocalProcessRunner {
-    /// The `liftoff` binary, run as `liftoff __supervise`.
+    /// The supervisor binary (`liftoff-supervisor`, or `liftoff`), run as `BINARY __supervise`.
     pub supervisor: Option<std::path::PathBuf>,
     /// Local processes run as this user instead of the agent's.
     pub run_as: Option<RunAs>,

@@ -69,7 +69,8 @@ pub struct ProcessSpec {
     pub dir: PathBuf,
     /// On top of the agent's [`INHERITED_ENV`] variables.
     pub env: BTreeMap<String, String>,
-    /// The `liftoff` binary, run as `liftoff __supervise`; `None` starts the
+    /// The supervisor (`liftoff-supervisor`, or `liftoff` itself), run as
+    /// `BINARY __supervise`; `None` starts the
     /// command directly (its process group is killed when it ends, but a
     /// `setsid` child or an agent killed with SIGKILL leaves processes behind).
     pub supervisor: Option<PathBuf>,
@@ -85,7 +86,7 @@ pub fn spawn(spec: &ProcessSpec, logs: mpsc::Sender<(LogStream, String)>) -> any
     let mut cmd = match &spec.supervisor {
         Some(liftoff) => {
             let mut cmd = Command::new(liftoff);
-            cmd.arg("__supervise").arg("--agent-pid").arg(std::process::id().to_string());
+            cmd.arg(crate::supervise::SUPERVISE).arg("--agent-pid").arg(std::process::id().to_string());
             if let Some(user) = &spec.run_as {
                 cmd.arg("--uid").arg(user.uid.to_string()).arg("--gid").arg(user.gid.to_string());
             }

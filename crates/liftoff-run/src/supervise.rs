@@ -29,6 +29,95 @@ pub const KILL_NOW: Signal = Signal::SIGUSR1;
 /// then the parent process is still the agent, and it is ignored.
 pub const PARENT_GONE: Signal = Signal::SIGHUP;
 
+/// The hidden subcommand that runs [`run`]: `BINARY __supervise --agent-pid
+/// PID [--uid U --gid G] -- COMMAND...`. Both `liftoff` and the small
+/// `liftoff-supervisor` binary beside it answer it (see [`main`]).
+pub const SUPERVISE: &str = "__supervise";
+
+/// The supervisor's own binary, installed beside `liftoff`: a few hundred
+/// kilobytes that start in well under a millisecond, where re-executing the
+/// whole `liftoff` binary for every local run cost about 2 ms of CPU.
+pub const SUPERVISOR_BIN: &str = "liftoff-supervisor";
+
+/// Runs [`SUPERVISE`] or [`EXEC_AS`] when `argv[1]` names one of them, with
+/// the rest of `argv` as its arguments; `None` otherwise. Called first
+/// thing by both binaries, before any thread or runtime exists.
+///
+/// Parsed by hand rather than with clap: the arguments are written by the
+/// agent, never by a person, and this keeps the supervisor's binary small and
+/// its start short, which is why it exists.
+pub fn main(argv: &[OsString]) -> Option<u8> {
+    let sub = argv.get(1)?.to_str()?;
+    if sub != SUPERVISE && sub != EXEC_AS {
+        return None;
+    }
+    let parsed = parse(&argv[2..]);
+    Some(match (sub, parsed) {
+        (SUPERVISE, Ok(Parsed { agent_pid: Some(agent), user, command })) => run(agent, user, &command),
+        (EXEC_AS, Ok(Parsed { user: Some((uid, gid)), command, .. })) => exec_as(uid, gid, &command),
+        (_, Err(e)) => {
+            eprintln!("liftoff: {sub}: {e}");
+            SETUP_FAILED
+        }
+        (SUPERVISE, _) => {
+            eprintln!("liftoff: {SUPERVISE}: --agent-pid is required");
+            SETUP_FAILED
+        }
+        _ => {
+            eprintln!("liftoff: {EXEC_AS}: --uid and --gid are required");
+            SETUP_FAILED
+        }
+    })
+}
+
+/// The options before `--` and the command after it.
+#[derive(Debug, PartialEq)]
+struct Parsed {
+    agent_pid: Option<i32>,
+    user: Option<(u32, u32)>,
+    command: Vec<OsString>,
+}
+
+/// `--agent-pid N`, `--uid N`, `--gid N` (or `--name=N`), then `--` and the
+/// command, which must not be empty.
+fn parse(args: &[OsString]) -> Result<Parsed, String> {
+    let (mut agent_pid, mut uid, mut gid) = (None, None, None);
+    let mut i = 0;
+    loop {
+        let Some(arg) = args.get(i) else { return Err("expected `-- COMMAND...`".into()) };
+        let arg = arg.to_str().ok_or("an option is not UTF-8")?;
+        i += 1;
+        if arg == "--" {
+            break;
+        }
+        let (name, value) = match arg.split_once('=') {
+            Some((n, v)) => (n, v.to_string()),
+            None => {
+                let v = args.get(i).and_then(|v| v.to_str()).ok_or(format!("{arg} needs a value"))?;
+                i += 1;
+                (arg, v.to_string())
+            }
+        };
+        let number = |v: &str| v.parse::<u32>().map_err(|_| format!("{name}: '{v}' is not a number"));
+        match name {
+            "--agent-pid" => agent_pid = Some(value.parse::<i32>().map_err(|_| format!("{name}: '{value}' is not a pid"))?),
+            "--uid" => uid = Some(number(&value)?),
+            "--gid" => gid = Some(number(&value)?),
+            _ => return Err(format!("unknown option {name}")),
+        }
+    }
+    let user = match (uid, gid) {
+        (Some(u), Some(g)) => Some((u, g)),
+        (None, None) => None,
+        _ => return Err("--uid and --gid go together".into()),
+    };
+    let command = args[i..].to_vec();
+    if command.is_empty() {
+        return Err("nothing to run: the command is empty".into());
+    }
+    Ok(Parsed { agent_pid, user, command })
+}
+
 /// Exit code when the supervisor could not set itself up.
 pub const SETUP_FAILED: u8 = 125;
 /// Exit code when the command could not be started (the shell's "not found").
@@ -201,9 +290,9 @@ fn exit_code(status: WaitStatus) -> Option<u8> {
 /// no descendant: nothing of the run can hold its output open any more.
 fn kill_all(main: Pid, mut code: Option<u8>) -> u8 {
     loop {
-        for pid in descendants() {
-            let _ = kill(pid, Signal::SIGKILL);
-        }
+        // Reap first: with no child left there is no descendant either, and
+        // the scan of every process's /proc entry (most of a short run's
+        // supervision cost) is skipped.
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => break,
@@ -212,6 +301,9 @@ fn kill_all(main: Pid, mut code: Option<u8>) -> u8 {
                 Err(Errno::EINTR) => {}
                 Err(_) => return code.unwrap_or(128 + Signal::SIGKILL as u8),
             }
+        }
+        for pid in descendants() {
+            let _ = kill(pid, Signal::SIGKILL);
         }
         // some are still dying (or were forked while we looked)
         std::thread::sleep(Duration::from_millis(5));
@@ -256,6 +348,23 @@ mod tests {
         assert_eq!(parent_of("42 (sleep) S 7 42 42 0 -1"), Some(7));
         assert_eq!(parent_of("42 (a) b) (c) R 1234 42 42"), Some(1234), "a name with spaces and parentheses");
         assert_eq!(parent_of("garbage"), None);
+    }
+
+    #[test]
+    fn the_agent_s_arguments_are_parsed_and_bad_ones_refused() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            parse(&os(&["--agent-pid", "7", "--uid", "1000", "--gid=100", "--", "sh", "-c", "--uid"])),
+            Ok(Parsed { agent_pid: Some(7), user: Some((1000, 100)), command: os(&["sh", "-c", "--uid"]) })
+        );
+        assert_eq!(parse(&os(&["--uid=1", "--gid=2", "--", "id"])).unwrap().user, Some((1, 2)));
+        assert_eq!(parse(&os(&["--agent-pid", "7", "--", "true"])).unwrap().user, None);
+        assert_eq!(parse(&os(&["--agent-pid", "x", "--", "true"])), Err("--agent-pid: 'x' is not a pid".into()));
+        assert_eq!(parse(&os(&["--agent-pid", "7", "--uid", "1", "--", "true"])), Err("--uid and --gid go together".into()));
+        assert_eq!(parse(&os(&["--agent-pid", "7", "--"])), Err("nothing to run: the command is empty".into()));
+        assert_eq!(parse(&os(&["--agent-pid", "7", "true"])), Err("unknown option true".into()));
+        assert_eq!(parse(&os(&["--agent-pid"])), Err("--agent-pid needs a value".into()));
+        assert_eq!(main(&os(&["liftoff", "server"])), None, "not the supervisor's: left to the caller");
     }
 
     #[test]

@@ -13,4 +13,3 @@ pub mod queue;
 pub mod quickstart;
 pub mod run;
 pub mod server;
-pub mod supervise;

@@ -67,21 +67,16 @@ enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// Print the least-privilege grants a launch config needs (IAM policy, GCP role, Azure roles).
     Permissions(cmd::permissions::PermissionsArgs),
-    /// Internal: how the agent runs a local process.
-    #[command(name = "__supervise", hide = true)]
-    Supervise(cmd::supervise::SuperviseArgs),
-    /// Internal: how the supervisor starts a local process as another user.
-    #[command(name = liftoff_run::supervise::EXEC_AS, hide = true)]
-    ExecAs(cmd::supervise::ExecAsArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match &cli.command {
-        Command::Supervise(args) => return cmd::supervise::run(args),
-        Command::ExecAs(args) => return cmd::supervise::exec_as(args),
-        _ => {}
+    // The hidden `__supervise` and `__exec-as` (see liftoff_run::supervise)
+    // run before anything else: no thread or runtime may exist yet.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = liftoff_run::supervise::main(&argv) {
+        return ExitCode::from(code);
     }
+    let cli = Cli::parse_from(argv);
     init_tracing(match cli.command {
         Command::Server(_) | Command::Agent(_) => "info",
         _ => "warn",
@@ -131,7 +126,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(c) => cmd::config::run(c),
         Command::Doctor(args) => cmd::doctor::run(args).await,
         Command::Permissions(args) => cmd::permissions::run(args),
-        Command::Supervise(_) | Command::ExecAs(_) => unreachable!("run before the runtime starts, in main"),
     }
     .map(|()| ExitCode::SUCCESS)
 }

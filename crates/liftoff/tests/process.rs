@@ -845,6 +845,29 @@ async fn a_job_run_as_another_user_cannot_read_the_agents_environment() {
     server.shutdown().await;
 }
 
+/// The agent starts each local process through the small
+/// `liftoff-supervisor` beside `liftoff`, not by re-executing `liftoff`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_run_is_supervised_by_the_small_supervisor_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, key, client) = server_in(dir.path()).await;
+    let script = "echo \"parent $(readlink /proc/$PPID/exe)\"\necho \"args $(tr '\\0' ' ' < /proc/$PPID/cmdline)\"\n";
+    local_queue_and_job(&client, serde_json::json!({}), &[("who", script)]).await;
+    let mut agent = local_agent(dir.path(), &url, &[], &[("LIFTOFF_API_KEY", Some(key.as_ref()))]);
+    let item = launch_local(&client, "who").await;
+    let ended = wait_until_ended(&client, &item.id, "the job").await;
+    let out = stdout_of(&client, &item.id).await;
+    assert_eq!(ended.state, ItemState::Finished, "{:?}\n{out}", ended.reason);
+    let small = Path::new(env!("CARGO_BIN_EXE_liftoff-supervisor")).canonicalize().unwrap();
+    assert_eq!(out.lines().next(), Some(format!("parent {}", small.display()).as_str()), "{out}");
+    assert!(out.contains(&format!("args {} __supervise --agent-pid {} -- ", env!("CARGO_BIN_EXE_liftoff-supervisor"), agent.id())), "{out}");
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert!(!log.contains("is not beside"), "no fallback warning: {log}");
+    kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(agent.wait().unwrap().success());
+    server.shutdown().await;
+}
+
 /// Without root, a job of the agent's own user could read its memory and
 /// environment, were the agent dumpable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -882,6 +905,8 @@ async fn a_job_of_the_agents_own_user_cannot_read_its_environment() {
     assert_eq!(lines[0], "uid 65534", "{out}");
     assert!(lines[1].starts_with("agent ") && lines[1].contains(" agent -q local"), "{out}");
     assert_eq!(lines[2], "environ-refused", "{out}");
+    // only `liftoff` was copied: the agent supervised with it, and said so
+    assert!(agent_log.contains("liftoff-supervisor is not beside"), "{agent_log}");
     kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();
     assert!(agent.wait().unwrap().success());
     server.shutdown().await;
