@@ -23,6 +23,9 @@
 //!   in one sitting; enqueue→running for both. Needs what `build` needs and
 //!   the test's Python image (`.ci/python-base.sh`): `agent-bench append
 //!   --registry $LIFTOFF_TEST_REGISTRY`;
+//! * `soak`: several servers on one PostgreSQL, many agents, many items
+//!   (100,000 by default); exactly-once from the job's side, throughput,
+//!   latency and memory (see `soak.rs`);
 //! * `cpu`: Liftoff's own CPU per run: a `liftoff server` process and a
 //!   `liftoff agent` process run a burst of trivial local-process jobs; the
 //!   CPU the two processes used (from /proc, their own time, not their
@@ -39,6 +42,8 @@
 //! when a process the bench started exits early, its status and last lines.
 //!
 //! `cargo build --release -p liftoff -p liftoff-bench && target/release/agent-bench container --image liftoff-test/busybox:1`
+
+mod soak;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -120,6 +125,23 @@ enum What {
         /// Database URL for the server; SQLite in its data directory when omitted.
         #[arg(long)]
         db: Option<String>,
+    },
+    /// Several servers on one PostgreSQL, many agents, many items of a
+    /// one-line job: exactly-once and log completeness checked from the
+    /// job's side, throughput, latency and memory printed.
+    Soak {
+        /// PostgreSQL URL, of an empty database (the servers share it).
+        #[arg(long)]
+        db: String,
+        #[arg(long, default_value_t = 2)]
+        servers: usize,
+        #[arg(long, default_value_t = 64)]
+        agents: usize,
+        #[arg(long, default_value_t = 100_000)]
+        items: usize,
+        /// Each agent's max_jobs.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
     },
 }
 
@@ -255,6 +277,8 @@ fn clock_ticks() -> f64 {
 }
 
 async fn cpu(liftoff: &Path, runs: usize, jobs: usize, db: Option<String>) -> anyhow::Result<()> {
+    // the end is read from one page of the queue's items
+    anyhow::ensure!(runs <= 1000, "--runs is at most 1000");
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut server = Command::new(liftoff);
@@ -915,6 +939,9 @@ async fn main() -> anyhow::Result<()> {
             }
             What::Container { image, samples } => container(&liftoff, image, samples).await,
             What::Rss { jobs } => rss(&liftoff, jobs).await,
+            What::Soak { db, servers, agents, items, jobs } => {
+                soak::soak(&liftoff, &db, servers, agents, items, jobs).await
+            }
         }
     };
     let (mut term, mut hup) = (signal(SignalKind::terminate())?, signal(SignalKind::hangup())?);
