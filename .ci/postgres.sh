@@ -2,8 +2,12 @@
 # Installs (if needed) and starts a throwaway PostgreSQL on 127.0.0.1:$PGPORT,
 # owned by the postgres user, and prints the URL tests should use.
 # Usage: source .ci/postgres.sh   (exports LIFTOFF_TEST_POSTGRES_URL)
+# Tests run it with fsync off (durability is not what they test, and it is
+# faster); benchmarks run a durable one, as users do, beside it:
+#   PGPORT=55433 PGROOT=/tmp/liftoff-bench-pg PGFSYNC=on source .ci/postgres.sh
 set -euo pipefail
 PGPORT="${PGPORT:-55432}"
+PGFSYNC="${PGFSYNC:-off}"
 PGROOT="${PGROOT:-/tmp/liftoff-ci-pg}"
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   echo "ci: installing postgresql" >&2
@@ -15,7 +19,7 @@ if ! "$PGBIN/pg_isready" -h 127.0.0.1 -p "$PGPORT" -q; then
   rm -rf "$PGROOT"; mkdir -p "$PGROOT"; chown postgres:postgres "$PGROOT"
   su postgres -s /bin/sh -c "'$PGBIN/initdb' -D '$PGROOT/data' -A trust -U postgres" >/dev/null
   su postgres -s /bin/sh -c "'$PGBIN/pg_ctl' -D '$PGROOT/data' -l '$PGROOT/log' -w \
-     -o \"-c listen_addresses=127.0.0.1 -p $PGPORT -k '$PGROOT' -c fsync=off -c max_connections=200\" start" >/dev/null
+     -o \"-c listen_addresses=127.0.0.1 -p $PGPORT -k '$PGROOT' -c fsync=$PGFSYNC -c synchronous_commit=on -c max_connections=300\" start" >/dev/null
 fi
 "$PGBIN/pg_isready" -h 127.0.0.1 -p "$PGPORT"
 export LIFTOFF_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"

@@ -90,6 +90,9 @@ fn parse(args: &[OsString]) -> Result<Parsed, String> {
         if arg == "--" {
             break;
         }
+        if !arg.starts_with("--") {
+            return Err(format!("expected an option or `--` before the command, found '{arg}'"));
+        }
         let (name, value) = match arg.split_once('=') {
             Some((n, v)) => (n, v.to_string()),
             None => {
@@ -362,8 +365,9 @@ mod tests {
         assert_eq!(parse(&os(&["--agent-pid", "x", "--", "true"])), Err("--agent-pid: 'x' is not a pid".into()));
         assert_eq!(parse(&os(&["--agent-pid", "7", "--uid", "1", "--", "true"])), Err("--uid and --gid go together".into()));
         assert_eq!(parse(&os(&["--agent-pid", "7", "--"])), Err("nothing to run: the command is empty".into()));
-        assert_eq!(parse(&os(&["--agent-pid", "7", "true"])), Err("unknown option true".into()));
+        assert_eq!(parse(&os(&["--agent-pid", "7", "true"])), Err("expected an option or `--` before the command, found 'true'".into()));
         assert_eq!(parse(&os(&["--agent-pid"])), Err("--agent-pid needs a value".into()));
+        assert_eq!(parse(&os(&["--user", "x", "--", "true"])), Err("unknown option --user".into()));
         assert_eq!(main(&os(&["liftoff", "server"])), None, "not the supervisor's: left to the caller");
     }
 
