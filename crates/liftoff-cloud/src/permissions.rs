@@ -340,9 +340,12 @@ impl Permissions {
             s.push('\n');
         }
         if self.aws.is_none() && self.gcp.is_none() && self.azure.is_empty() {
-            s.push_str("No cloud grants are needed by this configuration.\n\n");
+            s.push_str("No cloud grants are needed by this configuration.\n");
         }
         if !self.kubernetes.is_empty() {
+            if !s.ends_with("\n\n") {
+                s.push('\n');
+            }
             s.push_str("Kubernetes: the agent's service account needs this Role in the namespace its runs go to,\n");
             s.push_str("and this ClusterRole (re-adoption lists its Jobs in every namespace), each bound to it\n");
             s.push_str("(kubectl apply -n <namespace> -f rbac.yaml; then a RoleBinding and a ClusterRoleBinding):\n\n");
