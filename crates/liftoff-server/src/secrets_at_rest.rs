@@ -160,6 +160,10 @@ pub async fn sweep(store: &dyn Store, keys: Option<&SecretsKeys>) -> Result<Swee
             }
         }
     }
+    if report.sealed > 0 {
+        // the plain values' old row versions would still hold them
+        store.purge_old_row_versions().await?;
+    }
     // last: once it names the current key, the old one is no longer needed
     let purpose = secret_purpose(CANARY);
     match &canary {

@@ -91,6 +91,18 @@ async fn claimed_remote(c: &Client) -> String {
     g.remote
 }
 
+/// The bytes of the SQLite database and its WAL, when `db` is one.
+fn sqlite_files(db: &str) -> Vec<u8> {
+    let Some(path) = db.strip_prefix("sqlite://") else { return Vec::new() };
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes.extend(std::fs::read(format!("{path}-wal")).unwrap_or_default());
+    bytes
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
 async fn secrets_sealed_rotated_and_refused(db: String, dir: &Path) {
     let data = dir.join("data");
     let (key_a, key_b, wrong) = (key_file(dir, "key-a"), key_file(dir, "key-b"), key_file(dir, "wrong"));
@@ -110,6 +122,9 @@ async fn secrets_sealed_rotated_and_refused(db: String, dir: &Path) {
     git_job(&c, "one").await;
     server.shutdown().await;
     let before = raw_rows(&db).await;
+    if db.starts_with("sqlite://") {
+        assert!(contains(&sqlite_files(&db), TOKEN), "the file held the credential before");
+    }
     assert!(before.iter().any(|r| r.contains(TOKEN)), "the credential was stored plain before");
     let plain_secrets: Vec<String> = before.iter().filter(|r| r.starts_with("lft_")).cloned().collect();
     assert_eq!(plain_secrets.len(), 2, "run-keys and ui-sessions, plain: {before:?}");
@@ -118,6 +133,13 @@ async fn secrets_sealed_rotated_and_refused(db: String, dir: &Path) {
     let server = serve(&data, &db, Some(&key_a), &[]).await;
     let c = Client::new(&server.base_url(), &admin, "default").unwrap();
     git_job(&c, "two").await;
+    if db.starts_with("sqlite://") {
+        let bytes = sqlite_files(&db);
+        assert!(!contains(&bytes, TOKEN), "the database file or its WAL still holds the credential");
+        for s in &plain_secrets {
+            assert!(!contains(&bytes, s), "the database file or its WAL still holds a server secret");
+        }
+    }
     let rows = raw_rows(&db).await;
     for r in &rows {
         assert!(!r.contains(TOKEN), "a stored row holds the credential: {r}");

@@ -253,6 +253,10 @@ pub trait Store: Send + Sync {
     /// Sets server secret `name` to `new` if it is still `old` (`None`:
     /// if it does not exist); whether it did.
     async fn replace_server_secret(&self, name: &str, old: Option<&str>, new: &str) -> Result<bool, StoreError>;
+    /// After plain secrets were rewritten sealed: drops the old row
+    /// versions the database keeps (SQLite: VACUUM and a WAL checkpoint;
+    /// PostgreSQL: VACUUM of the tables).
+    async fn purge_old_row_versions(&self) -> Result<(), StoreError>;
     /// Every stored git remote with userinfo (credentials, plain or sealed),
     /// in job sources and launch specs.
     async fn git_remotes_with_userinfo(&self) -> Result<Vec<crate::records::StoredRemote>, StoreError>;

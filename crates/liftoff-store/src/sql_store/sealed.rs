@@ -4,7 +4,7 @@
 //! launch specs. Each rewrite is a compare-and-set on the old text, so a
 //! row changed meanwhile is left alone.
 
-use super::SqlStore;
+use super::{Dialect, SqlStore};
 use crate::error::StoreError;
 use crate::records::{StoredRemote, StoredRemoteAt};
 use sqlx::Row;
@@ -59,6 +59,27 @@ impl SqlStore {
         };
         tx.commit().await?;
         Ok(done == 1)
+    }
+
+    pub(super) async fn purge_old_row_versions(&self) -> Result<(), StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                // VACUUM rewrites the file without its free pages; the
+                // checkpoints take the old pages out of the WAL.
+                for q in ["PRAGMA wal_checkpoint(TRUNCATE)", "VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"] {
+                    sqlx::query(q).execute(&self.write).await?;
+                }
+            }
+            Dialect::Postgres => {
+                // Dead row versions become free space, reused by later
+                // writes; only VACUUM FULL (an exclusive lock) rewrites the
+                // files, which an operator may run.
+                for q in ["VACUUM jobs", "VACUUM items", "VACUUM server_secrets"] {
+                    sqlx::query(q).execute(&self.write).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(super) async fn git_remotes_with_userinfo(&self) -> Result<Vec<StoredRemote>, StoreError> {

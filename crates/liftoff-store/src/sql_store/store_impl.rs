@@ -314,6 +314,10 @@ impl Store for SqlStore {
         SqlStore::replace_server_secret(self, name, old, new).await
     }
 
+    async fn purge_old_row_versions(&self) -> Result<(), StoreError> {
+        SqlStore::purge_old_row_versions(self).await
+    }
+
     async fn git_remotes_with_userinfo(&self) -> Result<Vec<crate::records::StoredRemote>, StoreError> {
         SqlStore::git_remotes_with_userinfo(self).await
     }
