@@ -37,10 +37,7 @@ pub const NAMESPACED_RULES: &[RbacRule] = &[
 pub const CLUSTER_RULES: &[RbacRule] = &[RbacRule { api_group: "batch", resources: &["jobs"], verbs: &["list"] }];
 
 fn rules_json(rules: &[RbacRule]) -> Value {
-    rules
-        .iter()
-        .map(|r| json!({"apiGroups": [r.api_group], "resources": r.resources, "verbs": r.verbs}))
-        .collect()
+    rules.iter().map(|r| json!({"apiGroups": [r.api_group], "resources": r.resources, "verbs": r.verbs})).collect()
 }
 
 /// The Role (no namespace: `kubectl apply -n` or kustomize gives it one).

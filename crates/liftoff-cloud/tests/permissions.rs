@@ -182,7 +182,13 @@ fn kubernetes_runner_adds_the_role_and_the_adoption_cluster_role() {
         ]
     );
     assert_eq!(cluster["kind"], "ClusterRole");
-    assert_eq!(cluster["rules"], serde_json::json!([{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]}]));
+    assert_eq!(
+        cluster["rules"],
+        serde_json::json!([{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]}])
+    );
     let text = p.render_text();
-    assert!(text.contains("Kubernetes:") && text.contains("\"kind\": \"Role\"") && text.contains("liftoff-agent-adopt"), "{text}");
+    assert!(
+        text.contains("Kubernetes:") && text.contains("\"kind\": \"Role\"") && text.contains("liftoff-agent-adopt"),
+        "{text}"
+    );
 }

@@ -55,7 +55,12 @@ fn secret_part(remote: &str) -> Option<std::ops::Range<usize>> {
 fn seal_remote(keys: &SecretsKeys, remote: &str) -> String {
     match secret_part(remote) {
         Some(r) if sealed_key_id(&remote[r.clone()]).is_none() => {
-            format!("{}{}{}", &remote[..r.start], keys.seal(GIT_PURPOSE, remote[r.clone()].as_bytes()), &remote[r.end..])
+            format!(
+                "{}{}{}",
+                &remote[..r.start],
+                keys.seal(GIT_PURPOSE, remote[r.clone()].as_bytes()),
+                &remote[r.end..]
+            )
         }
         _ => remote.to_string(),
     }
@@ -79,7 +84,11 @@ pub fn seal_source(keys: Option<&SecretsKeys>, mut source: JobSource) -> JobSour
 }
 
 /// A stored source with its git credential opened, for the agent that claimed the run.
-pub fn open_source(keys: Option<&SecretsKeys>, what: &str, mut source: JobSource) -> Result<JobSource, SecretsKeyError> {
+pub fn open_source(
+    keys: Option<&SecretsKeys>,
+    what: &str,
+    mut source: JobSource,
+) -> Result<JobSource, SecretsKeyError> {
     if let JobSource::Git(g) = &mut source {
         g.remote = open_remote(keys, what, &g.remote)?;
     }
@@ -125,7 +134,9 @@ pub async fn sweep(store: &dyn Store, keys: Option<&SecretsKeys>) -> Result<Swee
     let canary = secrets.iter().find(|(n, _)| n == CANARY).map(|(_, v)| v.clone());
     let Some(keys) = keys else {
         if let Some(id) = canary.as_deref().and_then(sealed_key_id) {
-            return Err(SecretsKeyError::NoKey { what: "the database's stored secrets".into(), id: id.to_string() }.into());
+            return Err(
+                SecretsKeyError::NoKey { what: "the database's stored secrets".into(), id: id.to_string() }.into()
+            );
         }
         return Ok(SweepReport::default());
     };
@@ -135,28 +146,20 @@ pub async fn sweep(store: &dyn Store, keys: Option<&SecretsKeys>) -> Result<Swee
     }
     let mut report = SweepReport::default();
     for (name, value) in secrets.iter().filter(|(n, _)| n != CANARY) {
-        let purpose = secret_purpose(name);
-        let new = match sealed_key_id(value) {
-            None => Some(keys.seal(&purpose, value.as_bytes())),
-            Some(_) => keys.rewrap(&format!("server secret '{name}'"), &purpose, value)?,
-        };
-        if let Some(new) = new {
-            if store.replace_server_secret(name, Some(value), &new).await? {
-                if sealed_key_id(value).is_some() { report.rewrapped += 1 } else { report.sealed += 1 }
-            }
+        let what = format!("server secret '{name}'");
+        if let Some(new) = reseal(keys, &what, &secret_purpose(name), value)?
+            && store.replace_server_secret(name, Some(value), &new).await?
+        {
+            report.count(value);
         }
     }
     for stored in store.git_remotes_with_userinfo().await? {
         let Some(r) = secret_part(&stored.remote) else { continue };
         let part = &stored.remote[r.clone()];
-        let new_part = match sealed_key_id(part) {
-            None => Some(keys.seal(GIT_PURPOSE, part.as_bytes())),
-            Some(_) => keys.rewrap(&describe(&stored.at), GIT_PURPOSE, part)?,
-        };
-        if let Some(new_part) = new_part {
+        if let Some(new_part) = reseal(keys, &describe(&stored.at), GIT_PURPOSE, part)? {
             let new_remote = format!("{}{}{}", &stored.remote[..r.start], new_part, &stored.remote[r.end..]);
             if store.replace_git_remote(&stored, &new_remote).await? {
-                if sealed_key_id(part).is_some() { report.rewrapped += 1 } else { report.sealed += 1 }
+                report.count(part);
             }
         }
     }
@@ -177,6 +180,26 @@ pub async fn sweep(store: &dyn Store, keys: Option<&SecretsKeys>) -> Result<Swee
         }
     }
     Ok(report)
+}
+
+/// A plain value sealed, or a sealed one re-wrapped under the current key;
+/// `None` when it is under the current key already.
+fn reseal(keys: &SecretsKeys, what: &str, purpose: &str, value: &str) -> Result<Option<String>, SecretsKeyError> {
+    match sealed_key_id(value) {
+        None => Ok(Some(keys.seal(purpose, value.as_bytes()))),
+        Some(_) => keys.rewrap(what, purpose, value),
+    }
+}
+
+impl SweepReport {
+    /// Counts `old` (the value as it was) rewritten.
+    fn count(&mut self, old: &str) {
+        if sealed_key_id(old).is_some() {
+            self.rewrapped += 1;
+        } else {
+            self.sealed += 1;
+        }
+    }
 }
 
 fn describe(at: &StoredRemoteAt) -> String {

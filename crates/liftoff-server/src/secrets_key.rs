@@ -44,7 +44,9 @@ pub enum SecretsKeyError {
     #[error("{what} is encrypted under secrets key {id}: start the server with that key's file as --secrets-key-file")]
     NoKey { what: String, id: String },
     /// A sealed value does not open under its key: altered, or another key with the same id.
-    #[error("{what} does not decrypt under secrets key {id} ({path}): the stored value was altered or the key file is not that key")]
+    #[error(
+        "{what} does not decrypt under secrets key {id} ({path}): the stored value was altered or the key file is not that key"
+    )]
     Open { what: String, id: String, path: String },
 }
 
@@ -58,15 +60,20 @@ struct Kek {
 impl Kek {
     fn read(path: &Path) -> Result<Self, SecretsKeyError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SecretsKeyError::Read { path: shown.clone(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| SecretsKeyError::Read { path: shown.clone(), source })?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
             .map_err(|_| SecretsKeyError::Format { path: shown.clone(), found: ": it is not base64".into() })?;
         if bytes.len() != KEY_LEN {
-            return Err(SecretsKeyError::Format { path: shown, found: format!(": it decodes to {} bytes", bytes.len()) });
+            return Err(SecretsKeyError::Format {
+                path: shown,
+                found: format!(": it decodes to {} bytes", bytes.len()),
+            });
         }
         // The id is a digest of the key under a label of its own: it names the key and reveals nothing of it.
-        let id = hex::encode(&Sha256::new().chain_update(b"liftoff secrets key id\0").chain_update(&bytes).finalize()[..8]);
+        let id =
+            hex::encode(&Sha256::new().chain_update(b"liftoff secrets key id\0").chain_update(&bytes).finalize()[..8]);
         let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &bytes).expect("a 32-byte AES-256 key"));
         Ok(Self { id, path: path.to_path_buf(), key })
     }
@@ -152,7 +159,11 @@ impl SecretsKeys {
             current: self.current.id.clone(),
             path: self.current.path.display().to_string(),
         })?;
-        let fail = || SecretsKeyError::Open { what: what.to_string(), id: id.to_string(), path: kek.path.display().to_string() };
+        let fail = || SecretsKeyError::Open {
+            what: what.to_string(),
+            id: id.to_string(),
+            path: kek.path.display().to_string(),
+        };
         let encoded = &sealed[PREFIX.len() + id.len() + 1..];
         let raw = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| fail())?;
         if raw.len() < NONCE_LEN * 2 + WRAPPED_LEN + TAG_LEN {

@@ -105,7 +105,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     // before anything reads a stored secret: seal the plain ones, re-wrap old ones
     let swept = crate::secrets_at_rest::sweep(store.as_ref(), secrets_keys.as_deref()).await?;
     if swept.sealed + swept.rewrapped > 0 {
-        tracing::info!(sealed = swept.sealed, rewrapped = swept.rewrapped, "stored secrets encrypted under the current key");
+        tracing::info!(
+            sealed = swept.sealed,
+            rewrapped = swept.rewrapped,
+            "stored secrets encrypted under the current key"
+        );
     }
 
     let now = now_ms();

@@ -169,7 +169,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl TlsListener {
     pub fn new(tcp: TcpListener, cert: Arc<ReloadingCert>) -> Result<Self, TlsError> {
-        let local = tcp.local_addr().map_err(|source| TlsError::Read { path: "the listening socket".into(), source })?;
+        let local =
+            tcp.local_addr().map_err(|source| TlsError::Read { path: "the listening socket".into(), source })?;
         let acceptor = TlsAcceptor::from(Arc::new(cert.server_config()?));
         let (tx, ready) = mpsc::channel(64);
         tokio::spawn(accept_loop(tcp, acceptor, cert, tx));

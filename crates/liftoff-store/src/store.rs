@@ -262,7 +262,11 @@ pub trait Store: Send + Sync {
     async fn git_remotes_with_userinfo(&self) -> Result<Vec<crate::records::StoredRemote>, StoreError>;
     /// Replaces a remote [`Store::git_remotes_with_userinfo`] found, if its
     /// row is unchanged since; whether it was.
-    async fn replace_git_remote(&self, stored: &crate::records::StoredRemote, new_remote: &str) -> Result<bool, StoreError>;
+    async fn replace_git_remote(
+        &self,
+        stored: &crate::records::StoredRemote,
+        new_remote: &str,
+    ) -> Result<bool, StoreError>;
     /// Where the item's log stands for the claim `fence`: the sequence number
     /// its next chunk must carry, and how many bytes of output that claim
     /// has stored per stream.

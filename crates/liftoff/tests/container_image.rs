@@ -62,18 +62,31 @@ async fn image_builds_on_a_given_base_and_runs_liftoff() {
     std::fs::copy(env!("CARGO_BIN_EXE_liftoff"), context.join("liftoff")).unwrap();
 
     let tag = format!("liftoff-test/liftoff:{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
-    let guard = Cleanup { host: &host, config: &config, container: format!("liftoff-image-test-{}", std::process::id()), image: tag.clone() };
+    let guard = Cleanup {
+        host: &host,
+        config: &config,
+        container: format!("liftoff-image-test-{}", std::process::id()),
+        image: tag.clone(),
+    };
     let started = Instant::now();
     ok(
         "docker build",
-        docker(&host, &config, &["build", "-q", "--build-arg", &format!("BASE={base}"), "-t", &tag, &context.to_string_lossy()]),
+        docker(
+            &host,
+            &config,
+            &["build", "-q", "--build-arg", &format!("BASE={base}"), "-t", &tag, &context.to_string_lossy()],
+        ),
     );
     eprintln!("image built in {:?}", started.elapsed());
 
-    let version = ok("liftoff --version in the image", docker(&host, &config, &["run", "--rm", "--network", "none", &tag, "--version"]));
+    let version = ok(
+        "liftoff --version in the image",
+        docker(&host, &config, &["run", "--rm", "--network", "none", &tag, "--version"]),
+    );
     assert_eq!(version.trim(), format!("liftoff {}", env!("CARGO_PKG_VERSION")));
 
-    let user = ok("docker image inspect", docker(&host, &config, &["image", "inspect", "-f", "{{.Config.User}}", &tag]));
+    let user =
+        ok("docker image inspect", docker(&host, &config, &["image", "inspect", "-f", "{{.Config.User}}", &tag]));
     assert_eq!(user.trim(), "65532:65532", "the image runs as a non-root user");
 
     // The default command serves from the image's data directory as that user;
@@ -85,7 +98,20 @@ async fn image_builds_on_a_given_base_and_runs_liftoff() {
         docker(
             &host,
             &config,
-            &["run", "-d", "--name", &guard.container, "--network", "host", &tag, "server", "--listen", &listen, "--data-dir", "/var/lib/liftoff"],
+            &[
+                "run",
+                "-d",
+                "--name",
+                &guard.container,
+                "--network",
+                "host",
+                &tag,
+                "server",
+                "--listen",
+                &listen,
+                "--data-dir",
+                "/var/lib/liftoff",
+            ],
         ),
     );
     let url = format!("http://{listen}/healthz");

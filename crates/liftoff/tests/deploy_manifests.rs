@@ -34,8 +34,10 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
 }
 
 fn kinds(objects: &[Value]) -> Vec<String> {
-    let mut k: Vec<String> =
-        objects.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap())).collect();
+    let mut k: Vec<String> = objects
+        .iter()
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
+        .collect();
     k.sort();
     k
 }
@@ -98,12 +100,16 @@ fn every_overlay_renders_with_least_privilege_file_secrets_and_known_flags() {
         ];
         expected.sort();
         assert_eq!(kinds(&objects), expected, "{dir}");
-        for obj in objects.iter().filter(|o| !matches!(o["kind"].as_str(), Some("Namespace" | "ClusterRole" | "ClusterRoleBinding"))) {
+        for obj in objects
+            .iter()
+            .filter(|o| !matches!(o["kind"].as_str(), Some("Namespace" | "ClusterRole" | "ClusterRoleBinding")))
+        {
             assert_eq!(obj["metadata"]["namespace"], "liftoff", "{dir}: {obj}");
         }
 
         // RBAC: what `liftoff permissions` prints for this overlay's launch config, bound to the agent
-        let config_text = find(&objects, "ConfigMap", "liftoff-agent")["data"]["launch-config.yaml"].as_str().unwrap().to_string();
+        let config_text =
+            find(&objects, "ConfigMap", "liftoff-agent")["data"]["launch-config.yaml"].as_str().unwrap().to_string();
         let tmp = tempfile::tempdir().unwrap();
         let config = tmp.path().join("launch-config.yaml");
         std::fs::write(&config, &config_text).unwrap();
@@ -129,7 +135,11 @@ fn every_overlay_renders_with_least_privilege_file_secrets_and_known_flags() {
             [("RoleBinding", "Role", "liftoff-agent"), ("ClusterRoleBinding", "ClusterRole", "liftoff-agent-adopt")]
         {
             let b = objects.iter().find(|x| x["kind"] == binding).unwrap();
-            assert_eq!(b["roleRef"], json!({"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role}), "{dir}");
+            assert_eq!(
+                b["roleRef"],
+                json!({"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role}),
+                "{dir}"
+            );
             assert_eq!(
                 b["subjects"],
                 json!([{"kind": "ServiceAccount", "name": "liftoff-agent", "namespace": "liftoff"}]),
@@ -150,7 +160,10 @@ fn every_overlay_renders_with_least_privilege_file_secrets_and_known_flags() {
             assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{dir}");
             let c = container(&objects, deployment);
             assert_eq!(c["image"], o.image, "{dir}: {deployment}'s image");
-            assert!(c["resources"]["requests"]["cpu"].is_string() && c["resources"]["limits"]["memory"].is_string(), "{dir}");
+            assert!(
+                c["resources"]["requests"]["cpu"].is_string() && c["resources"]["limits"]["memory"].is_string(),
+                "{dir}"
+            );
             for probe in ["readinessProbe", "livenessProbe"] {
                 assert_eq!(c[probe]["httpGet"]["path"], "/healthz", "{dir}: {deployment} {probe}");
                 let port = &c[probe]["httpGet"]["port"];
@@ -163,18 +176,28 @@ fn every_overlay_renders_with_least_privilege_file_secrets_and_known_flags() {
             let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
             for flag in args.iter().filter(|a| a.starts_with("--")) {
                 let name = flag.split('=').next().unwrap();
-                assert!(help_text.contains(&format!("{name} ")), "{dir}: {deployment} uses {name}, unknown to `liftoff {} --help`", args[0]);
+                assert!(
+                    help_text.contains(&format!("{name} ")),
+                    "{dir}: {deployment} uses {name}, unknown to `liftoff {} --help`",
+                    args[0]
+                );
             }
             let volumes = pod["volumes"].as_array().unwrap();
             let mounts = c["volumeMounts"].as_array().unwrap();
             for env in c["env"].as_array().unwrap() {
                 let name = env["name"].as_str().unwrap();
                 if name.starts_with("LIFTOFF_") {
-                    assert!(help_text.contains(&format!("[env: {name}")), "{dir}: {deployment} sets {name}, unknown to the binary");
+                    assert!(
+                        help_text.contains(&format!("[env: {name}")),
+                        "{dir}: {deployment} sets {name}, unknown to the binary"
+                    );
                 }
                 if env["valueFrom"]["secretKeyRef"].is_object() {
                     // object_store reads the S3 keys from the environment only
-                    assert!(dir == "overlays/coreweave" && name.starts_with("AWS_"), "{dir}: secret {name} in the environment, not a file");
+                    assert!(
+                        dir == "overlays/coreweave" && name.starts_with("AWS_"),
+                        "{dir}: secret {name} in the environment, not a file"
+                    );
                 }
                 // a *_FILE variable names a file in a read-only secret mount
                 if name.ends_with("_FILE") {
@@ -199,11 +222,21 @@ fn every_overlay_renders_with_least_privilege_file_secrets_and_known_flags() {
         let sa = |name: &str| find(&objects, "ServiceAccount", name)["metadata"]["annotations"].clone();
         match dir {
             "overlays/eks" => {
-                assert!(sa("liftoff-agent")["eks.amazonaws.com/role-arn"].as_str().unwrap().ends_with(":role/liftoff-agent"));
+                assert!(
+                    sa("liftoff-agent")["eks.amazonaws.com/role-arn"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with(":role/liftoff-agent")
+                );
                 assert!(config_text.contains("type: aws"));
             }
             "overlays/gke" => {
-                assert!(sa("liftoff-agent")["iam.gke.io/gcp-service-account"].as_str().unwrap().starts_with("liftoff-agent@"));
+                assert!(
+                    sa("liftoff-agent")["iam.gke.io/gcp-service-account"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("liftoff-agent@")
+                );
                 assert!(config_text.contains("type: gcp"));
             }
             "overlays/aks" => {
@@ -237,7 +270,8 @@ async fn the_probes_answer_on_a_real_server_and_agent() {
     std::fs::write(secrets.join("admin-key"), format!("{admin}\n")).unwrap();
     std::fs::write(secrets.join("metrics-token"), "scrape-token-0123456789\n").unwrap();
     std::fs::write(secrets.join("secrets-key"), "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n").unwrap();
-    std::fs::write(secrets.join("database-url"), format!("sqlite://{}\n", dir.path().join("db.sqlite").display())).unwrap();
+    std::fs::write(secrets.join("database-url"), format!("sqlite://{}\n", dir.path().join("db.sqlite").display()))
+        .unwrap();
     let server_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let c = container(&objects, "liftoff-server");
     let mut server_cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_liftoff"));

@@ -924,7 +924,10 @@ fn an_agent_key_file_others_can_read_is_refused() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && !err.contains("mode 440") && err.contains("127.0.0.1:9"), "read, then the server is unreachable: {err}");
+    assert!(
+        !out.status.success() && !err.contains("mode 440") && err.contains("127.0.0.1:9"),
+        "read, then the server is unreachable: {err}"
+    );
     // a key in the environment too: which one is meant is unclear
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_liftoff"))

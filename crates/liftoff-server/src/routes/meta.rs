@@ -42,7 +42,8 @@ pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> ApiResul
 
 fn check_scrape_token(token: &str, headers: &HeaderMap) -> Result<(), crate::error::ApiError> {
     use sha2::{Digest, Sha256};
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     // Digests compared, so the comparison's time tells nothing of the token.
     match given {
         Some(g) if Sha256::digest(g.trim().as_bytes()) == Sha256::digest(token.as_bytes()) => Ok(()),

@@ -23,8 +23,8 @@ fn git_remote(doc: &serde_json::Value) -> Option<&str> {
 }
 
 fn with_remote(text: &str, new_remote: &str) -> Result<String, StoreError> {
-    let mut doc: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt { what: "stored git source", detail: e.to_string() })?;
+    let mut doc: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt { what: "stored git source", detail: e.to_string() })?;
     let source = if doc.get("source").is_some() { &mut doc["source"] } else { &mut doc };
     source["remote"] = serde_json::Value::String(new_remote.to_string());
     serde_json::to_string(&doc).map_err(|e| StoreError::Corrupt { what: "stored git source", detail: e.to_string() })
@@ -36,18 +36,21 @@ impl SqlStore {
         rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("value")?))).collect()
     }
 
-    pub(super) async fn replace_server_secret(&self, name: &str, old: Option<&str>, new: &str) -> Result<bool, StoreError> {
+    pub(super) async fn replace_server_secret(
+        &self,
+        name: &str,
+        old: Option<&str>,
+        new: &str,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let done = match old {
-            Some(old) => {
-                sqlx::query("UPDATE server_secrets SET value = $1 WHERE name = $2 AND value = $3")
-                    .bind(new)
-                    .bind(name)
-                    .bind(old)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-            }
+            Some(old) => sqlx::query("UPDATE server_secrets SET value = $1 WHERE name = $2 AND value = $3")
+                .bind(new)
+                .bind(name)
+                .bind(old)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
             None => {
                 sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
                     .bind(name)
@@ -113,7 +116,11 @@ impl SqlStore {
             let text: String = r.try_get("spec")?;
             let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
             if let Some(remote) = git_remote(&doc) {
-                out.push(StoredRemote { at: StoredRemoteAt::Item { id: r.try_get("id")? }, remote: remote.to_string(), text });
+                out.push(StoredRemote {
+                    at: StoredRemoteAt::Item { id: r.try_get("id")? },
+                    remote: remote.to_string(),
+                    text,
+                });
             }
         }
         Ok(out)

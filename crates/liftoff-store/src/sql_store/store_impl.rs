@@ -322,7 +322,11 @@ impl Store for SqlStore {
         SqlStore::git_remotes_with_userinfo(self).await
     }
 
-    async fn replace_git_remote(&self, stored: &crate::records::StoredRemote, new_remote: &str) -> Result<bool, StoreError> {
+    async fn replace_git_remote(
+        &self,
+        stored: &crate::records::StoredRemote,
+        new_remote: &str,
+    ) -> Result<bool, StoreError> {
         SqlStore::replace_git_remote(self, stored, new_remote).await
     }
 

@@ -231,8 +231,8 @@ fn run_as_user(user: &str) -> anyhow::Result<liftoff_run::process::RunAs> {
 
 /// The agent's key from `path`, refused unless only its owner can read it.
 fn read_private_key(path: &Path) -> anyhow::Result<String> {
-    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).with_context(|| format!("failed to read {}", path.display()))?;
     let mode = meta.permissions().mode();
     // Group read is allowed for the agent's own group only: a Kubernetes
