@@ -20,7 +20,11 @@ fn deploy_dir() -> PathBuf {
 
 /// The rendered objects of `deploy/<dir>`.
 fn render(kubectl: &str, dir: &str) -> Vec<Value> {
-    let out = Command::new(kubectl).arg("kustomize").arg(deploy_dir().join(dir)).output().expect("run kubectl");
+    render_in(kubectl, &deploy_dir(), dir)
+}
+
+fn render_in(kubectl: &str, deploy: &Path, dir: &str) -> Vec<Value> {
+    let out = Command::new(kubectl).arg("kustomize").arg(deploy.join(dir)).output().expect("run kubectl");
     assert!(out.status.success(), "kubectl kustomize {dir}: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     serde_saphyr::from_str_multiple::<Value, _>(&text).unwrap_or_else(|e| panic!("{dir}: rendered YAML: {e}"))
@@ -253,6 +257,59 @@ fn every_overlay_renders_with_least_privilege_file_secrets_and_known_flags() {
             _ => {}
         }
     }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// `components/server-tls` on an overlay: the server reads its certificate
+/// from a TLS Secret's files through variables it knows, the probes use
+/// HTTPS, the agent calls the server over https.
+#[test]
+fn the_server_tls_component_mounts_the_certificate_and_probes_over_https() {
+    let Some(kubectl) = required_env("LIFTOFF_TEST_KUBECTL") else { return };
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(&deploy_dir(), copy.path());
+    std::fs::create_dir(copy.path().join("overlays/eks-tls")).unwrap();
+    std::fs::write(
+        copy.path().join("overlays/eks-tls/kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../eks]\ncomponents: [../../components/server-tls]\n",
+    )
+    .unwrap();
+    let objects = render_in(&kubectl, copy.path(), "overlays/eks-tls");
+    let server_help = help(&["server", "--help"]);
+    let c = container(&objects, "liftoff-server");
+    let env = |name: &str| {
+        c["env"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no {name}"))["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for (var, file) in [("LIFTOFF_TLS_CERT", "tls.crt"), ("LIFTOFF_TLS_KEY", "tls.key")] {
+        assert!(server_help.contains(&format!("[env: {var}")), "{var} unknown to the binary");
+        assert_eq!(env(var), format!("/var/run/secrets/liftoff-tls/{file}"));
+    }
+    let pod = &find(&objects, "Deployment", "liftoff-server")["spec"]["template"]["spec"];
+    let tls = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "tls").expect("the tls volume");
+    assert_eq!(tls["secret"], json!({"secretName": "liftoff-server-tls", "defaultMode": 0o400}));
+    assert!(c["volumeMounts"].as_array().unwrap().iter().any(|m| m["name"] == "tls" && m["readOnly"] == true));
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+    }
+    let agent = container(&objects, "liftoff-agent");
+    let base_url = agent["env"].as_array().unwrap().iter().find(|e| e["name"] == "LIFTOFF_BASE_URL").unwrap();
+    assert_eq!(base_url["value"], "https://liftoff-server.liftoff.svc:7434");
+    // the rest of the overlay is untouched
+    assert_eq!(c["image"], "123456789012.dkr.ecr.us-east-1.amazonaws.com/liftoff:0.1.0");
 }
 
 /// The probes' routes answer on a real server and a real agent started with
