@@ -186,14 +186,26 @@ async fn accept_loop(
 ) {
     let mut reload = tokio::time::interval(cert.files.reload_every);
     reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // a bad pair is reported once, not at every look
+    let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
             // the server stopped serving (shutdown): so does this
             _ = tx.closed() => return,
             _ = reload.tick() => match cert.reload() {
-                Ok(true) => tracing::info!(cert = %cert.files.cert.display(), "TLS certificate reloaded"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded; serving the previous one"),
+                Ok(changed) => {
+                    if changed {
+                        tracing::info!(cert = %cert.files.cert.display(), "TLS certificate reloaded");
+                    }
+                    last_error = None;
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    if last_error.as_ref() != Some(&e) {
+                        tracing::warn!(error = %e, "TLS certificate not reloaded; serving the previous one");
+                        last_error = Some(e);
+                    }
+                }
             },
             accepted = tcp.accept() => match accepted {
                 Ok((stream, peer)) => {
