@@ -23,6 +23,8 @@ source .ci/token-registry.sh
 # shellcheck source=/dev/null
 source .ci/python-base.sh
 # shellcheck source=/dev/null
+source .ci/debian-base.sh
+# shellcheck source=/dev/null
 source .ci/prometheus.sh
 # shellcheck source=/dev/null
 source .ci/kubectl.sh

@@ -12,6 +12,7 @@ pub mod environment;
 pub mod error;
 #[cfg(feature = "gcp")]
 pub mod gcp;
+pub mod kube_rbac;
 pub mod permissions;
 pub mod secret;
 pub mod storage;

@@ -67,6 +67,10 @@ pub struct Permissions {
     pub gcp: Option<GcpGrants>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub azure: Vec<AzureAssignment>,
+    /// With the `kubernetes` runner: the agent service account's Role and
+    /// ClusterRole ([`crate::kube_rbac`]), as Kubernetes objects.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kubernetes: Vec<serde_json::Value>,
     /// What could not be scoped, and why.
     pub notes: Vec<String>,
 }
@@ -196,6 +200,9 @@ pub fn permissions_with_runners(cfg: &AgentConfig, runners: &[ResourceType]) -> 
         None => {}
     }
 
+    if runners.contains(&ResourceType::Kubernetes) {
+        p.kubernetes = vec![crate::kube_rbac::agent_role(), crate::kube_rbac::agent_cluster_role()];
+    }
     if runners.contains(&ResourceType::Sagemaker) {
         let region = match env {
             Some(EnvironmentConfig::Aws { region, .. }) => region.clone(),
@@ -334,6 +341,20 @@ impl Permissions {
         }
         if self.aws.is_none() && self.gcp.is_none() && self.azure.is_empty() {
             s.push_str("No cloud grants are needed by this configuration.\n");
+        }
+        if !self.kubernetes.is_empty() {
+            if !s.ends_with("\n\n") {
+                s.push('\n');
+            }
+            s.push_str("Kubernetes: the agent's service account needs this Role in the namespace its runs go to,\n");
+            s.push_str("and this ClusterRole (re-adoption lists its Jobs in every namespace), each bound to it\n");
+            s.push_str("(kubectl apply -n <namespace> -f rbac.yaml; then a RoleBinding and a ClusterRoleBinding):\n\n");
+            for object in &self.kubernetes {
+                s.push_str("---\n");
+                s.push_str(&serde_json::to_string_pretty(object).unwrap_or_default());
+                s.push('\n');
+            }
+            s.push('\n');
         }
         for n in &self.notes {
             s.push_str(&format!("note: {n}\n"));

@@ -148,3 +148,47 @@ fn ecr_by_repository_name_and_no_cloud_at_all() {
 fn p_text(yaml: &str) -> String {
     permissions(&cfg(yaml)).render_text()
 }
+
+/// `--runner kubernetes`: the Role the runner's calls need and the
+/// ClusterRole of re-adoption, nothing for a config without it.
+#[test]
+fn kubernetes_runner_adds_the_role_and_the_adoption_cluster_role() {
+    use liftoff_core::ResourceType;
+    let c = cfg("builder:\n  type: noop\n");
+    assert!(liftoff_cloud::permissions_with_runners(&c, &[]).kubernetes.is_empty());
+    let p = liftoff_cloud::permissions_with_runners(&c, &[ResourceType::Kubernetes]);
+    let [role, cluster] = p.kubernetes.as_slice() else { panic!("two objects: {:?}", p.kubernetes) };
+    assert_eq!((role["kind"].as_str(), role["metadata"]["name"].as_str()), (Some("Role"), Some("liftoff-agent")));
+    let rules: Vec<(String, String, Vec<String>)> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["apiGroups"][0].as_str().unwrap().to_string(),
+                r["resources"][0].as_str().unwrap().to_string(),
+                r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect(),
+            )
+        })
+        .collect();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        rules,
+        vec![
+            ("batch".into(), "jobs".into(), s(&["create", "delete", "list", "watch"])),
+            ("".into(), "pods".into(), s(&["delete", "list", "watch"])),
+            ("".into(), "pods/log".into(), s(&["get"])),
+            ("".into(), "secrets".into(), s(&["create", "delete", "list"])),
+        ]
+    );
+    assert_eq!(cluster["kind"], "ClusterRole");
+    assert_eq!(
+        cluster["rules"],
+        serde_json::json!([{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]}])
+    );
+    let text = p.render_text();
+    assert!(
+        text.contains("Kubernetes:") && text.contains("\"kind\": \"Role\"") && text.contains("liftoff-agent-adopt"),
+        "{text}"
+    );
+}

@@ -30,6 +30,9 @@ pub struct AppState {
     pub run_keys: crate::auth::RunKeys,
     /// Signs the web UI's session cookies and CSRF tokens.
     pub ui_sessions: crate::ui::session::Sessions,
+    /// Seals git credentials before they are stored and opens them for the
+    /// claiming agent (`--secrets-key-file`); `None`: stored plain.
+    pub secrets_keys: Option<Arc<crate::secrets_key::SecretsKeys>>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -30,8 +30,11 @@ const RUN_KEY_PREFIX: &str = "lft_run.";
 
 impl RunKeys {
     /// Reads the shared secret, creating it on first start.
-    pub async fn load(store: &dyn liftoff_store::Store) -> Result<Self, liftoff_store::StoreError> {
-        let secret = store.server_secret("run-keys", &new_key_secret()).await?;
+    pub async fn load(
+        store: &dyn liftoff_store::Store,
+        keys: Option<&crate::secrets_key::SecretsKeys>,
+    ) -> Result<Self, crate::secrets_at_rest::SecretsAtRestError> {
+        let secret = crate::secrets_at_rest::server_secret(store, keys, "run-keys").await?;
         Ok(Self { secret: std::sync::Arc::new(secret.into_bytes()) })
     }
 
@@ -161,6 +164,32 @@ pub async fn mint_admin_key(
     entity: &str,
 ) -> Result<String, liftoff_store::StoreError> {
     Ok(mint_key(store, entity, KeyRole::Admin, Some("admin".into())).await?.0)
+}
+
+/// Stores `secret` (an operator's, from a file) as an admin key of `entity`,
+/// named `admin`. Another server sharing the database may have stored it
+/// first: that is no error.
+pub async fn adopt_admin_key(
+    store: &dyn liftoff_store::Store,
+    entity: &str,
+    secret: &str,
+) -> Result<(), liftoff_store::StoreError> {
+    let rec = ApiKeyRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        hash: hash_key(secret),
+        entity: entity.to_string(),
+        role: KeyRole::Admin,
+        created_at_ms: liftoff_store::now_ms(),
+        expires_at_ms: None,
+        name: Some("admin".into()),
+    };
+    match store.insert_api_key(&rec).await {
+        Ok(()) => Ok(()),
+        Err(e) => match store.find_api_key(&rec.hash).await? {
+            Some(_) => Ok(()),
+            None => Err(e),
+        },
+    }
 }
 
 /// Creates and stores a new key of `entity` with `role` and `name`; returns

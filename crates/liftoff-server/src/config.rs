@@ -34,6 +34,22 @@ pub struct ServerConfig {
     pub stream_recheck: Duration,
     /// Print the admin key on first start (off in tests and quickstart).
     pub print_admin_key: bool,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 through ALPN) with this certificate
+    /// and key, read again when they change; plain HTTP when `None` (behind
+    /// an ingress that terminates TLS).
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// The default entity's admin key on the first start, instead of a new
+    /// one (no `admin.key` is written then). Never logged.
+    pub admin_key: Option<String>,
+    /// The key-encryption key of the secrets stored in the database (git
+    /// credentials, the server's own secrets): 32 bytes in base64. `None`:
+    /// stored plain (and a database holding sealed ones is refused).
+    pub secrets_key_file: Option<PathBuf>,
+    /// Earlier keys: values sealed under them are re-wrapped under
+    /// `secrets_key_file` on start, after which they are no longer needed.
+    pub old_secrets_key_files: Vec<PathBuf>,
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>`. Never logged.
+    pub metrics_token: Option<String>,
 }
 
 impl ServerConfig {
@@ -53,6 +69,11 @@ impl ServerConfig {
             max_event_streams: 512,
             stream_recheck: Duration::from_secs(1),
             print_admin_key: true,
+            tls: None,
+            metrics_token: None,
+            admin_key: None,
+            secrets_key_file: None,
+            old_secrets_key_files: Vec::new(),
         }
     }
 }
@@ -66,6 +87,11 @@ impl std::fmt::Debug for ServerConfig {
             .field("db_url", &self.db_url.as_ref().map(|_| "<set>"))
             .field("blob_store", &self.blob_store)
             .field("blob_options", &self.blob_options.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .field("tls", &self.tls)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<set>"))
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<set>"))
+            .field("secrets_key_file", &self.secrets_key_file)
+            .field("old_secrets_key_files", &self.old_secrets_key_files)
             .finish_non_exhaustive()
     }
 }

@@ -13,11 +13,17 @@ mod log_archive;
 mod metrics;
 mod openapi;
 mod routes;
+mod secrets_at_rest;
+mod secrets_key;
 mod server;
 mod streams;
+mod tls;
 mod ui;
 
 pub use auth::{hash_key, mint_admin_key};
 pub use config::ServerConfig;
 pub use data_dir_lock::{DataDirLock, DataDirLockError};
+pub use secrets_at_rest::{SecretsAtRestError, SweepReport, sweep};
+pub use secrets_key::{SecretsKeyError, SecretsKeys};
 pub use server::{DEFAULT_ENTITY, RunningServer, StartError, start};
+pub use tls::{TlsError, TlsFiles};

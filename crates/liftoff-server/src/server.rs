@@ -15,6 +15,8 @@ pub const DEFAULT_ENTITY: &str = "default";
 /// A server accepting requests in the background.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Whether it serves HTTPS (`ServerConfig::tls`).
+    pub tls: bool,
     /// The admin key of entity `default`, when this start created it.
     pub admin_key: Option<String>,
     pub task: JoinHandle<()>,
@@ -23,7 +25,7 @@ pub struct RunningServer {
 
 impl RunningServer {
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     /// Stops accepting requests and waits for in-flight ones.
@@ -54,6 +56,13 @@ pub enum StartError {
         #[source]
         source: liftoff_store::StoreError,
     },
+    /// The TLS certificate or key could not be read or used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// A secrets key file is unusable, or the stored secrets are under
+    /// another key, or could not be read or rewritten.
+    #[error(transparent)]
+    SecretsAtRest(#[from] crate::secrets_at_rest::SecretsAtRestError),
     /// The listen address could not be bound.
     #[error("failed to listen on {addr}: {source}")]
     Listen {
@@ -86,23 +95,56 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     }
     .map_err(store_error("failed to open the blob store"))?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let secrets_keys = match &config.secrets_key_file {
+        Some(current) => Some(Arc::new(
+            crate::secrets_key::SecretsKeys::read(current, &config.old_secrets_key_files)
+                .map_err(crate::secrets_at_rest::SecretsAtRestError::from)?,
+        )),
+        None => None,
+    };
+    // before anything reads a stored secret: seal the plain ones, re-wrap old ones
+    let swept = crate::secrets_at_rest::sweep(store.as_ref(), secrets_keys.as_deref()).await?;
+    if swept.sealed + swept.rewrapped > 0 {
+        tracing::info!(
+            sealed = swept.sealed,
+            rewrapped = swept.rewrapped,
+            "stored secrets encrypted under the current key"
+        );
+    }
 
     let now = now_ms();
     let mut admin_key = None;
     let first_start = store_error("failed to create the default entity and its admin key");
     if store.ensure_entity(DEFAULT_ENTITY, now).await.map_err(first_start)? {
-        let secret = mint_admin_key(store.as_ref(), DEFAULT_ENTITY).await.map_err(first_start)?;
-        let path = config.data_dir.join("admin.key");
-        write_secret_file(&path, &secret).map_err(dir_error(&path))?;
-        if config.print_admin_key {
-            println!(
-                "Created entity '{DEFAULT_ENTITY}'. Its admin API key (shown once, also in {}):\n  {secret}",
-                path.display()
+        if let Some(given) = &config.admin_key {
+            crate::auth::adopt_admin_key(store.as_ref(), DEFAULT_ENTITY, given).await.map_err(first_start)?;
+            tracing::info!("created entity '{DEFAULT_ENTITY}' with the admin key given (--admin-key-file)");
+        } else {
+            let secret = mint_admin_key(store.as_ref(), DEFAULT_ENTITY).await.map_err(first_start)?;
+            let path = config.data_dir.join("admin.key");
+            write_secret_file(&path, &secret).map_err(dir_error(&path))?;
+            if config.print_admin_key {
+                println!(
+                    "Created entity '{DEFAULT_ENTITY}'. Its admin API key (shown once, also in {}):\n  {secret}",
+                    path.display()
+                );
+            }
+            admin_key = Some(secret);
+        }
+    } else if let Some(given) = &config.admin_key {
+        let known = store.find_api_key(&crate::auth::hash_key(given)).await.map_err(first_start)?;
+        if known.is_none() {
+            tracing::warn!(
+                "the admin key given (--admin-key-file) is no key of this server: it was revoked, or the database was first started without it"
             );
         }
-        admin_key = Some(secret);
     }
 
+    // Read before anything listens: a bad file fails the start, naming it.
+    let cert = match &config.tls {
+        Some(files) => Some(Arc::new(crate::tls::ReloadingCert::load(files.clone())?)),
+        None => None,
+    };
     let listen = |source| StartError::Listen { addr: config.listen, source };
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(listen)?;
     let addr = listener.local_addr().map_err(listen)?;
@@ -116,24 +158,28 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         metrics,
         key_cache: Default::default(),
         known_agents: Default::default(),
-        run_keys: crate::auth::RunKeys::load(store.as_ref())
-            .await
-            .map_err(store_error("failed to load the run-key secret"))?,
-        ui_sessions: crate::ui::session::Sessions::load(store.as_ref())
-            .await
-            .map_err(store_error("failed to load the web UI's session secret"))?,
+        run_keys: crate::auth::RunKeys::load(store.as_ref(), secrets_keys.as_deref()).await?,
+        ui_sessions: crate::ui::session::Sessions::load(store.as_ref(), secrets_keys.as_deref()).await?,
+        secrets_keys,
     };
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let reaper = tokio::spawn(reap_leases(state.clone(), shutdown.subscribe()));
     let dispatch = state.dispatch.clone();
     let app = router(state);
+    let tls = cert.is_some();
+    let stopped = async move {
+        let _ = shutdown_rx.wait_for(|s| *s).await;
+        dispatch.close();
+    };
+    let tls_listener = match cert {
+        Some(c) => Ok(crate::tls::TlsListener::new(listener, c)?),
+        None => Err(listener),
+    };
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.wait_for(|s| *s).await;
-                dispatch.close();
-            })
-            .await;
+        let served = match tls_listener {
+            Ok(l) => axum::serve(l, app).with_graceful_shutdown(stopped).await,
+            Err(plain) => axum::serve(plain, app).with_graceful_shutdown(stopped).await,
+        };
         if let Err(e) = served {
             tracing::error!(error = %e, "server stopped");
         }
@@ -142,8 +188,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         // held while this task serves, however the RunningServer is dropped
         drop(data_dir_lock);
     });
-    tracing::info!(%addr, "liftoff server listening");
-    Ok(RunningServer { addr, admin_key, task, shutdown })
+    tracing::info!(%addr, tls, "liftoff server listening");
+    Ok(RunningServer { addr, tls, admin_key, task, shutdown })
 }
 
 /// Puts items whose lease ran out back in their queue (or fails them), and

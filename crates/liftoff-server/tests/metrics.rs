@@ -276,13 +276,15 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn start_prometheus(bin: &Path, dir: &Path, target: std::net::SocketAddr) -> PrometheusProcess {
+/// Prometheus scraping `target` with `token` as its bearer token (the server's scrape token).
+fn start_prometheus(bin: &Path, dir: &Path, target: std::net::SocketAddr, token: &str) -> PrometheusProcess {
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
             "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n\
-             scrape_configs:\n  - job_name: liftoff\n    static_configs: [{{targets: ['{target}']}}]\n"
+             scrape_configs:\n  - job_name: liftoff\n    authorization: {{credentials: '{token}'}}\n    \
+             static_configs: [{{targets: ['{target}']}}]\n"
         ),
     )
     .unwrap();
@@ -324,10 +326,14 @@ async fn scalar(prom: &PrometheusProcess, promql: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_server_and_promql_agrees_with_the_jobs() {
     let Some(bin) = required_env("LIFTOFF_TEST_PROMETHEUS") else { return };
-    let t = serve(|_| {}).await;
+    // /metrics wants a scrape token: Prometheus sends it, anyone else is refused
+    let token = "scrape-token-0123456789abcdef";
+    let t = serve(|c| c.metrics_token = Some(token.into())).await;
     run_jobs(&t.client).await;
+    let refused = reqwest::get(format!("{}/metrics", t.server.base_url())).await.unwrap();
+    assert_eq!(refused.status(), 401, "/metrics without the scrape token");
     let dir = tempfile::tempdir().unwrap();
-    let prom = start_prometheus(&bin, dir.path(), t.server.addr);
+    let prom = start_prometheus(&bin, dir.path(), t.server.addr, token);
 
     // Wait for a scrape that succeeded (Prometheus parses OpenMetrics strictly).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -11,7 +11,7 @@ mod store;
 
 pub use blobs::BlobStore;
 pub use error::StoreError;
-pub use records::{ApiKeyRecord, Claimed, KeyRole, Launcher, NewItem, NewJobVersion};
+pub use records::{ApiKeyRecord, Claimed, KeyRole, Launcher, NewItem, NewJobVersion, StoredRemote, StoredRemoteAt};
 pub use sql_store::{AgentStats, Dialect, ItemFilter, ItemPage, QueueStats, SavedFilter, SqlStore};
 pub use store::Store;
 

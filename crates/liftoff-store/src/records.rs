@@ -98,3 +98,28 @@ pub struct Claimed {
     pub item: ItemView,
     pub log_seq_start: i64,
 }
+
+/// A git remote with userinfo as stored, and the row it is in
+/// ([`crate::Store::git_remotes_with_userinfo`]).
+#[derive(Clone)]
+pub struct StoredRemote {
+    pub at: StoredRemoteAt,
+    /// The remote: credentials in it, plain or sealed.
+    pub remote: String,
+    /// The whole stored JSON document, compared on rewrite.
+    pub text: String,
+}
+
+/// Where a [`StoredRemote`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredRemoteAt {
+    Job { entity: String, project: String, name: String, version: i64 },
+    Item { id: String },
+}
+
+/// Shows where, never the remote.
+impl std::fmt::Debug for StoredRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredRemote").field("at", &self.at).finish_non_exhaustive()
+    }
+}

@@ -247,6 +247,26 @@ pub trait Store: Send + Sync {
     /// The secret named `name`, shared by every server on this database:
     /// `candidate` is stored if none exists yet, and the stored one returned.
     async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError>;
+    /// Every server secret, by name, as stored (the server's encryption at
+    /// rest reads them on start).
+    async fn server_secrets_all(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Sets server secret `name` to `new` if it is still `old` (`None`:
+    /// if it does not exist); whether it did.
+    async fn replace_server_secret(&self, name: &str, old: Option<&str>, new: &str) -> Result<bool, StoreError>;
+    /// After plain secrets were rewritten sealed: drops the old row
+    /// versions the database keeps (SQLite: VACUUM and a WAL checkpoint;
+    /// PostgreSQL: VACUUM of the tables).
+    async fn purge_old_row_versions(&self) -> Result<(), StoreError>;
+    /// Every stored git remote with userinfo (credentials, plain or sealed),
+    /// in job sources and launch specs.
+    async fn git_remotes_with_userinfo(&self) -> Result<Vec<crate::records::StoredRemote>, StoreError>;
+    /// Replaces a remote [`Store::git_remotes_with_userinfo`] found, if its
+    /// row is unchanged since; whether it was.
+    async fn replace_git_remote(
+        &self,
+        stored: &crate::records::StoredRemote,
+        new_remote: &str,
+    ) -> Result<bool, StoreError>;
     /// Where the item's log stands for the claim `fence`: the sequence number
     /// its next chunk must carry, and how many bytes of output that claim
     /// has stored per stream.

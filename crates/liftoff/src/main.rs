@@ -1,5 +1,6 @@
 //! `liftoff`: the server, the agent and the command-line client in one binary.
 
+mod agent_health;
 mod cmd;
 mod connect;
 mod input;

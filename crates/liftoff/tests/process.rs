@@ -918,17 +918,26 @@ fn an_agent_key_file_others_can_read_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("agent.key");
     std::fs::write(&key_file, "lft_something\n").unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_liftoff"))
-        .args(["agent", "-q", "local", "--api-key-file"])
-        .arg(&key_file)
-        .env("LIFTOFF_BASE_URL", "http://127.0.0.1:9")
-        .env_remove("LIFTOFF_API_KEY")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    // stderr of an agent given the key file with `mode`, which fails either way (no server)
+    let agent_with_mode = |mode: u32| {
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_liftoff"))
+            .args(["agent", "-q", "local", "--api-key-file"])
+            .arg(&key_file)
+            .env("LIFTOFF_BASE_URL", "http://127.0.0.1:9")
+            .env_remove("LIFTOFF_API_KEY")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = agent_with_mode(0o644);
     assert!(err.contains(&key_file.display().to_string()) && err.contains("mode 644"), "{err}");
+    // the agent's own group may read it (a Kubernetes Secret with an fsGroup: 0440), not write it
+    let err = agent_with_mode(0o660);
+    assert!(err.contains("mode 660"), "{err}");
+    let err = agent_with_mode(0o440);
+    assert!(!err.contains("mode 440") && err.contains("127.0.0.1:9"), "read, then the server is unreachable: {err}");
     // a key in the environment too: which one is meant is unclear
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_liftoff"))

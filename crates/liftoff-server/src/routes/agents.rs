@@ -192,8 +192,16 @@ pub async fn claim(
             st.changes.item(&entity, &claimed.item.id, Some(&claimed.item.queue));
             let fence = claimed.item.fence;
             let run_api_key = st.run_keys.mint(&entity, &claimed.item.id, fence);
+            let mut item = claimed.item;
+            // only the claiming agent sees the git credential, opened
+            let what = format!("the git remote of run-queue item {}", item.id);
+            item.spec.source = crate::secrets_at_rest::open_source(st.secrets_keys.as_deref(), &what, item.spec.source)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot open a claimed run's git credential");
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "secrets_key", e.to_string())
+                })?;
             let claim = Claim {
-                item: claimed.item,
+                item,
                 fence,
                 lease_ttl_ms: ttl,
                 log_seq_start: claimed.log_seq_start,

@@ -36,6 +36,7 @@ pub async fn create(
         }
     }
     let source = req.source.resolve().map_err(|(f, m)| ApiError::unprocessable(f, m))?;
+    let source = crate::secrets_at_rest::seal_source(st.secrets_keys.as_deref(), source);
     if let JobSource::Code(c) = &source
         && !st.store.has_blob(&entity, &c.digest).await?
     {

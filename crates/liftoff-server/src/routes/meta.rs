@@ -19,8 +19,13 @@ pub async fn health() -> &'static str {
 }
 
 /// `GET /metrics`: OpenMetrics text when the scraper accepts it (Prometheus
-/// does), else the Prometheus text format 0.0.4.
+/// does), else the Prometheus text format 0.0.4. With a scrape token
+/// configured, only `Authorization: Bearer <token>` is answered (the
+/// gauges name every entity's queues).
 pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
+    if let Some(token) = &st.config.metrics_token {
+        check_scrape_token(token, &headers)?;
+    }
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -33,6 +38,21 @@ pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> ApiResul
         "text/plain; version=0.0.4; charset=utf-8"
     };
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+fn check_scrape_token(token: &str, headers: &HeaderMap) -> Result<(), crate::error::ApiError> {
+    use sha2::{Digest, Sha256};
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // Digests compared, so the comparison's time tells nothing of the token.
+    match given {
+        Some(g) if Sha256::digest(g.trim().as_bytes()) == Sha256::digest(token.as_bytes()) => Ok(()),
+        _ => Err(crate::error::ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "/metrics needs 'Authorization: Bearer <scrape token>' (the server's --metrics-token-file)",
+        )),
+    }
 }
 
 /// Times every request that matched a route, labelled with the route's

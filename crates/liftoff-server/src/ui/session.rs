@@ -34,8 +34,11 @@ pub struct Sessions {
 
 impl Sessions {
     /// Reads the shared secret, creating it on first start.
-    pub async fn load(store: &dyn liftoff_store::Store) -> Result<Self, liftoff_store::StoreError> {
-        let secret = store.server_secret("ui-sessions", &crate::auth::new_key_secret()).await?;
+    pub async fn load(
+        store: &dyn liftoff_store::Store,
+        keys: Option<&crate::secrets_key::SecretsKeys>,
+    ) -> Result<Self, crate::secrets_at_rest::SecretsAtRestError> {
+        let secret = crate::secrets_at_rest::server_secret(store, keys, "ui-sessions").await?;
         Ok(Self { secret: Arc::new(secret.into_bytes()) })
     }
 

@@ -19,6 +19,7 @@ mod priority;
 mod queue_page;
 mod queues;
 mod saved_filters;
+mod sealed;
 mod stats;
 mod store_impl;
 #[cfg(test)]

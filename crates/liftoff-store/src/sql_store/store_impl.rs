@@ -306,6 +306,30 @@ impl Store for SqlStore {
         SqlStore::server_secret(self, name, candidate).await
     }
 
+    async fn server_secrets_all(&self) -> Result<Vec<(String, String)>, StoreError> {
+        SqlStore::server_secrets_all(self).await
+    }
+
+    async fn replace_server_secret(&self, name: &str, old: Option<&str>, new: &str) -> Result<bool, StoreError> {
+        SqlStore::replace_server_secret(self, name, old, new).await
+    }
+
+    async fn purge_old_row_versions(&self) -> Result<(), StoreError> {
+        SqlStore::purge_old_row_versions(self).await
+    }
+
+    async fn git_remotes_with_userinfo(&self) -> Result<Vec<crate::records::StoredRemote>, StoreError> {
+        SqlStore::git_remotes_with_userinfo(self).await
+    }
+
+    async fn replace_git_remote(
+        &self,
+        stored: &crate::records::StoredRemote,
+        new_remote: &str,
+    ) -> Result<bool, StoreError> {
+        SqlStore::replace_git_remote(self, stored, new_remote).await
+    }
+
     async fn log_position(&self, entity: &str, id: &str, fence: i64) -> Result<LogPosition, StoreError> {
         SqlStore::log_position(self, entity, id, fence).await
     }

@@ -49,6 +49,10 @@ pub struct AgentArgs {
     /// agent's, so that they cannot read its key; the agent must be root.
     #[arg(long, env = "LIFTOFF_RUN_AS", value_name = "USER")]
     run_as: Option<String>,
+    /// Answer `GET /healthz` on ADDR (e.g. 0.0.0.0:7435) while the agent
+    /// runs: a probe for Kubernetes.
+    #[arg(long, env = "LIFTOFF_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +200,9 @@ pub async fn run(globals: &Globals, args: AgentArgs) -> anyhow::Result<()> {
         ..AgentOptions::default()
     };
     tracing::info!(%entity, %base_url, queues = ?opts.queues, max_jobs = opts.max_jobs, work_dir = %opts.work_dir.display(), "starting agent");
+    if let Some(addr) = args.health_listen {
+        crate::agent_health::serve(addr).await?;
+    }
     let registry = liftoff_agent::agent_runners(&opts, &environment);
     tracing::info!(runners = ?registry.resources(), "runners");
     Ok(liftoff_agent::run_agent_with(client, opts, registry, crate::signal::shutdown_requested()).await?)
@@ -237,10 +244,14 @@ fn run_as_user(user: &str) -> anyhow::Result<liftoff_run::process::RunAs> {
 
 /// The agent's key from `path`, refused unless only its owner can read it.
 fn read_private_key(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::fs::PermissionsExt;
-    let mode =
-        std::fs::metadata(path).with_context(|| format!("failed to read {}", path.display()))?.permissions().mode();
-    if mode & 0o077 != 0 {
+    let meta = std::fs::metadata(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let mode = meta.permissions().mode();
+    // Group read is allowed for the agent's own group only: a Kubernetes
+    // Secret volume with an fsGroup is mode 0440, group the pod's.
+    let own_group = meta.gid() == nix::unistd::getegid().as_raw() && mode & 0o020 == 0;
+    if mode & 0o007 != 0 || (mode & 0o070 != 0 && !own_group) {
         bail!(
             "the API key file {} is open to other users (mode {:o}); run chmod 600 {} first",
             path.display(),

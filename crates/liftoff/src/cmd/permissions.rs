@@ -1,7 +1,8 @@
 //! `liftoff permissions -c launch-config.yaml`: the least-privilege grants the
 //! configuration needs (an IAM policy, a GCP custom role, Azure role
 //! assignments), scoped to its repository and build-context store, and with
-//! `--runner sagemaker`/`--runner vertex` what those runners call.
+//! `--runner sagemaker`/`--runner vertex` what those runners call, and with
+//! `--runner kubernetes` the agent service account's RBAC Role and ClusterRole.
 
 use crate::cmd::config::read_bounded;
 use crate::output::{Format, FormatArg};
@@ -16,7 +17,7 @@ pub struct PermissionsArgs {
     /// The launch-config.yaml to read.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: PathBuf,
-    /// A cloud runner the agent serves queues of (`sagemaker`, `vertex`): its grants are added. Repeatable.
+    /// A runner the agent serves queues of (`kubernetes`: its RBAC Role; `sagemaker`, `vertex`): its grants are added. Repeatable.
     #[arg(long = "runner", value_name = "TYPE")]
     runners: Vec<liftoff_core::ResourceType>,
     #[command(flatten)]

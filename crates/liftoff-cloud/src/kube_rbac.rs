@@ -1,0 +1,61 @@
+//! The Kubernetes RBAC the agent's service account needs for the
+//! `kubernetes` runner: exactly the calls `liftoff_run::kubernetes` makes,
+//! in one list that `liftoff permissions --runner kubernetes` prints and
+//! `deploy/base/agent-rbac.yaml` holds (a test checks the two agree).
+//!
+//! The runner makes no ConfigMaps, Services or Events and reads none, and
+//! runs only `batch/v1` Jobs (a queue naming a custom resource is refused
+//! at plan time), so none of those are granted.
+
+use serde_json::{Value, json};
+
+/// The names of the objects, as the deploy manifests use them.
+pub const ROLE_NAME: &str = "liftoff-agent";
+/// The cluster-wide part: re-adoption lists Jobs in every namespace.
+pub const CLUSTER_ROLE_NAME: &str = "liftoff-agent-adopt";
+
+/// One RBAC rule: API group, resources, verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RbacRule {
+    pub api_group: &'static str,
+    pub resources: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+}
+
+/// In the namespace the runs go to: a run's Job (created, watched, deleted
+/// on stop or lost lease), its pods (watched for pending reasons, deleted
+/// with a grace period on stop), their logs, and the Secret holding a run's
+/// key and registry login (created before the Job, deleted after it).
+pub const NAMESPACED_RULES: &[RbacRule] = &[
+    RbacRule { api_group: "batch", resources: &["jobs"], verbs: &["create", "delete", "list", "watch"] },
+    RbacRule { api_group: "", resources: &["pods"], verbs: &["delete", "list", "watch"] },
+    RbacRule { api_group: "", resources: &["pods/log"], verbs: &["get"] },
+    RbacRule { api_group: "", resources: &["secrets"], verbs: &["create", "delete", "list"] },
+];
+
+/// Cluster-wide: after a restart the agent finds its Jobs in any namespace.
+pub const CLUSTER_RULES: &[RbacRule] = &[RbacRule { api_group: "batch", resources: &["jobs"], verbs: &["list"] }];
+
+fn rules_json(rules: &[RbacRule]) -> Value {
+    rules.iter().map(|r| json!({"apiGroups": [r.api_group], "resources": r.resources, "verbs": r.verbs})).collect()
+}
+
+/// The Role (no namespace: `kubectl apply -n` or kustomize gives it one).
+pub fn agent_role() -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": ROLE_NAME},
+        "rules": rules_json(NAMESPACED_RULES),
+    })
+}
+
+/// The ClusterRole of re-adoption.
+pub fn agent_cluster_role() -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": CLUSTER_ROLE_NAME},
+        "rules": rules_json(CLUSTER_RULES),
+    })
+}
