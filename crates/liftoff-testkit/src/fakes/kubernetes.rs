@@ -39,6 +39,10 @@
 
 #![expect(clippy::result_large_err, reason = "a refusal is the Response the handler sends, built where it is found")]
 
+mod kaniko;
+
+pub use kaniko::KanikoRig;
+
 use super::changes::Changes;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -62,11 +66,18 @@ pub struct KubeFakeOptions {
     pub pod_kill_delay: Duration,
     /// `Some(d)`: every pod runs at once, writes a line, and succeeds after `d`.
     pub auto_complete: Option<Duration>,
+    /// `Some`: kaniko Jobs really build (see `kubernetes/kaniko.rs`).
+    pub kaniko: Option<KanikoRig>,
 }
 
 impl Default for KubeFakeOptions {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:0".into(), pod_kill_delay: Duration::from_millis(100), auto_complete: None }
+        Self {
+            listen: "127.0.0.1:0".into(),
+            pod_kill_delay: Duration::from_millis(100),
+            auto_complete: None,
+            kaniko: None,
+        }
     }
 }
 
@@ -903,8 +914,14 @@ impl Shared {
         }
         drop(s);
         self.changed.bump();
-        if let (Some(pod), Some(_)) = (started, self.opts.auto_complete) {
-            let _ = self.set_pod(ns, &pod, PodState::Running);
+        match (started, &self.opts.kaniko) {
+            (Some(pod), Some(rig)) if kaniko::is_kaniko(&created) => {
+                kaniko::start(self, rig.clone(), ns.to_string(), pod, created.clone());
+            }
+            (Some(pod), _) if self.opts.auto_complete.is_some() => {
+                let _ = self.set_pod(ns, &pod, PodState::Running);
+            }
+            _ => {}
         }
         Ok((StatusCode::CREATED, axum::Json(created)).into_response())
     }
