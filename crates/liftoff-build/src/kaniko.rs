@@ -213,8 +213,6 @@ impl KanikoBuilder {
     ) -> Result<(), BuildError> {
         let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
         let failed = |message: String| BuildError::Build { image: image.to_string(), message };
-        // watched before it exists: no pod line is missed
-        let mut watched = WatchedJob::start(client, namespace, name, LogStream::Build, logs.clone());
         match jobs.create(&PostParams::default(), &job).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -231,13 +229,15 @@ impl KanikoBuilder {
                 if gone.is_err() {
                     return Err(failed(format!("the earlier build Job {namespace}/{name} was not deleted within 60 s")));
                 }
-                watched = WatchedJob::start(client, namespace, name, LogStream::Build, logs.clone());
                 jobs.create(&PostParams::default(), &job)
                     .await
                     .map_err(|e| failed(kube_err(&format!("Kubernetes refused the build Job {name}"), e)))?;
             }
             Err(e) => return Err(failed(kube_err(&format!("Kubernetes refused the build Job {name}"), e))),
         }
+        // watched once it exists (a watch that lists no Job takes it as
+        // deleted); each container's log is read from its start, so no line is missed
+        let mut watched = WatchedJob::start(client, namespace, name, LogStream::Build, logs.clone());
         say(
             logs,
             format!(
@@ -272,6 +272,18 @@ impl KanikoBuilder {
             ))),
         }
     }
+}
+
+/// For `doctor`: the cluster `source` names answers, and lists Jobs in the
+/// build namespace (`None`: the connection's). Returns the namespace used.
+pub async fn check_cluster(source: &ClusterSource, namespace: Option<&str>) -> Result<String, String> {
+    let cluster = source.connect().await?;
+    let ns = namespace.unwrap_or(&cluster.namespace).to_string();
+    let jobs: Api<Job> = Api::namespaced(cluster.client, &ns);
+    jobs.list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| kube_err(&format!("could not list Jobs in namespace {ns}"), e))?;
+    Ok(ns)
 }
 
 /// A Job name: `<prefix>-<tag>` (the config keeps it within 63).

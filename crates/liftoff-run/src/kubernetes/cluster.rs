@@ -27,13 +27,15 @@ impl ClusterSource {
     /// `LIFTOFF_KUBECONFIG` (a file), else `Infer` when there is a cluster
     /// to infer: a kubeconfig or a pod's environment.
     pub fn detect() -> Option<Self> {
-        if let Some(p) = std::env::var_os("LIFTOFF_KUBECONFIG") {
+        // an empty variable counts as unset
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(p) = var("LIFTOFF_KUBECONFIG") {
             return Some(Self::Kubeconfig(p.into()));
         }
-        let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
-        let found = std::env::var_os("KUBECONFIG").is_some()
+        let home = var("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
+        let found = var("KUBECONFIG").is_some()
             || home.is_some_and(|h| h.exists())
-            || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+            || var("KUBERNETES_SERVICE_HOST").is_some();
         found.then_some(Self::Infer)
     }
 

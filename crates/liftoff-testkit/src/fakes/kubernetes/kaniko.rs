@@ -25,6 +25,9 @@ pub struct KanikoRig {
     pub s3_endpoint: Option<String>,
     /// Azure Blob contexts are read from azurite (its well-known account).
     pub azurite: bool,
+    /// `Some`: each build, once its pod runs and has said its first line,
+    /// waits for a permit (a test holds a build Job in place this way).
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Largest context the fake fetches.
@@ -76,7 +79,7 @@ fn mounted(s: &super::Store, ns: &str, pod: &Value, c: &Value, dir: &str, file: 
     let Some(m) = c["volumeMounts"].as_array().into_iter().flatten().find(|m| m["mountPath"] == dir) else {
         return Ok(None);
     };
-    let vol = pod["volumes"].as_array().into_iter().flatten().find(|v| v["name"] == m["name"]);
+    let vol = pod["spec"]["volumes"].as_array().into_iter().flatten().find(|v| v["name"] == m["name"]);
     let Some(secret) = vol.and_then(|v| v["secret"]["secretName"].as_str()) else {
         return Err(format!("volume {} is not a Secret", m["name"]));
     };
@@ -268,6 +271,9 @@ async fn run(shared: &Arc<Shared>, rig: &KanikoRig, ns: &str, pod_name: &str, jo
         let _ = shared.emit(ns, pod_name, None, vec![line]);
     };
     say(format!("INFO Retrieving image manifest; context {} ({} bytes)", build.context, tgz.len()));
+    if let Some(gate) = &rig.gate {
+        gate.acquire().await.map_err(|e| e.to_string())?.forget();
+    }
     let docker = bollard::Docker::connect_with_unix(
         rig.docker_host.trim_start_matches("unix://"),
         300,
