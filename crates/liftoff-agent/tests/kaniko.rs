@@ -26,6 +26,8 @@ use support::{Rig, required_env, rig};
 
 const NS: &str = "builds";
 const BOUND: Duration = Duration::from_secs(120);
+/// Azurite's well-known development account key (public, in Microsoft's docs).
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 const AWS_CREDENTIALS: &str = "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n";
 
 struct Components {
@@ -57,19 +59,30 @@ struct Kaniko {
     /// `s3://liftoff-test/<prefix>`
     prefix: String,
     docker_config: std::path::PathBuf,
+    /// The store is azurite's (Azure Blob) rather than moto's (S3).
+    azure: bool,
 }
 
 /// The fake (kaniko Jobs build, each waiting for a permit of `gate` when
 /// `held`), its namespace and the AWS credentials Secret; a server with a
 /// `local-container` queue; the registry's login in a docker config.
 async fn setup(held: bool) -> Option<Kaniko> {
+    setup_on(held, false).await
+}
+
+/// [`setup`], on azurite when `azure` (with the reference's storage-key
+/// Secret, `azure-storage-access-key`, holding azurite's well-known key).
+async fn setup_on(held: bool, azure: bool) -> Option<Kaniko> {
     let c = components()?;
+    if azure {
+        required_env("LIFTOFF_TEST_AZURITE")?;
+    }
     let gate = Arc::new(tokio::sync::Semaphore::new(if held { 0 } else { 1000 }));
     let fake = KubeFake::start(KubeFakeOptions {
         kaniko: Some(KanikoRig {
             docker_host: c.docker_host.clone(),
             s3_endpoint: None,
-            azurite: false,
+            azurite: azure,
             gate: Some(gate.clone()),
         }),
         ..KubeFakeOptions::default()
@@ -84,16 +97,29 @@ async fn setup(held: bool) -> Option<Kaniko> {
         .await
         .unwrap();
     assert!(created.status().is_success(), "{}", created.status());
+    if azure {
+        let created = reqwest::Client::new()
+            .post(format!("{}/api/v1/namespaces/{NS}/secrets", fake.url))
+            .json(&json!({"metadata": {"name": "azure-storage-access-key"}, "stringData": {"password": AZURITE_KEY}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(created.status().is_success(), "{}", created.status());
+    }
     let r = rig().await;
     r.queue("boxes", ResourceType::LocalContainer, json!({})).await;
     let kubeconfig = r.dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
     let marker = uuid::Uuid::new_v4().to_string();
     let repo = format!("{}/liftoff-test/kaniko-{}", c.registry, &marker[..8]);
-    let prefix = format!("s3://liftoff-test/kaniko-{}", &marker[..8]);
+    let prefix = if azure {
+        format!("https://devstoreaccount1.blob.core.windows.net/liftoff-test/kaniko-{}", &marker[..8])
+    } else {
+        format!("s3://liftoff-test/kaniko-{}", &marker[..8])
+    };
     let docker_config = r.dir.path().join("docker-config");
     liftoff_testkit::write_docker_config(&docker_config, &c.registry, Some((&c.user, &c.password)));
-    Some(Kaniko { c, r, fake, kubeconfig, gate, marker, repo, prefix, docker_config })
+    Some(Kaniko { c, r, fake, kubeconfig, gate, marker, repo, prefix, docker_config, azure })
 }
 
 async fn aws(c: &Components) -> CloudEnv {
@@ -101,9 +127,19 @@ async fn aws(c: &Components) -> CloudEnv {
 }
 
 impl Kaniko {
+    async fn env(&self) -> CloudEnv {
+        if self.azure {
+            CloudEnv::Azure(liftoff_cloud::AzureEnv::builder().azurite().build().unwrap())
+        } else {
+            aws(&self.c).await
+        }
+    }
+
     fn yaml(&self) -> String {
+        let env = if self.azure { "{type: azure}" } else { "{type: aws, region: us-east-1}" };
+        let secret = if self.azure { "" } else { "  secret-name: aws-creds\n  secret-key: credentials\n" };
         format!(
-            "queues: [boxes]\nenvironment: {{type: aws, region: us-east-1}}\nbuilder:\n  type: kaniko\n  destination: {}\n  build-context-store: {}\n  namespace: {NS}\n  service-account: image-builder\n  secret-name: aws-creds\n  secret-key: credentials\n  build-deadline: 600\n",
+            "queues: [boxes]\nenvironment: {env}\nbuilder:\n  type: kaniko\n  destination: {}\n  build-context-store: {}\n  namespace: {NS}\n  service-account: image-builder\n{secret}  build-deadline: 600\n",
             self.repo, self.prefix
         )
     }
@@ -118,7 +154,7 @@ impl Kaniko {
         let engine = liftoff_run::SharedEngine::new(Some(self.c.docker_host.clone()));
         BuildSetup::from_config_in(
             &resolved.config,
-            &aws(&self.c).await,
+            &self.env().await,
             engine,
             Some(self.docker_config.clone()),
             Some(ClusterSource::Kubeconfig(self.kubeconfig.clone())),
@@ -245,7 +281,7 @@ impl Kaniko {
             "the user's Secret is not touched"
         );
         let uri = liftoff_core::launch_config::BuildContextStore::parse(&self.prefix).unwrap();
-        let store = ContextStore::open(&uri, &aws(&self.c).await).await.unwrap();
+        let store = ContextStore::open(&uri, &self.env().await).await.unwrap();
         assert!(!store.exists(&format!("{tag}.tgz")).await.unwrap(), "the context object {tag}.tgz was left behind");
         let docker = bollard::Docker::connect_with_unix(
             self.c.docker_host.trim_start_matches("unix://"),
@@ -425,5 +461,44 @@ async fn kubectl_gets_describes_and_reads_the_log_of_a_build_job() {
         .output()
         .unwrap();
     assert!(!gone.status.success() && String::from_utf8_lossy(&gone.stderr).contains("NotFound"), "the Job is gone");
+    stop(agent).await;
+}
+
+/// The context in Azure Blob (azurite): the Job reads it with the storage
+/// key from the reference's Secret, and the build runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_context_in_azure_blob_is_built_with_the_storage_key_secret() {
+    let Some(k) = setup_on(false, true).await else { return };
+    k.job("kaniko-azure", "COPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n").await;
+    let agent = k.agent(0).await;
+    let id = k.r.launch_on("boxes", "kaniko-azure").await;
+    let item = k.ended(&id).await;
+    let log = k.r.logs(&id, LogStream::Build).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}\n{log}", item.reason);
+    assert_eq!(k.r.logs(&id, LogStream::Stdout).await, format!("hello from kaniko: {}\n", k.marker));
+    assert!(log.contains("context uploaded to https://devstoreaccount1.blob.core.windows.net/liftoff-test/kaniko-"), "{log}");
+    k.nothing_left(&tag_in(&log)).await;
+    stop(agent).await;
+}
+
+/// A run stopped while its kaniko Job builds: the Job, its Secret and the
+/// context object go all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_stopped_midway_leaves_nothing_behind() {
+    let Some(k) = setup(true).await else { return };
+    k.job("kaniko-stopped", "COPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n").await;
+    let agent = k.agent(0).await;
+    let id = k.r.launch_on("boxes", "kaniko-stopped").await;
+    let (job, _) = k.running_build_job().await;
+    let name = job["metadata"]["name"].as_str().unwrap().to_string();
+    k.r.client.stop_item(&id).await.unwrap();
+    let item = k.ended(&id).await;
+    assert_eq!(item.state, ItemState::Stopped, "{:?}", item.reason);
+    k.nothing_left(&name["wandb-launch-container-build-".len()..]).await;
+    assert!(
+        k.fake.deletions().iter().any(|d| d.contains(&name) && d.contains("propagationPolicy=Foreground")),
+        "{:?}",
+        k.fake.deletions()
+    );
     stop(agent).await;
 }
