@@ -957,6 +957,11 @@ builder:
   secret-name: creds
   secret-key: credentials
   kaniko-image: gcr.io/kaniko-project/executor:v1.23.0
+  namespace: builds
+  service-account: image-builder
+  build-deadline: 900
+  cache: false
+  cache-repo: reg.example/cache
   kaniko-config: {metadata: {labels: {a: b}}}
   accelerator: {base_image: ubuntu:22.04}
 registry: {type: ecr, uri: 1.dkr.ecr.us-east-1.amazonaws.com/r}
