@@ -86,6 +86,10 @@ impl BuildSetup {
             Platform::LinuxAmd64 => "linux/amd64".to_string(),
             Platform::LinuxArm64 => "linux/arm64".to_string(),
         });
+        let mut warnings = chosen.warnings;
+        if b.builder_type == BuilderType::Kaniko && b.kaniko_config.is_some() {
+            warnings.push("builder.kaniko-config is not applied yet: the build Job is Liftoff's own".into());
+        }
         let setup = BuildSetup {
             builder,
             destination: chosen.destination,
@@ -95,7 +99,7 @@ impl BuildSetup {
             build_args: BTreeMap::new(),
             engine,
         };
-        Ok(Some((setup, chosen.warnings)))
+        Ok(Some((setup, warnings)))
     }
 }
 

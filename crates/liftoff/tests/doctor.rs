@@ -277,7 +277,10 @@ async fn gcp_setup_shows_where_project_and_region_come_from() {
         ("STORAGE_EMULATOR_HOST", fake.base_url.clone()),
         ("GOOGLE_CLOUD_REGION", "us-central1".to_string()),
         ("CLOUDSDK_CONFIG", dir.path().join("gcloud").display().to_string()),
+        ("LIFTOFF_KUBECONFIG", dir.path().join("kubeconfig").display().to_string()),
     ];
+    let kube = liftoff_testkit::fakes::kubernetes::KubeFake::start(Default::default()).await.unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), kube.kubeconfig()).unwrap();
     let path = dir.path().to_path_buf();
     let (out, text) = tokio::task::spawn_blocking(move || run(&path, config, &env, &[])).await.unwrap();
     // Artifact Registry itself cannot be reached from here: that check, and only it, fails
@@ -293,6 +296,7 @@ async fn gcp_setup_shows_where_project_and_region_come_from() {
     assert!(creds.contains("project my-project (from the service account key's project_id"), "{text}");
     assert!(creds.contains("region us-central1 (from GOOGLE_CLOUD_REGION)"), "{text}");
     assert!(line(&text, "build-context store").starts_with("PASS"), "{text}");
+    assert!(line(&text, "builder").starts_with("PASS"), "{text}");
     assert!(line(&text, "regions").starts_with("PASS"), "{text}");
     assert!(!fake.state.issued.lock().unwrap().is_empty());
     assert!(fake.state.refused.lock().unwrap().is_empty());
@@ -395,7 +399,10 @@ async fn doctor_calls_each_cloud_runners_service_with_the_agents_credentials() {
         ("LIFTOFF_VERTEX_ENDPOINT", vx.url.clone()),
         ("LIFTOFF_LOGGING_ENDPOINT", vx.url.clone()),
         ("CLOUDSDK_CONFIG", dir.path().join("gcloud").display().to_string()),
+        ("LIFTOFF_KUBECONFIG", dir.path().join("kubeconfig").display().to_string()),
     ];
+    let kube = liftoff_testkit::fakes::kubernetes::KubeFake::start(Default::default()).await.unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), kube.kubeconfig()).unwrap();
     let path = dir.path().to_path_buf();
     let (out, text) =
         tokio::task::spawn_blocking(move || run(&path, gcp, &env, &["--runner", "vertex"])).await.unwrap();
