@@ -165,7 +165,10 @@ impl Kaniko {
         .0
     }
 
-    async fn agent(&self, n: usize) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), liftoff_agent::AgentError>>) {
+    async fn agent(
+        &self,
+        n: usize,
+    ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), liftoff_agent::AgentError>>) {
         let opts = AgentOptions {
             queues: vec!["boxes".into()],
             max_jobs: 1,
@@ -306,7 +309,9 @@ fn tag_in(log: &str) -> String {
     rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).next().unwrap().to_string()
 }
 
-async fn stop(agent: (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), liftoff_agent::AgentError>>)) {
+async fn stop(
+    agent: (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), liftoff_agent::AgentError>>),
+) {
     agent.0.send(()).unwrap();
     agent.1.await.unwrap().unwrap();
 }
@@ -352,7 +357,9 @@ async fn a_code_job_built_by_kaniko_runs_and_an_unchanged_one_is_found_without_a
     assert_eq!((built.how, built.builder.as_str()), (BuildHow::Built, "kaniko"));
     assert!(built.image.starts_with(&format!("{}:{tag}@sha256:", k.repo)), "{}", built.image);
     let log = k.r.logs(&first, LogStream::Build).await;
-    for line in ["context uploaded to s3://", "created kaniko Job builds/", "Step 1/4 : FROM", "INFO Pushed", "removed the Job"] {
+    for line in
+        ["context uploaded to s3://", "created kaniko Job builds/", "Step 1/4 : FROM", "INFO Pushed", "removed the Job"]
+    {
         assert!(log.contains(line), "'{line}' not in the build log:\n{log}");
     }
     assert_eq!(tag_in(&log), tag);
@@ -379,7 +386,10 @@ async fn a_failing_dockerfile_fails_the_run_at_build_with_its_log_and_leaves_not
     let log = k.r.logs(&id, LogStream::Build).await;
     assert_eq!((item.state, item.stage), (ItemState::Failed, Some(Stage::Build)), "{:?}\n{log}", item.reason);
     let reason = item.reason.unwrap();
-    assert!(reason.contains("the kaniko Job builds/wandb-launch-container-build-lf-") && reason.contains("failed"), "{reason}");
+    assert!(
+        reason.contains("the kaniko Job builds/wandb-launch-container-build-lf-") && reason.contains("failed"),
+        "{reason}"
+    );
     let log = k.r.logs(&id, LogStream::Build).await;
     assert!(log.contains(&format!("broken-{}", k.marker)), "the step's output is in the build stream:\n{log}");
     assert!(log.contains("non-zero code: 3"), "{log}");
@@ -476,7 +486,10 @@ async fn a_context_in_azure_blob_is_built_with_the_storage_key_secret() {
     let log = k.r.logs(&id, LogStream::Build).await;
     assert_eq!(item.state, ItemState::Finished, "{:?}\n{log}", item.reason);
     assert_eq!(k.r.logs(&id, LogStream::Stdout).await, format!("hello from kaniko: {}\n", k.marker));
-    assert!(log.contains("context uploaded to https://devstoreaccount1.blob.core.windows.net/liftoff-test/kaniko-"), "{log}");
+    assert!(
+        log.contains("context uploaded to https://devstoreaccount1.blob.core.windows.net/liftoff-test/kaniko-"),
+        "{log}"
+    );
     k.nothing_left(&tag_in(&log)).await;
     stop(agent).await;
 }

@@ -227,7 +227,9 @@ impl KanikoBuilder {
                 })
                 .await;
                 if gone.is_err() {
-                    return Err(failed(format!("the earlier build Job {namespace}/{name} was not deleted within 60 s")));
+                    return Err(failed(format!(
+                        "the earlier build Job {namespace}/{name} was not deleted within 60 s"
+                    )));
                 }
                 jobs.create(&PostParams::default(), &job)
                     .await
@@ -377,8 +379,7 @@ impl Builder for KanikoBuilder {
                         &made_labels,
                         &manifest::docker_config(auth),
                     );
-                    let secret: Secret =
-                        serde_json::from_value(body).map_err(|e| BuildError::Engine(e.to_string()))?;
+                    let secret: Secret = serde_json::from_value(body).map_err(|e| BuildError::Engine(e.to_string()))?;
                     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
                     let create = secrets.create(&PostParams::default(), &secret).await;
                     if let Err(kube::Error::Api(s)) = &create
@@ -389,15 +390,17 @@ impl Builder for KanikoBuilder {
                     } else {
                         create
                     }
-                    .map_err(|e| BuildError::Engine(kube_err(&format!("could not create Secret {docker_secret}"), e)))?;
+                    .map_err(|e| {
+                        BuildError::Engine(kube_err(&format!("could not create Secret {docker_secret}"), e))
+                    })?;
                     true
                 }
                 None => false,
             };
             let dest_host = parsed.registry().to_string();
-            let insecure: Vec<String> =
-                if is_loopback(&dest_host) { vec![dest_host.clone()] } else { Vec::new() };
-            let azure_store = matches!(self.store.uri(), liftoff_core::launch_config::BuildContextStore::AzureBlob { .. });
+            let insecure: Vec<String> = if is_loopback(&dest_host) { vec![dest_host.clone()] } else { Vec::new() };
+            let azure_store =
+                matches!(self.store.uri(), liftoff_core::launch_config::BuildContextStore::AzureBlob { .. });
             let s3_store = matches!(self.store.uri(), liftoff_core::launch_config::BuildContextStore::S3 { .. });
             let job = manifest::job(&manifest::KanikoJob {
                 name: &name,
@@ -444,15 +447,19 @@ impl Builder for KanikoBuilder {
             say(logs, format!("liftoff build: cleanup: {f}")).await;
         }
         if failures.is_empty() {
-            say(logs, format!("liftoff build: removed the Job {namespace}/{name}, its Secrets and the uploaded context"))
-                .await;
+            say(
+                logs,
+                format!("liftoff build: removed the Job {namespace}/{name}, its Secrets and the uploaded context"),
+            )
+            .await;
         }
         result
     }
 }
 
 fn is_loopback(host: &str) -> bool {
-    let bare = host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let bare =
+        host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
     let bare = bare.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

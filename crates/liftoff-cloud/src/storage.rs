@@ -222,7 +222,10 @@ impl ContextStore {
                 Ok(len) => n += len,
                 Err(e) => {
                     let _ = writer.abort().await;
-                    return Err(CloudError::Storage { uri: self.uri.to_string(), message: format!("uploading {key}: {e}") });
+                    return Err(CloudError::Storage {
+                        uri: self.uri.to_string(),
+                        message: format!("uploading {key}: {e}"),
+                    });
                 }
             }
         }

@@ -26,8 +26,8 @@ mod yaml;
 pub use crate::image_ref::ImageRef;
 pub use agent::AgentConfig;
 pub use builder::{
-    BuilderConfig, BuilderType, DEFAULT_BUILD_DEADLINE_SECS, DEFAULT_BUILD_JOB_NAME, DEFAULT_KANIKO_IMAGE, KanikoSecret,
-    MAX_BUILD_JOB_NAME, Platform,
+    BuilderConfig, BuilderType, DEFAULT_BUILD_DEADLINE_SECS, DEFAULT_BUILD_JOB_NAME, DEFAULT_KANIKO_IMAGE,
+    KanikoSecret, MAX_BUILD_JOB_NAME, Platform,
 };
 pub use environment::EnvironmentConfig;
 pub use image::ImageDestination;

@@ -150,7 +150,10 @@ fn builder_defaults() {
     assert_eq!(b.kaniko_image, liftoff_core::launch_config::DEFAULT_KANIKO_IMAGE);
     assert!(b.kaniko_image.starts_with("ghcr.io/osscontainertools/kaniko:") && b.kaniko_image.contains("@sha256:"));
     assert_eq!((b.destination, b.platform, b.secret), (None, None, None));
-    assert_eq!((b.namespace, b.service_account, b.build_deadline, b.cache, b.cache_repo), (None, None, 1800, true, None));
+    assert_eq!(
+        (b.namespace, b.service_account, b.build_deadline, b.cache, b.cache_repo),
+        (None, None, 1800, true, None)
+    );
 }
 
 #[test]

@@ -277,7 +277,8 @@ mod tests {
         assert!(c["volumeMounts"].as_array().unwrap().iter().any(|m| m["mountPath"] == "/kaniko/.config/gcloud"));
         assert_eq!(c["env"][0]["name"], "GOOGLE_APPLICATION_CREDENTIALS");
 
-        let azure = BuildContextStore::AzureBlob { account: "acct".into(), container: "ctx".into(), prefix: String::new() };
+        let azure =
+            BuildContextStore::AzureBlob { account: "acct".into(), container: "ctx".into(), prefix: String::new() };
         let mut j = base(&azure, &labels);
         j.aws_region = None;
         j.azure = true;

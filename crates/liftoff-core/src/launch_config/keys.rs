@@ -117,9 +117,13 @@ pub(crate) const BUILDER_KEYS: &[Key] = &[
     key("build-context-store", Shape::Text, "s3://, gs:// or https://<account>.blob.core.windows.net/<container> URI.")
         .used_by(KANIKO)
         .required_by(KANIKO),
-    key("build-job-name", Shape::Text, "Name prefix of the Kubernetes build Jobs (`<prefix>-<content tag>`; at most 30).")
-        .default("\"wandb-launch-container-build\"")
-        .used_by(KANIKO),
+    key(
+        "build-job-name",
+        Shape::Text,
+        "Name prefix of the Kubernetes build Jobs (`<prefix>-<content tag>`; at most 30).",
+    )
+    .default("\"wandb-launch-container-build\"")
+    .used_by(KANIKO),
     key("namespace", Shape::Text, "Namespace of the build Jobs (default: the agent's kubeconfig context's or pod's).")
         .used_by(KANIKO),
     key("service-account", Shape::Text, "Service account of the build pods (default: the namespace's `default`).")
@@ -132,9 +136,13 @@ pub(crate) const BUILDER_KEYS: &[Key] = &[
         .used_by(KANIKO),
     key("secret-name", Shape::Text, "Kubernetes secret holding cloud credentials (with secret-key).").used_by(KANIKO),
     key("secret-key", Shape::Text, "Key of the credentials file in that secret (with secret-name).").used_by(KANIKO),
-    key("kaniko-image", Shape::Text, "Kaniko executor image (default: osscontainertools' maintained fork, pinned by digest).")
-        .default(DEFAULT_KANIKO_IMAGE_JSON)
-        .used_by(KANIKO),
+    key(
+        "kaniko-image",
+        Shape::Text,
+        "Kaniko executor image (default: osscontainertools' maintained fork, pinned by digest).",
+    )
+    .default(DEFAULT_KANIKO_IMAGE_JSON)
+    .used_by(KANIKO),
     key("kaniko-config", Shape::Mapping, "Base Kubernetes Job manifest for the build.").used_by(KANIKO),
     key("accelerator", Shape::Block(BASE_IMAGE_KEYS), "Base image for accelerator (GPU) builds."),
     key("cuda", Shape::Block(BASE_IMAGE_KEYS), "Legacy name of `accelerator`."),

@@ -33,9 +33,8 @@ impl ClusterSource {
             return Some(Self::Kubeconfig(p.into()));
         }
         let home = var("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
-        let found = var("KUBECONFIG").is_some()
-            || home.is_some_and(|h| h.exists())
-            || var("KUBERNETES_SERVICE_HOST").is_some();
+        let found =
+            var("KUBECONFIG").is_some() || home.is_some_and(|h| h.exists()) || var("KUBERNETES_SERVICE_HOST").is_some();
         found.then_some(Self::Infer)
     }
 

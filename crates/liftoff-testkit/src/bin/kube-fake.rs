@@ -51,7 +51,12 @@ async fn main() -> std::io::Result<()> {
     let fake = KubeFake::start(KubeFakeOptions {
         listen: a.listen,
         auto_complete: a.auto.map(Duration::from_secs),
-        kaniko: a.docker_host.map(|docker_host| KanikoRig { docker_host, s3_endpoint: a.s3_endpoint, azurite: a.azurite, gate: None }),
+        kaniko: a.docker_host.map(|docker_host| KanikoRig {
+            docker_host,
+            s3_endpoint: a.s3_endpoint,
+            azurite: a.azurite,
+            gate: None,
+        }),
         ..KubeFakeOptions::default()
     })
     .await?;

@@ -62,7 +62,7 @@ fn shape_problems(job: &Value) -> Vec<String> {
     if spec["backoffLimit"] != 0 {
         p.push(format!("backoffLimit is {}, not 0", spec["backoffLimit"]));
     }
-    if !spec["activeDeadlineSeconds"].as_i64().is_some_and(|d| d > 0) {
+    if spec["activeDeadlineSeconds"].as_i64().is_none_or(|d| d <= 0) {
         p.push("no activeDeadlineSeconds".into());
     }
     if pod["restartPolicy"] != "Never" {
@@ -75,7 +75,14 @@ fn shape_problems(job: &Value) -> Vec<String> {
 }
 
 /// The mounted file at `dir/file` in container `c`: from a Secret volume.
-fn mounted(s: &super::Store, ns: &str, pod: &Value, c: &Value, dir: &str, file: &str) -> Result<Option<String>, String> {
+fn mounted(
+    s: &super::Store,
+    ns: &str,
+    pod: &Value,
+    c: &Value,
+    dir: &str,
+    file: &str,
+) -> Result<Option<String>, String> {
     let Some(m) = c["volumeMounts"].as_array().into_iter().flatten().find(|m| m["mountPath"] == dir) else {
         return Ok(None);
     };
@@ -246,11 +253,8 @@ async fn run(shared: &Arc<Shared>, rig: &KanikoRig, ns: &str, pod_name: &str, jo
     }
     let build = {
         let s = shared.store.lock().unwrap();
-        let pod = s
-            .objects
-            .get(&(Res::pods(), ns.to_string(), pod_name.to_string()))
-            .cloned()
-            .ok_or("the pod is gone")?;
+        let pod =
+            s.objects.get(&(Res::pods(), ns.to_string(), pod_name.to_string())).cloned().ok_or("the pod is gone")?;
         read_build(&s, ns, &pod)
     };
     let build = match build {
@@ -308,7 +312,8 @@ async fn run(shared: &Arc<Shared>, rig: &KanikoRig, ns: &str, pod_name: &str, jo
         }
     }
     if let Some(f) = failure {
-        let _ = docker.remove_image(&build.destination, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
+        let _ =
+            docker.remove_image(&build.destination, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
         return Err(f);
     }
     let (repo, tag) = build.destination.rsplit_once(':').ok_or("--destination has no tag")?;
