@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use support::{Rig, required_env, rig};
 
 const NS: &str = "builds";
+/// The Dockerfile's body after `FROM`: the job's files, run as `sh run.sh`.
+const COPY_AND_RUN: &str = "COPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n";
 const BOUND: Duration = Duration::from_secs(120);
 /// Azurite's well-known development account key (public, in Microsoft's docs).
 const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
@@ -323,7 +325,7 @@ async fn stop(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_job_built_by_kaniko_runs_and_an_unchanged_one_is_found_without_a_job() {
     let Some(k) = setup(true).await else { return };
-    k.job("kaniko-built", "COPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n").await;
+    k.job("kaniko-built", COPY_AND_RUN).await;
     let agent = k.agent(0).await;
     let first = k.r.launch_on("boxes", "kaniko-built").await;
 
@@ -404,7 +406,7 @@ async fn a_failing_dockerfile_fails_the_run_at_build_with_its_log_and_leaves_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_make_one_kaniko_job_for_the_same_content() {
     let Some(k) = setup(true).await else { return };
-    k.job("kaniko-shared", "COPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n").await;
+    k.job("kaniko-shared", COPY_AND_RUN).await;
     let (a, b) = (k.r.launch_on("boxes", "kaniko-shared").await, k.r.launch_on("boxes", "kaniko-shared").await);
     let agents = [k.agent(0).await, k.agent(1).await];
     k.running_build_job().await;
@@ -436,7 +438,7 @@ async fn two_agents_make_one_kaniko_job_for_the_same_content() {
 async fn kubectl_gets_describes_and_reads_the_log_of_a_build_job() {
     let Some(kubectl) = required_env("LIFTOFF_TEST_KUBECTL") else { return };
     let Some(k) = setup(true).await else { return };
-    k.job("kaniko-kubectl", "COPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n").await;
+    k.job("kaniko-kubectl", COPY_AND_RUN).await;
     let agent = k.agent(0).await;
     let id = k.r.launch_on("boxes", "kaniko-kubectl").await;
     let (job, pod) = k.running_build_job().await;
@@ -479,7 +481,7 @@ async fn kubectl_gets_describes_and_reads_the_log_of_a_build_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_context_in_azure_blob_is_built_with_the_storage_key_secret() {
     let Some(k) = setup_on(false, true).await else { return };
-    k.job("kaniko-azure", "COPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n").await;
+    k.job("kaniko-azure", COPY_AND_RUN).await;
     let agent = k.agent(0).await;
     let id = k.r.launch_on("boxes", "kaniko-azure").await;
     let item = k.ended(&id).await;
@@ -499,7 +501,7 @@ async fn a_context_in_azure_blob_is_built_with_the_storage_key_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_stopped_midway_leaves_nothing_behind() {
     let Some(k) = setup(true).await else { return };
-    k.job("kaniko-stopped", "COPY . /app\nWORKDIR /app\nENTRYPOINT [\"sh\", \"run.sh\"]\n").await;
+    k.job("kaniko-stopped", COPY_AND_RUN).await;
     let agent = k.agent(0).await;
     let id = k.r.launch_on("boxes", "kaniko-stopped").await;
     let (job, _) = k.running_build_job().await;
