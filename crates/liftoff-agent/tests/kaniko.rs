@@ -141,7 +141,7 @@ impl Kaniko {
         let env = if self.azure { "{type: azure}" } else { "{type: aws, region: us-east-1}" };
         let secret = if self.azure { "" } else { "  secret-name: aws-creds\n  secret-key: credentials\n" };
         format!(
-            "queues: [boxes]\nenvironment: {env}\nbuilder:\n  type: kaniko\n  destination: {}\n  build-context-store: {}\n  namespace: {NS}\n  service-account: image-builder\n{secret}  build-deadline: 600\n",
+            "queues: [boxes]\nenvironment: {env}\nbuilder:\n  type: kaniko\n  destination: {}\n  build-context-store: {}\n  namespace: {NS}\n  service-account: image-builder\n{secret}  build-deadline: 600\n  kaniko-config: {{metadata: {{labels: {{team: ml}}}}, spec: {{template: {{spec: {{nodeSelector: {{pool: builds}}}}}}}}}}\n",
             self.repo, self.prefix
         )
     }
@@ -334,6 +334,11 @@ async fn a_code_job_built_by_kaniko_runs_and_an_unchanged_one_is_found_without_a
     assert!(name.starts_with("wandb-launch-container-build-lf-"), "{name}");
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "image-builder");
+    assert_eq!(
+        (&job["metadata"]["labels"]["team"], &pod["nodeSelector"]["pool"]),
+        (&json!("ml"), &json!("builds")),
+        "kaniko-config is the base"
+    );
     assert_eq!(job["spec"]["activeDeadlineSeconds"], 600);
     let c = &pod["containers"][0];
     assert_eq!(c["image"], liftoff_core::launch_config::DEFAULT_KANIKO_IMAGE);

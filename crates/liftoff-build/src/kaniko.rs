@@ -52,6 +52,8 @@ pub struct KanikoSettings {
     pub ecr: bool,
     pub gar: bool,
     pub acr: bool,
+    /// `kaniko-config`: the base Job manifest.
+    pub base_job: Option<serde_json::Value>,
 }
 
 impl KanikoSettings {
@@ -71,6 +73,7 @@ impl KanikoSettings {
             ecr: host.contains(".dkr.ecr."),
             gar: host.ends_with("-docker.pkg.dev"),
             acr: host.ends_with(".azurecr.io"),
+            base_job: b.kaniko_config.clone(),
         }
     }
 }
@@ -402,30 +405,37 @@ impl Builder for KanikoBuilder {
             let azure_store =
                 matches!(self.store.uri(), liftoff_core::launch_config::BuildContextStore::AzureBlob { .. });
             let s3_store = matches!(self.store.uri(), liftoff_core::launch_config::BuildContextStore::S3 { .. });
-            let job = manifest::job(&manifest::KanikoJob {
-                name: &name,
-                namespace: &namespace,
-                executor_image: &self.settings.executor_image,
-                context_uri: &context_uri,
-                store: self.store.uri(),
-                dockerfile: req.context.dockerfile_path(),
-                destination: &image,
-                cache_repo: self.settings.cache_repo.as_deref(),
-                build_args: req.build_args,
-                platform: req.platform,
-                deadline_secs: u32::try_from(self.settings.deadline.as_secs()).unwrap_or(u32::MAX),
-                service_account: self.settings.service_account.as_deref(),
-                secret: self.settings.secret.as_ref(),
-                docker_secret: has_login.then_some(docker_secret.as_str()),
-                aws_region: self.settings.aws_region.as_deref().filter(|_| s3_store || self.settings.ecr),
-                s3_endpoint: self.settings.s3_endpoint.as_deref().filter(|_| s3_store),
-                insecure_registries: &insecure,
-                azure: self.settings.acr || azure_store,
-                ecr: self.settings.ecr,
-                gar: self.settings.gar,
-                labels: &made_labels,
-            });
-            let job: Job = serde_json::from_value(job).map_err(|e| BuildError::Engine(e.to_string()))?;
+            let job = manifest::job_over(
+                self.settings.base_job.as_ref(),
+                &manifest::KanikoJob {
+                    name: &name,
+                    namespace: &namespace,
+                    executor_image: &self.settings.executor_image,
+                    context_uri: &context_uri,
+                    store: self.store.uri(),
+                    dockerfile: req.context.dockerfile_path(),
+                    destination: &image,
+                    cache_repo: self.settings.cache_repo.as_deref(),
+                    build_args: req.build_args,
+                    platform: req.platform,
+                    deadline_secs: u32::try_from(self.settings.deadline.as_secs()).unwrap_or(u32::MAX),
+                    service_account: self.settings.service_account.as_deref(),
+                    secret: self.settings.secret.as_ref(),
+                    docker_secret: has_login.then_some(docker_secret.as_str()),
+                    aws_region: self.settings.aws_region.as_deref().filter(|_| s3_store || self.settings.ecr),
+                    s3_endpoint: self.settings.s3_endpoint.as_deref().filter(|_| s3_store),
+                    insecure_registries: &insecure,
+                    azure: self.settings.acr || azure_store,
+                    ecr: self.settings.ecr,
+                    gar: self.settings.gar,
+                    labels: &made_labels,
+                },
+            )
+            .map_err(|m| BuildError::Build { image: image.clone(), message: m })?;
+            let job: Job = serde_json::from_value(job).map_err(|e| BuildError::Build {
+                image: image.clone(),
+                message: format!("builder.kaniko-config: not a Job: {e}"),
+            })?;
             self.run_job(&cluster.client, &namespace, &name, job, &image, logs).await?;
             // the registry is the truth: the manifest kaniko says it pushed must be there
             match self.registry.manifest_digest(&tag).await? {

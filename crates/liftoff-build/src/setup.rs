@@ -86,10 +86,7 @@ impl BuildSetup {
             Platform::LinuxAmd64 => "linux/amd64".to_string(),
             Platform::LinuxArm64 => "linux/arm64".to_string(),
         });
-        let mut warnings = chosen.warnings;
-        if b.builder_type == BuilderType::Kaniko && b.kaniko_config.is_some() {
-            warnings.push("builder.kaniko-config is not applied yet: the build Job is Liftoff's own".into());
-        }
+        let warnings = chosen.warnings;
         let setup = BuildSetup {
             builder,
             destination: chosen.destination,

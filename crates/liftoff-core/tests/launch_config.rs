@@ -595,6 +595,22 @@ fn kaniko_keys_on_other_builders_warn() {
 }
 
 #[test]
+fn kaniko_config_gets_the_runners_safety_checks() {
+    one_error(
+        &format!("{KANIKO}  kaniko-config: {{spec: {{template: {{spec: {{hostNetwork: true}}}}}}}}\n"),
+        "builder.kaniko-config",
+        "hostNetwork",
+    );
+    one_error(
+        &format!(
+            "{KANIKO}  kaniko-config: {{spec: {{template: {{spec: {{containers: [{{securityContext: {{privileged: true}}}}]}}}}}}}}\n"
+        ),
+        "builder.kaniko-config",
+        "securityContext",
+    );
+}
+
+#[test]
 fn kaniko_config_must_be_a_mapping() {
     one_error(&format!("{KANIKO}  kaniko-config: [a]\n"), "builder.kaniko-config", "expected a mapping");
     one_error(&format!("{KANIKO}  kaniko-config: 'spec: {{}}'\n"), "builder.kaniko-config", "expected a mapping");

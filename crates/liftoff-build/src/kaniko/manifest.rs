@@ -168,6 +168,87 @@ pub fn job(j: &KanikoJob<'_>) -> Value {
     })
 }
 
+/// Arguments a base manifest may not replace: what makes the build this build.
+const FIXED_ARGS: &[&str] = &["--context", "--dockerfile", "--destination", "--digest-file"];
+
+/// [`job`] over `kaniko-config`, the reference's base Job manifest: what
+/// Liftoff sets wins (names, labels added, the container's image, the
+/// deadline), objects merge, the base's `env`, `volumeMounts` and `volumes`
+/// come first, its container's `--flag=value` arguments replace Liftoff's
+/// of the same name or are appended (those naming the build, `--context`,
+/// `--destination`, `--dockerfile`, `--digest-file`, are refused). A base
+/// with more than one container is refused. Errors name the key.
+pub fn job_over(base: Option<&Value>, j: &KanikoJob<'_>) -> Result<Value, String> {
+    let ours = job(j);
+    let Some(base) = base else { return Ok(ours) };
+    let containers = &base["spec"]["template"]["spec"]["containers"];
+    let base_container = match containers.as_array().map(Vec::as_slice) {
+        None | Some([]) => Value::Null,
+        Some([c]) => c.clone(),
+        Some(_) => {
+            return Err("builder.kaniko-config.spec.template.spec.containers: a build Job has one container".into());
+        }
+    };
+    let mut user_args = Vec::new();
+    for a in base_container["args"].as_array().into_iter().flatten() {
+        let a = a.as_str().ok_or("builder.kaniko-config: container args must be strings")?;
+        let flag = a.split('=').next().unwrap_or_default();
+        if FIXED_ARGS.contains(&flag) {
+            return Err(format!("builder.kaniko-config: the argument {flag} is Liftoff's (it names this build)"));
+        }
+        user_args.push(a.to_string());
+    }
+    let mut merged = base.clone();
+    if let Some(spec) = merged["spec"]["template"]["spec"].as_object_mut() {
+        spec.remove("containers");
+    }
+    merge(&mut merged, &ours);
+    let mut container = base_container;
+    if let Some(c) = container.as_object_mut() {
+        c.remove("args");
+    }
+    merge(&mut container, &ours["spec"]["template"]["spec"]["containers"][0]);
+    let mut args: Vec<String> = ours["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    for a in user_args {
+        let flag = a.split('=').next().unwrap_or_default().to_string();
+        match args.iter_mut().find(|x| x.split('=').next() == Some(flag.as_str())) {
+            Some(x) => *x = a,
+            None => args.push(a),
+        }
+    }
+    container["args"] = json!(args);
+    merged["spec"]["template"]["spec"]["containers"] = json!([container]);
+    Ok(merged)
+}
+
+/// `over` merged into `into`: objects key by key, arrays of `env`,
+/// `volumeMounts` and `volumes` appended, anything else replaced.
+fn merge(into: &mut Value, over: &Value) {
+    match (into, over) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(Value::Array(mine)) if matches!(k.as_str(), "env" | "volumeMounts" | "volumes") => {
+                        if let Value::Array(theirs) = v {
+                            mine.extend(theirs.iter().cloned());
+                        }
+                    }
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (into, over) => *into = over.clone(),
+    }
+}
+
 /// `config.json` for kaniko with `auth`'s login (an identity token as such).
 pub fn docker_config(auth: &RegistryAuth) -> String {
     use base64::Engine;
@@ -289,6 +370,43 @@ mod tests {
             json!({"name": "AZURE_STORAGE_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": AZURE_STORAGE_SECRET, "key": "password"}}})
         );
         assert_eq!(v["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"], "true");
+    }
+
+    #[test]
+    fn a_base_manifest_is_kept_under_what_liftoff_sets() {
+        let store = BuildContextStore::S3 { bucket: "b".into(), prefix: "ctx".into() };
+        let labels = BTreeMap::from([(BUILD_LABEL.to_string(), "lf-0123".to_string())]);
+        let j = base(&store, &labels);
+        let base_job = json!({
+            "metadata": {"name": "ignored", "labels": {"team": "ml"}},
+            "spec": {"activeDeadlineSeconds": 5, "template": {"spec": {
+                "nodeSelector": {"pool": "builds"},
+                "tolerations": [{"key": "builds", "operator": "Exists"}],
+                "containers": [{"resources": {"limits": {"memory": "8Gi"}}, "args": ["--snapshot-mode=time", "--verbosity=debug"],
+                    "env": [{"name": "HTTP_PROXY", "value": "http://proxy:3128"}]}]}}}
+        });
+        let v = job_over(Some(&base_job), &j).unwrap();
+        assert_eq!(v["metadata"]["name"], j.name);
+        assert_eq!(v["metadata"]["labels"]["team"], "ml");
+        assert_eq!(v["metadata"]["labels"][BUILD_LABEL], "lf-0123");
+        assert_eq!(v["spec"]["activeDeadlineSeconds"], 1800);
+        let pod = &v["spec"]["template"]["spec"];
+        assert_eq!(pod["nodeSelector"]["pool"], "builds");
+        assert_eq!(pod["tolerations"][0]["key"], "builds");
+        let c = &pod["containers"][0];
+        assert_eq!(c["image"], j.executor_image);
+        assert_eq!(c["resources"]["limits"]["memory"], "8Gi");
+        let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert!(args.contains(&"--snapshot-mode=time") && !args.contains(&"--snapshot-mode=redo"), "{args:?}");
+        assert_eq!(args.last(), Some(&"--verbosity=debug"));
+        let env: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+        assert_eq!(env, ["HTTP_PROXY", "AWS_REGION"]);
+        let _: k8s_openapi::api::batch::v1::Job = serde_json::from_value(v).unwrap();
+
+        let bad = json!({"spec": {"template": {"spec": {"containers": [{"args": ["--destination=evil.io/x:1"]}]}}}});
+        assert!(job_over(Some(&bad), &j).unwrap_err().contains("--destination is Liftoff's"));
+        let two = json!({"spec": {"template": {"spec": {"containers": [{}, {}]}}}});
+        assert!(job_over(Some(&two), &j).unwrap_err().contains("one container"));
     }
 
     #[test]

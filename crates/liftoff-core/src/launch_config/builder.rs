@@ -197,7 +197,11 @@ pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<BuilderCo
                 }
             }
             "kaniko-config" => match &v.value {
-                super::yaml::Value::Map(_) => cfg.kaniko_config = Some(v.to_json()),
+                // the build pod's safety is Liftoff's: the runner's checks apply
+                super::yaml::Value::Map(_) => match crate::kube_args::check(&v.to_json(), false) {
+                    Ok(()) => cfg.kaniko_config = Some(v.to_json()),
+                    Err(problems) => is.error_at(&p, v, problems.join("; ")),
+                },
                 _ => is.error_at(&p, v, "expected a mapping (a Kubernetes Job manifest)"),
             },
             "accelerator" | "cuda" => {
