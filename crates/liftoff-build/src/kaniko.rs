@@ -205,6 +205,37 @@ impl KanikoBuilder {
         }))
     }
 
+    /// A Job of this name left by an agent that died mid-build (same
+    /// content, same name) is removed, with its Secrets, before this build
+    /// makes its own.
+    async fn clear_stale(
+        &self,
+        client: &Client,
+        namespace: &str,
+        name: &str,
+        logs: &LogSender,
+    ) -> Result<(), BuildError> {
+        let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+        let found = jobs
+            .get_opt(name)
+            .await
+            .map_err(|e| BuildError::Engine(kube_err(&format!("could not look for Job {namespace}/{name}"), e)))?;
+        if found.is_none() {
+            return Ok(());
+        }
+        say(logs, format!("liftoff build: removing the build Job {namespace}/{name} left by an earlier try")).await;
+        delete_job(client, namespace, name, Duration::ZERO).await.map_err(BuildError::Engine)?;
+        let gone = tokio::time::timeout(Duration::from_secs(60), async {
+            while jobs.get_opt(name).await.ok().flatten().is_some() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        gone.map_err(|_| {
+            BuildError::Engine(format!("the earlier build Job {namespace}/{name} was not gone within 60 s"))
+        })
+    }
+
     async fn run_job(
         &self,
         client: &Client,
@@ -216,30 +247,9 @@ impl KanikoBuilder {
     ) -> Result<(), BuildError> {
         let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
         let failed = |message: String| BuildError::Build { image: image.to_string(), message };
-        match jobs.create(&PostParams::default(), &job).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                // left by an agent that died mid-build (same content, same name): replaced
-                say(logs, format!("liftoff build: replacing the build Job {namespace}/{name} left by an earlier try"))
-                    .await;
-                let _ = delete_job(client, namespace, name, Duration::ZERO).await;
-                let gone = tokio::time::timeout(Duration::from_secs(60), async {
-                    while jobs.get_opt(name).await.ok().flatten().is_some() {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                })
-                .await;
-                if gone.is_err() {
-                    return Err(failed(format!(
-                        "the earlier build Job {namespace}/{name} was not deleted within 60 s"
-                    )));
-                }
-                jobs.create(&PostParams::default(), &job)
-                    .await
-                    .map_err(|e| failed(kube_err(&format!("Kubernetes refused the build Job {name}"), e)))?;
-            }
-            Err(e) => return Err(failed(kube_err(&format!("Kubernetes refused the build Job {name}"), e))),
-        }
+        jobs.create(&PostParams::default(), &job)
+            .await
+            .map_err(|e| failed(kube_err(&format!("Kubernetes refused the build Job {name}"), e)))?;
         // watched once it exists (a watch that lists no Job takes it as
         // deleted); each container's log is read from its start, so no line is missed
         let mut watched = WatchedJob::start(client, namespace, name, LogStream::Build, logs.clone());
@@ -368,6 +378,7 @@ impl Builder for KanikoBuilder {
                 ),
             )
             .await;
+            self.clear_stale(&cluster.client, &namespace, &name, logs).await?;
             let mut made_labels = BTreeMap::from([
                 (labels::JOB.to_string(), name.clone()),
                 (manifest::BUILD_LABEL.to_string(), liftoff_run::kubernetes::label_value(&tag)),
