@@ -2,7 +2,8 @@
 //! Kubernetes API fake, which builds kaniko Jobs on the real test engine
 //! from the context in moto and pushes to the real test registry. Here:
 //! a Job of the same name left by an agent that died is removed before
-//! the build makes its own, and the build then succeeds and leaves nothing.
+//! the build makes its own, and the build then succeeds and leaves nothing;
+//! a build past its deadline fails naming it and leaves nothing.
 
 use liftoff_build::builder::{BuildRequest, Builder, Push};
 use liftoff_build::context::{BuildContext, ContextRequest};
@@ -20,19 +21,29 @@ use std::time::Duration;
 
 const NS: &str = "builds";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_left_by_a_dead_agent_is_replaced_and_the_build_leaves_nothing() {
-    let (Some(docker_host), Some(registry), Some(user), Some(password), Some(s3)) = (
-        required_env("LIFTOFF_TEST_DOCKER_HOST"),
-        required_env("LIFTOFF_TEST_REGISTRY"),
-        required_env("LIFTOFF_TEST_REGISTRY_USER"),
-        required_env("LIFTOFF_TEST_REGISTRY_PASSWORD"),
-        required_env("LIFTOFF_TEST_S3_ENDPOINT"),
-    ) else {
-        return;
-    };
+struct Rig {
+    fake: KubeFake,
+    _dir: tempfile::TempDir,
+    _src: tempfile::TempDir,
+    store: ContextStore,
+    repo: Arc<dyn Registry>,
+    builder: KanikoBuilder,
+    context: Arc<BuildContext>,
+    tag: String,
+    name: String,
+}
+
+/// The fake (kaniko Jobs built, each after a permit of `gate`), a store on
+/// moto, a repository on the test registry, a builder with `deadline`, and
+/// a one-file context; `None` without the components.
+async fn rig(gate: Arc<tokio::sync::Semaphore>, deadline: Duration) -> Option<Rig> {
+    let docker_host = required_env("LIFTOFF_TEST_DOCKER_HOST")?;
+    let registry = required_env("LIFTOFF_TEST_REGISTRY")?;
+    let user = required_env("LIFTOFF_TEST_REGISTRY_USER")?;
+    let password = required_env("LIFTOFF_TEST_REGISTRY_PASSWORD")?;
+    let s3 = required_env("LIFTOFF_TEST_S3_ENDPOINT")?;
     let fake = KubeFake::start(KubeFakeOptions {
-        kaniko: Some(KanikoRig { docker_host: docker_host.clone(), s3_endpoint: None, azurite: false, gate: None }),
+        kaniko: Some(KanikoRig { docker_host, s3_endpoint: None, azurite: false, gate: Some(gate) }),
         ..KubeFakeOptions::default()
     })
     .await
@@ -43,27 +54,9 @@ async fn a_job_left_by_a_dead_agent_is_replaced_and_the_build_leaves_nothing() {
     std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
     let docker_config = dir.path().join("docker");
     liftoff_testkit::write_docker_config(&docker_config, &registry, Some((&user, &password)));
-
     let marker = uuid::Uuid::new_v4().simple().to_string();
     let tag = format!("lf-{}", &marker[..24]);
     let name = format!("{DEFAULT_BUILD_JOB_NAME}-{tag}");
-    // what a dead agent left: a Job that never runs (not a kaniko one) and its Secret
-    let http = reqwest::Client::new();
-    for (path, body) in [
-        (
-            format!("apis/batch/v1/namespaces/{NS}/jobs"),
-            json!({"metadata": {"name": name}, "spec": {"template": {"spec": {"restartPolicy": "Never",
-                "containers": [{"name": "x", "image": "busybox"}]}}}}),
-        ),
-        (
-            format!("api/v1/namespaces/{NS}/secrets"),
-            json!({"metadata": {"name": format!("{name}-docker"), "labels": {"liftoff.dev/job": name}},
-                "stringData": {"config.json": "{}"}}),
-        ),
-    ] {
-        let r = http.post(format!("{}/{path}", fake.url)).json(&body).send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-    }
 
     let src = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -87,9 +80,9 @@ async fn a_job_left_by_a_dead_agent_is_replaced_and_the_build_leaves_nothing() {
 
     let env =
         CloudEnv::Aws(AwsEnv::builder("us-east-1").endpoint(&s3).static_credentials("testing", "testing").load().await);
-    let uri = BuildContextStore::parse(&format!("s3://liftoff-test/kaniko-stale-{}", &marker[..8])).unwrap();
+    let uri = BuildContextStore::parse(&format!("s3://liftoff-test/kaniko-builder-{}", &marker[..8])).unwrap();
     let store = ContextStore::open(&uri, &env).await.unwrap();
-    let path = format!("liftoff-test/kaniko-stale-{}", &marker[..8]);
+    let path = format!("liftoff-test/kaniko-builder-{}", &marker[..8]);
     let repo: Arc<dyn Registry> = Arc::new(OciRegistry::new(&registry, &path, Some(docker_config.clone())).unwrap());
     let b = liftoff_core::launch_config::BuilderConfig {
         namespace: Some(NS.into()),
@@ -106,6 +99,7 @@ async fn a_job_left_by_a_dead_agent_is_replaced_and_the_build_leaves_nothing() {
     let mut settings = KanikoSettings::from_config(&b, repo.repository());
     settings.s3_endpoint = Some(s3.clone());
     settings.secret = None::<KanikoSecret>;
+    settings.deadline = deadline;
     let builder = KanikoBuilder::new(
         settings,
         store.clone(),
@@ -113,30 +107,85 @@ async fn a_job_left_by_a_dead_agent_is_replaced_and_the_build_leaves_nothing() {
         repo.clone(),
         Some(docker_config),
     );
-    let login = repo.login().await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let image = format!("{}:{tag}", repo.repository());
-    let args = BTreeMap::new();
-    let req = BuildRequest {
-        context: Arc::new(context),
-        image: &image,
-        platform: None,
-        build_args: &args,
-        push: Some(Push { registry: repo.describe(), auth: login.auth, source: login.source }),
-    };
-    tokio::time::timeout(Duration::from_secs(120), builder.build(req, &tx)).await.expect("the build ends").unwrap();
-    drop(tx);
-    let mut log = String::new();
-    while let Some((_, line)) = rx.recv().await {
-        log.push_str(&line);
+    Some(Rig { fake, _dir: dir, _src: src, store, repo, builder, context: Arc::new(context), tag, name })
+}
+
+impl Rig {
+    /// Builds `repo:tag`; the result and the build's log.
+    async fn build(&self) -> (Result<(), liftoff_build::BuildError>, String) {
+        let login = self.repo.login().await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let image = format!("{}:{}", self.repo.repository(), self.tag);
+        let args = BTreeMap::new();
+        let req = BuildRequest {
+            context: self.context.clone(),
+            image: &image,
+            platform: None,
+            build_args: &args,
+            push: Some(Push { registry: self.repo.describe(), auth: login.auth, source: login.source }),
+        };
+        let result =
+            tokio::time::timeout(Duration::from_secs(120), self.builder.build(req, &tx)).await.expect("the build ends");
+        drop(tx);
+        let mut log = String::new();
+        while let Some((_, line)) = rx.recv().await {
+            log.push_str(&line);
+        }
+        (result, log)
     }
+
+    async fn nothing_left(&self, log: &str) {
+        assert!(self.fake.objects(&Res::jobs(), NS).is_empty() && self.fake.pods(NS).is_empty(), "{log}");
+        assert!(self.fake.objects(&Res::secrets(), NS).is_empty(), "{:?}", self.fake.objects(&Res::secrets(), NS));
+        assert!(!self.store.exists(&format!("{}.tgz", self.tag)).await.unwrap(), "the context object is deleted");
+    }
+
+    fn job_creates(&self) -> usize {
+        let path = format!("POST /apis/batch/v1/namespaces/{NS}/jobs");
+        self.fake.requests().iter().filter(|r| r.starts_with(&path)).count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_left_by_a_dead_agent_is_replaced_and_the_build_leaves_nothing() {
+    let Some(r) = rig(Arc::new(tokio::sync::Semaphore::new(1000)), Duration::from_secs(600)).await else { return };
+    // what a dead agent left: a Job that never runs (not a kaniko one) and its Secret
+    let http = reqwest::Client::new();
+    let name = &r.name;
+    for (path, body) in [
+        (
+            format!("apis/batch/v1/namespaces/{NS}/jobs"),
+            json!({"metadata": {"name": name}, "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "x", "image": "busybox"}]}}}}),
+        ),
+        (
+            format!("api/v1/namespaces/{NS}/secrets"),
+            json!({"metadata": {"name": format!("{name}-docker"), "labels": {"liftoff.dev/job": name}},
+                "stringData": {"config.json": "{}"}}),
+        ),
+    ] {
+        let resp = http.post(format!("{}/{path}", r.fake.url)).json(&body).send().await.unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    }
+    let (result, log) = r.build().await;
+    result.unwrap();
     assert!(log.contains(&format!("removing the build Job {NS}/{name} left by an earlier try")), "{log}");
     assert!(log.contains("INFO Pushed"), "{log}");
-    assert!(repo.manifest_digest(&tag).await.unwrap().is_some(), "pushed");
-    assert!(fake.objects(&Res::jobs(), NS).is_empty() && fake.pods(NS).is_empty(), "{log}");
-    assert!(fake.objects(&Res::secrets(), NS).is_empty(), "{:?}", fake.objects(&Res::secrets(), NS));
-    assert!(!store.exists(&format!("{tag}.tgz")).await.unwrap(), "the context object is deleted");
-    let creates =
-        fake.requests().iter().filter(|r| r.starts_with(&format!("POST /apis/batch/v1/namespaces/{NS}/jobs"))).count();
-    assert_eq!(creates, 2, "the stale Job and this build's");
+    assert!(r.repo.manifest_digest(&r.tag).await.unwrap().is_some(), "pushed");
+    r.nothing_left(&log).await;
+    assert_eq!(r.job_creates(), 2, "the stale Job and this build's");
+}
+
+/// A build Job past its `activeDeadlineSeconds` (the fake's Job controller
+/// fails it, as Kubernetes does) fails the build naming the deadline, and
+/// nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_past_its_deadline_fails_and_leaves_nothing() {
+    // never released: the build would wait for ever
+    let Some(r) = rig(Arc::new(tokio::sync::Semaphore::new(0)), Duration::from_secs(1)).await else { return };
+    let (result, log) = r.build().await;
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains(&format!("the kaniko Job {NS}/{}", r.name)) && e.contains("DeadlineExceeded"), "{e}\n{log}");
+    assert!(r.repo.manifest_digest(&r.tag).await.unwrap().is_none(), "nothing was pushed");
+    r.nothing_left(&log).await;
 }
