@@ -288,6 +288,11 @@ impl Kaniko {
         let uri = liftoff_core::launch_config::BuildContextStore::parse(&self.prefix).unwrap();
         let store = ContextStore::open(&uri, &self.env().await).await.unwrap();
         assert!(!store.exists(&format!("{tag}.tgz")).await.unwrap(), "the context object {tag}.tgz was left behind");
+        self.remove_images().await;
+    }
+
+    /// The images the runs pulled into the shared test engine go.
+    async fn remove_images(&self) {
         let docker = bollard::Docker::connect_with_unix(
             self.c.docker_host.trim_start_matches("unix://"),
             60,
@@ -379,6 +384,7 @@ async fn a_code_job_built_by_kaniko_runs_and_an_unchanged_one_is_found_without_a
     assert!(k.r.logs(&second, LogStream::Build).await.contains("no build"));
     assert_eq!(k.jobs_created(), 1, "the unchanged launch made no Job");
     stop(agent).await;
+    k.remove_images().await;
 }
 
 /// A failing Dockerfile step fails the run at `build`, the executor's output
