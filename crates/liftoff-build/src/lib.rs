@@ -1,7 +1,8 @@
 //! Builds: from a job's source to an image in a registry. `registry` says
 //! where images go and how to reach it (OCI, ECR, Artifact Registry, ACR,
 //! or the local engine); `builder` is the seam builders plug into
-//! (`docker_builder`), `tag` the content-addressed tags. `context` turns a job's code into what a builder
+//! (`docker_builder`; `kaniko`, a Kubernetes Job, with the `kubernetes`
+//! feature), `tag` the content-addressed tags. `context` turns a job's code into what a builder
 //! gets: the Dockerfile (`dockerfile`, with the Python one generated from
 //! `python`), the files `.dockerignore` (`dockerignore`) leaves in, as a
 //! deterministic tar and a content digest. `append` makes instant images: a
@@ -13,6 +14,8 @@ pub mod context;
 pub mod docker_builder;
 pub mod dockerfile;
 pub mod dockerignore;
+#[cfg(feature = "kubernetes")]
+pub mod kaniko;
 pub mod python;
 pub mod registry;
 pub mod setup;

@@ -39,6 +39,9 @@ pub enum SetupError {
     /// A builder this agent cannot run yet.
     #[error("builder type '{0}' is not available in this agent yet: use docker or noop")]
     Unsupported(&'static str),
+    /// The kaniko builder's needs are not met (no cluster, no store, no registry).
+    #[error("the kaniko builder: {0}")]
+    Kaniko(String),
 }
 
 impl BuildSetup {
@@ -53,17 +56,37 @@ impl BuildSetup {
         engine: SharedEngine,
         docker_config: Option<PathBuf>,
     ) -> Result<Option<(BuildSetup, Vec<String>)>, SetupError> {
+        #[cfg(feature = "kubernetes")]
+        let cluster = liftoff_run::kubernetes::ClusterSource::detect();
+        #[cfg(not(feature = "kubernetes"))]
+        let cluster = None;
+        Self::from_config_in(cfg, env, engine, docker_config, cluster).await
+    }
+
+    /// [`BuildSetup::from_config`] with the cluster kaniko builds in given
+    /// (`None`: none found) rather than detected.
+    pub async fn from_config_in(
+        cfg: &AgentConfig,
+        env: &CloudEnv,
+        engine: SharedEngine,
+        docker_config: Option<PathBuf>,
+        cluster: Option<Cluster>,
+    ) -> Result<Option<(BuildSetup, Vec<String>)>, SetupError> {
         let Some(b) = cfg.builder.as_ref() else { return Ok(None) };
+        if b.builder_type == BuilderType::Noop {
+            return Ok(None);
+        }
+        let chosen = crate::registry::from_config(cfg, env, docker_config.as_deref()).await?;
         let builder: Arc<dyn Builder> = match b.builder_type {
             BuilderType::Noop => return Ok(None),
             BuilderType::Docker => Arc::new(DockerBuilder::new(engine.clone(), docker_config.clone())),
-            BuilderType::Kaniko => return Err(SetupError::Unsupported("kaniko")),
+            BuilderType::Kaniko => kaniko(b, env, &chosen.destination, docker_config.clone(), cluster).await?,
         };
-        let chosen = crate::registry::from_config(cfg, env, docker_config.as_deref()).await?;
         let platform = b.platform.map(|p| match p {
             Platform::LinuxAmd64 => "linux/amd64".to_string(),
             Platform::LinuxArm64 => "linux/arm64".to_string(),
         });
+        let warnings = chosen.warnings;
         let setup = BuildSetup {
             builder,
             destination: chosen.destination,
@@ -73,8 +96,58 @@ impl BuildSetup {
             build_args: BTreeMap::new(),
             engine,
         };
-        Ok(Some((setup, chosen.warnings)))
+        Ok(Some((setup, warnings)))
     }
+}
+
+/// Where kaniko builds run: a cluster source with the `kubernetes` feature.
+#[cfg(feature = "kubernetes")]
+pub type Cluster = liftoff_run::kubernetes::ClusterSource;
+/// Where kaniko builds run: nothing without the `kubernetes` feature.
+#[cfg(not(feature = "kubernetes"))]
+pub type Cluster = std::convert::Infallible;
+
+#[cfg(feature = "kubernetes")]
+async fn kaniko(
+    b: &liftoff_core::launch_config::BuilderConfig,
+    env: &CloudEnv,
+    destination: &Destination,
+    docker_config: Option<PathBuf>,
+    cluster: Option<Cluster>,
+) -> Result<Arc<dyn Builder>, SetupError> {
+    use crate::kaniko::{KanikoBuilder, KanikoSettings};
+    let Some(source) = cluster else {
+        return Err(SetupError::Kaniko(
+            "no Kubernetes cluster found: set LIFTOFF_KUBECONFIG or KUBECONFIG, or run the agent in a pod".into(),
+        ));
+    };
+    let Destination::Registry(registry) = destination else {
+        return Err(SetupError::Kaniko("it pushes what it builds: set builder.destination".into()));
+    };
+    let Some(uri) = &b.build_context_store else {
+        return Err(SetupError::Kaniko("set builder.build-context-store".into()));
+    };
+    let store = liftoff_cloud::ContextStore::open(uri, env)
+        .await
+        .map_err(|e| SetupError::Kaniko(format!("builder.build-context-store: {e}")))?;
+    let mut settings = KanikoSettings::from_config(b, registry.repository());
+    #[cfg(feature = "aws")]
+    if let CloudEnv::Aws(a) = env {
+        settings.aws_region = Some(a.region().to_string());
+        settings.s3_endpoint = a.endpoint_url().map(str::to_string);
+    }
+    Ok(Arc::new(KanikoBuilder::new(settings, store, source, registry.clone(), docker_config)))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn kaniko(
+    _b: &liftoff_core::launch_config::BuilderConfig,
+    _env: &CloudEnv,
+    _destination: &Destination,
+    _docker_config: Option<PathBuf>,
+    _cluster: Option<Cluster>,
+) -> Result<Arc<dyn Builder>, SetupError> {
+    Err(SetupError::Unsupported("kaniko"))
 }
 
 impl std::fmt::Debug for BuildSetup {

@@ -248,6 +248,19 @@ pub fn permissions_with_runners(cfg: &AgentConfig, runners: &[ResourceType]) -> 
         );
     }
 
+    if let Some(b) = cfg.builder.as_ref().filter(|b| b.builder_type == liftoff_core::launch_config::BuilderType::Kaniko)
+    {
+        let ns = b.namespace.as_deref().unwrap_or("<the kubeconfig context's namespace>");
+        p.notes.push(format!(
+            "kaniko: the build pods' identity ({}) needs to read the context objects and push to the destination              and its cache repository; in namespace {ns} the agent needs jobs (create, get, list, watch, delete),              pods (get, list, watch, delete), pods/log (get), secrets (create, list, delete) and configmaps (list, delete)",
+            match (&b.service_account, &b.secret) {
+                (_, Some(s)) => format!("the credentials in Secret {}, key {}", s.name, s.key),
+                (Some(sa), None) => format!("service account {sa} through workload identity"),
+                (None, None) => "the namespace's default service account through workload identity".to_string(),
+            }
+        ));
+    }
+
     if !aws_statements.is_empty() {
         p.aws = Some(PolicyDocument { version: "2012-10-17", statement: aws_statements });
     }

@@ -201,6 +201,74 @@ impl ContextStore {
         Ok(files.len())
     }
 
+    /// Uploads what `body` yields as object `key`, streamed (multipart
+    /// above 10 MiB; a failed upload is aborted). Returns the bytes written.
+    pub async fn put_stream(
+        &self,
+        key: &str,
+        mut body: futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+    ) -> Result<u64, CloudError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let path = self.path(key)?;
+        let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), path);
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let written = match chunk {
+                Ok(c) => writer.write_all(&c).await.map(|()| c.len() as u64),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(len) => n += len,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(CloudError::Storage {
+                        uri: self.uri.to_string(),
+                        message: format!("uploading {key}: {e}"),
+                    });
+                }
+            }
+        }
+        writer.shutdown().await.map_err(|e| match e.downcast::<object_store::Error>() {
+            Ok(e) => self.explain(&format!("uploading {key}"), e),
+            Err(e) => CloudError::Storage { uri: self.uri.to_string(), message: format!("uploading {key}: {e}") },
+        })?;
+        Ok(n)
+    }
+
+    /// Whether object `key` exists (a HEAD).
+    pub async fn exists(&self, key: &str) -> Result<bool, CloudError> {
+        let path = self.path(key)?;
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.explain(&format!("looking for {key}"), e)),
+        }
+    }
+
+    /// Deletes object `key`; a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), CloudError> {
+        let path = self.path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.explain(&format!("deleting {key}"), e)),
+        }
+    }
+
+    /// Object `key`'s URI in the store's own scheme: `s3://b/p/k`,
+    /// `gs://b/p/k`, `https://<account>.blob.core.windows.net/<c>/p/k`
+    /// (what kaniko's `--context` takes).
+    pub fn object_uri(&self, key: &str) -> Result<String, CloudError> {
+        let path = self.path(key)?;
+        Ok(match &self.uri {
+            BuildContextStore::S3 { bucket, .. } => format!("s3://{bucket}/{path}"),
+            BuildContextStore::Gcs { bucket, .. } => format!("gs://{bucket}/{path}"),
+            BuildContextStore::AzureBlob { account, container, .. } => {
+                format!("https://{account}.blob.core.windows.net/{container}/{path}")
+            }
+        })
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes, CloudError> {
         let path = self.path(key)?;
         let r = self.store.get(&path).await.map_err(|e| match e {

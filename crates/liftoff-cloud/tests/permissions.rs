@@ -83,6 +83,15 @@ fn aws_policy_is_the_seeds_scoped_to_the_repository_and_bucket() {
 }
 
 #[test]
+fn kaniko_notes_the_build_pods_identity_and_the_cluster_grants() {
+    let p = permissions(&cfg("queues: [q]\nenvironment: {type: aws, region: eu-west-1}\n\
+         builder:\n  type: kaniko\n  destination: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/trainer\n  build-context-store: s3://my-bucket/ctx\n  namespace: builds\n  secret-name: aws-creds\n  secret-key: credentials\n"));
+    let note = p.notes.iter().find(|n| n.starts_with("kaniko:")).expect("a kaniko note");
+    assert!(note.contains("Secret aws-creds, key credentials") && note.contains("in namespace builds"), "{note}");
+    assert!(note.contains("pods/log (get)") && note.contains("configmaps (list, delete)"), "{note}");
+}
+
+#[test]
 fn gcp_permissions_and_role_are_the_seeds() {
     let p = permissions(&cfg("environment: {type: gcp, region: us-central1, project: my-project}\n\
          builder:\n  type: kaniko\n  destination: us-central1-docker.pkg.dev/my-project/my-repo/my-image\n  build-context-store: gs://my-bucket/ctx\n"));

@@ -25,7 +25,10 @@ mod yaml;
 
 pub use crate::image_ref::ImageRef;
 pub use agent::AgentConfig;
-pub use builder::{BuilderConfig, BuilderType, DEFAULT_BUILD_JOB_NAME, DEFAULT_KANIKO_IMAGE, KanikoSecret, Platform};
+pub use builder::{
+    BuilderConfig, BuilderType, DEFAULT_BUILD_DEADLINE_SECS, DEFAULT_BUILD_JOB_NAME, DEFAULT_KANIKO_IMAGE,
+    KanikoSecret, MAX_BUILD_JOB_NAME, Platform,
+};
 pub use environment::EnvironmentConfig;
 pub use image::ImageDestination;
 pub use issue::ConfigIssue;

@@ -147,8 +147,13 @@ fn builder_defaults() {
     let b = cfg("builder: {type: docker}\n").builder.unwrap();
     assert_eq!(b.builder_type, BuilderType::Docker);
     assert_eq!(b.build_job_name, "wandb-launch-container-build");
-    assert_eq!(b.kaniko_image, "gcr.io/kaniko-project/executor:v1.11.0");
+    assert_eq!(b.kaniko_image, liftoff_core::launch_config::DEFAULT_KANIKO_IMAGE);
+    assert!(b.kaniko_image.starts_with("ghcr.io/osscontainertools/kaniko:") && b.kaniko_image.contains("@sha256:"));
     assert_eq!((b.destination, b.platform, b.secret), (None, None, None));
+    assert_eq!(
+        (b.namespace, b.service_account, b.build_deadline, b.cache, b.cache_repo),
+        (None, None, 1800, true, None)
+    );
 }
 
 #[test]
@@ -552,6 +557,26 @@ fn build_job_name_is_a_kubernetes_name() {
 }
 
 #[test]
+fn kaniko_job_placement_deadline_and_cache() {
+    let b = cfg(&format!(
+        "{KANIKO}  namespace: builds\n  service-account: kaniko-builder\n  build-deadline: 600\n  cache: false\n  cache-repo: 1.dkr.ecr.us-east-1.amazonaws.com/r-cache\n"
+    ))
+    .builder
+    .unwrap();
+    assert_eq!(b.namespace.as_deref(), Some("builds"));
+    assert_eq!(b.service_account.as_deref(), Some("kaniko-builder"));
+    assert_eq!((b.build_deadline, b.cache), (600, false));
+    assert_eq!(b.cache_repo.as_deref(), Some("1.dkr.ecr.us-east-1.amazonaws.com/r-cache"));
+    one_error(&format!("{KANIKO}  namespace: Builds\n"), "builder.namespace", "kubernetes name");
+    one_error(&format!("{KANIKO}  service-account: 'a b'\n"), "builder.service-account", "kubernetes");
+    one_error(&format!("{KANIKO}  build-deadline: 10\n"), "builder.build-deadline", "60");
+    one_error(&format!("{KANIKO}  build-deadline: 100000\n"), "builder.build-deadline", "86400");
+    one_error(&format!("{KANIKO}  cache: maybe\n"), "builder.cache", "expected a boolean");
+    one_error(&format!("{KANIKO}  cache-repo: 'reg.io/r:v1'\n"), "builder.cache-repo", "without a tag");
+    one_error(&format!("{KANIKO}  build-job-name: {}\n", "a".repeat(31)), "builder.build-job-name", "at most 30");
+}
+
+#[test]
 fn kaniko_keys_on_other_builders_warn() {
     let r = check("queues: [q]\nbuilder: {type: docker, build-context-store: 's3://bucket/x'}\n");
     assert!(
@@ -566,6 +591,22 @@ fn kaniko_keys_on_other_builders_warn() {
         "builder: {type: noop, build-context-store: 'ftp://x'}\n",
         "builder.build-context-store",
         "must be s3://",
+    );
+}
+
+#[test]
+fn kaniko_config_gets_the_runners_safety_checks() {
+    one_error(
+        &format!("{KANIKO}  kaniko-config: {{spec: {{template: {{spec: {{hostNetwork: true}}}}}}}}\n"),
+        "builder.kaniko-config",
+        "hostNetwork",
+    );
+    one_error(
+        &format!(
+            "{KANIKO}  kaniko-config: {{spec: {{template: {{spec: {{containers: [{{securityContext: {{privileged: true}}}}]}}}}}}}}\n"
+        ),
+        "builder.kaniko-config",
+        "securityContext",
     );
 }
 
@@ -935,6 +976,11 @@ builder:
   secret-name: creds
   secret-key: credentials
   kaniko-image: gcr.io/kaniko-project/executor:v1.23.0
+  namespace: builds
+  service-account: image-builder
+  build-deadline: 900
+  cache: false
+  cache-repo: reg.example/cache
   kaniko-config: {metadata: {labels: {a: b}}}
   accelerator: {base_image: ubuntu:22.04}
 registry: {type: ecr, uri: 1.dkr.ecr.us-east-1.amazonaws.com/r}

@@ -5,10 +5,15 @@
 //! foreground propagation and the grace period; found again after an
 //! agent restart by the agent key's label, and left running on shutdown.
 
+mod cluster;
 mod manifest;
 mod monitor;
+mod watched_job;
 
-pub use manifest::labels;
+pub use cluster::{Cluster, ClusterSource};
+pub use manifest::{label_value, labels, restricted};
+pub use monitor::End;
+pub use watched_job::WatchedJob;
 
 use crate::lines::agent_line;
 use crate::remote_job::{CloudCommand, agent_digest, check_cloud_run};
@@ -20,9 +25,9 @@ use async_trait::async_trait;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 use liftoff_core::{ResourceType, Stage};
-use monitor::{End, LogSink};
+use monitor::LogSink;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,35 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OnceCell, mpsc, watch};
 use tokio::task::JoinHandle;
-
-/// Where the cluster is.
-#[derive(Clone, Debug)]
-pub enum ClusterSource {
-    /// kube's `Config::infer`: `KUBECONFIG` or `~/.kube/config` (current
-    /// context), else the in-cluster service account.
-    Infer,
-    /// A kubeconfig file (its current context).
-    Kubeconfig(PathBuf),
-}
-
-impl ClusterSource {
-    /// `Infer` when there is a cluster to infer: a kubeconfig or a pod's environment.
-    pub fn detect() -> Option<Self> {
-        if let Some(p) = std::env::var_os("LIFTOFF_KUBECONFIG") {
-            return Some(Self::Kubeconfig(p.into()));
-        }
-        let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
-        let found = std::env::var_os("KUBECONFIG").is_some()
-            || home.is_some_and(|h| h.exists())
-            || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-        found.then_some(Self::Infer)
-    }
-}
-
-struct Cluster {
-    client: Client,
-    namespace: String,
-}
 
 pub struct KubernetesRunner {
     source: ClusterSource,
@@ -73,25 +49,9 @@ impl KubernetesRunner {
     }
 
     async fn cluster(&self) -> Result<&Cluster, JobError> {
-        self.cluster
-            .get_or_try_init(|| async {
-                let config = match &self.source {
-                    ClusterSource::Infer => Config::infer().await.map_err(|e| e.to_string()),
-                    ClusterSource::Kubeconfig(p) => {
-                        let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                        Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                            .await
-                            .map_err(|e| format!("{}: {e}", p.display()))
-                    }
-                }?;
-                let namespace = config.default_namespace.clone();
-                let client = Client::try_from(config).map_err(|e| e.to_string())?;
-                Ok::<_, String>(Cluster { client, namespace })
-            })
-            .await
-            .map_err(|e| {
-                JobError::new(Stage::Agent, JobErrorCode::Engine, format!("cannot reach the Kubernetes cluster: {e}"))
-            })
+        self.cluster.get_or_try_init(|| self.source.connect()).await.map_err(|e| {
+            JobError::new(Stage::Agent, JobErrorCode::Engine, format!("cannot reach the Kubernetes cluster: {e}"))
+        })
     }
 }
 
@@ -120,7 +80,8 @@ fn spec_err(m: String) -> JobError {
     JobError::new(Stage::Agent, JobErrorCode::Spec, m)
 }
 
-fn kube_err(what: &str, e: kube::Error) -> String {
+/// A kube error in words, naming `what` failed (the API's code, reason and message).
+pub fn kube_err(what: &str, e: kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{what} ({} {}): {}", s.code, s.reason, s.message),
         other => format!("{what}: {other}"),
@@ -342,7 +303,8 @@ impl Runner for KubernetesRunner {
     }
 }
 
-async fn delete_secrets(client: &Client, ns: &str, job: &str) {
+/// Deletes the Secrets labelled with Job `job`'s name.
+pub async fn delete_secrets(client: &Client, ns: &str, job: &str) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let lp = ListParams::default().labels(&format!("{}={job}", labels::JOB));
     if let Ok(list) = secrets.list(&lp).await {
@@ -355,7 +317,7 @@ async fn delete_secrets(client: &Client, ns: &str, job: &str) {
 }
 
 /// Deletes the Job (foreground: its pods first, each with `grace`) and its Secrets.
-async fn delete_job(client: &Client, ns: &str, name: &str, grace: Duration) -> Result<(), String> {
+pub async fn delete_job(client: &Client, ns: &str, name: &str, grace: Duration) -> Result<(), String> {
     let grace = u32::try_from(grace.as_secs()).unwrap_or(u32::MAX);
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let dp = DeleteParams {
@@ -396,7 +358,7 @@ impl KubeRun {
         let (wtx, wrx) = mpsc::channel(16);
         let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-        let sink = LogSink { logs, stored: Arc::new(Mutex::new(stored)) };
+        let sink = LogSink { logs, stored: Arc::new(Mutex::new(stored)), stream: liftoff_core::api::LogStream::Stdout };
         let task = tokio::spawn(monitor::monitor(jobs, pods, name.clone(), sink, wtx, tx));
         Self { client, namespace, name, end, task: Some(task), warnings: Some(wrx), stopping: false }
     }

@@ -84,6 +84,22 @@ fn aws_to_test_registry(registry: &str, store: &str) -> String {
     )
 }
 
+/// The Kubernetes API fake, served by a runtime of its own while the test
+/// runs the binary; its kubeconfig written in `dir`: the env pair to give.
+fn kube_fake(dir: &Path) -> (tokio::runtime::Runtime, (&'static str, String)) {
+    use liftoff_testkit::fakes::kubernetes::{KubeFake, KubeFakeOptions};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(KubeFake::start(KubeFakeOptions::default())).unwrap();
+    let file = dir.join("kubeconfig");
+    std::fs::write(&file, fake.kubeconfig()).unwrap();
+    // served until the runtime is dropped
+    rt.spawn(async move {
+        let _fake = fake;
+        std::future::pending::<()>().await
+    });
+    (rt, ("LIFTOFF_KUBECONFIG", file.display().to_string()))
+}
+
 #[test]
 fn good_aws_setup_passes_every_check() {
     let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
@@ -93,6 +109,8 @@ fn good_aws_setup_passes_every_check() {
     let config = aws_to_test_registry(&registry, &format!("s3://liftoff-test/doctor-{}", unique()));
     let mut env = moto_env(&endpoint);
     env.push(login);
+    let (_kube, kubeconfig) = kube_fake(dir.path());
+    env.push(kubeconfig.clone());
     let (out, text) = run(dir.path(), &config, &env, &[]);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("FAIL"), "{text}");
@@ -104,6 +122,8 @@ fn good_aws_setup_passes_every_check() {
     );
     assert!(creds.contains("from environment variables"), "{text}");
     assert!(line(&text, "build-context store").starts_with("PASS"), "{text}");
+    let builder = line(&text, "builder");
+    assert!(builder.starts_with("PASS") && builder.contains("lists Jobs in namespace default"), "{text}");
     let reg = line(&text, "registry");
     assert!(reg.starts_with("PASS") && reg.contains("accepts pushes") && reg.contains("config.json"), "{text}");
     let regions = line(&text, "regions");
@@ -116,6 +136,21 @@ fn good_aws_setup_passes_every_check() {
     let names: Vec<&str> = v["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["config", "credentials", "build-context store", "builder", "registry", "regions"]);
     assert!(v["checks"].as_array().unwrap().iter().all(|c| c["status"] == "pass" || c["status"] == "skip"), "{v:#}");
+}
+
+/// kaniko with no cluster to be found: the builder check fails and says how to give one.
+#[test]
+fn kaniko_without_a_cluster_fails_the_builder_check() {
+    let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = aws_to_test_registry("127.0.0.1:9", "s3://liftoff-test/ctx");
+    let mut env = moto_env(&endpoint);
+    env.push(("KUBECONFIG", String::new()));
+    let (out, text) = run(dir.path(), &config, &env, &[]);
+    assert!(!out.status.success(), "{text}");
+    let builder = line(&text, "builder");
+    assert!(builder.starts_with("FAIL") && builder.contains("no cluster was found"), "{text}");
+    assert!(text.contains("LIFTOFF_KUBECONFIG"), "{text}");
 }
 
 #[test]
@@ -242,7 +277,10 @@ async fn gcp_setup_shows_where_project_and_region_come_from() {
         ("STORAGE_EMULATOR_HOST", fake.base_url.clone()),
         ("GOOGLE_CLOUD_REGION", "us-central1".to_string()),
         ("CLOUDSDK_CONFIG", dir.path().join("gcloud").display().to_string()),
+        ("LIFTOFF_KUBECONFIG", dir.path().join("kubeconfig").display().to_string()),
     ];
+    let kube = liftoff_testkit::fakes::kubernetes::KubeFake::start(Default::default()).await.unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), kube.kubeconfig()).unwrap();
     let path = dir.path().to_path_buf();
     let (out, text) = tokio::task::spawn_blocking(move || run(&path, config, &env, &[])).await.unwrap();
     // Artifact Registry itself cannot be reached from here: that check, and only it, fails
@@ -258,6 +296,7 @@ async fn gcp_setup_shows_where_project_and_region_come_from() {
     assert!(creds.contains("project my-project (from the service account key's project_id"), "{text}");
     assert!(creds.contains("region us-central1 (from GOOGLE_CLOUD_REGION)"), "{text}");
     assert!(line(&text, "build-context store").starts_with("PASS"), "{text}");
+    assert!(line(&text, "builder").starts_with("PASS"), "{text}");
     assert!(line(&text, "regions").starts_with("PASS"), "{text}");
     assert!(!fake.state.issued.lock().unwrap().is_empty());
     assert!(fake.state.refused.lock().unwrap().is_empty());
@@ -360,7 +399,10 @@ async fn doctor_calls_each_cloud_runners_service_with_the_agents_credentials() {
         ("LIFTOFF_VERTEX_ENDPOINT", vx.url.clone()),
         ("LIFTOFF_LOGGING_ENDPOINT", vx.url.clone()),
         ("CLOUDSDK_CONFIG", dir.path().join("gcloud").display().to_string()),
+        ("LIFTOFF_KUBECONFIG", dir.path().join("kubeconfig").display().to_string()),
     ];
+    let kube = liftoff_testkit::fakes::kubernetes::KubeFake::start(Default::default()).await.unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), kube.kubeconfig()).unwrap();
     let path = dir.path().to_path_buf();
     let (out, text) =
         tokio::task::spawn_blocking(move || run(&path, gcp, &env, &["--runner", "vertex"])).await.unwrap();

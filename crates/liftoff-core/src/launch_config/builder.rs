@@ -2,7 +2,7 @@
 
 use super::image::ImageDestination;
 use super::keys::{BASE_IMAGE_KEYS, BUILDER_KEYS, key_named};
-use super::reader::{Issues, is_null, join, known_entries, mapping, shaped_choice, word};
+use super::reader::{Issues, flag, is_null, join, known_entries, mapping, shaped_choice, shaped_integer, word};
 use super::store::BuildContextStore;
 use super::yaml::{Entry, Node};
 use crate::image_ref::ImageRef;
@@ -10,8 +10,17 @@ use serde::Serialize;
 
 /// The reference's name prefix for kaniko build Jobs, kept so existing clusters' RBAC and dashboards still match.
 pub const DEFAULT_BUILD_JOB_NAME: &str = "wandb-launch-container-build";
-/// The kaniko executor the reference actually runs (its schema says `:latest`; the pinned one is what is used).
-pub const DEFAULT_KANIKO_IMAGE: &str = "gcr.io/kaniko-project/executor:v1.11.0";
+/// The kaniko executor: osscontainertools' fork (upstream Kaniko was archived
+/// in June 2025; this fork is maintained, fixes cache bugs and publishes
+/// images), v1.28.2 pinned by its index digest (see docs/kubernetes.md).
+pub const DEFAULT_KANIKO_IMAGE: &str =
+    "ghcr.io/osscontainertools/kaniko:v1.28.2@sha256:4ea0e7301e3f6806de15150e4982c73018351e28c1dca6947bd3b4afb5ae3c60";
+/// `build-deadline`'s default: the reference's `activeDeadlineSeconds`.
+pub const DEFAULT_BUILD_DEADLINE_SECS: u32 = 1800;
+/// `build-job-name`'s longest: the Job is `<prefix>-<content tag>`, the
+/// longest tag (`lf-deps-<24 hex>`) is 32 characters, and a Job name
+/// (which its pods carry as the `job-name` label) at most 63.
+pub const MAX_BUILD_JOB_NAME: usize = 30;
 
 /// Which builder turns git and code jobs into images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -68,6 +77,16 @@ pub struct BuilderConfig {
     pub kaniko_image: String,
     /// Base Job manifest (a JSON object).
     pub kaniko_config: Option<serde_json::Value>,
+    /// `namespace`: where build Jobs go (`None`: the cluster connection's namespace).
+    pub namespace: Option<String>,
+    /// `service-account`: the build pods' (`None`: the namespace's `default`).
+    pub service_account: Option<String>,
+    /// `build-deadline`, seconds.
+    pub build_deadline: u32,
+    /// `cache`: kaniko's layer cache in the registry.
+    pub cache: bool,
+    /// `cache-repo` (`None`: `<destination>/cache`).
+    pub cache_repo: Option<String>,
     /// `accelerator.base_image` (or the legacy `cuda.base_image`).
     pub accelerator_base_image: Option<String>,
 }
@@ -97,6 +116,11 @@ pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<BuilderCo
         secret: None,
         kaniko_image: DEFAULT_KANIKO_IMAGE.to_string(),
         kaniko_config: None,
+        namespace: None,
+        service_account: None,
+        build_deadline: DEFAULT_BUILD_DEADLINE_SECS,
+        cache: true,
+        cache_repo: None,
         accelerator_base_image: None,
     };
     let (mut secret_name, mut secret_key) = (None, None);
@@ -119,7 +143,7 @@ pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<BuilderCo
             }
             "build-job-name" => {
                 if let Some(s) = word(is, &p, v) {
-                    match check_k8s_label(&s) {
+                    match check_k8s_label(&s).and_then(|()| check_job_prefix(&s)) {
                         Ok(()) => cfg.build_job_name = s,
                         Err(m) => is.error_at(&p, v, m),
                     }
@@ -133,6 +157,37 @@ pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<BuilderCo
                 secret_key = word(is, &p, v)
                     .and_then(|s| check_secret_key(&s).map_err(|m| is.error_at(&p, v, m)).ok().map(|()| s));
             }
+            "namespace" => {
+                cfg.namespace = word(is, &p, v)
+                    .and_then(|s| check_k8s_label(&s).map_err(|m| is.error_at(&p, v, m)).ok().map(|()| s));
+            }
+            "service-account" => {
+                cfg.service_account = word(is, &p, v)
+                    .and_then(|s| check_k8s_subdomain(&s).map_err(|m| is.error_at(&p, v, m)).ok().map(|()| s));
+            }
+            "build-deadline" => {
+                if let Some(n) = shaped_integer(is, &p, v, k) {
+                    cfg.build_deadline = u32::try_from(n).unwrap_or(DEFAULT_BUILD_DEADLINE_SECS);
+                }
+            }
+            "cache" => {
+                if let Some(b) = flag(is, &p, v) {
+                    cfg.cache = b;
+                }
+            }
+            "cache-repo" => {
+                cfg.cache_repo = word(is, &p, v).and_then(|s| match ImageRef::parse(&s) {
+                    Ok(r) if r.tag.is_none() && r.digest.is_none() => Some(s),
+                    Ok(_) => {
+                        is.error_at(&p, v, "a repository without a tag or digest (kaniko adds its own tags)");
+                        None
+                    }
+                    Err(m) => {
+                        is.error_at(&p, v, m);
+                        None
+                    }
+                });
+            }
             "kaniko-image" => {
                 if let Some(s) = word(is, &p, v) {
                     match ImageRef::parse(&s) {
@@ -142,7 +197,11 @@ pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<BuilderCo
                 }
             }
             "kaniko-config" => match &v.value {
-                super::yaml::Value::Map(_) => cfg.kaniko_config = Some(v.to_json()),
+                // the build pod's safety is Liftoff's: the runner's checks apply
+                super::yaml::Value::Map(_) => match crate::kube_args::check(&v.to_json(), false) {
+                    Ok(()) => cfg.kaniko_config = Some(v.to_json()),
+                    Err(problems) => is.error_at(&p, v, problems.join("; ")),
+                },
                 _ => is.error_at(&p, v, "expected a mapping (a Kubernetes Job manifest)"),
             },
             "accelerator" | "cuda" => {
@@ -178,6 +237,11 @@ pub(crate) fn read(is: &mut Issues, path: &str, node: &Node) -> Option<BuilderCo
         cfg.secret = None;
         cfg.kaniko_image = DEFAULT_KANIKO_IMAGE.to_string();
         cfg.kaniko_config = None;
+        cfg.namespace = None;
+        cfg.service_account = None;
+        cfg.build_deadline = DEFAULT_BUILD_DEADLINE_SECS;
+        cfg.cache = true;
+        cfg.cache_repo = None;
     }
     if builder_type == Some(BuilderType::Kaniko) && !present("build-context-store") {
         is.missing(
@@ -215,6 +279,18 @@ fn check_k8s_label(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err("must be a kubernetes name: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit".into())
+    }
+}
+
+/// A build Job's name prefix: short enough for `<prefix>-<content tag>`.
+fn check_job_prefix(s: &str) -> Result<(), String> {
+    if s.len() <= MAX_BUILD_JOB_NAME {
+        Ok(())
+    } else {
+        Err(format!(
+            "at most {MAX_BUILD_JOB_NAME} characters (this is {}): build Jobs are named <build-job-name>-<content tag>, and a Job name at most 63",
+            s.len()
+        ))
     }
 }
 

@@ -102,6 +102,8 @@ pub(crate) const AGENT_KEYS: &[Key] = &[
 ];
 
 const KANIKO: &[&str] = &["kaniko"];
+/// [`super::DEFAULT_KANIKO_IMAGE`] as JSON text (the key table's defaults are JSON; a test keeps them equal).
+pub(crate) const DEFAULT_KANIKO_IMAGE_JSON: &str = "\"ghcr.io/osscontainertools/kaniko:v1.28.2@sha256:4ea0e7301e3f6806de15150e4982c73018351e28c1dca6947bd3b4afb5ae3c60\"";
 
 pub(crate) const BUILDER_KEYS: &[Key] = &[
     key(
@@ -115,14 +117,32 @@ pub(crate) const BUILDER_KEYS: &[Key] = &[
     key("build-context-store", Shape::Text, "s3://, gs:// or https://<account>.blob.core.windows.net/<container> URI.")
         .used_by(KANIKO)
         .required_by(KANIKO),
-    key("build-job-name", Shape::Text, "Name prefix of the Kubernetes build Jobs.")
-        .default("\"wandb-launch-container-build\"")
+    key(
+        "build-job-name",
+        Shape::Text,
+        "Name prefix of the Kubernetes build Jobs (`<prefix>-<content tag>`; at most 30).",
+    )
+    .default("\"wandb-launch-container-build\"")
+    .used_by(KANIKO),
+    key("namespace", Shape::Text, "Namespace of the build Jobs (default: the agent's kubeconfig context's or pod's).")
+        .used_by(KANIKO),
+    key("service-account", Shape::Text, "Service account of the build pods (default: the namespace's `default`).")
+        .used_by(KANIKO),
+    key("build-deadline", Shape::Integer { min: 60, max: 86_400 }, "Seconds a build Job may run before it is failed.")
+        .default("1800")
+        .used_by(KANIKO),
+    key("cache", Shape::Flag, "Kaniko's layer cache in the registry (`--cache`).").default("true").used_by(KANIKO),
+    key("cache-repo", Shape::Text, "Repository of kaniko's layer cache (default: `<destination>/cache`).")
         .used_by(KANIKO),
     key("secret-name", Shape::Text, "Kubernetes secret holding cloud credentials (with secret-key).").used_by(KANIKO),
     key("secret-key", Shape::Text, "Key of the credentials file in that secret (with secret-name).").used_by(KANIKO),
-    key("kaniko-image", Shape::Text, "Kaniko executor image.")
-        .default("\"gcr.io/kaniko-project/executor:v1.11.0\"")
-        .used_by(KANIKO),
+    key(
+        "kaniko-image",
+        Shape::Text,
+        "Kaniko executor image (default: osscontainertools' maintained fork, pinned by digest).",
+    )
+    .default(DEFAULT_KANIKO_IMAGE_JSON)
+    .used_by(KANIKO),
     key("kaniko-config", Shape::Mapping, "Base Kubernetes Job manifest for the build.").used_by(KANIKO),
     key("accelerator", Shape::Block(BASE_IMAGE_KEYS), "Base image for accelerator (GPU) builds."),
     key("cuda", Shape::Block(BASE_IMAGE_KEYS), "Legacy name of `accelerator`."),
@@ -152,3 +172,11 @@ pub(crate) const REGISTRY_KEYS: &[Key] = &[
     key("repository", Shape::Text, "Repository name, instead of `uri` (ecr, gcr).").used_by(&["ecr", "gcr"]),
     key("image-name", Shape::Text, "Image name within the repository, with `repository` (gcr).").used_by(&["gcr"]),
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kaniko_image_default_is_the_constant() {
+        assert_eq!(super::DEFAULT_KANIKO_IMAGE_JSON, format!("\"{}\"", super::super::DEFAULT_KANIKO_IMAGE));
+    }
+}

@@ -126,6 +126,8 @@ where
 pub struct LogSink {
     pub logs: LogSender,
     pub stored: Arc<Mutex<StoredOutput>>,
+    /// The stream the pods' lines go to: `stdout` for a run, `build` for a build Job.
+    pub stream: LogStream,
 }
 
 /// Longest a finished run waits for its log streams to drain.
@@ -377,9 +379,9 @@ async fn stream_logs(pods: Api<Pod>, pod: String, container: String, prefix: Str
 }
 
 async fn send(sink: &LogSink, line: String) -> bool {
-    let pass = sink.stored.lock().unwrap().pass(LogStream::Stdout, line);
+    let pass = sink.stored.lock().unwrap().pass(sink.stream, line);
     match pass {
-        Some(l) => sink.logs.send((LogStream::Stdout, l)).await.is_ok(),
+        Some(l) => sink.logs.send((sink.stream, l)).await.is_ok(),
         None => true,
     }
 }

@@ -2,7 +2,7 @@
 //! `liftoff_testkit::fakes::kubernetes` and the crate's README).
 
 use clap::Parser;
-use liftoff_testkit::fakes::kubernetes::{KubeFake, KubeFakeOptions};
+use liftoff_testkit::fakes::kubernetes::{KanikoRig, KubeFake, KubeFakeOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,6 +33,16 @@ struct Args {
     /// Run every pod by itself: Running at once, a line, Succeeded after SECS.
     #[arg(long, value_name = "SECS")]
     auto: Option<u64>,
+    /// Build kaniko Jobs on this Docker engine (`unix:///...`) and push them
+    /// to their `--destination`, the context read from its object store.
+    #[arg(long, value_name = "URL")]
+    docker_host: Option<String>,
+    /// The S3 endpoint (moto) for kaniko contexts of pods without `S3_ENDPOINT`.
+    #[arg(long, value_name = "URL", requires = "docker_host")]
+    s3_endpoint: Option<String>,
+    /// Read Azure Blob kaniko contexts from azurite (127.0.0.1:10000).
+    #[arg(long, requires = "docker_host")]
+    azurite: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -41,6 +51,12 @@ async fn main() -> std::io::Result<()> {
     let fake = KubeFake::start(KubeFakeOptions {
         listen: a.listen,
         auto_complete: a.auto.map(Duration::from_secs),
+        kaniko: a.docker_host.map(|docker_host| KanikoRig {
+            docker_host,
+            s3_endpoint: a.s3_endpoint,
+            azurite: a.azurite,
+            gate: None,
+        }),
         ..KubeFakeOptions::default()
     })
     .await?;

@@ -39,6 +39,10 @@
 
 #![expect(clippy::result_large_err, reason = "a refusal is the Response the handler sends, built where it is found")]
 
+mod kaniko;
+
+pub use kaniko::KanikoRig;
+
 use super::changes::Changes;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -62,11 +66,18 @@ pub struct KubeFakeOptions {
     pub pod_kill_delay: Duration,
     /// `Some(d)`: every pod runs at once, writes a line, and succeeds after `d`.
     pub auto_complete: Option<Duration>,
+    /// `Some`: kaniko Jobs really build (see `kubernetes/kaniko.rs`).
+    pub kaniko: Option<KanikoRig>,
 }
 
 impl Default for KubeFakeOptions {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:0".into(), pod_kill_delay: Duration::from_millis(100), auto_complete: None }
+        Self {
+            listen: "127.0.0.1:0".into(),
+            pod_kill_delay: Duration::from_millis(100),
+            auto_complete: None,
+            kaniko: None,
+        }
     }
 }
 
@@ -903,8 +914,21 @@ impl Shared {
         }
         drop(s);
         self.changed.bump();
-        if let (Some(pod), Some(_)) = (started, self.opts.auto_complete) {
-            let _ = self.set_pod(ns, &pod, PodState::Running);
+        if let (Some(_), Some(secs)) = (&started, created["spec"]["activeDeadlineSeconds"].as_u64()) {
+            let (me, ns, name) = (self.clone(), ns.to_string(), created["metadata"]["name"].clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                me.deadline_exceeded(&ns, name.as_str().unwrap_or_default());
+            });
+        }
+        match (started, &self.opts.kaniko) {
+            (Some(pod), Some(rig)) if kaniko::is_kaniko(&created) => {
+                kaniko::start(self, rig.clone(), ns.to_string(), pod, created.clone());
+            }
+            (Some(pod), _) if self.opts.auto_complete.is_some() => {
+                let _ = self.set_pod(ns, &pod, PodState::Running);
+            }
+            _ => {}
         }
         Ok((StatusCode::CREATED, axum::Json(created)).into_response())
     }
@@ -1024,6 +1048,41 @@ impl Shared {
             _ => return,
         }
         Self::put(s, &Res::jobs(), ns, "MODIFIED", job);
+    }
+
+    /// The Job controller at `activeDeadlineSeconds`: a Job still running
+    /// fails (`DeadlineExceeded`) and its running or pending pods are killed.
+    fn deadline_exceeded(&self, ns: &str, name: &str) {
+        let mut s = self.store.lock().unwrap();
+        let Some(mut job) = s.objects.get(&(Res::jobs(), ns.to_string(), name.to_string())).cloned() else { return };
+        if job["status"]["conditions"].is_array() {
+            return;
+        }
+        let message = "Job was active longer than specified deadline";
+        job["status"]["conditions"] = json!([
+            condition("FailureTarget", "DeadlineExceeded", message),
+            condition("Failed", "DeadlineExceeded", message)
+        ]);
+        let pods: Vec<Value> = s
+            .objects
+            .iter()
+            .filter(|((r, n, _), p)| {
+                *r == Res::pods()
+                    && n == ns
+                    && p["metadata"]["labels"]["job-name"] == name
+                    && matches!(p["status"]["phase"].as_str(), Some("Pending" | "Running"))
+            })
+            .map(|(_, p)| p.clone())
+            .collect();
+        job["status"]["active"] = json!(0);
+        job["status"]["failed"] = json!(job["status"]["failed"].as_i64().unwrap_or(0) + pods.len() as i64);
+        Self::put(&mut s, &Res::jobs(), ns, "MODIFIED", job);
+        for mut p in pods {
+            apply_pod_state(&mut p, &PodState::Failed { exit_code: 137, reason: "DeadlineExceeded".into() });
+            Self::put(&mut s, &Res::pods(), ns, "MODIFIED", p);
+        }
+        drop(s);
+        self.changed.bump();
     }
 
     fn emit(&self, ns: &str, pod: &str, container: Option<&str>, lines: Vec<String>) -> Result<(), String> {

@@ -354,7 +354,7 @@ async fn check_builder(cfg: &AgentConfig, docker_host: Option<&str>) -> Check {
     match cfg.builder.as_ref().map(|b| b.builder_type) {
         None => skip(NAME, "no builder block: code and git jobs need a base_image"),
         Some(BuilderType::Noop) => skip(NAME, "noop builds nothing"),
-        Some(BuilderType::Kaniko) => skip(NAME, "kaniko builds in Kubernetes, which doctor does not check yet"),
+        Some(BuilderType::Kaniko) => check_kaniko_cluster(cfg).await,
         Some(BuilderType::Docker) => {
             let host = docker_host
                 .map(str::to_string)
@@ -369,6 +369,34 @@ async fn check_builder(cfg: &AgentConfig, docker_host: Option<&str>) -> Check {
                 ),
             }
         }
+    }
+}
+
+/// kaniko's cluster answers and lists Jobs in the build namespace (its
+/// store and registry have checks of their own; RBAC is not checked here).
+async fn check_kaniko_cluster(cfg: &AgentConfig) -> Check {
+    const NAME: &str = "builder";
+    let b = cfg.builder.as_ref();
+    let Some(source) = liftoff_run::kubernetes::ClusterSource::detect() else {
+        return fail(
+            NAME,
+            "kaniko builds in Kubernetes, and no cluster was found",
+            "set LIFTOFF_KUBECONFIG or KUBECONFIG, or run the agent in a pod with a service account",
+        );
+    };
+    match liftoff_build::kaniko::check_cluster(&source, b.and_then(|b| b.namespace.as_deref())).await {
+        Ok(ns) => pass(
+            NAME,
+            format!(
+                "the cluster answers and lists Jobs in namespace {ns}; kaniko image {}",
+                b.map_or("", |b| b.kaniko_image.as_str())
+            ),
+        ),
+        Err(e) => fail(
+            NAME,
+            e,
+            "check the kubeconfig's context, and that the agent's identity may list, create and delete Jobs in the build namespace",
+        ),
     }
 }
 
