@@ -27,10 +27,13 @@ pub struct RbacRule {
 /// with a grace period on stop), their logs, and the Secret holding a run's
 /// key and registry login (created before the Job, deleted after it).
 pub const NAMESPACED_RULES: &[RbacRule] = &[
-    RbacRule { api_group: "batch", resources: &["jobs"], verbs: &["create", "delete", "list", "watch"] },
+    RbacRule { api_group: "batch", resources: &["jobs"], verbs: &["create", "delete", "get", "list", "watch"] },
     RbacRule { api_group: "", resources: &["pods"], verbs: &["delete", "list", "watch"] },
     RbacRule { api_group: "", resources: &["pods/log"], verbs: &["get"] },
     RbacRule { api_group: "", resources: &["secrets"], verbs: &["create", "delete", "list"] },
+    // the kaniko builder: a build Job left by an earlier try is looked up
+    // (jobs get, above) and the ConfigMaps of a build are removed with it
+    RbacRule { api_group: "", resources: &["configmaps"], verbs: &["delete", "list"] },
 ];
 
 /// Cluster-wide: after a restart the agent finds its Jobs in any namespace.

@@ -252,7 +252,9 @@ pub fn permissions_with_runners(cfg: &AgentConfig, runners: &[ResourceType]) -> 
     {
         let ns = b.namespace.as_deref().unwrap_or("<the kubeconfig context's namespace>");
         p.notes.push(format!(
-            "kaniko: the build pods' identity ({}) needs to read the context objects and push to the destination              and its cache repository; in namespace {ns} the agent needs jobs (create, get, list, watch, delete),              pods (get, list, watch, delete), pods/log (get), secrets (create, list, delete) and configmaps (list, delete)",
+            "kaniko: the build pods' identity ({}) needs to read the context objects and push to the destination \
+             and its cache repository; in namespace {ns} the agent needs the Role `liftoff permissions --runner kubernetes` \
+             prints (jobs, pods, pods/log, secrets, configmaps)",
             match (&b.service_account, &b.secret) {
                 (_, Some(s)) => format!("the credentials in Secret {}, key {}", s.name, s.key),
                 (Some(sa), None) => format!("service account {sa} through workload identity"),

@@ -88,7 +88,7 @@ fn kaniko_notes_the_build_pods_identity_and_the_cluster_grants() {
          builder:\n  type: kaniko\n  destination: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/trainer\n  build-context-store: s3://my-bucket/ctx\n  namespace: builds\n  secret-name: aws-creds\n  secret-key: credentials\n"));
     let note = p.notes.iter().find(|n| n.starts_with("kaniko:")).expect("a kaniko note");
     assert!(note.contains("Secret aws-creds, key credentials") && note.contains("in namespace builds"), "{note}");
-    assert!(note.contains("pods/log (get)") && note.contains("configmaps (list, delete)"), "{note}");
+    assert!(note.contains("the Role `liftoff permissions --runner kubernetes`") && note.contains("configmaps"), "{note}");
 }
 
 #[test]
@@ -184,10 +184,11 @@ fn kubernetes_runner_adds_the_role_and_the_adoption_cluster_role() {
     assert_eq!(
         rules,
         vec![
-            ("batch".into(), "jobs".into(), s(&["create", "delete", "list", "watch"])),
+            ("batch".into(), "jobs".into(), s(&["create", "delete", "get", "list", "watch"])),
             ("".into(), "pods".into(), s(&["delete", "list", "watch"])),
             ("".into(), "pods/log".into(), s(&["get"])),
             ("".into(), "secrets".into(), s(&["create", "delete", "list"])),
+            ("".into(), "configmaps".into(), s(&["delete", "list"])),
         ]
     );
     assert_eq!(cluster["kind"], "ClusterRole");
