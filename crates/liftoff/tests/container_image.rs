@@ -60,6 +60,7 @@ async fn image_builds_on_a_given_base_and_runs_liftoff() {
     let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/Dockerfile");
     std::fs::copy(&dockerfile, context.join("Dockerfile")).expect("deploy/Dockerfile exists");
     std::fs::copy(env!("CARGO_BIN_EXE_liftoff"), context.join("liftoff")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_liftoff-supervisor"), context.join("liftoff-supervisor")).unwrap();
 
     let tag = format!("liftoff-test/liftoff:{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
     let guard = Cleanup {
@@ -84,6 +85,20 @@ async fn image_builds_on_a_given_base_and_runs_liftoff() {
         docker(&host, &config, &["run", "--rm", "--network", "none", &tag, "--version"]),
     );
     assert_eq!(version.trim(), format!("liftoff {}", env!("CARGO_PKG_VERSION")));
+    // the agent's local runs are supervised by the small binary beside it
+    let supervised = ok(
+        "liftoff-supervisor in the image",
+        docker(
+            &host,
+            &config,
+            &[
+                "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", &tag, "-c",
+                // the shell plays the agent, the supervisor's parent (`; :` keeps it from exec'ing)
+                "liftoff-supervisor __supervise --agent-pid $$ -- echo supervised; :",
+            ],
+        ),
+    );
+    assert_eq!(supervised.trim(), "supervised");
 
     let user =
         ok("docker image inspect", docker(&host, &config, &["image", "inspect", "-f", "{{.Config.User}}", &tag]));
