@@ -304,9 +304,14 @@ async fn drive(
             warn(client, item, &logs, Stage::Agent, w).await;
         }
         if plan.needs_source {
-            let fetched = materialize(client, &opts.blobs, &spec.source, &dir, opts.allow_http_git).await.map_err(|e| {
-                JobError::new(Stage::Agent, JobErrorCode::SourceFetch, format!("failed to prepare the source: {e:#}"))
-            })?;
+            let fetched =
+                materialize(client, &opts.blobs, &spec.source, &dir, opts.allow_http_git).await.map_err(|e| {
+                    JobError::new(
+                        Stage::Agent,
+                        JobErrorCode::SourceFetch,
+                        format!("failed to prepare the source: {e:#}"),
+                    )
+                })?;
             agent_line(&logs, format!("liftoff agent: {fetched}")).await;
         }
         let built = match (&opts.build, will_build) {

@@ -24,16 +24,12 @@ async fn download(client: &Client, digest: &str) -> Result<bytes::Bytes, liftoff
 
 /// Blob `digest` from `cache`, else downloaded, checked against its digest
 /// and kept there; whether it came from the cache.
-async fn fetch(
-    client: &Client,
-    cache: &BlobCache,
-    digest: &str,
-    what: &str,
-) -> anyhow::Result<(bytes::Bytes, bool)> {
+async fn fetch(client: &Client, cache: &BlobCache, digest: &str, what: &str) -> anyhow::Result<(bytes::Bytes, bool)> {
     if let Some(bytes) = cache.get(digest) {
         return Ok((bytes, true));
     }
-    let bytes = download(client, digest).await.map_err(|e| anyhow::anyhow!("failed to download {what} {digest}: {e}"))?;
+    let bytes =
+        download(client, digest).await.map_err(|e| anyhow::anyhow!("failed to download {what} {digest}: {e}"))?;
     let actual = sha256_digest(&bytes);
     anyhow::ensure!(actual == digest, "{what} digest mismatch: expected {digest}, got {actual}");
     cache.put(digest, bytes.clone());

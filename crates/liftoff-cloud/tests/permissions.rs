@@ -88,7 +88,10 @@ fn kaniko_notes_the_build_pods_identity_and_the_cluster_grants() {
          builder:\n  type: kaniko\n  destination: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/trainer\n  build-context-store: s3://my-bucket/ctx\n  namespace: builds\n  secret-name: aws-creds\n  secret-key: credentials\n"));
     let note = p.notes.iter().find(|n| n.starts_with("kaniko:")).expect("a kaniko note");
     assert!(note.contains("Secret aws-creds, key credentials") && note.contains("in namespace builds"), "{note}");
-    assert!(note.contains("the Role `liftoff permissions --runner kubernetes`") && note.contains("configmaps"), "{note}");
+    assert!(
+        note.contains("the Role `liftoff permissions --runner kubernetes`") && note.contains("configmaps"),
+        "{note}"
+    );
 }
 
 #[test]

@@ -103,7 +103,9 @@ fn parse(args: &[OsString]) -> Result<Parsed, String> {
         };
         let number = |v: &str| v.parse::<u32>().map_err(|_| format!("{name}: '{v}' is not a number"));
         match name {
-            "--agent-pid" => agent_pid = Some(value.parse::<i32>().map_err(|_| format!("{name}: '{value}' is not a pid"))?),
+            "--agent-pid" => {
+                agent_pid = Some(value.parse::<i32>().map_err(|_| format!("{name}: '{value}' is not a pid"))?)
+            }
             "--uid" => uid = Some(number(&value)?),
             "--gid" => gid = Some(number(&value)?),
             _ => return Err(format!("unknown option {name}")),
@@ -363,9 +365,15 @@ mod tests {
         assert_eq!(parse(&os(&["--uid=1", "--gid=2", "--", "id"])).unwrap().user, Some((1, 2)));
         assert_eq!(parse(&os(&["--agent-pid", "7", "--", "true"])).unwrap().user, None);
         assert_eq!(parse(&os(&["--agent-pid", "x", "--", "true"])), Err("--agent-pid: 'x' is not a pid".into()));
-        assert_eq!(parse(&os(&["--agent-pid", "7", "--uid", "1", "--", "true"])), Err("--uid and --gid go together".into()));
+        assert_eq!(
+            parse(&os(&["--agent-pid", "7", "--uid", "1", "--", "true"])),
+            Err("--uid and --gid go together".into())
+        );
         assert_eq!(parse(&os(&["--agent-pid", "7", "--"])), Err("nothing to run: the command is empty".into()));
-        assert_eq!(parse(&os(&["--agent-pid", "7", "true"])), Err("expected an option or `--` before the command, found 'true'".into()));
+        assert_eq!(
+            parse(&os(&["--agent-pid", "7", "true"])),
+            Err("expected an option or `--` before the command, found 'true'".into())
+        );
         assert_eq!(parse(&os(&["--agent-pid"])), Err("--agent-pid needs a value".into()));
         assert_eq!(parse(&os(&["--user", "x", "--", "true"])), Err("unknown option --user".into()));
         assert_eq!(main(&os(&["liftoff", "server"])), None, "not the supervisor's: left to the caller");

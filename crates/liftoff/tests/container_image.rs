@@ -92,7 +92,14 @@ async fn image_builds_on_a_given_base_and_runs_liftoff() {
             &host,
             &config,
             &[
-                "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", &tag, "-c",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                "/bin/sh",
+                &tag,
+                "-c",
                 // the shell plays the agent, the supervisor's parent (`; :` keeps it from exec'ing)
                 "liftoff-supervisor __supervise --agent-pid $$ -- echo supervised; :",
             ],

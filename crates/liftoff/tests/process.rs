@@ -860,7 +860,14 @@ async fn a_local_run_is_supervised_by_the_small_supervisor_binary() {
     assert_eq!(ended.state, ItemState::Finished, "{:?}\n{out}", ended.reason);
     let small = Path::new(env!("CARGO_BIN_EXE_liftoff-supervisor")).canonicalize().unwrap();
     assert_eq!(out.lines().next(), Some(format!("parent {}", small.display()).as_str()), "{out}");
-    assert!(out.contains(&format!("args {} __supervise --agent-pid {} -- ", env!("CARGO_BIN_EXE_liftoff-supervisor"), agent.id())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "args {} __supervise --agent-pid {} -- ",
+            env!("CARGO_BIN_EXE_liftoff-supervisor"),
+            agent.id()
+        )),
+        "{out}"
+    );
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
     assert!(!log.contains("is not beside"), "no fallback warning: {log}");
     kill(Pid::from_raw(agent.id() as i32), Signal::SIGTERM).unwrap();

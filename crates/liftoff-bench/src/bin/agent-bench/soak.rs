@@ -64,7 +64,9 @@ pub async fn soak(
     }
     let key_file = dir.path().join("server0/admin.key");
     let key = std::fs::read_to_string(&key_file)
-        .with_context(|| format!("{} (the database must be empty: its admin key is made on first start)", key_file.display()))?
+        .with_context(|| {
+            format!("{} (the database must be empty: its admin key is made on first start)", key_file.display())
+        })?
         .trim()
         .to_string();
     let clients: Vec<Client> = urls.iter().map(|u| Client::new(u, &key, "default")).collect::<Result<_, _>>()?;
@@ -99,7 +101,13 @@ pub async fn soak(
         ..Default::default()
     };
     client
-        .create_job(&CreateJob { project: "default".into(), name: "mark".into(), source, aliases: vec![], runtime: None })
+        .create_job(&CreateJob {
+            project: "default".into(),
+            name: "mark".into(),
+            source,
+            aliases: vec![],
+            runtime: None,
+        })
         .await?;
     for n in 0..agents {
         let agent_key = client.create_key("agent").await?.secret;
@@ -131,7 +139,7 @@ pub async fn soak(
         let r = r?;
         run_ids.insert(r.item_id.clone(), r.run_id.clone());
         ids.push(r.item_id);
-        if ids.len() % 10_000 == 0 {
+        if ids.len().is_multiple_of(10_000) {
             println!("  enqueued {} in {:.0} s", ids.len(), t0.elapsed().as_secs_f64());
         }
     }
@@ -210,7 +218,11 @@ pub async fn soak(
     let last = views.iter().filter_map(|(i, _)| i.ended_at_ms).max().unwrap_or(0);
     let span = (last - first).max(1) as f64 / 1000.0;
     let p = |q: f64| lat.get(((lat.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(0);
-    println!("  enqueue: {items} items in {:.1} s ({:.0}/s)", enqueued.as_secs_f64(), items as f64 / enqueued.as_secs_f64());
+    println!(
+        "  enqueue: {items} items in {:.1} s ({:.0}/s)",
+        enqueued.as_secs_f64(),
+        items as f64 / enqueued.as_secs_f64()
+    );
     println!("  throughput: {:.0} runs/s ({items} runs, first enqueue to last end {span:.1} s)", items as f64 / span);
     println!(
         "  enqueue -> start, all items enqueued at once (server timestamps): p50 {} ms, p99 {} ms, max {} ms",
@@ -222,7 +234,9 @@ pub async fn soak(
         "  exactly once, from the job's side: {} distinct run ids written, {twice} written twice, {unknown} not launched, {missing} missing",
         seen.len()
     );
-    println!("  server side: {not_finished} not finished, {retried} retried after a lease expiry, {bad_log} whose stdout is not exactly its line");
+    println!(
+        "  server side: {not_finished} not finished, {retried} retried after a lease expiry, {bad_log} whose stdout is not exactly its line"
+    );
     for (n, (what, kib)) in rss.iter().enumerate().filter(|(_, (w, _))| w == "server") {
         println!("  {what} {n} resident memory at the end: {:.1} MiB", *kib as f64 / 1024.0);
     }
