@@ -267,6 +267,34 @@ fn cpu_seconds(pid: u32, ticks: f64) -> anyhow::Result<(f64, f64)> {
     Ok(((f[0] + f[1]) as f64 / ticks, (f[2] + f[3]) as f64 / ticks))
 }
 
+/// Packs the directory `code`, uploads it and makes it job `name` of
+/// project `default`, run as `entrypoint` (built from `dockerfile`, a path
+/// in `code`, when given).
+async fn code_job(
+    client: &Client,
+    code: &Path,
+    name: &str,
+    entrypoint: &[&str],
+    dockerfile: Option<&str>,
+) -> anyhow::Result<()> {
+    let gz = liftoff_archive::pack_dir(code)?;
+    let digest = liftoff_archive::sha256_digest(&gz);
+    client.upload_blob(&digest, gz).await?;
+    let source = JobSourceSpec {
+        code: Some(CodeSource {
+            digest,
+            entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
+            build_context: None,
+            dockerfile: dockerfile.map(str::to_string),
+            base_image: None,
+        }),
+        ..Default::default()
+    };
+    let job = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime: None };
+    client.create_job(&job).await?;
+    Ok(())
+}
+
 fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -314,28 +342,7 @@ async fn cpu(liftoff: &Path, runs: usize, jobs: usize, db: Option<String>) -> an
     let code = dir.path().join("code");
     std::fs::create_dir_all(&code)?;
     std::fs::write(code.join("run.sh"), "echo hi\n")?;
-    let gz = liftoff_archive::pack_dir(&code)?;
-    let digest = liftoff_archive::sha256_digest(&gz);
-    client.upload_blob(&digest, gz).await?;
-    let source = JobSourceSpec {
-        code: Some(CodeSource {
-            digest,
-            entrypoint: vec!["true".into()],
-            build_context: None,
-            dockerfile: None,
-            base_image: None,
-        }),
-        ..Default::default()
-    };
-    client
-        .create_job(&CreateJob {
-            project: "default".into(),
-            name: "noop".into(),
-            source,
-            aliases: vec![],
-            runtime: None,
-        })
-        .await?;
+    code_job(&client, &code, "noop", &["true"], None).await?;
     let agent_key = client.create_key("agent").await?.secret;
     let mut agent = Started::spawn(
         "agent",
@@ -520,21 +527,7 @@ async fn built_job(r: &Rig, name: &str, base: &str, marker: &str) -> anyhow::Res
     )?;
     std::fs::write(code.join("run.sh"), "echo up\n")?;
     std::fs::write(code.join("marker.txt"), marker)?;
-    let gz = liftoff_archive::pack_dir(&code)?;
-    let digest = liftoff_archive::sha256_digest(&gz);
-    r.client.upload_blob(&digest, gz).await?;
-    let source = JobSourceSpec {
-        code: Some(CodeSource {
-            digest,
-            entrypoint: vec!["sh".into(), "run.sh".into()],
-            build_context: None,
-            dockerfile: Some("Dockerfile".into()),
-            base_image: None,
-        }),
-        ..Default::default()
-    };
-    let job = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime: None };
-    r.client.create_job(&job).await?;
+    code_job(&r.client, &code, name, &["sh", "run.sh"], Some("Dockerfile")).await?;
     Ok(())
 }
 
@@ -867,28 +860,7 @@ async fn rss(liftoff: &Path, jobs: usize) -> anyhow::Result<()> {
     let code = r.dir.path().join("code");
     std::fs::create_dir_all(&code)?;
     std::fs::write(code.join("run.sh"), "echo up; sleep 30\n")?;
-    let gz = liftoff_archive::pack_dir(&code)?;
-    let digest = liftoff_archive::sha256_digest(&gz);
-    r.client.upload_blob(&digest, gz).await?;
-    let source = JobSourceSpec {
-        code: Some(CodeSource {
-            digest,
-            entrypoint: vec!["sh".into(), "run.sh".into()],
-            build_context: None,
-            dockerfile: None,
-            base_image: None,
-        }),
-        ..Default::default()
-    };
-    r.client
-        .create_job(&CreateJob {
-            project: "default".into(),
-            name: "nap".into(),
-            source,
-            aliases: vec![],
-            runtime: None,
-        })
-        .await?;
+    code_job(&r.client, &code, "nap", &["sh", "run.sh"], None).await?;
     r.start_agent(liftoff, &["-q", "local", "-j", "-1"]).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     r.agent_running()?;

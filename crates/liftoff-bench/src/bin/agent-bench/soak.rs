@@ -13,11 +13,10 @@
 //! last end), enqueue→start latency (p50, p99, from the server's own
 //! timestamps) and the servers' and agents' resident memory at the end.
 
-use super::{Started, rss_kib};
+use super::{Started, code_job, rss_kib};
 use anyhow::Context;
 use liftoff_client::Client;
-use liftoff_core::api::{CreateJob, CreateQueue, LaunchRequest, LogStream};
-use liftoff_core::job::{CodeSource, JobSourceSpec};
+use liftoff_core::api::{CreateQueue, LaunchRequest, LogStream};
 use liftoff_core::{ItemState, ResourceType};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -87,28 +86,7 @@ pub async fn soak(
         code.join("run.sh"),
         format!("echo \"$LIFTOFF_RUN_ID\" >> '{}'\necho \"ran $LIFTOFF_RUN_ID\"\n", ran.display()),
     )?;
-    let gz = liftoff_archive::pack_dir(&code)?;
-    let digest = liftoff_archive::sha256_digest(&gz);
-    client.upload_blob(&digest, gz).await?;
-    let source = JobSourceSpec {
-        code: Some(CodeSource {
-            digest,
-            entrypoint: vec!["sh".into(), "run.sh".into()],
-            build_context: None,
-            dockerfile: None,
-            base_image: None,
-        }),
-        ..Default::default()
-    };
-    client
-        .create_job(&CreateJob {
-            project: "default".into(),
-            name: "mark".into(),
-            source,
-            aliases: vec![],
-            runtime: None,
-        })
-        .await?;
+    code_job(client, &code, "mark", &["sh", "run.sh"], None).await?;
     for n in 0..agents {
         let agent_key = client.create_key("agent").await?.secret;
         let mut cmd = Command::new(liftoff);
