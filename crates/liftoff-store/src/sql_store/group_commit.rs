@@ -37,6 +37,7 @@ pub(super) struct GroupCommit {
     /// Wakes the committer: a request finished (or was dropped) in a batch.
     pending: Arc<Notify>,
     /// Batches committed, for the tests to see requests share them.
+    #[cfg(test)]
     commits: Arc<AtomicU64>,
     /// Requests waiting for the writer: none, and a request that finishes
     /// commits its batch itself, without a hop to the committer.
@@ -52,6 +53,9 @@ struct Open {
     batch: Option<watch::Sender<Outcome>>,
     /// A request went away before it finished: how its writes are undone.
     abandoned: Option<Undo>,
+    /// Batches committed, counted before their requests are answered (so a
+    /// request that got its answer sees its batch counted).
+    commits: Arc<AtomicU64>,
 }
 
 /// How an unfinished request's writes are undone.
@@ -72,14 +76,17 @@ impl GroupCommit {
     /// A group committer over `pool` (SQLite's one-connection write pool),
     /// with its committer task.
     pub(super) fn new(pool: AnyPool) -> Arc<Self> {
+        let commits = Arc::<AtomicU64>::default();
+        let open = Open { commits: commits.clone(), ..Open::default() };
         let group = Arc::new(Self {
             pool,
-            state: Arc::new(Mutex::new(Open::default())),
+            state: Arc::new(Mutex::new(open)),
             pending: Arc::default(),
-            commits: Arc::default(),
+            #[cfg(test)]
+            commits,
             waiting: Arc::default(),
         });
-        let task = committer(Arc::downgrade(&group), group.state.clone(), group.pending.clone(), group.commits.clone());
+        let task = committer(Arc::downgrade(&group), group.state.clone(), group.pending.clone());
         tokio::spawn(task);
         group
     }
@@ -114,13 +121,7 @@ impl GroupCommit {
         wake.0 = None;
         started?;
         let outcome = open.batch.as_ref().expect("a batch is open").subscribe();
-        Ok(GroupTx {
-            open: Some(open),
-            outcome,
-            pending: self.pending.clone(),
-            waiting: self.waiting.clone(),
-            commits: self.commits.clone(),
-        })
+        Ok(GroupTx { open: Some(open), outcome, pending: self.pending.clone(), waiting: self.waiting.clone() })
     }
 }
 
@@ -171,7 +172,6 @@ pub(crate) struct GroupTx {
     outcome: watch::Receiver<Outcome>,
     pending: Arc<Notify>,
     waiting: Arc<AtomicUsize>,
-    commits: Arc<AtomicU64>,
 }
 
 impl GroupTx {
@@ -181,8 +181,8 @@ impl GroupTx {
         let open = self.open.take().expect("not committed twice");
         // In a task of its own, so that a caller going away cannot cut the
         // release or the commit half way; the caller only waits for the outcome.
-        let (pending, waiting, commits) = (self.pending.clone(), self.waiting.clone(), self.commits.clone());
-        let kept = tokio::spawn(keep(open, pending, waiting, commits)).await.map_err(join_error)?;
+        let (pending, waiting) = (self.pending.clone(), self.waiting.clone());
+        let kept = tokio::spawn(keep(open, pending, waiting)).await.map_err(join_error)?;
         kept?;
         let outcome = self.outcome.wait_for(Option::is_some).await.map(|o| o.clone());
         match outcome {
@@ -201,7 +201,6 @@ async fn keep(
     mut open: OwnedMutexGuard<Open>,
     pending: Arc<Notify>,
     waiting: Arc<AtomicUsize>,
-    commits: Arc<AtomicU64>,
 ) -> Result<(), StoreError> {
     if let Some(Undo::Savepoint) = open.abandoned {
         let conn = open.conn.as_mut().expect("a batch is open");
@@ -216,7 +215,6 @@ async fn keep(
     if waiting.load(Ordering::Relaxed) == 0 {
         // no one to share the commit with: commit now
         finish(&mut open, Ok(())).await;
-        commits.fetch_add(1, Ordering::Relaxed);
     } else {
         pending.notify_one();
     }
@@ -291,6 +289,9 @@ async fn finish(open: &mut Open, mut outcome: Result<(), String>) {
     {
         outcome = Err(format!("the commit failed: {e}"));
     }
+    if outcome.is_ok() {
+        open.commits.fetch_add(1, Ordering::Relaxed);
+    }
     if outcome.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
         // neither committed nor rolled back: the connection is not reused
         drop(conn.detach());
@@ -303,7 +304,7 @@ async fn finish(open: &mut Open, mut outcome: Result<(), String>) {
 /// Commits each batch once the requests waiting for the writer when it was
 /// woken have run (the lock is fair, so they are ahead of it). Ends with
 /// the store.
-async fn committer(group: Weak<GroupCommit>, state: Arc<Mutex<Open>>, pending: Arc<Notify>, commits: Arc<AtomicU64>) {
+async fn committer(group: Weak<GroupCommit>, state: Arc<Mutex<Open>>, pending: Arc<Notify>) {
     loop {
         pending.notified().await;
         if group.strong_count() == 0 {
@@ -311,10 +312,7 @@ async fn committer(group: Weak<GroupCommit>, state: Arc<Mutex<Open>>, pending: A
         }
         let mut open = state.lock().await;
         undo_abandoned(&mut open).await;
-        if open.conn.is_some() {
-            finish(&mut open, Ok(())).await;
-            commits.fetch_add(1, Ordering::Relaxed);
-        }
+        finish(&mut open, Ok(())).await;
     }
 }
 
