@@ -326,10 +326,15 @@ async fn stop(
 /// Built by a kaniko Job of the expected shape, the run uses the image the
 /// fake built from the uploaded context; everything the build made is gone
 /// after it; an unchanged launch finds the image by its content tag and
-/// makes no Job.
+/// makes no Job. The agent holds exactly the shipped Role (the fake's RBAC
+/// authorizer on): no call of the builder is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_job_built_by_kaniko_runs_and_an_unchanged_one_is_found_without_a_job() {
+    use liftoff_cloud::kube_rbac::{agent_cluster_role, agent_role};
     let Some(k) = setup(true).await else { return };
+    let user = format!("system:serviceaccount:{NS}:liftoff-agent");
+    let rbac = liftoff_testkit::fakes::kubernetes::Rbac::new(&user, NS, &agent_role(), &agent_cluster_role());
+    k.fake.set_rbac(Some(rbac.unwrap()));
     k.job("kaniko-built", COPY_AND_RUN).await;
     let agent = k.agent(0).await;
     let first = k.r.launch_on("boxes", "kaniko-built").await;
@@ -383,6 +388,7 @@ async fn a_code_job_built_by_kaniko_runs_and_an_unchanged_one_is_found_without_a
     assert_eq!(item.build.expect("recorded").how, BuildHow::Found);
     assert!(k.r.logs(&second, LogStream::Build).await.contains("no build"));
     assert_eq!(k.jobs_created(), 1, "the unchanged launch made no Job");
+    assert_eq!(k.fake.refused(), Vec::<String>::new(), "the shipped Role grants every call of a build");
     stop(agent).await;
     k.remove_images().await;
 }

@@ -5,6 +5,7 @@
 //! foreground propagation and the grace period; found again after an
 //! agent restart by the agent key's label, and left running on shutdown.
 
+pub mod access;
 mod cluster;
 mod manifest;
 mod monitor;
