@@ -2,8 +2,7 @@
 //! doctor against moto (STS, S3) and the test Docker engine, PASS on good
 //! setups and FAIL with the fix on broken ones; exit codes; JSON output.
 
-#[path = "../../liftoff-cloud/tests/support/gcp_fake.rs"]
-mod gcp_fake;
+use liftoff_testkit::fakes::gcp as gcp_fake;
 
 use liftoff_testkit::required_env;
 use serde_json::Value;
