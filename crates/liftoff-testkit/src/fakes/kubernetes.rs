@@ -40,8 +40,10 @@
 #![expect(clippy::result_large_err, reason = "a refusal is the Response the handler sends, built where it is found")]
 
 mod kaniko;
+mod pods;
 
 pub use kaniko::KanikoRig;
+pub use pods::{INSTANCE_LABEL, PodDriver, UNSCHEDULABLE};
 
 use super::changes::Changes;
 use axum::Router;
@@ -52,7 +54,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +70,8 @@ pub struct KubeFakeOptions {
     pub auto_complete: Option<Duration>,
     /// `Some`: kaniko Jobs really build (see `kubernetes/kaniko.rs`).
     pub kaniko: Option<KanikoRig>,
+    /// Who runs pods: tests by hand, or a kubelet on a Docker engine (`kubernetes/pods.rs`).
+    pub pods: PodDriver,
 }
 
 impl Default for KubeFakeOptions {
@@ -77,6 +81,7 @@ impl Default for KubeFakeOptions {
             pod_kill_delay: Duration::from_millis(100),
             auto_complete: None,
             kaniko: None,
+            pods: PodDriver::Manual,
         }
     }
 }
@@ -203,6 +208,10 @@ struct Store {
     requests: Vec<String>,
     /// `<plural> <ns>/<name> propagationPolicy=<p> gracePeriodSeconds=<g>` per delete.
     deletions: Vec<String>,
+    /// The uids of the pods the Docker kubelet runs (it ends their deletion itself).
+    kubelet_pods: HashSet<String>,
+    /// `Some(message)`: the node is cordoned, new pods are not scheduled.
+    unschedulable: Option<String>,
 }
 
 struct Shared {
@@ -215,11 +224,14 @@ pub struct KubeFake {
     pub url: String,
     state: Arc<Shared>,
     server: tokio::task::JoinHandle<()>,
+    /// Stops, and removes every container it made, when dropped.
+    kubelet: Option<pods::Kubelet>,
 }
 
 impl Drop for KubeFake {
     fn drop(&mut self) {
         self.server.abort();
+        self.kubelet.take();
     }
 }
 
@@ -298,14 +310,19 @@ impl KubeFake {
             .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", get(group_get).delete(group_delete))
             .route("/_fake/requests", get(admin_requests))
             .route("/_fake/expire", post(admin_expire))
+            .route("/_fake/node", post(admin_node))
             .route("/_fake/namespaces/{ns}/pods/{name}/status", post(admin_status))
             .route("/_fake/namespaces/{ns}/pods/{name}/log", post(admin_log))
             .layer(axum::middleware::from_fn_with_state(state.clone(), record))
             .with_state(state.clone());
+        let kubelet = match &state.opts.pods {
+            PodDriver::Manual => None,
+            PodDriver::Docker { docker_host } => Some(pods::Kubelet::start(&state, docker_host)?),
+        };
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { url, state, server })
+        Ok(Self { url, state, server, kubelet })
     }
 
     /// A kubeconfig whose current context is this fake, namespace `default`.
@@ -362,6 +379,19 @@ impl KubeFake {
     /// Writes `lines` as the output of a pod's container (its first when `None`).
     pub fn emit(&self, ns: &str, pod: &str, container: Option<&str>, lines: &[&str]) -> Result<(), String> {
         self.state.emit(ns, pod, container, lines.iter().map(|l| l.to_string()).collect())
+    }
+
+    /// Cordons the node (`Some(message)`: pods made from now on stay
+    /// `Pending`, `Unschedulable` with that message, and are never started)
+    /// or uncordons it (`None`: they are scheduled and run).
+    pub fn set_unschedulable(&self, message: Option<&str>) {
+        self.state.store.lock().unwrap().unschedulable = message.map(str::to_string);
+        self.state.changed.bump();
+    }
+
+    /// The id in the [`INSTANCE_LABEL`] of every container this fake's kubelet made.
+    pub fn instance(&self) -> Option<&str> {
+        self.kubelet.as_ref().map(pods::Kubelet::instance)
     }
 
     /// Forgets the watch history (a watch from any earlier version now gets
@@ -1188,13 +1218,24 @@ impl Shared {
     /// A pod deleted with a grace period: terminating (its running
     /// containers get SIGTERM and end with 143), removed after `pod_kill_delay`.
     fn terminate_pod(self: &Arc<Self>, s: &mut Store, ns: &str, mut pod: Value, grace: Option<i64>) -> Value {
+        let kubelet = s.kubelet_pods.contains(pod["metadata"]["uid"].as_str().unwrap_or_default());
         if !pod["metadata"]["deletionTimestamp"].is_null() {
+            // a second delete may shorten the grace period, as on a real server
+            let was = pod["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
+            if kubelet && let Some(g) = grace.filter(|g| *g < was) {
+                pod["metadata"]["deletionGracePeriodSeconds"] = json!(g);
+                return Self::put(s, &Res::pods(), ns, "MODIFIED", pod);
+            }
             return pod;
         }
         let grace = grace.unwrap_or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30));
         pod["metadata"]["deletionTimestamp"] = json!(now());
         pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
         let pod = Self::put(s, &Res::pods(), ns, "MODIFIED", pod);
+        if kubelet {
+            // its kubelet signals the containers and removes the pod once they have ended
+            return pod;
+        }
         let (me, ns, name) =
             (self.clone(), ns.to_string(), pod["metadata"]["name"].as_str().unwrap_or_default().to_string());
         let delay = self.opts.pod_kill_delay;
@@ -1347,6 +1388,11 @@ fn container_names(pod: &Value) -> Vec<String> {
         .collect()
 }
 
+fn init_container_names(pod: &Value) -> Vec<String> {
+    let inits = pod["spec"]["initContainers"].as_array().into_iter().flatten();
+    inits.filter_map(|c| c["name"].as_str()).map(str::to_string).collect()
+}
+
 fn apply_pod_state(pod: &mut Value, to: &PodState) {
     let names = container_names(pod);
     let images: Vec<Value> =
@@ -1417,7 +1463,9 @@ fn apply_pod_state(pod: &mut Value, to: &PodState) {
 /// real server's 400 for one that has not.
 fn container_started(pod: &Value, c: &str) -> Result<bool, String> {
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-    let st = pod["status"]["containerStatuses"].as_array().and_then(|cs| cs.iter().find(|s| s["name"] == c));
+    let all = pod["status"]["containerStatuses"].as_array().into_iter().flatten();
+    let mut all = all.chain(pod["status"]["initContainerStatuses"].as_array().into_iter().flatten());
+    let st = all.find(|s| s["name"] == c);
     match st.map(|s| &s["state"]) {
         Some(s) if s.get("running").is_some() => Ok(false),
         Some(s) if s.get("terminated").is_some() => Ok(true),
@@ -1440,7 +1488,7 @@ async fn pod_log(st: Arc<Shared>, ns: String, name: String, q: HashMap<String, S
         .ok_or_else(|| not_found(&Res::pods(), &name))?;
     let names = container_names(&pod);
     let c = match q.get("container").filter(|c| !c.is_empty()) {
-        Some(c) if names.contains(c) => c.clone(),
+        Some(c) if names.contains(c) || init_container_names(&pod).contains(c) => c.clone(),
         Some(c) => return Err(bad_request(format!("container {c} is not valid for pod {name}"))),
         None if names.len() == 1 => names[0].clone(),
         None => {
@@ -1542,6 +1590,17 @@ async fn admin_requests(State(st): State<Arc<Shared>>) -> Response {
 
 async fn admin_expire(State(st): State<Arc<Shared>>) -> Response {
     st.expire();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_node(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
+    let v = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let message = v["message"].as_str().unwrap_or(UNSCHEDULABLE).to_string();
+    st.store.lock().unwrap().unschedulable = (v["unschedulable"] == true).then_some(message);
+    st.changed.bump();
     StatusCode::NO_CONTENT.into_response()
 }
 
