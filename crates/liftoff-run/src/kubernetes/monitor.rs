@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
     Finished,
-    /// With the failed container's exit code and reason when known.
-    Failed(String),
+    /// Why, with the failed container's reason in the words; its exit code when known.
+    Failed(String, Option<i32>),
     Preempted(String),
     /// Deleted before it ended (by a stop, or by someone else).
     Deleted,
@@ -203,8 +203,11 @@ pub async fn monitor(
         }
     }
     let result = match (result, disrupted) {
-        (End::Failed(_), Some(preempted)) => preempted,
-        (End::Failed(reason), None) => End::Failed(m.failure.clone().unwrap_or(reason)),
+        (End::Failed(..), Some(preempted)) => preempted,
+        (End::Failed(reason, _), None) => match m.failure.clone() {
+            Some((why, code)) => End::Failed(why, Some(code)),
+            None => End::Failed(reason, None),
+        },
         (other, _) => other,
     };
     let drain = async {
@@ -230,11 +233,14 @@ fn job_end(j: &Job) -> Option<End> {
         return Some(End::Finished);
     }
     on("Failed").map(|c| {
-        End::Failed(format!(
-            "the Kubernetes Job failed: {}{}",
-            c.reason.clone().unwrap_or_default(),
-            c.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
-        ))
+        End::Failed(
+            format!(
+                "the Kubernetes Job failed: {}{}",
+                c.reason.clone().unwrap_or_default(),
+                c.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
+            ),
+            None,
+        )
     })
 }
 
@@ -258,8 +264,8 @@ struct PodsSeen {
     streams: BTreeMap<(String, String), Task>,
     /// The last pending reason passed on.
     warning: Option<String>,
-    /// The last failed container: its exit code and reason.
-    failure: Option<String>,
+    /// The last failed container: why (its exit code and reason in words), and its exit code.
+    failure: Option<(String, i32)>,
     prefix: bool,
 }
 
@@ -294,12 +300,13 @@ impl PodsSeen {
             if let Some(t) = state.and_then(|s| s.terminated.as_ref())
                 && t.exit_code != 0
             {
-                self.failure = Some(format!(
+                let why = format!(
                     "pod {name}: container {} exited with code {} ({})",
                     c.name,
                     t.exit_code,
                     t.reason.as_deref().unwrap_or("Error")
-                ));
+                );
+                self.failure = Some((why, t.exit_code));
             }
         }
         if phase == "Failed" {

@@ -2,7 +2,7 @@
 //! `liftoff_testkit::fakes::kubernetes` and the crate's README).
 
 use clap::Parser;
-use liftoff_testkit::fakes::kubernetes::{KanikoRig, KubeFake, KubeFakeOptions, PodDriver};
+use liftoff_testkit::fakes::kubernetes::{INSTANCE_LABEL, KanikoRig, KubeFake, KubeFakeOptions, PodDriver};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,7 +71,7 @@ async fn main() -> std::io::Result<()> {
         listen: a.listen,
         pods,
         auto_complete: a.auto.map(Duration::from_secs),
-        kaniko: a.docker_host.map(|docker_host| KanikoRig {
+        kaniko: a.docker_host.clone().map(|docker_host| KanikoRig {
             docker_host,
             s3_endpoint: a.s3_endpoint,
             azurite: a.azurite,
@@ -84,7 +84,11 @@ async fn main() -> std::io::Result<()> {
         fake.add_namespace(ns);
     }
     std::fs::write(&a.kubeconfig, fake.kubeconfig())?;
-    println!("kube-fake listening on {}; kubeconfig written to {}", fake.url, a.kubeconfig.display());
+    let pods = match fake.instance() {
+        Some(id) => format!("pods run on {} (containers labelled {INSTANCE_LABEL}={id})", a.docker_host.unwrap_or_default()),
+        None => "pods are driven by hand".to_string(),
+    };
+    println!("kube-fake listening on {}; kubeconfig written to {}; {pods}", fake.url, a.kubeconfig.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r,

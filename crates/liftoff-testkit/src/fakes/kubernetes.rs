@@ -18,8 +18,9 @@
 //! `propagationPolicy` (`Foreground`: the owner is kept with a
 //! `deletionTimestamp` and the `foregroundDeletion` finalizer until its
 //! dependents are gone; `Background`; `Orphan`, the default for Jobs as on
-//! a real server) and `gracePeriodSeconds` (a pod is terminating for
-//! `pod_kill_delay`, its running containers end with 143); pod logs
+//! a real server) and `gracePeriodSeconds` (driven by hand, a pod is
+//! terminating for `pod_kill_delay`, its running containers end with 143;
+//! on Docker, SIGTERM, then SIGKILL when the grace runs out); pod logs
 //! (`GET .../pods/<name>/log`, `container`, `follow`, `timestamps`,
 //! `sinceTime`, `tailLines`, `limitBytes`, the real server's 400s for a
 //! container not started or not named). Errors are `Status` objects as the
@@ -32,10 +33,14 @@
 //! `FailureTarget`/`Failed` with `BackoffLimitExceeded`) and starts a new
 //! pod after a failure while `backoffLimit` allows.
 //!
-//! Nothing runs: pods stay `Pending` until a test (or `POST /_fake/...`)
-//! drives them ([`KubeFake::set_pod`]) and writes their output
-//! ([`KubeFake::emit`]). See the crate's README for where it differs from
-//! a real API server.
+//! Who runs pods is [`KubeFakeOptions::pods`]: with [`PodDriver::Docker`]
+//! a kubelet (`kubernetes/pods.rs`) runs every stored pod as containers on
+//! a Docker engine, so states, exit codes and logs are real, and a test
+//! injects faults on real pods (a cordoned node, an eviction, an image
+//! that cannot be pulled); with [`PodDriver::Manual`] nothing runs: pods
+//! stay `Pending` until a test (or `POST /_fake/...`) drives them
+//! ([`KubeFake::set_pod`]) and writes their output ([`KubeFake::emit`]).
+//! See the crate's README for where it differs from a real API server.
 
 #![expect(clippy::result_large_err, reason = "a refusal is the Response the handler sends, built where it is found")]
 
@@ -64,7 +69,7 @@ pub const TOKEN: &str = "kube-fake-token";
 #[derive(Debug, Clone)]
 pub struct KubeFakeOptions {
     pub listen: String,
-    /// How long a pod deleted with a grace period stays terminating.
+    /// How long a pod deleted with a grace period stays terminating (pods driven by hand).
     pub pod_kill_delay: Duration,
     /// `Some(d)`: every pod runs at once, writes a line, and succeeds after `d`.
     pub auto_complete: Option<Duration>,
