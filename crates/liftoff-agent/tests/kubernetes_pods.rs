@@ -29,8 +29,10 @@ struct Kube {
     image: String,
     _dir: tempfile::TempDir,
     kubeconfig: std::path::PathBuf,
-    agent: Option<(oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>)>,
+    agent: Option<Agent>,
 }
+
+type Agent = (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>);
 
 async fn setup() -> Option<Kube> {
     let docker_host = required_env("LIFTOFF_TEST_DOCKER_HOST")?;
@@ -51,7 +53,7 @@ async fn setup() -> Option<Kube> {
 }
 
 impl Kube {
-    fn start_agent(&self) -> (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>) {
+    fn start_agent(&self) -> Agent {
         let opts = AgentOptions {
             queues: vec!["k8s".into()],
             agent_key: "k8s-pods".into(),
@@ -145,17 +147,14 @@ async fn a_stop_reaches_the_jobs_sigterm_trap_and_kubectl_reads_and_waits_for_re
     let job_watches =
         |f: &KubeFake| f.requests().iter().filter(|r| r.contains("/jobs?") && r.contains("watch")).count();
     let before = job_watches(&k.fake);
-    let mut wait = k
+    let wait = k
         .kubectl(&kubectl, &["wait", "--for=condition=complete", &format!("job/{job}"), "--timeout=60s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // kubectl's watch is open once its request is in the fake's record
-    k.fake
-        .wait_until(BOUND, |f| (job_watches(f) > before).then_some(()))
-        .await
-        .expect("kubectl watches the Job");
+    k.fake.wait_until(BOUND, |f| (job_watches(f) > before).then_some(())).await.expect("kubectl watches the Job");
     k.fake.set_unschedulable(None);
     let waited = tokio::task::spawn_blocking(move || wait.wait_with_output().unwrap()).await.unwrap();
     assert!(waited.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&waited.stderr));

@@ -67,7 +67,8 @@ async fn the_official_python_client_lists_watches_and_reads_a_pod_that_really_ru
     let out = fake.child().stdout.take().unwrap();
     let first = std::io::BufReader::new(out).lines().next().unwrap().unwrap();
     assert!(file.exists(), "{first}");
-    let label = first.split("containers labelled ").nth(1).expect("the fake runs pods on the engine").trim_end_matches(')');
+    let label =
+        first.split("containers labelled ").nth(1).expect("the fake runs pods on the engine").trim_end_matches(')');
 
     let script = dir.path().join("client.py");
     std::fs::write(&script, SCRIPT).unwrap();

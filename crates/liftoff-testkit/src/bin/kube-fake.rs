@@ -85,7 +85,9 @@ async fn main() -> std::io::Result<()> {
     }
     std::fs::write(&a.kubeconfig, fake.kubeconfig())?;
     let pods = match fake.instance() {
-        Some(id) => format!("pods run on {} (containers labelled {INSTANCE_LABEL}={id})", a.docker_host.unwrap_or_default()),
+        Some(id) => {
+            format!("pods run on {} (containers labelled {INSTANCE_LABEL}={id})", a.docker_host.unwrap_or_default())
+        }
         None => "pods are driven by hand".to_string(),
     };
     println!("kube-fake listening on {}; kubeconfig written to {}; {pods}", fake.url, a.kubeconfig.display());

@@ -693,6 +693,12 @@ fn set_values(s: &str) -> Result<Vec<String>, String> {
     Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
 }
 
+/// A boolean query parameter as the real server reads it (Go's
+/// `strconv.ParseBool`: the Python client sends `True`).
+fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+    q.get(name).is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+}
+
 fn list_kind(res: &Res) -> String {
     format!("{}List", res.kind())
 }
@@ -717,7 +723,7 @@ async fn collection(
         Ok(s) => s,
         Err(e) => return bad_request(e),
     };
-    let watching = q.get("watch").is_some_and(|w| w == "1" || w == "true");
+    let watching = flag(&q, "watch");
     if !watching {
         let s = st.store.lock().unwrap();
         let items: Vec<Value> = s
@@ -731,7 +737,7 @@ async fn collection(
     }
     let from = q.get("resourceVersion").and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
     let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
-    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1");
+    let bookmarks = flag(&q, "allowWatchBookmarks");
     let mut pending = VecDeque::new();
     let (last, epoch) = {
         let s = st.store.lock().unwrap();
@@ -1504,8 +1510,8 @@ async fn pod_log(st: Arc<Shared>, ns: String, name: String, q: HashMap<String, S
         }
     };
     container_started(&pod, &c).map_err(bad_request)?;
-    let follow = q.get("follow").is_some_and(|f| f == "true" || f == "1");
-    let stamps = q.get("timestamps").is_some_and(|f| f == "true" || f == "1");
+    let follow = flag(&q, "follow");
+    let stamps = flag(&q, "timestamps");
     let since = match q.get("sinceTime") {
         Some(t) => Some(t.parse::<jiff::Timestamp>().map_err(|e| bad_request(format!("sinceTime: {e}")))?),
         None => None,

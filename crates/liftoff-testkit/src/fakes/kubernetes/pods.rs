@@ -18,7 +18,7 @@
 //! the fake instance's label and is removed with the pod, and all of them
 //! when the fake is dropped.
 
-use super::{PodState, Res, Shared, Store, condition, now};
+use super::{PodState, Res, Shared, Store, now};
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountVolumeOptions};
 use bollard::query_parameters::{
@@ -543,14 +543,13 @@ impl Worker {
             .all(|n| self.statuses.get(n).is_some_and(|s| s["state"]["terminated"]["exitCode"] == 0));
         let flag = |b: bool| if b { "True" } else { "False" };
         let cond = |t: &str, b: bool| json!({"type": t, "status": flag(b), "lastProbeTime": null, "lastTransitionTime": now()});
-        let mut conds = vec![
+        let conds = vec![
             cond("PodReadyToStartContainers", true),
             cond("Initialized", inits_done),
             cond("Ready", ready),
             cond("ContainersReady", ready),
-            condition("PodScheduled", "", ""),
+            cond("PodScheduled", true),
         ];
-        conds[4]["lastProbeTime"] = Value::Null;
         let mut st = json!({"phase": self.phase, "conditions": conds, "qosClass": "BestEffort",
             "hostIP": "10.0.0.1", "hostIPs": [{"ip": "10.0.0.1"}], "podIP": "10.244.0.7", "podIPs": [{"ip": "10.244.0.7"}],
             "startTime": self.start_time.clone().unwrap_or_else(now),
@@ -600,7 +599,7 @@ impl Worker {
                 return Err(self.stopped_before_start(stop));
             }
             let options = CreateContainerOptions {
-                name: Some(format!("kf-{}-{}-{}-{}", &self.node.instance[..8], self.ns, self.name, c.name)),
+                name: Some(format!("kf-{}-{}-{}-{}", &self.node.instance[..8], &self.uid[..8], self.name, c.name)),
                 ..Default::default()
             };
             let id = match self.node.docker.create_container(Some(options), c.body.clone()).await {
