@@ -144,9 +144,10 @@ async fn a_stop_reaches_the_jobs_sigterm_trap_and_kubectl_reads_and_waits_for_re
     k.pod_of(&job).await;
     let warned = |i: &liftoff_core::api::ItemView| i.warnings.iter().any(|w| w.message.contains("unschedulable"));
     k.r.wait_for(&id, warned, BOUND).await;
-    let job_watches =
-        |f: &KubeFake| f.requests().iter().filter(|r| r.contains("/jobs?") && r.contains("watch")).count();
-    let before = job_watches(&k.fake);
+    // the runner's watch on the Job, then kubectl's
+    let job_watches = |f: &KubeFake| {
+        f.requests().iter().filter(|r| r.contains("/jobs?") && r.contains(job.as_str()) && r.contains("watch")).count()
+    };
     let wait = k
         .kubectl(&kubectl, &["wait", "--for=condition=complete", &format!("job/{job}"), "--timeout=60s"])
         .stdout(Stdio::piped())
@@ -154,7 +155,7 @@ async fn a_stop_reaches_the_jobs_sigterm_trap_and_kubectl_reads_and_waits_for_re
         .spawn()
         .unwrap();
     // kubectl's watch is open once its request is in the fake's record
-    k.fake.wait_until(BOUND, |f| (job_watches(f) > before).then_some(())).await.expect("kubectl watches the Job");
+    k.fake.wait_until(BOUND, |f| (job_watches(f) >= 2).then_some(())).await.expect("kubectl watches the Job");
     k.fake.set_unschedulable(None);
     let waited = tokio::task::spawn_blocking(move || wait.wait_with_output().unwrap()).await.unwrap();
     assert!(waited.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&waited.stderr));
@@ -175,6 +176,12 @@ async fn a_stop_reaches_the_jobs_sigterm_trap_and_kubectl_reads_and_waits_for_re
     assert!(described.contains("Running"), "{described}");
     let mut follow =
         k.kubectl(&kubectl, &["logs", "-f", &format!("job/{job}")]).stdout(Stdio::piped()).spawn().unwrap();
+    // the runner's follow of the pod's log, then kubectl's
+    let log_follows = |f: &KubeFake| {
+        let path = format!("/pods/{pod}/log?");
+        f.requests().iter().filter(|r| r.contains(&path) && r.contains("follow=true")).count()
+    };
+    k.fake.wait_until(BOUND, |f| (log_follows(f) >= 2).then_some(())).await.expect("kubectl follows the log");
     k.r.client.stop_item(&id).await.unwrap();
     let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
     assert_eq!(done.state, ItemState::Stopped, "{:?}", done.reason);

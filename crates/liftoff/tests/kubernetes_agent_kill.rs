@@ -123,7 +123,15 @@ async fn an_agent_killed_mid_run_is_replaced_and_the_run_ends_once_with_its_whol
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!((done.state, done.exit_code), (ItemState::Finished, Some(0)), "{:?}", done.reason);
-    assert_eq!((done.fence, done.resumes), (before.fence, 0), "the same claim, run once");
+    let history = client.item_history(&id).await.unwrap();
+    let events: Vec<(&str, Option<i64>)> = history.iter().map(|t| (t.event.as_str(), t.fence)).collect();
+    let claim = Some(before.fence);
+    assert_eq!(
+        events,
+        [("launch", None), ("claim", claim), ("start", claim), ("finish", claim)],
+        "claimed, started and ended once, under the one claim"
+    );
+    assert_eq!(done.resumes, 0);
     let want: String = (1..=LINES).map(|i| format!("line {i}\n")).collect();
     assert_eq!(stdout(&client, &id).await, want, "every line once, in order");
     assert!(agent_log(&client, &id).await.contains("re-adopted"));
