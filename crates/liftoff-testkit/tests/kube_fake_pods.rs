@@ -286,6 +286,19 @@ async fn faults_act_on_real_pods_unschedulable_unpullable_unconfigured_and_evict
     assert!(state(&p, "c")["waiting"]["message"].as_str().unwrap().contains("127.0.0.1:9/liftoff-test/absent:1"));
     n.until("nopull", "backed off", |p| state(p, "c")["waiting"]["reason"] == "ImagePullBackOff").await;
 
+    // runAsNonRoot against an image whose user is root: the kubelet refuses to make the container
+    let non_root = json!([{"name": "c", "image": img, "command": ["id"], "securityContext": {"runAsNonRoot": true}}]);
+    n.pod("rooted", non_root, json!({})).await;
+    let p =
+        n.until("rooted", "was refused", |p| state(p, "c")["waiting"]["reason"] == "CreateContainerConfigError").await;
+    let message = state(&p, "c")["waiting"]["message"].as_str().unwrap().to_string();
+    assert!(message.starts_with("container has runAsNonRoot and image will run as root"), "{message}");
+    let as_user = json!([{"name": "c", "image": img, "command": ["id", "-u"],
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 4242}}]);
+    n.pod("unrooted", as_user, json!({})).await;
+    n.until("unrooted", "succeeded", |p| p["status"]["phase"] == "Succeeded").await;
+    assert_eq!(n.log("unrooted", "c").await, "4242\n");
+
     // a missing Secret: CreateContainerConfigError until it exists
     let env = json!([{"name": "c", "image": img, "command": ["sh", "-c", "echo key=$K"],
         "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "later", "key": "k"}}}]}]);

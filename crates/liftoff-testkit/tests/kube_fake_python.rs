@@ -63,8 +63,8 @@ async fn the_official_python_client_lists_watches_and_reads_a_pod_that_really_ru
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-fake"));
     // the engine from DOCKER_HOST, as the CLI's default
     cmd.arg("--kubeconfig").arg(&file).env("DOCKER_HOST", &docker_host).stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut fake = liftoff_testkit::ProcessGroup::spawn(&mut cmd).unwrap();
-    let out = fake.child().stdout.take().unwrap();
+    let mut fake = Terminated(Some(liftoff_testkit::ProcessGroup::spawn(&mut cmd).unwrap()));
+    let out = fake.group().child().stdout.take().unwrap();
     let first = std::io::BufReader::new(out).lines().next().unwrap().unwrap();
     assert!(file.exists(), "{first}");
     let label =
@@ -94,16 +94,8 @@ async fn the_official_python_client_lists_watches_and_reads_a_pod_that_really_ru
     assert_eq!(got["log"], "hello from python\nexit soon\n");
 
     // SIGTERM: the fake ends and removes every container it made
-    let pid = nix::unistd::Pid::from_raw(fake.child().id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::task::spawn_blocking(move || {
-        let s = fake.child().wait().unwrap();
-        (s, fake)
-    })
-    .await
-    .unwrap()
-    .0;
-    assert!(status.success(), "kube-fake exits cleanly on SIGTERM: {status}");
+    let status = tokio::task::spawn_blocking(move || fake.terminate()).await.unwrap();
+    assert!(status.is_some_and(|s| s.success()), "kube-fake exits cleanly on SIGTERM: {status:?}");
     let docker =
         Docker::connect_with_unix(docker_host.trim_start_matches("unix://"), 60, bollard::API_DEFAULT_VERSION).unwrap();
     let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
@@ -112,4 +104,35 @@ async fn the_official_python_client_lists_watches_and_reads_a_pod_that_really_ru
         .await
         .unwrap();
     assert!(left.is_empty(), "containers left after the fake: {left:?}");
+}
+
+/// The fake's process: ended with SIGTERM (so that it removes its
+/// containers) when the test ends, pass or fail; SIGKILLed after 30 s.
+struct Terminated(Option<liftoff_testkit::ProcessGroup>);
+
+impl Terminated {
+    fn group(&mut self) -> &mut liftoff_testkit::ProcessGroup {
+        self.0.as_mut().unwrap()
+    }
+
+    /// SIGTERM, and its exit status once it has exited (`None` after 30 s).
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut group = self.0.take()?;
+        let pid = nix::unistd::Pid::from_raw(group.child().id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < until {
+            if let Ok(Some(status)) = group.child().try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Terminated {
+    fn drop(&mut self) {
+        self.terminate();
+    }
 }
