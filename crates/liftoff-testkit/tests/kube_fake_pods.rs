@@ -111,6 +111,17 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The volumes on the engine labelled with this fake's instance.
+    async fn volumes(&self) -> Vec<String> {
+        let label = format!("{INSTANCE_LABEL}={}", self.fake.instance().unwrap());
+        let filters = HashMap::from([("label".to_string(), vec![label])]);
+        let options = bollard::query_parameters::ListVolumesOptions { filters: Some(filters) };
+        let list = self.docker.list_volumes(Some(options)).await.unwrap();
+        list.volumes.into_iter().flatten().map(|v| v.name).collect()
+    }
+}
+
 async fn containers_labelled(docker: &Docker, instance: &str) -> Vec<String> {
     let filters = HashMap::from([("label".to_string(), vec![format!("{INSTANCE_LABEL}={instance}")])]);
     let list = docker
@@ -177,12 +188,28 @@ async fn a_pod_runs_its_containers_with_the_kubernetes_semantics_and_real_exit_c
     assert_eq!(n.log(&pod, "side").await, "side-by-side\n");
     assert_eq!(n.log(&pod, "init").await, "init-ran\n");
     assert_eq!(n.containers().await.len(), 3, "kept while the pod is");
+
+    // Secret and ConfigMap volumes: their keys as read-only files
+    let script =
+        "cat /secret/token /conf/MODE; echo; ls /secret; (echo x > /secret/token) 2>/dev/null || echo read-only";
+    let files = json!([{"name": "c", "image": img, "command": ["sh", "-c", script],
+        "volumeMounts": [{"name": "s", "mountPath": "/secret"}, {"name": "m", "mountPath": "/conf"}]}]);
+    let volumes = json!({"volumes": [
+        {"name": "s", "secret": {"secretName": "creds", "items": [{"key": "TOKEN", "path": "token"}]}},
+        {"name": "m", "configMap": {"name": "conf"}}]});
+    n.pod("files", files, volumes).await;
+    let done = n.ended("files").await;
+    assert_eq!(done["status"]["phase"], "Succeeded", "{done:#}");
+    assert_eq!(n.log("files", "c").await, "s3cr3tfast\ntoken\nread-only\n");
     let del = n.http.delete(format!("{}/api/v1/namespaces/default/pods/{pod}", n.fake.url)).send().await.unwrap();
     assert!(del.status().is_success());
-    n.fake.wait_until(BOUND, |k| k.pods("default").is_empty().then_some(())).await.expect("the ended pod goes at once");
+    let del = n.http.delete(format!("{}/api/v1/namespaces/default/pods/files", n.fake.url)).send().await.unwrap();
+    assert!(del.status().is_success());
+    n.fake.wait_until(BOUND, |k| k.pods("default").is_empty().then_some(())).await.expect("the ended pods go at once");
+    // removed by the pods' workers once the pods are gone (no event marks it)
     let until = Instant::now() + BOUND;
-    while !n.containers().await.is_empty() {
-        assert!(Instant::now() < until, "containers left after the pod: {:?}", n.containers().await);
+    while !n.containers().await.is_empty() || !n.volumes().await.is_empty() {
+        assert!(Instant::now() < until, "left after the pods: {:?} {:?}", n.containers().await, n.volumes().await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -342,7 +342,7 @@ impl Worker {
                 if init { self.init_names.push(name) } else { self.names.push(name) }
             }
         }
-        let ctrs = loop {
+        let (ctrs, volumes) = loop {
             let made = {
                 let s = self.node.shared.store.lock().unwrap();
                 containers(&s, &self.ns, &pod, &self.node.instance)
@@ -389,6 +389,15 @@ impl Worker {
                         backoff = (backoff * 2).min(Duration::from_secs(300));
                     }
                 }
+            }
+        }
+        for v in volumes {
+            self.volumes.push(v.name.clone());
+            let Some(files) = v.files else { continue };
+            if let Err(e) = self.fill_volume(&v.name, &ctrs[0].image, files).await {
+                self.wait_all("CreateContainerConfigError", &e);
+                let stop = self.until_stopped().await;
+                return self.stopped_before_start(stop);
             }
         }
         for c in &ctrs {
@@ -704,6 +713,47 @@ impl Worker {
         Ok(exits.into_iter().flatten().collect())
     }
 
+    /// Writes `files` into Docker volume `volume`, through a container of
+    /// `image` that is made, never started, and removed.
+    async fn fill_volume(&self, volume: &str, image: &str, files: Vec<(String, Vec<u8>, u32)>) -> Result<(), String> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data, mode) in &files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(*mode);
+            h.set_mtime(jiff::Timestamp::now().as_second().max(0) as u64);
+            tar.append_data(&mut h, path, data.as_slice()).map_err(|e| format!("volume {volume}: {e}"))?;
+        }
+        let tar = tar.into_inner().map_err(|e| format!("volume {volume}: {e}"))?;
+        let labels = HashMap::from([(INSTANCE_LABEL.to_string(), self.node.instance.clone())]);
+        let mount = Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(volume.to_string()),
+            target: Some("/kube-fake-volume".into()),
+            volume_options: Some(MountVolumeOptions { labels: Some(labels.clone()), ..Default::default() }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                mounts: Some(vec![mount]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let docker = &self.node.docker;
+        let id = docker.create_container(None::<CreateContainerOptions>, body).await.map_err(|e| e.to_string())?.id;
+        let options = bollard::query_parameters::UploadToContainerOptions {
+            path: "/kube-fake-volume".into(),
+            ..Default::default()
+        };
+        let uploaded = docker.upload_to_container(&id, Some(options), bollard::body_full(tar.into())).await;
+        let _ = docker.remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
+        uploaded.map_err(|e| format!("MountVolume.SetUp failed for volume {volume}: {e}"))
+    }
+
     /// A kubelet's `runAsNonRoot` check against the image's user.
     async fn image_user_check(&self, c: &Ctr) -> Result<(), String> {
         let image = self.node.docker.inspect_image(&c.image).await.map_err(|e| e.to_string())?;
@@ -930,29 +980,78 @@ fn strings(v: &Value) -> Option<Vec<String>> {
     v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
 }
 
-/// The containers to make for `pod` (init containers first), or why a
-/// kubelet could not make them (`CreateContainerConfigError`'s message).
-fn containers(s: &Store, ns: &str, pod: &Value, instance: &str) -> Result<Vec<Ctr>, String> {
+/// A Docker volume a pod uses, and the files a `secret` or `configMap` volume holds.
+struct PodVolume {
+    name: String,
+    files: Option<Vec<(String, Vec<u8>, u32)>>,
+}
+
+/// The files of a `secret` or `configMap` volume: each key (or each of
+/// `items`, at its `path`), with its mode (`defaultMode`, 0644).
+fn volume_files(s: &Store, ns: &str, v: &Value) -> Result<Vec<(String, Vec<u8>, u32)>, String> {
+    let (res, src, name) = if v.get("secret").is_some() {
+        (Res::secrets(), &v["secret"], v["secret"]["secretName"].as_str().unwrap_or_default())
+    } else {
+        (Res::new("", "v1", "configmaps"), &v["configMap"], v["configMap"]["name"].as_str().unwrap_or_default())
+    };
+    let volume = v["name"].as_str().unwrap_or_default();
+    let mode = src["defaultMode"].as_u64().unwrap_or(0o644) as u32;
+    let failed = |e: String| format!("MountVolume.SetUp failed for volume \"{volume}\" : {e}");
+    let all = all_data(s, ns, &res, name, src["optional"] == true).map_err(failed)?;
+    let mut files = Vec::new();
+    match src["items"].as_array() {
+        Some(items) => {
+            for i in items {
+                let key = i["key"].as_str().unwrap_or_default();
+                let (_, value) = all
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .ok_or_else(|| failed(format!("couldn't find key {key} in {name}")))?;
+                let path = i["path"].as_str().unwrap_or(key).to_string();
+                files.push((path, value.clone().into_bytes(), i["mode"].as_u64().map_or(mode, |m| m as u32)));
+            }
+        }
+        None => files.extend(all.into_iter().map(|(k, v)| (k, v.into_bytes(), mode))),
+    }
+    if let Some((bad, ..)) = files.iter().find(|(p, ..)| p.starts_with('/') || p.split('/').any(|c| c == "..")) {
+        return Err(failed(format!("invalid path {bad}")));
+    }
+    Ok(files)
+}
+
+/// The containers to make for `pod` (init containers first) and the
+/// volumes they mount, or why a kubelet could not make them
+/// (`CreateContainerConfigError`'s message).
+fn containers(s: &Store, ns: &str, pod: &Value, instance: &str) -> Result<(Vec<Ctr>, Vec<PodVolume>), String> {
     let spec = &pod["spec"];
     let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
     let mut volumes: HashMap<String, Mount> = HashMap::new();
+    let mut pod_volumes = Vec::new();
     for v in spec["volumes"].as_array().into_iter().flatten() {
         let name = v["name"].as_str().unwrap_or_default();
+        let labels = HashMap::from([(INSTANCE_LABEL.to_string(), instance.to_string())]);
+        let docker_volume = format!("kf-{}-{uid}-{name}", &instance[..8]);
+        let named = Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(docker_volume.clone()),
+            volume_options: Some(MountVolumeOptions { labels: Some(labels), ..Default::default() }),
+            ..Default::default()
+        };
         let mount = if v.get("emptyDir").is_some() && v["emptyDir"]["medium"] == "Memory" {
             Mount { typ: Some(MountType::TMPFS), ..Default::default() }
         } else if v.get("emptyDir").is_some() {
-            let labels = HashMap::from([(INSTANCE_LABEL.to_string(), instance.to_string())]);
-            Mount {
-                typ: Some(MountType::VOLUME),
-                source: Some(format!("kf-{}-{uid}-{name}", &instance[..8])),
-                volume_options: Some(MountVolumeOptions { labels: Some(labels), ..Default::default() }),
-                ..Default::default()
-            }
+            pod_volumes.push(PodVolume { name: docker_volume, files: None });
+            named
+        } else if v.get("secret").is_some() || v.get("configMap").is_some() {
+            pod_volumes.push(PodVolume { name: docker_volume, files: Some(volume_files(s, ns, v)?) });
+            // as on a node: a Secret's or ConfigMap's files are read-only
+            Mount { read_only: Some(true), ..named }
         } else {
             let kind = v.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()).unwrap_or_default();
             return Err(format!(
-                "kube-fake: volume \"{name}\" is a {kind} volume; the fake's kubelet mounts emptyDir only"
+                "kube-fake: volume \"{name}\" is a {kind} volume; the fake's kubelet mounts emptyDir, secret and \
+                 configMap volumes only"
             ));
         };
         volumes.insert(name.to_string(), mount);
@@ -1039,7 +1138,9 @@ fn containers(s: &Store, ns: &str, pod: &Value, instance: &str) -> Result<Vec<Ct
                 format!("kube-fake: container {name} mounts volume \"{vol}\", which the pod does not have")
             })?;
             mount.target = m["mountPath"].as_str().map(str::to_string);
-            mount.read_only = m["readOnly"].as_bool();
+            if m["readOnly"] == true {
+                mount.read_only = Some(true);
+            }
             mounts.push(mount);
         }
         let host_config = HostConfig {
@@ -1077,5 +1178,5 @@ fn containers(s: &Store, ns: &str, pod: &Value, instance: &str) -> Result<Vec<Ct
         let check_non_root = sc("runAsNonRoot") == true && sc("runAsUser").is_null();
         out.push(Ctr { name, image, pull, body, init, check_non_root });
     }
-    Ok(out)
+    Ok((out, pod_volumes))
 }
