@@ -337,3 +337,56 @@ async fn faults_act_on_real_pods_unschedulable_unpullable_unconfigured_and_evict
     n.until("unconfigured", "succeeded", |p| p["status"]["phase"] == "Succeeded").await;
     assert_eq!(n.log("unconfigured", "c").await, "key=v\n");
 }
+
+/// A pod's image is pulled from an authenticated registry with the login of
+/// its `imagePullSecrets`; without one, the registry's refusal is its
+/// `ErrImagePull`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_pulled_with_the_pods_image_pull_secrets() {
+    let Some(n) = node().await else { return };
+    let Some(registry) = liftoff_testkit::required_env("LIFTOFF_TEST_REGISTRY") else { return };
+    let Some(user) = liftoff_testkit::required_env("LIFTOFF_TEST_REGISTRY_USER") else { return };
+    let Some(password) = liftoff_testkit::required_env("LIFTOFF_TEST_REGISTRY_PASSWORD") else { return };
+    // the test image pushed under a tag of its own, then forgotten by the engine: only a pull brings it back
+    let repo = format!("{registry}/liftoff-test/kube-fake-pull");
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let image = format!("{repo}:{tag}");
+    let tagging = bollard::query_parameters::TagImageOptions { repo: Some(repo.clone()), tag: Some(tag.clone()) };
+    n.docker.tag_image(&n.image, Some(tagging)).await.unwrap();
+    let creds = bollard::auth::DockerCredentials {
+        username: Some(user.clone()),
+        password: Some(password.clone()),
+        serveraddress: Some(registry.clone()),
+        ..Default::default()
+    };
+    let push = bollard::query_parameters::PushImageOptions { tag: Some(tag.clone()), ..Default::default() };
+    let pushed: Vec<_> = futures::StreamExt::collect(n.docker.push_image(&repo, Some(push), Some(creds))).await;
+    for p in &pushed {
+        let p = p.as_ref().unwrap();
+        assert!(p.error_detail.is_none(), "push: {p:?}");
+    }
+    let forget = || async {
+        let force = bollard::query_parameters::RemoveImageOptions { force: true, ..Default::default() };
+        let _ = n.docker.remove_image(&image, Some(force), None).await;
+    };
+    forget().await;
+
+    let cmd = json!([{"name": "c", "image": image, "command": ["echo", "pulled"]}]);
+    n.pod("anonymous", cmd.clone(), json!({})).await;
+    let p = n.until("anonymous", "was refused", |p| state(p, "c")["waiting"]["reason"] == "ErrImagePull").await;
+    assert!(state(&p, "c")["waiting"]["message"].as_str().unwrap().contains(&image), "{p:#}");
+
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{user}:{password}"));
+    let config = json!({"auths": {registry.clone(): {"auth": auth}}}).to_string();
+    n.create(
+        "secrets",
+        json!({"metadata": {"name": "pull"}, "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {".dockerconfigjson": config}}),
+    )
+    .await;
+    n.pod("logged-in", cmd, json!({"imagePullSecrets": [{"name": "pull"}]})).await;
+    let done = n.ended("logged-in").await;
+    forget().await;
+    assert_eq!(done["status"]["phase"], "Succeeded", "{done:#}");
+    assert_eq!(n.log("logged-in", "c").await, "pulled\n");
+}
