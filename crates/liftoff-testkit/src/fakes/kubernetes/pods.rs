@@ -50,6 +50,9 @@ pub const INSTANCE_LABEL: &str = "io.liftoff.kube-fake.instance";
 const PULL_BOUND: Duration = Duration::from_secs(300);
 /// A log line longer than this is cut (the rest goes on the next line).
 const MAX_LINE: usize = 64 * 1024;
+/// A container's log kept in memory is cut here (a kubelet rotates at 10 MiB
+/// and keeps 5 files): the rest of its output is dropped, said in one line.
+const MAX_LOG: usize = 64 << 20;
 /// What a cordoned node's pods are told.
 pub const UNSCHEDULABLE: &str = "0/1 nodes are available: 1 node(s) were unschedulable. preemption: 0/1 nodes are \
      available: 1 Preemption is not helpful for scheduling.";
@@ -804,7 +807,7 @@ async fn follow(node: &Node, id: &str, key: (String, String, String)) -> Exit {
     let (from, skip) = cursor.newest.unwrap_or((0, 0));
     let _ = read_logs(node, id, from, false, skip, &mut cursor, &key).await;
     for part in [std::mem::take(&mut cursor.out), std::mem::take(&mut cursor.err)] {
-        if !part.is_empty() {
+        if !part.is_empty() && cursor.stored <= MAX_LOG {
             store_line(node, &key, jiff::Timestamp::now(), String::from_utf8_lossy(&part).into_owned() + "\n");
         }
     }
@@ -837,6 +840,8 @@ struct Cursor {
     err: Vec<u8>,
     /// The newest whole second read, and how many entries of it.
     newest: Option<(i64, u64)>,
+    /// Bytes of log stored so far.
+    stored: usize,
 }
 
 async fn read_logs(
@@ -888,7 +893,12 @@ async fn read_logs(
             if !line.ends_with('\n') {
                 line.push('\n');
             }
-            store_line(node, key, at, line);
+            cursor.stored += line.len();
+            if cursor.stored <= MAX_LOG {
+                store_line(node, key, at, line);
+            } else if cursor.stored - line.len() <= MAX_LOG {
+                store_line(node, key, at, format!("kube-fake: this log is cut at {MAX_LOG} bytes\n"));
+            }
         }
     }
     Ok(())
