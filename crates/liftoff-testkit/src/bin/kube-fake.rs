@@ -55,14 +55,23 @@ struct Args {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> std::io::Result<()> {
-    let a = Args::parse();
+async fn main() -> std::process::ExitCode {
+    match serve(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kube-fake: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(a: Args) -> std::io::Result<()> {
     let pods = match (&a.docker_host, a.manual) {
         (_, true) => PodDriver::Manual,
         (Some(h), false) => PodDriver::Docker { docker_host: h.clone() },
         (None, false) => {
             return Err(std::io::Error::other(
-                "kube-fake: no Docker engine to run pods on: give --docker-host unix:///path/to/docker.sock, set \
+                "no Docker engine to run pods on: give --docker-host unix:///path/to/docker.sock, set \
                  DOCKER_HOST, or run with --manual",
             ));
         }

@@ -322,7 +322,7 @@ impl KubeFake {
             .with_state(state.clone());
         let kubelet = match &state.opts.pods {
             PodDriver::Manual => None,
-            PodDriver::Docker { docker_host } => Some(pods::Kubelet::start(&state, docker_host)?),
+            PodDriver::Docker { docker_host } => Some(pods::Kubelet::start(&state, docker_host).await?),
         };
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -60,7 +60,7 @@ pub const UNSCHEDULABLE: &str = "0/1 nodes are available: 1 node(s) were unsched
 fn connect(host: &str) -> Result<Docker, String> {
     let path = host.strip_prefix("unix://").unwrap_or(host);
     if !path.starts_with('/') {
-        return Err(format!("kube-fake runs pods on a local engine socket (unix:///path), not '{host}'"));
+        return Err(format!("pods run on a local engine socket (unix:///path), not '{host}'"));
     }
     Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(|e| format!("docker at {host}: {e}"))
 }
@@ -73,8 +73,11 @@ pub(super) struct Kubelet {
 }
 
 impl Kubelet {
-    pub(super) fn start(shared: &Arc<Shared>, docker_host: &str) -> std::io::Result<Self> {
+    pub(super) async fn start(shared: &Arc<Shared>, docker_host: &str) -> std::io::Result<Self> {
         let docker = connect(docker_host).map_err(std::io::Error::other)?;
+        docker.ping().await.map_err(|e| {
+            std::io::Error::other(format!("cannot reach the Docker engine at '{docker_host}' to run pods on: {e}"))
+        })?;
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let k = Arc::new(Node { shared: shared.clone(), docker, instance: instance.clone() });
         let task = tokio::spawn(kubelet(k));
