@@ -294,7 +294,8 @@ async fn faults_act_on_real_pods_unschedulable_unpullable_unconfigured_and_evict
     let until = Instant::now() + BOUND;
     loop {
         let docker = n.docker.clone();
-        let filters = HashMap::from([("label".to_string(), vec!["io.kubernetes.pod.name=waits".to_string()])]);
+        let mine = format!("{INSTANCE_LABEL}={}", n.fake.instance().unwrap());
+        let filters = HashMap::from([("label".to_string(), vec!["io.kubernetes.pod.name=waits".to_string(), mine])]);
         let opts = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let list = docker.list_containers(Some(opts)).await.unwrap();
         if list.iter().all(|c| c.state != Some(bollard::models::ContainerSummaryStateEnum::RUNNING)) {

@@ -68,6 +68,7 @@ fn connect(host: &str) -> Result<Docker, String> {
 /// The running kubelet: stopped, and everything it made removed, on drop.
 pub(super) struct Kubelet {
     task: tokio::task::JoinHandle<()>,
+    node: Arc<Node>,
     docker_host: String,
     instance: String,
 }
@@ -79,9 +80,14 @@ impl Kubelet {
             std::io::Error::other(format!("cannot reach the Docker engine at '{docker_host}' to run pods on: {e}"))
         })?;
         let instance = uuid::Uuid::new_v4().simple().to_string();
-        let k = Arc::new(Node { shared: shared.clone(), docker, instance: instance.clone() });
-        let task = tokio::spawn(kubelet(k));
-        Ok(Self { task, docker_host: docker_host.to_string(), instance })
+        let node = Arc::new(Node {
+            shared: shared.clone(),
+            docker,
+            instance: instance.clone(),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        });
+        let task = tokio::spawn(kubelet(node.clone()));
+        Ok(Self { task, node, docker_host: docker_host.to_string(), instance })
     }
 }
 
@@ -93,6 +99,8 @@ impl Kubelet {
 
 impl Drop for Kubelet {
     fn drop(&mut self) {
+        // workers make nothing more; the aborted ones stop at their next await
+        self.node.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
         self.task.abort();
         // a thread with its own runtime: drop may run inside (or outside) any runtime
         let (host, instance) = (self.docker_host.clone(), self.instance.clone());
@@ -100,7 +108,15 @@ impl Drop for Kubelet {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async move {
                 let docker = connect(&host).ok()?;
-                remove_labelled(&docker, &format!("{INSTANCE_LABEL}={instance}")).await;
+                let label = format!("{INSTANCE_LABEL}={instance}");
+                // until two listings in a row find nothing: a request a worker had
+                // in flight (a create, a removal) may land after the first one
+                let until = Instant::now() + Duration::from_secs(10);
+                let mut empty = 0;
+                while empty < 2 && Instant::now() < until {
+                    empty = if remove_labelled(&docker, &label).await == 0 { empty + 1 } else { 0 };
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Some(())
             })
         });
@@ -108,11 +124,13 @@ impl Drop for Kubelet {
     }
 }
 
-/// Removes (forcefully) every container and volume with `label`.
-async fn remove_labelled(docker: &Docker, label: &str) {
+/// Removes (forcefully) every container and volume with `label`; how many it found.
+async fn remove_labelled(docker: &Docker, label: &str) -> usize {
     let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
     let list = ListContainersOptions { all: true, filters: Some(filters.clone()), ..Default::default() };
-    for c in docker.list_containers(Some(list)).await.unwrap_or_default() {
+    let containers = docker.list_containers(Some(list)).await.unwrap_or_default();
+    let mut found = containers.len();
+    for c in containers {
         if let Some(id) = c.id {
             let _ =
                 docker.remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
@@ -121,15 +139,19 @@ async fn remove_labelled(docker: &Docker, label: &str) {
     let vols = bollard::query_parameters::ListVolumesOptions { filters: Some(filters) };
     if let Ok(v) = docker.list_volumes(Some(vols)).await {
         for vol in v.volumes.into_iter().flatten() {
+            found += 1;
             let _ = docker.remove_volume(&vol.name, Some(RemoveVolumeOptions { force: true })).await;
         }
     }
+    found
 }
 
 struct Node {
     shared: Arc<Shared>,
     docker: Docker,
     instance: String,
+    /// Set when the fake is dropped: nothing more is made on the engine.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 /// Whether a stored pod is the kaniko executor's (run by `kaniko.rs`, not here).
@@ -606,6 +628,9 @@ impl Worker {
     async fn run_set(&mut self, set: &[&Ctr]) -> Result<Vec<Exit>, Now> {
         let mut ids = Vec::new();
         for c in set {
+            if self.node.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Now::Gone);
+            }
             if c.check_non_root
                 && let Err(message) = self.image_user_check(c).await
             {
@@ -749,6 +774,9 @@ impl Worker {
             }),
             ..Default::default()
         };
+        if self.node.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("the fake is stopping".into());
+        }
         let docker = &self.node.docker;
         let id = docker.create_container(None::<CreateContainerOptions>, body).await.map_err(|e| e.to_string())?.id;
         let options = bollard::query_parameters::UploadToContainerOptions {
