@@ -35,6 +35,11 @@ struct Kube {
 type Agent = (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>);
 
 async fn setup() -> Option<Kube> {
+    setup_with(|_| json!({"namespace": NS})).await
+}
+
+/// A queue `k8s` with the config `config` makes from the test image, and an agent on it.
+async fn setup_with(config: impl Fn(&str) -> serde_json::Value) -> Option<Kube> {
     let docker_host = required_env("LIFTOFF_TEST_DOCKER_HOST")?;
     let image = required_env("LIFTOFF_TEST_DOCKER_IMAGE")?;
     let fake =
@@ -46,7 +51,7 @@ async fn setup() -> Option<Kube> {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
     let r = rig().await;
-    r.queue("k8s", ResourceType::Kubernetes, json!({"namespace": NS})).await;
+    r.queue("k8s", ResourceType::Kubernetes, config(&image)).await;
     let mut k = Kube { r, fake, image, _dir: dir, kubeconfig, agent: None };
     k.agent = Some(k.start_agent());
     Some(k)
@@ -197,6 +202,26 @@ async fn a_stop_reaches_the_jobs_sigterm_trap_and_kubectl_reads_and_waits_for_re
     assert_eq!(followed, "working\ngot SIGTERM, saving\n", "kubectl logs -f to the container's end");
     let agent_log = k.r.logs(&id, LogStream::Agent).await;
     assert_eq!(agent_log.matches("stopping the run").count(), 1, "{agent_log}");
+    k.stop_agent().await;
+}
+
+/// An init container from the queue's manifest runs first; its output is in
+/// the run's log (each line naming its container) and its failure is the run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_init_container_fails_the_run_with_its_exit_code_and_output() {
+    let config = |image: &str| {
+        let init = json!({"name": "prep", "image": image, "command": ["sh", "-c", "echo preparing; exit 4"]});
+        json!({"namespace": NS, "spec": {"template": {"spec": {"initContainers": [init]}}}})
+    };
+    let Some(mut k) = setup_with(config).await else { return };
+    k.r.image_job("with-init", &k.image, &["sh", "-c", "echo never"]).await;
+    let id = k.r.launch_on("k8s", "with-init").await;
+    let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
+    assert_eq!((done.state, done.exit_code), (ItemState::Failed, Some(4)), "{:?}", done.reason);
+    let reason = done.reason.unwrap();
+    assert!(reason.contains("container prep exited with code 4 (Error)"), "{reason}");
+    let log = k.r.logs(&id, LogStream::Stdout).await;
+    assert!(log.ends_with("/prep] preparing\n") && !log.contains("never"), "{log}");
     k.stop_agent().await;
 }
 

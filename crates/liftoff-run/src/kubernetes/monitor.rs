@@ -1,6 +1,7 @@
 //! Watching one Job to its end: a watch on the Job and one on its pods,
 //! each resumed from its last resourceVersion and listed again after a 410
-//! Gone; each container's log followed while its pod runs; a pending pod's
+//! Gone; each container's log (init containers' too) followed while its
+//! pod runs, and a failed one's exit code kept as the run's; a pending pod's
 //! reason (unschedulable, image pull) passed on as a warning each time it
 //! changes; a disrupted pod (eviction, preemption, node shutdown) ends the
 //! run as preempted.
@@ -247,7 +248,9 @@ fn job_end(j: &Job) -> Option<End> {
 /// Whether the Job can have several pods or containers (lines then name theirs).
 fn several_pods(j: &Job) -> bool {
     let spec = j.spec.as_ref();
-    let containers = spec.and_then(|s| s.template.spec.as_ref()).map_or(1, |p| p.containers.len());
+    let containers = spec
+        .and_then(|s| s.template.spec.as_ref())
+        .map_or(1, |p| p.containers.len() + p.init_containers.as_ref().map_or(0, Vec::len));
     containers > 1
         || spec.and_then(|s| s.backoff_limit).unwrap_or(0) > 0
         || spec.and_then(|s| s.parallelism).unwrap_or(1) > 1
@@ -282,7 +285,9 @@ impl PodsSeen {
             self.warning = Some(w.clone());
             let _ = warnings.send(w).await;
         }
-        for c in status.container_statuses.iter().flatten() {
+        // init containers first: their output and a failure of theirs are the run's too
+        let inits = status.init_container_statuses.iter().flatten();
+        for c in inits.chain(status.container_statuses.iter().flatten()) {
             let state = c.state.as_ref();
             let started = state.is_some_and(|s| s.running.is_some() || s.terminated.is_some());
             let key = (name.clone(), c.name.clone());
