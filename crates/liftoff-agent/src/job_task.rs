@@ -268,7 +268,7 @@ async fn fail(logs: &mpsc::Sender<(LogStream, String)>, e: JobError) -> Option<I
 
 /// The event that reports `e`: its message is the item's reason.
 fn fail_event(e: JobError) -> ItemEvent {
-    ItemEvent::Fail { reason: e.message, exit_code: None, stage: Some(e.stage) }
+    ItemEvent::Fail { reason: e.message, exit_code: e.exit_code, stage: Some(e.stage) }
 }
 
 async fn drive(

@@ -165,7 +165,7 @@ async fn a_failed_container_fails_the_run_with_its_exit_code_and_reason() {
     k.fake.set_pod(NS, &pod, PodState::Running).unwrap();
     k.fake.set_pod(NS, &pod, PodState::Failed { exit_code: 3, reason: "OOMKilled".into() }).unwrap();
     let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
-    assert_eq!((done.state, done.stage), (ItemState::Failed, Some(Stage::Run)));
+    assert_eq!((done.state, done.stage, done.exit_code), (ItemState::Failed, Some(Stage::Run), Some(3)));
     let reason = done.reason.unwrap();
     assert!(reason.contains("exited with code 3 (OOMKilled)"), "{reason}");
     stop_agent(agent).await;

@@ -274,7 +274,7 @@ impl KanikoBuilder {
         .await;
         match ended {
             Ok(Some(End::Finished)) => Ok(()),
-            Ok(Some(End::Failed(reason) | End::Preempted(reason))) => Err(failed(format!(
+            Ok(Some(End::Failed(reason, _) | End::Preempted(reason))) => Err(failed(format!(
                 "the kaniko Job {namespace}/{name} failed: {reason} (its log is in the run's build stream)"
             ))),
             Ok(Some(End::Deleted)) => {

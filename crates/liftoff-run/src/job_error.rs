@@ -52,11 +52,19 @@ pub struct JobError {
     pub stage: Stage,
     pub code: JobErrorCode,
     pub message: String,
+    /// The run's own exit code when it is known (a remote container that
+    /// exited non-zero): reported with the failure.
+    pub exit_code: Option<i32>,
 }
 
 impl JobError {
     pub fn new(stage: Stage, code: JobErrorCode, message: impl Into<String>) -> Self {
-        Self { stage, code, message: message.into() }
+        Self { stage, code, message: message.into(), exit_code: None }
+    }
+
+    /// The same failure, carrying the run's exit code.
+    pub fn with_exit_code(self, exit_code: Option<i32>) -> Self {
+        Self { exit_code, ..self }
     }
 
     /// An `anyhow` error with its whole chain (`{:#}`) as the message.

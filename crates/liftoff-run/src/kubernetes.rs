@@ -390,7 +390,9 @@ impl RunningJob for KubeRun {
     async fn wait(&mut self) -> Result<i32, JobError> {
         match self.ended().await? {
             End::Finished => Ok(0),
-            End::Failed(reason) => Err(JobError::new(Stage::Run, JobErrorCode::RemoteFailed, reason)),
+            End::Failed(reason, code) => {
+                Err(JobError::new(Stage::Run, JobErrorCode::RemoteFailed, reason).with_exit_code(code))
+            }
             End::Preempted(why) => Err(JobError::new(Stage::Run, JobErrorCode::Preempted, why)),
             End::Deleted if self.stopping => Ok(143),
             End::Deleted => Err(JobError::new(

@@ -22,7 +22,11 @@ impl Cluster {
         let config = tempfile::tempdir().unwrap();
         let file = config.path().join("kubeconfig");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-fake"));
-        cmd.arg("--kubeconfig").arg(&file).args(["--namespace", "team"]).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.arg("--kubeconfig")
+            .arg(&file)
+            .args(["--manual", "--namespace", "team"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         let mut fake = liftoff_testkit::ProcessGroup::spawn(&mut cmd).unwrap();
         let out = fake.child().stdout.take().unwrap();
         let first = std::io::BufReader::new(out).lines().next().unwrap().unwrap();

@@ -1,6 +1,7 @@
 //! Watching one Job to its end: a watch on the Job and one on its pods,
 //! each resumed from its last resourceVersion and listed again after a 410
-//! Gone; each container's log followed while its pod runs; a pending pod's
+//! Gone; each container's log (init containers' too) followed while its
+//! pod runs, and a failed one's exit code kept as the run's; a pending pod's
 //! reason (unschedulable, image pull) passed on as a warning each time it
 //! changes; a disrupted pod (eviction, preemption, node shutdown) ends the
 //! run as preempted.
@@ -24,8 +25,8 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
     Finished,
-    /// With the failed container's exit code and reason when known.
-    Failed(String),
+    /// Why, with the failed container's reason in the words; its exit code when known.
+    Failed(String, Option<i32>),
     Preempted(String),
     /// Deleted before it ended (by a stop, or by someone else).
     Deleted,
@@ -203,8 +204,11 @@ pub async fn monitor(
         }
     }
     let result = match (result, disrupted) {
-        (End::Failed(_), Some(preempted)) => preempted,
-        (End::Failed(reason), None) => End::Failed(m.failure.clone().unwrap_or(reason)),
+        (End::Failed(..), Some(preempted)) => preempted,
+        (End::Failed(reason, _), None) => match m.failure.clone() {
+            Some((why, code)) => End::Failed(why, Some(code)),
+            None => End::Failed(reason, None),
+        },
         (other, _) => other,
     };
     let drain = async {
@@ -230,18 +234,23 @@ fn job_end(j: &Job) -> Option<End> {
         return Some(End::Finished);
     }
     on("Failed").map(|c| {
-        End::Failed(format!(
-            "the Kubernetes Job failed: {}{}",
-            c.reason.clone().unwrap_or_default(),
-            c.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
-        ))
+        End::Failed(
+            format!(
+                "the Kubernetes Job failed: {}{}",
+                c.reason.clone().unwrap_or_default(),
+                c.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
+            ),
+            None,
+        )
     })
 }
 
 /// Whether the Job can have several pods or containers (lines then name theirs).
 fn several_pods(j: &Job) -> bool {
     let spec = j.spec.as_ref();
-    let containers = spec.and_then(|s| s.template.spec.as_ref()).map_or(1, |p| p.containers.len());
+    let containers = spec
+        .and_then(|s| s.template.spec.as_ref())
+        .map_or(1, |p| p.containers.len() + p.init_containers.as_ref().map_or(0, Vec::len));
     containers > 1
         || spec.and_then(|s| s.backoff_limit).unwrap_or(0) > 0
         || spec.and_then(|s| s.parallelism).unwrap_or(1) > 1
@@ -258,8 +267,8 @@ struct PodsSeen {
     streams: BTreeMap<(String, String), Task>,
     /// The last pending reason passed on.
     warning: Option<String>,
-    /// The last failed container: its exit code and reason.
-    failure: Option<String>,
+    /// The last failed container: why (its exit code and reason in words), and its exit code.
+    failure: Option<(String, i32)>,
     prefix: bool,
 }
 
@@ -276,7 +285,9 @@ impl PodsSeen {
             self.warning = Some(w.clone());
             let _ = warnings.send(w).await;
         }
-        for c in status.container_statuses.iter().flatten() {
+        // init containers first: their output and a failure of theirs are the run's too
+        let inits = status.init_container_statuses.iter().flatten();
+        for c in inits.chain(status.container_statuses.iter().flatten()) {
             let state = c.state.as_ref();
             let started = state.is_some_and(|s| s.running.is_some() || s.terminated.is_some());
             let key = (name.clone(), c.name.clone());
@@ -294,12 +305,13 @@ impl PodsSeen {
             if let Some(t) = state.and_then(|s| s.terminated.as_ref())
                 && t.exit_code != 0
             {
-                self.failure = Some(format!(
+                let why = format!(
                     "pod {name}: container {} exited with code {} ({})",
                     c.name,
                     t.exit_code,
                     t.reason.as_deref().unwrap_or("Error")
-                ));
+                );
+                self.failure = Some((why, t.exit_code));
             }
         }
         if phase == "Failed" {

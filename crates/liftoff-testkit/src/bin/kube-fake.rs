@@ -2,7 +2,7 @@
 //! `liftoff_testkit::fakes::kubernetes` and the crate's README).
 
 use clap::Parser;
-use liftoff_testkit::fakes::kubernetes::{KanikoRig, KubeFake, KubeFakeOptions};
+use liftoff_testkit::fakes::kubernetes::{INSTANCE_LABEL, KanikoRig, KubeFake, KubeFakeOptions, PodDriver};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,11 +10,17 @@ use std::time::Duration;
 /// logs, Secrets, any namespaced custom resource; list, watch, delete with propagation), for
 /// trying Liftoff's kubernetes runner and kubectl without a cluster.
 ///
-/// Nothing runs: pods stay Pending until driven, e.g.
-/// `curl -X POST <url>/_fake/namespaces/default/pods/<pod>/status -d '{"phase":"Running"}'`
-/// (also `{"phase":"Pending","reason":"Unschedulable","message":"..."}`,
-/// `{"phase":"Failed","exitCode":3}`, `{"phase":"Failed","disruption":"EvictionByEvictionAPI"}`),
-/// and write their output with
+/// Pods run as containers on the Docker engine at `--docker-host` (default: `DOCKER_HOST`), with
+/// no network: their states, exit codes and logs are real. Faults:
+/// `curl -X POST <url>/_fake/node -d '{"unschedulable":true}'` cordons the node (new pods stay
+/// Pending, Unschedulable; `false` schedules them);
+/// `curl -X POST <url>/_fake/namespaces/default/pods/<pod>/status -d '{"phase":"Failed","disruption":"EvictionByEvictionAPI"}'`
+/// evicts a pod (its containers are killed); an image that does not exist gives ErrImagePull, then
+/// ImagePullBackOff.
+///
+/// With `--manual` nothing runs: pods stay Pending until driven through the same status endpoint
+/// (`{"phase":"Running"}`, `{"phase":"Pending","reason":"Unschedulable","message":"..."}`,
+/// `{"phase":"Failed","exitCode":3}`), and their output is written with
 /// `curl -X POST <url>/_fake/namespaces/default/pods/<pod>/log -d '{"lines":["hello"]}'`.
 /// `POST <url>/_fake/expire` makes every older resourceVersion 410 Gone and ends open watches.
 #[derive(Parser)]
@@ -30,12 +36,15 @@ struct Args {
     /// More namespaces to create besides `default`.
     #[arg(long = "namespace")]
     namespaces: Vec<String>,
-    /// Run every pod by itself: Running at once, a line, Succeeded after SECS.
-    #[arg(long, value_name = "SECS")]
+    /// Run no containers: pods are driven by hand (`/_fake/...`).
+    #[arg(long)]
+    manual: bool,
+    /// With --manual, complete every pod by itself: Running at once, a line, Succeeded after SECS.
+    #[arg(long, value_name = "SECS", requires = "manual")]
     auto: Option<u64>,
-    /// Build kaniko Jobs on this Docker engine (`unix:///...`) and push them
-    /// to their `--destination`, the context read from its object store.
-    #[arg(long, value_name = "URL")]
+    /// The Docker engine (`unix:///...`) pods run on, and kaniko Jobs are built on and pushed
+    /// from to their `--destination` (the context read from its object store).
+    #[arg(long, value_name = "URL", env = "DOCKER_HOST")]
     docker_host: Option<String>,
     /// The S3 endpoint (moto) for kaniko contexts of pods without `S3_ENDPOINT`.
     #[arg(long, value_name = "URL", requires = "docker_host")]
@@ -50,12 +59,32 @@ struct Args {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> std::io::Result<()> {
-    let a = Args::parse();
+async fn main() -> std::process::ExitCode {
+    match serve(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kube-fake: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(a: Args) -> std::io::Result<()> {
+    let pods = match (&a.docker_host, a.manual) {
+        (_, true) => PodDriver::Manual,
+        (Some(h), false) => PodDriver::Docker { docker_host: h.clone() },
+        (None, false) => {
+            return Err(std::io::Error::other(
+                "no Docker engine to run pods on: give --docker-host unix:///path/to/docker.sock, set \
+                 DOCKER_HOST, or run with --manual",
+            ));
+        }
+    };
     let fake = KubeFake::start(KubeFakeOptions {
         listen: a.listen,
+        pods,
         auto_complete: a.auto.map(Duration::from_secs),
-        kaniko: a.docker_host.map(|docker_host| KanikoRig {
+        kaniko: a.docker_host.clone().map(|docker_host| KanikoRig {
             docker_host,
             s3_endpoint: a.s3_endpoint,
             azurite: a.azurite,
@@ -69,7 +98,13 @@ async fn main() -> std::io::Result<()> {
         fake.add_namespace(ns);
     }
     std::fs::write(&a.kubeconfig, fake.kubeconfig())?;
-    println!("kube-fake listening on {}; kubeconfig written to {}", fake.url, a.kubeconfig.display());
+    let pods = match fake.instance() {
+        Some(id) => {
+            format!("pods run on {} (containers labelled {INSTANCE_LABEL}={id})", a.docker_host.unwrap_or_default())
+        }
+        None => "pods are driven by hand".to_string(),
+    };
+    println!("kube-fake listening on {}; kubeconfig written to {}; {pods}", fake.url, a.kubeconfig.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r,

@@ -18,8 +18,9 @@
 //! `propagationPolicy` (`Foreground`: the owner is kept with a
 //! `deletionTimestamp` and the `foregroundDeletion` finalizer until its
 //! dependents are gone; `Background`; `Orphan`, the default for Jobs as on
-//! a real server) and `gracePeriodSeconds` (a pod is terminating for
-//! `pod_kill_delay`, its running containers end with 143); pod logs
+//! a real server) and `gracePeriodSeconds` (driven by hand, a pod is
+//! terminating for `pod_kill_delay`, its running containers end with 143;
+//! on Docker, SIGTERM, then SIGKILL when the grace runs out); pod logs
 //! (`GET .../pods/<name>/log`, `container`, `follow`, `timestamps`,
 //! `sinceTime`, `tailLines`, `limitBytes`, the real server's 400s for a
 //! container not started or not named). Errors are `Status` objects as the
@@ -32,18 +33,24 @@
 //! `FailureTarget`/`Failed` with `BackoffLimitExceeded`) and starts a new
 //! pod after a failure while `backoffLimit` allows.
 //!
-//! Nothing runs: pods stay `Pending` until a test (or `POST /_fake/...`)
-//! drives them ([`KubeFake::set_pod`]) and writes their output
-//! ([`KubeFake::emit`]). See the crate's README for where it differs from
-//! a real API server.
+//! Who runs pods is [`KubeFakeOptions::pods`]: with [`PodDriver::Docker`]
+//! a kubelet (`kubernetes/pods.rs`) runs every stored pod as containers on
+//! a Docker engine, so states, exit codes and logs are real, and a test
+//! injects faults on real pods (a cordoned node, an eviction, an image
+//! that cannot be pulled); with [`PodDriver::Manual`] nothing runs: pods
+//! stay `Pending` until a test (or `POST /_fake/...`) drives them
+//! ([`KubeFake::set_pod`]) and writes their output ([`KubeFake::emit`]).
+//! See the crate's README for where it differs from a real API server.
 
 #![expect(clippy::result_large_err, reason = "a refusal is the Response the handler sends, built where it is found")]
 
 mod access;
 mod kaniko;
+mod pods;
 
 pub use access::Rbac;
 pub use kaniko::KanikoRig;
+pub use pods::{INSTANCE_LABEL, PodDriver, UNSCHEDULABLE};
 
 use super::changes::Changes;
 use axum::Router;
@@ -54,7 +61,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,12 +71,14 @@ pub const TOKEN: &str = "kube-fake-token";
 #[derive(Debug, Clone)]
 pub struct KubeFakeOptions {
     pub listen: String,
-    /// How long a pod deleted with a grace period stays terminating.
+    /// How long a pod deleted with a grace period stays terminating (pods driven by hand).
     pub pod_kill_delay: Duration,
     /// `Some(d)`: every pod runs at once, writes a line, and succeeds after `d`.
     pub auto_complete: Option<Duration>,
     /// `Some`: kaniko Jobs really build (see `kubernetes/kaniko.rs`).
     pub kaniko: Option<KanikoRig>,
+    /// Who runs pods: tests by hand, or a kubelet on a Docker engine (`kubernetes/pods.rs`).
+    pub pods: PodDriver,
 }
 
 impl Default for KubeFakeOptions {
@@ -79,6 +88,7 @@ impl Default for KubeFakeOptions {
             pod_kill_delay: Duration::from_millis(100),
             auto_complete: None,
             kaniko: None,
+            pods: PodDriver::Manual,
         }
     }
 }
@@ -210,6 +220,10 @@ struct Store {
     rbac: Option<Rbac>,
     /// Each request the rules refused, as `METHOD /path?query`.
     refused: Vec<String>,
+    /// The uids of the pods the Docker kubelet runs (it ends their deletion itself).
+    kubelet_pods: HashSet<String>,
+    /// `Some(message)`: the node is cordoned, new pods are not scheduled.
+    unschedulable: Option<String>,
 }
 
 struct Shared {
@@ -222,11 +236,14 @@ pub struct KubeFake {
     pub url: String,
     state: Arc<Shared>,
     server: tokio::task::JoinHandle<()>,
+    /// Stops, and removes every container it made, when dropped.
+    kubelet: Option<pods::Kubelet>,
 }
 
 impl Drop for KubeFake {
     fn drop(&mut self) {
         self.server.abort();
+        self.kubelet.take();
     }
 }
 
@@ -305,16 +322,21 @@ impl KubeFake {
             .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", get(group_get).delete(group_delete))
             .route("/_fake/requests", get(admin_requests))
             .route("/_fake/expire", post(admin_expire))
+            .route("/_fake/node", post(admin_node))
             .route("/_fake/namespaces/{ns}/pods/{name}/status", post(admin_status))
             .route("/_fake/namespaces/{ns}/pods/{name}/log", post(admin_log))
             .route("/_fake/rbac", post(admin_rbac).delete(admin_rbac_off))
             .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
             .layer(axum::middleware::from_fn_with_state(state.clone(), record))
             .with_state(state.clone());
+        let kubelet = match &state.opts.pods {
+            PodDriver::Manual => None,
+            PodDriver::Docker { docker_host } => Some(pods::Kubelet::start(&state, docker_host).await?),
+        };
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { url, state, server })
+        Ok(Self { url, state, server, kubelet })
     }
 
     /// A kubeconfig whose current context is this fake, namespace `default`.
@@ -382,6 +404,19 @@ impl KubeFake {
     /// Every request the RBAC rules refused, as `METHOD /path?query`.
     pub fn refused(&self) -> Vec<String> {
         self.state.store.lock().unwrap().refused.clone()
+    }
+
+    /// Cordons the node (`Some(message)`: pods made from now on stay
+    /// `Pending`, `Unschedulable` with that message, and are never started)
+    /// or uncordons it (`None`: they are scheduled and run).
+    pub fn set_unschedulable(&self, message: Option<&str>) {
+        self.state.store.lock().unwrap().unschedulable = message.map(str::to_string);
+        self.state.changed.bump();
+    }
+
+    /// The id in the [`INSTANCE_LABEL`] of every container this fake's kubelet made.
+    pub fn instance(&self) -> Option<&str> {
+        self.kubelet.as_ref().map(pods::Kubelet::instance)
     }
 
     /// Forgets the watch history (a watch from any earlier version now gets
@@ -730,6 +765,12 @@ fn set_values(s: &str) -> Result<Vec<String>, String> {
     Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
 }
 
+/// A boolean query parameter as the real server reads it (Go's
+/// `strconv.ParseBool`: the Python client sends `True`).
+fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+    q.get(name).is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+}
+
 fn list_kind(res: &Res) -> String {
     format!("{}List", res.kind())
 }
@@ -754,7 +795,7 @@ async fn collection(
         Ok(s) => s,
         Err(e) => return bad_request(e),
     };
-    let watching = q.get("watch").is_some_and(|w| w == "1" || w == "true");
+    let watching = flag(&q, "watch");
     if !watching {
         let s = st.store.lock().unwrap();
         let items: Vec<Value> = s
@@ -768,7 +809,7 @@ async fn collection(
     }
     let from = q.get("resourceVersion").and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
     let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
-    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1");
+    let bookmarks = flag(&q, "allowWatchBookmarks");
     let mut pending = VecDeque::new();
     let (last, epoch) = {
         let s = st.store.lock().unwrap();
@@ -1265,13 +1306,24 @@ impl Shared {
     /// A pod deleted with a grace period: terminating (its running
     /// containers get SIGTERM and end with 143), removed after `pod_kill_delay`.
     fn terminate_pod(self: &Arc<Self>, s: &mut Store, ns: &str, mut pod: Value, grace: Option<i64>) -> Value {
+        let kubelet = s.kubelet_pods.contains(pod["metadata"]["uid"].as_str().unwrap_or_default());
         if !pod["metadata"]["deletionTimestamp"].is_null() {
+            // a second delete may shorten the grace period, as on a real server
+            let was = pod["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
+            if kubelet && let Some(g) = grace.filter(|g| *g < was) {
+                pod["metadata"]["deletionGracePeriodSeconds"] = json!(g);
+                return Self::put(s, &Res::pods(), ns, "MODIFIED", pod);
+            }
             return pod;
         }
         let grace = grace.unwrap_or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30));
         pod["metadata"]["deletionTimestamp"] = json!(now());
         pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
         let pod = Self::put(s, &Res::pods(), ns, "MODIFIED", pod);
+        if kubelet {
+            // its kubelet signals the containers and removes the pod once they have ended
+            return pod;
+        }
         let (me, ns, name) =
             (self.clone(), ns.to_string(), pod["metadata"]["name"].as_str().unwrap_or_default().to_string());
         let delay = self.opts.pod_kill_delay;
@@ -1424,6 +1476,11 @@ fn container_names(pod: &Value) -> Vec<String> {
         .collect()
 }
 
+fn init_container_names(pod: &Value) -> Vec<String> {
+    let inits = pod["spec"]["initContainers"].as_array().into_iter().flatten();
+    inits.filter_map(|c| c["name"].as_str()).map(str::to_string).collect()
+}
+
 fn apply_pod_state(pod: &mut Value, to: &PodState) {
     let names = container_names(pod);
     let images: Vec<Value> =
@@ -1494,7 +1551,9 @@ fn apply_pod_state(pod: &mut Value, to: &PodState) {
 /// real server's 400 for one that has not.
 fn container_started(pod: &Value, c: &str) -> Result<bool, String> {
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-    let st = pod["status"]["containerStatuses"].as_array().and_then(|cs| cs.iter().find(|s| s["name"] == c));
+    let all = pod["status"]["containerStatuses"].as_array().into_iter().flatten();
+    let mut all = all.chain(pod["status"]["initContainerStatuses"].as_array().into_iter().flatten());
+    let st = all.find(|s| s["name"] == c);
     match st.map(|s| &s["state"]) {
         Some(s) if s.get("running").is_some() => Ok(false),
         Some(s) if s.get("terminated").is_some() => Ok(true),
@@ -1517,7 +1576,7 @@ async fn pod_log(st: Arc<Shared>, ns: String, name: String, q: HashMap<String, S
         .ok_or_else(|| not_found(&Res::pods(), &name))?;
     let names = container_names(&pod);
     let c = match q.get("container").filter(|c| !c.is_empty()) {
-        Some(c) if names.contains(c) => c.clone(),
+        Some(c) if names.contains(c) || init_container_names(&pod).contains(c) => c.clone(),
         Some(c) => return Err(bad_request(format!("container {c} is not valid for pod {name}"))),
         None if names.len() == 1 => names[0].clone(),
         None => {
@@ -1528,8 +1587,8 @@ async fn pod_log(st: Arc<Shared>, ns: String, name: String, q: HashMap<String, S
         }
     };
     container_started(&pod, &c).map_err(bad_request)?;
-    let follow = q.get("follow").is_some_and(|f| f == "true" || f == "1");
-    let stamps = q.get("timestamps").is_some_and(|f| f == "true" || f == "1");
+    let follow = flag(&q, "follow");
+    let stamps = flag(&q, "timestamps");
     let since = match q.get("sinceTime") {
         Some(t) => Some(t.parse::<jiff::Timestamp>().map_err(|e| bad_request(format!("sinceTime: {e}")))?),
         None => None,
@@ -1643,6 +1702,17 @@ async fn admin_requests(State(st): State<Arc<Shared>>) -> Response {
 
 async fn admin_expire(State(st): State<Arc<Shared>>) -> Response {
     st.expire();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_node(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
+    let v = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let message = v["message"].as_str().unwrap_or(UNSCHEDULABLE).to_string();
+    st.store.lock().unwrap().unschedulable = (v["unschedulable"] == true).then_some(message);
+    st.changed.bump();
     StatusCode::NO_CONTENT.into_response()
 }
 

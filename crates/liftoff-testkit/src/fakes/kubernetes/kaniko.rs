@@ -105,7 +105,7 @@ fn mounted(
     secret_value(s, ns, secret, key).map(Some)
 }
 
-fn secret_value(s: &super::Store, ns: &str, name: &str, key: &str) -> Result<String, String> {
+pub(super) fn secret_value(s: &super::Store, ns: &str, name: &str, key: &str) -> Result<String, String> {
     let secret = s
         .objects
         .get(&(Res::secrets(), ns.to_string(), name.to_string()))
@@ -290,7 +290,7 @@ async fn gcs_object(rig: &KanikoRig, b: &Build, bucket: &str, key: &str) -> Resu
 }
 
 /// The docker config's logins, by registry host.
-fn logins(config: Option<&str>) -> HashMap<String, bollard::auth::DockerCredentials> {
+pub(super) fn logins(config: Option<&str>) -> HashMap<String, bollard::auth::DockerCredentials> {
     let mut out = HashMap::new();
     let Some(v) = config.and_then(|c| serde_json::from_str::<Value>(c).ok()) else { return out };
     for (host, e) in v["auths"].as_object().into_iter().flatten() {
