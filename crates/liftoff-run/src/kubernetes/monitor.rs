@@ -1,4 +1,5 @@
-//! Watching one Job to its end: a watch on the Job and one on its pods,
+//! Watching one run's object (a Job, or a custom resource through
+//! [`Owner`]) to its end: a watch on the object and one on its pods,
 //! each resumed from its last resourceVersion and listed again after a 410
 //! Gone; each container's log followed while its pod runs; a pending pod's
 //! reason (unschedulable, image pull) passed on as a warning each time it
@@ -133,12 +134,32 @@ pub struct LogSink {
 /// Longest a finished run waits for its log streams to drain.
 const DRAIN_BOUND: Duration = Duration::from_secs(30);
 
-/// Watches Job `name` (its pods labelled `job-name=<name>`) until it ends;
-/// publishes the end on `end`, once its logs are read.
-pub async fn monitor(
-    jobs: Api<Job>,
+/// What the monitor needs of the object a run is: a `batch/v1` Job, or a
+/// custom resource ([`kube::api::DynamicObject`], `custom.rs`).
+pub trait Owner: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static {
+    /// How it ended, once it has.
+    fn end(&self) -> Option<End>;
+    /// Whether it can have several pods or containers (lines then name theirs).
+    fn several_pods(&self) -> bool;
+}
+
+impl Owner for Job {
+    fn end(&self) -> Option<End> {
+        job_end(self)
+    }
+    fn several_pods(&self) -> bool {
+        several_pods(self)
+    }
+}
+
+/// Watches object `name` of `owners` and its pods (those `pod_selector`
+/// selects: `job-name=<name>` for a Job) until it ends; publishes the end
+/// on `end`, once its logs are read.
+pub async fn monitor<K: Owner>(
+    owners: Api<K>,
     pods: Api<Pod>,
     name: String,
+    pod_selector: String,
     sink: LogSink,
     warnings: mpsc::Sender<String>,
     end: watch::Sender<Option<End>>,
@@ -146,8 +167,8 @@ pub async fn monitor(
     let (jtx, mut jrx) = mpsc::channel(64);
     let (ptx, mut prx) = mpsc::channel(64);
     // aborted with the monitor (a detach): nothing of it goes on sending
-    let job_watch = Task(tokio::spawn(follow_kind(jobs, None, Some(format!("metadata.name={name}")), jtx)));
-    let pod_watch = Task(tokio::spawn(follow_kind(pods.clone(), Some(format!("job-name={name}")), None, ptx)));
+    let job_watch = Task(tokio::spawn(follow_kind(owners, None, Some(format!("metadata.name={name}")), jtx)));
+    let pod_watch = Task(tokio::spawn(follow_kind(pods.clone(), Some(pod_selector.clone()), None, ptx)));
     let mut m = PodsSeen {
         pods: pods.clone(),
         sink: sink.clone(),
@@ -167,8 +188,8 @@ pub async fn monitor(
                 match job {
                     None => break End::Deleted,
                     Some(j) => {
-                        m.prefix = several_pods(&j);
-                        if let Some(e) = job_end(&j) { break e; }
+                        m.prefix = j.several_pods();
+                        if let Some(e) = j.end() { break e; }
                     }
                 }
             }
@@ -195,7 +216,7 @@ pub async fn monitor(
     // the pods as they are now: a short-lived one may have ended unseen, and
     // the Job's failure may have been watched before its pod's disruption
     let mut disrupted = None;
-    if let Ok(list) = pods.list(&ListParams::default().labels(&format!("job-name={name}"))).await {
+    if let Ok(list) = pods.list(&ListParams::default().labels(&pod_selector)).await {
         for p in &list.items {
             if let Some(e) = m.pod(p, &warnings).await {
                 disrupted = Some(e);
