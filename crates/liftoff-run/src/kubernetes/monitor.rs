@@ -133,6 +133,9 @@ pub struct LogSink {
 
 /// Longest a finished run waits for its log streams to drain.
 const DRAIN_BOUND: Duration = Duration::from_secs(30);
+/// How long the log of a container still running when its run's object
+/// ended is read on (what it wrote before the end is in flight).
+const LIVE_DRAIN: Duration = Duration::from_secs(1);
 
 /// What the monitor needs of the object a run is: a `batch/v1` Job, or a
 /// custom resource ([`kube::api::DynamicObject`], `custom.rs`).
@@ -177,9 +180,14 @@ pub async fn monitor<K: Owner>(
         failure: None,
         prefix: false,
     };
+    // pods wait until the object is seen: it says whether lines get a
+    // prefix, which must be known before a log is read (the bytes the
+    // server holds are counted with it, also after a restart)
+    let mut owner_seen = false;
     let result = loop {
         tokio::select! {
             Some(seen) = jrx.recv() => {
+                owner_seen = true;
                 let job = match seen {
                     Seen::Applied(j) => Some(j),
                     Seen::Deleted(_) => None,
@@ -193,7 +201,7 @@ pub async fn monitor<K: Owner>(
                     }
                 }
             }
-            Some(seen) = prx.recv() => {
+            Some(seen) = prx.recv(), if owner_seen => {
                 let list = match seen {
                     Seen::Applied(p) => vec![p],
                     Seen::Deleted(_) => vec![],
@@ -216,10 +224,18 @@ pub async fn monitor<K: Owner>(
     // the pods as they are now: a short-lived one may have ended unseen, and
     // the Job's failure may have been watched before its pod's disruption
     let mut disrupted = None;
+    // containers still running now that the object has ended (a custom
+    // resource's other pods, which its controller may leave running)
+    let mut live = std::collections::BTreeSet::new();
     if let Ok(list) = pods.list(&ListParams::default().labels(&pod_selector)).await {
         for p in &list.items {
             if let Some(e) = m.pod(p, &warnings).await {
                 disrupted = Some(e);
+            }
+            for c in p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
+                if c.state.as_ref().is_some_and(|s| s.running.is_some()) {
+                    live.insert((p.name_any(), c.name.clone()));
+                }
             }
         }
     }
@@ -228,12 +244,29 @@ pub async fn monitor<K: Owner>(
         (End::Failed(reason), None) => End::Failed(m.failure.clone().unwrap_or(reason)),
         (other, _) => other,
     };
+    let mut cut = Vec::new();
     let drain = async {
-        for (_, mut h) in std::mem::take(&mut m.streams) {
-            let _ = (&mut h.0).await;
+        for (key, mut h) in std::mem::take(&mut m.streams) {
+            if !live.contains(&key) {
+                let _ = (&mut h.0).await;
+            } else if tokio::time::timeout(LIVE_DRAIN, &mut h.0).await.is_err() {
+                // dropped: its reader is aborted
+                cut.push(format!("{}/{}", key.0, key.1));
+            }
         }
     };
-    if tokio::time::timeout(DRAIN_BOUND, drain).await.is_err() {
+    let drained = tokio::time::timeout(DRAIN_BOUND, drain).await;
+    if !cut.is_empty() {
+        agent_line(
+            &sink.logs,
+            format!(
+                "liftoff agent: {name} ended while {} still ran; what they write from now on is not in this log",
+                cut.join(", ")
+            ),
+        )
+        .await;
+    }
+    if drained.is_err() {
         agent_line(
             &sink.logs,
             "liftoff agent: some pod logs were still open 30 s after the Job ended; stopped reading them",
