@@ -430,9 +430,7 @@ async fn additional_services_are_made_before_the_job_waited_for_and_removed_afte
     let deployments = Res::new("apps", "v1", "deployments");
     let ps_pod = k
         .fake
-        .wait_until(BOUND, |f| {
-            f.pods(NS).into_iter().find(|p| p["metadata"]["labels"]["app"] == "ps").map(|p| p.clone())
-        })
+        .wait_until(BOUND, |f| f.pods(NS).into_iter().find(|p| p["metadata"]["labels"]["app"] == "ps"))
         .await
         .expect("the Deployment's pod");
     let deploy = k.object(&deployments, "param-server").expect("the Deployment, its name made DNS-safe");
