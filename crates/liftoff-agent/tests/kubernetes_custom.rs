@@ -324,6 +324,38 @@ async fn a_stop_deletes_the_custom_object_in_the_foreground_with_its_secrets_and
     stop_agent(agent).await;
 }
 
+/// A custom run's pods are watched like a Job's: a pending pod's reason is
+/// a warning that follows it, and an evicted pod preempts the run, which
+/// runs again as a new object (the Volcano controller fails the Job too:
+/// the disruption wins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_runs_pending_reason_is_a_warning_and_an_eviction_preempts_it() {
+    let k = setup(volcano_config()).await;
+    let agent = k.agent().await;
+    let (id, name) = k.launch().await;
+    let pods = k.pods_of(&name, 2).await;
+    let pending = PodState::Pending { reason: "ErrImagePull".into(), message: "pull access denied".into() };
+    k.fake.set_pod(NS, &pods[1], pending).unwrap();
+    let warned = k.r.wait_for(&id, |i| i.warnings.iter().any(|w| w.message.contains("ErrImagePull")), BOUND).await;
+    let w = warned.warnings.iter().find(|w| w.message.contains("ErrImagePull")).unwrap();
+    assert!(w.message.contains(&pods[1]) && w.message.contains("pull access denied"), "{}", w.message);
+    k.fake.set_pod(NS, &pods[0], PodState::Running).unwrap();
+    let evicted = PodState::Disrupted { disruption: "EvictionByEvictionAPI".into(), message: "drained".into() };
+    k.fake.set_pod(NS, &pods[0], evicted).unwrap();
+    let again = k.r.wait_for(&id, |i| i.resumes == 1 && i.state == ItemState::Running, BOUND).await;
+    assert!(k.r.logs(&id, LogStream::Agent).await.contains("EvictionByEvictionAPI"));
+    let second = k.object_name(&id).await;
+    assert_ne!(second, name, "a new object for the new claim (fence {})", again.fence);
+    assert!(k.gone(&volcano(), &name, BOUND).await, "the preempted run's object is removed");
+    for p in k.pods_of(&second, 2).await {
+        k.fake.set_pod(NS, &p, PodState::Running).unwrap();
+        k.fake.set_pod(NS, &p, PodState::Succeeded).unwrap();
+    }
+    let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
+    assert_eq!((done.state, done.resumes), (ItemState::Finished, 1), "{:?}", done.reason);
+    stop_agent(agent).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pytorchjob_is_followed_by_its_conditions_to_succeeded() {
     let replica = |n: u32| json!({"replicas": n, "restartPolicy": "Never", "template": {"spec": {"containers": [{"name": "pytorch"}]}}});
