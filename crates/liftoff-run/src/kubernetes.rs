@@ -359,12 +359,13 @@ impl Runner for KubernetesRunner {
         }
         if !s.services.is_empty() {
             // a start dropped while it waits (the item stopped) still removes what it made
-            let guard = RemoveOnDrop(Some(objects.clone()));
-            if let Err(e) = services::create(&client, &s.namespace, s.services, &s.wait, logs).await {
-                drop(guard);
+            let mut guard = RemoveOnDrop(Some(objects.clone()));
+            let made = services::create(&client, &s.namespace, s.services, &s.wait, logs).await;
+            guard.0.take();
+            if let Err(e) = made {
+                objects.remove(Duration::ZERO).await.ok();
                 return Err(e);
             }
-            std::mem::forget(guard);
         }
         let created = match &s.custom {
             None => {
