@@ -547,3 +547,39 @@ async fn an_unsafe_additional_service_is_refused_naming_its_field_and_makes_noth
     assert!(posts.is_empty(), "nothing was made: {posts:?}");
     stop_agent(agent).await;
 }
+
+/// `wait_for_ready: false` starts the run at once; a stop removes the
+/// services with the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_removes_the_additional_services_made_without_waiting() {
+    let k = setup(services_config(json!({"wait_for_ready": false}))).await;
+    let agent = k.agent().await;
+    let id = k.r.launch_on("k8s", "img").await;
+    k.r.wait_for(&id, |i| i.state == ItemState::Running, BOUND).await;
+    let name = k.object_name(&id).await;
+    let deployments = Res::new("apps", "v1", "deployments");
+    assert!(k.object(&deployments, "param-server").is_some(), "made, though never ready");
+    assert!(!k.r.logs(&id, LogStream::Agent).await.contains("waiting for additional service"));
+    k.r.client.stop_item(&id).await.unwrap();
+    let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
+    assert_eq!(done.state, ItemState::Stopped, "{:?}", done.reason);
+    assert!(k.gone(&Res::jobs(), &name, BOUND).await, "the Job, its Secrets, the Deployment and the Service are gone");
+    stop_agent(agent).await;
+}
+
+/// A custom kind's manifest with no pod template has nowhere to put the
+/// run's image: refused at plan time, naming it, nothing made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_manifest_without_a_pod_template_is_refused_at_plan_time() {
+    let k = setup(json!({"namespace": NS, "apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job",
+        "spec": {"minAvailable": 1, "tasks": []}}))
+    .await;
+    let agent = k.agent().await;
+    let id = k.r.launch_on("k8s", "img").await;
+    let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
+    assert_eq!((done.state, done.stage), (ItemState::Failed, Some(Stage::Agent)), "{:?}", done.reason);
+    let reason = done.reason.unwrap();
+    assert!(reason.contains("resource_args.spec") && reason.contains("holds no pod template"), "{reason}");
+    assert!(k.fake.requests().iter().all(|r| !r.starts_with("POST")), "nothing was made");
+    stop_agent(agent).await;
+}

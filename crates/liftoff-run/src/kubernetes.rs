@@ -153,24 +153,24 @@ impl Runner for KubernetesRunner {
                 });
             }
         }
-        // the queue's manifest with what the run adds (a stand-in image): a Job, every field known
-        let sample = manifest::job_manifest(&manifest::JobInput {
-            args: &object_args,
-            name: "lf-check",
-            namespace: "default",
-            labels: &BTreeMap::new(),
-            annotations: &BTreeMap::new(),
-            image: "check",
-            entrypoint: &[],
-            cmd_args: &[],
-            env: &BTreeMap::new(),
-            env_secret: "lf-check-env",
-            pull_secret: None,
-        });
-        if custom.is_none()
-            && let Err(message) = manifest::check_job_fields(&sample)
-        {
-            problems.push(liftoff_core::resource::ConfigProblem { field: "config".into(), message });
+        if custom.is_none() {
+            // the queue's manifest with what the run adds (a stand-in image): a Job, every field known
+            let sample = manifest::job_manifest(&manifest::JobInput {
+                args: &object_args,
+                name: "lf-check",
+                namespace: "default",
+                labels: &BTreeMap::new(),
+                annotations: &BTreeMap::new(),
+                image: "check",
+                entrypoint: &[],
+                cmd_args: &[],
+                env: &BTreeMap::new(),
+                env_secret: "lf-check-env",
+                pull_secret: None,
+            });
+            if let Err(message) = manifest::check_job_fields(&sample) {
+                problems.push(liftoff_core::resource::ConfigProblem { field: "config".into(), message });
+            }
         }
         let cmd = check_cloud_run(req, problems, "Kubernetes", "a registry the cluster can pull from")?;
         let item = req.item;
