@@ -437,7 +437,12 @@ impl Runner for KubernetesRunner {
                 })),
             });
         }
-        found.extend(adopt_custom(&cluster.client, &selector).await?);
+        // a cluster whose ClusterRole predates custom runs (no configmaps
+        // list) still gets its Jobs back
+        match adopt_custom(&cluster.client, &selector).await {
+            Ok(custom) => found.extend(custom),
+            Err(e) => tracing::warn!(error = %e.message, "could not look for custom runs to re-adopt"),
+        }
         Ok(found)
     }
 }
