@@ -583,3 +583,42 @@ async fn a_custom_manifest_without_a_pod_template_is_refused_at_plan_time() {
     assert!(k.fake.requests().iter().all(|r| !r.starts_with("POST")), "nothing was made");
     stop_agent(agent).await;
 }
+
+/// A Pod as an additional service is ready once it runs with every
+/// container ready; it is hardened like the run's pods and removed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_service_is_waited_for_until_running_and_ready() {
+    let k = setup(json!({"namespace": NS, "wait_timeout": 30, "additional_services": [{"name": "cache",
+        "config": {"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"app": "cache"}},
+            "spec": {"containers": [{"name": "redis", "image": "registry.example/redis:7"}]}}}]}))
+    .await;
+    let agent = k.agent().await;
+    let id = k.r.launch_on("k8s", "img").await;
+    k.logs_contain(
+        &id,
+        LogStream::Agent,
+        "waiting for additional service Pod ml/cache: pod Pending, 0/1 containers ready",
+    )
+    .await;
+    let pod = k.object(&Res::pods(), "cache").expect("the service's pod");
+    assert_all_restricted(&pod);
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    assert_eq!(pod["metadata"]["labels"][labels::AUXILIARY], "cache");
+    assert!(!k.fake.requests().iter().any(|r| r.starts_with("POST /apis/batch/v1/")), "no Job before it is ready");
+    k.fake.set_pod(NS, "cache", PodState::Running).unwrap();
+    k.r.wait_for(&id, |i| i.state == ItemState::Running, BOUND).await;
+    let name = k.object_name(&id).await;
+    let job_pod = k
+        .fake
+        .wait_until(BOUND, |f| f.pods(NS).into_iter().find(|p| p["metadata"]["labels"]["job-name"] == name))
+        .await
+        .unwrap();
+    let job_pod = job_pod["metadata"]["name"].as_str().unwrap().to_string();
+    k.fake.set_pod(NS, &job_pod, PodState::Running).unwrap();
+    k.fake.set_pod(NS, &job_pod, PodState::Succeeded).unwrap();
+    let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
+    assert_eq!(done.state, ItemState::Finished, "{:?}", done.reason);
+    let gone = k.fake.wait_until(BOUND, |f| f.pods(NS).is_empty().then_some(())).await;
+    assert!(gone.is_some(), "the service's pod is removed with the run: {:?}", k.fake.pods(NS));
+    stop_agent(agent).await;
+}
