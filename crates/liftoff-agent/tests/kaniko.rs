@@ -61,30 +61,47 @@ struct Kaniko {
     /// `s3://liftoff-test/<prefix>`
     prefix: String,
     docker_config: std::path::PathBuf,
-    /// The store is azurite's (Azure Blob) rather than moto's (S3).
-    azure: bool,
+    store: Store,
+}
+
+/// Where the build context goes.
+enum Store {
+    /// moto's S3, read by the Job with the `aws-creds` Secret.
+    S3,
+    /// azurite's Azure Blob, with the storage-key Secret.
+    Azure,
+    /// The GCP fake's GCS, read by the Job with the service-account key in
+    /// the `gcp-creds` Secret (its token from the fake's token endpoint).
+    Gcs(liftoff_testkit::fakes::gcp::GcpFake),
 }
 
 /// The fake (kaniko Jobs build, each waiting for a permit of `gate` when
 /// `held`), its namespace and the AWS credentials Secret; a server with a
 /// `local-container` queue; the registry's login in a docker config.
 async fn setup(held: bool) -> Option<Kaniko> {
-    setup_on(held, false).await
+    setup_on(held, Store::S3).await
 }
 
-/// [`setup`], on azurite when `azure` (with the reference's storage-key
-/// Secret, `azure-storage-access-key`, holding azurite's well-known key).
-async fn setup_on(held: bool, azure: bool) -> Option<Kaniko> {
+/// [`setup`] on `store`: for azurite, with the reference's storage-key
+/// Secret (`azure-storage-access-key`, holding azurite's well-known key);
+/// for GCS, with the service-account key in Secret `gcp-creds`.
+async fn setup_on(held: bool, store: Store) -> Option<Kaniko> {
     let c = components()?;
+    let azure = matches!(store, Store::Azure);
     if azure {
         required_env("LIFTOFF_TEST_AZURITE")?;
     }
+    let gcs_endpoint = match &store {
+        Store::Gcs(g) => Some(g.base_url.clone()),
+        _ => None,
+    };
     let gate = Arc::new(tokio::sync::Semaphore::new(if held { 0 } else { 1000 }));
     let fake = KubeFake::start(KubeFakeOptions {
         kaniko: Some(KanikoRig {
             docker_host: c.docker_host.clone(),
             s3_endpoint: None,
             azurite: azure,
+            gcs_endpoint,
             gate: Some(gate.clone()),
         }),
         ..KubeFakeOptions::default()
@@ -108,20 +125,30 @@ async fn setup_on(held: bool, azure: bool) -> Option<Kaniko> {
             .unwrap();
         assert!(created.status().is_success(), "{}", created.status());
     }
+    if let Store::Gcs(g) = &store {
+        let key = std::fs::read_to_string(&g.key_file).unwrap();
+        let created = reqwest::Client::new()
+            .post(format!("{}/api/v1/namespaces/{NS}/secrets", fake.url))
+            .json(&json!({"metadata": {"name": "gcp-creds"}, "stringData": {"key.json": key}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(created.status().is_success(), "{}", created.status());
+    }
     let r = rig().await;
     r.queue("boxes", ResourceType::LocalContainer, json!({})).await;
     let kubeconfig = r.dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
     let marker = uuid::Uuid::new_v4().to_string();
     let repo = format!("{}/liftoff-test/kaniko-{}", c.registry, &marker[..8]);
-    let prefix = if azure {
-        format!("https://devstoreaccount1.blob.core.windows.net/liftoff-test/kaniko-{}", &marker[..8])
-    } else {
-        format!("s3://liftoff-test/kaniko-{}", &marker[..8])
+    let prefix = match store {
+        Store::Azure => format!("https://devstoreaccount1.blob.core.windows.net/liftoff-test/kaniko-{}", &marker[..8]),
+        Store::Gcs(_) => format!("gs://liftoff-test/kaniko-{}", &marker[..8]),
+        Store::S3 => format!("s3://liftoff-test/kaniko-{}", &marker[..8]),
     };
     let docker_config = r.dir.path().join("docker-config");
     liftoff_testkit::write_docker_config(&docker_config, &c.registry, Some((&c.user, &c.password)));
-    Some(Kaniko { c, r, fake, kubeconfig, gate, marker, repo, prefix, docker_config, azure })
+    Some(Kaniko { c, r, fake, kubeconfig, gate, marker, repo, prefix, docker_config, store })
 }
 
 async fn aws(c: &Components) -> CloudEnv {
@@ -130,16 +157,30 @@ async fn aws(c: &Components) -> CloudEnv {
 
 impl Kaniko {
     async fn env(&self) -> CloudEnv {
-        if self.azure {
-            CloudEnv::Azure(liftoff_cloud::AzureEnv::builder().azurite().build().unwrap())
-        } else {
-            aws(&self.c).await
+        match &self.store {
+            Store::Azure => CloudEnv::Azure(liftoff_cloud::AzureEnv::builder().azurite().build().unwrap()),
+            Store::Gcs(g) => CloudEnv::Gcp(
+                liftoff_cloud::GcpEnv::builder()
+                    .key_file(&g.key_file)
+                    .region(Some("us-central1"))
+                    .storage_endpoint(&g.base_url)
+                    .load()
+                    .await
+                    .unwrap(),
+            ),
+            Store::S3 => aws(&self.c).await,
         }
     }
 
     fn yaml(&self) -> String {
-        let env = if self.azure { "{type: azure}" } else { "{type: aws, region: us-east-1}" };
-        let secret = if self.azure { "" } else { "  secret-name: aws-creds\n  secret-key: credentials\n" };
+        let (env, secret) = match self.store {
+            Store::Azure => ("{type: azure}", ""),
+            Store::Gcs(_) => (
+                "{type: gcp, project: my-project, region: us-central1}",
+                "  secret-name: gcp-creds\n  secret-key: key.json\n",
+            ),
+            Store::S3 => ("{type: aws, region: us-east-1}", "  secret-name: aws-creds\n  secret-key: credentials\n"),
+        };
         format!(
             "queues: [boxes]\nenvironment: {env}\nbuilder:\n  type: kaniko\n  destination: {}\n  build-context-store: {}\n  namespace: {NS}\n  service-account: image-builder\n{secret}  build-deadline: 600\n  kaniko-config: {{metadata: {{labels: {{team: ml}}}}, spec: {{template: {{spec: {{nodeSelector: {{pool: builds}}}}}}}}}}\n",
             self.repo, self.prefix
@@ -326,10 +367,15 @@ async fn stop(
 /// Built by a kaniko Job of the expected shape, the run uses the image the
 /// fake built from the uploaded context; everything the build made is gone
 /// after it; an unchanged launch finds the image by its content tag and
-/// makes no Job.
+/// makes no Job. The agent holds exactly the shipped Role (the fake's RBAC
+/// authorizer on): no call of the builder is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_job_built_by_kaniko_runs_and_an_unchanged_one_is_found_without_a_job() {
+    use liftoff_cloud::kube_rbac::{agent_cluster_role, agent_role};
     let Some(k) = setup(true).await else { return };
+    let user = format!("system:serviceaccount:{NS}:liftoff-agent");
+    let rbac = liftoff_testkit::fakes::kubernetes::Rbac::new(&user, NS, &agent_role(), &agent_cluster_role());
+    k.fake.set_rbac(Some(rbac.unwrap()));
     k.job("kaniko-built", COPY_AND_RUN).await;
     let agent = k.agent(0).await;
     let first = k.r.launch_on("boxes", "kaniko-built").await;
@@ -383,6 +429,7 @@ async fn a_code_job_built_by_kaniko_runs_and_an_unchanged_one_is_found_without_a
     assert_eq!(item.build.expect("recorded").how, BuildHow::Found);
     assert!(k.r.logs(&second, LogStream::Build).await.contains("no build"));
     assert_eq!(k.jobs_created(), 1, "the unchanged launch made no Job");
+    assert_eq!(k.fake.refused(), Vec::<String>::new(), "the shipped Role grants every call of a build");
     stop(agent).await;
     k.remove_images().await;
 }
@@ -491,7 +538,7 @@ async fn kubectl_gets_describes_and_reads_the_log_of_a_build_job() {
 /// key from the reference's Secret, and the build runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_context_in_azure_blob_is_built_with_the_storage_key_secret() {
-    let Some(k) = setup_on(false, true).await else { return };
+    let Some(k) = setup_on(false, Store::Azure).await else { return };
     k.job("kaniko-azure", COPY_AND_RUN).await;
     let agent = k.agent(0).await;
     let id = k.r.launch_on("boxes", "kaniko-azure").await;
@@ -526,5 +573,30 @@ async fn a_build_stopped_midway_leaves_nothing_behind() {
         "{:?}",
         k.fake.deletions()
     );
+    stop(agent).await;
+}
+
+/// The context in GCS (the GCP fake): uploaded with the agent's gcp
+/// environment, read by the Job with the service-account key from the
+/// `secret-name`/`secret-key` Secret (mounted for
+/// `GOOGLE_APPLICATION_CREDENTIALS`, its token granted by the key's
+/// `token_uri`), built and run; the object is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_context_in_gcs_is_built_with_the_service_account_key_secret() {
+    let gcs = liftoff_testkit::fakes::gcp::GcpFake::start(&["liftoff-test"]).await;
+    let Some(k) = setup_on(false, Store::Gcs(gcs)).await else { return };
+    k.job("kaniko-gcs", COPY_AND_RUN).await;
+    let agent = k.agent(0).await;
+    let id = k.r.launch_on("boxes", "kaniko-gcs").await;
+    let item = k.ended(&id).await;
+    let log = k.r.logs(&id, LogStream::Build).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}\n{log}", item.reason);
+    assert_eq!(k.r.logs(&id, LogStream::Stdout).await, format!("hello from kaniko: {}\n", k.marker));
+    assert!(log.contains("context uploaded to gs://liftoff-test/kaniko-"), "{log}");
+    let Store::Gcs(g) = &k.store else { unreachable!() };
+    assert!(g.state.rejected.lock().unwrap().is_empty(), "{:?}", g.state.rejected.lock().unwrap());
+    let tokens = g.state.issued.lock().unwrap().len();
+    assert!(tokens >= 2, "the agent and the build pod each got a token: {tokens}");
+    k.nothing_left(&tag_in(&log)).await;
     stop(agent).await;
 }

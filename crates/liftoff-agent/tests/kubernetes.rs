@@ -339,3 +339,53 @@ async fn a_field_a_job_does_not_have_fails_the_run_naming_it_and_makes_nothing()
     assert!(jobs.is_empty() && secrets.is_empty(), "nothing was made: {jobs:?} {secrets:?}");
     stop_agent(agent).await;
 }
+
+/// The agent's identity bound to exactly the Role and ClusterRole that
+/// `liftoff permissions --runner kubernetes` prints (and deploy/ holds),
+/// with the fake's RBAC authorizer on: a run is made, watched, logged,
+/// stopped, re-adopted after a restart and cleaned up without one refused
+/// call, so the shipped grants are all the runner needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_rbac_grants_every_call_the_runner_makes() {
+    use liftoff_cloud::kube_rbac::{agent_cluster_role, agent_role};
+    use liftoff_testkit::fakes::kubernetes::Rbac;
+    let k = setup(json!({"namespace": NS})).await;
+    let user = "system:serviceaccount:ml:liftoff-agent";
+    k.fake.set_rbac(Some(Rbac::new(user, NS, &agent_role(), &agent_cluster_role()).unwrap()));
+
+    // made, watched, logged, re-adopted by a restarted agent, ended and removed
+    let first = k.agent().await;
+    let (id, job, pod) = k.launch().await;
+    k.fake.set_pod(NS, &pod, PodState::Running).unwrap();
+    k.fake.emit(NS, &pod, None, &["one"]).unwrap();
+    k.logs_contain(&id, LogStream::Stdout, "one").await;
+    stop_agent(first).await;
+    let second = k.agent().await;
+    k.fake.emit(NS, &pod, None, &["two"]).unwrap();
+    k.logs_contain(&id, LogStream::Stdout, "two").await;
+    k.fake.set_pod(NS, &pod, PodState::Succeeded).unwrap();
+    let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
+    assert_eq!(done.state, ItemState::Finished, "{:?}", done.reason);
+    assert!(k.gone(&job, BOUND).await);
+
+    // stopped while running
+    let (id, job, pod) = k.launch().await;
+    k.fake.set_pod(NS, &pod, PodState::Running).unwrap();
+    k.r.client.stop_item(&id).await.unwrap();
+    let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
+    assert_eq!(done.state, ItemState::Stopped, "{:?}", done.reason);
+    assert!(k.gone(&job, BOUND).await);
+    stop_agent(second).await;
+    assert_eq!(k.fake.refused(), Vec::<String>::new(), "every call was granted");
+
+    // and the authorizer is on: a Role without pods/log leaves the run's log unread
+    let mut role = agent_role();
+    role["rules"].as_array_mut().unwrap().retain(|r| r["resources"] != json!(["pods/log"]));
+    k.fake.set_rbac(Some(Rbac::new(user, NS, &role, &agent_cluster_role()).unwrap()));
+    let agent = k.agent().await;
+    let (_id, _job, pod) = k.launch().await;
+    k.fake.set_pod(NS, &pod, PodState::Running).unwrap();
+    let refused = k.fake.wait_until(BOUND, |f| f.refused().into_iter().find(|r| r.contains("/log"))).await;
+    assert!(refused.is_some_and(|r| r.starts_with("GET /api/v1/namespaces/ml/pods/")), "{:?}", k.fake.refused());
+    stop_agent(agent).await;
+}

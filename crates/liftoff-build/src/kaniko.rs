@@ -289,18 +289,6 @@ impl KanikoBuilder {
     }
 }
 
-/// For `doctor`: the cluster `source` names answers, and lists Jobs in the
-/// build namespace (`None`: the connection's). Returns the namespace used.
-pub async fn check_cluster(source: &ClusterSource, namespace: Option<&str>) -> Result<String, String> {
-    let cluster = source.connect().await?;
-    let ns = namespace.unwrap_or(&cluster.namespace).to_string();
-    let jobs: Api<Job> = Api::namespaced(cluster.client, &ns);
-    jobs.list(&ListParams::default().limit(1))
-        .await
-        .map_err(|e| kube_err(&format!("could not list Jobs in namespace {ns}"), e))?;
-    Ok(ns)
-}
-
 /// A Job name: `<prefix>-<tag>` (the config keeps it within 63).
 pub fn job_name(prefix: &str, tag: &str) -> String {
     let mut n = format!("{prefix}-{}", tag.to_ascii_lowercase().replace(['_', '.'], "-"));

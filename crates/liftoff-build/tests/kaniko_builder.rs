@@ -43,7 +43,13 @@ async fn rig(gate: Arc<tokio::sync::Semaphore>, deadline: Duration) -> Option<Ri
     let password = required_env("LIFTOFF_TEST_REGISTRY_PASSWORD")?;
     let s3 = required_env("LIFTOFF_TEST_S3_ENDPOINT")?;
     let fake = KubeFake::start(KubeFakeOptions {
-        kaniko: Some(KanikoRig { docker_host, s3_endpoint: None, azurite: false, gate: Some(gate) }),
+        kaniko: Some(KanikoRig {
+            docker_host,
+            s3_endpoint: None,
+            azurite: false,
+            gcs_endpoint: None,
+            gate: Some(gate),
+        }),
         ..KubeFakeOptions::default()
     })
     .await

@@ -35,15 +35,42 @@ const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(45);
 const MAX_RESPONSE: usize = 512 << 20;
 
 impl Client {
+    /// A client trusting the system's certificate authorities (for `https`).
     pub fn new(base_url: &str, api_key: &str, entity: &str) -> Result<Self, ClientError> {
+        Self::build(base_url, api_key, entity, Vec::new())
+    }
+
+    /// A client that also trusts the CA certificates of `ca_pem` (a PEM
+    /// bundle): a server whose certificate a private CA issued.
+    pub fn with_ca(base_url: &str, api_key: &str, entity: &str, ca_pem: &[u8]) -> Result<Self, ClientError> {
         let base = base_url.trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+        let roots =
+            reqwest::Certificate::from_pem_bundle(ca_pem).map_err(|source| ClientError::Http { url: base, source })?;
+        if roots.is_empty() {
+            return Err(ClientError::Decode {
+                url: base_url.to_string(),
+                detail: "the CA bundle holds no PEM certificate".into(),
+            });
+        }
+        Self::build(base_url, api_key, entity, roots)
+    }
+
+    fn build(
+        base_url: &str,
+        api_key: &str,
+        entity: &str,
+        roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, ClientError> {
+        let base = base_url.trim_end_matches('/').to_string();
+        let builder = || {
+            let b = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+            if roots.is_empty() { b } else { b.tls_certs_merge(roots.clone()) }
+        };
+        let http = builder()
             .pool_max_idle_per_host(32)
             .build()
             .map_err(|source| ClientError::Http { url: base.clone(), source })?;
-        let streams = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+        let streams = builder()
             .read_timeout(STREAM_READ_TIMEOUT)
             .build()
             .map_err(|source| ClientError::Http { url: base.clone(), source })?;

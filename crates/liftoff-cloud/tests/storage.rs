@@ -1,5 +1,5 @@
 //! Build-context uploads read back equal on S3 (moto), Azure Blob (Azurite)
-//! and GCS (the fake in support/gcp_fake.rs), each through the environment's
+//! and GCS (the fake in liftoff-testkit's fakes/gcp.rs), each through the environment's
 //! own credentials; `verify` on a missing bucket; AWS identity through STS.
 
 mod support;

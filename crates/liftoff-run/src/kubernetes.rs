@@ -8,6 +8,7 @@
 //! period; found again after an agent restart by the agent key's label (a
 //! custom run by its marker ConfigMap), and left running on shutdown.
 
+pub mod access;
 mod cluster;
 mod custom;
 mod manifest;

@@ -164,3 +164,49 @@ async fn a_watch_from_a_compacted_version_gets_410_gone() {
     assert_eq!(job["status"]["failed"], 1);
     assert_eq!(job["status"]["conditions"][1]["reason"], "BackoffLimitExceeded");
 }
+
+/// RBAC as kubectl meets it: `auth can-i` is answered by the fake's
+/// `SelfSubjectAccessReview`, and a request the rules do not allow is
+/// refused with the real server's 403, which kubectl prints as it would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_sees_the_fakes_rbac_in_auth_can_i_and_forbidden_requests() {
+    let Some(k) = Cluster::start() else { return };
+    let can = |args: &[&str]| {
+        let out = k.cmd(&[&["auth", "can-i"], args].concat()).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(can(&["delete", "jobs", "-n", "team"]), (true, "yes".into()), "no rules: everything is allowed");
+
+    let role = json!({"rules": [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    ]});
+    let cluster_role = json!({"rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]}]});
+    let user = "system:serviceaccount:team:liftoff-agent";
+    k.admin("rbac", json!({"user": user, "namespace": "team", "role": role, "clusterRole": cluster_role})).await;
+
+    assert_eq!(can(&["create", "jobs", "-n", "team"]), (true, "yes".into()));
+    assert_eq!(can(&["delete", "jobs", "-n", "team"]), (false, "no".into()));
+    assert_eq!(can(&["create", "jobs", "-n", "default"]), (false, "no".into()), "the Role is bound in team");
+    assert_eq!(can(&["list", "jobs", "-A"]), (true, "yes".into()), "the ClusterRole lists everywhere");
+    assert_eq!(can(&["get", "pods", "--subresource=log", "-n", "team"]), (true, "yes".into()));
+    assert_eq!(can(&["get", "pods", "-n", "team"]), (false, "no".into()));
+
+    let file = write_job(k.config.path(), "allowed");
+    k.run(&["create", "--validate=false", "-n", "team", "-f", &file]);
+    let refused = k.cmd(&["delete", "job", "allowed", "-n", "team"]).output().unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains(&format!(
+            "jobs.batch \"allowed\" is forbidden: User \"{user}\" cannot delete resource \"jobs\" in API group \"batch\" in the namespace \"team\""
+        )),
+        "{said}"
+    );
+    let refused = k.cmd(&["get", "secrets", "-n", "team"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot list resource \"secrets\""), "{refused:?}");
+
+    let off = reqwest::Client::new().delete(format!("{}/_fake/rbac", k.url)).send().await.unwrap();
+    assert!(off.status().is_success());
+    k.run(&["delete", "job", "allowed", "-n", "team"]);
+}

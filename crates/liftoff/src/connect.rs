@@ -15,6 +15,8 @@ pub struct Globals {
     pub base_url: Option<String>,
     pub api_key: Option<String>,
     pub entity: Option<String>,
+    /// A PEM bundle of CA certificates to trust beside the system's.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Globals {
@@ -45,8 +47,33 @@ impl Globals {
     /// A client with the resolved key but another URL or entity.
     pub fn client_for(&self, base_url: &str, entity: &str) -> anyhow::Result<Client> {
         let key = self.api_key()?;
-        Client::new(base_url, &key, entity).with_context(|| format!("failed to set up a client for {base_url}"))
+        match &self.ca_cert {
+            None => {
+                Client::new(base_url, &key, entity).with_context(|| format!("failed to set up a client for {base_url}"))
+            }
+            Some(path) => {
+                let pem = read_ca(path)?;
+                Client::with_ca(base_url, &key, entity, &pem)
+                    .with_context(|| format!("--ca-cert {}: not a usable PEM certificate bundle", path.display()))
+            }
+        }
     }
+}
+
+/// Largest CA bundle read (a system bundle is about 200 KB).
+const MAX_CA_BUNDLE: u64 = 4 << 20;
+
+fn read_ca(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).with_context(|| format!("--ca-cert: failed to read {}", path.display()))?;
+    let mut pem = Vec::new();
+    f.take(MAX_CA_BUNDLE + 1)
+        .read_to_end(&mut pem)
+        .with_context(|| format!("--ca-cert: failed to read {}", path.display()))?;
+    if pem.len() as u64 > MAX_CA_BUNDLE {
+        bail!("--ca-cert: {} is over {} MiB, not a CA bundle", path.display(), MAX_CA_BUNDLE >> 20);
+    }
+    Ok(pem)
 }
 
 /// Reads an API key file (one line; surrounding whitespace ignored).

@@ -28,6 +28,11 @@ struct Cli {
     #[arg(short, long, env = "LIFTOFF_ENTITY", global = true, value_name = "ENTITY")]
     entity: Option<String>,
 
+    /// Also trust the CA certificates in FILE (PEM) for an https server URL: a server whose
+    /// certificate a private CA issued.
+    #[arg(long, env = "LIFTOFF_CA_CERT", global = true, value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -92,7 +97,14 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let text = format!("{e:#}");
+            eprintln!("error: {text}");
+            if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+                eprintln!(
+                    "hint: the server's certificate was not accepted; if a private CA issued it, \
+                     pass that CA with --ca-cert FILE (or LIFTOFF_CA_CERT)"
+                );
+            }
             ExitCode::FAILURE
         }
     }
@@ -109,7 +121,8 @@ fn init_tracing(default_level: &str) {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let globals = connect::Globals { base_url: cli.base_url, api_key: cli.api_key, entity: cli.entity };
+    let globals =
+        connect::Globals { base_url: cli.base_url, api_key: cli.api_key, entity: cli.entity, ca_cert: cli.ca_cert };
     if let Command::Launch(args) = cli.command {
         return cmd::launch::run(&globals, *args).await;
     }

@@ -2,8 +2,7 @@
 //! doctor against moto (STS, S3) and the test Docker engine, PASS on good
 //! setups and FAIL with the fix on broken ones; exit codes; JSON output.
 
-#[path = "../../liftoff-cloud/tests/support/gcp_fake.rs"]
-mod gcp_fake;
+use liftoff_testkit::fakes::gcp as gcp_fake;
 
 use liftoff_testkit::required_env;
 use serde_json::Value;
@@ -86,18 +85,32 @@ fn aws_to_test_registry(registry: &str, store: &str) -> String {
 
 /// The Kubernetes API fake, served by a runtime of its own while the test
 /// runs the binary; its kubeconfig written in `dir`: the env pair to give.
-fn kube_fake(dir: &Path) -> (tokio::runtime::Runtime, (&'static str, String)) {
+/// (Fields drop in order: the runtime, then the fake.)
+struct Kube {
+    rt: tokio::runtime::Runtime,
+    fake: liftoff_testkit::fakes::kubernetes::KubeFake,
+    env: (&'static str, String),
+}
+
+fn kube_fake(dir: &Path) -> Kube {
     use liftoff_testkit::fakes::kubernetes::{KubeFake, KubeFakeOptions};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt.block_on(KubeFake::start(KubeFakeOptions::default())).unwrap();
     let file = dir.join("kubeconfig");
     std::fs::write(&file, fake.kubeconfig()).unwrap();
-    // served until the runtime is dropped
-    rt.spawn(async move {
-        let _fake = fake;
-        std::future::pending::<()>().await
-    });
-    (rt, ("LIFTOFF_KUBECONFIG", file.display().to_string()))
+    Kube { rt, fake, env: ("LIFTOFF_KUBECONFIG", file.display().to_string()) }
+}
+
+impl Kube {
+    /// Creates Secret `name` in `default` holding `keys` (through the API, as kubectl would).
+    fn secret(&self, name: &str, keys: &[&str]) {
+        let data: serde_json::Map<String, Value> = keys.iter().map(|k| (k.to_string(), "eA==".into())).collect();
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": data});
+        let url = format!("{}/api/v1/namespaces/default/secrets", self.fake.url);
+        let status =
+            self.rt.block_on(async { reqwest::Client::new().post(url).json(&body).send().await.unwrap().status() });
+        assert_eq!(status, 201);
+    }
 }
 
 #[test]
@@ -109,8 +122,8 @@ fn good_aws_setup_passes_every_check() {
     let config = aws_to_test_registry(&registry, &format!("s3://liftoff-test/doctor-{}", unique()));
     let mut env = moto_env(&endpoint);
     env.push(login);
-    let (_kube, kubeconfig) = kube_fake(dir.path());
-    env.push(kubeconfig.clone());
+    let kube = kube_fake(dir.path());
+    env.push(kube.env.clone());
     let (out, text) = run(dir.path(), &config, &env, &[]);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("FAIL"), "{text}");
@@ -123,7 +136,8 @@ fn good_aws_setup_passes_every_check() {
     assert!(creds.contains("from environment variables"), "{text}");
     assert!(line(&text, "build-context store").starts_with("PASS"), "{text}");
     let builder = line(&text, "builder");
-    assert!(builder.starts_with("PASS") && builder.contains("lists Jobs in namespace default"), "{text}");
+    assert!(builder.starts_with("PASS") && builder.contains("namespace default exists"), "{text}");
+    assert!(builder.contains("the agent may make all"), "{text}");
     let reg = line(&text, "registry");
     assert!(reg.starts_with("PASS") && reg.contains("accepts pushes") && reg.contains("config.json"), "{text}");
     let regions = line(&text, "regions");
@@ -409,4 +423,101 @@ async fn doctor_calls_each_cloud_runners_service_with_the_agents_credentials() {
     assert!(out.status.success(), "{text}");
     let passed = line(&text, "vertex");
     assert!(passed.starts_with("PASS") && passed.contains("projects/my-project-1/locations/europe-west4"), "{text}");
+}
+
+/// The rights a queue's runs need, asked of the cluster: each verb on each
+/// resource of `liftoff permissions`' Role in the runs' namespace, and the
+/// ClusterRole's list across namespaces; the namespace must exist. The
+/// fake's RBAC authorizer answers as a real cluster's does.
+#[test]
+fn the_kubernetes_runners_rights_are_asked_of_the_cluster() {
+    use liftoff_cloud::kube_rbac::{agent_cluster_role, agent_role};
+    use liftoff_testkit::fakes::kubernetes::Rbac;
+    let dir = tempfile::tempdir().unwrap();
+    let kube = kube_fake(dir.path());
+    let env = vec![kube.env.clone()];
+    let config = "queues: [default]\n";
+    let user = "system:serviceaccount:default:liftoff-agent";
+    let check = |extra: &[&str]| {
+        let mut args = vec!["--runner", "kubernetes"];
+        args.extend(extra);
+        let (out, text) = run(dir.path(), config, &env, &args);
+        (out.status.success(), line(&text, "kubernetes").to_string(), text)
+    };
+
+    // everything allowed (no rules), and exactly the shipped Role and ClusterRole
+    let (ok, l, text) = check(&[]);
+    assert!(ok && l.starts_with("PASS") && l.contains("namespace default exists"), "{text}");
+    let calls: usize = l.split("make all ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+    assert!(calls >= 15, "every verb of every rule is asked: {l}");
+    kube.fake.set_rbac(Some(Rbac::new(user, "default", &agent_role(), &agent_cluster_role()).unwrap()));
+    let (ok, l, text) = check(&[]);
+    assert!(ok && l.starts_with("PASS") && l.contains(&format!("all {calls} calls")), "{text}");
+
+    // a Role without pods/log and without deleting Secrets: both named, with the fix
+    let mut role = agent_role();
+    for rule in role["rules"].as_array_mut().unwrap() {
+        if rule["resources"] == serde_json::json!(["pods/log"]) {
+            rule["resources"] = serde_json::json!(["pods"]);
+        }
+        if rule["resources"] == serde_json::json!(["secrets"]) {
+            rule["verbs"] = serde_json::json!(["create", "list"]);
+        }
+    }
+    kube.fake.set_rbac(Some(Rbac::new(user, "default", &role, &agent_cluster_role()).unwrap()));
+    let (ok, l, text) = check(&[]);
+    assert!(!ok && l.starts_with("FAIL"), "{text}");
+    assert!(l.contains("2 of the") && l.contains("in namespace default: get pods/log, delete secrets"), "{text}");
+    assert!(
+        text.contains("fix: bind the Role and ClusterRole that `liftoff permissions --runner kubernetes`"),
+        "{text}"
+    );
+
+    // the Role bound where the runs are not, and no ClusterRole
+    kube.fake.add_namespace("team");
+    kube.fake.set_rbac(Some(Rbac::new(user, "team", &agent_role(), &serde_json::json!({"rules": []})).unwrap()));
+    let (ok, l, text) = check(&["--namespace", "team"]);
+    assert!(!ok && l.contains("cluster-wide (finding its Jobs after a restart): list jobs.batch"), "{text}");
+    assert!(!l.contains("in namespace team:"), "{text}");
+    let (ok, l, text) = check(&[]);
+    assert!(!ok && l.contains("could not check namespace default") && l.contains("403"), "{text}");
+
+    // a namespace that does not exist
+    kube.fake.set_rbac(None);
+    let (ok, l, text) = check(&["--namespace", "nope"]);
+    assert!(!ok && l.contains("namespace nope does not exist"), "{text}");
+    assert!(text.contains("kubectl create namespace nope"), "{text}");
+}
+
+/// kaniko's `secret-name`/`secret-key`: the Secret must exist in the build
+/// namespace and hold the key, or the build pods find no credentials.
+#[test]
+fn kanikos_credentials_secret_must_hold_its_key() {
+    let Some(endpoint) = required_env("LIFTOFF_TEST_S3_ENDPOINT") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let kube = kube_fake(dir.path());
+    let mut env = moto_env(&endpoint);
+    env.push(kube.env.clone());
+    let config = format!(
+        "{}  secret-name: aws-creds\n  secret-key: credentials\n",
+        kaniko("us-east-1", &format!("s3://liftoff-test/doctor-{}", unique()))
+    );
+    let builder = |env: &[(&'static str, String)]| {
+        let (_, text) = run(dir.path(), &config, env, &[]);
+        (line(&text, "builder").to_string(), text)
+    };
+    let (l, text) = builder(&env);
+    assert!(
+        l.starts_with("FAIL") && l.contains("builder.secret-name: there is no Secret aws-creds in namespace default"),
+        "{text}"
+    );
+    assert!(text.contains("kubectl create secret generic aws-creds -n default --from-file=credentials="), "{text}");
+    kube.secret("aws-creds", &["config"]);
+    let (l, text) = builder(&env);
+    assert!(l.starts_with("FAIL") && l.contains("has no key credentials (it has: config)"), "{text}");
+    kube.secret("aws-creds-2", &["credentials"]);
+    let config2 = config.replace("secret-name: aws-creds", "secret-name: aws-creds-2");
+    let (_, text) = run(dir.path(), &config2, &env, &[]);
+    let l = line(&text, "builder");
+    assert!(l.starts_with("PASS") && l.contains("Secret aws-creds-2 holds credentials"), "{text}");
 }

@@ -6,6 +6,9 @@ Configured like the ``liftoff`` CLI, argument first, then environment:
 * ``api_key`` / ``LIFTOFF_API_KEY``, else the key in
   ``./liftoff-data/admin.key`` when that file exists (where ``liftoff
   server`` run from the same directory writes it), as the CLI does;
+* ``ca_cert`` / ``LIFTOFF_CA_CERT``: a PEM file of CA certificates trusted
+  beside the system's, for an ``https`` server whose certificate a private
+  CA issued (the CLI's ``--ca-cert``);
 * ``entity`` / ``LIFTOFF_ENTITY``, else the key's own entity, asked once
   from ``GET /api/v1/whoami`` (as ``liftoff agent`` does without one; the
   other CLI commands default to ``default``, which is the entity of the
@@ -184,6 +187,7 @@ class Client:
         timeout: float = 120.0,
         stream_timeout: float = 45.0,
         transport: Optional[Transport] = None,
+        ca_cert: Optional[str] = None,
     ) -> None:
         base = (base_url or _env("LIFTOFF_BASE_URL") or DEFAULT_BASE_URL).strip().rstrip("/")
         if not re.match(r"^https?://[^/]", base):
@@ -199,7 +203,10 @@ class Client:
         self._entity = (entity or _env("LIFTOFF_ENTITY") or "").strip() or None
         self.timeout = timeout
         self.stream_timeout = stream_timeout
-        self.transport: Transport = transport or UrllibTransport()
+        ca = ca_cert or _env("LIFTOFF_CA_CERT")
+        if transport is not None and ca_cert:
+            raise ConfigurationError("pass ca_cert to the transport you give, not to the client")
+        self.transport: Transport = transport or UrllibTransport(ca_cert=ca)
 
     def __repr__(self) -> str:  # never shows the key
         return f"Client(base_url={self._base!r}, entity={self._entity!r})"

@@ -25,12 +25,13 @@ can wrap it::
 from __future__ import annotations
 
 import http.client
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Protocol, Tuple
 
-from .errors import ConnectionFailed
+from .errors import ConfigurationError, ConnectionFailed
 
 
 @dataclass
@@ -121,15 +122,25 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class UrllibTransport(Transport):
     """:class:`Transport` over :mod:`urllib.request`. The proxies of the
     environment (``https_proxy``, ``no_proxy``, ...) apply, as they do to
-    the CLI, unless ``use_env_proxies`` is false.
+    the CLI, unless ``use_env_proxies`` is false. ``ca_cert``: a PEM file of
+    CA certificates trusted beside the system's (a server whose certificate
+    a private CA issued), like the CLI's ``--ca-cert``.
 
     Example: ``Client(transport=UrllibTransport())``.
     """
 
-    def __init__(self, use_env_proxies: bool = True) -> None:
+    def __init__(self, use_env_proxies: bool = True, ca_cert: Optional[str] = None) -> None:
         handlers: List[urllib.request.BaseHandler] = [_NoRedirect()]
         if not use_env_proxies:
             handlers.append(urllib.request.ProxyHandler({}))
+        if ca_cert:
+            # the system's authorities and, beside them, a private CA's (PEM)
+            context = ssl.create_default_context()
+            try:
+                context.load_verify_locations(cafile=ca_cert)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigurationError(f"ca_cert {ca_cert!r}: not a readable PEM certificate bundle: {e}") from e
+            handlers.append(urllib.request.HTTPSHandler(context=context))
         self._opener = urllib.request.build_opener(*handlers)
 
     def _open(

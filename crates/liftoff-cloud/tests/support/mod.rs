@@ -3,7 +3,7 @@
 
 #![allow(dead_code, reason = "each test file uses part of the support module")]
 
-pub mod gcp_fake;
+pub use liftoff_testkit::fakes::gcp as gcp_fake;
 
 pub use liftoff_testkit::required_env;
 

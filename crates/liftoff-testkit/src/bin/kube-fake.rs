@@ -48,6 +48,10 @@ struct Args {
     /// Read Azure Blob kaniko contexts from azurite (127.0.0.1:10000).
     #[arg(long, requires = "docker_host")]
     azurite: bool,
+    /// Read gs:// kaniko contexts from this GCS (base URL, e.g. a GCP fake), with a token
+    /// from the mounted service-account key's token_uri.
+    #[arg(long, value_name = "URL", requires = "docker_host")]
+    gcs_endpoint: Option<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -60,6 +64,7 @@ async fn main() -> std::io::Result<()> {
             docker_host,
             s3_endpoint: a.s3_endpoint,
             azurite: a.azurite,
+            gcs_endpoint: a.gcs_endpoint,
             gate: None,
         }),
         ..KubeFakeOptions::default()

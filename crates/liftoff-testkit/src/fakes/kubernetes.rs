@@ -44,9 +44,11 @@
 
 #![expect(clippy::result_large_err, reason = "a refusal is the Response the handler sends, built where it is found")]
 
+mod access;
 mod controllers;
 mod kaniko;
 
+pub use access::Rbac;
 pub use kaniko::KanikoRig;
 
 use super::changes::Changes;
@@ -139,6 +141,7 @@ const KNOWN: &[(&str, &str, &str, &str)] = &[
     ("", "v1", "events", "Event"),
     ("batch", "v1", "jobs", "Job"),
     ("apps", "v1", "deployments", "Deployment"),
+    ("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview"),
 ];
 
 /// The kinds of the custom resources any fake in this process registered
@@ -216,6 +219,10 @@ struct Store {
     requests: Vec<String>,
     /// `<plural> <ns>/<name> propagationPolicy=<p> gracePeriodSeconds=<g>` per delete.
     deletions: Vec<String>,
+    /// `Some`: requests are authorized by these rules (see `access.rs`).
+    rbac: Option<Rbac>,
+    /// Each request the rules refused, as `METHOD /path?query`.
+    refused: Vec<String>,
 }
 
 struct Shared {
@@ -308,7 +315,7 @@ impl KubeFake {
             .route("/api/v1/namespaces", get(list_namespaces).post(create_namespace))
             .route("/api/v1/namespaces/{ns}", get(get_namespace))
             .route("/api/v1/{plural}", get(core_all))
-            .route("/apis/{group}/{version}/{plural}", get(group_all))
+            .route("/apis/{group}/{version}/{plural}", get(group_all).post(cluster_create))
             .route("/api/v1/namespaces/{ns}/{plural}", get(core_collection).post(core_create))
             .route("/api/v1/namespaces/{ns}/{plural}/{name}", get(core_get).delete(core_delete))
             .route("/api/v1/namespaces/{ns}/{plural}/{name}/{sub}", get(core_sub))
@@ -318,6 +325,8 @@ impl KubeFake {
             .route("/_fake/expire", post(admin_expire))
             .route("/_fake/namespaces/{ns}/pods/{name}/status", post(admin_status))
             .route("/_fake/namespaces/{ns}/pods/{name}/log", post(admin_log))
+            .route("/_fake/rbac", post(admin_rbac).delete(admin_rbac_off))
+            .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
             .layer(axum::middleware::from_fn_with_state(state.clone(), record))
             .with_state(state.clone());
         let server = tokio::spawn(async move {
@@ -391,6 +400,17 @@ impl KubeFake {
         self.state.emit(ns, pod, container, lines.iter().map(|l| l.to_string()).collect())
     }
 
+    /// Authorizes every later request by `rbac` (`None`: everything is
+    /// allowed, the default), and answers access reviews from it.
+    pub fn set_rbac(&self, rbac: Option<Rbac>) {
+        self.state.store.lock().unwrap().rbac = rbac;
+    }
+
+    /// Every request the RBAC rules refused, as `METHOD /path?query`.
+    pub fn refused(&self) -> Vec<String> {
+        self.state.store.lock().unwrap().refused.clone()
+    }
+
     /// Forgets the watch history (a watch from any earlier version now gets
     /// 410 Gone) and ends every open watch, as a compaction and an API
     /// server restart would.
@@ -423,6 +443,26 @@ async fn record(State(st): State<Arc<Shared>>, req: Request, next: Next) -> Resp
         st.changed.bump();
     }
     next.run(req).await
+}
+
+/// Refuses, with the real 403, a request the RBAC rules (when set) do not allow.
+async fn authorize(State(st): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let refused = {
+        let uri = req.uri();
+        let mut s = st.store.lock().unwrap();
+        let refused = s.rbac.as_ref().and_then(|rbac| {
+            let a = access::attributes(req.method().as_str(), uri.path(), uri.query().unwrap_or_default())?;
+            (!rbac.allows(&a)).then(|| rbac.forbidden(&a))
+        });
+        if refused.is_some() {
+            s.refused.push(format!("{} {uri}", req.method()));
+        }
+        refused
+    };
+    match refused {
+        Some(r) => r,
+        None => next.run(req).await,
+    }
 }
 
 async fn version() -> Response {
@@ -465,7 +505,11 @@ fn resource_list(st: &Shared, group: &str, version: &str) -> Response {
     let mut resources: Vec<Value> = served(st)
         .iter()
         .filter(|k| k.0 == group && k.1 == version)
-        .map(|(_, _, plural, kind)| {
+        .map(|(g, v, plural, kind)| {
+            if Res::new(g, v, plural) == access::reviews() {
+                return json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": false, "kind": kind,
+                    "verbs": ["create"]});
+            }
             json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": true, "kind": kind,
                 "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]})
         })
@@ -544,16 +588,44 @@ async fn group_collection(
 async fn core_create(
     State(st): State<Arc<Shared>>,
     Path((ns, plural)): Path<(String, String)>,
+    q: Q,
     body: Bytes,
 ) -> Response {
-    st.create(Res::new("", "v1", &plural), &ns, &body).unwrap_or_else(|e| e)
+    st.create_as(Res::new("", "v1", &plural), &ns, &body, dry_run(&q.0)).unwrap_or_else(|e| e)
 }
 async fn group_create(
     State(st): State<Arc<Shared>>,
     Path((g, v, ns, plural)): Path<(String, String, String, String)>,
+    q: Q,
     body: Bytes,
 ) -> Response {
-    st.create(Res::new(&g, &v, &plural), &ns, &body).unwrap_or_else(|e| e)
+    st.create_as(Res::new(&g, &v, &plural), &ns, &body, dry_run(&q.0)).unwrap_or_else(|e| e)
+}
+/// `?dryRun=All`: validated and answered as created, nothing stored.
+fn dry_run(q: &HashMap<String, String>) -> bool {
+    q.get("dryRun").is_some_and(|d| d == "All")
+}
+/// A cluster-scoped create: only access reviews are served.
+async fn cluster_create(
+    State(st): State<Arc<Shared>>,
+    Path((g, v, plural)): Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    if Res::new(&g, &v, &plural) != access::reviews() {
+        return status(404, "NotFound", "the server could not find the requested resource".into(), json!({}));
+    }
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let review = if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        access::review_from_protobuf(&body)
+            .map_err(|e| bad_request(format!("the body of the request was in an unknown format: {e}")))
+    } else {
+        parse_body(&body)
+    };
+    match review {
+        Ok(review) => access::review(st.store.lock().unwrap().rbac.as_ref(), review),
+        Err(e) => e,
+    }
 }
 async fn core_get(State(st): State<Arc<Shared>>, Path((ns, plural, name)): Path<(String, String, String)>) -> Response {
     st.get(&Res::new("", "v1", &plural), &ns, &name)
@@ -867,7 +939,9 @@ impl Shared {
         obj
     }
 
-    fn create(self: &Arc<Self>, res: Res, ns: &str, body: &[u8]) -> Resp {
+    /// Creates, or with `dry_run` only validates (the namespace must exist
+    /// and the name be free, as on a real server) and answers the object.
+    fn create_as(self: &Arc<Self>, res: Res, ns: &str, body: &[u8], dry_run: bool) -> Resp {
         let mut obj = parse_body(body)?;
         let kind = res.kind();
         if obj["kind"].as_str().is_some_and(|k| k != kind)
@@ -948,6 +1022,9 @@ impl Shared {
         m["creationTimestamp"] = json!(now());
         m["generation"] = json!(1);
         defaults(&res, &mut obj);
+        if dry_run {
+            return Ok((StatusCode::CREATED, axum::Json(obj)).into_response());
+        }
         let created = Self::put(&mut s, &res, ns, "ADDED", obj);
         controllers::after_create(&mut s, &res, ns, &created);
         let mut started = None;
@@ -1585,6 +1662,30 @@ impl Follow {
 
 fn log_line((t, l): &(jiff::Timestamp, String), stamps: bool) -> String {
     if stamps { format!("{} {l}", t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")) } else { l.clone() }
+}
+
+/// `POST /_fake/rbac` `{"user", "namespace", "role", "clusterRole"}` (the
+/// Role bound in `namespace`; both Kubernetes objects): requests are
+/// authorized by them from now on. `DELETE` turns it off.
+async fn admin_rbac(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
+    let v = match parse_body(&body) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let user = v["user"].as_str().unwrap_or("system:serviceaccount:default:default");
+    let ns = v["namespace"].as_str().unwrap_or("default");
+    match Rbac::new(user, ns, &v["role"], &v["clusterRole"]) {
+        Ok(r) => {
+            st.store.lock().unwrap().rbac = Some(r);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn admin_rbac_off(State(st): State<Arc<Shared>>) -> Response {
+    st.store.lock().unwrap().rbac = None;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn admin_requests(State(st): State<Arc<Shared>>) -> Response {

@@ -2,6 +2,8 @@
 //! agent will need, each PASS, FAIL (with the fix) or SKIP (not used by this
 //! configuration); exit 1 on any FAIL.
 
+mod kubernetes;
+
 use crate::cmd::config::read_bounded;
 use crate::output::{Format, FormatArg};
 use anyhow::bail;
@@ -20,9 +22,13 @@ pub struct DoctorArgs {
     /// Docker engine of the docker builder [default: DOCKER_HOST, else unix:///var/run/docker.sock].
     #[arg(long, value_name = "HOST")]
     docker_host: Option<String>,
-    /// A cloud runner the agent serves queues of (`sagemaker`, `vertex`): its service is called. Repeatable.
+    /// A runner the agent serves queues of (`kubernetes`, `sagemaker`, `vertex`): its cluster or
+    /// service is asked what the agent may do. Repeatable.
     #[arg(long = "runner", value_name = "TYPE")]
     runners: Vec<liftoff_core::ResourceType>,
+    /// The namespace the kubernetes runner's Jobs go to [default: the kubeconfig context's, or the pod's].
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
     #[command(flatten)]
     format: FormatArg,
 }
@@ -126,7 +132,10 @@ async fn checks(args: &DoctorArgs) -> Vec<Check> {
     out.push(check_registry(&cfg, env.as_ref()).await);
     out.push(check_regions(&cfg, env.as_ref(), store.as_ref()).await);
     for r in &args.runners {
-        out.push(check_runner(*r, env.as_ref()).await);
+        out.push(match r {
+            liftoff_core::ResourceType::Kubernetes => kubernetes::check_runner(args.namespace.as_deref()).await,
+            r => check_runner(*r, env.as_ref()).await,
+        });
     }
     out
 }
@@ -354,7 +363,7 @@ async fn check_builder(cfg: &AgentConfig, docker_host: Option<&str>) -> Check {
     match cfg.builder.as_ref().map(|b| b.builder_type) {
         None => skip(NAME, "no builder block: code and git jobs need a base_image"),
         Some(BuilderType::Noop) => skip(NAME, "noop builds nothing"),
-        Some(BuilderType::Kaniko) => check_kaniko_cluster(cfg).await,
+        Some(BuilderType::Kaniko) => kubernetes::check_kaniko(cfg).await,
         Some(BuilderType::Docker) => {
             let host = docker_host
                 .map(str::to_string)
@@ -369,34 +378,6 @@ async fn check_builder(cfg: &AgentConfig, docker_host: Option<&str>) -> Check {
                 ),
             }
         }
-    }
-}
-
-/// kaniko's cluster answers and lists Jobs in the build namespace (its
-/// store and registry have checks of their own; RBAC is not checked here).
-async fn check_kaniko_cluster(cfg: &AgentConfig) -> Check {
-    const NAME: &str = "builder";
-    let b = cfg.builder.as_ref();
-    let Some(source) = liftoff_run::kubernetes::ClusterSource::detect() else {
-        return fail(
-            NAME,
-            "kaniko builds in Kubernetes, and no cluster was found",
-            "set LIFTOFF_KUBECONFIG or KUBECONFIG, or run the agent in a pod with a service account",
-        );
-    };
-    match liftoff_build::kaniko::check_cluster(&source, b.and_then(|b| b.namespace.as_deref())).await {
-        Ok(ns) => pass(
-            NAME,
-            format!(
-                "the cluster answers and lists Jobs in namespace {ns}; kaniko image {}",
-                b.map_or("", |b| b.kaniko_image.as_str())
-            ),
-        ),
-        Err(e) => fail(
-            NAME,
-            e,
-            "check the kubeconfig's context, and that the agent's identity may list, create and delete Jobs in the build namespace",
-        ),
     }
 }
 

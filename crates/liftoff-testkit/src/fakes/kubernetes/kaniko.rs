@@ -3,7 +3,9 @@
 //! checked for the shape Liftoff's builder gives it, its context object is
 //! fetched from the object store it names (S3 through `S3_ENDPOINT` and
 //! the credentials mounted at `/root/.aws`, Azure Blob through azurite and
-//! `AZURE_STORAGE_ACCESS_KEY`), built on a real Docker engine and pushed to
+//! `AZURE_STORAGE_ACCESS_KEY`, GCS through the GCP fake (`fakes/gcp.rs`)
+//! with the service-account key mounted at `/kaniko/.config/gcloud`),
+//! built on a real Docker engine and pushed to
 //! `--destination` with the logins of the `config.json` mounted at
 //! `/kaniko/.docker`; the pod runs while it builds, its log is the
 //! build's output, and it succeeds or fails with the build. So the image a
@@ -25,6 +27,10 @@ pub struct KanikoRig {
     pub s3_endpoint: Option<String>,
     /// Azure Blob contexts are read from azurite (its well-known account).
     pub azurite: bool,
+    /// `gs://` contexts are read from this GCS (the GCP fake's base URL),
+    /// with a token the mounted key's `token_uri` grants, as kaniko's
+    /// Google client gets one.
+    pub gcs_endpoint: Option<String>,
     /// `Some`: each build, once its pod runs and has said its first line,
     /// waits for a permit (a test holds a build Job in place this way).
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
@@ -116,6 +122,8 @@ struct Build {
     destination: String,
     env: BTreeMap<String, String>,
     aws_credentials: Option<String>,
+    /// The service-account key mounted for `GOOGLE_APPLICATION_CREDENTIALS`.
+    gcp_key: Option<String>,
     docker_config: Option<String>,
 }
 
@@ -139,6 +147,7 @@ fn read_build(s: &super::Store, ns: &str, pod: &Value) -> Result<Build, String> 
         destination: arg(c, "destination").unwrap_or_default().to_string(),
         env,
         aws_credentials: mounted(s, ns, pod, c, "/root/.aws", "credentials")?,
+        gcp_key: mounted(s, ns, pod, c, "/kaniko/.config/gcloud", "config.json")?,
         docker_config: mounted(s, ns, pod, c, "/kaniko/.docker", "config.json")?,
     })
 }
@@ -204,8 +213,11 @@ async fn fetch_context(rig: &KanikoRig, b: &Build) -> Result<bytes::Bytes, Strin
             .build()
             .map_err(|e| e.to_string())?;
         (Box::new(s), key.to_string())
+    } else if let Some(rest) = b.context.strip_prefix("gs://") {
+        let (bucket, key) = rest.split_once('/').ok_or("--context names no object")?;
+        return gcs_object(rig, b, bucket, key).await;
     } else {
-        return Err(format!("the fake reads s3:// and Azure Blob contexts, not {}", b.context));
+        return Err(format!("the fake reads s3://, gs:// and Azure Blob contexts, not {}", b.context));
     };
     let path = Path::parse(&key).map_err(|e| e.to_string())?;
     let meta = store.head(&path).await.map_err(|e| format!("context object {}: {e}", b.context))?;
@@ -213,6 +225,68 @@ async fn fetch_context(rig: &KanikoRig, b: &Build) -> Result<bytes::Bytes, Strin
         return Err(format!("context object {} is {} bytes, over the fake's {MAX_CONTEXT}", b.context, meta.size));
     }
     store.get(&path).await.map_err(|e| e.to_string())?.bytes().await.map_err(|e| e.to_string())
+}
+
+/// A `gs://` context as kaniko's Google client reads it: a token from the
+/// mounted service-account key's `token_uri` (an RS256 JWT bearer grant),
+/// then the object from the GCS endpoint. By hand: object_store signs its
+/// own JWTs for a key and asks no token endpoint, which is not what kaniko
+/// does (nor what the GCP fake checks).
+async fn gcs_object(rig: &KanikoRig, b: &Build, bucket: &str, key: &str) -> Result<bytes::Bytes, String> {
+    let endpoint = rig
+        .gcs_endpoint
+        .as_deref()
+        .ok_or("the fake was given no GCS endpoint: it reads gs:// from the GCP fake only")?;
+    if b.env.get("GOOGLE_APPLICATION_CREDENTIALS").map(String::as_str) != Some("/kaniko/.config/gcloud/config.json") {
+        return Err(
+            "GOOGLE_APPLICATION_CREDENTIALS does not name the mounted key (workload identity is not modelled)".into()
+        );
+    }
+    let key_json = b.gcp_key.as_deref().ok_or("no service-account key is mounted at /kaniko/.config/gcloud")?;
+    let sa: Value = serde_json::from_str(key_json).map_err(|e| format!("the mounted key is not JSON: {e}"))?;
+    let field = |f: &str| sa[f].as_str().ok_or_else(|| format!("the mounted key has no {f}"));
+    let (email, pem, token_uri) = (field("client_email")?, field("private_key")?, field("token_uri")?);
+    let der: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(der).map_err(|e| format!("private_key: {e}"))?;
+    let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| format!("private_key: {e}"))?;
+    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let header = b64(serde_json::json!({"alg": "RS256", "typ": "JWT"}).to_string().as_bytes());
+    let claims = serde_json::json!({"iss": email, "aud": token_uri, "iat": now, "exp": now + 3600,
+        "scope": "https://www.googleapis.com/auth/cloud-platform"});
+    let signed = format!("{header}.{}", b64(claims.to_string().as_bytes()));
+    let mut sig = vec![0; pair.public_modulus_len()];
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    pair.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, signed.as_bytes(), &mut sig).map_err(|e| e.to_string())?;
+    let assertion = format!("{signed}.{}", b64(&sig));
+    let http = reqwest::Client::new();
+    let form = [("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", assertion.as_str())];
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let resp = http
+        .post(token_uri)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("token endpoint {token_uri}: {e}"))?;
+    let status = resp.status();
+    let granted: Value = resp.json().await.map_err(|e| format!("token endpoint {token_uri}: {e}"))?;
+    let token = granted["access_token"]
+        .as_str()
+        .ok_or_else(|| format!("token endpoint {token_uri} said {status}: {granted}"))?;
+    let url = format!("{}/{bucket}/{key}", endpoint.trim_end_matches('/'));
+    let mut resp = http.get(&url).bearer_auth(token).send().await.map_err(|e| format!("{url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("context object {}: GCS answered {}", b.context, resp.status()));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if out.len() + chunk.len() > MAX_CONTEXT {
+            return Err(format!("context object {} is over the fake's {MAX_CONTEXT} bytes", b.context));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.into())
 }
 
 /// The docker config's logins, by registry host.

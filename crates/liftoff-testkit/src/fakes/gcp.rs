@@ -1,4 +1,5 @@
-//! A local GCP for the tests: an OAuth token endpoint that checks what
+//! A local GCP for the tests (liftoff-cloud's, liftoff's, and kube-fake's
+//! kaniko executor, which reads `gs://` contexts from it): an OAuth token endpoint that checks what
 //! Google's does for a service account's JWT bearer grant (RFC 7523), and a
 //! fake of the subset of the GCS XML API that object_store uses.
 //!
@@ -13,8 +14,6 @@
 //! multipart uploads) or resumable uploads, no metadata headers, no
 //! generations beyond a counter, no ACLs or IAM: any issued token may do
 //! anything; ETags are counters, not MD5s.
-
-#![allow(dead_code, reason = "shared by liftoff-cloud's and liftoff's tests, each using part of it")]
 
 use axum::Router;
 use axum::body::Bytes;
@@ -285,5 +284,5 @@ fn token(st: &FakeState, body: &[u8]) -> Result<Response, String> {
 }
 
 fn url_form(body: &[u8]) -> HashMap<String, String> {
-    url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
