@@ -622,3 +622,96 @@ async fn a_pod_service_is_waited_for_until_running_and_ready() {
     assert!(gone.is_some(), "the service's pod is removed with the run: {:?}", k.fake.pods(NS));
     stop_agent(agent).await;
 }
+
+/// Under the fake's RBAC authorizer holding exactly the shipped Role (plus
+/// the rule `liftoff permissions --custom-resource batch.volcano.sh/jobs`
+/// adds) and ClusterRole: a Volcano run with a Deployment and a Service is
+/// made, waited for, watched, logged, re-adopted by a restarted agent,
+/// ended and removed, and another is stopped while running, without one
+/// refused call;
+/// without the custom rule, the run is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_rbac_with_the_custom_rule_grants_every_call_of_a_custom_run_with_services() {
+    use liftoff_cloud::kube_rbac::{agent_cluster_role, agent_role, custom_resource_rule};
+    use liftoff_testkit::fakes::kubernetes::Rbac;
+    let mut config = volcano_config();
+    config["additional_services"] = services_config(json!({}))["additional_services"].clone();
+    config["wait_timeout"] = json!(30);
+    let k = setup(config).await;
+    let user = "system:serviceaccount:ml:liftoff-agent";
+    let mut role = agent_role();
+    role["rules"].as_array_mut().unwrap().push(custom_resource_rule("batch.volcano.sh", "jobs"));
+    k.fake.set_rbac(Some(Rbac::new(user, NS, &role, &agent_cluster_role()).unwrap()));
+
+    let first = k.agent().await;
+    let id = k.r.launch_on("k8s", "img").await;
+    let ps = k
+        .fake
+        .wait_until(BOUND, |f| f.pods(NS).into_iter().find(|p| p["metadata"]["labels"]["app"] == "ps"))
+        .await
+        .expect("the Deployment's pod");
+    k.fake.set_pod(NS, ps["metadata"]["name"].as_str().unwrap(), PodState::Running).unwrap();
+    k.r.wait_for(&id, |i| i.state == ItemState::Running, BOUND).await;
+    let name = k.object_name(&id).await;
+    let pods = k.pods_of(&name, 2).await;
+    for p in &pods {
+        k.fake.set_pod(NS, p, PodState::Running).unwrap();
+    }
+    k.fake.emit(NS, &pods[0], None, &["one"]).unwrap();
+    k.logs_contain(&id, LogStream::Stdout, "one").await;
+    stop_agent(first).await;
+    let second = k.agent().await;
+    k.fake.emit(NS, &pods[0], None, &["two"]).unwrap();
+    k.logs_contain(&id, LogStream::Stdout, "two").await;
+    for p in &pods {
+        k.fake.set_pod(NS, p, PodState::Succeeded).unwrap();
+    }
+    let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
+    assert_eq!(done.state, ItemState::Finished, "{:?}", done.reason);
+    assert!(k.gone(&volcano(), &name, BOUND).await, "object, Secrets, marker and services removed");
+
+    // stopped while running
+    let id = k.r.launch_on("k8s", "img").await;
+    let ps = k
+        .fake
+        .wait_until(BOUND, |f| {
+            f.pods(NS)
+                .into_iter()
+                .find(|p| p["metadata"]["labels"]["app"] == "ps" && p["metadata"]["deletionTimestamp"].is_null())
+        })
+        .await
+        .expect("the new Deployment's pod");
+    k.fake.set_pod(NS, ps["metadata"]["name"].as_str().unwrap(), PodState::Running).unwrap();
+    k.logs_contain(&id, LogStream::Agent, "created Kubernetes Job").await;
+    let name = k.object_name(&id).await;
+    for p in k.pods_of(&name, 2).await {
+        k.fake.set_pod(NS, &p, PodState::Running).unwrap();
+    }
+    k.r.client.stop_item(&id).await.unwrap();
+    let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
+    assert_eq!(done.state, ItemState::Stopped, "{:?}", done.reason);
+    assert!(k.gone(&volcano(), &name, BOUND).await, "object, Secrets, marker and services removed");
+    stop_agent(second).await;
+    assert_eq!(k.fake.refused(), Vec::<String>::new(), "every call was granted");
+
+    // without the custom rule the object cannot be made: the run fails, naming the refusal, and leaves nothing
+    k.fake.set_rbac(Some(Rbac::new(user, NS, &agent_role(), &agent_cluster_role()).unwrap()));
+    let agent = k.agent().await;
+    let id = k.r.launch_on("k8s", "img").await;
+    let ps = k
+        .fake
+        .wait_until(BOUND, |f| {
+            f.pods(NS)
+                .into_iter()
+                .find(|p| p["metadata"]["labels"]["app"] == "ps" && p["metadata"]["deletionTimestamp"].is_null())
+        })
+        .await
+        .expect("the Deployment's pod");
+    k.fake.set_pod(NS, ps["metadata"]["name"].as_str().unwrap(), PodState::Running).unwrap();
+    let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
+    assert_eq!(done.state, ItemState::Failed, "{:?}", done.reason);
+    assert!(done.reason.as_deref().unwrap_or_default().contains("403"), "{:?}", done.reason);
+    let name = k.object_name(&id).await;
+    assert!(k.gone(&volcano(), &name, BOUND).await, "its Secrets, marker and services are removed");
+    stop_agent(agent).await;
+}
