@@ -3,9 +3,12 @@
 //! in one list that `liftoff permissions --runner kubernetes` prints and
 //! `deploy/base/agent-rbac.yaml` holds (a test checks the two agree).
 //!
-//! The runner makes no ConfigMaps, Services or Events and reads none, and
-//! runs only `batch/v1` Jobs (a queue naming a custom resource is refused
-//! at plan time), so none of those are granted.
+//! The runner reads no Events, so none are granted. A queue whose runs are
+//! a custom resource (Volcano's Job, a PyTorchJob...) needs a rule for its
+//! group and plural, which no static list can know:
+//! `liftoff permissions --runner kubernetes --custom-resource <group>/<plural>`
+//! adds it ([`custom_resource_rule`]). Additional services of kinds other
+//! than Deployment and Service need their own rule the same way.
 
 use serde_json::{Value, json};
 
@@ -24,20 +27,41 @@ pub struct RbacRule {
 
 /// In the namespace the runs go to: a run's Job (created, watched, deleted
 /// on stop or lost lease), its pods (watched for pending reasons, deleted
-/// with a grace period on stop), their logs, and the Secret holding a run's
-/// key and registry login (created before the Job, deleted after it).
+/// with a grace period on stop; a Pod given as an additional service is
+/// read for its readiness), their logs, and the Secret holding a run's key
+/// and registry login (created before the Job, deleted after it).
 pub const NAMESPACED_RULES: &[RbacRule] = &[
     RbacRule { api_group: "batch", resources: &["jobs"], verbs: &["create", "delete", "get", "list", "watch"] },
-    RbacRule { api_group: "", resources: &["pods"], verbs: &["delete", "list", "watch"] },
+    RbacRule { api_group: "", resources: &["pods"], verbs: &["delete", "get", "list", "watch"] },
     RbacRule { api_group: "", resources: &["pods/log"], verbs: &["get"] },
     RbacRule { api_group: "", resources: &["secrets"], verbs: &["create", "delete", "list"] },
-    // the kaniko builder: a build Job left by an earlier try is looked up
-    // (jobs get, above) and the ConfigMaps of a build are removed with it
-    RbacRule { api_group: "", resources: &["configmaps"], verbs: &["delete", "list"] },
+    // a custom run's marker ConfigMap (created, deleted with the run); the
+    // kaniko builder: a build Job left by an earlier try is looked up (jobs
+    // get, above) and the ConfigMaps of a build are removed with it
+    RbacRule { api_group: "", resources: &["configmaps"], verbs: &["create", "delete", "list"] },
+    // `additional_services`: made before the run, read until ready (a
+    // Service through its Endpoints), deleted with the run
+    RbacRule { api_group: "apps", resources: &["deployments"], verbs: &["create", "delete", "get"] },
+    RbacRule { api_group: "", resources: &["services"], verbs: &["create", "delete"] },
+    RbacRule { api_group: "", resources: &["endpoints"], verbs: &["get"] },
 ];
 
-/// Cluster-wide: after a restart the agent finds its Jobs in any namespace.
-pub const CLUSTER_RULES: &[RbacRule] = &[RbacRule { api_group: "batch", resources: &["jobs"], verbs: &["list"] }];
+/// Cluster-wide: after a restart the agent finds its Jobs, and its custom
+/// runs' marker ConfigMaps (not Secrets: listing those would read every
+/// credential in the cluster), in any namespace.
+pub const CLUSTER_RULES: &[RbacRule] = &[
+    RbacRule { api_group: "batch", resources: &["jobs"], verbs: &["list"] },
+    RbacRule { api_group: "", resources: &["configmaps"], verbs: &["list"] },
+];
+
+/// The verbs on a queue's custom resource: created, watched, read again
+/// after a restart, deleted on stop or at the end.
+pub const CUSTOM_RESOURCE_VERBS: &[&str] = &["create", "delete", "get", "list", "watch"];
+
+/// The Role's rule for a queue's custom resource (`batch.volcano.sh`, `jobs`).
+pub fn custom_resource_rule(group: &str, plural: &str) -> Value {
+    json!({"apiGroups": [group], "resources": [plural], "verbs": CUSTOM_RESOURCE_VERBS})
+}
 
 fn rules_json(rules: &[RbacRule]) -> Value {
     rules.iter().map(|r| json!({"apiGroups": [r.api_group], "resources": r.resources, "verbs": r.verbs})).collect()

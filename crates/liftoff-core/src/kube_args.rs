@@ -35,7 +35,58 @@ const LOCKED_IN_SECURE_MODE: &[&str] = &["hostPID", "hostIPC", "hostNetwork", "i
 pub fn check(args: &Value, secure_mode: bool) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     walk(args, "", secure_mode, false, &mut problems);
+    check_services(args, &mut problems);
     if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
+/// The shape of `additional_services` (`[{name, config}]`, each config an
+/// object naming its `apiVersion` and `kind`), `wait_timeout` (seconds)
+/// and `wait_for_ready`; their safety is `walk`'s, like the job's.
+fn check_services(args: &Value, problems: &mut Vec<String>) {
+    let at = |f: &str| format!("resource_args.kubernetes option '{f}'");
+    match &args["additional_services"] {
+        Value::Null => {}
+        Value::Array(list) => {
+            for (i, s) in list.iter().enumerate() {
+                let here = format!("additional_services[{i}]");
+                let Some(o) = s.as_object() else {
+                    problems.push(format!("{} must be an object {{name, config}}", at(&here)));
+                    continue;
+                };
+                if let Some(k) = o.keys().find(|k| !matches!(k.as_str(), "name" | "config")) {
+                    problems.push(format!("{} has an unknown key '{k}' (known: name, config)", at(&here)));
+                }
+                let config = &s["config"];
+                if !config.is_object() {
+                    problems.push(format!(
+                        "{} must be an object (the Kubernetes object to create)",
+                        at(&format!("{here}.config"))
+                    ));
+                    continue;
+                }
+                for key in ["apiVersion", "kind"] {
+                    if config[key].as_str().is_none_or(str::is_empty) {
+                        problems.push(format!("{} is required", at(&format!("{here}.config.{key}"))));
+                    }
+                }
+                let named =
+                    [&s["name"], &config["metadata"]["name"]].iter().any(|n| n.as_str().is_some_and(|n| !n.is_empty()));
+                if !named {
+                    problems
+                        .push(format!("{} is required (or {here}.config.metadata.name)", at(&format!("{here}.name"))));
+                }
+            }
+        }
+        _ => problems.push(format!("{} must be a list of {{name, config}}", at("additional_services"))),
+    }
+    if let Some(t) = args.get("wait_timeout").filter(|t| !t.is_null())
+        && t.as_u64().is_none_or(|t| t == 0 || t > 86_400)
+    {
+        problems.push(format!("{} must be a whole number of seconds from 1 to 86400, not {t}", at("wait_timeout")));
+    }
+    if let Some(w) = args.get("wait_for_ready").filter(|w| !w.is_null() && !w.is_boolean()) {
+        problems.push(format!("{} must be true or false, not {w}", at("wait_for_ready")));
+    }
 }
 
 fn unsafe_option(key: &str, at: &str, why: &str) -> String {
@@ -161,6 +212,34 @@ mod tests {
         }));
         assert_eq!(check(&ok, false), Ok(()));
         assert_eq!(check(&json!({}), true), Ok(()));
+    }
+
+    #[test]
+    fn additional_services_are_checked_for_shape_and_safety() {
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": {"spec": {
+            "containers": [{"name": "redis", "image": "redis"}]}}}});
+        let ok = json!({"additional_services": [{"name": "redis", "config": deploy}], "wait_timeout": 60, "wait_for_ready": false});
+        assert_eq!(check(&ok, false), Ok(()));
+        let unsafe_one = json!({"additional_services": [{"name": "a", "config": deploy},
+            {"name": "b", "config": {"apiVersion": "apps/v1", "kind": "Deployment",
+                "spec": {"template": {"spec": {"hostPID": true, "containers": [{"name": "c", "image": "x"}]}}}}}]});
+        let errs = check(&unsafe_one, false).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("(at additional_services[1].config.spec.template.spec.hostPID)"), "{errs:?}");
+        let bad = json!({"additional_services": [{"config": {"kind": "Service"}}, 3, {"name": "x", "config": deploy, "extra": 1}],
+            "wait_timeout": -1, "wait_for_ready": "yes"});
+        let errs = check(&bad, false).unwrap_err().join("\n");
+        for want in [
+            "additional_services[0].config.apiVersion' is required",
+            "additional_services[0].name' is required",
+            "additional_services[1]' must be an object",
+            "unknown key 'extra'",
+            "'wait_timeout' must be",
+            "'wait_for_ready' must be",
+        ] {
+            assert!(errs.contains(want), "{want}: {errs}");
+        }
+        assert!(check(&json!({"additional_services": {}}), false).is_err());
     }
 
     #[test]

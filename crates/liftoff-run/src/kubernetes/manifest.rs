@@ -15,8 +15,17 @@ pub mod labels {
     pub const FENCE: &str = "liftoff.dev/fence";
     /// A digest of the agent key: the label adoption selects by.
     pub const AGENT: &str = "liftoff.dev/agent";
-    /// The Job's name, on its Secrets.
+    /// The Job's (or custom object's) name, on its Secrets, ConfigMap and additional services.
     pub const JOB: &str = "liftoff.dev/job";
+    /// On an additional service and its pods: the service's name (the run's
+    /// own pods are those without it).
+    pub const AUXILIARY: &str = "liftoff.dev/auxiliary";
+    /// On a custom run's marker ConfigMap: its object's kind (adoption finds runs by it).
+    pub const OWNER_KIND: &str = "liftoff.dev/owner-kind";
+    /// On a run's env Secret: the additional services made for it, as JSON
+    /// `[{"apiVersion", "kind", "name"}]`, so that whoever removes the run
+    /// (also after an agent restart) removes them.
+    pub const SERVICES: &str = "liftoff.dev/services";
 }
 
 /// The security context every container gets (`kube_args` refuses one in the queue's manifest).

@@ -1,4 +1,5 @@
-//! Watching one Job to its end: a watch on the Job and one on its pods,
+//! Watching one run's object (a Job, or a custom resource through
+//! [`Owner`]) to its end: a watch on the object and one on its pods,
 //! each resumed from its last resourceVersion and listed again after a 410
 //! Gone; each container's log (init containers' too) followed while its
 //! pod runs, and a failed one's exit code kept as the run's; a pending pod's
@@ -133,13 +134,36 @@ pub struct LogSink {
 
 /// Longest a finished run waits for its log streams to drain.
 const DRAIN_BOUND: Duration = Duration::from_secs(30);
+/// How long the log of a container still running when its run's object
+/// ended is read on (what it wrote before the end is in flight).
+const LIVE_DRAIN: Duration = Duration::from_secs(1);
 
-/// Watches Job `name` (its pods labelled `job-name=<name>`) until it ends;
-/// publishes the end on `end`, once its logs are read.
-pub async fn monitor(
-    jobs: Api<Job>,
+/// What the monitor needs of the object a run is: a `batch/v1` Job, or a
+/// custom resource ([`kube::api::DynamicObject`], `custom.rs`).
+pub trait Owner: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static {
+    /// How it ended, once it has.
+    fn end(&self) -> Option<End>;
+    /// Whether it can have several pods or containers (lines then name theirs).
+    fn several_pods(&self) -> bool;
+}
+
+impl Owner for Job {
+    fn end(&self) -> Option<End> {
+        job_end(self)
+    }
+    fn several_pods(&self) -> bool {
+        several_pods(self)
+    }
+}
+
+/// Watches object `name` of `owners` and its pods (those `pod_selector`
+/// selects: `job-name=<name>` for a Job) until it ends; publishes the end
+/// on `end`, once its logs are read.
+pub async fn monitor<K: Owner>(
+    owners: Api<K>,
     pods: Api<Pod>,
     name: String,
+    pod_selector: String,
     sink: LogSink,
     warnings: mpsc::Sender<String>,
     end: watch::Sender<Option<End>>,
@@ -147,8 +171,8 @@ pub async fn monitor(
     let (jtx, mut jrx) = mpsc::channel(64);
     let (ptx, mut prx) = mpsc::channel(64);
     // aborted with the monitor (a detach): nothing of it goes on sending
-    let job_watch = Task(tokio::spawn(follow_kind(jobs, None, Some(format!("metadata.name={name}")), jtx)));
-    let pod_watch = Task(tokio::spawn(follow_kind(pods.clone(), Some(format!("job-name={name}")), None, ptx)));
+    let job_watch = Task(tokio::spawn(follow_kind(owners, None, Some(format!("metadata.name={name}")), jtx)));
+    let pod_watch = Task(tokio::spawn(follow_kind(pods.clone(), Some(pod_selector.clone()), None, ptx)));
     let mut m = PodsSeen {
         pods: pods.clone(),
         sink: sink.clone(),
@@ -157,9 +181,14 @@ pub async fn monitor(
         failure: None,
         prefix: false,
     };
+    // pods wait until the object is seen: it says whether lines get a
+    // prefix, which must be known before a log is read (the bytes the
+    // server holds are counted with it, also after a restart)
+    let mut owner_seen = false;
     let result = loop {
         tokio::select! {
             Some(seen) = jrx.recv() => {
+                owner_seen = true;
                 let job = match seen {
                     Seen::Applied(j) => Some(j),
                     Seen::Deleted(_) => None,
@@ -168,12 +197,12 @@ pub async fn monitor(
                 match job {
                     None => break End::Deleted,
                     Some(j) => {
-                        m.prefix = several_pods(&j);
-                        if let Some(e) = job_end(&j) { break e; }
+                        m.prefix = j.several_pods();
+                        if let Some(e) = j.end() { break e; }
                     }
                 }
             }
-            Some(seen) = prx.recv() => {
+            Some(seen) = prx.recv(), if owner_seen => {
                 let list = match seen {
                     Seen::Applied(p) => vec![p],
                     Seen::Deleted(_) => vec![],
@@ -196,10 +225,18 @@ pub async fn monitor(
     // the pods as they are now: a short-lived one may have ended unseen, and
     // the Job's failure may have been watched before its pod's disruption
     let mut disrupted = None;
-    if let Ok(list) = pods.list(&ListParams::default().labels(&format!("job-name={name}"))).await {
+    // containers still running now that the object has ended (a custom
+    // resource's other pods, which its controller may leave running)
+    let mut live = std::collections::BTreeSet::new();
+    if let Ok(list) = pods.list(&ListParams::default().labels(&pod_selector)).await {
         for p in &list.items {
             if let Some(e) = m.pod(p, &warnings).await {
                 disrupted = Some(e);
+            }
+            for c in p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
+                if c.state.as_ref().is_some_and(|s| s.running.is_some()) {
+                    live.insert((p.name_any(), c.name.clone()));
+                }
             }
         }
     }
@@ -211,12 +248,29 @@ pub async fn monitor(
         },
         (other, _) => other,
     };
+    let mut cut = Vec::new();
     let drain = async {
-        for (_, mut h) in std::mem::take(&mut m.streams) {
-            let _ = (&mut h.0).await;
+        for (key, mut h) in std::mem::take(&mut m.streams) {
+            if !live.contains(&key) {
+                let _ = (&mut h.0).await;
+            } else if tokio::time::timeout(LIVE_DRAIN, &mut h.0).await.is_err() {
+                // dropped: its reader is aborted
+                cut.push(format!("{}/{}", key.0, key.1));
+            }
         }
     };
-    if tokio::time::timeout(DRAIN_BOUND, drain).await.is_err() {
+    let drained = tokio::time::timeout(DRAIN_BOUND, drain).await;
+    if !cut.is_empty() {
+        agent_line(
+            &sink.logs,
+            format!(
+                "liftoff agent: {name} ended while {} still ran; what they write from now on is not in this log",
+                cut.join(", ")
+            ),
+        )
+        .await;
+    }
+    if drained.is_err() {
         agent_line(
             &sink.logs,
             "liftoff agent: some pod logs were still open 30 s after the Job ended; stopped reading them",

@@ -28,7 +28,8 @@ impl WatchedJob {
         let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let sink = LogSink { logs, stored: Arc::new(Mutex::new(StoredOutput::default())), stream };
-        let task = tokio::spawn(monitor::monitor(jobs, pods, name.to_string(), sink, wtx, tx));
+        let task =
+            tokio::spawn(monitor::monitor(jobs, pods, name.to_string(), format!("job-name={name}"), sink, wtx, tx));
         Self { end, warnings: Some(warnings), task }
     }
 

@@ -36,6 +36,11 @@ struct Args {
     /// More namespaces to create besides `default`.
     #[arg(long = "namespace")]
     namespaces: Vec<String>,
+    /// A custom resource to serve, as installing its CRD would:
+    /// `<group>/<version>/<Kind>/<plural>` (`batch.volcano.sh/v1alpha1/Job/jobs`,
+    /// `kubeflow.org/v1/PyTorchJob/pytorchjobs`: these two have controllers). Repeatable.
+    #[arg(long = "crd", value_name = "G/V/KIND/PLURAL")]
+    crds: Vec<String>,
     /// Run no containers: pods are driven by hand (`/_fake/...`).
     #[arg(long)]
     manual: bool,
@@ -94,6 +99,17 @@ async fn serve(a: Args) -> std::io::Result<()> {
         ..KubeFakeOptions::default()
     })
     .await?;
+    for crd in &a.crds {
+        match crd.split('/').collect::<Vec<_>>()[..] {
+            [g, v, k, p] if !g.is_empty() && !v.is_empty() && !k.is_empty() && !p.is_empty() => {
+                fake.add_crd(g, v, k, p)
+            }
+            _ => {
+                eprintln!("kube-fake: --crd '{crd}': expected <group>/<version>/<Kind>/<plural>");
+                std::process::exit(2);
+            }
+        }
+    }
     for ns in &a.namespaces {
         fake.add_namespace(ns);
     }

@@ -33,6 +33,11 @@
 //! `FailureTarget`/`Failed` with `BackoffLimitExceeded`) and starts a new
 //! pod after a failure while `backoffLimit` allows.
 //!
+//! Controllers for Volcano Jobs, Kubeflow PyTorchJobs, Deployments and
+//! Services' Endpoints are in `kubernetes/controllers.rs`; a custom
+//! resource's group/version is discovered only once a test registers its
+//! CRD ([`KubeFake::add_crd`]), as on a server where it is installed.
+//!
 //! Who runs pods is [`KubeFakeOptions::pods`]: with [`PodDriver::Docker`]
 //! a kubelet (`kubernetes/pods.rs`) runs every stored pod as containers on
 //! a Docker engine, so states, exit codes and logs are real, and a test
@@ -45,6 +50,7 @@
 #![expect(clippy::result_large_err, reason = "a refusal is the Response the handler sends, built where it is found")]
 
 mod access;
+mod controllers;
 mod kaniko;
 mod pods;
 
@@ -126,6 +132,7 @@ impl Res {
             .iter()
             .find(|(g, v, p, _)| *g == self.group && *v == self.version && *p == self.plural)
             .map(|k| k.3.to_string())
+            .or_else(|| CRD_KINDS.lock().unwrap().get(self).cloned())
             .unwrap_or_else(|| {
                 let s = self.plural.trim_end_matches('s');
                 let mut c = s.chars();
@@ -140,11 +147,17 @@ const KNOWN: &[(&str, &str, &str, &str)] = &[
     ("", "v1", "secrets", "Secret"),
     ("", "v1", "configmaps", "ConfigMap"),
     ("", "v1", "services", "Service"),
+    ("", "v1", "endpoints", "Endpoints"),
     ("", "v1", "events", "Event"),
     ("batch", "v1", "jobs", "Job"),
     ("apps", "v1", "deployments", "Deployment"),
     ("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview"),
 ];
+
+/// The kinds of the custom resources any fake in this process registered
+/// (a resource's kind is a fact of its CRD, the same in every fake; which
+/// fake serves it is each fake's own `crds`).
+static CRD_KINDS: std::sync::LazyLock<Mutex<BTreeMap<Res, String>>> = std::sync::LazyLock::new(Mutex::default);
 
 /// Where a test moves a pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -228,6 +241,8 @@ struct Store {
 
 struct Shared {
     opts: KubeFakeOptions,
+    /// The custom resources registered ([`KubeFake::add_crd`]): (resource, kind).
+    crds: Mutex<Vec<(Res, String)>>,
     store: Mutex<Store>,
     changed: Changes,
 }
@@ -296,7 +311,8 @@ impl KubeFake {
         let url = format!("http://{}", listener.local_addr()?);
         let mut store = Store { rv: 1, ..Store::default() };
         store.namespaces.insert("default".into(), namespace_object("default", 1));
-        let state = Arc::new(Shared { opts, store: Mutex::new(store), changed: Changes::default() });
+        let state =
+            Arc::new(Shared { opts, crds: Mutex::default(), store: Mutex::new(store), changed: Changes::default() });
         let app = Router::new()
             .route("/version", get(version))
             .route(
@@ -306,10 +322,12 @@ impl KubeFake {
                 }),
             )
             .route("/apis", get(api_groups))
-            .route("/api/v1", get(|| async { resource_list("", "v1") }))
+            .route("/api/v1", get(|State(st): State<Arc<Shared>>| async move { resource_list(&st, "", "v1") }))
             .route(
                 "/apis/{group}/{version}",
-                get(|Path((g, v)): Path<(String, String)>| async move { resource_list(&g, &v) }),
+                get(|State(st): State<Arc<Shared>>, Path((g, v)): Path<(String, String)>| async move {
+                    resource_list(&st, &g, &v)
+                }),
             )
             .route("/api/v1/namespaces", get(list_namespaces).post(create_namespace))
             .route("/api/v1/namespaces/{ns}", get(get_namespace))
@@ -347,6 +365,15 @@ impl KubeFake {
              user: kube-fake\n    namespace: default\ncurrent-context: kube-fake\n",
             self.url
         )
+    }
+
+    /// Registers a custom resource (as installing its CRD would): discovery
+    /// lists it under `/apis/<group>/<version>` and `/apis`, and objects of
+    /// it carry `kind`. Unregistered group/versions are 404 in discovery.
+    pub fn add_crd(&self, group: &str, version: &str, kind: &str, plural: &str) {
+        let res = Res::new(group, version, plural);
+        CRD_KINDS.lock().unwrap().insert(res.clone(), kind.to_string());
+        self.state.crds.lock().unwrap().push((res, kind.to_string()));
     }
 
     /// Adds a namespace (as `kubectl create namespace` would).
@@ -480,23 +507,37 @@ async fn version() -> Response {
     )
 }
 
-async fn api_groups() -> Response {
-    let mut groups: BTreeMap<&str, ()> = BTreeMap::new();
-    for (g, ..) in KNOWN.iter().filter(|k| !k.0.is_empty()) {
-        groups.insert(g, ());
+/// Every resource served: the built-in ones and the registered CRDs.
+fn served(st: &Shared) -> Vec<(String, String, String, String)> {
+    let mut all: Vec<(String, String, String, String)> =
+        KNOWN.iter().map(|(g, v, p, k)| (g.to_string(), v.to_string(), p.to_string(), k.to_string())).collect();
+    for (r, k) in st.crds.lock().unwrap().iter() {
+        all.push((r.group.clone(), r.version.clone(), r.plural.clone(), k.clone()));
+    }
+    all
+}
+
+async fn api_groups(State(st): State<Arc<Shared>>) -> Response {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (g, v, ..) in served(&st).into_iter().filter(|k| !k.0.is_empty()) {
+        let versions = groups.entry(g).or_default();
+        if !versions.contains(&v) {
+            versions.push(v);
+        }
     }
     let groups: Vec<Value> = groups
-        .keys()
-        .map(|g| {
-            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        .iter()
+        .map(|(g, vs)| {
+            let gvs: Vec<Value> =
+                vs.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+            json!({"name": g, "versions": gvs, "preferredVersion": gvs[0]})
         })
         .collect();
     ok_json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
 }
 
-fn resource_list(group: &str, version: &str) -> Response {
-    let mut resources: Vec<Value> = KNOWN
+fn resource_list(st: &Shared, group: &str, version: &str) -> Response {
+    let mut resources: Vec<Value> = served(st)
         .iter()
         .filter(|k| k.0 == group && k.1 == version)
         .map(|(g, v, plural, kind)| {
@@ -1026,6 +1067,7 @@ impl Shared {
             return Ok((StatusCode::CREATED, axum::Json(obj)).into_response());
         }
         let created = Self::put(&mut s, &res, ns, "ADDED", obj);
+        controllers::after_create(&mut s, &res, ns, &created);
         let mut started = None;
         if res == Res::jobs() && !created["spec"]["suspend"].as_bool().unwrap_or(false) {
             started = Some(Self::job_pod(&mut s, ns, &created));
@@ -1074,8 +1116,7 @@ impl Shared {
         }
         let mut pod = json!({
             "kind": "Pod", "apiVersion": "v1",
-            "metadata": {"name": format!("{job_name}-{}", suffix()), "namespace": ns, "uid": uid(),
-                "creationTimestamp": now(), "labels": labels,
+            "metadata": {"name": format!("{job_name}-{}", suffix()), "namespace": ns, "labels": labels,
                 "annotations": template["metadata"]["annotations"].clone(),
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid,
                     "controller": true, "blockOwnerDeletion": true}]},
@@ -1084,9 +1125,7 @@ impl Shared {
         if pod["metadata"]["annotations"].is_null() {
             pod["metadata"].as_object_mut().map(|m| m.remove("annotations"));
         }
-        defaults(&Res::pods(), &mut pod);
-        let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        Self::put(s, &Res::pods(), ns, "ADDED", pod);
+        let pod_name = Self::add_pod(s, ns, pod);
         let mut job = job.clone();
         let st = &mut job["status"];
         st["active"] = json!(st["active"].as_i64().unwrap_or(0) + 1);
@@ -1097,6 +1136,17 @@ impl Shared {
         pod_name
     }
 
+    /// Every controller's pod is made here: a uid, its creation time, the
+    /// defaults, stored `Pending`. Returns its name.
+    fn add_pod(s: &mut Store, ns: &str, mut pod: Value) -> String {
+        pod["metadata"]["uid"] = json!(uid());
+        pod["metadata"]["creationTimestamp"] = json!(now());
+        defaults(&Res::pods(), &mut pod);
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        Self::put(s, &Res::pods(), ns, "ADDED", pod);
+        name
+    }
+
     fn set_pod(self: &Arc<Self>, ns: &str, name: &str, to: PodState) -> Result<(), String> {
         let mut s = self.store.lock().unwrap();
         let key = (Res::pods(), ns.to_string(), name.to_string());
@@ -1104,6 +1154,7 @@ impl Shared {
         apply_pod_state(&mut pod, &to);
         let pod = Self::put(&mut s, &Res::pods(), ns, "MODIFIED", pod);
         Self::job_after_pod(&mut s, ns, &pod);
+        controllers::after_pod(&mut s, ns, &pod);
         drop(s);
         self.changed.bump();
         if let (Some(d), PodState::Running) = (self.opts.auto_complete, &to) {

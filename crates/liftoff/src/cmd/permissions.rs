@@ -20,6 +20,11 @@ pub struct PermissionsArgs {
     /// A runner the agent serves queues of (`kubernetes`: its RBAC Role; `sagemaker`, `vertex`): its grants are added. Repeatable.
     #[arg(long = "runner", value_name = "TYPE")]
     runners: Vec<liftoff_core::ResourceType>,
+    /// With `--runner kubernetes`: a custom resource a queue's runs (or
+    /// additional services) are, as `<group>/<plural>` (`batch.volcano.sh/jobs`,
+    /// `kubeflow.org/pytorchjobs`): the Role gains a rule for it. Repeatable.
+    #[arg(long = "custom-resource", value_name = "GROUP/PLURAL")]
+    custom_resources: Vec<String>,
     #[command(flatten)]
     format: FormatArg,
 }
@@ -34,7 +39,20 @@ pub fn run(args: PermissionsArgs) -> anyhow::Result<()> {
             bail!("{} is not a valid launch config ({} error(s))", args.config.display(), issues.len());
         }
     };
-    let p = liftoff_cloud::permissions_with_runners(&cfg, &args.runners);
+    let mut p = liftoff_cloud::permissions_with_runners(&cfg, &args.runners);
+    if !args.custom_resources.is_empty() {
+        if !args.runners.contains(&liftoff_core::ResourceType::Kubernetes) {
+            bail!("--custom-resource needs --runner kubernetes");
+        }
+        for r in &args.custom_resources {
+            let Some((group, plural)) = r.split_once('/').filter(|(g, p)| !g.is_empty() && !p.is_empty()) else {
+                bail!("--custom-resource '{r}': expected <group>/<plural>, as batch.volcano.sh/jobs");
+            };
+            if let Some(rules) = p.kubernetes.first_mut().and_then(|role| role["rules"].as_array_mut()) {
+                rules.push(liftoff_cloud::kube_rbac::custom_resource_rule(group, plural));
+            }
+        }
+    }
     let out = match args.format.format {
         Format::Json => serde_json::to_string_pretty(&p)? + "\n",
         Format::Text => p.render_text(),
