@@ -62,10 +62,22 @@ async fn take_back(
                 ttl_ms: 3 * opts.heartbeat.as_millis() as i64,
                 log_seq_start: position.next_seq,
             };
-            let stored = StoredOutput {
+            let mut stored = StoredOutput {
                 stdout: position.stdout_bytes.max(0) as u64,
                 stderr: position.stderr_bytes.max(0) as u64,
+                ..StoredOutput::default()
             };
+            if stored.stdout > 0 && work.work.output_by_source() {
+                match stored_by_source(client, &work.item_id, position.next_seq).await {
+                    Ok(counts) => stored.stdout_by_source = counts,
+                    // counted per stream instead: exact for one writing source
+                    Err(e) => eprintln!(
+                        "liftoff agent: warning: could not read run {}'s stored log to resume each source \
+                         where it stopped: {e}",
+                        work.run_id
+                    ),
+                }
+            }
             jobs.spawn(adopt(client.clone(), work, remote, lease, stored, opts.clone(), shutdown.clone()));
             true
         }
@@ -87,6 +99,26 @@ async fn take_back(
             false
         }
     }
+}
+
+/// The stdout bytes the server holds for item `id`, per source prefix
+/// (its chunks before `next_seq`, read page by page).
+async fn stored_by_source(
+    client: &Client,
+    id: &str,
+    next_seq: i64,
+) -> Result<std::collections::BTreeMap<String, u64>, liftoff_client::ClientError> {
+    let mut counter = liftoff_run::SourceCounter::default();
+    let mut after = 0;
+    while after < next_seq {
+        let page = client.read_logs(id, after).await?;
+        let Some(last) = page.chunks.last() else { break };
+        after = last.seq + 1;
+        for c in page.chunks.iter().filter(|c| c.stream == liftoff_core::api::LogStream::Stdout && c.seq < next_seq) {
+            counter.push(&c.data);
+        }
+    }
+    Ok(counter.finish())
 }
 
 async fn adopt(

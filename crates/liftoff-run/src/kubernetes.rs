@@ -756,6 +756,11 @@ impl AdoptedWork for FoundJob {
         Box::new(KubeRun::follow(self.0, stored, logs))
     }
 
+    /// Several pods or containers prefix their lines with their name.
+    fn output_by_source(&self) -> bool {
+        true
+    }
+
     /// Its lease is gone: the object, its Secrets and services go.
     async fn discard(self: Box<Self>) {
         if let Err(e) = self.0.remove(Duration::from_secs(5)).await {

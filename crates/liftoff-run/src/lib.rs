@@ -34,7 +34,8 @@ pub use job_error::{JobError, JobErrorCode};
 pub use lines::LineSplitter;
 pub use registry::RunnerRegistry;
 pub use runner::{
-    Adoptable, AdoptedWork, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, StoredOutput,
+    Adoptable, AdoptedWork, BuiltImage, LogSender, Plan, Prepared, RunRequest, Runner, RunningJob, SourceCounter,
+    StoredOutput,
 };
 pub use shared_engine::SharedEngine;
 /// A line of a run's output, tagged with the stream it came from.

@@ -188,6 +188,13 @@ pub trait AdoptedWork: Send {
     /// (what the server holds already) skipped.
     fn resume(self: Box<Self>, stored: StoredOutput, logs: LogSender) -> Box<dyn RunningJob>;
 
+    /// Whether its output lines carry their source (`[<pod>/<container>] `,
+    /// several of them writing at once): then the agent counts what the
+    /// server holds per source ([`StoredOutput::stdout_by_source`]).
+    fn output_by_source(&self) -> bool {
+        false
+    }
+
     /// Its lease is gone (another claim owns the run now): stop and remove it.
     async fn discard(self: Box<Self>);
 }
@@ -196,13 +203,73 @@ pub trait AdoptedWork: Send {
 /// Reading a run's output again from its start gives the same bytes in the
 /// same order, so skipping that many per stream continues the log exactly
 /// where it stopped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredOutput {
     pub stdout: u64,
     pub stderr: u64,
+    /// For output whose lines carry their source (`[<pod>/<container>] `):
+    /// the stdout bytes the server holds per source, prefix included. The
+    /// sources' lines, read again from each one's start, interleave in
+    /// another order than before, so only a count per source is exact.
+    pub stdout_by_source: BTreeMap<String, u64>,
+}
+
+/// The source prefix a line starts with, `[<pod>/<container>] ` (names as
+/// Kubernetes allows them), if any.
+pub fn source_prefix(line: &str) -> Option<&str> {
+    let end = line.find("] ")?;
+    let inner = line.strip_prefix('[')?.get(..end - 1)?;
+    let (pod, container) = inner.split_once('/')?;
+    let name = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    (name(pod) && name(container)).then(|| &line[..end + 2])
+}
+
+/// Counts stored stdout per source prefix, fed the stored text in pieces
+/// (a line may straddle two).
+#[derive(Debug, Default)]
+pub struct SourceCounter {
+    partial: String,
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl SourceCounter {
+    pub fn push(&mut self, text: &str) {
+        self.partial.push_str(text);
+        let mut rest = std::mem::take(&mut self.partial);
+        while let Some(i) = rest.find('\n') {
+            let line: String = rest.drain(..=i).collect();
+            self.count(&line);
+        }
+        self.partial = rest;
+    }
+
+    /// The counts, the last line counted even without its newline.
+    pub fn finish(mut self) -> BTreeMap<String, u64> {
+        let last = std::mem::take(&mut self.partial);
+        self.count(&last);
+        self.counts
+    }
+
+    fn count(&mut self, line: &str) {
+        if let Some(p) = source_prefix(line) {
+            *self.counts.entry(p.to_string()).or_default() += line.len() as u64;
+        }
+    }
 }
 
 impl StoredOutput {
+    /// [`Self::pass`] for a line of `source` (its prefix, `""` for none):
+    /// skipped by that source's count when counts per source are known.
+    pub fn pass_from(&mut self, stream: LogStream, source: &str, line: String) -> Option<String> {
+        if stream != LogStream::Stdout || source.is_empty() || self.stdout_by_source.is_empty() {
+            return self.pass(stream, line);
+        }
+        let left = self.stdout_by_source.entry(source.to_string()).or_default();
+        skip(left, line)
+    }
+
     /// `line` less whatever of it is already stored; `None` if all of it is.
     pub fn pass(&mut self, stream: LogStream, line: String) -> Option<String> {
         let left = match stream {
@@ -210,21 +277,26 @@ impl StoredOutput {
             LogStream::Stderr => &mut self.stderr,
             LogStream::Agent | LogStream::Build => return Some(line),
         };
-        if *left == 0 {
-            return Some(line);
-        }
-        if line.len() as u64 <= *left {
-            *left -= line.len() as u64;
-            return None;
-        }
-        let mut cut = *left as usize;
-        // stored counts end between characters; stay on one if they do not
-        while !line.is_char_boundary(cut) {
-            cut += 1;
-        }
-        *left = 0;
-        Some(line[cut..].to_string())
+        skip(left, line)
     }
+}
+
+/// `line` less the `left` bytes of it already stored, counting them down.
+fn skip(left: &mut u64, line: String) -> Option<String> {
+    if *left == 0 {
+        return Some(line);
+    }
+    if line.len() as u64 <= *left {
+        *left -= line.len() as u64;
+        return None;
+    }
+    let mut cut = *left as usize;
+    // stored counts end between characters; stay on one if they do not
+    while !line.is_char_boundary(cut) {
+        cut += 1;
+    }
+    *left = 0;
+    Some(line[cut..].to_string())
 }
 
 #[cfg(test)]
@@ -232,8 +304,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stored_output_of_several_sources_is_skipped_per_source() {
+        let mut counter = SourceCounter::default();
+        // as the server holds it: the sources interleaved, a line cut across two chunks
+        counter.push("[p-0/ps] one\n[p-1/wor");
+        counter.push("ker] uno\n[INFO] not a source\n[p-0/ps] two\n");
+        let counts = counter.finish();
+        assert_eq!(counts.get("[p-0/ps] "), Some(&26));
+        assert_eq!(counts.get("[p-1/worker] "), Some(&17));
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        let mut stored = StoredOutput { stdout: 43, stdout_by_source: counts, ..StoredOutput::default() };
+        // read again, the other source first: each is skipped by its own count
+        let mut pass = |src: &str, line: &str| stored.pass_from(LogStream::Stdout, src, format!("{src}{line}"));
+        assert_eq!(pass("[p-1/worker] ", "uno\n"), None);
+        assert_eq!(pass("[p-1/worker] ", "dos\n").as_deref(), Some("[p-1/worker] dos\n"));
+        assert_eq!(pass("[p-0/ps] ", "one\n"), None);
+        assert_eq!(pass("[p-0/ps] ", "two\n"), None);
+        assert_eq!(pass("[p-0/ps] ", "three\n").as_deref(), Some("[p-0/ps] three\n"));
+        assert_eq!(pass("[p-2/ps] ", "new\n").as_deref(), Some("[p-2/ps] new\n"), "a source with nothing stored");
+        assert_eq!(source_prefix("[a/b]x"), None);
+        assert_eq!(source_prefix("[A/b] x"), None);
+        assert_eq!(source_prefix("[a.b-1/c-2] x"), Some("[a.b-1/c-2] "));
+    }
+
+    #[test]
     fn stored_output_is_skipped_per_stream_and_exactly() {
-        let mut stored = StoredOutput { stdout: 8, stderr: 2 };
+        let mut stored = StoredOutput { stdout: 8, stderr: 2, ..StoredOutput::default() };
         let mut pass = |stream, line: &str| stored.pass(stream, line.to_string());
         assert_eq!(pass(LogStream::Stdout, "one\n"), None);
         assert_eq!(pass(LogStream::Agent, "agent\n").as_deref(), Some("agent\n"), "not the run's output");
@@ -241,9 +337,9 @@ mod tests {
         assert_eq!(pass(LogStream::Stdout, "two\n"), None);
         assert_eq!(pass(LogStream::Stdout, "three\n").as_deref(), Some("three\n"));
         assert_eq!(pass(LogStream::Stderr, "x\n").as_deref(), Some("x\n"));
-        let mut split = StoredOutput { stdout: 3, stderr: 0 };
+        let mut split = StoredOutput { stdout: 3, ..StoredOutput::default() };
         assert_eq!(split.pass(LogStream::Stdout, "abcdef".into()).as_deref(), Some("def"), "a line stored in part");
-        let mut mid = StoredOutput { stdout: 1, stderr: 0 };
+        let mut mid = StoredOutput { stdout: 1, ..StoredOutput::default() };
         assert_eq!(mid.pass(LogStream::Stdout, "éa".into()).as_deref(), Some("a"), "never cut inside a character");
     }
 

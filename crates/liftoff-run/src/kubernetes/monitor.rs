@@ -434,18 +434,19 @@ async fn stream_logs(pods: Api<Pod>, pod: String, container: String, prefix: Str
             Ok(n) => n,
         };
         for line in splitter.push(&buf[..n]) {
-            if !send(&sink, format!("{prefix}{line}")).await {
+            if !send(&sink, &prefix, format!("{prefix}{line}")).await {
                 return;
             }
         }
     }
     if let Some(rest) = splitter.finish() {
-        send(&sink, format!("{prefix}{rest}\n")).await;
+        send(&sink, &prefix, format!("{prefix}{rest}\n")).await;
     }
 }
 
-async fn send(sink: &LogSink, line: String) -> bool {
-    let pass = sink.stored.lock().unwrap().pass(sink.stream, line);
+/// Sends a line of source `prefix` less what the server holds of it.
+async fn send(sink: &LogSink, prefix: &str, line: String) -> bool {
+    let pass = sink.stored.lock().unwrap().pass_from(sink.stream, prefix, line);
     match pass {
         Some(l) => sink.logs.send((sink.stream, l)).await.is_ok(),
         None => true,

@@ -494,6 +494,11 @@ async fn authorize(State(st): State<Arc<Shared>>, req: Request, next: Next) -> R
         }
         refused
     };
+    if refused.is_some() {
+        // a test waiting for the refusal sees it now (the request was
+        // recorded, and waiters woken, before it was authorized)
+        st.changed.bump();
+    }
     match refused {
         Some(r) => r,
         None => next.run(req).await,
