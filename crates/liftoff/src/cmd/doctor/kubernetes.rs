@@ -13,12 +13,16 @@ use liftoff_run::kubernetes::{Cluster, ClusterSource};
 const RBAC_FIX: &str = "bind the Role and ClusterRole that `liftoff permissions --runner kubernetes` prints \
                         (deploy/base/agent-rbac.yaml holds them) to the agent's service account";
 
-fn no_cluster(name: &'static str, what: &str) -> Check {
-    fail(
-        name,
-        format!("{what}, and no cluster was found"),
-        "set LIFTOFF_KUBECONFIG or KUBECONFIG, or run the agent in a pod with a service account",
-    )
+/// The cluster the agent would use, or the failed check (`what` says why one is needed).
+async fn cluster(name: &'static str, what: &str) -> Result<Cluster, Check> {
+    let Some(source) = ClusterSource::detect() else {
+        return Err(fail(
+            name,
+            format!("{what}, and no cluster was found"),
+            "set LIFTOFF_KUBECONFIG or KUBECONFIG, or run the agent in a pod with a service account",
+        ));
+    };
+    source.connect().await.map_err(|e| fail(name, e, "check the kubeconfig (or the pod's service account)"))
 }
 
 /// Each verb on each resource of `rules`, in `namespace` (`None`: cluster-wide).
@@ -77,12 +81,9 @@ async fn access_in(name: &'static str, cluster: &Cluster, ns: &str, cluster_wide
 /// connection's) and the rights its runs need.
 pub(super) async fn check_runner(namespace: Option<&str>) -> Check {
     const NAME: &str = "kubernetes";
-    let Some(source) = ClusterSource::detect() else {
-        return no_cluster(NAME, "the kubernetes runner runs Jobs in a cluster");
-    };
-    let cluster = match source.connect().await {
+    let cluster = match cluster(NAME, "the kubernetes runner runs Jobs in a cluster").await {
         Ok(c) => c,
-        Err(e) => return fail(NAME, e, "check the kubeconfig (or the pod's service account)"),
+        Err(check) => return check,
     };
     let ns = namespace.unwrap_or(&cluster.namespace);
     match access_in(NAME, &cluster, ns, true).await {
@@ -96,12 +97,9 @@ pub(super) async fn check_runner(namespace: Option<&str>) -> Check {
 pub(super) async fn check_kaniko(cfg: &AgentConfig) -> Check {
     const NAME: &str = "builder";
     let b = cfg.builder.as_ref();
-    let Some(source) = ClusterSource::detect() else {
-        return no_cluster(NAME, "kaniko builds in Kubernetes");
-    };
-    let cluster = match source.connect().await {
+    let cluster = match cluster(NAME, "kaniko builds in Kubernetes").await {
         Ok(c) => c,
-        Err(e) => return fail(NAME, e, "check the kubeconfig (or the pod's service account)"),
+        Err(check) => return check,
     };
     let ns = b.and_then(|b| b.namespace.as_deref()).unwrap_or(&cluster.namespace).to_string();
     let mut detail = match access_in(NAME, &cluster, &ns, false).await {
