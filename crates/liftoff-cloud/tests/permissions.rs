@@ -188,16 +188,24 @@ fn kubernetes_runner_adds_the_role_and_the_adoption_cluster_role() {
         rules,
         vec![
             ("batch".into(), "jobs".into(), s(&["create", "delete", "get", "list", "watch"])),
-            ("".into(), "pods".into(), s(&["delete", "list", "watch"])),
+            ("".into(), "pods".into(), s(&["delete", "get", "list", "watch"])),
             ("".into(), "pods/log".into(), s(&["get"])),
             ("".into(), "secrets".into(), s(&["create", "delete", "list"])),
-            ("".into(), "configmaps".into(), s(&["delete", "list"])),
+            // kaniko's and custom runs' marker ConfigMaps
+            ("".into(), "configmaps".into(), s(&["create", "delete", "list"])),
+            // additional services: made, waited for, deleted with the run
+            ("apps".into(), "deployments".into(), s(&["create", "delete", "get"])),
+            ("".into(), "services".into(), s(&["create", "delete"])),
+            ("".into(), "endpoints".into(), s(&["get"])),
         ]
     );
     assert_eq!(cluster["kind"], "ClusterRole");
     assert_eq!(
         cluster["rules"],
-        serde_json::json!([{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]}])
+        serde_json::json!([
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]},
+        ])
     );
     let text = p.render_text();
     assert!(
