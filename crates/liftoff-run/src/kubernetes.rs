@@ -160,14 +160,16 @@ impl Runner for KubernetesRunner {
                 args: &object_args,
                 name: "lf-check",
                 namespace: "default",
-                labels: &BTreeMap::new(),
-                annotations: &BTreeMap::new(),
-                image: "check",
-                entrypoint: &[],
-                cmd_args: &[],
-                env: &BTreeMap::new(),
-                env_secret: "lf-check-env",
-                pull_secret: None,
+                pod: manifest::PodInput {
+                    labels: &BTreeMap::new(),
+                    annotations: &BTreeMap::new(),
+                    image: "check",
+                    entrypoint: &[],
+                    cmd_args: &[],
+                    env: &BTreeMap::new(),
+                    env_secret: "lf-check-env",
+                    pull_secret: None,
+                },
             });
             if let Err(message) = manifest::check_job_fields(&sample) {
                 problems.push(liftoff_core::resource::ConfigProblem { field: "config".into(), message });
@@ -235,36 +237,30 @@ impl Runner for KubernetesRunner {
         let env_secret = format!("{}-env", p.name);
         let pull_secret = format!("{}-pull", p.name);
         let pull_name = pull.as_ref().map(|_| pull_secret.as_str());
-        let (job, custom) = match p.custom.take() {
+        let kind = p.custom.take();
+        let pod = manifest::PodInput {
+            labels: &p.labels,
+            annotations: &p.annotations,
+            image: &image,
+            entrypoint: &p.cmd.entrypoint,
+            cmd_args: &p.cmd.args,
+            env: &p.env,
+            env_secret: &env_secret,
+            pull_secret: pull_name,
+        };
+        let (job, custom) = match kind {
             None => (
                 manifest::job_manifest(&manifest::JobInput {
                     args: &p.args,
                     name: &p.name,
                     namespace: &namespace,
-                    labels: &p.labels,
-                    annotations: &p.annotations,
-                    image: &image,
-                    entrypoint: &p.cmd.entrypoint,
-                    cmd_args: &p.cmd.args,
-                    env: &p.env,
-                    env_secret: &env_secret,
-                    pull_secret: pull_name,
+                    pod,
                 }),
                 None,
             ),
             Some(kind) => {
                 // a kind the cluster does not serve fails here, before anything is made
                 let ar = custom::discover(&cluster.client, &kind).await?;
-                let pod = custom::PodInput {
-                    labels: &p.labels,
-                    annotations: &p.annotations,
-                    image: &image,
-                    entrypoint: &p.cmd.entrypoint,
-                    cmd_args: &p.cmd.args,
-                    env: &p.env,
-                    env_secret: &env_secret,
-                    pull_secret: pull_name,
-                };
                 (custom::custom_manifest(&p.args, &p.name, &namespace, &pod), Some((kind, ar)))
             }
         };

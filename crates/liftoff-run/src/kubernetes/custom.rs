@@ -9,13 +9,13 @@
 //! The manifest and the status mapping do no I/O; `discover`,
 //! `delete_custom` and the [`Owner`] impl are the calls.
 
-use super::manifest::{is_secret_env, restricted};
+use super::manifest::{PodInput, harden_template, named};
 use super::monitor::{End, Owner};
 use crate::{JobError, JobErrorCode};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PropagationPolicy};
 use kube::{Client, ResourceExt};
 use liftoff_core::Stage;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -74,22 +74,6 @@ pub async fn discover(client: &Client, k: &CustomKind) -> Result<ApiResource, Jo
     }
 }
 
-/// What the run puts into each pod template it makes (or, for the
-/// additional services, part of it: see [`harden_template`]).
-pub struct PodInput<'a> {
-    pub labels: &'a BTreeMap<String, String>,
-    pub annotations: &'a BTreeMap<String, String>,
-    /// Empty: the containers' own.
-    pub image: &'a str,
-    /// Empty: the image's own.
-    pub entrypoint: &'a [String],
-    pub cmd_args: &'a [String],
-    pub env: &'a BTreeMap<String, String>,
-    /// The Secret holding the [`is_secret_env`] variables.
-    pub env_secret: &'a str,
-    pub pull_secret: Option<&'a str>,
-}
-
 /// Whether `v` is a pod template (or a Pod): an object whose `spec` holds
 /// a `containers` list.
 fn is_pod_template(v: &Value) -> bool {
@@ -141,99 +125,10 @@ pub fn pod_templates(v: &Value) -> Vec<(String, &Value)> {
     out
 }
 
-fn merge(into: &mut Value, from: &BTreeMap<String, String>) {
-    if !into.is_object() {
-        *into = json!({});
-    }
-    for (k, v) in from {
-        into[k] = json!(v);
-    }
-}
-
-/// One pod template as the Job path makes its pod: the labels and
-/// annotations on its metadata, the pull secret, no service account token,
-/// the restricted security context on every (init, ephemeral) container.
-/// With `run` (the run's own templates, not an additional service's), also
-/// the run's image on the first container and on any without one, the
-/// command on the first, the run's variables on every container (the
-/// secret ones through `env_secret`, never inline), default names.
-pub fn harden_template(t: &mut Value, i: &PodInput<'_>, run: bool) {
-    merge(&mut t["metadata"]["labels"], i.labels);
-    merge(&mut t["metadata"]["annotations"], i.annotations);
-    let pod = &mut t["spec"];
-    pod["automountServiceAccountToken"] = json!(false);
-    if let Some(p) = i.pull_secret {
-        let mut secrets = pod["imagePullSecrets"].as_array().cloned().unwrap_or_default();
-        if !secrets.iter().any(|s| s["name"] == p) {
-            secrets.push(json!({"name": p}));
-        }
-        pod["imagePullSecrets"] = json!(secrets);
-    }
-    if run {
-        if pod["containers"].as_array().is_none_or(|c| c.is_empty()) {
-            pod["containers"] = json!([{}]);
-        }
-        let env: Vec<Value> = i
-            .env
-            .iter()
-            .map(|(k, v)| {
-                if is_secret_env(k) {
-                    json!({"name": k, "valueFrom": {"secretKeyRef": {"name": i.env_secret, "key": k}}})
-                } else {
-                    json!({"name": k, "value": v})
-                }
-            })
-            .collect();
-        let several = pod["containers"].as_array().map_or(0, Vec::len) > 1;
-        for (n, c) in pod["containers"].as_array_mut().into_iter().flatten().enumerate() {
-            if c["name"].as_str().is_none_or(str::is_empty) {
-                c["name"] = json!(if several { format!("main-{n}") } else { "main".to_string() });
-            }
-            if !i.image.is_empty() && (n == 0 || c["image"].as_str().is_none_or(str::is_empty)) {
-                c["image"] = json!(i.image);
-            }
-            if n == 0 {
-                if !i.entrypoint.is_empty() {
-                    c["command"] = json!(i.entrypoint);
-                    c["args"] = json!(i.cmd_args);
-                } else if !i.cmd_args.is_empty() {
-                    c["args"] = json!(i.cmd_args);
-                }
-            }
-            let mut all = c["env"].as_array().cloned().unwrap_or_default();
-            all.retain(|e| !i.env.contains_key(e["name"].as_str().unwrap_or_default()));
-            all.extend(env.iter().cloned());
-            c["env"] = json!(all);
-        }
-    }
-    for list in ["containers", "initContainers", "ephemeralContainers"] {
-        for c in pod[list].as_array_mut().into_iter().flatten() {
-            c["securityContext"] = restricted();
-        }
-    }
-}
-
 /// The run's custom object: the queue's manifest with its name, namespace,
 /// labels and annotations, every pod template hardened ([`harden_template`]).
 pub fn custom_manifest(args: &Value, name: &str, namespace: &str, pod: &PodInput<'_>) -> Value {
-    let mut obj = args.clone();
-    if !obj.is_object() {
-        obj = json!({});
-    }
-    if let Some(o) = obj.as_object_mut() {
-        o.remove("namespace");
-    }
-    let meta = &mut obj["metadata"];
-    if !meta.is_object() {
-        *meta = json!({});
-    }
-    meta["name"] = json!(name);
-    meta["namespace"] = json!(namespace);
-    if let Some(o) = meta.as_object_mut() {
-        o.remove("generateName");
-    }
-    merge(&mut meta["labels"], pod.labels);
-    merge(&mut meta["annotations"], pod.annotations);
+    let mut obj = named(args, name, namespace, pod);
     for t in pod_templates_mut(&mut obj) {
         harden_template(t, pod, true);
     }
@@ -409,7 +304,9 @@ pub async fn delete_custom(
 
 #[cfg(test)]
 mod tests {
+    use super::super::manifest::restricted;
     use super::*;
+    use serde_json::json;
 
     fn input<'a>(
         labels: &'a BTreeMap<String, String>,

@@ -71,8 +71,16 @@ pub struct JobInput<'a> {
     pub args: &'a Value,
     pub name: &'a str,
     pub namespace: &'a str,
+    /// What the run puts into the Job's pod template.
+    pub pod: PodInput<'a>,
+}
+
+/// What the run puts into each pod template it makes (or, for the
+/// additional services, part of it: see [`harden_template`]).
+pub struct PodInput<'a> {
     pub labels: &'a BTreeMap<String, String>,
     pub annotations: &'a BTreeMap<String, String>,
+    /// Empty: the containers' own.
     pub image: &'a str,
     /// Empty: the image's own.
     pub entrypoint: &'a [String],
@@ -121,86 +129,110 @@ fn fields_missing(given: &Value, kept: &Value, path: &str, out: &mut Vec<String>
     }
 }
 
-/// The `batch/v1` Job for a run.
-pub fn job_manifest(i: &JobInput<'_>) -> Value {
-    let mut job = i.args.clone();
-    if !job.is_object() {
-        job = json!({});
+/// The queue's manifest (`args`) as the object `name` in `namespace`: its
+/// own `namespace` key and `generateName` dropped, the run's labels and
+/// annotations added to its metadata.
+pub fn named(args: &Value, name: &str, namespace: &str, pod: &PodInput<'_>) -> Value {
+    let mut obj = args.clone();
+    if !obj.is_object() {
+        obj = json!({});
     }
-    if let Some(o) = job.as_object_mut() {
+    if let Some(o) = obj.as_object_mut() {
         o.remove("namespace");
     }
-    job["apiVersion"] = json!("batch/v1");
-    job["kind"] = json!("Job");
-    let meta = &mut job["metadata"];
+    let meta = &mut obj["metadata"];
     if !meta.is_object() {
         *meta = json!({});
     }
-    meta["name"] = json!(i.name);
-    meta["namespace"] = json!(i.namespace);
+    meta["name"] = json!(name);
+    meta["namespace"] = json!(namespace);
     if let Some(o) = meta.as_object_mut() {
         o.remove("generateName");
     }
-    merge(&mut meta["labels"], i.labels);
-    merge(&mut meta["annotations"], i.annotations);
+    merge(&mut meta["labels"], pod.labels);
+    merge(&mut meta["annotations"], pod.annotations);
+    obj
+}
+
+/// The `batch/v1` Job for a run: its pod template made as every run's is
+/// ([`harden_template`]).
+pub fn job_manifest(i: &JobInput<'_>) -> Value {
+    let mut job = named(i.args, i.name, i.namespace, &i.pod);
+    job["apiVersion"] = json!("batch/v1");
+    job["kind"] = json!("Job");
     let spec = &mut job["spec"];
     if spec["backoffLimit"].is_null() {
         spec["backoffLimit"] = json!(0);
     }
-    let tmeta = &mut spec["template"]["metadata"];
-    merge(&mut tmeta["labels"], i.labels);
-    merge(&mut tmeta["annotations"], i.annotations);
-    let pod = &mut spec["template"]["spec"];
-    if pod["restartPolicy"].is_null() {
-        pod["restartPolicy"] = json!("Never");
+    let template = &mut spec["template"];
+    if template["spec"]["restartPolicy"].is_null() {
+        template["spec"]["restartPolicy"] = json!("Never");
     }
+    harden_template(template, &i.pod, true);
+    job
+}
+
+/// One pod template as the Job path makes its pod: the labels and
+/// annotations on its metadata, the pull secret, no service account token,
+/// the restricted security context on every (init, ephemeral) container.
+/// With `run` (the run's own templates, not an additional service's), also
+/// the run's image on the first container and on any without one, the
+/// command on the first, the run's variables on every container (the
+/// secret ones through `env_secret`, never inline), default names.
+pub fn harden_template(t: &mut Value, i: &PodInput<'_>, run: bool) {
+    merge(&mut t["metadata"]["labels"], i.labels);
+    merge(&mut t["metadata"]["annotations"], i.annotations);
+    let pod = &mut t["spec"];
     pod["automountServiceAccountToken"] = json!(false);
     if let Some(p) = i.pull_secret {
         let mut secrets = pod["imagePullSecrets"].as_array().cloned().unwrap_or_default();
-        secrets.push(json!({"name": p}));
+        if !secrets.iter().any(|s| s["name"] == p) {
+            secrets.push(json!({"name": p}));
+        }
         pod["imagePullSecrets"] = json!(secrets);
     }
-    if pod["containers"].as_array().is_none_or(|c| c.is_empty()) {
-        pod["containers"] = json!([{}]);
-    }
-    let env: Vec<Value> = i
-        .env
-        .iter()
-        .map(|(k, v)| {
-            if is_secret_env(k) {
-                json!({"name": k, "valueFrom": {"secretKeyRef": {"name": i.env_secret, "key": k}}})
-            } else {
-                json!({"name": k, "value": v})
-            }
-        })
-        .collect();
-    let several = pod["containers"].as_array().map_or(0, Vec::len) > 1;
-    for (n, c) in pod["containers"].as_array_mut().into_iter().flatten().enumerate() {
-        if c["name"].as_str().is_none_or(str::is_empty) {
-            c["name"] = json!(if several { format!("main-{n}") } else { "main".to_string() });
+    if run {
+        if pod["containers"].as_array().is_none_or(|c| c.is_empty()) {
+            pod["containers"] = json!([{}]);
         }
-        if n == 0 {
-            if !i.image.is_empty() {
+        let env: Vec<Value> = i
+            .env
+            .iter()
+            .map(|(k, v)| {
+                if is_secret_env(k) {
+                    json!({"name": k, "valueFrom": {"secretKeyRef": {"name": i.env_secret, "key": k}}})
+                } else {
+                    json!({"name": k, "value": v})
+                }
+            })
+            .collect();
+        let several = pod["containers"].as_array().map_or(0, Vec::len) > 1;
+        for (n, c) in pod["containers"].as_array_mut().into_iter().flatten().enumerate() {
+            if c["name"].as_str().is_none_or(str::is_empty) {
+                c["name"] = json!(if several { format!("main-{n}") } else { "main".to_string() });
+            }
+            if !i.image.is_empty() && (n == 0 || c["image"].as_str().is_none_or(str::is_empty)) {
                 c["image"] = json!(i.image);
             }
-            if !i.entrypoint.is_empty() {
-                c["command"] = json!(i.entrypoint);
-                c["args"] = json!(i.cmd_args);
-            } else if !i.cmd_args.is_empty() {
-                c["args"] = json!(i.cmd_args);
+            if n == 0 {
+                if !i.entrypoint.is_empty() {
+                    c["command"] = json!(i.entrypoint);
+                    c["args"] = json!(i.cmd_args);
+                } else if !i.cmd_args.is_empty() {
+                    c["args"] = json!(i.cmd_args);
+                }
             }
+            let mut all = c["env"].as_array().cloned().unwrap_or_default();
+            all.retain(|e| !i.env.contains_key(e["name"].as_str().unwrap_or_default()));
+            all.extend(env.iter().cloned());
+            c["env"] = json!(all);
         }
-        let mut all = c["env"].as_array().cloned().unwrap_or_default();
-        all.retain(|e| !i.env.contains_key(e["name"].as_str().unwrap_or_default()));
-        all.extend(env.iter().cloned());
-        c["env"] = json!(all);
     }
     for list in ["containers", "initContainers", "ephemeralContainers"] {
         for c in pod[list].as_array_mut().into_iter().flatten() {
             c["securityContext"] = restricted();
         }
     }
-    job
 }
 
 fn merge(into: &mut Value, from: &BTreeMap<String, String>) {
@@ -244,14 +276,16 @@ mod tests {
                 args: &args,
                 name: "lf-r-1",
                 namespace: "ml",
-                labels: &labels,
-                annotations: &BTreeMap::new(),
-                image: "reg/img:1",
-                entrypoint: &[],
-                cmd_args: &[],
-                env: &BTreeMap::new(),
-                env_secret: "lf-r-1-env",
-                pull_secret: None,
+                pod: PodInput {
+                    labels: &labels,
+                    annotations: &BTreeMap::new(),
+                    image: "reg/img:1",
+                    entrypoint: &[],
+                    cmd_args: &[],
+                    env: &BTreeMap::new(),
+                    env_secret: "lf-r-1-env",
+                    pull_secret: None,
+                },
             })
         };
         let ok = json!({"spec": {"activeDeadlineSeconds": 60, "template": {"spec": {
@@ -286,14 +320,16 @@ mod tests {
             args: &args,
             name: "lf-r-1",
             namespace: "ml",
-            labels: &labels,
-            annotations: &BTreeMap::new(),
-            image: "reg/img:1",
-            entrypoint: &["python".into()],
-            cmd_args: &["train.py".into()],
-            env: &env,
-            env_secret: "lf-r-1-env",
-            pull_secret: Some("lf-r-1-pull"),
+            pod: PodInput {
+                labels: &labels,
+                annotations: &BTreeMap::new(),
+                image: "reg/img:1",
+                entrypoint: &["python".into()],
+                cmd_args: &["train.py".into()],
+                env: &env,
+                env_secret: "lf-r-1-env",
+                pull_secret: Some("lf-r-1-pull"),
+            },
         });
         assert!(!job.to_string().contains("lft_run.secret"));
         let pod = &job["spec"]["template"]["spec"];

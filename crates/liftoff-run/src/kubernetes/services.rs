@@ -9,8 +9,9 @@
 //! ([`labels::SERVICES`]), so whoever removes the run's Secrets removes
 //! them too, also after an agent restart. The reference never deletes them.
 
-use super::custom::{CustomKind, PodInput, harden_template, pod_templates_mut};
+use super::custom::{CustomKind, pod_templates_mut};
 use super::manifest::labels;
+use super::manifest::{PodInput, harden_template};
 use crate::lines::agent_line;
 use crate::runner::LogSender;
 use crate::{JobError, JobErrorCode};
