@@ -7,17 +7,13 @@
 
 mod support;
 
-use liftoff_agent::{AgentOptions, local_runners, run_agent_with};
 use liftoff_core::api::LogStream;
 use liftoff_core::{ItemState, ResourceType, Stage};
-use liftoff_run::kubernetes::{ClusterSource, KubernetesRunner, labels};
+use liftoff_run::kubernetes::labels;
 use liftoff_testkit::fakes::kubernetes::{KubeFake, KubeFakeOptions, PodState, Res};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{Rig, rig};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use support::{Agent, Rig, rig, stop_agent};
 
 const BOUND: Duration = Duration::from_secs(20);
 const IMAGE: &str = "registry.example/train:1";
@@ -29,8 +25,6 @@ struct Kube {
     _dir: tempfile::TempDir,
     kubeconfig: std::path::PathBuf,
 }
-
-type Agent = (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>);
 
 async fn setup(queue_config: Value) -> Kube {
     let fake = KubeFake::start(KubeFakeOptions::default()).await.unwrap();
@@ -45,24 +39,9 @@ async fn setup(queue_config: Value) -> Kube {
 }
 
 impl Kube {
-    fn options(&self) -> AgentOptions {
-        AgentOptions {
-            queues: vec!["k8s".into()],
-            agent_key: "k8s-test".into(),
-            ..self.r.options(4, Duration::from_secs(2))
-        }
-    }
-
     /// A real agent whose registry has the kubernetes runner on the fake.
-    async fn agent(&self) -> Agent {
-        let opts = self.options();
-        let mut registry = local_runners(&opts, &liftoff_run::SharedEngine::new(None));
-        registry.register(Arc::new(KubernetesRunner::new(ClusterSource::Kubeconfig(self.kubeconfig.clone()), None)));
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_agent_with(self.r.client.clone(), opts, registry, async move {
-            let _ = rx.await;
-        }));
-        (tx, task)
+    fn agent(&self) -> Agent {
+        self.r.kube_agent(&self.kubeconfig, "k8s-test")
     }
 
     /// Launches, and waits for the Job's pod: (item id, job name, pod name).
@@ -113,15 +92,10 @@ impl Kube {
     }
 }
 
-async fn stop_agent(agent: Agent) {
-    agent.0.send(()).unwrap();
-    agent.1.await.unwrap().unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_with_its_key_in_a_secret_streams_logs_while_running_and_finishes() {
     let k = setup(json!({"namespace": NS, "spec": {"template": {"spec": {"containers": [{"resources": {"limits": {"cpu": "1"}}}]}}}})).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let (id, job, pod) = k.launch().await;
     let item = k.r.client.get_item(&id).await.unwrap();
     let j = k.fake.objects(&Res::jobs(), NS).into_iter().find(|j| j["metadata"]["name"] == job.as_str()).unwrap();
@@ -160,7 +134,7 @@ async fn a_job_runs_with_its_key_in_a_secret_streams_logs_while_running_and_fini
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_container_fails_the_run_with_its_exit_code_and_reason() {
     let k = setup(json!({"namespace": NS})).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let (id, _job, pod) = k.launch().await;
     k.fake.set_pod(NS, &pod, PodState::Running).unwrap();
     k.fake.set_pod(NS, &pod, PodState::Failed { exit_code: 3, reason: "OOMKilled".into() }).unwrap();
@@ -174,7 +148,7 @@ async fn a_failed_container_fails_the_run_with_its_exit_code_and_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_pods_reason_is_a_warning_that_follows_it() {
     let k = setup(json!({"namespace": NS})).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let (id, _job, pod) = k.launch().await;
     let pending = |reason: &str, message: &str| PodState::Pending { reason: reason.into(), message: message.into() };
     k.fake
@@ -197,7 +171,7 @@ async fn a_pending_pods_reason_is_a_warning_that_follows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_pod_preempts_the_run_which_runs_again() {
     let k = setup(json!({"namespace": NS})).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let (id, job, pod) = k.launch().await;
     k.fake.set_pod(NS, &pod, PodState::Running).unwrap();
     let evicted = PodState::Disrupted {
@@ -225,7 +199,7 @@ async fn an_evicted_pod_preempts_the_run_which_runs_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_deletes_the_job_in_the_foreground_and_its_secret_while_pending_and_while_running() {
     let k = setup(json!({"namespace": NS})).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     for running in [false, true] {
         let (id, job, pod) = k.launch().await;
         if running {
@@ -264,7 +238,7 @@ async fn a_stop_deletes_the_job_in_the_foreground_and_its_secret_while_pending_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_answered_410_gone_lists_again_and_loses_nothing() {
     let k = setup(json!({"namespace": NS})).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let (id, _job, pod) = k.launch().await;
     k.fake.set_pod(NS, &pod, PodState::Running).unwrap();
     k.fake.emit(NS, &pod, None, &["before"]).unwrap();
@@ -290,7 +264,7 @@ async fn a_watch_answered_410_gone_lists_again_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_re_adopts_the_job_by_its_label_and_repeats_no_line() {
     let k = setup(json!({"namespace": NS})).await;
-    let first = k.agent().await;
+    let first = k.agent();
     let (id, job, pod) = k.launch().await;
     k.fake.set_pod(NS, &pod, PodState::Running).unwrap();
     k.fake.emit(NS, &pod, None, &["one", "two"]).unwrap();
@@ -303,7 +277,7 @@ async fn a_restarted_agent_re_adopts_the_job_by_its_label_and_repeats_no_line() 
     assert!(k.fake.deletions().is_empty(), "detached at shutdown, nothing deleted: {:?}", k.fake.deletions());
     assert!(k.fake.objects(&Res::jobs(), NS).iter().any(|j| j["metadata"]["name"] == job.as_str()));
     k.fake.emit(NS, &pod, None, &["three"]).unwrap();
-    let second = k.agent().await;
+    let second = k.agent();
     k.logs_contain(&id, LogStream::Stdout, "three").await;
     let item = k.r.client.get_item(&id).await.unwrap();
     assert_eq!((item.state, item.fence), (ItemState::Running, running.fence), "the same claim goes on");
@@ -328,7 +302,7 @@ fn futures_log(k: &Kube, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_a_job_does_not_have_fails_the_run_naming_it_and_makes_nothing() {
     let k = setup(json!({"namespace": NS, "spec": {"template": {"spec": {"nodeSelectr": {"gpu": "a100"}}}}})).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let id = k.r.launch_on("k8s", "img").await;
     let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
     assert_eq!((done.state, done.stage), (ItemState::Failed, Some(Stage::Agent)), "{:?}", done.reason);
@@ -354,13 +328,13 @@ async fn the_shipped_rbac_grants_every_call_the_runner_makes() {
     k.fake.set_rbac(Some(Rbac::new(user, NS, &agent_role(), &agent_cluster_role()).unwrap()));
 
     // made, watched, logged, re-adopted by a restarted agent, ended and removed
-    let first = k.agent().await;
+    let first = k.agent();
     let (id, job, pod) = k.launch().await;
     k.fake.set_pod(NS, &pod, PodState::Running).unwrap();
     k.fake.emit(NS, &pod, None, &["one"]).unwrap();
     k.logs_contain(&id, LogStream::Stdout, "one").await;
     stop_agent(first).await;
-    let second = k.agent().await;
+    let second = k.agent();
     k.fake.emit(NS, &pod, None, &["two"]).unwrap();
     k.logs_contain(&id, LogStream::Stdout, "two").await;
     k.fake.set_pod(NS, &pod, PodState::Succeeded).unwrap();
@@ -382,7 +356,7 @@ async fn the_shipped_rbac_grants_every_call_the_runner_makes() {
     let mut role = agent_role();
     role["rules"].as_array_mut().unwrap().retain(|r| r["resources"] != json!(["pods/log"]));
     k.fake.set_rbac(Some(Rbac::new(user, NS, &role, &agent_cluster_role()).unwrap()));
-    let agent = k.agent().await;
+    let agent = k.agent();
     let (_id, _job, pod) = k.launch().await;
     k.fake.set_pod(NS, &pod, PodState::Running).unwrap();
     let refused = k.fake.wait_until(BOUND, |f| f.refused().into_iter().find(|r| r.contains("/log"))).await;

@@ -9,17 +9,13 @@
 
 mod support;
 
-use liftoff_agent::{AgentOptions, local_runners, run_agent_with};
 use liftoff_core::api::LogStream;
 use liftoff_core::{ItemState, ResourceType, Stage};
-use liftoff_run::kubernetes::{ClusterSource, KubernetesRunner, labels, restricted};
+use liftoff_run::kubernetes::{labels, restricted};
 use liftoff_testkit::fakes::kubernetes::{KubeFake, KubeFakeOptions, PodState, Res};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{Rig, rig};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use support::{Agent, Rig, rig, stop_agent};
 
 const BOUND: Duration = Duration::from_secs(20);
 const IMAGE: &str = "registry.example/train:1";
@@ -38,8 +34,6 @@ struct Kube {
     _dir: tempfile::TempDir,
     kubeconfig: std::path::PathBuf,
 }
-
-type Agent = (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>);
 
 /// A fake with Volcano's and Kubeflow's CRDs installed, and a server with
 /// queue `k8s` (`queue_config`, checked by the server unless `unchecked`).
@@ -78,23 +72,9 @@ fn volcano_config() -> Value {
 }
 
 impl Kube {
-    fn options(&self) -> AgentOptions {
-        AgentOptions {
-            queues: vec!["k8s".into()],
-            agent_key: "k8s-custom-test".into(),
-            ..self.r.options(4, Duration::from_secs(2))
-        }
-    }
-
-    async fn agent(&self) -> Agent {
-        let opts = self.options();
-        let mut registry = local_runners(&opts, &liftoff_run::SharedEngine::new(None));
-        registry.register(Arc::new(KubernetesRunner::new(ClusterSource::Kubeconfig(self.kubeconfig.clone()), None)));
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_agent_with(self.r.client.clone(), opts, registry, async move {
-            let _ = rx.await;
-        }));
-        (tx, task)
+    /// A real agent whose registry has the kubernetes runner on the fake.
+    fn agent(&self) -> Agent {
+        self.r.kube_agent(&self.kubeconfig, "k8s-custom-test")
     }
 
     /// The run's object name (`lf-<run>-<fence>`) for item `id` as it is now.
@@ -177,11 +157,6 @@ impl Kube {
     }
 }
 
-async fn stop_agent(agent: Agent) {
-    agent.0.send(()).unwrap();
-    agent.1.await.unwrap().unwrap();
-}
-
 /// Every container, init container and ephemeral container of every pod
 /// template in `obj` has exactly the restricted security context.
 fn assert_all_restricted(obj: &Value) {
@@ -213,7 +188,7 @@ fn assert_all_restricted(obj: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_volcano_job_of_two_tasks_runs_its_lines_kept_apart_and_finishes() {
     let k = setup(volcano_config()).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let (id, name) = k.launch().await;
     let item = k.r.client.get_item(&id).await.unwrap();
     let job = k.object(&volcano(), &name).expect("the Volcano Job is made");
@@ -282,7 +257,7 @@ async fn a_volcano_job_of_two_tasks_runs_its_lines_kept_apart_and_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_pod_of_a_volcano_job_fails_the_run_with_its_exit_code() {
     let k = setup(volcano_config()).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let (id, name) = k.launch().await;
     let pods = k.pods_of(&name, 2).await;
     for p in &pods {
@@ -302,7 +277,7 @@ async fn a_failed_pod_of_a_volcano_job_fails_the_run_with_its_exit_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_deletes_the_custom_object_in_the_foreground_with_its_secrets_and_marker() {
     let k = setup(volcano_config()).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let (id, name) = k.launch().await;
     let pods = k.pods_of(&name, 2).await;
     k.fake.set_pod(NS, &pods[0], PodState::Running).unwrap();
@@ -331,7 +306,7 @@ async fn a_stop_deletes_the_custom_object_in_the_foreground_with_its_secrets_and
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_runs_pending_reason_is_a_warning_and_an_eviction_preempts_it() {
     let k = setup(volcano_config()).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let (id, name) = k.launch().await;
     let pods = k.pods_of(&name, 2).await;
     let pending = PodState::Pending { reason: "ErrImagePull".into(), message: "pull access denied".into() };
@@ -362,7 +337,7 @@ async fn a_pytorchjob_is_followed_by_its_conditions_to_succeeded() {
     let k = setup(json!({"namespace": NS, "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
         "spec": {"pytorchReplicaSpecs": {"Master": replica(1), "Worker": replica(1)}}}))
     .await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let (id, name) = k.launch().await;
     let obj = k.object(&pytorch(), &name).expect("the PyTorchJob is made");
     assert_all_restricted(&obj);
@@ -388,7 +363,7 @@ async fn a_pytorchjob_is_followed_by_its_conditions_to_succeeded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_re_adopts_a_custom_run_by_its_marker_and_repeats_no_line() {
     let k = setup(volcano_config()).await;
-    let first = k.agent().await;
+    let first = k.agent();
     let (id, name) = k.launch().await;
     let pods = k.pods_of(&name, 2).await;
     for p in &pods {
@@ -406,7 +381,7 @@ async fn a_restarted_agent_re_adopts_a_custom_run_by_its_marker_and_repeats_no_l
     assert!(k.fake.deletions().is_empty(), "detached at shutdown, nothing deleted: {:?}", k.fake.deletions());
     k.fake.emit(NS, &pods[1], None, &["tre"]).unwrap();
     k.fake.emit(NS, &pods[0], None, &["two"]).unwrap();
-    let second = k.agent().await;
+    let second = k.agent();
     k.logs_contain(&id, LogStream::Stdout, "two").await;
     k.logs_contain(&id, LogStream::Stdout, "tre").await;
     assert!(k.r.logs(&id, LogStream::Agent).await.contains("re-adopted"));
@@ -435,7 +410,7 @@ async fn a_kind_the_cluster_does_not_serve_fails_the_run_naming_it_and_makes_not
         "spec": {"replicatedJobs": [{"name": "w", "template": {"spec": {"template": {"spec": {
             "restartPolicy": "Never", "containers": [{"name": "main"}]}}}}}]}}))
     .await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let id = k.r.launch_on("k8s", "img").await;
     let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
     assert_eq!((done.state, done.stage), (ItemState::Failed, Some(Stage::Agent)), "{:?}", done.reason);
@@ -470,7 +445,7 @@ fn services_config(extra: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn additional_services_are_made_before_the_job_waited_for_and_removed_after_it() {
     let k = setup(services_config(json!({}))).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let id = k.r.launch_on("k8s", "img").await;
     let deployments = Res::new("apps", "v1", "deployments");
     let ps_pod = k
@@ -525,7 +500,7 @@ async fn additional_services_are_made_before_the_job_waited_for_and_removed_afte
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_not_ready_in_time_fails_the_start_and_is_removed() {
     let k = setup(services_config(json!({"wait_timeout": 3}))).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let id = k.r.launch_on("k8s", "img").await;
     let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
     assert_eq!(done.state, ItemState::Failed, "{:?}", done.reason);
@@ -547,7 +522,7 @@ async fn an_unsafe_additional_service_is_refused_naming_its_field_and_makes_noth
         "spec": {"template": {"spec": {"hostPID": true, "containers": [{"name": "c", "image": "x"}]}}}});
     // the server refuses such a queue (queue_unchecked asserts it); one stored by an older server:
     let k = setup_with(config, true).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let req = liftoff_core::api::LaunchRequest { job: "img".into(), ..Default::default() };
     let refused = k.r.client.launch("k8s", &req).await;
     let Err(liftoff_client::ClientError::Api { status: 422, body }) = refused else {
@@ -566,7 +541,7 @@ async fn an_unsafe_additional_service_is_refused_naming_its_field_and_makes_noth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_removes_the_additional_services_made_without_waiting() {
     let k = setup(services_config(json!({"wait_for_ready": false}))).await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let id = k.r.launch_on("k8s", "img").await;
     k.r.wait_for(&id, |i| i.state == ItemState::Running, BOUND).await;
     let name = k.object_name(&id).await;
@@ -587,7 +562,7 @@ async fn a_custom_manifest_without_a_pod_template_is_refused_at_plan_time() {
     let k = setup(json!({"namespace": NS, "apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job",
         "spec": {"minAvailable": 1, "tasks": []}}))
     .await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let id = k.r.launch_on("k8s", "img").await;
     let done = k.r.wait_for(&id, |i| i.state.is_terminal(), BOUND).await;
     assert_eq!((done.state, done.stage), (ItemState::Failed, Some(Stage::Agent)), "{:?}", done.reason);
@@ -605,7 +580,7 @@ async fn a_pod_service_is_waited_for_until_running_and_ready() {
         "config": {"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"app": "cache"}},
             "spec": {"containers": [{"name": "redis", "image": "registry.example/redis:7"}]}}}]}))
     .await;
-    let agent = k.agent().await;
+    let agent = k.agent();
     let id = k.r.launch_on("k8s", "img").await;
     k.logs_contain(
         &id,
@@ -656,7 +631,7 @@ async fn the_shipped_rbac_with_the_custom_rule_grants_every_call_of_a_custom_run
     role["rules"].as_array_mut().unwrap().push(custom_resource_rule("batch.volcano.sh", "jobs"));
     k.fake.set_rbac(Some(Rbac::new(user, NS, &role, &agent_cluster_role()).unwrap()));
 
-    let first = k.agent().await;
+    let first = k.agent();
     let id = k.r.launch_on("k8s", "img").await;
     let ps = k
         .fake
@@ -673,7 +648,7 @@ async fn the_shipped_rbac_with_the_custom_rule_grants_every_call_of_a_custom_run
     k.fake.emit(NS, &pods[0], None, &["one"]).unwrap();
     k.logs_contain(&id, LogStream::Stdout, "one").await;
     stop_agent(first).await;
-    let second = k.agent().await;
+    let second = k.agent();
     k.fake.emit(NS, &pods[0], None, &["two"]).unwrap();
     k.logs_contain(&id, LogStream::Stdout, "two").await;
     for p in &pods {
@@ -709,7 +684,7 @@ async fn the_shipped_rbac_with_the_custom_rule_grants_every_call_of_a_custom_run
 
     // without the custom rule the object cannot be made: the run fails, naming the refusal, and leaves nothing
     k.fake.set_rbac(Some(Rbac::new(user, NS, &agent_role(), &agent_cluster_role()).unwrap()));
-    let agent = k.agent().await;
+    let agent = k.agent();
     let id = k.r.launch_on("k8s", "img").await;
     let ps = k
         .fake

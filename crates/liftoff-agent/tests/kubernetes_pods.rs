@@ -7,18 +7,13 @@
 
 mod support;
 
-use liftoff_agent::{AgentOptions, local_runners, run_agent_with};
 use liftoff_core::api::LogStream;
 use liftoff_core::{ItemState, ResourceType, Stage};
-use liftoff_run::kubernetes::{ClusterSource, KubernetesRunner};
 use liftoff_testkit::fakes::kubernetes::{KubeFake, KubeFakeOptions, PodDriver};
 use serde_json::json;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{Rig, required_env, rig};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use support::{Agent, Rig, required_env, rig};
 
 const BOUND: Duration = Duration::from_secs(30);
 const NS: &str = "ml";
@@ -31,8 +26,6 @@ struct Kube {
     kubeconfig: std::path::PathBuf,
     agent: Option<Agent>,
 }
-
-type Agent = (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>);
 
 async fn setup() -> Option<Kube> {
     setup_with(|_| json!({"namespace": NS})).await
@@ -59,18 +52,7 @@ async fn setup_with(config: impl Fn(&str) -> serde_json::Value) -> Option<Kube> 
 
 impl Kube {
     fn start_agent(&self) -> Agent {
-        let opts = AgentOptions {
-            queues: vec!["k8s".into()],
-            agent_key: "k8s-pods".into(),
-            ..self.r.options(4, Duration::from_secs(2))
-        };
-        let mut registry = local_runners(&opts, &liftoff_run::SharedEngine::new(None));
-        registry.register(Arc::new(KubernetesRunner::new(ClusterSource::Kubeconfig(self.kubeconfig.clone()), None)));
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_agent_with(self.r.client.clone(), opts, registry, async move {
-            let _ = rx.await;
-        }));
-        (tx, task)
+        self.r.kube_agent(&self.kubeconfig, "k8s-pods")
     }
 
     /// Launches `sh -c script` in the test image: (item id, Job name).
@@ -110,9 +92,7 @@ impl Kube {
     }
 
     async fn stop_agent(&mut self) {
-        let (tx, task) = self.agent.take().unwrap();
-        tx.send(()).unwrap();
-        task.await.unwrap().unwrap();
+        support::stop_agent(self.agent.take().unwrap()).await;
     }
 }
 

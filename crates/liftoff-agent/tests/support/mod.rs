@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A running agent: its shutdown signal and its task.
+pub type Agent = (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>);
+
+/// Shuts `agent` down and checks it ended cleanly.
+pub async fn stop_agent(agent: Agent) {
+    agent.0.send(()).unwrap();
+    agent.1.await.unwrap().unwrap();
+}
+
 pub struct Rig {
     pub server: RunningServer,
     pub client: Client,
@@ -185,6 +194,25 @@ impl Rig {
         let (tx, rx) = oneshot::channel::<()>();
         let client = self.client.clone();
         let task = tokio::spawn(run_agent(client, opts, async move {
+            let _ = rx.await;
+        }));
+        (tx, task)
+    }
+
+    /// A real agent serving queue `k8s` with key `agent_key`, its runners
+    /// the local ones plus the kubernetes runner on the cluster `kubeconfig` names.
+    pub fn kube_agent(&self, kubeconfig: &std::path::Path, agent_key: &str) -> Agent {
+        use liftoff_run::kubernetes::{ClusterSource, KubernetesRunner};
+        let opts = AgentOptions {
+            queues: vec!["k8s".into()],
+            agent_key: agent_key.into(),
+            ..self.options(4, Duration::from_secs(2))
+        };
+        let mut registry = liftoff_agent::local_runners(&opts, &liftoff_run::SharedEngine::new(None));
+        let cluster = ClusterSource::Kubeconfig(kubeconfig.to_path_buf());
+        registry.register(std::sync::Arc::new(KubernetesRunner::new(cluster, None)));
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(liftoff_agent::run_agent_with(self.client.clone(), opts, registry, async move {
             let _ = rx.await;
         }));
         (tx, task)
