@@ -302,6 +302,43 @@ async fn concurrent_claims_take_each_item_once(s: SqlStore) {
     assert_eq!(unique.len(), 300, "no item claimed twice");
 }
 
+/// A claim that finds a queue empty does not hide what comes after it:
+/// every way an item becomes pending (a launch, a lease expiry, a release,
+/// a preemption) is seen by the next claim; an agent told to stop polling
+/// gets nothing without making the queue look empty to the others.
+async fn empty_queues_fill_again(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    assert!(claim_one(&s, "q").await.is_none(), "empty at first");
+    assert!(claim_one(&s, "q").await.is_none(), "and still");
+    s.enqueue(&item("a", "q", Priority::Medium, false)).await.unwrap();
+    let c = claim_for(&s, "q", SHORT).await.expect("a launch after an empty claim is claimed");
+    assert!(claim_one(&s, "q").await.is_none());
+    assert_eq!(expire_soon(&s).await, vec!["a".to_string()]);
+    let c2 = claim_one(&s, "q").await.expect("a lease expiry after an empty claim is claimed again");
+    assert!(c2.fence > c.fence);
+    assert!(claim_one(&s, "q").await.is_none());
+    assert_eq!(s.release_unstarted("acme", "agent-1", &[]).await.unwrap(), vec!["a".to_string()]);
+    let c3 = claim_one(&s, "q").await.expect("a release after an empty claim is claimed again");
+    s.apply_event("acme", "a", Some(c3.fence), &ItemEvent::Start, 2).await.unwrap();
+    assert!(claim_one(&s, "q").await.is_none());
+    let v = s.apply_event("acme", "a", Some(c3.fence), &ItemEvent::Preempt, 3).await.unwrap();
+    assert_eq!(v.state, ItemState::Pending);
+    // an agent told to stop polling gets nothing, and the others still do
+    let req = RegisterAgent { queues: vec!["q".into()], hostname: "h".into(), max_jobs: -1, version: "1".into() };
+    s.register_agent("acme", "stopped", &req, 1).await.unwrap();
+    s.set_agent_stop_polling("acme", "stopped").await.unwrap();
+    assert!(s.claim("acme", &["q".to_string()], "stopped", TTL).await.unwrap().is_none());
+    let c4 = claim_one(&s, "q").await.expect("a preempted item is claimed again, whatever a stopped agent got");
+    assert_eq!(c4.id, "a");
+    // several queues: the empty one is passed over, the other claimed
+    s.create_queue(&queue("r", false)).await.unwrap();
+    s.enqueue(&item("b", "r", Priority::Medium, false)).await.unwrap();
+    let both = ["q".to_string(), "r".to_string()];
+    let got = s.claim("acme", &both, "agent-1", TTL).await.unwrap().expect("the item in the second queue");
+    assert_eq!(got.item.id, "b");
+    assert!(s.claim("acme", &both, "agent-1", TTL).await.unwrap().is_none());
+}
+
 async fn agents(s: SqlStore) {
     let req = RegisterAgent { queues: vec!["q".into()], hostname: "h".into(), max_jobs: -1, version: "0.3.1".into() };
     let a = s.register_agent("acme", "ag1", &req, 1).await.unwrap();
@@ -925,6 +962,7 @@ contract!(
     log_chunks_in_order_idempotent,
     concurrent_claims_take_each_item_once,
     agents,
+    empty_queues_fill_again,
     lost_holders_change_nothing,
     lease_deadlines_use_the_database_clock,
     one_archiver_per_log,

@@ -26,14 +26,22 @@ impl SqlStore {
         // log chunks): one statement fewer per claim.
         let pick = format!(
             "SELECT {ITEM_COLS}, {} AS db_now, \
-             (SELECT COALESCE(MAX(seq) + 1, 0) FROM log_chunks WHERE log_chunks.item_id = items.id) AS next_log_seq \
+             (SELECT COALESCE(MAX(seq) + 1, 0) FROM log_chunks WHERE log_chunks.item_id = items.id) AS next_log_seq, \
+             (SELECT COUNT(*) FROM agents WHERE entity = $1 AND id = $3 AND stop_polling <> 0) AS stopped \
              FROM items WHERE entity = $1 AND queue = $2 AND state = 'pending' \
-             AND NOT EXISTS (SELECT 1 FROM agents WHERE entity = $1 AND id = $3 AND stop_polling <> 0) \
              ORDER BY sort_prio, seq LIMIT 1{}",
             self.now_sql(),
             self.for_update(true)
         );
+        // read before any pick: a queue found empty is known empty only
+        // until a write that may fill it
+        let generation = self.empty.as_ref().map(|e| e.generation());
         for queue in queues {
+            if let (Some(empty), Some(at)) = (&self.empty, generation)
+                && empty.known_empty(entity, queue, at)
+            {
+                continue;
+            }
             let mut tx = self.begin_write().await?;
             let row = sqlx::query(AssertSqlSafe(pick.clone()))
                 .bind(entity)
@@ -41,7 +49,19 @@ impl SqlStore {
                 .bind(agent_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some(row) = row else { continue };
+            let Some(row) = row else {
+                // nothing written: kept (a dropped request is undone, which
+                // costs the writer more)
+                tx.commit().await?;
+                if let (Some(empty), Some(at)) = (&self.empty, generation) {
+                    empty.found_empty(entity, queue, at);
+                }
+                continue;
+            };
+            if row.try_get::<i64, _>("stopped")? != 0 {
+                tx.commit().await?;
+                return Ok(None);
+            }
             let view = decode_item(&row)?;
             let now: i64 = row.try_get("db_now")?;
             let log_seq_start: i64 = row.try_get("next_log_seq")?;

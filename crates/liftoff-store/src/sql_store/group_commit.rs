@@ -6,7 +6,8 @@
 //! agents, from a disk that syncs 10,600 times a second from one thread).
 //! Here each request's writes run, as before, one request at a time on the
 //! writer connection, but inside a savepoint of a transaction that several
-//! requests share: a committer task commits it once the requests that were
+//! requests share (each request's nested in the one before, none released
+//! before the commit): a committer task commits it once the requests that were
 //! already waiting for the writer have had their turn, and only then is
 //! each of them answered. So an answered write is as durable as before,
 //! and a write that fails (or whose request went away) is undone alone,
@@ -195,22 +196,17 @@ impl GroupTx {
     }
 }
 
-/// Releases the request's savepoint, then commits the batch at once when
-/// no one waits for the writer, else wakes the committer.
+/// Keeps the request's writes, then commits the batch at once when no one
+/// waits for the writer, else wakes the committer. The request's savepoint
+/// is not released: the savepoints of a batch's requests nest, and its
+/// `COMMIT` keeps them all (a `RELEASE` per request was one more round trip
+/// to sqlx's connection thread). An abandoned request is still undone
+/// alone: its savepoint is the innermost, which `ROLLBACK TO` the name finds.
 async fn keep(
     mut open: OwnedMutexGuard<Open>,
     pending: Arc<Notify>,
     waiting: Arc<AtomicUsize>,
 ) -> Result<(), StoreError> {
-    if let Some(Undo::Savepoint) = open.abandoned {
-        let conn = open.conn.as_mut().expect("a batch is open");
-        let released = sqlx::query(sqlx::AssertSqlSafe(format!("RELEASE {SAVEPOINT}"))).execute(&mut **conn).await;
-        if let Err(e) = released {
-            // its writes cannot be kept apart from the batch's: the batch fails
-            finish(&mut open, Err(format!("a request's writes could not be kept: {e}"))).await;
-            return Err(e.into());
-        }
-    }
     open.abandoned = None;
     if waiting.load(Ordering::Relaxed) == 0 {
         // no one to share the commit with: commit now

@@ -5,8 +5,10 @@ use super::{SqlStore, corrupt};
 use crate::StoreError;
 use liftoff_core::api::ItemView;
 use liftoff_core::{ItemState, ItemTransition, Stage, TransitionCause};
+use sqlx::any::AnyArguments;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
 use std::str::FromStr;
 
 const COLS: &str = "item_id, run_id, queue, seq, queue_seq, at, event, from_state, to_state, cause, agent_id, fence, \
@@ -41,29 +43,8 @@ impl SqlStore {
     ) -> Result<(), StoreError> {
         // One statement (the item's next seq and its log position inside):
         // claims pay one round trip for their history, not three.
-        sqlx::query(
-            "INSERT INTO item_transitions (item_id, seq, entity, queue, run_id, at, event, from_state, \
-             to_state, cause, agent_id, fence, reason, exit_code, stage, log_seq) \
-             SELECT $1, COALESCE((SELECT MAX(seq) FROM item_transitions WHERE item_id = $1), 0) + 1, \
-             $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             COALESCE((SELECT MAX(seq) + 1 FROM log_chunks WHERE item_id = $1), 0)",
-        )
-        .bind(&after.id)
-        .bind(&after.entity)
-        .bind(&after.queue)
-        .bind(&after.run_id)
-        .bind(change.at_ms)
-        .bind(change.event)
-        .bind(change.from.map(ItemState::as_str))
-        .bind(after.state.as_str())
-        .bind(change.cause.as_str())
-        .bind(change.agent_id)
-        .bind(change.fence)
-        .bind(change.reason)
-        .bind(change.exit_code.map(i64::from))
-        .bind(change.stage.map(Stage::as_str))
-        .execute(&mut *conn)
-        .await?;
+        let sql = change_insert_sql(1, "");
+        bind_change(sqlx::query(AssertSqlSafe(sql)), after, change).execute(&mut *conn).await?;
         Ok(())
     }
 
@@ -165,6 +146,43 @@ impl SqlStore {
             .ok_or_else(|| StoreError::NotFound(format!("queue '{queue}'")))?;
         Ok(row.try_get("event_seq")?)
     }
+}
+
+/// The history row's INSERT, its parameters numbered from `$first` (so that
+/// it can follow another statement in one query), `cond` added to its
+/// `WHERE` (`""` for none).
+pub(super) fn change_insert_sql(first: usize, cond: &str) -> String {
+    let p = |n: usize| format!("${}", first + n - 1);
+    let (id, values) = (p(1), (2..=14).map(p).collect::<Vec<_>>().join(", "));
+    format!(
+        "INSERT INTO item_transitions (item_id, seq, entity, queue, run_id, at, event, from_state, \
+         to_state, cause, agent_id, fence, reason, exit_code, stage, log_seq) \
+         SELECT {id}, COALESCE((SELECT MAX(seq) FROM item_transitions WHERE item_id = {id}), 0) + 1, \
+         {values}, COALESCE((SELECT MAX(seq) + 1 FROM log_chunks WHERE item_id = {id}), 0) WHERE 1 = 1{cond}"
+    )
+}
+
+/// Binds the history row's 14 values, in [`change_insert_sql`]'s order.
+pub(super) fn bind_change<'q>(
+    query: Query<'q, Any, AnyArguments>,
+    after: &ItemView,
+    change: &Change<'_>,
+) -> Query<'q, Any, AnyArguments> {
+    query
+        .bind(after.id.clone())
+        .bind(after.entity.clone())
+        .bind(after.queue.clone())
+        .bind(after.run_id.clone())
+        .bind(change.at_ms)
+        .bind(change.event.to_string())
+        .bind(change.from.map(ItemState::as_str))
+        .bind(after.state.as_str())
+        .bind(change.cause.as_str())
+        .bind(change.agent_id.map(str::to_string))
+        .bind(change.fence)
+        .bind(change.reason.map(str::to_string))
+        .bind(change.exit_code.map(i64::from))
+        .bind(change.stage.map(Stage::as_str))
 }
 
 fn decode(r: &AnyRow) -> Result<ItemTransition, StoreError> {

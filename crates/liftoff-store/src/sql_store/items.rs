@@ -1,7 +1,7 @@
 //! Item rows: loading, the one guarded state transition, enqueue, lookups and warnings.
 
-use super::history::Change;
-use super::{SqlStore, corrupt, is_unique_violation};
+use super::history::{Change, bind_change, change_insert_sql};
+use super::{Dialect, SqlStore, corrupt, is_unique_violation};
 use crate::{NewItem, StoreError};
 use liftoff_core::api::{ItemView, LaunchSpec};
 use liftoff_core::history::LAUNCH_EVENT;
@@ -121,34 +121,10 @@ impl SqlStore {
             }
             _ => {}
         }
-        let done = sqlx::query(
-            "UPDATE items SET state = $1, attempts = $2, fence = $3, exit_code = $4, reason = $5, agent_id = $6, \
-             lease_expires_at = $7, started_at = $8, ended_at = $9, stage = $10, resumes = $11 \
-             WHERE id = $12 AND state = $13 AND fence = $14",
-        )
-        .bind(view.state.as_str())
-        .bind(i64::from(view.attempts))
-        .bind(view.fence)
-        .bind(view.exit_code.map(i64::from))
-        .bind(view.reason.clone())
-        .bind(view.agent_id.clone())
-        .bind(view.lease_expires_at_ms)
-        .bind(view.started_at_ms)
-        .bind(view.ended_at_ms)
-        .bind(view.stage.map(|s| s.as_str()))
-        .bind(i64::from(view.resumes))
-        .bind(&view.id)
-        .bind(old_state.as_str())
-        .bind(old_fence)
-        .execute(&mut *conn)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!("item '{}' changed concurrently; retry", view.id)));
-        }
         // A repeated stop request changes nothing worth a history entry.
-        if view.state != old_state {
+        let change = (view.state != old_state).then(|| {
             let cause = TransitionCause::of(event);
-            let change = Change {
+            Change {
                 event: event.name(),
                 from: Some(old_state),
                 cause,
@@ -162,8 +138,54 @@ impl SqlStore {
                 reason: reason.as_deref(),
                 exit_code,
                 stage,
-            };
-            self.record_change(conn, &view, &change).await?;
+            }
+        });
+        let update = "UPDATE items SET state = $1, attempts = $2, fence = $3, exit_code = $4, reason = $5, \
+                      agent_id = $6, lease_expires_at = $7, started_at = $8, ended_at = $9, stage = $10, resumes = $11 \
+                      WHERE id = $12 AND state = $13 AND fence = $14";
+        // On SQLite the history row goes in the same query, after the
+        // update and only if it changed the row (`changes()`): one round
+        // trip to sqlx's connection thread per transition, not two.
+        // PostgreSQL's prepared statements hold one statement each.
+        let together = change.as_ref().filter(|_| self.dialect == Dialect::Sqlite);
+        let separate = together.is_none();
+        let sql = match together {
+            Some(_) => format!("{update}; {}", change_insert_sql(15, " AND changes() = 1")),
+            None => update.to_string(),
+        };
+        let query = sqlx::query(AssertSqlSafe(sql))
+            .bind(view.state.as_str())
+            .bind(i64::from(view.attempts))
+            .bind(view.fence)
+            .bind(view.exit_code.map(i64::from))
+            .bind(view.reason.clone())
+            .bind(view.agent_id.clone())
+            .bind(view.lease_expires_at_ms)
+            .bind(view.started_at_ms)
+            .bind(view.ended_at_ms)
+            .bind(view.stage.map(|s| s.as_str()))
+            .bind(i64::from(view.resumes))
+            .bind(view.id.clone())
+            .bind(old_state.as_str())
+            .bind(old_fence);
+        let query = match together {
+            Some(change) => bind_change(query, &view, change),
+            None => query,
+        };
+        // the update's row, and the history's when it went in the same query
+        let expected = 1 + u64::from(together.is_some());
+        let done = query.execute(&mut *conn).await?;
+        if done.rows_affected() != expected {
+            if done.rows_affected() != 0 {
+                return Err(corrupt("item transition", format!("{} rows written", done.rows_affected())));
+            }
+            return Err(StoreError::Conflict(format!("item '{}' changed concurrently; retry", view.id)));
+        }
+        if let Some(change) = change.as_ref().filter(|_| separate) {
+            self.record_change(conn, &view, change).await?;
+        }
+        if view.state == ItemState::Pending {
+            self.may_have_pending();
         }
         Ok(view)
     }
@@ -193,6 +215,7 @@ impl SqlStore {
             Err(e) if is_unique_violation(&e) => return Err(run_id_taken()),
             Err(e) => return Err(e.into()),
         }
+        self.may_have_pending();
         let mut names = vec![(&item.id, false)];
         if item.run_id != item.id {
             names.push((&item.run_id, true));
