@@ -9,7 +9,7 @@ use crate::log_shipper::{LogShipper, ShipOutcome};
 use crate::materialize::materialize;
 use crate::runners;
 use liftoff_client::{Client, ClientError};
-use liftoff_core::api::{Claim, ItemView, LogStream};
+use liftoff_core::api::{AppendLog, Claim, ItemView, LogStream, LogTail};
 use liftoff_core::{ItemEvent, Stage};
 pub use liftoff_run::lines::agent_line;
 use liftoff_run::{JobError, JobErrorCode, Prepared, RunnerRegistry, RunningJob};
@@ -115,11 +115,16 @@ where
     drop(shutdown_watch);
     // Every line before the outcome, and both while the lease is renewed.
     let finishing = async {
-        if shipper.finish().await == ShipOutcome::LeaseLost {
+        // An outcome to report carries the log's last chunk (one request, not two).
+        let (shipped, tail) = match event {
+            Some(_) => shipper.finish_keeping_tail().await,
+            None => (shipper.finish().await, None),
+        };
+        if shipped == ShipOutcome::LeaseLost {
             return None;
         }
         match event {
-            Some(ev) => report(&client, &lease.item_id, lease.fence, ev, &stop_rx).await,
+            Some(ev) => report(&client, &lease.item_id, lease.fence, ev, tail, &stop_rx).await,
             None => None,
         }
     };
@@ -201,25 +206,38 @@ async fn report(
     id: &str,
     fence: i64,
     event: ItemEvent,
+    tail: Option<LogTail>,
     stop: &watch::Receiver<StopCause>,
 ) -> Option<ItemEvent> {
     let mut tries = 0u32;
-    match retry_transient(id, "report the outcome", stop, || {
+    let sent = retry_transient(id, "report the outcome", stop, || {
         tries += 1;
-        client.report(id, fence, event.clone())
+        client.report_with_log(id, fence, event.clone(), tail.clone())
     })
-    .await
-    {
-        Ok(_) => Some(event),
+    .await;
+    let refused = match sent {
+        Ok(_) => return Some(event),
         Err(e) if e.is_conflict() && tries > 1 => match client.get_item(id).await {
-            Ok(item) if Some(item.state) == event_end_state(&event) => Some(event),
-            _ => {
-                tracing::error!(item = %id, error = %e, "server refused the outcome");
-                None
-            }
+            Ok(item) if Some(item.state) == event_end_state(&event) => return Some(event),
+            _ => e,
         },
-        Err(e) => {
-            tracing::error!(item = %id, error = %e, "server refused the outcome");
+        Err(e) => e,
+    };
+    match tail {
+        // Refused with the chunk (an older server knows no `log` field, or
+        // it refused the chunk): the chunk goes on its own, then the outcome.
+        Some(tail) if !refused.is_conflict() => {
+            tracing::warn!(item = %id, error = %refused, "the outcome with the log's last chunk was refused; sending them apart");
+            let chunk = AppendLog { fence, seq: tail.seq, stream: tail.stream, data: tail.data };
+            if let Err(e) =
+                retry_transient(id, "store the log's last chunk", stop, || client.append_log(id, &chunk)).await
+            {
+                tracing::error!(item = %id, error = %e, "the server refused the log's last chunk");
+            }
+            Box::pin(report(client, id, fence, event, None, stop)).await
+        }
+        _ => {
+            tracing::error!(item = %id, error = %refused, "server refused the outcome");
             None
         }
     }

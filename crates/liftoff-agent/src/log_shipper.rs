@@ -3,8 +3,10 @@
 //! after a lost response cannot duplicate), none dropped while the lease holds.
 
 use liftoff_client::Client;
-use liftoff_core::api::{AppendLog, LogStream};
+use liftoff_core::api::{AppendLog, LogStream, LogTail};
 use liftoff_run::lines::floor_char_boundary;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -17,7 +19,9 @@ const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// Handle to a running shipper. Clone the sender for each output stream.
 pub struct LogShipper {
     tx: mpsc::Sender<(LogStream, String)>,
-    task: JoinHandle<ShipOutcome>,
+    /// Set by [`LogShipper::finish_keeping_tail`] before it closes its sender.
+    keep_tail: Arc<AtomicBool>,
+    task: JoinHandle<(ShipOutcome, Option<LogTail>)>,
 }
 
 /// How shipping ended.
@@ -35,8 +39,9 @@ pub enum ShipOutcome {
 impl LogShipper {
     pub fn start(client: Client, item_id: String, fence: i64, first_seq: i64) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        let task = tokio::spawn(ship(client, item_id, fence, first_seq, rx));
-        Self { tx, task }
+        let keep_tail = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(ship(client, item_id, fence, first_seq, rx, keep_tail.clone()));
+        Self { tx, keep_tail, task }
     }
 
     pub fn sender(&self) -> mpsc::Sender<(LogStream, String)> {
@@ -47,7 +52,17 @@ impl LogShipper {
     /// senders, once they are dropped) is stored.
     pub async fn finish(self) -> ShipOutcome {
         drop(self.tx);
-        self.task.await.unwrap_or(ShipOutcome::LeaseLost)
+        self.task.await.map_or(ShipOutcome::LeaseLost, |(outcome, _)| outcome)
+    }
+
+    /// [`Self::finish`], except that the last chunk (the batch still being
+    /// gathered when the senders closed) is handed back instead of sent,
+    /// for the caller to send with the run's outcome (one request, not two).
+    /// `None` when nothing was left to send.
+    pub async fn finish_keeping_tail(self) -> (ShipOutcome, Option<LogTail>) {
+        self.keep_tail.store(true, Ordering::SeqCst);
+        drop(self.tx);
+        self.task.await.unwrap_or((ShipOutcome::LeaseLost, None))
     }
 }
 
@@ -57,7 +72,8 @@ async fn ship(
     fence: i64,
     mut seq: i64,
     mut rx: mpsc::Receiver<(LogStream, String)>,
-) -> ShipOutcome {
+    keep_tail: Arc<AtomicBool>,
+) -> (ShipOutcome, Option<LogTail>) {
     let mut held: Option<(LogStream, String)> = None;
     loop {
         // Start a batch with the held-over line or the next one.
@@ -65,9 +81,11 @@ async fn ship(
             Some(x) => x,
             None => match rx.recv().await {
                 Some(x) => x,
-                None => return ShipOutcome::Complete,
+                None => return (ShipOutcome::Complete, None),
             },
         };
+        // The senders closed while this batch gathered: it is the last.
+        let mut closed = false;
         if data.len() > CHUNK_BYTES {
             // One message larger than a chunk (the agent's own lines can be:
             // a command line with 300 KB of arguments): send it in pieces.
@@ -83,9 +101,18 @@ async fn ship(
                         held = Some(other);
                         break;
                     }
-                    Ok(None) | Err(_) => break,
+                    Ok(None) => {
+                        closed = true;
+                        break;
+                    }
+                    Err(_) => break,
                 }
             }
+        }
+        // the senders closed first, then the flag was read: it was set
+        // before the last of them closed, or the tail is sent here
+        if closed && keep_tail.load(Ordering::SeqCst) {
+            return (ShipOutcome::Complete, Some(LogTail { seq, stream, data }));
         }
         let mut chunk = AppendLog { fence, seq, stream, data };
         let mut backoff = Duration::from_millis(100);
@@ -94,7 +121,7 @@ async fn ship(
                 Ok(()) => break,
                 Err(e) if e.is_conflict() => {
                     tracing::warn!(item = %item_id, error = %e, "log shipping stopped: lease lost");
-                    return ShipOutcome::LeaseLost;
+                    return (ShipOutcome::LeaseLost, None);
                 }
                 Err(e) if e.is_transient() => {
                     // Keep the chunk and retry: losing log lines is worse than waiting.
@@ -116,7 +143,7 @@ async fn ship(
                     tracing::error!(item = %item_id, seq, error = %e, "the server refused even the marker chunk; log shipping stopped");
                     // Keep reading, so that the run never blocks on a full pipe.
                     while rx.recv().await.is_some() {}
-                    return ShipOutcome::Refused;
+                    return (ShipOutcome::Refused, None);
                 }
             }
         }

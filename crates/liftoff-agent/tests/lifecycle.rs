@@ -237,3 +237,40 @@ async fn an_invalid_image_reference_fails_before_any_pull() {
     stop.send(()).unwrap();
     agent.await.unwrap().unwrap();
 }
+
+/// A short run's output goes with its outcome: the last chunk rides in the
+/// outcome's request instead of one of its own; nothing of it is lost.
+/// (Three runs: the last chunk rides only if it is still being gathered,
+/// for up to 50 ms, when the run ends; one of them is enough to show it,
+/// and a machine stalled that long three times does not fail the test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_runs_last_output_is_sent_with_its_outcome() {
+    let r = rig().await;
+    r.job("short", "echo one; echo two >&2; echo three\n").await;
+    let (stop, agent) = r.agent(1, Duration::from_secs(5));
+    let mut chunks = 0;
+    for _ in 0..3 {
+        let id = r.launch("short").await;
+        let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(20)).await;
+        assert_eq!(item.state, ItemState::Finished, "{:?}", item.reason);
+        assert_eq!(r.logs(&id, LogStream::Stdout).await, "one\nthree\n");
+        assert_eq!(r.logs(&id, LogStream::Stderr).await, "two\n");
+        chunks += r.client.read_logs(&id, 0).await.unwrap().chunks.len() as u64;
+    }
+    let metrics = reqwest::get(format!("{}/metrics", r.server.base_url())).await.unwrap().text().await.unwrap();
+    let count = |route: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("liftoff_http_request_duration_seconds_count{"))
+            .filter(|l| l.contains(&format!("route=\"/api/v1/entities/{{entity}}/items/{{id}}/{route}\"")))
+            .filter(|l| l.contains("method=\"POST\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert_eq!(count("events"), 6, "each run's start and finish were reported:\n{metrics}");
+    let apart = count("logs");
+    assert!(apart < chunks, "{apart} of the {chunks} chunks were sent on their own: none rode with an outcome");
+    assert!(apart >= chunks - 3, "{apart} of {chunks} sent on their own: at most one per run rides with its outcome");
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+}

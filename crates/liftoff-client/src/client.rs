@@ -332,7 +332,19 @@ impl Client {
     }
 
     pub async fn report(&self, id: &str, fence: i64, event: ItemEvent) -> Result<ItemView, ClientError> {
-        self.call(Method::POST, &format!("/items/{}/events", enc(id)), Some(&FencedEvent { fence, event })).await
+        self.report_with_log(id, fence, event, None).await
+    }
+
+    /// [`Self::report`], with the run's last log chunk stored in the same
+    /// transaction (one request instead of two).
+    pub async fn report_with_log(
+        &self,
+        id: &str,
+        fence: i64,
+        event: ItemEvent,
+        log: Option<liftoff_core::api::LogTail>,
+    ) -> Result<ItemView, ClientError> {
+        self.call(Method::POST, &format!("/items/{}/events", enc(id)), Some(&FencedEvent { fence, event, log })).await
     }
 
     pub async fn append_log(&self, id: &str, chunk: &AppendLog) -> Result<(), ClientError> {

@@ -632,6 +632,27 @@ pub struct FencedEvent {
     pub fence: i64,
     /// `{"event": "start"}`, `{"event": "fail", "reason": "...", "exit_code": 1}`, ...
     pub event: crate::item::ItemEvent,
+    /// The run's last log chunk, stored in the same transaction as the
+    /// event: an agent reporting an outcome sends its final output with it
+    /// instead of in a request of its own. The rules of `POST /logs` apply
+    /// (`seq` the next one, a repeat ignored); refused, the event is not
+    /// applied either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogTail>,
+}
+
+/// A log chunk sent with an event ([`FencedEvent::log`]), under its fence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogTail {
+    /// Must equal the item's next sequence number; a repeat of an earlier
+    /// sequence number is accepted and ignored, so retries are safe.
+    #[schema(minimum = 0)]
+    #[serde(deserialize_with = "crate::rules::int::i64")]
+    pub seq: i64,
+    pub stream: LogStream,
+    #[schema(schema_with = crate::rules::log_data_schema)]
+    pub data: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -195,6 +195,34 @@ async fn resuming_a_lease_gives_the_log_position_of_that_claim() {
     assert_eq!(status(t.client.resume_lease(&c.item.id, c.fence + 1).await).0, 409);
 }
 
+/// An outcome may carry the log's last chunk: stored with it in one
+/// request, under the same rules as `POST /logs`, both or neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_carries_the_logs_last_chunk() {
+    let t = setup().await;
+    t.client.launch("q", &LaunchRequest { job: "img".into(), ..Default::default() }).await.unwrap();
+    let c = t.claim().await;
+    let id = c.item.id.clone();
+    t.client.report(&id, c.fence, ItemEvent::Start).await.unwrap();
+    let tail = |seq, data: String| Some(LogTail { seq, stream: LogStream::Stdout, data });
+    // too large: refused by name, and the outcome not applied
+    let big = "x".repeat(liftoff_core::api::MAX_LOG_CHUNK_CHARS + 1);
+    let field = |r: Result<ItemView, ClientError>| match r {
+        Err(ClientError::Api { status, body }) => (status, body.field),
+        other => panic!("expected an API error, got {other:?}"),
+    };
+    let refused = field(t.client.report_with_log(&id, c.fence, ItemEvent::Finish, tail(0, big)).await);
+    assert_eq!(refused, (400, Some("log.data".to_string())));
+    let refused = field(t.client.report_with_log(&id, c.fence, ItemEvent::Finish, tail(-1, "a".into())).await);
+    assert_eq!(refused, (400, Some("log.seq".to_string())));
+    assert_eq!(t.client.get_item(&id).await.unwrap().state, ItemState::Running);
+    let done = t.client.report_with_log(&id, c.fence, ItemEvent::Finish, tail(0, "last line\n".into())).await.unwrap();
+    assert_eq!(done.state, ItemState::Finished);
+    let log = t.client.read_logs(&id, 0).await.unwrap();
+    let text: Vec<_> = log.chunks.iter().map(|c| c.data.as_str()).collect();
+    assert_eq!((text, log.complete), (vec!["last line\n"], true));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whoami_names_the_entity_of_a_key() {
     let t = setup().await;

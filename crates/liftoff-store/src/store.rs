@@ -5,7 +5,7 @@ use crate::{
 use async_trait::async_trait;
 use liftoff_core::api::{
     AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition,
-    LogStream, RegisterAgent,
+    LogStream, LogTail, RegisterAgent,
 };
 use liftoff_core::{ItemEvent, ItemTransition, Priority, Queue, Stage};
 
@@ -159,6 +159,17 @@ pub trait Store: Send + Sync {
         stream: LogStream,
         data: &str,
     ) -> Result<(), StoreError>;
+    /// [`Self::append_log`] of a run's last chunk, then [`Self::apply_event`]
+    /// of `event` under the same fence, in one transaction: both or neither.
+    async fn append_log_then_event(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: i64,
+        tail: &LogTail,
+        event: &ItemEvent,
+        now_ms: i64,
+    ) -> Result<ItemView, StoreError>;
     /// Chunks with `seq >= after`, in order, at most `limit`.
     async fn read_log(&self, entity: &str, id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>, StoreError>;
 

@@ -1,7 +1,7 @@
 //! The store contract: every case runs against SQLite and against a real
 //! PostgreSQL (`LIFTOFF_TEST_POSTGRES_URL`; under `CI` a missing server fails).
 
-use liftoff_core::api::{AgentStatus, LaunchSpec, LogStream, RegisterAgent};
+use liftoff_core::api::{AgentStatus, LaunchSpec, LogStream, LogTail, RegisterAgent};
 use liftoff_core::job::{ImageSource, JobSource};
 use liftoff_core::{ItemEvent, ItemState, Priority, Queue, ResourceType, Stage, TransitionCause};
 use liftoff_store::{ApiKeyRecord, KeyRole, Launcher, NewItem, NewJobVersion, SqlStore, Store, StoreError};
@@ -274,6 +274,40 @@ async fn log_chunks_in_order_idempotent(s: SqlStore) {
     let late = s.append_log("acme", "i", again.item.fence, 4, LogStream::Stdout, "late").await;
     // refused twice over: the outcome took a new fence, and the log is closed
     assert!(matches!(late, Err(StoreError::StaleFence { .. } | StoreError::Conflict(_))), "closed log refuses chunks");
+}
+
+/// An outcome that carries the log's last chunk stores both or neither.
+async fn an_outcome_carries_the_last_chunk(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    s.enqueue(&item("i", "q", Priority::Medium, false)).await.unwrap();
+    let c = claim_one(&s, "q").await.unwrap();
+    s.apply_event("acme", "i", Some(c.fence), &ItemEvent::Start, 2).await.unwrap();
+    s.append_log("acme", "i", c.fence, 0, LogStream::Stdout, "a\n").await.unwrap();
+    let tail = |seq, data: &str| LogTail { seq, stream: LogStream::Stderr, data: data.into() };
+    // a gap: neither the chunk nor the outcome
+    let gap = s.append_log_then_event("acme", "i", c.fence, &tail(5, "z"), &ItemEvent::Finish, 3).await;
+    assert!(matches!(gap, Err(StoreError::Invalid { field, .. }) if field == "seq"));
+    assert_eq!(
+        s.get_item("acme", "i").await.unwrap().unwrap().state,
+        ItemState::Running,
+        "the outcome was not applied"
+    );
+    // a stale fence: neither
+    let stale = s.append_log_then_event("acme", "i", c.fence - 1, &tail(1, "z"), &ItemEvent::Finish, 3).await;
+    assert!(matches!(stale, Err(StoreError::StaleFence { .. })));
+    assert_eq!(s.read_log("acme", "i", 0, 10).await.unwrap().len(), 1, "the chunk was not stored");
+    // both, and the history puts the outcome after the chunk
+    let v = s.append_log_then_event("acme", "i", c.fence, &tail(1, "b\n"), &ItemEvent::Finish, 3).await.unwrap();
+    assert_eq!(v.state, ItemState::Finished);
+    let chunks = s.read_log("acme", "i", 0, 10).await.unwrap();
+    let text: Vec<_> = chunks.iter().map(|c| (c.seq, c.stream, c.data.as_str())).collect();
+    assert_eq!(text, vec![(0, LogStream::Stdout, "a\n"), (1, LogStream::Stderr, "b\n")]);
+    let finish = s.item_history("acme", "i", 0, 10).await.unwrap().into_iter().last().unwrap();
+    assert_eq!((finish.event.as_str(), finish.log_seq), ("finish", 2));
+    // a retry of the whole report (its answer lost) changes nothing
+    let again = s.append_log_then_event("acme", "i", c.fence, &tail(1, "b\n"), &ItemEvent::Finish, 4).await;
+    assert!(matches!(again, Err(StoreError::StaleFence { .. } | StoreError::Conflict(_))));
+    assert_eq!(s.read_log("acme", "i", 0, 10).await.unwrap().len(), 2);
 }
 
 async fn concurrent_claims_take_each_item_once(s: SqlStore) {
@@ -961,6 +995,7 @@ contract!(
     stop_requests,
     log_chunks_in_order_idempotent,
     concurrent_claims_take_each_item_once,
+    an_outcome_carries_the_last_chunk,
     agents,
     empty_queues_fill_again,
     lost_holders_change_nothing,

@@ -68,11 +68,21 @@ pub async fn event(
         }
         _ => {}
     }
+    if let Some(tail) = &req.log {
+        super::logs::check_chunk("log.", tail.seq, &tail.data)?;
+    }
     let applied = {
         let _t = st.metrics.db_timer("event");
-        st.store.apply_event(&entity, &id, Some(req.fence), &req.event, liftoff_store::now_ms()).await
+        let now = liftoff_store::now_ms();
+        match &req.log {
+            Some(tail) => st.store.append_log_then_event(&entity, &id, req.fence, tail, &req.event, now).await,
+            None => st.store.apply_event(&entity, &id, Some(req.fence), &req.event, now).await,
+        }
     };
     let item = observe(&st, applied)?;
+    if req.log.is_some() {
+        st.metrics.log_chunk();
+    }
     st.metrics.transitioned(&item);
     st.changes.item(&entity, &item.id, Some(&item.queue));
     if item.state == ItemState::Pending {

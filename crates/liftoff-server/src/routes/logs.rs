@@ -25,15 +25,7 @@ pub async fn append(
     ApiJson(req): ApiJson<AppendLog>,
 ) -> ApiResult<StatusCode> {
     caller.may(&entity, Action::Work)?;
-    if req.data.chars().count() > MAX_CHUNK {
-        return Err(ApiError::bad_request(
-            "data",
-            format!("log chunk is {} characters; the limit is {MAX_CHUNK}", req.data.chars().count()),
-        ));
-    }
-    if req.seq < 0 {
-        return Err(ApiError::bad_request("seq", "seq must be >= 0"));
-    }
+    check_chunk("", req.seq, &req.data)?;
     observe(&st, st.store.append_log(&entity, &id, req.fence, req.seq, req.stream, &req.data).await)?;
     st.changes.item(&entity, &id, None);
     st.metrics.log_chunk();
@@ -49,6 +41,20 @@ pub struct ReadQuery {
     /// At most this many (default 1000).
     #[param(minimum = 1, maximum = 5000)]
     limit: Option<i64>,
+}
+
+/// Refuses a chunk too large or with a negative `seq`; fields are named
+/// with `prefix` (`log.` for the chunk an event carries).
+pub fn check_chunk(prefix: &str, seq: i64, data: &str) -> ApiResult<()> {
+    let chars = data.chars().count();
+    if chars > MAX_CHUNK {
+        let message = format!("log chunk is {chars} characters; the limit is {MAX_CHUNK}");
+        return Err(ApiError::bad_request(&format!("{prefix}data"), message));
+    }
+    if seq < 0 {
+        return Err(ApiError::bad_request(&format!("{prefix}seq"), "seq must be >= 0"));
+    }
+    Ok(())
 }
 
 /// `GET /items/{id}/logs?after=N`: chunks from sequence number N on.

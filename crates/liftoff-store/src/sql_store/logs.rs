@@ -3,7 +3,8 @@
 use super::items::check_holder;
 use super::{SqlStore, corrupt};
 use crate::StoreError;
-use liftoff_core::api::{LogChunk, LogPosition, LogStream};
+use liftoff_core::ItemEvent;
+use liftoff_core::api::{ItemView, LogChunk, LogPosition, LogStream, LogTail};
 use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -22,13 +23,48 @@ impl SqlStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let view = self.load_item(&mut tx, entity, id, true).await?;
+        self.append_loaded(&mut tx, &view, fence, seq, stream, data).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The run's last chunk, then its outcome, in one transaction: both
+    /// are stored or neither.
+    #[expect(clippy::too_many_arguments, reason = "the chunk's and the event's parts, as the two calls take them")]
+    pub(super) async fn append_log_then_event(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: i64,
+        tail: &LogTail,
+        event: &ItemEvent,
+        now_ms: i64,
+    ) -> Result<ItemView, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let view = self.load_item(&mut tx, entity, id, true).await?;
+        self.append_loaded(&mut tx, &view, fence, tail.seq, tail.stream, &tail.data).await?;
+        let view = self.transition_loaded(&mut tx, view, Some(fence), event, now_ms, None).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    /// Appends chunk `seq` to the log of `view` (loaded and locked in `conn`'s transaction).
+    async fn append_loaded(
+        &self,
+        conn: &mut AnyConnection,
+        view: &ItemView,
+        fence: i64,
+        seq: i64,
+        stream: LogStream,
+        data: &str,
+    ) -> Result<(), StoreError> {
         // An ended run takes no more output: so the archiver's read of its
         // log is complete, and nothing arrives while it archives.
         if fence == view.fence && view.state.is_terminal() {
             return Err(StoreError::Conflict(format!("run '{}' has ended and its log is closed", view.run_id)));
         }
-        check_holder(&view, fence)?;
-        let next = next_seq(&mut tx, &view.id).await?;
+        check_holder(view, fence)?;
+        let next = next_seq(&mut *conn, &view.id).await?;
         if seq < next {
             return Ok(()); // a retry of a chunk we already hold
         }
@@ -50,9 +86,8 @@ impl SqlStore {
         .bind(stored)
         .bind(fence)
         .bind(data.len() as i64)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use crate::{AgentStats, ApiKeyRecord, Claimed, NewItem, NewJobVersion, QueueStat
 use async_trait::async_trait;
 use liftoff_core::api::{
     AgentStatus, AgentView, BuildClaimAnswer, BuildRecord, ItemView, ItemWarning, JobView, LogChunk, LogPosition,
-    LogStream, RegisterAgent,
+    LogStream, LogTail, RegisterAgent,
 };
 use liftoff_core::{ItemEvent, ItemTransition, Priority, Queue, Stage};
 
@@ -198,6 +198,18 @@ impl Store for SqlStore {
         data: &str,
     ) -> Result<(), StoreError> {
         SqlStore::append_log(self, entity, id, fence, seq, stream, data).await
+    }
+
+    async fn append_log_then_event(
+        &self,
+        entity: &str,
+        id: &str,
+        fence: i64,
+        tail: &LogTail,
+        event: &ItemEvent,
+        now_ms: i64,
+    ) -> Result<ItemView, StoreError> {
+        SqlStore::append_log_then_event(self, entity, id, fence, tail, event, now_ms).await
     }
 
     async fn read_log(&self, entity: &str, id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>, StoreError> {
