@@ -168,15 +168,25 @@ pub(super) fn bind_change<'q>(
     after: &ItemView,
     change: &Change<'_>,
 ) -> Query<'q, Any, AnyArguments> {
+    bind_change_of(query, [&after.id, &after.entity, &after.queue, &after.run_id], after.state, change)
+}
+
+/// [`bind_change`] for an item given by its id, entity, queue and run id, now in `state`.
+pub(super) fn bind_change_of<'q>(
+    query: Query<'q, Any, AnyArguments>,
+    [id, entity, queue, run_id]: [&String; 4],
+    state: ItemState,
+    change: &Change<'_>,
+) -> Query<'q, Any, AnyArguments> {
     query
-        .bind(after.id.clone())
-        .bind(after.entity.clone())
-        .bind(after.queue.clone())
-        .bind(after.run_id.clone())
+        .bind(id.clone())
+        .bind(entity.clone())
+        .bind(queue.clone())
+        .bind(run_id.clone())
         .bind(change.at_ms)
         .bind(change.event.to_string())
         .bind(change.from.map(ItemState::as_str))
-        .bind(after.state.as_str())
+        .bind(state.as_str())
         .bind(change.cause.as_str())
         .bind(change.agent_id.map(str::to_string))
         .bind(change.fence)

@@ -1,13 +1,15 @@
 //! Item rows: loading, the one guarded state transition, enqueue, lookups and warnings.
 
-use super::history::{Change, bind_change, change_insert_sql};
+use super::history::{Change, bind_change, bind_change_of, change_insert_sql};
 use super::{Dialect, SqlStore, corrupt, is_unique_violation};
 use crate::{NewItem, StoreError};
 use liftoff_core::api::{ItemView, LaunchSpec};
 use liftoff_core::history::LAUNCH_EVENT;
 use liftoff_core::{Item, ItemEvent, ItemState, Priority, Stage, TransitionCause};
+use sqlx::Any;
 use sqlx::AnyConnection;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Row};
 use std::str::FromStr;
 
@@ -191,25 +193,17 @@ impl SqlStore {
     }
 
     pub(super) async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError> {
+        if self.dialect == Dialect::Sqlite {
+            match self.enqueue_in_one_query(item).await {
+                // the statements one by one say which name is taken
+                Err(StoreError::Db(e)) if is_unique_violation(&e) => {}
+                done => return done,
+            }
+        }
         let run_id_taken =
             || StoreError::Conflict(format!("run id '{}' is already used in entity '{}'", item.run_id, item.entity));
         let mut tx = self.begin_write().await?;
-        let res = sqlx::query(
-            "INSERT INTO items (id, run_id, entity, queue, state, priority, sort_prio, attempts, fence, spec, created_at, \
-             launched_by, launched_by_key) VALUES ($1, $2, $3, $4, 'pending', $5, $6, 0, 0, $7, $8, $9, $10)",
-        )
-        .bind(&item.id)
-        .bind(&item.run_id)
-        .bind(&item.entity)
-        .bind(&item.queue)
-        .bind(item.priority.rank())
-        .bind(if item.prioritized { item.priority.rank() } else { 0 })
-        .bind(serde_json::to_string(&item.spec).map_err(|e| corrupt("launch spec", e))?)
-        .bind(item.now_ms)
-        .bind(item.launched_by.as_ref().map(|l| l.name.clone()))
-        .bind(item.launched_by.as_ref().map(|l| l.key_id.clone()))
-        .execute(&mut *tx)
-        .await;
+        let res = bind_new_item(sqlx::query(INSERT_ITEM), item)?.execute(&mut *tx).await;
         match res {
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => return Err(run_id_taken()),
@@ -240,18 +234,34 @@ impl SqlStore {
             }
         }
         let view = self.load_item(&mut tx, &item.entity, &item.id, false).await?;
-        let launch = Change {
-            event: LAUNCH_EVENT,
-            from: None,
-            cause: TransitionCause::User,
-            agent_id: None,
-            fence: None,
-            at_ms: item.now_ms,
-            reason: None,
-            exit_code: None,
-            stage: None,
-        };
-        self.record_change(&mut tx, &view, &launch).await?;
+        self.record_change(&mut tx, &view, &launch_change(item.now_ms)).await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    /// [`Self::enqueue`] on SQLite in one query (one round trip to sqlx's
+    /// connection thread, not six): the row, its names, its launch entry and
+    /// the row read back. A name already taken fails it; the caller then
+    /// goes statement by statement, which says which name it was.
+    async fn enqueue_in_one_query(&self, item: &NewItem) -> Result<ItemView, StoreError> {
+        let name = |n: usize| format!("INSERT INTO item_names (entity, name, item_id) VALUES ($3, ${n}, $1)");
+        let mut statements = vec![INSERT_ITEM.to_string(), name(1)];
+        if item.run_id != item.id {
+            statements.push(name(2));
+        }
+        statements.push(change_insert_sql(11, ""));
+        statements.push(format!("SELECT {ITEM_COLS}, {} AS db_now FROM items WHERE id = $1", self.now_sql()));
+        let launch = launch_change(item.now_ms);
+        let query = bind_new_item(sqlx::query(AssertSqlSafe(statements.join("; "))), item)?;
+        let query =
+            bind_change_of(query, [&item.id, &item.entity, &item.queue, &item.run_id], ItemState::Pending, &launch);
+        let mut tx = self.begin_write().await?;
+        // every statement's results, the inserts' and the select's row (sqlx's
+        // `Any` driver answers `fetch_one` from the first statement alone)
+        let rows = query.fetch_all(&mut *tx).await?;
+        self.may_have_pending();
+        let row = rows.first().ok_or_else(|| corrupt("new item", "the row just inserted was not read back"))?;
+        let view = decode_item(row)?;
         tx.commit().await?;
         Ok(view)
     }
@@ -289,6 +299,43 @@ impl SqlStore {
         }
         let rows = query.fetch_all(&self.read).await?;
         rows.iter().map(decode_item).collect()
+    }
+}
+
+/// A new item's row: `$1` to `$10` (id, run id, entity, queue, ...).
+const INSERT_ITEM: &str = "INSERT INTO items (id, run_id, entity, queue, state, priority, sort_prio, attempts, fence, \
+     spec, created_at, launched_by, launched_by_key) VALUES ($1, $2, $3, $4, 'pending', $5, $6, 0, 0, $7, $8, $9, $10)";
+
+/// Binds [`INSERT_ITEM`]'s values.
+fn bind_new_item<'q>(
+    query: Query<'q, Any, AnyArguments>,
+    item: &NewItem,
+) -> Result<Query<'q, Any, AnyArguments>, StoreError> {
+    Ok(query
+        .bind(item.id.clone())
+        .bind(item.run_id.clone())
+        .bind(item.entity.clone())
+        .bind(item.queue.clone())
+        .bind(item.priority.rank())
+        .bind(if item.prioritized { item.priority.rank() } else { 0 })
+        .bind(serde_json::to_string(&item.spec).map_err(|e| corrupt("launch spec", e))?)
+        .bind(item.now_ms)
+        .bind(item.launched_by.as_ref().map(|l| l.name.clone()))
+        .bind(item.launched_by.as_ref().map(|l| l.key_id.clone())))
+}
+
+/// The history entry of a launch.
+fn launch_change(at_ms: i64) -> Change<'static> {
+    Change {
+        event: LAUNCH_EVENT,
+        from: None,
+        cause: TransitionCause::User,
+        agent_id: None,
+        fence: None,
+        at_ms,
+        reason: None,
+        exit_code: None,
+        stage: None,
     }
 }
 
