@@ -57,7 +57,11 @@ impl BlobStore {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Blob(object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) })
         })?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
+        // Synced before a write is answered: an archived log's rows are
+        // dropped from the database (whose commits are synced) right after,
+        // and an uploaded code archive is referenced by the job made next;
+        // without it a power loss could keep the reference and lose the file.
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_fsync(true);
         Ok(Self::new(Arc::new(fs)))
     }
 

@@ -62,20 +62,29 @@ pub(crate) async fn launch_item(
         // One argument's bound is in the document; the total is not.
         if field == "args" { ApiError::unprocessable(field, message) } else { ApiError::bad_request(field, message) }
     })?;
-    let queue = st
-        .store
-        .get_queue(&entity, queue_name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("queue", format!("queue '{queue_name}' not found")))?;
-    let job_ref = JobRef::parse(&req.job).map_err(|m| ApiError::bad_request("job", m))?;
+    let job_ref = JobRef::parse(&req.job);
+    let project =
+        job_ref.as_ref().ok().and_then(|r| r.project.clone()).unwrap_or_else(liftoff_core::api::default_project);
+    // The queue and the job are read at once (a launch waits for one read,
+    // not two in a row); errors keep their order: the queue's first.
+    let job = async {
+        match &job_ref {
+            Ok(r) if r.entity.as_deref().is_none_or(|e| e == entity) => {
+                st.store.get_job(&entity, &project, &r.name, &r.alias).await
+            }
+            _ => Ok(None),
+        }
+    };
+    let (queue, job) = tokio::join!(st.store.get_queue(&entity, queue_name), job);
+    let queue = queue?.ok_or_else(|| ApiError::not_found("queue", format!("queue '{queue_name}' not found")))?;
+    let job_ref = job_ref.map_err(|m| ApiError::bad_request("job", m))?;
     // The launch's target, the queue, exists; the job is named in the body,
     // so its absence makes the body unprocessable (422), not the path unknown.
     let not_found = || ApiError::unprocessable("job", format!("job '{}' not found", req.job));
     if job_ref.entity.as_deref().is_some_and(|e| e != entity) {
         return Err(not_found());
     }
-    let project = job_ref.project.clone().unwrap_or_else(liftoff_core::api::default_project);
-    let job = st.store.get_job(&entity, &project, &job_ref.name, &job_ref.alias).await?.ok_or_else(not_found)?;
+    let job = job?.ok_or_else(not_found)?;
     if !req.run_config.is_object() {
         return Err(ApiError::bad_request("run_config", "run_config must be a JSON object"));
     }
