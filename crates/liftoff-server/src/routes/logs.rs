@@ -49,10 +49,10 @@ pub fn check_chunk(prefix: &str, seq: i64, data: &str) -> ApiResult<()> {
     let chars = data.chars().count();
     if chars > MAX_CHUNK {
         let message = format!("log chunk is {chars} characters; the limit is {MAX_CHUNK}");
-        return Err(ApiError::bad_request(&format!("{prefix}data"), message));
+        return Err(ApiError::bad_request(format!("{prefix}data"), message));
     }
     if seq < 0 {
-        return Err(ApiError::bad_request(&format!("{prefix}seq"), "seq must be >= 0"));
+        return Err(ApiError::bad_request(format!("{prefix}seq"), "seq must be >= 0"));
     }
     Ok(())
 }

@@ -30,7 +30,6 @@ impl SqlStore {
 
     /// The run's last chunk, then its outcome, in one transaction: both
     /// are stored or neither.
-    #[expect(clippy::too_many_arguments, reason = "the chunk's and the event's parts, as the two calls take them")]
     pub(super) async fn append_log_then_event(
         &self,
         entity: &str,
