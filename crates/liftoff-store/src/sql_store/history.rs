@@ -149,16 +149,17 @@ impl SqlStore {
 }
 
 /// The history row's INSERT, its parameters numbered from `$first` (so that
-/// it can follow another statement in one query), `cond` added to its
-/// `WHERE` (`""` for none).
-pub(super) fn change_insert_sql(first: usize, cond: &str) -> String {
+/// it can follow another statement in one query), `source` after its select
+/// list (`""`, or a `FROM` or `WHERE` that makes the row depend on another
+/// statement).
+pub(super) fn change_insert_sql(first: usize, source: &str) -> String {
     let p = |n: usize| format!("${}", first + n - 1);
     let (id, values) = (p(1), (2..=14).map(p).collect::<Vec<_>>().join(", "));
     format!(
         "INSERT INTO item_transitions (item_id, seq, entity, queue, run_id, at, event, from_state, \
          to_state, cause, agent_id, fence, reason, exit_code, stage, log_seq) \
          SELECT {id}, COALESCE((SELECT MAX(seq) FROM item_transitions WHERE item_id = {id}), 0) + 1, \
-         {values}, COALESCE((SELECT MAX(seq) + 1 FROM log_chunks WHERE item_id = {id}), 0) WHERE 1 = 1{cond}"
+         {values}, COALESCE((SELECT MAX(seq) + 1 FROM log_chunks WHERE item_id = {id}), 0){source}"
     )
 }
 

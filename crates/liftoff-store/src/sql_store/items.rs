@@ -145,15 +145,19 @@ impl SqlStore {
         let update = "UPDATE items SET state = $1, attempts = $2, fence = $3, exit_code = $4, reason = $5, \
                       agent_id = $6, lease_expires_at = $7, started_at = $8, ended_at = $9, stage = $10, resumes = $11 \
                       WHERE id = $12 AND state = $13 AND fence = $14";
-        // On SQLite the history row goes in the same query, after the
-        // update and only if it changed the row (`changes()`): one round
-        // trip to sqlx's connection thread per transition, not two.
-        // PostgreSQL's prepared statements hold one statement each.
-        let together = change.as_ref().filter(|_| self.dialect == Dialect::Sqlite);
-        let separate = together.is_none();
-        let sql = match together {
-            Some(_) => format!("{update}; {}", change_insert_sql(15, " AND changes() = 1")),
-            None => update.to_string(),
+        // The history row goes in the same query as the update, and only if
+        // the update changed the row: one round trip per transition, not two
+        // (to sqlx's connection thread on SQLite, to the server on
+        // PostgreSQL). SQLite runs the two statements in turn, the second
+        // guarded by `changes()`; PostgreSQL's prepared statement holds one
+        // statement, so there the update is a CTE the insert selects from.
+        let together = change.is_some();
+        let sql = match (together, self.dialect) {
+            (false, _) => update.to_string(),
+            (true, Dialect::Sqlite) => format!("{update}; {}", change_insert_sql(15, " WHERE changes() = 1")),
+            (true, Dialect::Postgres) => {
+                format!("WITH done AS ({update} RETURNING 1) {}", change_insert_sql(15, " FROM done"))
+            }
         };
         let query = sqlx::query(AssertSqlSafe(sql))
             .bind(view.state.as_str())
@@ -170,21 +174,19 @@ impl SqlStore {
             .bind(view.id.clone())
             .bind(old_state.as_str())
             .bind(old_fence);
-        let query = match together {
+        let query = match &change {
             Some(change) => bind_change(query, &view, change),
             None => query,
         };
-        // the update's row, and the history's when it went in the same query
-        let expected = 1 + u64::from(together.is_some());
+        // the rows written: the update's, and the history's on SQLite (on
+        // PostgreSQL only the insert's are counted, one per updated row)
+        let expected = 1 + u64::from(together && self.dialect == Dialect::Sqlite);
         let done = query.execute(&mut *conn).await?;
         if done.rows_affected() != expected {
             if done.rows_affected() != 0 {
                 return Err(corrupt("item transition", format!("{} rows written", done.rows_affected())));
             }
             return Err(StoreError::Conflict(format!("item '{}' changed concurrently; retry", view.id)));
-        }
-        if let Some(change) = change.as_ref().filter(|_| separate) {
-            self.record_change(conn, &view, change).await?;
         }
         if view.state == ItemState::Pending {
             self.may_have_pending();
