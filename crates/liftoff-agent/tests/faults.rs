@@ -24,10 +24,10 @@ fn runs_recorded(marker: &Path) -> usize {
 enum Fault {
     /// Hold it this long, then pass it on.
     Delay(Duration),
-    /// Pass the first one on, wait until the server shows item `id`
-    /// running (the request is committed), then drop the connection before
+    /// Pass the first one on, wait until the server shows item `id` in
+    /// `state` (the request is committed), then drop the connection before
     /// its answer. Whether it saw that is the returned flag.
-    LoseFirstAnswerOnceRunning { client: liftoff_client::Client, id: String, seen_running: Arc<AtomicBool> },
+    LoseFirstAnswerOnce { client: liftoff_client::Client, id: String, state: ItemState, seen: Arc<AtomicBool> },
 }
 
 /// A loopback HTTP/1.1 proxy in front of `upstream` that applies `fault` to
@@ -95,15 +95,15 @@ async fn faulty_proxy(upstream: String, hold_if: &'static [&'static str], fault:
                         let n = held.fetch_add(1, Ordering::SeqCst);
                         match &fault {
                             Fault::Delay(d) => tokio::time::sleep(*d).await,
-                            Fault::LoseFirstAnswerOnceRunning { client, id, seen_running } if n == 0 => {
+                            Fault::LoseFirstAnswerOnce { client, id, state, seen } if n == 0 => {
                                 swallow.store(true, Ordering::SeqCst);
                                 let _ = sw.write_all(&request).await;
                                 // cut the line (the client sees it closed, with no
-                                // answer) only once the server has stored the start
+                                // answer) only once the server has stored the event
                                 let until = std::time::Instant::now() + Duration::from_secs(30);
                                 while std::time::Instant::now() < until {
-                                    if client.get_item(id).await.is_ok_and(|i| i.state == ItemState::Running) {
-                                        seen_running.store(true, Ordering::SeqCst);
+                                    if client.get_item(id).await.is_ok_and(|i| i.state == *state) {
+                                        seen.store(true, Ordering::SeqCst);
                                         break;
                                     }
                                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -111,7 +111,7 @@ async fn faulty_proxy(upstream: String, hold_if: &'static [&'static str], fault:
                                 answers.abort();
                                 return;
                             }
-                            Fault::LoseFirstAnswerOnceRunning { .. } => {}
+                            Fault::LoseFirstAnswerOnce { .. } => {}
                         }
                     }
                     if sw.write_all(&request).await.is_err() {
@@ -242,10 +242,11 @@ async fn a_start_whose_answer_was_lost_is_not_taken_for_a_stop() {
     r.job("once", &format!("echo started >> {}\necho done\n", marker.display())).await;
     let id = r.launch("once").await;
     let seen_running = Arc::new(AtomicBool::new(false));
-    let fault = Fault::LoseFirstAnswerOnceRunning {
+    let fault = Fault::LoseFirstAnswerOnce {
         client: r.client.clone(),
         id: id.clone(),
-        seen_running: seen_running.clone(),
+        state: ItemState::Running,
+        seen: seen_running.clone(),
     };
     let (proxy, matched) = faulty_proxy(r.server.addr.to_string(), &["/events", "\"event\":\"start\""], fault).await;
     let key = r.server.admin_key.clone().unwrap();
@@ -266,4 +267,45 @@ async fn a_start_whose_answer_was_lost_is_not_taken_for_a_stop() {
     );
     let _ = tx.send(());
     agent.await.unwrap().unwrap();
+}
+
+/// The outcome, carrying the log's last chunk, is stored but its answer is
+/// lost: the retry is refused (the outcome took a new fence), the agent
+/// finds the run ended as it reported, and the log holds every line once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finish_whose_answer_was_lost_ends_the_run_once_with_its_whole_log() {
+    let r = rig().await;
+    let marker = r.dir.path().join("runs");
+    r.job("once", &format!("echo started >> {}\necho one\necho two\n", marker.display())).await;
+    let id = r.launch("once").await;
+    let seen = Arc::new(AtomicBool::new(false));
+    let fault = Fault::LoseFirstAnswerOnce {
+        client: r.client.clone(),
+        id: id.clone(),
+        state: ItemState::Finished,
+        seen: seen.clone(),
+    };
+    let (proxy, matched) = faulty_proxy(r.server.addr.to_string(), &["/events", "\"event\":\"finish\""], fault).await;
+    let key = r.server.admin_key.clone().unwrap();
+    let client = liftoff_client::Client::new(&proxy, &key, "default").unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(liftoff_agent::run_agent(client, r.options(1, Duration::from_secs(5)), async move {
+        let _ = rx.await;
+    }));
+    let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
+    assert_eq!((item.state, item.attempts), (ItemState::Finished, 0), "{:?}", item.reason);
+    // the agent took the refusal of its retry for what it was: its own finish
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while matched.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen.load(Ordering::SeqCst), "the line was cut after the server stored the finish");
+    assert_eq!(matched.load(Ordering::SeqCst), 2, "the finish was sent, its answer lost, and sent again");
+    assert_eq!(runs_recorded(&marker), 1);
+    assert_eq!(r.logs(&id, LogStream::Stdout).await, "one\ntwo\n", "every line once");
+    let _ = tx.send(());
+    agent.await.unwrap().unwrap();
+    let history = r.client.item_history(&id).await.unwrap();
+    let ends = history.iter().filter(|t| t.to.is_terminal()).count();
+    assert_eq!(ends, 1, "one outcome recorded: {history:?}");
 }
