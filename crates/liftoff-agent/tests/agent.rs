@@ -210,12 +210,7 @@ async fn the_runs_of_one_code_job_download_its_archive_once() {
     r.job("again", "echo \"run $LIFTOFF_RUN_ID\"\n").await;
     r.job("other", "echo other\n").await;
     let proxy = RecordingProxy::start(Upstream::Tcp(r.server.addr)).await;
-    let key = r.server.admin_key.as_deref().unwrap();
-    let through_proxy = liftoff_client::Client::new(&proxy.url(), key, "default").unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(run_agent(through_proxy, r.options(1, Duration::from_secs(5)), async move {
-        let _ = stopped.await;
-    }));
+    let (stop, agent) = r.agent_via(&proxy.url(), r.options(1, Duration::from_secs(5)));
     let mut ids = vec![];
     for job in ["again", "again", "other", "again"] {
         let id = r.launch(job).await;

@@ -136,16 +136,7 @@ async fn a_final_report_delayed_past_the_lease_ttl_does_not_rerun_the_job() {
     let upstream = r.server.addr.to_string();
     let (proxy, held) =
         faulty_proxy(upstream, &["/events", "\"event\":\"finish\""], Fault::Delay(Duration::from_secs(5))).await;
-    let key = r.server.admin_key.clone().unwrap();
-    let client = liftoff_client::Client::new(&proxy, &key, "default").unwrap();
-    let (stop, agent) = {
-        let opts = r.options(1, Duration::from_secs(5));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(liftoff_agent::run_agent(client, opts, async move {
-            let _ = rx.await;
-        }));
-        (tx, task)
-    };
+    let (stop, agent) = r.agent_via(&proxy, r.options(1, Duration::from_secs(5)));
     let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
     assert_eq!(held.load(Ordering::SeqCst), 1, "the finish report went through the proxy and was held once");
     assert_eq!((item.state, item.attempts), (ItemState::Finished, 0), "{:?}", item.reason);
@@ -249,12 +240,7 @@ async fn a_start_whose_answer_was_lost_is_not_taken_for_a_stop() {
         seen: seen_running.clone(),
     };
     let (proxy, matched) = faulty_proxy(r.server.addr.to_string(), &["/events", "\"event\":\"start\""], fault).await;
-    let key = r.server.admin_key.clone().unwrap();
-    let client = liftoff_client::Client::new(&proxy, &key, "default").unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(liftoff_agent::run_agent(client, r.options(1, Duration::from_secs(5)), async move {
-        let _ = rx.await;
-    }));
+    let (tx, agent) = r.agent_via(&proxy, r.options(1, Duration::from_secs(5)));
     let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
     assert!(seen_running.load(Ordering::SeqCst), "the line was cut after the server stored the start");
     assert_eq!(matched.load(Ordering::SeqCst), 2, "the start was sent, its answer lost, and sent again");
@@ -286,12 +272,7 @@ async fn a_finish_whose_answer_was_lost_ends_the_run_once_with_its_whole_log() {
         seen: seen.clone(),
     };
     let (proxy, matched) = faulty_proxy(r.server.addr.to_string(), &["/events", "\"event\":\"finish\""], fault).await;
-    let key = r.server.admin_key.clone().unwrap();
-    let client = liftoff_client::Client::new(&proxy, &key, "default").unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(liftoff_agent::run_agent(client, r.options(1, Duration::from_secs(5)), async move {
-        let _ = rx.await;
-    }));
+    let (tx, agent) = r.agent_via(&proxy, r.options(1, Duration::from_secs(5)));
     let item = r.wait_for(&id, |i| i.state.is_terminal(), Duration::from_secs(30)).await;
     assert_eq!((item.state, item.attempts), (ItemState::Finished, 0), "{:?}", item.reason);
     // the agent took the refusal of its retry for what it was: its own finish

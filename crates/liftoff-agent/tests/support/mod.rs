@@ -191,8 +191,26 @@ impl Rig {
         &self,
         opts: AgentOptions,
     ) -> (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>) {
+        self.agent_as(self.client.clone(), opts)
+    }
+
+    /// An agent that reaches the server at `base_url` (a proxy in front of
+    /// it), with the admin key.
+    pub fn agent_via(
+        &self,
+        base_url: &str,
+        opts: AgentOptions,
+    ) -> (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>) {
+        let key = self.server.admin_key.as_deref().expect("the rig's server printed its admin key");
+        self.agent_as(Client::new(base_url, key, "default").unwrap(), opts)
+    }
+
+    fn agent_as(
+        &self,
+        client: Client,
+        opts: AgentOptions,
+    ) -> (oneshot::Sender<()>, JoinHandle<Result<(), liftoff_agent::AgentError>>) {
         let (tx, rx) = oneshot::channel::<()>();
-        let client = self.client.clone();
         let task = tokio::spawn(run_agent(client, opts, async move {
             let _ = rx.await;
         }));
