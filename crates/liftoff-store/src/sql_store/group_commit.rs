@@ -181,10 +181,9 @@ impl GroupTx {
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
         let open = self.open.take().expect("not committed twice");
         // In a task of its own, so that a caller going away cannot cut the
-        // release or the commit half way; the caller only waits for the outcome.
+        // commit half way; the caller only waits for the outcome.
         let (pending, waiting) = (self.pending.clone(), self.waiting.clone());
-        let kept = tokio::spawn(keep(open, pending, waiting)).await.map_err(join_error)?;
-        kept?;
+        tokio::spawn(keep(open, pending, waiting)).await.map_err(join_error)?;
         let outcome = self.outcome.wait_for(Option::is_some).await.map(|o| o.clone());
         match outcome {
             Ok(Some(Ok(()))) => Ok(()),
@@ -202,19 +201,15 @@ impl GroupTx {
 /// `COMMIT` keeps them all (a `RELEASE` per request was one more round trip
 /// to sqlx's connection thread). An abandoned request is still undone
 /// alone: its savepoint is the innermost, which `ROLLBACK TO` the name finds.
-async fn keep(
-    mut open: OwnedMutexGuard<Open>,
-    pending: Arc<Notify>,
-    waiting: Arc<AtomicUsize>,
-) -> Result<(), StoreError> {
+async fn keep(mut open: OwnedMutexGuard<Open>, pending: Arc<Notify>, waiting: Arc<AtomicUsize>) {
     open.abandoned = None;
     if waiting.load(Ordering::Relaxed) == 0 {
-        // no one to share the commit with: commit now
+        // no one to share the commit with: commit now (a failed commit
+        // reaches the caller as the batch's outcome)
         finish(&mut open, Ok(())).await;
     } else {
         pending.notify_one();
     }
-    Ok(())
 }
 
 /// Wakes the committer when dropped, unless disarmed (`None`).
