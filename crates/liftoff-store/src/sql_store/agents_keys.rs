@@ -1,14 +1,13 @@
 //! Entities, API keys, agents and the shared server secrets.
 
+use super::db::{Query, Row, query};
 use super::{SqlStore, corrupt};
 use crate::{ApiKeyRecord, KeyRole, StoreError};
 use liftoff_core::api::{AgentStatus, AgentView, RegisterAgent};
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
 
 impl SqlStore {
     pub(super) async fn ensure_entity(&self, entity: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let r = sqlx::query("INSERT INTO entities (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        let r = query("INSERT INTO entities (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(entity)
             .bind(now_ms)
             .execute(&self.write)
@@ -17,8 +16,7 @@ impl SqlStore {
     }
 
     pub(super) async fn entity_exists(&self, entity: &str) -> Result<bool, StoreError> {
-        let row =
-            sqlx::query("SELECT name FROM entities WHERE name = $1").bind(entity).fetch_optional(&self.read).await?;
+        let row = query("SELECT name FROM entities WHERE name = $1").bind(entity).fetch_optional(&self.read).await?;
         Ok(row.is_some())
     }
 
@@ -28,7 +26,7 @@ impl SqlStore {
             _ => None,
         };
         let role = key.role.as_str();
-        sqlx::query(
+        query(
             "INSERT INTO api_keys (id, hash, entity, role, item_id, created_at, expires_at, name) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
@@ -46,17 +44,16 @@ impl SqlStore {
     }
 
     pub(super) async fn find_api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, hash, entity, role, item_id, created_at, expires_at, name FROM api_keys WHERE hash = $1",
-        )
-        .bind(hash)
-        .fetch_optional(&self.read)
-        .await?;
+        let row =
+            query("SELECT id, hash, entity, role, item_id, created_at, expires_at, name FROM api_keys WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.read)
+                .await?;
         row.map(|r| decode_api_key(&r)).transpose()
     }
 
     pub(super) async fn list_api_keys(&self, entity: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT id, hash, entity, role, item_id, created_at, expires_at, name FROM api_keys WHERE entity = $1 \
              ORDER BY created_at, id",
         )
@@ -68,7 +65,7 @@ impl SqlStore {
 
     pub(super) async fn revoke_api_key(&self, entity: &str, id: &str) -> Result<ApiKeyRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
+        let row = query(
             "SELECT id, hash, entity, role, item_id, created_at, expires_at, name FROM api_keys WHERE entity = $1 AND id = $2",
         )
         .bind(entity)
@@ -82,10 +79,10 @@ impl SqlStore {
         if key.role == KeyRole::Admin {
             // Locks the entity's admin keys on PostgreSQL, so two revocations
             // cannot each see the other's key as the one left.
-            let admins = sqlx::query(AssertSqlSafe(format!(
+            let admins = query(format!(
                 "SELECT id FROM api_keys WHERE entity = $1 AND role = 'admin'{}",
                 self.for_update(false)
-            )))
+            ))
             .bind(entity)
             .fetch_all(&mut *tx)
             .await?;
@@ -98,11 +95,7 @@ impl SqlStore {
                 });
             }
         }
-        sqlx::query("DELETE FROM api_keys WHERE entity = $1 AND id = $2")
-            .bind(entity)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        query("DELETE FROM api_keys WHERE entity = $1 AND id = $2").bind(entity).bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(key)
     }
@@ -114,7 +107,7 @@ impl SqlStore {
         req: &RegisterAgent,
         now_ms: i64,
     ) -> Result<AgentView, StoreError> {
-        sqlx::query(
+        query(
             "INSERT INTO agents (id, entity, queues, hostname, max_jobs, status, stop_polling, heartbeat_at, created_at, \
              version) VALUES ($1, $2, $3, $4, $5, 'polling', 0, $6, $6, $7)",
         )
@@ -137,7 +130,7 @@ impl SqlStore {
         status: AgentStatus,
         now_ms: i64,
     ) -> Result<AgentView, StoreError> {
-        let q = sqlx::query("UPDATE agents SET status = $3, heartbeat_at = $4 WHERE entity = $1 AND id = $2");
+        let q = query("UPDATE agents SET status = $3, heartbeat_at = $4 WHERE entity = $1 AND id = $2");
         self.update_agent(entity, id, q.bind(entity).bind(id).bind(status_str(status)).bind(now_ms)).await
     }
 
@@ -150,7 +143,7 @@ impl SqlStore {
     }
 
     pub(super) async fn list_agents(&self, entity: &str) -> Result<Vec<AgentView>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM agents WHERE entity = $1 ORDER BY created_at")
+        let rows = query("SELECT * FROM agents WHERE entity = $1 ORDER BY created_at")
             .bind(entity)
             .fetch_all(&self.read)
             .await?;
@@ -159,29 +152,23 @@ impl SqlStore {
 
     pub(super) async fn server_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(candidate)
             .execute(&mut *tx)
             .await?;
-        let row =
-            sqlx::query("SELECT value FROM server_secrets WHERE name = $1").bind(name).fetch_one(&mut *tx).await?;
+        let row = query("SELECT value FROM server_secrets WHERE name = $1").bind(name).fetch_one(&mut *tx).await?;
         tx.commit().await?;
         Ok(row.try_get("value")?)
     }
 
     pub(super) async fn set_agent_stop_polling(&self, entity: &str, id: &str) -> Result<AgentView, StoreError> {
-        let q = sqlx::query("UPDATE agents SET stop_polling = 1 WHERE entity = $1 AND id = $2");
+        let q = query("UPDATE agents SET stop_polling = 1 WHERE entity = $1 AND id = $2");
         self.update_agent(entity, id, q.bind(entity).bind(id)).await
     }
 
     /// Runs an `UPDATE agents ... WHERE entity = $1 AND id = $2` and returns the agent.
-    pub(super) async fn update_agent(
-        &self,
-        entity: &str,
-        id: &str,
-        update: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
-    ) -> Result<AgentView, StoreError> {
+    pub(super) async fn update_agent(&self, entity: &str, id: &str, update: Query) -> Result<AgentView, StoreError> {
         if update.execute(&self.write).await?.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("agent '{id}'")));
         }
@@ -189,7 +176,7 @@ impl SqlStore {
     }
 
     pub(super) async fn agent(&self, entity: &str, id: &str) -> Result<AgentView, StoreError> {
-        let row = sqlx::query("SELECT * FROM agents WHERE entity = $1 AND id = $2")
+        let row = query("SELECT * FROM agents WHERE entity = $1 AND id = $2")
             .bind(entity)
             .bind(id)
             .fetch_optional(&self.read)
@@ -198,7 +185,7 @@ impl SqlStore {
     }
 }
 
-fn decode_api_key(r: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
+fn decode_api_key(r: &Row) -> Result<ApiKeyRecord, StoreError> {
     let role: String = r.try_get("role")?;
     let role = match role.as_str() {
         "run" => KeyRole::Run {
@@ -219,7 +206,7 @@ fn decode_api_key(r: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
     })
 }
 
-fn decode_agent(r: &AnyRow) -> Result<AgentView, StoreError> {
+fn decode_agent(r: &Row) -> Result<AgentView, StoreError> {
     let queues: String = r.try_get("queues")?;
     let status: String = r.try_get("status")?;
     Ok(AgentView {

@@ -8,10 +8,10 @@
 //! Also the run's build record (`items.build`), written by the item's holder.
 
 use super::SqlStore;
+use super::db::query;
 use super::items::check_holder;
 use crate::StoreError;
 use liftoff_core::api::{BuildClaimAnswer, BuildRecord};
-use sqlx::{AssertSqlSafe, Row};
 
 /// How long a waiting agent is told to wait before asking again.
 const RETRY_AFTER_MS: i64 = 500;
@@ -27,7 +27,7 @@ impl SqlStore {
     ) -> Result<BuildClaimAnswer, StoreError> {
         let mut tx = self.begin_write().await?;
         // The row first, so that two first claims meet on one locked row.
-        sqlx::query(
+        query(
             "INSERT INTO build_claims (entity, build_key, holder, fence, state, image, lease_until) \
              VALUES ($1, $2, '', 0, 'free', NULL, 0) ON CONFLICT (entity, build_key) DO NOTHING",
         )
@@ -41,7 +41,7 @@ impl SqlStore {
             self.now_sql(),
             self.for_update(false)
         );
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(key).fetch_one(&mut *tx).await?;
+        let row = query(sql).bind(entity).bind(key).fetch_one(&mut *tx).await?;
         let (holder, fence, state): (String, i64, String) =
             (row.try_get("holder")?, row.try_get("fence")?, row.try_get("state")?);
         let (lease_until, now): (i64, i64) = (row.try_get("lease_until")?, row.try_get("db_now")?);
@@ -53,7 +53,7 @@ impl SqlStore {
             // free, failed, a holder whose lease ran out, or done with its image gone
             _ => {
                 let fence = fence + 1;
-                sqlx::query(
+                query(
                     "UPDATE build_claims SET holder = $3, fence = $4, state = 'building', image = NULL, \
                      lease_until = $5 WHERE entity = $1 AND build_key = $2",
                 )
@@ -88,7 +88,7 @@ impl SqlStore {
             Some(None) => format!("UPDATE build_claims SET state = 'failed' WHERE {HELD_BY} AND $4 >= 0"),
         };
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(AssertSqlSafe(sql))
+        let done = query(sql)
             .bind(entity)
             .bind(key)
             .bind(fence)
@@ -116,7 +116,7 @@ impl SqlStore {
         let mut tx = self.begin_write().await?;
         let view = self.load_item(&mut tx, entity, id, true).await?;
         check_holder(&view, fence)?;
-        sqlx::query("UPDATE items SET build = $1 WHERE id = $2").bind(json).bind(&view.id).execute(&mut *tx).await?;
+        query("UPDATE items SET build = $1 WHERE id = $2").bind(json).bind(&view.id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -3,11 +3,11 @@
 //! servers whose clocks disagree agree on when a lease ends.
 
 use super::SqlStore;
+use super::db::query;
 use super::items::{ITEM_COLS, check_holder, decode_item};
 use crate::{Claimed, StoreError};
 use liftoff_core::ItemEvent;
 use liftoff_core::api::ItemView;
-use sqlx::{AssertSqlSafe, Row};
 
 /// The held states, as SQL.
 const HELD: &str = "('claimed', 'running', 'stopping')";
@@ -43,12 +43,7 @@ impl SqlStore {
                 continue;
             }
             let mut tx = self.begin_write().await?;
-            let row = sqlx::query(AssertSqlSafe(pick.clone()))
-                .bind(entity)
-                .bind(queue)
-                .bind(agent_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row = query(pick.clone()).bind(entity).bind(queue).bind(agent_id).fetch_optional(&mut *tx).await?;
             let Some(row) = row else {
                 // nothing written: kept (a dropped request is undone, which
                 // costs the writer more)
@@ -91,7 +86,7 @@ impl SqlStore {
              RETURNING lease_expires_at",
             self.now_sql()
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = query(sql)
             .bind(lease_ttl_ms)
             .bind(&view.id)
             .bind(fence)
@@ -120,7 +115,7 @@ impl SqlStore {
     pub(super) async fn expire_leases(&self) -> Result<Vec<String>, StoreError> {
         let sql =
             format!("SELECT id, entity FROM items WHERE state IN {HELD} AND lease_expires_at < {}", self.now_sql());
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.read).await?;
+        let rows = query(sql).fetch_all(&self.read).await?;
         let mut expired = Vec::new();
         for r in rows {
             let (id, entity): (String, String) = (r.try_get("id")?, r.try_get("entity")?);
@@ -150,7 +145,7 @@ impl SqlStore {
     ) -> Result<Vec<String>, StoreError> {
         let sql = "SELECT id FROM items WHERE entity = $1 AND agent_id = $2 AND state IN ('claimed', 'stopping') \
                    AND started_at IS NULL";
-        let rows = sqlx::query(sql).bind(entity).bind(agent_id).fetch_all(&self.read).await?;
+        let rows = query(sql).bind(entity).bind(agent_id).fetch_all(&self.read).await?;
         let mut released = Vec::new();
         for r in rows {
             let id: String = r.try_get("id")?;

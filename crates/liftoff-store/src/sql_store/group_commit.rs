@@ -12,17 +12,20 @@
 //! each of them answered. So an answered write is as durable as before,
 //! and a write that fails (or whose request went away) is undone alone,
 //! by rolling back to its savepoint. A commit that fails fails every
-//! request in it. No library does this for sqlx (its `Transaction` is one
-//! commit per transaction), hence this file.
+//! request in it. No library does this (rusqlite's and sqlx's transactions
+//! are one commit each), hence this file.
+//!
+//! The writer is a rusqlite connection (`db.rs`): the statements run in
+//! place on the request's thread, and only the `COMMIT`, which waits for
+//! the disk, goes to a blocking thread.
 //!
 //! The order is tokio's `Mutex`, which is fair: the committer queues for
 //! the writer behind the requests waiting when the first of a batch
 //! finished, so a batch is exactly "what was waiting"; a request that
 //! finishes with no one waiting commits its batch itself, at once.
 
+use super::db::{Conn, LitePool};
 use crate::StoreError;
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -33,7 +36,7 @@ type Outcome = Option<Result<(), String>>;
 
 /// The writer connection's shared transaction and the task that commits it.
 pub(super) struct GroupCommit {
-    pool: AnyPool,
+    pool: Arc<LitePool>,
     state: Arc<Mutex<Open>>,
     /// Wakes the committer: a request finished (or was dropped) in a batch.
     pending: Arc<Notify>,
@@ -49,7 +52,7 @@ pub(super) struct GroupCommit {
 #[derive(Default)]
 struct Open {
     /// The writer connection, inside `BEGIN IMMEDIATE`, while a batch is open.
-    conn: Option<PoolConnection<Any>>,
+    conn: Option<Conn>,
     /// Where the open batch's requests learn how its commit went.
     batch: Option<watch::Sender<Outcome>>,
     /// A request went away before it finished: how its writes are undone.
@@ -71,12 +74,16 @@ enum Undo {
 }
 
 /// The savepoint each request runs in.
-const SAVEPOINT: &str = "liftoff_request";
+macro_rules! savepoint {
+    () => {
+        "liftoff_request"
+    };
+}
 
 impl GroupCommit {
     /// A group committer over `pool` (SQLite's one-connection write pool),
     /// with its committer task.
-    pub(super) fn new(pool: AnyPool) -> Arc<Self> {
+    pub(super) fn new(pool: Arc<LitePool>) -> Arc<Self> {
         let commits = Arc::<AtomicU64>::default();
         let open = Open { commits: commits.clone(), ..Open::default() };
         let group = Arc::new(Self {
@@ -113,13 +120,11 @@ impl GroupCommit {
         });
         let open = self.state.clone().lock_owned().await;
         drop(waited);
-        // The statements that change the writer's state run in a task of
-        // their own: a caller that goes away cannot cut them half way
-        // (leaving, say, a connection inside `BEGIN` back in the pool). If
-        // it does go away, the committer is woken to undo what was begun.
-        let mut wake = WakeOnDrop(Some(self.pending.clone()));
-        let (open, started) = tokio::spawn(start(open, self.pool.clone())).await.map_err(join_error)?;
-        wake.0 = None;
+        // Run in place: a caller that goes away can only do so while the
+        // writer connection is awaited, before any statement (SQLite's run
+        // on this thread, without an await between them), so it cannot cut
+        // them half way.
+        let (open, started) = start(open, self.pool.clone()).await;
         started?;
         let outcome = open.batch.as_ref().expect("a batch is open").subscribe();
         Ok(GroupTx { open: Some(open), outcome, pending: self.pending.clone(), waiting: self.waiting.clone() })
@@ -128,23 +133,24 @@ impl GroupCommit {
 
 /// Opens the request's part of the batch (the batch itself when none is
 /// open): a savepoint, or `BEGIN IMMEDIATE` on the writer connection.
-async fn start(mut open: OwnedMutexGuard<Open>, pool: AnyPool) -> (OwnedMutexGuard<Open>, Result<(), StoreError>) {
+async fn start(
+    mut open: OwnedMutexGuard<Open>,
+    pool: Arc<LitePool>,
+) -> (OwnedMutexGuard<Open>, Result<(), StoreError>) {
     undo_abandoned(&mut open).await;
     let undo = if open.conn.is_none() {
         let mut conn = match pool.acquire().await {
             Ok(conn) => conn,
             Err(e) => return (open, Err(e.into())),
         };
-        if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        if let Err(e) = conn.lite().batch("BEGIN IMMEDIATE") {
             return (open, Err(e.into()));
         }
-        open.conn = Some(conn);
+        open.conn = Some(Conn::Lite(conn));
         open.batch = Some(watch::channel(None).0);
         Undo::Batch
     } else {
-        let conn = open.conn.as_mut().expect("a batch is open");
-        let savepoint = sqlx::query(sqlx::AssertSqlSafe(format!("SAVEPOINT {SAVEPOINT}")));
-        if let Err(e) = savepoint.execute(&mut **conn).await {
+        if let Err(e) = lite(&mut open).batch(concat!("SAVEPOINT ", savepoint!())) {
             // the batch's transaction is unusable: end it, failing the others
             finish(&mut open, Err(format!("a request could not start in the shared transaction: {e}"))).await;
             return (open, Err(e.into()));
@@ -153,6 +159,14 @@ async fn start(mut open: OwnedMutexGuard<Open>, pool: AnyPool) -> (OwnedMutexGua
     };
     open.abandoned = Some(undo); // until its commit
     (open, Ok(()))
+}
+
+/// The open batch's connection.
+fn lite(open: &mut Open) -> &mut super::db::LiteConn {
+    match open.conn.as_mut() {
+        Some(Conn::Lite(conn)) => conn.lite(),
+        _ => unreachable!("a batch is open, on SQLite's writer"),
+    }
 }
 
 fn join_error(e: tokio::task::JoinError) -> StoreError {
@@ -198,8 +212,7 @@ impl GroupTx {
 /// Keeps the request's writes, then commits the batch at once when no one
 /// waits for the writer, else wakes the committer. The request's savepoint
 /// is not released: the savepoints of a batch's requests nest, and its
-/// `COMMIT` keeps them all (a `RELEASE` per request was one more round trip
-/// to sqlx's connection thread). An abandoned request is still undone
+/// `COMMIT` keeps them all (a `RELEASE` per request was one more statement). An abandoned request is still undone
 /// alone: its savepoint is the innermost, which `ROLLBACK TO` the name finds.
 async fn keep(mut open: OwnedMutexGuard<Open>, pending: Arc<Notify>, waiting: Arc<AtomicUsize>) {
     open.abandoned = None;
@@ -209,17 +222,6 @@ async fn keep(mut open: OwnedMutexGuard<Open>, pending: Arc<Notify>, waiting: Ar
         finish(&mut open, Ok(())).await;
     } else {
         pending.notify_one();
-    }
-}
-
-/// Wakes the committer when dropped, unless disarmed (`None`).
-struct WakeOnDrop(Option<Arc<Notify>>);
-
-impl Drop for WakeOnDrop {
-    fn drop(&mut self) {
-        if let Some(pending) = self.0.take() {
-            pending.notify_one();
-        }
     }
 }
 
@@ -236,15 +238,15 @@ impl Drop for GroupTx {
 }
 
 impl Deref for GroupTx {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        self.open.as_ref().and_then(|o| o.conn.as_deref()).expect("a request holds the writer until it ends")
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.open.as_ref().and_then(|o| o.conn.as_ref()).expect("a request holds the writer until it ends")
     }
 }
 
 impl DerefMut for GroupTx {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        self.open.as_mut().and_then(|o| o.conn.as_deref_mut()).expect("a request holds the writer until it ends")
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.open.as_mut().and_then(|o| o.conn.as_mut()).expect("a request holds the writer until it ends")
     }
 }
 
@@ -261,32 +263,52 @@ async fn undo_abandoned(open: &mut Open) {
         }
         Some(Undo::Savepoint) => {}
     }
-    let Some(conn) = open.conn.as_mut() else { return };
-    let undo = async {
-        sqlx::query(sqlx::AssertSqlSafe(format!("ROLLBACK TO {SAVEPOINT}"))).execute(&mut **conn).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("RELEASE {SAVEPOINT}"))).execute(&mut **conn).await
-    };
-    if let Err(e) = undo.await {
+    if open.conn.is_none() {
+        return;
+    }
+    let undo = lite(open).batch(concat!("ROLLBACK TO ", savepoint!(), "; RELEASE ", savepoint!()));
+    if let Err(e) = undo {
         finish(open, Err(format!("an abandoned request could not be undone: {e}"))).await;
     }
 }
 
 /// Ends the open batch: commits it (`Ok`), or rolls it back with the
 /// reason its requests get; hands the connection back to the pool.
+///
+/// The `COMMIT` waits for the disk (`synchronous = FULL`), so it runs on a
+/// blocking thread, not on the runtime's; the other statements take
+/// microseconds and run in place.
 async fn finish(open: &mut Open, mut outcome: Result<(), String>) {
-    let Some(mut conn) = open.conn.take() else { return };
-    if outcome.is_ok()
-        && let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await
-    {
-        outcome = Err(format!("the commit failed: {e}"));
-    }
+    let Some(Conn::Lite(conn)) = open.conn.take() else { return };
+    let conn = if outcome.is_ok() {
+        let committed = tokio::task::spawn_blocking(move || {
+            let mut conn = conn;
+            let result = conn.lite().batch("COMMIT");
+            (conn, result)
+        })
+        .await;
+        match committed {
+            Ok((conn, result)) => {
+                if let Err(e) = result {
+                    outcome = Err(format!("the commit failed: {e}"));
+                }
+                Some(conn)
+            }
+            Err(e) => {
+                outcome = Err(format!("the commit's thread failed: {e}"));
+                None
+            }
+        }
+    } else {
+        Some(conn)
+    };
     if outcome.is_ok() {
         open.commits.fetch_add(1, Ordering::Relaxed);
     }
-    if outcome.is_err() && sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
-        // neither committed nor rolled back: the connection is not reused
-        drop(conn.detach());
-    }
+    // a connection still in the transaction (the commit failed, or it is a
+    // rollback) is rolled back as it goes back to the pool (`LiteHandle`'s
+    // drop), or not reused if even that fails
+    drop(conn);
     if let Some(batch) = open.batch.take() {
         batch.send_replace(Some(outcome));
     }

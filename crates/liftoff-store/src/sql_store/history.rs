@@ -1,14 +1,11 @@
 //! Item histories: one row per state change, written by the transition
 //! itself (same transaction), read by the history API and the event streams.
 
+use super::db::{Conn, Query, Row, query};
 use super::{SqlStore, corrupt};
 use crate::StoreError;
 use liftoff_core::api::ItemView;
 use liftoff_core::{ItemState, ItemTransition, Stage, TransitionCause};
-use sqlx::any::AnyArguments;
-use sqlx::any::AnyRow;
-use sqlx::query::Query;
-use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
 use std::str::FromStr;
 
 const COLS: &str = "item_id, run_id, queue, seq, queue_seq, at, event, from_state, to_state, cause, agent_id, fence, \
@@ -37,14 +34,14 @@ impl SqlStore {
     /// one at a time.
     pub(super) async fn record_change(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         after: &ItemView,
         change: &Change<'_>,
     ) -> Result<(), StoreError> {
         // One statement (the item's next seq and its log position inside):
         // claims pay one round trip for their history, not three.
         let sql = change_insert_sql(1, "");
-        bind_change(sqlx::query(AssertSqlSafe(sql)), after, change).execute(&mut *conn).await?;
+        bind_change(query(sql), after, change).execute(&mut *conn).await?;
         Ok(())
     }
 
@@ -55,7 +52,7 @@ impl SqlStore {
     /// finds a change below `n`, however the changes' own commits
     /// interleaved. (A change still uncommitted is numbered by a later call.)
     async fn number_queue_changes(&self, entity: &str, queue: &str) -> Result<(), StoreError> {
-        let unnumbered = sqlx::query(
+        let unnumbered = query(
             "SELECT 1 AS one FROM item_transitions WHERE entity = $1 AND queue = $2 AND queue_seq IS NULL LIMIT 1",
         )
         .bind(entity)
@@ -68,14 +65,14 @@ impl SqlStore {
         let mut tx = self.begin_write().await?;
         // takes the queue row's lock (PostgreSQL; SQLite writes one at a time)
         let base: i64 =
-            sqlx::query("UPDATE queues SET event_seq = event_seq WHERE entity = $1 AND name = $2 RETURNING event_seq")
+            query("UPDATE queues SET event_seq = event_seq WHERE entity = $1 AND name = $2 RETURNING event_seq")
                 .bind(entity)
                 .bind(queue)
                 .fetch_optional(&mut *tx)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("queue '{queue}'")))?
                 .try_get("event_seq")?;
-        let numbered = sqlx::query(
+        let numbered = query(
             "UPDATE item_transitions SET queue_seq = $3 + r.n FROM \
              (SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS n FROM item_transitions \
               WHERE entity = $1 AND queue = $2 AND queue_seq IS NULL) AS r \
@@ -87,7 +84,7 @@ impl SqlStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query("UPDATE queues SET event_seq = $3 WHERE entity = $1 AND name = $2")
+        query("UPDATE queues SET event_seq = $3 WHERE entity = $1 AND name = $2")
             .bind(entity)
             .bind(queue)
             .bind(base + numbered as i64)
@@ -109,8 +106,7 @@ impl SqlStore {
              WHERE item_id = (SELECT item_id FROM item_names WHERE entity = $1 AND name = $2) AND entity = $1 \
              AND seq > $3 ORDER BY seq LIMIT $4"
         );
-        let rows =
-            sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(id).bind(after).bind(limit).fetch_all(&self.read).await?;
+        let rows = query(sql).bind(entity).bind(id).bind(after).bind(limit).fetch_all(&self.read).await?;
         rows.iter().map(decode).collect()
     }
 
@@ -126,19 +122,13 @@ impl SqlStore {
             "SELECT {COLS} FROM item_transitions WHERE entity = $1 AND queue = $2 AND queue_seq > $3 \
              ORDER BY queue_seq LIMIT $4"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(entity)
-            .bind(queue)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
+        let rows = query(sql).bind(entity).bind(queue).bind(after).bind(limit).fetch_all(&self.read).await?;
         rows.iter().map(decode).collect()
     }
 
     pub(super) async fn queue_history_head(&self, entity: &str, queue: &str) -> Result<i64, StoreError> {
         self.number_queue_changes(entity, queue).await?;
-        let row = sqlx::query("SELECT event_seq FROM queues WHERE entity = $1 AND name = $2")
+        let row = query("SELECT event_seq FROM queues WHERE entity = $1 AND name = $2")
             .bind(entity)
             .bind(queue)
             .fetch_optional(&self.read)
@@ -164,21 +154,17 @@ pub(super) fn change_insert_sql(first: usize, source: &str) -> String {
 }
 
 /// Binds the history row's 14 values, in [`change_insert_sql`]'s order.
-pub(super) fn bind_change<'q>(
-    query: Query<'q, Any, AnyArguments>,
-    after: &ItemView,
-    change: &Change<'_>,
-) -> Query<'q, Any, AnyArguments> {
+pub(super) fn bind_change(query: Query, after: &ItemView, change: &Change<'_>) -> Query {
     bind_change_of(query, [&after.id, &after.entity, &after.queue, &after.run_id], after.state, change)
 }
 
 /// [`bind_change`] for an item given by its id, entity, queue and run id, now in `state`.
-pub(super) fn bind_change_of<'q>(
-    query: Query<'q, Any, AnyArguments>,
+fn bind_change_of(
+    query: Query,
     [id, entity, queue, run_id]: [&String; 4],
     state: ItemState,
     change: &Change<'_>,
-) -> Query<'q, Any, AnyArguments> {
+) -> Query {
     query
         .bind(id.clone())
         .bind(entity.clone())
@@ -196,7 +182,7 @@ pub(super) fn bind_change_of<'q>(
         .bind(change.stage.map(Stage::as_str))
 }
 
-fn decode(r: &AnyRow) -> Result<ItemTransition, StoreError> {
+fn decode(r: &Row) -> Result<ItemTransition, StoreError> {
     let state = |s: String| ItemState::from_str(&s).map_err(|e| corrupt("transition state", e));
     Ok(ItemTransition {
         item_id: r.try_get("item_id")?,

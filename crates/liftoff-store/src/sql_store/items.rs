@@ -1,16 +1,12 @@
 //! Item rows: loading, the one guarded state transition, enqueue, lookups and warnings.
 
-use super::history::{Change, bind_change, bind_change_of, change_insert_sql};
+use super::db::{Conn, Query, Row, query};
+use super::history::{Change, bind_change, change_insert_sql};
 use super::{Dialect, SqlStore, corrupt, is_unique_violation};
 use crate::{NewItem, StoreError};
 use liftoff_core::api::{ItemView, LaunchSpec};
 use liftoff_core::history::LAUNCH_EVENT;
 use liftoff_core::{Item, ItemEvent, ItemState, Priority, Stage, TransitionCause};
-use sqlx::Any;
-use sqlx::AnyConnection;
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, Row};
 use std::str::FromStr;
 
 pub(super) const ITEM_COLS: &str = "id, run_id, entity, queue, state, priority, attempts, fence, spec, agent_id, exit_code, reason, \
@@ -21,7 +17,7 @@ impl SqlStore {
     /// both in one namespace, so a name means at most one item).
     pub(super) async fn load_item(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         entity: &str,
         id: &str,
         lock: bool,
@@ -32,7 +28,7 @@ impl SqlStore {
     /// [`Self::load_item`], and the database clock at the time of reading.
     pub(super) async fn load_item_at(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         entity: &str,
         id: &str,
         lock: bool,
@@ -43,7 +39,7 @@ impl SqlStore {
             self.now_sql(),
             if lock { self.for_update(false) } else { "" }
         );
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(id).fetch_optional(&mut *conn).await?;
+        let row = query(sql).bind(entity).bind(id).fetch_optional(&mut *conn).await?;
         let row = row.ok_or_else(|| StoreError::NotFound(format!("run-queue item '{id}'")))?;
         Ok((decode_item(&row)?, row.try_get("db_now")?))
     }
@@ -53,7 +49,7 @@ impl SqlStore {
     #[expect(clippy::too_many_arguments, reason = "each argument is a distinct part of one guarded write")]
     pub(super) async fn transition(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         entity: &str,
         id: &str,
         fence: Option<i64>,
@@ -69,7 +65,7 @@ impl SqlStore {
     /// `claim` is the claiming agent and its lease deadline.
     pub(super) async fn transition_loaded(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         mut view: ItemView,
         fence: Option<i64>,
         event: &ItemEvent,
@@ -159,7 +155,7 @@ impl SqlStore {
                 format!("WITH done AS ({update} RETURNING 1) {}", change_insert_sql(15, " FROM done"))
             }
         };
-        let query = sqlx::query(AssertSqlSafe(sql))
+        let query = query(sql)
             .bind(view.state.as_str())
             .bind(i64::from(view.attempts))
             .bind(view.fence)
@@ -195,17 +191,10 @@ impl SqlStore {
     }
 
     pub(super) async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError> {
-        if self.dialect == Dialect::Sqlite {
-            match self.enqueue_in_one_query(item).await {
-                // the statements one by one say which name is taken
-                Err(StoreError::Db(e)) if is_unique_violation(&e) => {}
-                done => return done,
-            }
-        }
         let run_id_taken =
             || StoreError::Conflict(format!("run id '{}' is already used in entity '{}'", item.run_id, item.entity));
         let mut tx = self.begin_write().await?;
-        let res = bind_new_item(sqlx::query(INSERT_ITEM), item)?.execute(&mut *tx).await;
+        let res = bind_new_item(query(INSERT_ITEM), item)?.execute(&mut *tx).await;
         match res {
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => return Err(run_id_taken()),
@@ -217,7 +206,7 @@ impl SqlStore {
             names.push((&item.run_id, true));
         }
         for (name, is_run_id) in names {
-            let res = sqlx::query("INSERT INTO item_names (entity, name, item_id) VALUES ($1, $2, $3)")
+            let res = query("INSERT INTO item_names (entity, name, item_id) VALUES ($1, $2, $3)")
                 .bind(&item.entity)
                 .bind(name)
                 .bind(&item.id)
@@ -237,33 +226,6 @@ impl SqlStore {
         }
         let view = self.load_item(&mut tx, &item.entity, &item.id, false).await?;
         self.record_change(&mut tx, &view, &launch_change(item.now_ms)).await?;
-        tx.commit().await?;
-        Ok(view)
-    }
-
-    /// [`Self::enqueue`] on SQLite in one query (one round trip to sqlx's
-    /// connection thread, not six): the row, its names, its launch entry and
-    /// the row read back. A name already taken fails it; the caller then
-    /// goes statement by statement, which says which name it was.
-    async fn enqueue_in_one_query(&self, item: &NewItem) -> Result<ItemView, StoreError> {
-        let name = |n: usize| format!("INSERT INTO item_names (entity, name, item_id) VALUES ($3, ${n}, $1)");
-        let mut statements = vec![INSERT_ITEM.to_string(), name(1)];
-        if item.run_id != item.id {
-            statements.push(name(2));
-        }
-        statements.push(change_insert_sql(11, ""));
-        statements.push(format!("SELECT {ITEM_COLS}, {} AS db_now FROM items WHERE id = $1", self.now_sql()));
-        let launch = launch_change(item.now_ms);
-        let query = bind_new_item(sqlx::query(AssertSqlSafe(statements.join("; "))), item)?;
-        let query =
-            bind_change_of(query, [&item.id, &item.entity, &item.queue, &item.run_id], ItemState::Pending, &launch);
-        let mut tx = self.begin_write().await?;
-        // every statement's results, the inserts' and the select's row (sqlx's
-        // `Any` driver answers `fetch_one` from the first statement alone)
-        let rows = query.fetch_all(&mut *tx).await?;
-        self.may_have_pending();
-        let row = rows.first().ok_or_else(|| corrupt("new item", "the row just inserted was not read back"))?;
-        let view = decode_item(row)?;
         tx.commit().await?;
         Ok(view)
     }
@@ -295,7 +257,7 @@ impl SqlStore {
             }
         }
         let sql = format!("SELECT {ITEM_COLS} FROM items WHERE entity = $1{conds} ORDER BY seq DESC LIMIT $2");
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(limit);
+        let mut query = query(sql).bind(entity).bind(limit);
         for v in binds {
             query = query.bind(v);
         }
@@ -309,10 +271,7 @@ const INSERT_ITEM: &str = "INSERT INTO items (id, run_id, entity, queue, state, 
      spec, created_at, launched_by, launched_by_key) VALUES ($1, $2, $3, $4, 'pending', $5, $6, 0, 0, $7, $8, $9, $10)";
 
 /// Binds [`INSERT_ITEM`]'s values.
-fn bind_new_item<'q>(
-    query: Query<'q, Any, AnyArguments>,
-    item: &NewItem,
-) -> Result<Query<'q, Any, AnyArguments>, StoreError> {
+fn bind_new_item(query: Query, item: &NewItem) -> Result<Query, StoreError> {
     Ok(query
         .bind(item.id.clone())
         .bind(item.run_id.clone())
@@ -341,7 +300,7 @@ fn launch_change(at_ms: i64) -> Change<'static> {
     }
 }
 
-pub(super) fn decode_item(r: &AnyRow) -> Result<ItemView, StoreError> {
+pub(super) fn decode_item(r: &Row) -> Result<ItemView, StoreError> {
     let state: String = r.try_get("state")?;
     let spec: String = r.try_get("spec")?;
     let prio: i64 = r.try_get("priority")?;

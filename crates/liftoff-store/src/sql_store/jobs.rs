@@ -1,10 +1,9 @@
 //! Job versions and their aliases.
 
+use super::db::{Row, query};
 use super::{SqlStore, corrupt, is_unique_violation};
 use crate::{NewJobVersion, StoreError};
 use liftoff_core::api::JobView;
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
 
 impl SqlStore {
     pub(super) async fn create_job_version(&self, job: &NewJobVersion<'_>) -> Result<JobView, StoreError> {
@@ -14,7 +13,7 @@ impl SqlStore {
             "SELECT version FROM jobs WHERE entity = $1 AND project = $2 AND name = $3 ORDER BY version DESC LIMIT 1{}",
             self.for_update(false)
         );
-        let last: Option<i64> = sqlx::query(AssertSqlSafe(sql))
+        let last: Option<i64> = query(sql)
             .bind(entity)
             .bind(project)
             .bind(name)
@@ -23,7 +22,7 @@ impl SqlStore {
             .map(|r| r.try_get("version"))
             .transpose()?;
         let version = last.unwrap_or(0) + 1;
-        let res = sqlx::query(
+        let res = query(
             "INSERT INTO jobs (entity, project, name, version, source, runtime, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(entity)
@@ -49,14 +48,14 @@ impl SqlStore {
             }
         }
         for alias in &all {
-            sqlx::query("DELETE FROM job_aliases WHERE entity = $1 AND project = $2 AND name = $3 AND alias = $4")
+            query("DELETE FROM job_aliases WHERE entity = $1 AND project = $2 AND name = $3 AND alias = $4")
                 .bind(entity)
                 .bind(project)
                 .bind(name)
                 .bind(alias)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO job_aliases (entity, project, name, alias, version) VALUES ($1, $2, $3, $4, $5)")
+            query("INSERT INTO job_aliases (entity, project, name, alias, version) VALUES ($1, $2, $3, $4, $5)")
                 .bind(entity)
                 .bind(project)
                 .bind(name)
@@ -78,7 +77,7 @@ impl SqlStore {
         name: &str,
         alias: &str,
     ) -> Result<Option<JobView>, StoreError> {
-        let row = sqlx::query(
+        let row = query(
             "SELECT j.entity, j.project, j.name, j.version, j.source, j.runtime, j.created_at FROM jobs j \
              JOIN job_aliases a ON a.entity = j.entity AND a.project = j.project AND a.name = j.name AND a.version = j.version \
              WHERE j.entity = $1 AND j.project = $2 AND j.name = $3 AND a.alias = $4",
@@ -96,7 +95,7 @@ impl SqlStore {
     }
 
     pub(super) async fn list_jobs(&self, entity: &str) -> Result<Vec<JobView>, StoreError> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT entity, project, name, version, source, runtime, created_at FROM jobs WHERE entity = $1 \
              ORDER BY project, name, version",
         )
@@ -110,12 +109,12 @@ impl SqlStore {
         Ok(out)
     }
 
-    pub(super) async fn job_view(&self, r: &AnyRow) -> Result<JobView, StoreError> {
+    pub(super) async fn job_view(&self, r: &Row) -> Result<JobView, StoreError> {
         let (entity, project, name): (String, String, String) =
             (r.try_get("entity")?, r.try_get("project")?, r.try_get("name")?);
         let version: i64 = r.try_get("version")?;
         let source: String = r.try_get("source")?;
-        let aliases = sqlx::query(
+        let aliases = query(
             "SELECT alias FROM job_aliases WHERE entity = $1 AND project = $2 AND name = $3 AND version = $4 ORDER BY alias",
         )
         .bind(&entity)

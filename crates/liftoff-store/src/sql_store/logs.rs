@@ -1,12 +1,11 @@
 //! Log chunks of live runs, and handing ended runs' logs to the archiver.
 
+use super::db::{Conn, query};
 use super::items::check_holder;
 use super::{SqlStore, corrupt};
 use crate::StoreError;
 use liftoff_core::ItemEvent;
 use liftoff_core::api::{ItemView, LogChunk, LogPosition, LogStream, LogTail};
-use sqlx::AnyConnection;
-use sqlx::{AssertSqlSafe, Row};
 
 /// The ended states, as SQL.
 const ENDED: &str = "('finished', 'failed', 'stopped', 'preempted')";
@@ -50,7 +49,7 @@ impl SqlStore {
     /// Appends chunk `seq` to the log of `view` (loaded and locked in `conn`'s transaction).
     async fn append_loaded(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn,
         view: &ItemView,
         fence: i64,
         seq: i64,
@@ -76,17 +75,15 @@ impl SqlStore {
         // PostgreSQL's text cannot hold NUL, so neither store keeps it; `bytes`
         // is the size as sent, which an agent taking the run back counts on.
         let stored = data.replace('\0', "\u{FFFD}");
-        sqlx::query(
-            "INSERT INTO log_chunks (item_id, seq, stream, data, fence, bytes) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&view.id)
-        .bind(seq)
-        .bind(stream_str(stream))
-        .bind(stored)
-        .bind(fence)
-        .bind(data.len() as i64)
-        .execute(&mut *conn)
-        .await?;
+        query("INSERT INTO log_chunks (item_id, seq, stream, data, fence, bytes) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&view.id)
+            .bind(seq)
+            .bind(stream_str(stream))
+            .bind(stored)
+            .bind(fence)
+            .bind(data.len() as i64)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 
@@ -99,14 +96,13 @@ impl SqlStore {
     ) -> Result<Vec<LogChunk>, StoreError> {
         let mut conn = self.read.acquire().await?;
         let view = self.load_item(&mut conn, entity, id, false).await?;
-        let rows = sqlx::query(
-            "SELECT seq, stream, data FROM log_chunks WHERE item_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(&view.id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows =
+            query("SELECT seq, stream, data FROM log_chunks WHERE item_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3")
+                .bind(&view.id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&mut conn)
+                .await?;
         rows.iter()
             .map(|r| {
                 let stream: String = r.try_get("stream")?;
@@ -128,7 +124,7 @@ impl SqlStore {
              AND (log_archiving_until IS NULL OR log_archiving_until < {}) ORDER BY seq LIMIT $1",
             self.now_sql()
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(limit).fetch_all(&self.read).await?;
+        let rows = query(sql).bind(limit).fetch_all(&self.read).await?;
         rows.iter().map(|r| Ok((r.try_get("entity")?, r.try_get("id")?))).collect()
     }
 
@@ -152,7 +148,7 @@ impl SqlStore {
              RETURNING log_archiving_until"
         );
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(id).bind(ttl_ms).fetch_optional(&mut *tx).await?;
+        let row = query(sql).bind(entity).bind(id).bind(ttl_ms).fetch_optional(&mut *tx).await?;
         tx.commit().await?;
         row.map(|r| r.try_get("log_archiving_until")).transpose().map_err(Into::into)
     }
@@ -176,7 +172,7 @@ impl SqlStore {
                 view.run_id, view.state
             )));
         }
-        let done = sqlx::query(
+        let done = query(
             "UPDATE items SET log_archived = 1, log_archiving_until = NULL \
              WHERE id = $1 AND log_archived = 0 AND log_archiving_until = $2",
         )
@@ -191,7 +187,7 @@ impl SqlStore {
             )));
         }
         if let Some(last) = through_seq {
-            sqlx::query("DELETE FROM log_chunks WHERE item_id = $1 AND seq <= $2")
+            query("DELETE FROM log_chunks WHERE item_id = $1 AND seq <= $2")
                 .bind(&view.id)
                 .bind(last)
                 .execute(&mut *tx)
@@ -205,13 +201,13 @@ impl SqlStore {
         let mut conn = self.read.acquire().await?;
         let view = self.load_item(&mut conn, entity, id, false).await?;
         let next_seq = next_seq(&mut conn, &view.id).await?;
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT stream, CAST(SUM(bytes) AS BIGINT) AS n FROM log_chunks \
              WHERE item_id = $1 AND fence = $2 GROUP BY stream",
         )
         .bind(&view.id)
         .bind(fence)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?;
         let mut position = LogPosition { next_seq, ..Default::default() };
         for row in rows {
@@ -226,8 +222,8 @@ impl SqlStore {
     }
 }
 
-pub(super) async fn next_seq(conn: &mut AnyConnection, item_id: &str) -> Result<i64, StoreError> {
-    let row = sqlx::query("SELECT COALESCE(MAX(seq) + 1, 0) AS next FROM log_chunks WHERE item_id = $1")
+pub(super) async fn next_seq(conn: &mut Conn, item_id: &str) -> Result<i64, StoreError> {
+    let row = query("SELECT COALESCE(MAX(seq) + 1, 0) AS next FROM log_chunks WHERE item_id = $1")
         .bind(item_id)
         .fetch_one(&mut *conn)
         .await?;

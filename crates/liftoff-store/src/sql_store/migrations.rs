@@ -181,20 +181,22 @@ fn version_1(dialect: Dialect) -> Vec<String> {
 const MIGRATION_LOCK: i64 = 7434001;
 
 impl SqlStore {
-    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.write.acquire().await?;
-        if self.dialect == Dialect::Postgres {
+    /// Brings the schema of the database behind `pool` up to date (through
+    /// sqlx on both databases: this runs once, at start).
+    pub(super) async fn migrate(pool: &sqlx::AnyPool, dialect: Dialect) -> Result<(), StoreError> {
+        let mut conn = pool.acquire().await?;
+        if dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
         }
-        let result = self.migrate_locked(&mut conn).await;
-        if self.dialect == Dialect::Postgres {
+        let result = Self::migrate_locked(&mut conn, dialect).await;
+        if dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *conn).await?;
         }
         result
     }
 
-    async fn migrate_locked(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
-        let mut tx = match self.dialect {
+    async fn migrate_locked(conn: &mut AnyConnection, dialect: Dialect) -> Result<(), StoreError> {
+        let mut tx = match dialect {
             Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => conn.begin().await?,
         };
@@ -216,15 +218,15 @@ impl SqlStore {
             return Err(StoreError::SchemaTooNew { database: current, known });
         }
         for m in MIGRATIONS.iter().filter(|m| m.version > current) {
-            for ddl in (m.statements)(self.dialect) {
+            for ddl in (m.statements)(dialect) {
                 sqlx::query(AssertSqlSafe(ddl)).execute(&mut *tx).await?;
             }
             if m.version == 1 {
-                self.adopt_unversioned(&mut tx).await?;
+                Self::adopt_unversioned(&mut tx, dialect).await?;
             }
             let record = format!(
                 "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, {})",
-                self.now_sql()
+                super::now_sql(dialect)
             );
             sqlx::query(AssertSqlSafe(record)).bind(m.version).bind(m.description).execute(&mut *tx).await?;
         }
@@ -235,7 +237,7 @@ impl SqlStore {
     /// A database made before schema versions existed has the version 1
     /// tables (`CREATE TABLE IF NOT EXISTS` left them alone), but perhaps
     /// without the columns that were added to them before versioning began.
-    async fn adopt_unversioned(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+    async fn adopt_unversioned(conn: &mut AnyConnection, dialect: Dialect) -> Result<(), StoreError> {
         // Frozen: every later column is a numbered migration.
         const PRE_VERSIONING_COLUMNS: &[(&str, &str, &str)] = &[
             ("items", "stage", "stage TEXT"),
@@ -243,7 +245,7 @@ impl SqlStore {
             ("log_chunks", "fence", "fence BIGINT NOT NULL DEFAULT 0"),
             ("log_chunks", "bytes", "bytes BIGINT NOT NULL DEFAULT 0"),
         ];
-        let probe = match self.dialect {
+        let probe = match dialect {
             Dialect::Sqlite => "SELECT COUNT(*) AS n FROM pragma_table_info($1) WHERE name = $2",
             Dialect::Postgres => {
                 "SELECT COUNT(*) AS n FROM information_schema.columns \

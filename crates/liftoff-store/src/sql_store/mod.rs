@@ -9,6 +9,7 @@
 mod agents_keys;
 mod builds;
 mod claims;
+mod db;
 mod empty_queues;
 mod group_commit;
 mod history;
@@ -32,6 +33,7 @@ pub use saved_filters::SavedFilter;
 pub use stats::{AgentStats, QueueStats};
 
 use crate::StoreError;
+use db::{Conn, Pool};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, AssertSqlSafe};
 
@@ -42,7 +44,7 @@ pub enum Dialect {
     Postgres,
 }
 
-/// The [`Store`] over sqlx's `Any` driver. Placeholders are written `$N`,
+/// The [`Store`] over sqlx's `Any` driver (PostgreSQL) or rusqlite (SQLite), through `db.rs`. Placeholders are written `$N`,
 /// which both SQLite and PostgreSQL accept; the few dialect differences
 /// (row locks, the sequence column, the clock) are spelled out where they occur.
 ///
@@ -54,9 +56,9 @@ pub enum Dialect {
 #[derive(Clone)]
 pub struct SqlStore {
     /// Writes, and reads inside a writing transaction.
-    write: AnyPool,
+    write: Pool,
     /// Pure reads; the same pool as `write` on PostgreSQL.
-    read: AnyPool,
+    read: Pool,
     dialect: Dialect,
     /// Lease expiries an item may suffer before it fails.
     max_attempts: u32,
@@ -71,7 +73,9 @@ pub struct SqlStore {
 /// own transaction. Derefs to the connection either way.
 pub(super) enum WriteTx {
     Group(group_commit::GroupTx),
-    Own(sqlx::Transaction<'static, sqlx::Any>),
+    /// PostgreSQL's transaction, or SQLite's writer inside `BEGIN IMMEDIATE`
+    /// when group commit is off (rolled back if dropped).
+    Own(Conn),
 }
 
 impl WriteTx {
@@ -79,26 +83,28 @@ impl WriteTx {
     pub(super) async fn commit(self) -> Result<(), StoreError> {
         match self {
             Self::Group(tx) => tx.commit().await,
-            Self::Own(tx) => Ok(tx.commit().await?),
+            Self::Own(Conn::AnyTx(tx)) => Ok(tx.commit().await?),
+            Self::Own(Conn::Lite(mut conn)) => Ok(conn.lite().batch("COMMIT")?),
+            Self::Own(Conn::Any(_)) => unreachable!("a write transaction is never a bare connection"),
         }
     }
 }
 
 impl std::ops::Deref for WriteTx {
-    type Target = sqlx::AnyConnection;
-    fn deref(&self) -> &sqlx::AnyConnection {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
         match self {
             Self::Group(tx) => tx,
-            Self::Own(tx) => tx,
+            Self::Own(conn) => conn,
         }
     }
 }
 
 impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+    fn deref_mut(&mut self) -> &mut Conn {
         match self {
             Self::Group(tx) => tx,
-            Self::Own(tx) => tx,
+            Self::Own(conn) => conn,
         }
     }
 }
@@ -123,27 +129,31 @@ impl SqlStore {
         let store = match dialect {
             Dialect::Sqlite => {
                 let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+                // The schema first, through sqlx (migrations run once, at
+                // start), so that the connections below open a database that has it.
+                let migrator = sqlite_pool(&url, 1, &["PRAGMA journal_mode = WAL"]).await?;
+                Self::migrate(&migrator, dialect).await?;
+                migrator.close().await;
+                let path = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)?
+                    .get_filename()
+                    .to_path_buf();
                 // `temp_store = MEMORY`: the savepoint journals of group commit
                 // (`group_commit.rs`) stay in memory, not in temporary files
                 // written for every request (7% of the CPU of a claim burst).
                 let pragmas = &["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA temp_store = MEMORY"];
-                let write = sqlite_pool(&url, 1, pragmas).await?;
-                let store =
-                    Self { read: write.clone(), write: write.clone(), dialect, max_attempts, group: None, empty: None };
-                // The schema first, so that the readers open a database that has it.
-                store.migrate().await?;
-                let read = sqlite_pool(&url, 4, &["PRAGMA query_only = ON"]).await?;
+                let write = db::LitePool::open(path.clone(), 1, pragmas)?;
+                let read = Pool::Lite(db::LitePool::open(path, 4, &["PRAGMA query_only = ON"])?);
                 // `LIFTOFF_SQLITE_GROUP_COMMIT=0`: a commit per request, as
                 // before group commit (for `liftoff-bench` to compare the two)
                 let grouped = std::env::var("LIFTOFF_SQLITE_GROUP_COMMIT").map_or(true, |v| v.trim() != "0");
-                let group = grouped.then(|| group_commit::GroupCommit::new(write));
-                Self { read, group, empty: Some(Default::default()), ..store }
+                let group = grouped.then(|| group_commit::GroupCommit::new(write.clone()));
+                Self { write: Pool::Lite(write), read, dialect, max_attempts, group, empty: Some(Default::default()) }
             }
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
-                let store = Self { read: pool.clone(), write: pool, dialect, max_attempts, group: None, empty: None };
-                store.migrate().await?;
-                store
+                Self::migrate(&pool, dialect).await?;
+                let pool = Pool::Any(pool);
+                Self { read: pool.clone(), write: pool, dialect, max_attempts, group: None, empty: None }
             }
         };
         Ok(store)
@@ -168,8 +178,14 @@ impl SqlStore {
     pub(super) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         Ok(match &self.group {
             Some(group) => WriteTx::Group(group.begin().await?),
-            None if self.dialect == Dialect::Sqlite => WriteTx::Own(self.write.begin_with("BEGIN IMMEDIATE").await?),
-            None => WriteTx::Own(self.write.begin().await?),
+            None => match &self.write {
+                Pool::Lite(pool) => {
+                    let mut conn = pool.acquire().await?;
+                    conn.lite().batch("BEGIN IMMEDIATE")?;
+                    WriteTx::Own(Conn::Lite(conn))
+                }
+                Pool::Any(pool) => WriteTx::Own(Conn::AnyTx(pool.begin().await?)),
+            },
         })
     }
 
@@ -186,10 +202,15 @@ impl SqlStore {
     /// expression. Lease deadlines use it, so that servers whose clocks
     /// disagree still agree on when a lease ends.
     pub(super) fn now_sql(&self) -> &'static str {
-        match self.dialect {
-            Dialect::Sqlite => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
-            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-        }
+        now_sql(self.dialect)
+    }
+}
+
+/// [`SqlStore::now_sql`] of `dialect`.
+fn now_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+        Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
     }
 }
 

@@ -1,11 +1,11 @@
 //! Changing a pending item's priority.
 
 use super::SqlStore;
+use super::db::query;
 use super::history::Change;
 use crate::StoreError;
 use liftoff_core::api::ItemView;
 use liftoff_core::{ItemState, Priority, TransitionCause};
-use sqlx::Row;
 
 /// The history event of a priority change (the state stays `pending`).
 pub const PRIORITY_EVENT: &str = "priority";
@@ -26,7 +26,7 @@ impl SqlStore {
         if view.state != ItemState::Pending {
             return Err(StoreError::NotPending { run_id: view.run_id, state: view.state });
         }
-        let prioritized: i64 = sqlx::query("SELECT prioritization FROM queues WHERE entity = $1 AND name = $2")
+        let prioritized: i64 = query("SELECT prioritization FROM queues WHERE entity = $1 AND name = $2")
             .bind(entity)
             .bind(&view.queue)
             .fetch_optional(&mut *tx)
@@ -34,7 +34,7 @@ impl SqlStore {
             .ok_or_else(|| StoreError::NotFound(format!("queue '{}'", view.queue)))?
             .try_get("prioritization")?;
         let sort_prio = if prioritized != 0 { priority.rank() } else { 0 };
-        sqlx::query("UPDATE items SET priority = $1, sort_prio = $2 WHERE id = $3 AND state = 'pending'")
+        query("UPDATE items SET priority = $1, sort_prio = $2 WHERE id = $3 AND state = 'pending'")
             .bind(priority.rank())
             .bind(sort_prio)
             .bind(&view.id)

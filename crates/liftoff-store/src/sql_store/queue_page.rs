@@ -3,11 +3,11 @@
 //! next page starts below the last `seq` shown), so a page costs the same at
 //! item 100,000 as at item 1.
 
+use super::db::query;
 use super::items::{ITEM_COLS, decode_item};
 use super::{Dialect, SqlStore};
 use crate::StoreError;
 use liftoff_core::api::ItemView;
-use sqlx::{AssertSqlSafe, Row};
 
 /// What a queue page shows; empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,8 +96,7 @@ impl SqlStore {
             "SELECT seq, {ITEM_COLS} FROM items WHERE entity = $1 AND queue = $2 AND seq < $3{conds} \
              ORDER BY seq DESC LIMIT $4"
         );
-        let mut query =
-            sqlx::query(AssertSqlSafe(sql)).bind(entity).bind(queue).bind(before.unwrap_or(i64::MAX)).bind(limit + 1);
+        let mut query = query(sql).bind(entity).bind(queue).bind(before.unwrap_or(i64::MAX)).bind(limit + 1);
         for v in texts {
             query = query.bind(v);
         }
@@ -124,7 +123,7 @@ impl SqlStore {
         since_ms: Option<i64>,
         until_ms: Option<i64>,
     ) -> Result<Option<(i64, i64)>, StoreError> {
-        let row = sqlx::query(
+        let row = query(
             "SELECT MIN(seq) AS first, MAX(seq) AS last FROM items \
              WHERE entity = $1 AND queue = $2 AND created_at >= $3 AND created_at < $4",
         )

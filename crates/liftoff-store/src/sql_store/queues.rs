@@ -1,15 +1,14 @@
 //! Queues and the blob records of uploaded code archives.
 
+use super::db::{Row, query};
 use super::{SqlStore, corrupt, is_unique_violation};
 use crate::StoreError;
 use liftoff_core::{Queue, ResourceType};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use std::str::FromStr;
 
 impl SqlStore {
     pub(super) async fn create_queue(&self, q: &Queue) -> Result<(), StoreError> {
-        let res = sqlx::query(
+        let res = query(
             "INSERT INTO queues (entity, name, resource, config, template_variables, prioritization, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -32,7 +31,7 @@ impl SqlStore {
     }
 
     pub(super) async fn get_queue(&self, entity: &str, name: &str) -> Result<Option<Queue>, StoreError> {
-        let row = sqlx::query("SELECT * FROM queues WHERE entity = $1 AND name = $2")
+        let row = query("SELECT * FROM queues WHERE entity = $1 AND name = $2")
             .bind(entity)
             .bind(name)
             .fetch_optional(&self.read)
@@ -41,10 +40,8 @@ impl SqlStore {
     }
 
     pub(super) async fn list_queues(&self, entity: &str) -> Result<Vec<Queue>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM queues WHERE entity = $1 ORDER BY name")
-            .bind(entity)
-            .fetch_all(&self.read)
-            .await?;
+        let rows =
+            query("SELECT * FROM queues WHERE entity = $1 ORDER BY name").bind(entity).fetch_all(&self.read).await?;
         rows.iter().map(decode_queue).collect()
     }
 
@@ -55,7 +52,7 @@ impl SqlStore {
         size: u64,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
+        let r = query(
             "INSERT INTO blobs (entity, digest, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (entity, digest) DO NOTHING",
         )
         .bind(entity)
@@ -68,7 +65,7 @@ impl SqlStore {
     }
 
     pub(super) async fn has_blob(&self, entity: &str, digest: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT digest FROM blobs WHERE entity = $1 AND digest = $2")
+        let row = query("SELECT digest FROM blobs WHERE entity = $1 AND digest = $2")
             .bind(entity)
             .bind(digest)
             .fetch_optional(&self.read)
@@ -77,7 +74,7 @@ impl SqlStore {
     }
 }
 
-pub(super) fn decode_queue(r: &AnyRow) -> Result<Queue, StoreError> {
+pub(super) fn decode_queue(r: &Row) -> Result<Queue, StoreError> {
     let resource: String = r.try_get("resource")?;
     let config: String = r.try_get("config")?;
     let vars: String = r.try_get("template_variables")?;

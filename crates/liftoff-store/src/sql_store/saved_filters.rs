@@ -1,8 +1,8 @@
 //! A queue page's saved filters: a name and the page's query string.
 
+use super::db::query;
 use super::{SqlStore, is_unique_violation};
 use crate::StoreError;
-use sqlx::Row;
 
 /// A queue page view saved under a name (unique per queue).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,16 +17,15 @@ pub struct SavedFilter {
 
 impl SqlStore {
     pub(super) async fn save_filter(&self, f: &SavedFilter) -> Result<(), StoreError> {
-        let res = sqlx::query(
-            "INSERT INTO saved_filters (entity, queue, name, query, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&f.entity)
-        .bind(&f.queue)
-        .bind(&f.name)
-        .bind(&f.query)
-        .bind(f.created_at_ms)
-        .execute(&self.write)
-        .await;
+        let res =
+            query("INSERT INTO saved_filters (entity, queue, name, query, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&f.entity)
+                .bind(&f.queue)
+                .bind(&f.name)
+                .bind(&f.query)
+                .bind(f.created_at_ms)
+                .execute(&self.write)
+                .await;
         match res {
             Ok(_) => Ok(()),
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
@@ -38,7 +37,7 @@ impl SqlStore {
     }
 
     pub(super) async fn list_saved_filters(&self, entity: &str, queue: &str) -> Result<Vec<SavedFilter>, StoreError> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT entity, queue, name, query, created_at FROM saved_filters WHERE entity = $1 AND queue = $2 \
              ORDER BY name",
         )
@@ -60,7 +59,7 @@ impl SqlStore {
     }
 
     pub(super) async fn delete_saved_filter(&self, entity: &str, queue: &str, name: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM saved_filters WHERE entity = $1 AND queue = $2 AND name = $3")
+        let done = query("DELETE FROM saved_filters WHERE entity = $1 AND queue = $2 AND name = $3")
             .bind(entity)
             .bind(queue)
             .bind(name)

@@ -4,10 +4,10 @@
 //! launch specs. Each rewrite is a compare-and-set on the old text, so a
 //! row changed meanwhile is left alone.
 
+use super::db::query;
 use super::{Dialect, SqlStore};
 use crate::error::StoreError;
 use crate::records::{StoredRemote, StoredRemoteAt};
-use sqlx::Row;
 
 /// The `remote` of a git source in a stored JSON document (`source` of a
 /// job row, `source` inside a launch spec), if it has userinfo.
@@ -32,7 +32,7 @@ fn with_remote(text: &str, new_remote: &str) -> Result<String, StoreError> {
 
 impl SqlStore {
     pub(super) async fn server_secrets_all(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT name, value FROM server_secrets ORDER BY name").fetch_all(&self.write).await?;
+        let rows = query("SELECT name, value FROM server_secrets ORDER BY name").fetch_all(&self.write).await?;
         rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("value")?))).collect()
     }
 
@@ -44,21 +44,19 @@ impl SqlStore {
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let done = match old {
-            Some(old) => sqlx::query("UPDATE server_secrets SET value = $1 WHERE name = $2 AND value = $3")
+            Some(old) => query("UPDATE server_secrets SET value = $1 WHERE name = $2 AND value = $3")
                 .bind(new)
                 .bind(name)
                 .bind(old)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected(),
-            None => {
-                sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-                    .bind(name)
-                    .bind(new)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-            }
+            None => query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .bind(new)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
         };
         tx.commit().await?;
         Ok(done == 1)
@@ -70,7 +68,7 @@ impl SqlStore {
                 // VACUUM rewrites the file without its free pages; the
                 // checkpoints take the old pages out of the WAL.
                 for q in ["PRAGMA wal_checkpoint(TRUNCATE)", "VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"] {
-                    sqlx::query(q).execute(&self.write).await?;
+                    query(q).execute(&self.write).await?;
                 }
             }
             Dialect::Postgres => {
@@ -78,7 +76,7 @@ impl SqlStore {
                 // writes; only VACUUM FULL (an exclusive lock) rewrites the
                 // files, which an operator may run.
                 for q in ["VACUUM jobs", "VACUUM items", "VACUUM server_secrets"] {
-                    sqlx::query(q).execute(&self.write).await?;
+                    query(q).execute(&self.write).await?;
                 }
             }
         }
@@ -88,7 +86,7 @@ impl SqlStore {
     pub(super) async fn git_remotes_with_userinfo(&self) -> Result<Vec<StoredRemote>, StoreError> {
         let mut out = Vec::new();
         // LIKE narrows the scan to git sources with an '@'; the JSON decides.
-        let jobs = sqlx::query(
+        let jobs = query(
             "SELECT entity, project, name, version, source FROM jobs WHERE source LIKE '%\"git\"%' AND source LIKE '%@%'",
         )
         .fetch_all(&self.write)
@@ -109,7 +107,7 @@ impl SqlStore {
                 });
             }
         }
-        let items = sqlx::query("SELECT id, spec FROM items WHERE spec LIKE '%\"git\"%' AND spec LIKE '%@%'")
+        let items = query("SELECT id, spec FROM items WHERE spec LIKE '%\"git\"%' AND spec LIKE '%@%'")
             .fetch_all(&self.write)
             .await?;
         for r in &items {
@@ -130,7 +128,7 @@ impl SqlStore {
         let new_text = with_remote(&stored.text, new_remote)?;
         let mut tx = self.begin_write().await?;
         let done = match &stored.at {
-            StoredRemoteAt::Job { entity, project, name, version } => sqlx::query(
+            StoredRemoteAt::Job { entity, project, name, version } => query(
                 "UPDATE jobs SET source = $1 WHERE entity = $2 AND project = $3 AND name = $4 AND version = $5 AND source = $6",
             )
             .bind(&new_text)
@@ -142,7 +140,7 @@ impl SqlStore {
             .execute(&mut *tx)
             .await?
             .rows_affected(),
-            StoredRemoteAt::Item { id } => sqlx::query("UPDATE items SET spec = $1 WHERE id = $2 AND spec = $3")
+            StoredRemoteAt::Item { id } => query("UPDATE items SET spec = $1 WHERE id = $2 AND spec = $3")
                 .bind(&new_text)
                 .bind(id)
                 .bind(&stored.text)

@@ -2,12 +2,12 @@
 //! gauges: items per queue and state, the oldest pending item per queue,
 //! agents by status.
 
+use super::db::query;
 use super::items::{ITEM_COLS, decode_item};
 use super::{SqlStore, corrupt};
 use crate::StoreError;
 use liftoff_core::api::{AgentStatus, ItemView};
 use liftoff_core::{ItemState, ResourceType};
-use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
@@ -36,7 +36,7 @@ pub struct AgentStats {
 impl SqlStore {
     pub(super) async fn queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
         let mut queues: BTreeMap<(String, String), QueueStats> = BTreeMap::new();
-        for r in sqlx::query("SELECT entity, name, resource FROM queues").fetch_all(&self.read).await? {
+        for r in query("SELECT entity, name, resource FROM queues").fetch_all(&self.read).await? {
             let (entity, queue): (String, String) = (r.try_get("entity")?, r.try_get("name")?);
             let resource: String = r.try_get("resource")?;
             let resource = ResourceType::from_str(&resource).map_err(|e| corrupt("queue resource", e))?;
@@ -51,7 +51,7 @@ impl SqlStore {
         }
         // Served by the (entity, queue, state, ...) index alone.
         let counts = "SELECT entity, queue, state, COUNT(*) AS n FROM items GROUP BY entity, queue, state";
-        for r in sqlx::query(counts).fetch_all(&self.read).await? {
+        for r in query(counts).fetch_all_apart(&self.read).await? {
             let key: (String, String) = (r.try_get("entity")?, r.try_get("queue")?);
             let state: String = r.try_get("state")?;
             let state = ItemState::from_str(&state).map_err(|e| corrupt("item state", e))?;
@@ -61,7 +61,7 @@ impl SqlStore {
         }
         let oldest = "SELECT entity, queue, MIN(created_at) AS oldest FROM items WHERE state = 'pending' \
                       GROUP BY entity, queue";
-        for r in sqlx::query(oldest).fetch_all(&self.read).await? {
+        for r in query(oldest).fetch_all_apart(&self.read).await? {
             let key: (String, String) = (r.try_get("entity")?, r.try_get("queue")?);
             if let Some(q) = queues.get_mut(&key) {
                 q.oldest_pending_created_ms = r.try_get("oldest")?;
@@ -71,7 +71,7 @@ impl SqlStore {
     }
 
     pub(super) async fn agent_stats(&self) -> Result<Vec<AgentStats>, StoreError> {
-        let rows = sqlx::query("SELECT entity, queues, status, stop_polling, heartbeat_at FROM agents")
+        let rows = query("SELECT entity, queues, status, stop_polling, heartbeat_at FROM agents")
             .fetch_all(&self.read)
             .await?;
         rows.iter()
@@ -94,7 +94,7 @@ impl SqlStore {
         let sql = format!("SELECT {ITEM_COLS} FROM items WHERE id = $1");
         let mut items = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(id).fetch_optional(&self.read).await? {
+            if let Some(r) = query(sql.clone()).bind(id).fetch_optional(&self.read).await? {
                 items.push(decode_item(&r)?);
             }
         }

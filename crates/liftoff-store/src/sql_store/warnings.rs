@@ -1,11 +1,11 @@
 //! Warnings recorded on an item (a fallback taken, a degraded start).
 
+use super::db::query;
 use super::items::check_holder;
 use super::{SqlStore, corrupt};
 use crate::StoreError;
 use liftoff_core::Stage;
 use liftoff_core::api::ItemWarning;
-use sqlx::Row;
 use std::str::FromStr;
 
 impl SqlStore {
@@ -23,7 +23,7 @@ impl SqlStore {
         if let Some(sent) = fence {
             check_holder(&view, sent)?;
         }
-        let done = sqlx::query(
+        let done = query(
             "INSERT INTO item_warnings (item_id, stage, message, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (item_id, stage, message) DO NOTHING",
         )
@@ -40,11 +40,11 @@ impl SqlStore {
     pub(super) async fn list_warnings(&self, entity: &str, id: &str) -> Result<Vec<ItemWarning>, StoreError> {
         let mut conn = self.read.acquire().await?;
         let view = self.load_item(&mut conn, entity, id, false).await?;
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT stage, message, created_at FROM item_warnings WHERE item_id = $1 ORDER BY created_at, message",
         )
         .bind(&view.id)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?;
         rows.iter()
             .map(|r| {
