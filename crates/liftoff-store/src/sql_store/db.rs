@@ -464,6 +464,11 @@ impl LiteConn {
         self.conn.execute_batch(sql).map_err(lite_error)
     }
 
+    /// Rows changed by the connection's statements since it was opened.
+    pub(crate) fn total_changes(&self) -> u64 {
+        self.conn.total_changes()
+    }
+
     /// The statements of `sql`, split once and remembered.
     fn statements(&mut self, sql: &str) -> Result<Arc<[String]>, sqlx::Error> {
         if let Some(split) = self.splits.get(sql) {

@@ -24,7 +24,7 @@
 //! finished, so a batch is exactly "what was waiting"; a request that
 //! finishes with no one waiting commits its batch itself, at once.
 
-use super::db::{Conn, LitePool};
+use super::db::{Conn, LiteConn, LitePool};
 use crate::StoreError;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -57,6 +57,9 @@ struct Open {
     batch: Option<watch::Sender<Outcome>>,
     /// A request went away before it finished: how its writes are undone.
     abandoned: Option<Undo>,
+    /// The writer's [`LiteConn::total_changes`] at the open batch's `BEGIN`:
+    /// a batch that changed nothing commits without waiting for the disk.
+    changes_at_begin: u64,
     /// Batches committed, counted before their requests are answered (so a
     /// request that got its answer sees its batch counted).
     commits: Arc<AtomicU64>,
@@ -146,6 +149,7 @@ async fn start(
         if let Err(e) = conn.lite().batch("BEGIN IMMEDIATE") {
             return (open, Err(e.into()));
         }
+        open.changes_at_begin = conn.lite().total_changes();
         open.conn = Some(Conn::Lite(conn));
         open.batch = Some(watch::channel(None).0);
         Undo::Batch
@@ -162,7 +166,7 @@ async fn start(
 }
 
 /// The open batch's connection.
-fn lite(open: &mut Open) -> &mut super::db::LiteConn {
+fn lite(open: &mut Open) -> &mut LiteConn {
     match open.conn.as_mut() {
         Some(Conn::Lite(conn)) => conn.lite(),
         _ => unreachable!("a batch is open, on SQLite's writer"),
@@ -277,10 +281,17 @@ async fn undo_abandoned(open: &mut Open) {
 ///
 /// The `COMMIT` waits for the disk (`synchronous = FULL`), so it runs on a
 /// blocking thread, not on the runtime's; the other statements take
-/// microseconds and run in place.
+/// microseconds and run in place, and so does the `COMMIT` of a batch that
+/// changed nothing (empty claims), which writes nothing to the log.
 async fn finish(open: &mut Open, mut outcome: Result<(), String>) {
-    let Some(Conn::Lite(conn)) = open.conn.take() else { return };
-    let conn = if outcome.is_ok() {
+    let Some(Conn::Lite(mut conn)) = open.conn.take() else { return };
+    let wrote = conn.lite().total_changes() != open.changes_at_begin;
+    let conn = if outcome.is_ok() && !wrote {
+        if let Err(e) = conn.lite().batch("COMMIT") {
+            outcome = Err(format!("the commit failed: {e}"));
+        }
+        Some(conn)
+    } else if outcome.is_ok() {
         let committed = tokio::task::spawn_blocking(move || {
             let mut conn = conn;
             let result = conn.lite().batch("COMMIT");
