@@ -255,7 +255,8 @@ pub struct ItemView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at_ms: Option<i64>,
     /// The run ended and its log moved from the database to the blob store;
-    /// no more chunks are accepted.
+    /// no more chunks are accepted. A small log stays in the database (the
+    /// server's `--log-keep-max-bytes`), and this stays false.
     #[serde(default)]
     pub log_archived: bool,
     /// Where the run failed (`agent`, `build` or `run`), when it did.

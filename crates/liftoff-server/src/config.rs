@@ -2,6 +2,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// [`ServerConfig::log_keep_max_bytes`] by default: a few dozen lines. For a
+/// run that prints little, the log's object (a file created and synced on
+/// the local blob store) cost more than the run's rows in the database
+/// (`agent-bench cpu`); a sweep of 100,000 such runs keeps at most 400 MB.
+pub const LOG_KEEP_MAX_BYTES: u64 = 4096;
+
 /// How a server runs. [`ServerConfig::new`] gives the embedded defaults.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -50,6 +56,9 @@ pub struct ServerConfig {
     pub old_secrets_key_files: Vec<PathBuf>,
     /// When set, `/metrics` answers only `Authorization: Bearer <token>`. Never logged.
     pub metrics_token: Option<String>,
+    /// An ended run's log of at most this many bytes stays in the database
+    /// instead of going to the blob store (0: every log goes there).
+    pub log_keep_max_bytes: u64,
 }
 
 impl ServerConfig {
@@ -71,6 +80,7 @@ impl ServerConfig {
             print_admin_key: true,
             tls: None,
             metrics_token: None,
+            log_keep_max_bytes: LOG_KEEP_MAX_BYTES,
             admin_key: None,
             secrets_key_file: None,
             old_secrets_key_files: Vec::new(),

@@ -21,7 +21,7 @@ mod tls;
 mod ui;
 
 pub use auth::{hash_key, mint_admin_key};
-pub use config::ServerConfig;
+pub use config::{LOG_KEEP_MAX_BYTES, ServerConfig};
 pub use data_dir_lock::{DataDirLock, DataDirLockError};
 pub use secrets_at_rest::{SecretsAtRestError, SweepReport, sweep};
 pub use secrets_key::{SecretsKeyError, SecretsKeys};

@@ -1,5 +1,6 @@
 //! Moves an ended run's log from the database (where chunks are sequenced
-//! under the fencing check) to the blob store (where logs live at scale).
+//! under the fencing check) to the blob store (where logs live at scale),
+//! unless it is small enough to stay (`ServerConfig::log_keep_max_bytes`).
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -31,6 +32,10 @@ const AT_ONCE: usize = 16;
 /// does not stop the others; the first failure is returned once all are done.
 pub async fn archive_ended(st: &AppState, limit: i64) -> Result<usize, StoreError> {
     use futures::StreamExt;
+    let max = i64::try_from(st.config.log_keep_max_bytes).unwrap_or(i64::MAX);
+    if max > 0 {
+        st.store.keep_small_logs(max).await?;
+    }
     let todo = st.store.logs_to_archive(limit).await?;
     let outcomes: Vec<Result<bool, StoreError>> = futures::stream::iter(todo)
         .map(|(entity, id)| async move { archive_one(st, &entity, &id).await })

@@ -115,7 +115,8 @@ async fn admin_key_is_written_0600_and_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launch_claim_run_and_report_end_to_end() {
-    let t = serve(Duration::from_secs(30)).await;
+    // every log to the blob store, however small (by default, a short one stays in the database)
+    let t = serve_with(Duration::from_secs(30), None, |cfg| cfg.log_keep_max_bytes = 0).await;
     let c = &t.client;
     queue(c, "gpu", ResourceType::LocalContainer).await;
     let job = image_job(c, "train").await;
@@ -165,6 +166,50 @@ async fn launch_claim_run_and_report_end_to_end() {
     assert_eq!(api_err(c.append_log(&claim.item.id, &late).await).0, 409);
     // nothing left
     assert!(c.claim(&agent_id, &["gpu".into()], Duration::ZERO).await.unwrap().is_none());
+}
+
+/// A short run's log stays in the database (no object is written) and reads
+/// the same; a longer one goes to the blob store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_log_stays_in_the_database_and_a_long_one_is_archived() {
+    let t = serve(Duration::from_secs(30)).await;
+    let c = &t.client;
+    queue(c, "q", ResourceType::LocalContainer).await;
+    image_job(c, "train").await;
+    let agent_id = agent(c, &["q"]).await;
+    let mut runs = vec![];
+    // the short one ends first, so that the archiver's round that archives
+    // the long one has already been through it
+    for lines in [2usize, 200] {
+        let launched = c.launch("q", &launch("train")).await.unwrap();
+        let claim = c.claim(&agent_id, &["q".into()], Duration::ZERO).await.unwrap().expect("an item");
+        c.report(&claim.item.id, claim.fence, ItemEvent::Start).await.unwrap();
+        let line = format!("{}\n", "x".repeat(40));
+        for seq in 0..lines {
+            let chunk =
+                AppendLog { fence: claim.fence, seq: seq as i64, stream: LogStream::Stdout, data: line.clone() };
+            c.append_log(&claim.item.id, &chunk).await.unwrap();
+        }
+        c.report(&claim.item.id, claim.fence, ItemEvent::Finish).await.unwrap();
+        let page = c.read_logs(&launched.run_id, 0).await.unwrap();
+        assert_eq!((page.chunks.len(), page.complete), (lines, true));
+        runs.push((launched.item_id, page.chunks));
+    }
+    let (long, short) = (&runs[1], &runs[0]);
+    let started = std::time::Instant::now();
+    while !c.get_item(&long.0).await.unwrap().log_archived {
+        assert!(started.elapsed() < Duration::from_secs(20), "the long log (8 KiB) was not archived within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let object = |id: &str| t.dir.path().join(format!("blobs/logs/default/{id}.jsonl"));
+    assert_eq!(std::fs::read_to_string(object(&long.0)).unwrap().lines().count(), 200);
+    assert!(!c.get_item(&short.0).await.unwrap().log_archived, "the short log (82 bytes) stays in the database");
+    assert!(!object(&short.0).exists(), "no object for the short log");
+    for (id, chunks) in [long, short] {
+        let again = c.read_logs(id, 0).await.unwrap();
+        assert_eq!((&again.chunks, again.complete), (chunks, true), "{id} reads the same");
+        assert_eq!(c.read_logs(id, 1).await.unwrap().chunks, chunks[1..].to_vec());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

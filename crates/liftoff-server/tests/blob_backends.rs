@@ -19,6 +19,7 @@ async fn round_trip(blob_store: String, options: Vec<(String, String)>) {
     cfg.lease_ttl = Duration::from_secs(30);
     cfg.blob_store = Some(blob_store.clone());
     cfg.blob_options = options;
+    cfg.log_keep_max_bytes = 0; // the log goes to the blob store, however short
     let server = start(cfg).await.unwrap();
     let c = Client::new(&server.base_url(), server.admin_key.as_deref().unwrap(), "default").unwrap();
 

@@ -299,7 +299,7 @@ async fn a_stream_sees_changes_made_through_another_server() {
 /// reaper archived it: the same events with the same ids, from any id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_and_archived_logs_stream_the_same() {
-    let t = setup(|_| {}).await;
+    let t = setup(|cfg| cfg.log_keep_max_bytes = 0).await;
     let c = &t.client;
     let run = launch(c).await;
     let claim = c.claim(&t.agent, &["q".into()], Duration::from_secs(5)).await.unwrap().unwrap();

@@ -173,8 +173,15 @@ pub trait Store: Send + Sync {
     /// Chunks with `seq >= after`, in order, at most `limit`.
     async fn read_log(&self, entity: &str, id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>, StoreError>;
 
+    /// Keeps the logs of ended items that hold at most `max_bytes` in the
+    /// database for good: they are not archived (for a log of a few lines,
+    /// the object and its synced file cost more than the rows), and are read
+    /// from the database like a live run's. Skips logs an archiver holds.
+    /// Returns how many it kept.
+    async fn keep_small_logs(&self, max_bytes: i64) -> Result<u64, StoreError>;
     /// `(entity, id)` of ended items whose log chunks are still in the
-    /// database and which no archiver has claimed (or its claim ran out).
+    /// database and which no archiver has claimed (or its claim ran out),
+    /// other than those kept there by [`Self::keep_small_logs`].
     async fn logs_to_archive(&self, limit: i64) -> Result<Vec<(String, String)>, StoreError>;
     /// Claims the archiving of an ended item's log for `ttl_ms` (database
     /// clock), so that of several servers exactly one archives it; a crashed

@@ -515,6 +515,48 @@ async fn one_archiver_per_log(s: SqlStore) {
     assert_eq!(s.claim_log_archive("acme", "b", TTL).await.unwrap(), None);
 }
 
+/// An ended run's log of at most the given size is kept in the database:
+/// not offered to archivers, read as before; a larger one, a live run's and
+/// one an archiver holds are left alone.
+async fn small_logs_stay_in_the_database(s: SqlStore) {
+    s.create_queue(&queue("q", false)).await.unwrap();
+    // small: 8 bytes; large: 20 bytes; live: 4 bytes, still running; held: 4 bytes, claimed by an archiver
+    for (id, lines) in [
+        ("small", &["out\n", "err\n"][..]),
+        ("large", &["0123456789\n", "012345678\n"]),
+        ("live", &["abc\n"]),
+        ("held", &["abc\n"]),
+    ] {
+        s.enqueue(&item(id, "q", Priority::Medium, false)).await.unwrap();
+        let c = claim_one(&s, "q").await.unwrap();
+        s.apply_event("acme", id, Some(c.fence), &ItemEvent::Start, 2).await.unwrap();
+        for (seq, line) in lines.iter().enumerate() {
+            s.append_log("acme", id, c.fence, seq as i64, LogStream::Stdout, line).await.unwrap();
+        }
+        if id != "live" {
+            s.apply_event("acme", id, Some(c.fence), &ItemEvent::Finish, 3).await.unwrap();
+        }
+    }
+    let held = s.claim_log_archive("acme", "held", TTL).await.unwrap().expect("an archive claim");
+    assert_eq!(s.keep_small_logs(10).await.unwrap(), 1, "only the small ended log, not held, is kept");
+    assert_eq!(s.keep_small_logs(10).await.unwrap(), 0, "kept once");
+    let small = s.get_item("acme", "small").await.unwrap().unwrap();
+    assert!(!small.log_archived, "a kept log is read from the database");
+    let data: Vec<_> = s.read_log("acme", "small", 0, 10).await.unwrap().into_iter().map(|c| c.data).collect();
+    assert_eq!(data, ["out\n", "err\n"]);
+    let todo = s.logs_to_archive(10).await.unwrap();
+    assert_eq!(todo, vec![("acme".to_string(), "large".to_string())], "the kept log is not offered, the large one is");
+    assert_eq!(s.claim_log_archive("acme", "small", TTL).await.unwrap(), None, "nor can it be claimed");
+    // the held one is archived by its holder as before
+    s.mark_log_archived("acme", "held", held, Some(0)).await.unwrap();
+    assert!(s.get_item("acme", "held").await.unwrap().unwrap().log_archived);
+    // the live one, once ended, is kept by the next round
+    let live = s.get_item("acme", "live").await.unwrap().unwrap();
+    s.apply_event("acme", "live", Some(live.fence), &ItemEvent::Finish, 4).await.unwrap();
+    assert_eq!(s.keep_small_logs(10).await.unwrap(), 1);
+    assert_eq!(s.read_log("acme", "live", 0, 10).await.unwrap().len(), 1);
+}
+
 /// Item ids and run ids share one namespace per entity: no run id may name
 /// another item, so a lookup never matches two items.
 async fn item_ids_and_run_ids_never_collide(s: SqlStore) {
@@ -1001,6 +1043,7 @@ contract!(
     lost_holders_change_nothing,
     lease_deadlines_use_the_database_clock,
     one_archiver_per_log,
+    small_logs_stay_in_the_database,
     item_ids_and_run_ids_never_collide,
     builds_are_claimed_once,
     build_records,

@@ -329,7 +329,9 @@ async fn two_servers_16_agents_2000_items_one_server_killed_halfway() {
     let blobs = format!("file://{}", dir.path().join("blobs").display());
     std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
     let (pa, pb) = (free_port(), free_port());
-    let extra = ["--blob-store", blobs.as_str()];
+    // every log through the shared blob store, however short, so that the
+    // archiving of the killed server's logs is exercised too
+    let extra = ["--blob-store", blobs.as_str(), "--log-keep-max-bytes", "0"];
     let mut a = start_server(&dir.path().join("a"), pa, Some(&db), 10, &extra).await.child;
     let mut b = start_server(&dir.path().join("b"), pb, Some(&db), 10, &extra).await.child;
     let (lb, connections) = balancer(vec![pa, pb]).await;

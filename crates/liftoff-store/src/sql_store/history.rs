@@ -159,7 +159,7 @@ pub(super) fn bind_change(query: Query, after: &ItemView, change: &Change<'_>) -
 }
 
 /// [`bind_change`] for an item given by its id, entity, queue and run id, now in `state`.
-fn bind_change_of(
+pub(super) fn bind_change_of(
     query: Query,
     [id, entity, queue, run_id]: [&String; 4],
     state: ItemState,

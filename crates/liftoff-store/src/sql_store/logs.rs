@@ -10,6 +10,12 @@ use liftoff_core::api::{ItemView, LogChunk, LogPosition, LogStream, LogTail};
 /// The ended states, as SQL.
 const ENDED: &str = "('finished', 'failed', 'stopped', 'preempted')";
 
+/// `items.log_archived`: 0 while the log is open or waits for the archiver,
+/// 1 once it is in the blob store, [`KEPT`] when it stays in the database.
+pub(super) const ARCHIVED: i64 = 1;
+/// See [`ARCHIVED`].
+const KEPT: i64 = 2;
+
 impl SqlStore {
     pub(super) async fn append_log(
         &self,
@@ -114,6 +120,22 @@ impl SqlStore {
                 })
             })
             .collect()
+    }
+
+    /// Marks the small logs of ended items kept (`log_archived = 2`): one
+    /// statement for all of them, so a burst of short runs costs one write
+    /// per archiver round, not a claim, an object and a mark each.
+    pub(super) async fn keep_small_logs(&self, max_bytes: i64) -> Result<u64, StoreError> {
+        let sql = format!(
+            "UPDATE items SET log_archived = {KEPT} WHERE log_archived = 0 AND state IN {ENDED} \
+             AND (log_archiving_until IS NULL OR log_archiving_until < {}) \
+             AND COALESCE((SELECT SUM(bytes) FROM log_chunks WHERE log_chunks.item_id = items.id), 0) <= $1",
+            self.now_sql()
+        );
+        let mut tx = self.begin_write().await?;
+        let kept = query(sql).bind(max_bytes).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(kept)
     }
 
     /// Ended items whose log is still in the database and which no archiver

@@ -216,6 +216,10 @@ impl Store for SqlStore {
         SqlStore::read_log(self, entity, id, after, limit).await
     }
 
+    async fn keep_small_logs(&self, max_bytes: i64) -> Result<u64, StoreError> {
+        SqlStore::keep_small_logs(self, max_bytes).await
+    }
+
     async fn logs_to_archive(&self, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
         SqlStore::logs_to_archive(self, limit).await
     }

@@ -30,6 +30,11 @@ pub struct ServerArgs {
     /// Seconds a claim stays valid without a heartbeat.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     lease_ttl: Option<u64>,
+    /// An ended run's log of at most this many bytes stays in the database
+    /// instead of going to the blob store; 0 sends every log there.
+    #[arg(long, env = "LIFTOFF_LOG_KEEP_MAX_BYTES", value_name = "BYTES",
+          default_value_t = liftoff_server::LOG_KEEP_MAX_BYTES)]
+    log_keep_max_bytes: u64,
     /// Serve HTTPS with this PEM certificate (and chain), read again when it
     /// changes; needs --tls-key. HTTP/2 is offered through ALPN.
     #[arg(long, env = "LIFTOFF_TLS_CERT", value_name = "FILE", requires = "tls_key")]
@@ -68,6 +73,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     cfg.blob_store = args.blob_store;
     cfg.blob_options = args.blob_options;
+    cfg.log_keep_max_bytes = args.log_keep_max_bytes;
     if let Some(secs) = args.lease_ttl {
         cfg.lease_ttl = Duration::from_secs(secs);
     }
