@@ -142,11 +142,10 @@ impl SqlStore {
                       agent_id = $6, lease_expires_at = $7, started_at = $8, ended_at = $9, stage = $10, resumes = $11 \
                       WHERE id = $12 AND state = $13 AND fence = $14";
         // The history row goes in the same query as the update, and only if
-        // the update changed the row: one round trip per transition, not two
-        // (to sqlx's connection thread on SQLite, to the server on
-        // PostgreSQL). SQLite runs the two statements in turn, the second
-        // guarded by `changes()`; PostgreSQL's prepared statement holds one
-        // statement, so there the update is a CTE the insert selects from.
+        // the update changed the row: on PostgreSQL one round trip per
+        // transition, not two (its prepared statement holds one statement,
+        // so the update is a CTE the insert selects from); SQLite runs the
+        // two statements in turn, the second guarded by `changes()`.
         let together = change.is_some();
         let sql = match (together, self.dialect) {
             (false, _) => update.to_string(),

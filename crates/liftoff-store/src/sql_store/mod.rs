@@ -34,8 +34,8 @@ pub use stats::{AgentStats, QueueStats};
 
 use crate::StoreError;
 use db::{Conn, Pool};
+use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, AssertSqlSafe};
 
 /// Which SQL database backs a [`SqlStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ impl SqlStore {
                 let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
                 // The schema first, through sqlx (migrations run once, at
                 // start), so that the connections below open a database that has it.
-                let migrator = sqlite_pool(&url, 1, &["PRAGMA journal_mode = WAL"]).await?;
+                let migrator = sqlite_migrator(&url).await?;
                 Self::migrate(&migrator, dialect).await?;
                 migrator.close().await;
                 let path = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)?
@@ -214,19 +214,15 @@ fn now_sql(dialect: Dialect) -> &'static str {
     }
 }
 
-async fn sqlite_pool(url: &str, size: u32, pragmas: &'static [&'static str]) -> Result<AnyPool, StoreError> {
+/// An sqlx pool of one connection to the SQLite database at `url`, for the
+/// migrations (`migrations.rs`), which run once, at start.
+async fn sqlite_migrator(url: &str) -> Result<AnyPool, StoreError> {
     let pool = AnyPoolOptions::new()
-        .max_connections(size)
-        // No ping before each use: a SQLite connection is a file, not a
-        // socket that can break, and the ping was a round trip to sqlx's
-        // connection thread on every request.
-        .test_before_acquire(false)
+        .max_connections(1)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
-                for pragma in pragmas {
-                    sqlx::query(AssertSqlSafe(*pragma)).execute(&mut *conn).await?;
-                }
+                sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
                 Ok(())
             })
         })
