@@ -248,15 +248,7 @@ impl SqlStore {
 /// What a claim does to a pending item, by the state machine: its new state
 /// and the step of its fence ([`SqlStore::claim_in_one_statement`]).
 fn claim_effect() -> (ItemState, i64) {
-    let mut item = Item {
-        state: ItemState::Pending,
-        attempts: 0,
-        fence: 0,
-        exit_code: None,
-        reason: None,
-        stage: None,
-        resumes: 0,
-    };
+    let mut item = Item::new(); // pending
     item.apply(&ItemEvent::Claim, 1).expect("a pending item can be claimed");
     (item.state, item.fence)
 }

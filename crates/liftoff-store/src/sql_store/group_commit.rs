@@ -77,11 +77,7 @@ enum Undo {
 }
 
 /// The savepoint each request runs in.
-macro_rules! savepoint {
-    () => {
-        "liftoff_request"
-    };
-}
+const SAVEPOINT: &str = "liftoff_request";
 
 impl GroupCommit {
     /// A group committer over `pool` (SQLite's one-connection write pool),
@@ -154,7 +150,7 @@ async fn start(
         open.batch = Some(watch::channel(None).0);
         Undo::Batch
     } else {
-        if let Err(e) = lite(&mut open).batch(concat!("SAVEPOINT ", savepoint!())) {
+        if let Err(e) = lite(&mut open).batch(&format!("SAVEPOINT {SAVEPOINT}")) {
             // the batch's transaction is unusable: end it, failing the others
             finish(&mut open, Err(format!("a request could not start in the shared transaction: {e}"))).await;
             return (open, Err(e.into()));
@@ -216,8 +212,9 @@ impl GroupTx {
 /// Keeps the request's writes, then commits the batch at once when no one
 /// waits for the writer, else wakes the committer. The request's savepoint
 /// is not released: the savepoints of a batch's requests nest, and its
-/// `COMMIT` keeps them all (a `RELEASE` per request was one more statement). An abandoned request is still undone
-/// alone: its savepoint is the innermost, which `ROLLBACK TO` the name finds.
+/// `COMMIT` keeps them all (a `RELEASE` per request was one more
+/// statement). An abandoned request is still undone alone: its savepoint
+/// is the innermost, which `ROLLBACK TO` the name finds.
 async fn keep(mut open: OwnedMutexGuard<Open>, pending: Arc<Notify>, waiting: Arc<AtomicUsize>) {
     open.abandoned = None;
     if waiting.load(Ordering::Relaxed) == 0 {
@@ -270,7 +267,7 @@ async fn undo_abandoned(open: &mut Open) {
     if open.conn.is_none() {
         return;
     }
-    let undo = lite(open).batch(concat!("ROLLBACK TO ", savepoint!(), "; RELEASE ", savepoint!()));
+    let undo = lite(open).batch(&format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"));
     if let Err(e) = undo {
         finish(open, Err(format!("an abandoned request could not be undone: {e}"))).await;
     }
@@ -285,41 +282,35 @@ async fn undo_abandoned(open: &mut Open) {
 /// changed nothing (empty claims), which writes nothing to the log.
 async fn finish(open: &mut Open, mut outcome: Result<(), String>) {
     let Some(Conn::Lite(mut conn)) = open.conn.take() else { return };
-    let wrote = conn.lite().total_changes() != open.changes_at_begin;
-    let conn = if outcome.is_ok() && !wrote {
-        if let Err(e) = conn.lite().batch("COMMIT") {
-            outcome = Err(format!("the commit failed: {e}"));
-        }
-        Some(conn)
-    } else if outcome.is_ok() {
-        let committed = tokio::task::spawn_blocking(move || {
-            let mut conn = conn;
-            let result = conn.lite().batch("COMMIT");
-            (conn, result)
-        })
-        .await;
-        match committed {
-            Ok((conn, result)) => {
-                if let Err(e) = result {
-                    outcome = Err(format!("the commit failed: {e}"));
+    if outcome.is_ok() {
+        outcome = if conn.lite().total_changes() == open.changes_at_begin {
+            conn.lite().batch("COMMIT").map_err(|e| format!("the commit failed: {e}"))
+        } else {
+            let commit = move || {
+                let done = conn.lite().batch("COMMIT");
+                (conn, done)
+            };
+            match tokio::task::spawn_blocking(commit).await {
+                Ok((back, done)) => {
+                    conn = back;
+                    done.map_err(|e| format!("the commit failed: {e}"))
                 }
-                Some(conn)
+                Err(e) => return announce(open, Err(format!("the commit's thread failed: {e}"))),
             }
-            Err(e) => {
-                outcome = Err(format!("the commit's thread failed: {e}"));
-                None
-            }
-        }
-    } else {
-        Some(conn)
-    };
+        };
+    }
+    // a connection still in the transaction (a rollback, or a failed
+    // commit) is rolled back as it goes back to the pool (`LiteHandle`'s
+    // drop), or not reused if even that fails
+    drop(conn);
+    announce(open, outcome);
+}
+
+/// Counts a committed batch and tells its requests how it went.
+fn announce(open: &mut Open, outcome: Result<(), String>) {
     if outcome.is_ok() {
         open.commits.fetch_add(1, Ordering::Relaxed);
     }
-    // a connection still in the transaction (the commit failed, or it is a
-    // rollback) is rolled back as it goes back to the pool (`LiteHandle`'s
-    // drop), or not reused if even that fails
-    drop(conn);
     if let Some(batch) = open.batch.take() {
         batch.send_replace(Some(outcome));
     }

@@ -44,7 +44,8 @@ pub enum Dialect {
     Postgres,
 }
 
-/// The [`Store`] over sqlx's `Any` driver (PostgreSQL) or rusqlite (SQLite), through `db.rs`. Placeholders are written `$N`,
+/// The [`Store`] over sqlx's `Any` driver (PostgreSQL) or rusqlite (SQLite),
+/// through `db.rs`. Placeholders are written `$N`,
 /// which both SQLite and PostgreSQL accept; the few dialect differences
 /// (row locks, the sequence column, the clock) are spelled out where they occur.
 ///
@@ -128,6 +129,15 @@ impl SqlStore {
         let max_attempts = max_attempts.max(1);
         let store = match dialect {
             Dialect::Sqlite => {
+                if url.contains(":memory:") || url.contains("mode=memory") {
+                    // each connection would open a database of its own
+                    return Err(StoreError::Invalid {
+                        field: "db".into(),
+                        message: "an in-memory SQLite database cannot be shared by the store's connections: \
+                                  give a file (sqlite://PATH)"
+                            .into(),
+                    });
+                }
                 let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
                 // The schema first, through sqlx (migrations run once, at
                 // start), so that the connections below open a database that has it.

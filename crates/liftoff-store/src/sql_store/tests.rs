@@ -131,3 +131,19 @@ async fn sqlite_requests_cancelled_anywhere_leave_the_writer_usable() {
         assert!(done.is_ok_and(|r| r.is_ok()), "round {n}: the writer stayed taken after the cancelled requests");
     }
 }
+
+/// URLs the store cannot serve are refused, naming the field: another
+/// database, and an in-memory SQLite, which each connection would open
+/// afresh (its writes unseen by the readers).
+#[tokio::test]
+async fn database_urls_that_cannot_work_are_refused_by_name() {
+    for url in ["sqlite::memory:", "sqlite://file?mode=memory", "mysql://u@h/db"] {
+        match SqlStore::connect(url, 3).await {
+            Err(crate::StoreError::Invalid { field, message }) => {
+                assert_eq!(field, "db", "{url}: {message}");
+            }
+            Err(other) => panic!("{url}: refused, but not by name: {other}"),
+            Ok(_) => panic!("{url}: accepted"),
+        }
+    }
+}
