@@ -1055,3 +1055,56 @@ contract!(
     priority_changes_while_pending,
     saved_filters,
 );
+
+/// PostgreSQL only: while the items grow, the store refreshes the tables'
+/// statistics at each doubling of its launches (1,000, 2,000, ...), so that
+/// the cached plans of claims are not those of a near-empty table
+/// (`sql_store/growth_analyze.rs`). `last_analyze` is set by an explicit
+/// `ANALYZE` alone, never by autovacuum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statistics_are_refreshed_as_the_items_grow() {
+    let Some(url) = liftoff_testkit::fresh_postgres_database("liftoff_test").await else { return };
+    let s = SqlStore::connect(&url, 3).await.unwrap();
+    s.create_queue(&queue("q", false)).await.unwrap();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let analysed = || async {
+        let row: (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE last_analyze IS NOT NULL), COUNT(*) FROM pg_stat_user_tables \
+             WHERE relname IN ('items', 'item_transitions', 'item_names', 'log_chunks')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(row.1, 4, "the four tables exist");
+        row.0
+    };
+    for i in 0..999 {
+        s.enqueue(&item(&format!("i{i}"), "q", Priority::Medium, false)).await.unwrap();
+    }
+    assert_eq!(analysed().await, 0, "not before the 1,000th launch");
+    s.enqueue(&item("i999", "q", Priority::Medium, false)).await.unwrap();
+    let start = std::time::Instant::now();
+    while analysed().await < 4 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the 1,000th launch analysed the item tables");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (estimate,): (f32,) =
+        sqlx::query_as("SELECT reltuples FROM pg_class WHERE relname = 'items'").fetch_one(&pool).await.unwrap();
+    assert!(estimate >= 999.0, "the planner now counts the launched items: {estimate}");
+    // the next one comes at 2,000 launches, not at every launch after 1,000
+    let (at,): (String,) =
+        sqlx::query_as("SELECT CAST(last_analyze AS TEXT) FROM pg_stat_user_tables WHERE relname = 'items'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    for i in 1000..1010 {
+        s.enqueue(&item(&format!("i{i}"), "q", Priority::Medium, false)).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (again,): (String,) =
+        sqlx::query_as("SELECT CAST(last_analyze AS TEXT) FROM pg_stat_user_tables WHERE relname = 'items'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(at, again, "no ANALYZE between 1,000 and 2,000 launches");
+}

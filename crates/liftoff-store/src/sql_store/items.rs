@@ -190,6 +190,14 @@ impl SqlStore {
     }
 
     pub(super) async fn enqueue(&self, item: &NewItem) -> Result<ItemView, StoreError> {
+        let view = self.enqueue_once(item).await?;
+        if let Some(analyze) = &self.analyze {
+            analyze.launched(&self.write);
+        }
+        Ok(view)
+    }
+
+    async fn enqueue_once(&self, item: &NewItem) -> Result<ItemView, StoreError> {
         if self.dialect == Dialect::Postgres {
             match self.enqueue_in_one_statement(item).await {
                 // the statements one by one say which name is taken

@@ -12,6 +12,7 @@ mod claims;
 mod db;
 mod empty_queues;
 mod group_commit;
+mod growth_analyze;
 mod history;
 mod items;
 mod jobs;
@@ -67,6 +68,8 @@ pub struct SqlStore {
     group: Option<std::sync::Arc<group_commit::GroupCommit>>,
     /// SQLite's queues known to be empty, so that claims skip them (`empty_queues.rs`).
     empty: Option<std::sync::Arc<empty_queues::EmptyQueues>>,
+    /// PostgreSQL's statistics kept fresh while the items grow (`growth_analyze.rs`).
+    analyze: Option<std::sync::Arc<growth_analyze::GrowthAnalyze>>,
 }
 
 /// A request's write transaction: on SQLite, its savepoint in a shared
@@ -157,13 +160,22 @@ impl SqlStore {
                 // before group commit (for `liftoff-bench` to compare the two)
                 let grouped = std::env::var("LIFTOFF_SQLITE_GROUP_COMMIT").map_or(true, |v| v.trim() != "0");
                 let group = grouped.then(|| group_commit::GroupCommit::new(write.clone()));
-                Self { write: Pool::Lite(write), read, dialect, max_attempts, group, empty: Some(Default::default()) }
+                Self {
+                    write: Pool::Lite(write),
+                    read,
+                    dialect,
+                    max_attempts,
+                    group,
+                    empty: Some(Default::default()),
+                    analyze: None,
+                }
             }
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
                 Self::migrate(&pool, dialect).await?;
                 let pool = Pool::Any(pool);
-                Self { read: pool.clone(), write: pool, dialect, max_attempts, group: None, empty: None }
+                let analyze = Some(std::sync::Arc::new(growth_analyze::GrowthAnalyze::new(growth_analyze::FIRST)));
+                Self { read: pool.clone(), write: pool, dialect, max_attempts, group: None, empty: None, analyze }
             }
         };
         Ok(store)

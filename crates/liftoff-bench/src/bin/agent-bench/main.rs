@@ -259,12 +259,17 @@ async fn log_tail(client: &Client, id: &str) -> anyhow::Result<Vec<String>> {
 /// CPU seconds a process has used itself (utime + stime), and what its
 /// waited-for children used (cutime + cstime), from /proc/PID/stat.
 fn cpu_seconds(pid: u32, ticks: f64) -> anyhow::Result<(f64, f64)> {
+    let [utime, stime, cutime, cstime] = stat_ticks(pid)?;
+    Ok(((utime + stime) as f64 / ticks, (cutime + cstime) as f64 / ticks))
+}
+
+/// utime, stime, cutime and cstime of /proc/PID/stat, in clock ticks.
+fn stat_ticks(pid: u32) -> anyhow::Result<[u64; 4]> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // the command name is in parentheses and may hold spaces: count fields after it
     let after = stat.rsplit_once(')').context("malformed stat")?.1;
     let f: Vec<u64> = after.split_whitespace().skip(11).take(4).map(|x| x.parse().unwrap_or(0)).collect();
-    anyhow::ensure!(f.len() == 4, "malformed stat");
-    Ok(((f[0] + f[1]) as f64 / ticks, (f[2] + f[3]) as f64 / ticks))
+    f.try_into().map_err(|_| anyhow::anyhow!("malformed stat"))
 }
 
 /// Packs the directory `code`, uploads it and makes it job `name` of
@@ -293,6 +298,18 @@ async fn code_job(
     let job = CreateJob { project: "default".into(), name: name.into(), source, aliases: vec![], runtime: None };
     client.create_job(&job).await?;
     Ok(())
+}
+
+/// Bytes a process has caused to be written to storage (`write_bytes`) and
+/// its write system calls (`syscw`), from /proc/PID/io.
+fn io_written(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.trim().parse::<u64>().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/io"))
+    };
+    Ok((field("write_bytes")?, field("syscw")?))
 }
 
 fn clock_ticks() -> f64 {
@@ -359,6 +376,9 @@ async fn cpu(liftoff: &Path, runs: usize, jobs: usize, db: Option<String>) -> an
     let ticks = clock_ticks();
     let (s0, _) = cpu_seconds(server.pid(), ticks)?;
     let (a0, c0) = cpu_seconds(agent.pid(), ticks)?;
+    let (w0, sw0) = io_written(server.pid())?;
+    let [su0, ss0, ..] = stat_ticks(server.pid())?;
+    let [au0, as0, ..] = stat_ticks(agent.pid())?;
     let t = Instant::now();
     for _ in 0..runs {
         client.launch("cpu", &LaunchRequest { job: "noop".into(), ..Default::default() }).await?;
@@ -390,6 +410,9 @@ async fn cpu(liftoff: &Path, runs: usize, jobs: usize, db: Option<String>) -> an
     let wall = t.elapsed();
     let (s1, _) = cpu_seconds(server.pid(), ticks)?;
     let (a1, c1) = cpu_seconds(agent.pid(), ticks)?;
+    let (w1, sw1) = io_written(server.pid())?;
+    let [su1, ss1, ..] = stat_ticks(server.pid())?;
+    let [au1, as1, ..] = stat_ticks(agent.pid())?;
     drop(agent);
     drop(server);
     let per = |x: f64| x * 1000.0 / runs as f64;
@@ -404,7 +427,20 @@ async fn cpu(liftoff: &Path, runs: usize, jobs: usize, db: Option<String>) -> an
         per(a1 - a0),
         per(s1 - s0 + a1 - a0)
     );
+    println!(
+        "  in user mode / in the kernel: server {:.2} / {:.2} ms, agent {:.2} / {:.2} ms",
+        per((su1 - su0) as f64 / ticks),
+        per((ss1 - ss0) as f64 / ticks),
+        per((au1 - au0) as f64 / ticks),
+        per((as1 - as0) as f64 / ticks)
+    );
     println!("  (not counted: the agent's children, supervisors and jobs: {:.2} ms per run)", per(c1 - c0));
+    println!(
+        "  server storage writes per run: {:.1} KiB to storage; {:.1} write system calls, sockets included (the database{})",
+        (w1 - w0) as f64 / 1024.0 / runs as f64,
+        (sw1 - sw0) as f64 / runs as f64,
+        if db.is_some() { "'s own writes are PostgreSQL's, not counted" } else { " and log archives" }
+    );
     println!("  resolution: one clock tick is {:.0} ms over the whole burst", 1000.0 / ticks);
     Ok(())
 }
