@@ -1108,3 +1108,40 @@ async fn postgres_statistics_are_refreshed_as_the_items_grow() {
             .unwrap();
     assert_eq!(at, again, "no ANALYZE between 1,000 and 2,000 launches");
 }
+
+/// PostgreSQL only: connections the database dropped while they sat idle in
+/// the store's pool (a restart, an idle timeout) are replaced, not handed to
+/// a request: the store pings a connection idle for a second or more before
+/// using it (`PING_IF_IDLE` in `sql_store/mod.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_dropped_while_idle_fail_no_request() {
+    let Some(url) = liftoff_testkit::fresh_postgres_database("liftoff_test").await else { return };
+    let s = Arc::new(SqlStore::connect(&url, 3).await.unwrap());
+    s.create_queue(&queue("q", false)).await.unwrap();
+    // several connections at once, so that the pool holds more than one
+    let reads: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.get_queue("acme", "q").await.unwrap().expect("the queue") })
+        })
+        .collect();
+    for r in reads {
+        r.await.unwrap();
+    }
+    let admin = sqlx::AnyPool::connect(&url).await.unwrap();
+    let (dropped,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(dropped >= 1, "the store's connections were dropped");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    for i in 0..20 {
+        s.get_queue("acme", "q").await.unwrap_or_else(|e| panic!("read {i} after the drop: {e}"));
+        s.enqueue(&item(&format!("after-{i}"), "q", Priority::Medium, false))
+            .await
+            .unwrap_or_else(|e| panic!("launch {i} after the drop: {e}"));
+    }
+}

@@ -77,21 +77,23 @@ impl SqlStore {
         name: &str,
         alias: &str,
     ) -> Result<Option<JobView>, StoreError> {
-        let row = query(
-            "SELECT j.entity, j.project, j.name, j.version, j.source, j.runtime, j.created_at FROM jobs j \
+        // The version and all its aliases in one statement (a launch waits
+        // for this read): one row per alias, each with the version's columns.
+        let rows = query(
+            "SELECT j.entity, j.project, j.name, j.version, j.source, j.runtime, j.created_at, o.alias FROM jobs j \
              JOIN job_aliases a ON a.entity = j.entity AND a.project = j.project AND a.name = j.name AND a.version = j.version \
-             WHERE j.entity = $1 AND j.project = $2 AND j.name = $3 AND a.alias = $4",
+             JOIN job_aliases o ON o.entity = j.entity AND o.project = j.project AND o.name = j.name AND o.version = j.version \
+             WHERE j.entity = $1 AND j.project = $2 AND j.name = $3 AND a.alias = $4 ORDER BY o.alias",
         )
         .bind(entity)
         .bind(project)
         .bind(name)
         .bind(alias)
-        .fetch_optional(&self.read)
+        .fetch_all(&self.read)
         .await?;
-        match row {
-            Some(r) => Ok(Some(self.job_view(&r).await?)),
-            None => Ok(None),
-        }
+        let Some(first) = rows.first() else { return Ok(None) };
+        let aliases = rows.iter().map(|r| r.try_get::<String, _>("alias")).collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(job_view_with(first, aliases)?))
     }
 
     pub(super) async fn list_jobs(&self, entity: &str) -> Result<Vec<JobView>, StoreError> {
@@ -109,11 +111,10 @@ impl SqlStore {
         Ok(out)
     }
 
-    pub(super) async fn job_view(&self, r: &Row) -> Result<JobView, StoreError> {
+    async fn job_view(&self, r: &Row) -> Result<JobView, StoreError> {
         let (entity, project, name): (String, String, String) =
             (r.try_get("entity")?, r.try_get("project")?, r.try_get("name")?);
         let version: i64 = r.try_get("version")?;
-        let source: String = r.try_get("source")?;
         let aliases = query(
             "SELECT alias FROM job_aliases WHERE entity = $1 AND project = $2 AND name = $3 AND version = $4 ORDER BY alias",
         )
@@ -126,15 +127,21 @@ impl SqlStore {
         .iter()
         .map(|a| a.try_get::<String, _>("alias"))
         .collect::<Result<Vec<_>, _>>()?;
-        Ok(JobView {
-            entity,
-            project,
-            name,
-            version,
-            aliases,
-            source: serde_json::from_str(&source).map_err(|e| corrupt("job source", e))?,
-            runtime: r.try_get("runtime")?,
-            created_at_ms: r.try_get("created_at")?,
-        })
+        job_view_with(r, aliases)
     }
+}
+
+/// A job version from its row (`entity` ... `created_at`) and its aliases.
+fn job_view_with(r: &Row, aliases: Vec<String>) -> Result<JobView, StoreError> {
+    let source: String = r.try_get("source")?;
+    Ok(JobView {
+        entity: r.try_get("entity")?,
+        project: r.try_get("project")?,
+        name: r.try_get("name")?,
+        version: r.try_get("version")?,
+        aliases,
+        source: serde_json::from_str(&source).map_err(|e| corrupt("job source", e))?,
+        runtime: r.try_get("runtime")?,
+        created_at_ms: r.try_get("created_at")?,
+    })
 }
