@@ -45,15 +45,22 @@ async fn main() -> anyhow::Result<()> {
     };
     let client = Client::new(&server.base_url(), &key, "default")?;
     let run = format!("bench{}", std::process::id());
-    client
-        .create_queue(&CreateQueue {
-            name: run.clone(),
-            resource: ResourceType::LocalContainer,
-            config: serde_json::json!({}),
-            template_variables: vec![],
-            prioritization: true,
-        })
-        .await?;
+    // The burst has a queue of its own: the latency samples' items stay
+    // claimed (never started) until their leases run out and requeue them,
+    // which in a slow burst would hand the burst's agents more items than
+    // it launched.
+    let burst = format!("{run}-burst");
+    for name in [&run, &burst] {
+        client
+            .create_queue(&CreateQueue {
+                name: name.clone(),
+                resource: ResourceType::LocalContainer,
+                config: serde_json::json!({}),
+                template_variables: vec![],
+                prioritization: true,
+            })
+            .await?;
+    }
     let source =
         JobSourceSpec { image: Some(ImageSource { image: "busybox".into(), args: vec![] }), ..Default::default() };
     client
@@ -67,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     latency(&client, &run, args.samples).await?;
-    throughput(&client, &run, args.agents, args.items).await?;
+    throughput(&client, &burst, &run, args.agents, args.items).await?;
     server.shutdown().await;
     Ok(())
 }
@@ -136,9 +143,10 @@ async fn latency(client: &Client, queue: &str, samples: usize) -> anyhow::Result
     Ok(())
 }
 
-/// Fills the queue, then `agents` concurrent agents claim until it is empty.
-async fn throughput(client: &Client, queue: &str, agents: usize, items: usize) -> anyhow::Result<()> {
-    let req = LaunchRequest { job: queue.to_string(), ..Default::default() };
+/// Fills `queue` with launches of `job`, then `agents` concurrent agents
+/// claim until it is empty.
+async fn throughput(client: &Client, queue: &str, job: &str, agents: usize, items: usize) -> anyhow::Result<()> {
+    let req = LaunchRequest { job: job.to_string(), ..Default::default() };
     let t = Instant::now();
     for batch in (0..items).collect::<Vec<_>>().chunks(64) {
         let futs = batch.iter().map(|_| client.launch(queue, &req));
