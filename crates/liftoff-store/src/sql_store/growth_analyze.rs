@@ -10,7 +10,8 @@
 //! (15,000 items): claims then picked the queue's head through the
 //! launch-time index and sorted every item, and updated it through the
 //! lease index, touching 15,000 rows: up to 100 ms and 16,000 buffers per
-//! claim, where a plan made from fresh statistics touches under 50.
+//! claim, 217 buffers on average; with plans made from fresh statistics the
+//! same burst averages 133 (`pg_stat_statements`), and claims/s double.
 //!
 //! So this store runs `ANALYZE` on the tables that grow with launches after
 //! 1,000 launches, then after 2,000, 4,000 and so on: each time the count

@@ -42,8 +42,10 @@ use sqlx::any::AnyPoolOptions;
 /// it is used, so that one the server dropped meanwhile (a restart, an idle
 /// timeout) is replaced instead of failing a request. One that served a
 /// statement within this time is used at once: a request then waits for one
-/// round trip per statement instead of two. A connection that dies within a
-/// second of its last use fails its next statement once, and is replaced.
+/// round trip per statement instead of two (`liftoff-bench` on a durable
+/// PostgreSQL: enqueue→claim p50 3.50 / 3.11 / 3.15 ms before, 3.18 / 2.84 /
+/// 2.87 ms after). A connection that dies within a second of its last use
+/// fails its next statement once, and is replaced.
 const PING_IF_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Which SQL database backs a [`SqlStore`].
@@ -186,8 +188,7 @@ impl SqlStore {
                     // it takes it back. The ping on return stays; on
                     // acquire, only a connection idle for a while is
                     // pinged, since a connection that answered its return
-                    // ping moments ago is almost surely alive. Measured
-                    // with `liftoff-bench`: see `PING_IF_IDLE`.
+                    // ping moments ago is almost surely alive (`PING_IF_IDLE`).
                     .test_before_acquire(false)
                     .before_acquire(|conn, meta| {
                         Box::pin(async move {

@@ -256,14 +256,9 @@ async fn log_tail(client: &Client, id: &str) -> anyhow::Result<Vec<String>> {
     }
 }
 
-/// CPU seconds a process has used itself (utime + stime), and what its
-/// waited-for children used (cutime + cstime), from /proc/PID/stat.
-fn cpu_seconds(pid: u32, ticks: f64) -> anyhow::Result<(f64, f64)> {
-    let [utime, stime, cutime, cstime] = stat_ticks(pid)?;
-    Ok(((utime + stime) as f64 / ticks, (cutime + cstime) as f64 / ticks))
-}
-
-/// utime, stime, cutime and cstime of /proc/PID/stat, in clock ticks.
+/// The CPU a process has used itself in user mode and in the kernel
+/// (utime, stime), and what its waited-for children used (cutime, cstime),
+/// from /proc/PID/stat, in clock ticks.
 fn stat_ticks(pid: u32) -> anyhow::Result<[u64; 4]> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // the command name is in parentheses and may hold spaces: count fields after it
@@ -374,11 +369,9 @@ async fn cpu(liftoff: &Path, runs: usize, jobs: usize, db: Option<String>) -> an
     tokio::time::sleep(Duration::from_secs(2)).await; // registered and long-polling
     agent.ensure_running()?;
     let ticks = clock_ticks();
-    let (s0, _) = cpu_seconds(server.pid(), ticks)?;
-    let (a0, c0) = cpu_seconds(agent.pid(), ticks)?;
-    let (w0, sw0) = io_written(server.pid())?;
     let [su0, ss0, ..] = stat_ticks(server.pid())?;
-    let [au0, as0, ..] = stat_ticks(agent.pid())?;
+    let [au0, as0, acu0, acs0] = stat_ticks(agent.pid())?;
+    let (w0, sw0) = io_written(server.pid())?;
     let t = Instant::now();
     for _ in 0..runs {
         client.launch("cpu", &LaunchRequest { job: "noop".into(), ..Default::default() }).await?;
@@ -408,11 +401,12 @@ async fn cpu(liftoff: &Path, runs: usize, jobs: usize, db: Option<String>) -> an
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let wall = t.elapsed();
-    let (s1, _) = cpu_seconds(server.pid(), ticks)?;
-    let (a1, c1) = cpu_seconds(agent.pid(), ticks)?;
-    let (w1, sw1) = io_written(server.pid())?;
     let [su1, ss1, ..] = stat_ticks(server.pid())?;
-    let [au1, as1, ..] = stat_ticks(agent.pid())?;
+    let [au1, as1, acu1, acs1] = stat_ticks(agent.pid())?;
+    let (w1, sw1) = io_written(server.pid())?;
+    let secs = |t: u64| t as f64 / ticks;
+    let (s0, s1, a0, a1) = (secs(su0 + ss0), secs(su1 + ss1), secs(au0 + as0), secs(au1 + as1));
+    let (c0, c1) = (secs(acu0 + acs0), secs(acu1 + acs1));
     drop(agent);
     drop(server);
     let per = |x: f64| x * 1000.0 / runs as f64;
