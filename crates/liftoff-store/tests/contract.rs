@@ -130,7 +130,17 @@ async fn job_versions_and_aliases(s: SqlStore) {
     assert_eq!(v1_again.aliases, vec!["prod", "v1"], "latest moved to v2");
     assert_eq!(s.get_job("acme", "p", "train", "prod").await.unwrap().unwrap().version, 1);
     assert!(s.get_job("other", "p", "train", "latest").await.unwrap().is_none());
-    assert_eq!(s.list_jobs("acme").await.unwrap().len(), 2);
+    let listed = s.list_jobs("acme").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    let listed: Vec<_> = listed.iter().map(|j| (j.version, j.aliases.clone(), j.runtime.clone())).collect();
+    assert_eq!(
+        listed,
+        vec![
+            (1, vec!["prod".to_string(), "v1".to_string()], None),
+            (2, vec!["latest".to_string(), "v2".to_string()], Some("3.11".to_string()))
+        ],
+        "each version once, with its own aliases"
+    );
 }
 
 async fn claims_follow_priority_then_fifo(s: SqlStore) {

@@ -91,44 +91,42 @@ impl SqlStore {
         .bind(alias)
         .fetch_all(&self.read)
         .await?;
-        let Some(first) = rows.first() else { return Ok(None) };
-        let aliases = rows.iter().map(|r| r.try_get::<String, _>("alias")).collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(job_view_with(first, aliases)?))
+        Ok(versions(&rows)?.pop())
     }
 
     pub(super) async fn list_jobs(&self, entity: &str) -> Result<Vec<JobView>, StoreError> {
+        // every version with its aliases in one statement, as `get_job`
+        // reads one (a version without aliases comes as one row, alias NULL)
         let rows = query(
-            "SELECT entity, project, name, version, source, runtime, created_at FROM jobs WHERE entity = $1 \
-             ORDER BY project, name, version",
+            "SELECT j.entity, j.project, j.name, j.version, j.source, j.runtime, j.created_at, o.alias FROM jobs j \
+             LEFT JOIN job_aliases o ON o.entity = j.entity AND o.project = j.project AND o.name = j.name \
+             AND o.version = j.version WHERE j.entity = $1 ORDER BY j.project, j.name, j.version, o.alias",
         )
         .bind(entity)
         .fetch_all(&self.read)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push(self.job_view(r).await?);
-        }
-        Ok(out)
+        versions(&rows)
     }
+}
 
-    async fn job_view(&self, r: &Row) -> Result<JobView, StoreError> {
-        let (entity, project, name): (String, String, String) =
-            (r.try_get("entity")?, r.try_get("project")?, r.try_get("name")?);
-        let version: i64 = r.try_get("version")?;
-        let aliases = query(
-            "SELECT alias FROM job_aliases WHERE entity = $1 AND project = $2 AND name = $3 AND version = $4 ORDER BY alias",
-        )
-        .bind(&entity)
-        .bind(&project)
-        .bind(&name)
-        .bind(version)
-        .fetch_all(&self.read)
-        .await?
-        .iter()
-        .map(|a| a.try_get::<String, _>("alias"))
-        .collect::<Result<Vec<_>, _>>()?;
-        job_view_with(r, aliases)
+/// Job versions from rows of a version's columns (`entity` ... `created_at`)
+/// and one of its aliases (`alias`, NULL for none), the rows of a version
+/// adjacent and in alias order.
+fn versions(rows: &[Row]) -> Result<Vec<JobView>, StoreError> {
+    let mut out: Vec<JobView> = Vec::new();
+    for r in rows {
+        let alias: Option<String> = r.try_get("alias")?;
+        let (project, name, version): (String, String, i64) =
+            (r.try_get("project")?, r.try_get("name")?, r.try_get("version")?);
+        let same = out.last().is_some_and(|v| v.project == project && v.name == name && v.version == version);
+        if !same {
+            out.push(job_view_with(r, Vec::new())?);
+        }
+        if let (Some(alias), Some(v)) = (alias, out.last_mut()) {
+            v.aliases.push(alias);
+        }
     }
+    Ok(out)
 }
 
 /// A job version from its row (`entity` ... `created_at`) and its aliases.
