@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes Debian's chromium and chromium-driver available to the web UI's
-# browser tests (crates/liftoff-agent/tests/ui_browser.rs), which start their
+# browser tests (crates/liftoff-agent/tests/it/ui_browser.rs), which start their
 # own chromedriver on a free loopback port and drive a headless chromium
 # through WebDriver.
 # Usage: source .ci/browser.sh   (exports LIFTOFF_TEST_CHROMEDRIVER, LIFTOFF_TEST_CHROMIUM)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure the test engine has a plain Debian base image for the
-# `liftoff` container image's test (crates/liftoff/tests/container_image.rs
+# `liftoff` container image's test (crates/liftoff/tests/it/container_image.rs
 # builds deploy/Dockerfile on it; no image can be pulled here): a bookworm
 # minbase rootfs with ca-certificates, made by mmdebstrap from Debian's
 # archive, cached outside the clone, then `docker import`ed.

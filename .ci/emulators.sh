@@ -7,7 +7,8 @@
 # No GCS emulator here speaks the XML API object_store uses: fake-gcs-server
 # 1.54 sends an XML PUT to its JSON upload handler ("invalid uploadType") and
 # gcp-storage-emulator answers without an ETag. liftoff-cloud's tests run a
-# fake of that subset of GCS in the test itself (tests/support/gcp_fake.rs).
+# fake of that subset of GCS in the test itself (liftoff-testkit's
+# fakes/gcp.rs).
 # moto's server answers STS too (GetCallerIdentity for `liftoff doctor`).
 set -euo pipefail
 EMU="${EMU:-/tmp/liftoff-ci-emu}"

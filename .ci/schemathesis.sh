@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs schemathesis (PyPI) into a venv outside the clone, for the API
-# contract test (crates/liftoff-server/tests/api_contract.rs), which runs it against
+# contract test (crates/liftoff-server/tests/it/api_contract.rs), which runs it against
 # a live `liftoff server`. The version is pinned: a new release may add checks,
 # and a contract test that changes under us is not a test.
 # Usage: source .ci/schemathesis.sh   (exports LIFTOFF_TEST_SCHEMATHESIS)

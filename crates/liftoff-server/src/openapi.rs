@@ -3,7 +3,7 @@
 //! annotations (so a route cannot exist undocumented), and the bodies'
 //! schemas are derived from the very types the server deserialises, with
 //! the patterns and bounds the server enforces written on them.
-//! `crates/liftoff-server/tests/api_contract.rs` runs schemathesis against a live
+//! `crates/liftoff-server/tests/it/api_contract.rs` runs schemathesis against a live
 //! server with this document.
 //!
 //! 3.2 rather than 3.1 for the event streams: 3.2's `itemSchema` describes
@@ -48,7 +48,7 @@ impl Modify for BearerAuth {
 // The path parameters, for the annotations' `params(...)`. The handlers
 // extract plain strings; these only describe them. Each pattern is
 // `liftoff_core::rules::NAME`'s, written out because the macro takes a
-// literal; `tests/api.rs` checks that the document states only the rules'
+// literal; `tests/it/api.rs` checks that the document states only the rules'
 // patterns.
 
 /// `{entity}`.

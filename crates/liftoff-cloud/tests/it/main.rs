@@ -1,0 +1,6 @@
+//! liftoff-cloud's integration tests, one module per subject, built as one test
+//! binary: a binary per file linked every dependency again for each.
+
+mod permissions;
+mod storage;
+mod support;
