@@ -1,6 +1,7 @@
 //! The API over real HTTP: a server on a loopback port, driven through the
 //! real client (and raw reqwest where the client would refuse to send).
 
+use crate::support::{agent, image_job};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use liftoff_client::{Client, ClientError};
@@ -69,33 +70,8 @@ async fn queue(c: &Client, name: &str, resource: ResourceType) {
     .unwrap();
 }
 
-async fn image_job(c: &Client, name: &str) -> JobView {
-    c.create_job(&CreateJob {
-        project: "default".into(),
-        name: name.into(),
-        source: JobSourceSpec {
-            image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }),
-            ..Default::default()
-        },
-        aliases: vec![],
-        runtime: None,
-    })
-    .await
-    .unwrap()
-}
-
 fn launch(job: &str) -> LaunchRequest {
     LaunchRequest { job: job.into(), ..Default::default() }
-}
-
-async fn agent(c: &Client, queues: &[&str]) -> String {
-    let req = RegisterAgent {
-        queues: queues.iter().map(|q| q.to_string()).collect(),
-        hostname: "t".into(),
-        max_jobs: -1,
-        version: "t".into(),
-    };
-    c.register_agent(&req).await.unwrap().id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,9 @@
 //! Key roles over real HTTP: what admin, member and agent keys may do, and
 //! revocation, which takes effect on every server within a second.
 
+use crate::support::image_job;
 use liftoff_client::{Client, ClientError};
 use liftoff_core::api::*;
-use liftoff_core::job::{ImageSource, JobSourceSpec};
 use liftoff_core::{ItemEvent, ItemState, ResourceType};
 use liftoff_server::{RunningServer, ServerConfig, start};
 use std::time::{Duration, Instant};
@@ -35,19 +35,7 @@ async fn setup(admin: &Client) {
         })
         .await
         .unwrap();
-    admin
-        .create_job(&CreateJob {
-            project: "default".into(),
-            name: "j".into(),
-            source: JobSourceSpec {
-                image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }),
-                ..Default::default()
-            },
-            aliases: vec![],
-            runtime: None,
-        })
-        .await
-        .unwrap();
+    image_job(admin, "j").await;
 }
 
 fn register() -> RegisterAgent {

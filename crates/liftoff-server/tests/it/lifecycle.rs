@@ -3,9 +3,9 @@
 //! recorded once, run keys are scoped to their run and die with it, and an
 //! agent taking a run back after a restart learns where its log continues.
 
+use crate::support::{agent, image_job};
 use liftoff_client::{Client, ClientError};
 use liftoff_core::api::*;
-use liftoff_core::job::{ImageSource, JobSourceSpec};
 use liftoff_core::{ItemEvent, ItemState, MAX_RESUMES, ResourceType, Stage};
 use liftoff_server::{RunningServer, ServerConfig, start};
 use std::time::Duration;
@@ -34,29 +34,8 @@ async fn setup() -> T {
         })
         .await
         .unwrap();
-    client
-        .create_job(&CreateJob {
-            project: "default".into(),
-            name: "img".into(),
-            source: JobSourceSpec {
-                image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }),
-                ..Default::default()
-            },
-            aliases: vec![],
-            runtime: None,
-        })
-        .await
-        .unwrap();
-    let agent = client
-        .register_agent(&RegisterAgent {
-            queues: vec!["q".into()],
-            hostname: "t".into(),
-            max_jobs: -1,
-            version: "t".into(),
-        })
-        .await
-        .unwrap()
-        .id;
+    image_job(&client, "img").await;
+    let agent = agent(&client, &["q"]).await;
     T { server, client, agent, _dir: dir }
 }
 

@@ -10,5 +10,6 @@ mod lifecycle;
 mod metrics;
 mod secrets_at_rest;
 mod shutdown;
+mod support;
 mod tls;
 mod ui;

@@ -7,9 +7,9 @@
 //! Needs `LIFTOFF_TEST_PROMTOOL` and `LIFTOFF_TEST_PROMETHEUS` (set by
 //! `.ci/prometheus.sh`); without them the tests skip, or fail under `CI`.
 
+use crate::support::{agent, image_job};
 use liftoff_client::Client;
 use liftoff_core::api::*;
-use liftoff_core::job::{ImageSource, JobSourceSpec};
 use liftoff_core::{ItemEvent, ResourceType, Stage};
 use liftoff_server::{RunningServer, ServerConfig, start};
 use std::io::Write;
@@ -64,28 +64,8 @@ struct Ran {
 async fn run_jobs(c: &Client) -> Ran {
     queue(c, "q").await;
     queue(c, "idle").await;
-    c.create_job(&CreateJob {
-        project: "default".into(),
-        name: "j".into(),
-        source: JobSourceSpec {
-            image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }),
-            ..Default::default()
-        },
-        aliases: vec![],
-        runtime: None,
-    })
-    .await
-    .unwrap();
-    let agent = c
-        .register_agent(&RegisterAgent {
-            queues: vec!["q".into()],
-            hostname: "h".into(),
-            max_jobs: -1,
-            version: "t".into(),
-        })
-        .await
-        .unwrap()
-        .id;
+    image_job(c, "j").await;
+    let agent = agent(c, &["q"]).await;
     let mut ids = vec![];
     for _ in 0..7 {
         let launched = c.launch("q", &LaunchRequest { job: "j".into(), ..Default::default() }).await.unwrap();
@@ -217,18 +197,7 @@ async fn an_expired_lease_counts_and_the_run_it_fails_too() {
     .await;
     let c = &t.client;
     queue(c, "q").await;
-    c.create_job(&CreateJob {
-        project: "default".into(),
-        name: "j".into(),
-        source: JobSourceSpec {
-            image: Some(ImageSource { image: "busybox:1".into(), args: vec![] }),
-            ..Default::default()
-        },
-        aliases: vec![],
-        runtime: None,
-    })
-    .await
-    .unwrap();
+    image_job(c, "j").await;
     let agent = c
         .register_agent(&RegisterAgent {
             queues: vec!["q".into()],
